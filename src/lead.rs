@@ -1,0 +1,344 @@
+//! The lead: a person who showed interest, keyed by a normalized email address.
+//!
+//! This module owns the lead's data model and its invariants (normalized email, known field names,
+//! lifecycle stage). It does no I/O: loading leads from files lives in `leads_file`, storing them
+//! in `store`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where a person stands with us. Only ever moves forward (`lead` → `contact` → `customer`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Showed interest, no two-way interaction yet.
+    #[default]
+    Lead,
+    /// Interacted with us: replied, took a call.
+    Contact,
+    /// Bought.
+    Customer,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Lead, Stage::Contact, Stage::Customer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Lead => "lead",
+            Stage::Contact => "contact",
+            Stage::Customer => "customer",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Stage> {
+        Stage::ALL
+            .into_iter()
+            .find(|stage| stage.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A free-form attribute value: what a CSV column or a JSON field can hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Bool(bool),
+    Number(f64),
+    Text(String),
+}
+
+impl Value {
+    /// Reads a CSV cell: numbers and booleans are recognised, everything else is text.
+    pub fn from_cell(cell: &str) -> Value {
+        let cell = cell.trim();
+        if let Ok(number) = cell.parse::<f64>()
+            && number.is_finite()
+        {
+            return Value::Number(number);
+        }
+        match cell.to_ascii_lowercase().as_str() {
+            "true" | "yes" => Value::Bool(true),
+            "false" | "no" => Value::Bool(false),
+            _ => Value::Text(cell.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => write!(f, "{}", *n as i64),
+            Value::Number(n) => write!(f, "{n}"),
+            Value::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Why an address must never be mailed again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suppression {
+    pub reason: SuppressionReason,
+    /// Free text: the bounce status line, "one-click unsubscribe", "by hand".
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SuppressionReason {
+    Unsubscribed,
+    Bounced,
+    Manual,
+}
+
+/// A lead (or, after promotion, a contact or customer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lead {
+    /// Normalized address (see [`normalize_email`]); also the lead's key.
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub company: Option<String>,
+    /// Where the lead came from: "website-form", "webinar", …
+    pub source: Option<String>,
+    pub tags: BTreeSet<String>,
+    /// An IANA zone name ("Europe/Berlin"); validated when the lead is loaded.
+    pub timezone: Option<String>,
+    pub score: i64,
+    pub stage: Stage,
+    /// Every other column or field, by its lower-cased name.
+    pub attributes: BTreeMap<String, Value>,
+    pub suppression: Option<Suppression>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The lead fields the language and templates know by name. Anything else is an attribute.
+pub const BUILT_IN_FIELDS: [&str; 10] = [
+    "email",
+    "first_name",
+    "last_name",
+    "name",
+    "company",
+    "source",
+    "tags",
+    "timezone",
+    "score",
+    "stage",
+];
+
+/// Fields every lead has, so a template may use them without a fallback.
+pub const ALWAYS_PRESENT_FIELDS: [&str; 4] = ["email", "score", "stage", "tags"];
+
+impl Lead {
+    /// A new lead with only its address; `email` must already be normalized.
+    pub fn new(email: String, now: DateTime<Utc>) -> Lead {
+        Lead {
+            email,
+            first_name: None,
+            last_name: None,
+            company: None,
+            source: None,
+            tags: BTreeSet::new(),
+            timezone: None,
+            score: 0,
+            stage: Stage::Lead,
+            attributes: BTreeMap::new(),
+            suppression: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// "Ana Ortiz", or whichever part is known.
+    pub fn full_name(&self) -> Option<String> {
+        match (&self.first_name, &self.last_name) {
+            (Some(first), Some(last)) => Some(format!("{first} {last}")),
+            (Some(one), None) | (None, Some(one)) => Some(one.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// The value of a field by the name the language uses (`first_name`, `score`, or an
+    /// attribute). `None` when the lead lacks it. `tags` is not a single value: see [`Lead::tags`].
+    pub fn field(&self, name: &str) -> Option<Value> {
+        let text = |v: &Option<String>| v.clone().map(Value::Text);
+        match name {
+            "email" => Some(Value::Text(self.email.clone())),
+            "first_name" => text(&self.first_name),
+            "last_name" => text(&self.last_name),
+            "name" => self.full_name().map(Value::Text),
+            "company" => text(&self.company),
+            "source" => text(&self.source),
+            "timezone" => text(&self.timezone),
+            "score" => Some(Value::Number(self.score as f64)),
+            "stage" => Some(Value::Text(self.stage.as_str().to_string())),
+            "tags" => Some(Value::Text(
+                self.tags.iter().cloned().collect::<Vec<_>>().join(","),
+            )),
+            other => self.attributes.get(other).cloned(),
+        }
+    }
+
+    /// Sets a field by the name the language uses. Built-in fields take text; `score` takes a
+    /// whole number; anything else becomes an attribute.
+    pub fn set_field(&mut self, name: &str, value: Value) -> Result<(), String> {
+        let as_text = |value: &Value| value.to_string();
+        match name {
+            "email" => return Err("the email address is the lead's key and cannot be set".into()),
+            "tags" => return Err("use `tag` and `untag` to change tags".into()),
+            "name" => return Err("set `first_name` and `last_name` instead of `name`".into()),
+            "first_name" => self.first_name = Some(as_text(&value)),
+            "last_name" => self.last_name = Some(as_text(&value)),
+            "company" => self.company = Some(as_text(&value)),
+            "source" => self.source = Some(as_text(&value)),
+            "timezone" => {
+                let zone = as_text(&value);
+                zone.parse::<chrono_tz::Tz>()
+                    .map_err(|_| format!("`{zone}` is not a time zone name"))?;
+                self.timezone = Some(zone);
+            }
+            "score" => match value {
+                Value::Number(n) if n.fract() == 0.0 => self.score = n as i64,
+                other => return Err(format!("score must be a whole number, not `{other}`")),
+            },
+            "stage" => {
+                let stage = Stage::parse(&as_text(&value))
+                    .ok_or_else(|| format!("`{value}` is not a stage (lead, contact, customer)"))?;
+                self.stage = stage;
+            }
+            other => {
+                self.attributes.insert(other.to_string(), value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the lead forward to `stage`; never backward. Returns whether it changed.
+    pub fn promote(&mut self, stage: Stage) -> bool {
+        if stage > self.stage {
+            self.stage = stage;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn is_suppressed(&self) -> bool {
+        self.suppression.is_some()
+    }
+
+    /// The lead's own time zone if it has a valid one.
+    pub fn zone(&self) -> Option<chrono_tz::Tz> {
+        self.timezone.as_deref().and_then(|z| z.parse().ok())
+    }
+}
+
+/// Why an address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    #[error("the email address is empty")]
+    Empty,
+    #[error("`{0}` has no `@`")]
+    NoAt(String),
+    #[error("`{0}` has nothing before the `@`")]
+    NoLocalPart(String),
+    #[error("`{0}` has no domain after the `@`, or the domain has no dot")]
+    BadDomain(String),
+    #[error("`{0}` contains a space, a control character or a character not allowed in an address")]
+    BadCharacter(String),
+}
+
+/// Normalizes an email address: trims it, lower-cases the domain, keeps the local part as given
+/// (some servers treat it as case-sensitive). Refuses what cannot be an address, including
+/// anything with whitespace or control characters, so an address can never smuggle a header.
+pub fn normalize_email(raw: &str) -> Result<String, EmailError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(EmailError::Empty);
+    }
+    let bad = |c: char| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c);
+    if trimmed.chars().any(bad) {
+        return Err(EmailError::BadCharacter(trimmed.to_string()));
+    }
+    let (local, domain) = trimmed
+        .rsplit_once('@')
+        .ok_or_else(|| EmailError::NoAt(trimmed.to_string()))?;
+    if local.is_empty() {
+        return Err(EmailError::NoLocalPart(trimmed.to_string()));
+    }
+    let domain_ok = domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && !domain.contains('@');
+    if !domain_ok {
+        return Err(EmailError::BadDomain(trimmed.to_string()));
+    }
+    Ok(format!("{local}@{}", domain.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_lowercases_domain_only() {
+        assert_eq!(
+            normalize_email("  Ana.Ortiz@ACME.Example ").unwrap(),
+            "Ana.Ortiz@acme.example"
+        );
+    }
+
+    #[test]
+    fn normalize_refuses_header_injection() {
+        assert!(matches!(
+            normalize_email("a@b.example\r\nBcc: x@y.example"),
+            Err(EmailError::BadCharacter(_))
+        ));
+    }
+
+    #[test]
+    fn normalize_refuses_non_addresses() {
+        assert_eq!(normalize_email(""), Err(EmailError::Empty));
+        assert!(matches!(normalize_email("ana"), Err(EmailError::NoAt(_))));
+        assert!(matches!(
+            normalize_email("@acme.example"),
+            Err(EmailError::NoLocalPart(_))
+        ));
+        assert!(matches!(
+            normalize_email("ana@localhost"),
+            Err(EmailError::BadDomain(_))
+        ));
+    }
+
+    #[test]
+    fn promote_never_goes_backward() {
+        let mut lead = Lead::new("a@b.example".into(), Utc::now());
+        assert!(lead.promote(Stage::Customer));
+        assert!(!lead.promote(Stage::Contact));
+        assert_eq!(lead.stage, Stage::Customer);
+    }
+
+    #[test]
+    fn set_field_routes_unknown_names_to_attributes() {
+        let mut lead = Lead::new("a@b.example".into(), Utc::now());
+        lead.set_field("plan", Value::Text("pro".into())).unwrap();
+        lead.set_field("score", Value::Number(12.0)).unwrap();
+        assert_eq!(lead.field("plan"), Some(Value::Text("pro".into())));
+        assert_eq!(lead.score, 12);
+        assert!(lead.set_field("score", Value::Text("x".into())).is_err());
+    }
+}

@@ -1,0 +1,337 @@
+//! The compiled workflow program: what the DSL compiler produces and the engine runs.
+//!
+//! A workflow is a list of named steps; each step's body is flattened into a small instruction
+//! list with relative-free jumps (indexes into the same step's code). An enrollment's position is
+//! `(step name, instruction index)`, so an edited workflow whose step still exists lets in-flight
+//! enrollments continue where they were. Everything here is plain data: validated, immutable, and
+//! free of I/O.
+
+pub mod cron;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use chrono::{NaiveTime, Weekday};
+use chrono_tz::Tz;
+
+use crate::lead::{Stage, Value};
+
+pub use self::cron::CronSlot;
+
+/// One validated workflow file.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    /// The name in `workflow "…"`; unique across all loaded files.
+    pub name: String,
+    /// The file it was compiled from (for messages).
+    pub path: PathBuf,
+    /// Hex digest of the source text: identifies the version enrollments ran under.
+    pub version: String,
+    /// `enroll when …`; `None` means leads are only enrolled by hand.
+    pub enroll: Option<Condition>,
+    /// `allow re-entry`: a lead that finished may be enrolled again.
+    pub reentry: bool,
+    /// `every "…"`: a recurring workflow that enrolls its segment at each slot.
+    pub every: Option<CronSlot>,
+    pub from: Mailbox,
+    pub reply_to: Option<Mailbox>,
+    /// Who is told about replies (`owner "…"`); notifications go here when `notify owner` is used.
+    pub owner: Option<Mailbox>,
+    /// The workflow's zone: used for `every`, and for leads without a (valid) zone of their own.
+    pub timezone: Tz,
+    /// `send on …`: when emails may leave. `None`: any time.
+    pub window: Option<SendWindow>,
+    pub handlers: Handlers,
+    /// In source order; execution starts at the first and falls through to the next.
+    pub steps: Vec<Step>,
+}
+
+impl Workflow {
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|step| step.name == name)
+    }
+
+    /// Every template any `send` of this workflow uses, once each, in order of first use.
+    pub fn templates(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for step in &self.steps {
+            for instr in &step.code {
+                if let Instr::Send(send) = instr
+                    && !names.contains(&send.template.as_str())
+                {
+                    names.push(&send.template);
+                }
+            }
+        }
+        names
+    }
+}
+
+/// A sender or recipient: `Ana Ortiz <ana@acme.example>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    pub name: Option<String>,
+    /// Already validated and normalized with `lead::normalize_email`.
+    pub address: String,
+}
+
+impl fmt::Display for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} <{}>", self.address),
+            None => f.write_str(&self.address),
+        }
+    }
+}
+
+/// `send on Mon-Fri between 09:00 and 17:30 in lead timezone`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendWindow {
+    pub days: Weekdays,
+    /// Inclusive start.
+    pub start: NaiveTime,
+    /// Exclusive end; always after `start` (validated).
+    pub end: NaiveTime,
+    pub zone: WindowZone,
+}
+
+/// Whose clock a send window (and `wait until`) is read on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowZone {
+    /// The lead's own zone, falling back to the workflow's when the lead has none.
+    Lead,
+    /// Always the workflow's `timezone`.
+    Workflow,
+}
+
+/// A set of weekdays, as a bit mask (bit 0 = Monday).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Weekdays(u8);
+
+impl Weekdays {
+    pub const ALL: Weekdays = Weekdays(0b111_1111);
+    pub const BUSINESS: Weekdays = Weekdays(0b001_1111);
+
+    pub fn empty() -> Weekdays {
+        Weekdays(0)
+    }
+
+    pub fn with(self, day: Weekday) -> Weekdays {
+        Weekdays(self.0 | 1 << day.num_days_from_monday())
+    }
+
+    /// Every day from `first` to `last`, wrapping past Sunday (`Fri-Mon` is Fri, Sat, Sun, Mon).
+    pub fn with_range(self, first: Weekday, last: Weekday) -> Weekdays {
+        let mut days = self;
+        let mut day = first;
+        loop {
+            days = days.with(day);
+            if day == last {
+                return days;
+            }
+            day = day.succ();
+        }
+    }
+
+    pub fn contains(self, day: Weekday) -> bool {
+        self.0 & (1 << day.num_days_from_monday()) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for Weekdays {
+    /// `Mon-Fri`, `Mon, Wed, Fri`, `every day`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Weekdays::ALL {
+            return f.write_str("every day");
+        }
+        let days: Vec<Weekday> = (0..7)
+            .map(|i| Weekday::try_from(i as u8).expect("0..7 is a weekday"))
+            .filter(|day| self.contains(*day))
+            .collect();
+        let contiguous = days
+            .windows(2)
+            .all(|pair| pair[0].num_days_from_monday() + 1 == pair[1].num_days_from_monday());
+        match days.as_slice() {
+            [] => f.write_str("no day"),
+            [one] => write!(f, "{one}"),
+            [first, .., last] if contiguous => write!(f, "{first}-{last}"),
+            _ => {
+                let names: Vec<String> = days.iter().map(|d| d.to_string()).collect();
+                f.write_str(&names.join(", "))
+            }
+        }
+    }
+}
+
+/// What happens when mail about an enrollment arrives. Each handler is a short instruction list
+/// run like a step body; it may not `wait` or `send` (validated). An empty list means "continue
+/// the sequence"; the compiler fills in the documented defaults for handlers a file leaves out.
+#[derive(Debug, Clone, Default)]
+pub struct Handlers {
+    /// Default: promote to contact; notify owner (when there is one); exit.
+    pub reply: Vec<Instr>,
+    /// Default: continue (an out-of-office never ends a sequence on its own).
+    pub auto_reply: Vec<Instr>,
+    /// Default: exit. (A permanent bounce also suppresses the address, whatever the handler says.)
+    pub bounce: Vec<Instr>,
+    /// Default: exit. (The address is always suppressed.)
+    pub unsubscribe: Vec<Instr>,
+}
+
+/// A named step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    pub code: Vec<Instr>,
+}
+
+/// One instruction. Jump targets index into the same step's `code`; an index equal to
+/// `code.len()` means "the end of this step" (fall through to the next step).
+#[derive(Debug, Clone)]
+pub enum Instr {
+    Send(Send),
+    Wait(Wait),
+    /// Evaluate the condition; when false, continue at `else_to`.
+    Branch {
+        condition: Condition,
+        /// The condition as written in the file, for timelines ("lead.score >= 20").
+        text: String,
+        else_to: usize,
+    },
+    /// Continue at this index (the end of an `if` block jumping over its `else`).
+    Jump(usize),
+    Act(Action),
+    /// Continue at the start of the step with this index.
+    Goto(usize),
+    /// End the enrollment ("exited: workflow said exit").
+    Exit,
+    /// Only in `on auto-reply`: pause the sequence until the out-of-office's return date, if
+    /// the message gave one.
+    PauseUntilReturn,
+}
+
+/// `send "welcome" subject "Welcome aboard, {{first_name}}!"`.
+#[derive(Debug, Clone)]
+pub struct Send {
+    /// Template name: `templates/<name>.html.hbs` and `templates/<name>.txt.hbs`.
+    pub template: String,
+    /// A handlebars template rendered for the lead (never HTML-escaped; CR/LF removed).
+    pub subject: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wait {
+    /// `wait 2 days`, `wait 90 minutes`: wall-clock duration.
+    For(WaitLength),
+    /// `wait 3 business days`: Monday to Friday, same local time of day.
+    BusinessDays(u32),
+    /// `wait until Tuesday 10:00` (or `wait until 10:00`: the next time it is 10:00).
+    UntilWeekday { days: Weekdays, time: NaiveTime },
+    /// `wait until cron "0 9 * * MON"`, read on the lead's clock.
+    UntilCron(CronSlot),
+}
+
+/// A length of time as the marketer wrote it (kept for display: "2 days", not "172800 s").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitLength {
+    Minutes(u32),
+    Hours(u32),
+    /// Calendar days: same local time of day, whatever DST did in between.
+    Days(u32),
+    Weeks(u32),
+}
+
+/// Something done to the lead or the outside world.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `set lead.plan to "pro"`.
+    Set {
+        field: String,
+        value: Value,
+    },
+    Tag(String),
+    Untag(String),
+    /// `score +10`, `score -5`.
+    Score(i64),
+    /// `promote to contact`.
+    Promote(Stage),
+    /// `notify "sales@acme.example"` or `notify owner`.
+    Notify(NotifyTarget),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotifyTarget {
+    Owner,
+    Address(Mailbox),
+}
+
+/// A yes/no question about a lead and its enrollment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    And(Box<Condition>, Box<Condition>),
+    Or(Box<Condition>, Box<Condition>),
+    Not(Box<Condition>),
+    /// `lead.score >= 20`, `lead.source is "webinar"`.
+    Compare {
+        field: String,
+        op: CompareOp,
+        value: Value,
+    },
+    /// `lead.tags has "trial"`.
+    HasTag(String),
+    /// `lead.country in ["DE", "AT", "CH"]`.
+    In {
+        field: String,
+        values: Vec<Value>,
+    },
+    /// `lead.company is set` (`negated`: `is not set`).
+    IsSet {
+        field: String,
+        negated: bool,
+    },
+    /// An engagement fact about this enrollment: `replied`, `opened "welcome"`...
+    Engaged(Engagement),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// Case-insensitive substring, text only.
+    Contains,
+}
+
+impl CompareOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "is",
+            CompareOp::Ne => "is not",
+            CompareOp::Lt => "<",
+            CompareOp::Le => "<=",
+            CompareOp::Gt => ">",
+            CompareOp::Ge => ">=",
+            CompareOp::Contains => "contains",
+        }
+    }
+}
+
+/// What the enrollment has seen happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Engagement {
+    /// The lead sent a human reply to any email of this workflow.
+    Replied,
+    /// An auto-reply (out-of-office) came back.
+    AutoReplied,
+    /// The lead clicked a tracked link in any email of this workflow.
+    Clicked,
+    /// The email of this template was sent to the lead in this enrollment.
+    Sent(String),
+}
