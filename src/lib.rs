@@ -6,10 +6,20 @@
 //!
 //! Module map:
 //! - [`lead`]: the lead model and email normalization.
+//! - [`leads_file`]: leads from CSV / JSON / JSON Lines files.
 //! - [`workflow`]: the compiled program the engine runs, and cron slots.
+//! - [`dsl`]: the workflow language: grammar, AST, validation, compilation.
 //! - [`diagnostic`]: problems in user files, rendered with file:line:col and a caret.
+//! - [`engine`]: the I/O-free state machine the daemon and the dry-run share.
+//! - [`mail`]: templates, rendering, MIME composition.
+//! - [`cli`]: the `nurture` command line.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod diagnostic;
+pub mod dsl;
+pub mod engine;
 pub mod lead;
+pub mod leads_file;
+pub mod mail;
 pub mod workflow;

@@ -1,0 +1,2 @@
+//! The I/O-free engine: enrollment state, time (windows, business days, zones), conditions,
+//! and `advance`, which turns an input into effects and a new state.

@@ -1,0 +1,1 @@
+//! Reading leads from CSV, JSON and JSON Lines files, with line-numbered errors for bad rows.

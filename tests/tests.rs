@@ -1,0 +1,10 @@
+//! The integration tests: one binary, one module per area.
+
+// Golden tests of rendered diagnostics (tests/fixtures/diagnostics/).
+mod diagnostics;
+// Every shipped workflow in workflows/ compiles and its templates render.
+mod examples;
+// Golden tests of dry-run timelines (tests/fixtures/dry_run/).
+mod dry_run;
+// Arbitrary input never panics the parser or the compiler.
+mod fuzz;
