@@ -1,1 +1,842 @@
 //! Reading leads from CSV, JSON and JSON Lines files, with line-numbered errors for bad rows.
+//!
+//! The format comes from the extension (`.csv`, `.json`, `.jsonl`/`.ndjson`). A bad row (bad
+//! address, unknown time zone, a score that is not a whole number, an unknown stage, the wrong
+//! number of cells) is rejected with its 1-based line in the file and a reason, and the good rows
+//! still load; only a file that cannot be read or is not CSV/JSON at all is an error.
+//!
+//! Column and key names are matched without regard to case, spaces, `-` and `_` (`First Name`,
+//! `firstname`, `first_name`); unknown ones become attributes under their lower-cased name with
+//! spaces as `_`. Rows for the same address in one file merge: a later row's non-empty fields win
+//! and tags add up.
+//!
+//! The CSV path is the bulk import (a million rows): one reused `ByteRecord`, the column mapping
+//! worked out once from the header, and no allocation per row beyond the lead itself.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, RandomState};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value as Json};
+
+use crate::lead::{Lead, Stage, Value, normalize_email};
+
+/// What a file held: the leads (merged by address, in order of first appearance), the rows
+/// refused, and how many data rows there were.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadReport {
+    pub leads: Vec<Lead>,
+    pub rejected: Vec<RejectedRow>,
+    /// Data rows read (CSV records, JSON array elements, non-blank JSON lines).
+    pub rows: usize,
+}
+
+/// A row that did not load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRow {
+    /// 1-based line in the file where the row starts.
+    pub line: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeadsFileError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: unknown kind of leads file; use .csv, .json, .jsonl or .ndjson", .0.display())]
+    UnknownFormat(PathBuf),
+    #[error("{}: {source}", path.display())]
+    InFile {
+        path: PathBuf,
+        source: Box<LeadsFileError>,
+    },
+    #[error("not a readable CSV file: {0}")]
+    Csv(String),
+    #[error("the CSV header has no `email` column")]
+    NoEmailColumn,
+    #[error("not valid JSON (line {line}, column {column}): {message}")]
+    Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("expected a JSON array of leads, or an object with a `leads` array")]
+    NotLeads,
+}
+
+/// Loads a leads file, choosing the format from its extension.
+pub fn load(path: &Path, now: DateTime<Utc>) -> Result<LoadReport, LeadsFileError> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let read_error = |source| LeadsFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let in_file = |error: LeadsFileError| match error {
+        LeadsFileError::Read { .. } => error,
+        other => LeadsFileError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(other),
+        },
+    };
+    match extension.as_str() {
+        "csv" => {
+            let file = std::fs::File::open(path).map_err(read_error)?;
+            parse_csv(std::io::BufReader::with_capacity(1 << 16, file), now).map_err(in_file)
+        }
+        "json" => {
+            let text = std::fs::read_to_string(path).map_err(read_error)?;
+            parse_json(&text, now).map_err(in_file)
+        }
+        "jsonl" | "ndjson" => {
+            let text = std::fs::read_to_string(path).map_err(read_error)?;
+            parse_json_lines(&text, now).map_err(in_file)
+        }
+        _ => Err(LeadsFileError::UnknownFormat(path.to_path_buf())),
+    }
+}
+
+/// The field a column or key feeds.
+#[derive(Debug, Clone, PartialEq)]
+enum Column {
+    Email,
+    FirstName,
+    LastName,
+    /// `name`, `full name`: split into first and last name at the first space.
+    FullName,
+    Company,
+    Source,
+    Tags,
+    Timezone,
+    Score,
+    Stage,
+    /// Any other column, by its attribute key.
+    Attribute(String),
+    /// A column with an empty header.
+    Ignored,
+}
+
+impl Column {
+    fn from_header(header: &str) -> Column {
+        let header = header.trim_start_matches('\u{feff}').trim();
+        // `First Name`, `first_name`, `first-name`, `FirstName` all compare as `firstname`.
+        let compact: String = header
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '_' | '-'))
+            .flat_map(char::to_lowercase)
+            .collect();
+        match compact.as_str() {
+            "" => Column::Ignored,
+            "email" | "emailaddress" | "mail" => Column::Email,
+            "firstname" | "givenname" => Column::FirstName,
+            "lastname" | "surname" | "familyname" => Column::LastName,
+            "name" | "fullname" => Column::FullName,
+            "company" | "organization" | "organisation" => Column::Company,
+            "source" => Column::Source,
+            "tags" | "tag" => Column::Tags,
+            "timezone" | "tz" => Column::Timezone,
+            "score" => Column::Score,
+            "stage" => Column::Stage,
+            _ => Column::Attribute(header.to_lowercase().replace(' ', "_")),
+        }
+    }
+}
+
+/// A lead being read, plus whether the row gave a score and a stage: those fields have no
+/// "unset" state, so a merge needs to know whether a later row's value should win.
+struct Row {
+    lead: Lead,
+    score_set: bool,
+    stage_set: bool,
+}
+
+impl Row {
+    /// Applies one text cell. Empty cells set nothing. `Err` is the reason to reject the row.
+    fn set_text(&mut self, column: &Column, cell: &str) -> Result<(), String> {
+        let cell = cell.trim();
+        if cell.is_empty() {
+            return Ok(());
+        }
+        let lead = &mut self.lead;
+        match column {
+            Column::Email => {
+                lead.email =
+                    normalize_email(cell).map_err(|e| format!("bad email address: {e}"))?;
+            }
+            Column::FirstName => lead.first_name = Some(cell.to_string()),
+            Column::LastName => lead.last_name = Some(cell.to_string()),
+            Column::FullName => match cell.split_once(char::is_whitespace) {
+                Some((first, last)) => {
+                    lead.first_name.get_or_insert_with(|| first.to_string());
+                    lead.last_name
+                        .get_or_insert_with(|| last.trim().to_string());
+                }
+                None => {
+                    lead.first_name.get_or_insert_with(|| cell.to_string());
+                }
+            },
+            Column::Company => lead.company = Some(cell.to_string()),
+            Column::Source => lead.source = Some(cell.to_string()),
+            Column::Tags => {
+                for tag in cell.split([';', '|', ',']) {
+                    let tag = tag.trim();
+                    if !tag.is_empty() && !lead.tags.contains(tag) {
+                        lead.tags.insert(tag.to_string());
+                    }
+                }
+            }
+            Column::Timezone => {
+                cell.parse::<chrono_tz::Tz>().map_err(|_| {
+                    format!("`{cell}` is not a time zone name (like Europe/Berlin)")
+                })?;
+                lead.timezone = Some(cell.to_string());
+            }
+            Column::Score => {
+                lead.score = parse_score(cell)
+                    .ok_or_else(|| format!("score `{cell}` is not a whole number"))?;
+                self.score_set = true;
+            }
+            Column::Stage => {
+                lead.stage = Stage::parse(cell)
+                    .ok_or_else(|| format!("`{cell}` is not a stage (lead, contact, customer)"))?;
+                self.stage_set = true;
+            }
+            Column::Attribute(key) => {
+                lead.attributes.insert(key.clone(), Value::from_cell(cell));
+            }
+            Column::Ignored => {}
+        }
+        Ok(())
+    }
+
+    /// Applies one JSON value: typed values keep their type, text goes through
+    /// [`Row::set_text`].
+    fn set_json(&mut self, column: &Column, key: &str, value: &Json) -> Result<(), String> {
+        match (column, value) {
+            (_, Json::Null) => Ok(()),
+            (_, Json::String(text)) => self.set_text(column, text),
+            (Column::Tags, Json::Array(items)) => {
+                for item in items {
+                    match item {
+                        Json::String(tag) => self.set_text(column, tag)?,
+                        other => return Err(format!("tag {other} is not text")),
+                    }
+                }
+                Ok(())
+            }
+            (Column::Score, Json::Number(number)) => {
+                self.lead.score = number
+                    .as_i64()
+                    .or_else(|| number.as_f64().and_then(whole))
+                    .ok_or_else(|| format!("score `{number}` is not a whole number"))?;
+                self.score_set = true;
+                Ok(())
+            }
+            (Column::Attribute(key), Json::Number(number)) => {
+                let number = number.as_f64().unwrap_or(f64::NAN);
+                self.lead
+                    .attributes
+                    .insert(key.clone(), Value::Number(number));
+                Ok(())
+            }
+            (Column::Attribute(key), Json::Bool(b)) => {
+                self.lead.attributes.insert(key.clone(), Value::Bool(*b));
+                Ok(())
+            }
+            (Column::Ignored, _) => Ok(()),
+            (Column::Attribute(_), _) => Err(format!(
+                "`{key}` holds a list or an object; attributes are text, numbers or true/false"
+            )),
+            (_, other) => self.set_text(column, &other.to_string()),
+        }
+    }
+}
+
+fn parse_score(cell: &str) -> Option<i64> {
+    cell.parse::<i64>()
+        .ok()
+        .or_else(|| cell.parse::<f64>().ok().and_then(whole))
+}
+
+/// `12.0` is the whole number 12; `12.5` and huge values are not.
+fn whole(number: f64) -> Option<i64> {
+    (number.fract() == 0.0 && number.abs() < 9e15).then_some(number as i64)
+}
+
+/// Collects rows, merging rows for the same address. Keyed by a hash of the address so that
+/// adding a row does not allocate a second copy of it; equal hashes are confirmed by comparing
+/// the addresses, and a real collision falls back to an exact map.
+struct Merger {
+    leads: Vec<Lead>,
+    by_hash: HashMap<u64, usize>,
+    collisions: HashMap<String, usize>,
+    hasher: RandomState,
+    rejected: Vec<RejectedRow>,
+    rows: usize,
+}
+
+impl Merger {
+    fn new() -> Merger {
+        Merger {
+            leads: Vec::new(),
+            by_hash: HashMap::new(),
+            collisions: HashMap::new(),
+            hasher: RandomState::new(),
+            rejected: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    fn reject(&mut self, line: usize, reason: String) {
+        self.rejected.push(RejectedRow { line, reason });
+    }
+
+    /// Takes a finished row; a row without an address is rejected.
+    fn add(&mut self, line: usize, row: Row) {
+        if row.lead.email.is_empty() {
+            self.reject(line, "no email address".to_string());
+            return;
+        }
+        let hash = self.hasher.hash_one(&row.lead.email);
+        let existing = match self.by_hash.get(&hash) {
+            Some(&index) if self.leads[index].email == row.lead.email => Some(index),
+            Some(_) => self.collisions.get(&row.lead.email).copied(),
+            None => None,
+        };
+        match existing {
+            Some(index) => merge(&mut self.leads[index], row),
+            None => {
+                let index = self.leads.len();
+                match self.by_hash.entry(hash) {
+                    Entry::Occupied(_) => {
+                        self.collisions.insert(row.lead.email.clone(), index);
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(index);
+                    }
+                }
+                self.leads.push(row.lead);
+            }
+        }
+    }
+
+    fn finish(self) -> LoadReport {
+        LoadReport {
+            leads: self.leads,
+            rejected: self.rejected,
+            rows: self.rows,
+        }
+    }
+}
+
+/// A later row for the same address: its non-empty fields win, tags add up.
+fn merge(into: &mut Lead, row: Row) {
+    let later = row.lead;
+    let fields = [
+        (&mut into.first_name, later.first_name),
+        (&mut into.last_name, later.last_name),
+        (&mut into.company, later.company),
+        (&mut into.source, later.source),
+        (&mut into.timezone, later.timezone),
+    ];
+    for (field, value) in fields {
+        if value.is_some() {
+            *field = value;
+        }
+    }
+    if row.score_set {
+        into.score = later.score;
+    }
+    if row.stage_set {
+        into.stage = later.stage;
+    }
+    into.tags.extend(later.tags);
+    into.attributes.extend(later.attributes);
+}
+
+/// Reads CSV with a header row. Line numbers are those of the file, counting the header as line
+/// 1, and stay right when a quoted cell spans lines.
+pub fn parse_csv(reader: impl Read, now: DateTime<Utc>) -> Result<LoadReport, LeadsFileError> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        // Rows with the wrong number of cells are rejected one by one, not fatal.
+        .flexible(true)
+        .from_reader(reader);
+    let header = csv
+        .byte_headers()
+        .map_err(|e| LeadsFileError::Csv(e.to_string()))?
+        .clone();
+    let mut columns = Vec::with_capacity(header.len());
+    for cell in header.iter() {
+        let name = std::str::from_utf8(cell)
+            .map_err(|_| LeadsFileError::Csv("the header row is not UTF-8 text".into()))?;
+        columns.push(Column::from_header(name));
+    }
+    if !columns.contains(&Column::Email) {
+        return Err(LeadsFileError::NoEmailColumn);
+    }
+    let mut merger = Merger::new();
+    let mut record = csv::ByteRecord::new();
+    loop {
+        match csv.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(error) => {
+                if let csv::ErrorKind::Io(_) = error.kind() {
+                    return Err(LeadsFileError::Csv(error.to_string()));
+                }
+                // Anything else is about one record: note it and go on.
+                let line = error.position().map_or(0, |p| p.line() as usize);
+                merger.rows += 1;
+                merger.reject(line, format!("not readable as CSV: {error}"));
+                continue;
+            }
+        }
+        merger.rows += 1;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        if record.len() != columns.len() {
+            merger.reject(
+                line,
+                format!(
+                    "expected {} cells like the header, found {}",
+                    columns.len(),
+                    record.len()
+                ),
+            );
+            continue;
+        }
+        let mut row = Row {
+            lead: Lead::new(String::new(), now),
+            score_set: false,
+            stage_set: false,
+        };
+        let mut result = Ok(());
+        for (column, cell) in columns.iter().zip(record.iter()) {
+            result = match std::str::from_utf8(cell) {
+                Ok(cell) => row.set_text(column, cell),
+                Err(_) => Err("a cell is not UTF-8 text".to_string()),
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        match result {
+            Ok(()) => merger.add(line, row),
+            Err(reason) => merger.reject(line, reason),
+        }
+    }
+    Ok(merger.finish())
+}
+
+/// Reads a JSON array of lead objects, or `{"leads": [...]}`. A row's line is the line where
+/// its object starts.
+pub fn parse_json(text: &str, now: DateTime<Utc>) -> Result<LoadReport, LeadsFileError> {
+    let document: Json = serde_json::from_str(text).map_err(|e| LeadsFileError::Json {
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })?;
+    let items = match &document {
+        Json::Array(items) => items,
+        Json::Object(object) => match object.get("leads") {
+            Some(Json::Array(items)) => items,
+            _ => return Err(LeadsFileError::NotLeads),
+        },
+        _ => return Err(LeadsFileError::NotLeads),
+    };
+    let lines = element_lines(text);
+    let mut merger = Merger::new();
+    for (index, item) in items.iter().enumerate() {
+        merger.rows += 1;
+        let line = lines.get(index).copied().unwrap_or(1);
+        add_json_row(&mut merger, line, item, now);
+    }
+    Ok(merger.finish())
+}
+
+/// Reads JSON Lines: one lead object per line; blank lines are skipped.
+pub fn parse_json_lines(text: &str, now: DateTime<Utc>) -> Result<LoadReport, LeadsFileError> {
+    let mut merger = Merger::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        merger.rows += 1;
+        match serde_json::from_str::<Json>(line) {
+            Ok(item) => add_json_row(&mut merger, index + 1, &item, now),
+            Err(error) => merger.reject(index + 1, format!("not valid JSON: {error}")),
+        }
+    }
+    Ok(merger.finish())
+}
+
+fn add_json_row(merger: &mut Merger, line: usize, item: &Json, now: DateTime<Utc>) {
+    let Json::Object(object) = item else {
+        merger.reject(
+            line,
+            "expected an object with the lead's fields".to_string(),
+        );
+        return;
+    };
+    match json_row(object, now) {
+        Ok(row) => merger.add(line, row),
+        Err(reason) => merger.reject(line, reason),
+    }
+}
+
+fn json_row(object: &Map<String, Json>, now: DateTime<Utc>) -> Result<Row, String> {
+    let mut row = Row {
+        lead: Lead::new(String::new(), now),
+        score_set: false,
+        stage_set: false,
+    };
+    for (key, value) in object {
+        row.set_json(&Column::from_header(key), key, value)?;
+    }
+    Ok(row)
+}
+
+/// The 1-based line where each element of the leads array starts: the top-level array's
+/// elements, or those of the `leads` array of a top-level object. A small scanner over the text
+/// (strings and escapes aware), since serde_json does not keep positions.
+fn element_lines(text: &str) -> Vec<usize> {
+    #[derive(PartialEq)]
+    enum Container {
+        Object,
+        Array { leads: bool },
+    }
+    let mut lines = Vec::new();
+    let mut stack: Vec<Container> = Vec::new();
+    let mut line = 1;
+    // In an object: whether the next string is a key, and the last key seen at depth 1.
+    let mut expect_key = false;
+    let mut last_key = String::new();
+    // Whether a value may start here (after `[`, `,` in an array, or `:`).
+    let mut value_starts = true;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            line += 1;
+            continue;
+        }
+        if c.is_whitespace() {
+            continue;
+        }
+        let starts_element = value_starts && !expect_key && !matches!(c, ']' | ',');
+        if starts_element && matches!(stack.last(), Some(Container::Array { leads: true })) {
+            lines.push(line);
+        }
+        match c {
+            '"' => {
+                let mut content = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        '\n' => line += 1,
+                        other => content.push(other),
+                    }
+                }
+                if expect_key && stack.len() == 1 {
+                    last_key = content;
+                }
+                expect_key = false;
+                value_starts = false;
+            }
+            '{' => {
+                stack.push(Container::Object);
+                expect_key = true;
+                value_starts = false;
+            }
+            '[' => {
+                let leads = stack.is_empty()
+                    || (stack.len() == 1 && stack[0] == Container::Object && last_key == "leads");
+                stack.push(Container::Array { leads });
+                expect_key = false;
+                value_starts = true;
+            }
+            '}' | ']' => {
+                stack.pop();
+                value_starts = false;
+                expect_key = false;
+            }
+            ',' => {
+                expect_key = stack.last() == Some(&Container::Object);
+                value_starts = !expect_key;
+            }
+            ':' => {
+                value_starts = true;
+            }
+            _ => {
+                // The rest of a number or literal.
+                value_starts = false;
+            }
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 3, 9, 0, 0).unwrap()
+    }
+
+    fn rejected(report: &LoadReport) -> Vec<(usize, &str)> {
+        report
+            .rejected
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn csv_loads_good_rows_and_rejects_bad_ones_by_line() {
+        let csv = "\u{feff}E-Mail,First Name,last_name,Company,Tags,TZ,Score,Stage,Plan,Trial Days\n\
+                   ana@ACME.example,Ana,Ortiz,Acme,trial;vip,Europe/Berlin,20,lead,pro,14\n\
+                   not-an-address,Bo,,,,,,,,\n\
+                   cy@globex.example,Cy,,,,Mars/Olympus,,,,\n\
+                   di@globex.example,Di,,,,,12.5,,,\n\
+                   ed@globex.example,Ed,,,,,,prospect,,\n\
+                   fy@globex.example,Fy\n\
+                   \n\
+                   gil@globex.example,,,,a|b,,,customer,,\n";
+        let report = parse_csv(csv.as_bytes(), now()).unwrap();
+        assert_eq!(report.rows, 7, "the blank line is not a row");
+        assert_eq!(
+            rejected(&report),
+            [
+                (3, "bad email address: `not-an-address` has no `@`"),
+                (
+                    4,
+                    "`Mars/Olympus` is not a time zone name (like Europe/Berlin)"
+                ),
+                (5, "score `12.5` is not a whole number"),
+                (6, "`prospect` is not a stage (lead, contact, customer)"),
+                (7, "expected 10 cells like the header, found 2"),
+            ]
+        );
+        assert_eq!(report.leads.len(), 2);
+        let ana = &report.leads[0];
+        assert_eq!(ana.email, "ana@acme.example");
+        assert_eq!(ana.first_name.as_deref(), Some("Ana"));
+        assert_eq!(ana.last_name.as_deref(), Some("Ortiz"));
+        assert_eq!(ana.company.as_deref(), Some("Acme"));
+        assert_eq!(ana.timezone.as_deref(), Some("Europe/Berlin"));
+        assert_eq!(ana.score, 20);
+        assert_eq!(
+            ana.tags.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["trial", "vip"]
+        );
+        assert_eq!(ana.attributes["plan"], Value::Text("pro".into()));
+        assert_eq!(ana.attributes["trial_days"], Value::Number(14.0));
+        assert_eq!(ana.created_at, now());
+        let gil = &report.leads[1];
+        assert_eq!(gil.first_name, None, "empty cells set nothing");
+        assert_eq!(gil.stage, Stage::Customer);
+        assert_eq!(gil.tags.len(), 2);
+    }
+
+    #[test]
+    fn csv_quoted_cells_keep_line_numbers_right() {
+        let csv = "email,company,notes\n\
+                   a@x.example,\"Acme, Inc.\",\"line one\nline two\nline three\"\n\
+                   bad,\"B\",\"x\"\n\
+                   c@x.example,\"He said \"\"hi\"\"\",\"more\r\nlines\"\n\
+                   bad2,,\n";
+        let report = parse_csv(csv.as_bytes(), now()).unwrap();
+        assert_eq!(
+            rejected(&report)
+                .iter()
+                .map(|(line, _)| *line)
+                .collect::<Vec<_>>(),
+            [5, 8]
+        );
+        assert_eq!(report.leads[0].company.as_deref(), Some("Acme, Inc."));
+        assert_eq!(
+            report.leads[0].attributes["notes"],
+            Value::Text("line one\nline two\nline three".into())
+        );
+        assert_eq!(report.leads[1].company.as_deref(), Some("He said \"hi\""));
+    }
+
+    #[test]
+    fn duplicates_merge_later_non_empty_fields_win_tags_union() {
+        let csv = "email,first_name,company,tags,score,plan\n\
+                   ana@acme.example,Ana,Acme,trial,10,free\n\
+                   bo@acme.example,Bo,,,,\n\
+                   ANA@acme.example,,Acme GmbH,vip,,pro\n\
+                   ana@ACME.EXAMPLE,Anna,,,,\n";
+        let report = parse_csv(csv.as_bytes(), now()).unwrap();
+        assert_eq!(report.rows, 4);
+        assert!(report.rejected.is_empty());
+        // `ANA@` keeps its local part: a different address on servers that honor case.
+        let emails: Vec<&str> = report.leads.iter().map(|l| l.email.as_str()).collect();
+        assert_eq!(
+            emails,
+            ["ana@acme.example", "bo@acme.example", "ANA@acme.example"]
+        );
+        let ana = &report.leads[0];
+        assert_eq!(ana.first_name.as_deref(), Some("Anna"));
+        assert_eq!(ana.company.as_deref(), Some("Acme"));
+        assert_eq!(ana.score, 10, "a row without a score keeps the earlier one");
+        let shouty = &report.leads[2];
+        assert_eq!(shouty.attributes["plan"], Value::Text("pro".into()));
+
+        let csv = "email,company,tags,score,plan\n\
+                   ana@acme.example,Acme,trial,10,free\n\
+                   ana@acme.example,Acme GmbH,vip,0,pro\n";
+        let report = parse_csv(csv.as_bytes(), now()).unwrap();
+        let ana = &report.leads[0];
+        assert_eq!(report.leads.len(), 1);
+        assert_eq!(ana.company.as_deref(), Some("Acme GmbH"));
+        assert_eq!(ana.score, 0, "an explicit score wins, even zero");
+        assert_eq!(ana.tags.len(), 2);
+        assert_eq!(ana.attributes["plan"], Value::Text("pro".into()));
+    }
+
+    #[test]
+    fn csv_without_email_column_is_an_error() {
+        let error = parse_csv("name,company\nAna,Acme\n".as_bytes(), now()).unwrap_err();
+        assert!(matches!(error, LeadsFileError::NoEmailColumn));
+    }
+
+    #[test]
+    fn full_name_column_splits() {
+        let report = parse_csv(
+            "email,name\na@x.example,Ana María Ortiz\n".as_bytes(),
+            now(),
+        )
+        .unwrap();
+        let lead = &report.leads[0];
+        assert_eq!(lead.first_name.as_deref(), Some("Ana"));
+        assert_eq!(lead.last_name.as_deref(), Some("María Ortiz"));
+    }
+
+    #[test]
+    fn json_array_and_wrapper_with_lines() {
+        let json = r#"[
+  {"email": "ana@acme.example", "first_name": "Ana", "tags": ["trial", "vip"],
+   "score": 20, "plan": "pro", "trial_days": 14, "beta": true, "note": null},
+  {"email": "bad"},
+  {
+    "email": "bo@acme.example", "timezone": "Nowhere/City"
+  },
+  {"email": "cy@acme.example", "nested": {"a": 1}},
+  "text",
+  {"email": "dy@acme.example", "stage": "contact", "tags": "a;b", "score": "7"}
+]"#;
+        let report = parse_json(json, now()).unwrap();
+        assert_eq!(report.rows, 6);
+        assert_eq!(
+            rejected(&report),
+            [
+                (4, "bad email address: `bad` has no `@`"),
+                (
+                    5,
+                    "`Nowhere/City` is not a time zone name (like Europe/Berlin)"
+                ),
+                (
+                    8,
+                    "`nested` holds a list or an object; attributes are text, numbers or true/false"
+                ),
+                (9, "expected an object with the lead's fields"),
+            ]
+        );
+        let ana = &report.leads[0];
+        assert_eq!(ana.score, 20);
+        assert_eq!(ana.tags.len(), 2);
+        assert_eq!(ana.attributes["trial_days"], Value::Number(14.0));
+        assert_eq!(ana.attributes["beta"], Value::Bool(true));
+        assert!(!ana.attributes.contains_key("note"));
+        let dy = &report.leads[1];
+        assert_eq!((dy.stage, dy.score, dy.tags.len()), (Stage::Contact, 7, 2));
+
+        let wrapped = "{\"source\": \"x\", \"other\": [{\"email\": \"no\"}],\n \"leads\": [\n {\"email\": \"no\"}\n ]}";
+        let report = parse_json(wrapped, now()).unwrap();
+        assert_eq!(rejected(&report)[0].0, 3);
+        assert!(matches!(
+            parse_json("{\"x\": 1}", now()),
+            Err(LeadsFileError::NotLeads)
+        ));
+        assert!(matches!(
+            parse_json("[{\"email\": ", now()),
+            Err(LeadsFileError::Json { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn json_lines_one_object_per_line() {
+        let text = "{\"email\": \"ana@acme.example\", \"company\": \"Acme\"}\n\
+                    \n\
+                    {\"email\": \"bo@acme.example\"\n\
+                    {\"email\": \"ana@acme.example\", \"tags\": [\"x\"]}\n\
+                    {\"email\": \"cy@acme.example\", \"score\": 1.5}\n";
+        let report = parse_json_lines(text, now()).unwrap();
+        assert_eq!(report.rows, 4);
+        let lines: Vec<usize> = report.rejected.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [3, 5]);
+        assert!(report.rejected[0].reason.starts_with("not valid JSON"));
+        assert_eq!(
+            report.rejected[1].reason,
+            "score `1.5` is not a whole number"
+        );
+        assert_eq!(report.leads.len(), 1);
+        assert_eq!(report.leads[0].company.as_deref(), Some("Acme"));
+        assert_eq!(report.leads[0].tags.len(), 1);
+    }
+
+    #[test]
+    fn load_picks_format_by_extension() {
+        let dir = std::env::temp_dir().join(format!("nurture-leads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let csv = dir.join("leads.CSV");
+        std::fs::write(&csv, "email\na@x.example\n").unwrap();
+        let ndjson = dir.join("leads.ndjson");
+        std::fs::write(&ndjson, "{\"email\": \"b@x.example\"}\n").unwrap();
+        assert_eq!(load(&csv, now()).unwrap().leads[0].email, "a@x.example");
+        assert_eq!(load(&ndjson, now()).unwrap().leads[0].email, "b@x.example");
+        assert!(matches!(
+            load(&dir.join("leads.xlsx"), now()),
+            Err(LeadsFileError::UnknownFormat(_))
+        ));
+        assert!(matches!(
+            load(&dir.join("missing.csv"), now()),
+            Err(LeadsFileError::Read { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn csv_imports_quickly() {
+        let mut csv = String::from("email,first_name,last_name,company,tags,score,plan\n");
+        let count = 100_000;
+        for i in 0..count {
+            csv.push_str(&format!(
+                "lead{i}@example.com,Ana,Ortiz,Acme,trial;vip,{i},pro\n"
+            ));
+        }
+        let started = std::time::Instant::now();
+        let report = parse_csv(csv.as_bytes(), now()).unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(report.leads.len(), count);
+        // Debug builds are several times slower than release; 50k/s in release is far above
+        // this floor, which only catches an accidental quadratic.
+        assert!(elapsed.as_secs_f64() < 20.0, "{elapsed:?}");
+    }
+}

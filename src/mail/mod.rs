@@ -1,2 +1,21 @@
 //! Mail: handlebars templates (HTML and text), rendering for a lead, and composing the MIME
 //! message the daemon sends.
+//!
+//! - [`templates`]: loading `templates/` (every template and partial compiled up front, in two
+//!   registries: HTML escaped, text not), strict rendering, subjects, and the `nurture check`
+//!   warnings about fields a lead may lack.
+//! - [`render`]: what a template sees (the context built from a lead), the rendered body, and the
+//!   render error a marketer can act on.
+//! - [`compose`]: the outgoing email (headers, Message-ID, List-Unsubscribe) and its RFC 5322
+//!   form through lettre.
+//!
+//! Rule of the module: lead data is escaped in HTML, never in text, and can never create a
+//! header: every header value that may carry lead data goes through [`compose::header_text`].
+
+pub mod compose;
+pub mod render;
+pub mod templates;
+
+pub use self::compose::{ComposeError, OutgoingEmail};
+pub use self::render::{RenderError, RenderedBody, context};
+pub use self::templates::Templates;
