@@ -172,7 +172,7 @@ impl Templates {
                 loaded.templates.insert(name, pair);
             }
         }
-        loaded.check_partial_references(&mut diagnostics);
+        loaded.check_references(&mut diagnostics);
         (loaded, diagnostics)
     }
 
@@ -192,8 +192,9 @@ impl Templates {
         ok
     }
 
-    /// A `{{> NAME}}` naming no partial would fail every render: report it at load.
-    fn check_partial_references(&self, diagnostics: &mut Vec<Diagnostic>) {
+    /// A `{{> NAME}}` naming no partial, or a helper handlebars does not have, would fail every
+    /// render: report them at load.
+    fn check_references(&self, diagnostics: &mut Vec<Diagnostic>) {
         let all = self.templates.iter().chain(&self.partials);
         for (name, pair) in all {
             for flavor in [Flavor::Html, Flavor::Text] {
@@ -201,22 +202,45 @@ impl Templates {
                     continue;
                 };
                 let mut references = Vec::new();
-                partial_references(template, None, &mut references);
+                collect_references(template, None, &mut references);
+                let inline: Vec<&str> = references
+                    .iter()
+                    .filter(|r| r.kind == ReferenceKind::Inline)
+                    .map(|r| r.name.as_str())
+                    .collect();
                 let source = pair.get(flavor);
-                for (partial, position) in references {
-                    if self.partials.contains_key(&partial) || self.templates.contains_key(&partial)
-                    {
+                for reference in &references {
+                    let known = match reference.kind {
+                        ReferenceKind::Inline => true,
+                        ReferenceKind::Partial => {
+                            self.partials.contains_key(&reference.name)
+                                || self.templates.contains_key(&reference.name)
+                                || inline.contains(&reference.name.as_str())
+                        }
+                        ReferenceKind::Helper => {
+                            HELPERS.contains(&reference.name.as_str())
+                                || reference.name == "default"
+                        }
+                    };
+                    if known {
                         continue;
                     }
-                    let span = locate(&source.text, position, &partial);
-                    diagnostics.push(
-                        Diagnostic::error(format!("no partial named `{partial}`"))
-                            .at(&source.path, &source.text, span)
+                    let span = locate(&source.text, reference.position, &reference.name);
+                    let partial = &reference.name;
+                    let diagnostic = match reference.kind {
+                        ReferenceKind::Partial => Diagnostic::error(format!("no partial named `{partial}`"))
                             .with_label("not in templates/partials/")
                             .with_hint(format!(
                                 "add templates/partials/{partial}{HTML_SUFFIX} and {partial}{TEXT_SUFFIX}"
                             )),
-                    );
+                        _ => Diagnostic::error(format!("no helper named `{partial}`"))
+                            .with_label("unknown helper")
+                            .with_hint(match crate::diagnostic::did_you_mean(partial, HELPERS.iter().copied().chain(["default"])) {
+                                Some(close) => format!("did you mean `{close}`?"),
+                                None => "helpers are `default`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`".to_string(),
+                            }),
+                    };
+                    diagnostics.push(diagnostic.at(&source.path, &source.text, span));
                 }
             }
         }
@@ -245,11 +269,11 @@ impl Templates {
         let html = self
             .html
             .render_with_context(name, &data)
-            .map_err(|e| self.render_error(what(), context, &e))?;
+            .map_err(|e| self.render_error(what(), context, &e, Some(Flavor::Html)))?;
         let text = self
             .text
             .render_with_context(name, &data)
-            .map_err(|e| self.render_error(what(), context, &e))?;
+            .map_err(|e| self.render_error(what(), context, &e, Some(Flavor::Text)))?;
         Ok(RenderedBody { html, text })
     }
 
@@ -288,7 +312,7 @@ impl Templates {
         };
         rendered
             .map(|text| header_text(&text))
-            .map_err(|e| self.render_error(what(), context, &e))
+            .map_err(|e| self.render_error(what(), context, &e, None))
     }
 
     /// Checks that a subject compiles; the error names line and column in the subject.
@@ -306,6 +330,7 @@ impl Templates {
         what: String,
         context: &Json,
         error: &handlebars::RenderError,
+        flavor: Option<Flavor>,
     ) -> RenderError {
         let lead = lead_of(context);
         if let RenderErrorReason::MissingVariable(Some(path)) = error.reason() {
@@ -316,14 +341,14 @@ impl Templates {
             };
         }
         let mut message = error.reason().to_string();
-        if let (Some(name), Some(line), Some(column)) =
-            (&error.template_name, error.line_no, error.column_no)
+        // Point at the file: the template itself or the partial the error is in.
+        if let (Some(name), Some(line), Some(column), Some(flavor)) =
+            (&error.template_name, error.line_no, error.column_no, flavor)
         {
             let file = self.templates.get(name).or_else(|| self.partials.get(name));
             if let Some(pair) = file {
-                // Both flavors have the same name; the HTML one renders first.
-                let path = pair.html.path.with_extension("");
-                message.push_str(&format!(" (at {}.*:{line}:{column})", path.display()));
+                let path = pair.get(flavor).path.display();
+                message.push_str(&format!(" (at {path}:{line}:{column})"));
             }
         }
         RenderError::Failed {
@@ -578,12 +603,34 @@ fn read_pairs(dir: &Path, kind: &str, diagnostics: &mut Vec<Diagnostic>) -> Vec<
     pairs
 }
 
-/// Every `{{> NAME}}` of a template, with the position handlebars recorded (if any).
-fn partial_references(
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReferenceKind {
+    /// `{{> NAME}}`.
+    Partial,
+    /// `{{NAME arg}}`, `{{#NAME arg}}`, `(NAME arg)`.
+    Helper,
+    /// `{{#*inline "NAME"}}`: a partial defined in the template itself.
+    Inline,
+}
+
+/// A name a template relies on, with the position handlebars recorded (if any).
+struct Reference {
+    kind: ReferenceKind,
+    name: String,
+    position: Option<(usize, usize)>,
+}
+
+/// Every partial, helper and inline partial a template names.
+fn collect_references(
     template: &Template,
     inherited: Option<(usize, usize)>,
-    out: &mut Vec<(String, Option<(usize, usize)>)>,
+    out: &mut Vec<Reference>,
 ) {
+    let reference = |kind, name: &str, position| Reference {
+        kind,
+        name: name.to_string(),
+        position,
+    };
     for (index, element) in template.elements.iter().enumerate() {
         let position = template
             .mapping
@@ -594,23 +641,69 @@ fn partial_references(
             TemplateElement::PartialExpression(partial)
             | TemplateElement::PartialBlock(partial) => {
                 if let Some(name) = static_partial_name(&partial.name) {
-                    out.push((name.to_string(), position));
+                    out.push(reference(ReferenceKind::Partial, name, position));
+                }
+                for param in partial.params.iter().chain(partial.hash.values()) {
+                    helper_references(param, position, out);
                 }
                 if let Some(block) = &partial.template {
-                    partial_references(block, position, out);
+                    collect_references(block, position, out);
+                }
+            }
+            TemplateElement::Expression(helper) | TemplateElement::HtmlExpression(helper) => {
+                let name_only = helper.params.is_empty() && helper.hash.is_empty();
+                if !name_only && let Some(name) = helper.name.as_name() {
+                    out.push(reference(ReferenceKind::Helper, name, position));
+                }
+                helper_references(&helper.name, position, out);
+                for param in helper.params.iter().chain(helper.hash.values()) {
+                    helper_references(param, position, out);
                 }
             }
             TemplateElement::HelperBlock(helper) => {
+                if let Some(name) = helper.name.as_name() {
+                    out.push(reference(ReferenceKind::Helper, name, position));
+                }
+                for param in helper.params.iter().chain(helper.hash.values()) {
+                    helper_references(param, position, out);
+                }
                 for inner in [&helper.template, &helper.inverse].into_iter().flatten() {
-                    partial_references(inner, position, out);
+                    collect_references(inner, position, out);
                 }
             }
             TemplateElement::DecoratorBlock(decorator) => {
+                if decorator.name.as_name() == Some("inline")
+                    && let Some(Parameter::Literal(Json::String(name))) = decorator.params.first()
+                {
+                    out.push(reference(ReferenceKind::Inline, name, position));
+                }
                 if let Some(inner) = &decorator.template {
-                    partial_references(inner, position, out);
+                    collect_references(inner, position, out);
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Helpers called in a subexpression argument: `(eq plan "pro")`.
+fn helper_references(
+    param: &Parameter,
+    position: Option<(usize, usize)>,
+    out: &mut Vec<Reference>,
+) {
+    if let Parameter::Subexpression(sub) = param
+        && let TemplateElement::Expression(helper) = sub.as_element()
+    {
+        if let Some(name) = helper.name.as_name() {
+            out.push(Reference {
+                kind: ReferenceKind::Helper,
+                name: name.to_string(),
+                position,
+            });
+        }
+        for inner in helper.params.iter().chain(helper.hash.values()) {
+            helper_references(inner, position, out);
         }
     }
 }
@@ -1061,6 +1154,45 @@ mod tests {
         let location = diagnostics[0].location.as_ref().unwrap();
         assert_eq!((location.line, location.column), (2, 6));
         assert_eq!(diagnostics[0].message, "no partial named `footr`");
+    }
+
+    #[test]
+    fn unknown_helper_is_reported_at_load_inline_partials_are_known() {
+        let (_, diagnostics) = Templates::from_memory(
+            &[(
+                "t",
+                "{{#*inline \"sig\"}}S{{/inline}}{{> sig}}\n{{#if (eq plan \"pro\")}}{{upper company}}{{/if}}",
+                "{{defualt first_name \"x\"}}",
+            )],
+            &[],
+        );
+        let shown: Vec<String> = diagnostics
+            .iter()
+            .map(|d| {
+                let l = d.location.as_ref().unwrap();
+                format!(
+                    "{}:{}:{} {} {:?}",
+                    l.path.display(),
+                    l.line,
+                    l.column,
+                    d.message,
+                    d.hint
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "templates/t.html.hbs:2:26 no helper named `upper` Some(\"helpers are `default`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`\")",
+                "templates/t.txt.hbs:1:3 no helper named `defualt` Some(\"did you mean `default`?\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn templates_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Templates>();
     }
 
     #[test]
