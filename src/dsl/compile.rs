@@ -1,0 +1,784 @@
+//! Syntax tree → [`Workflow`]: resolves every word and text into a program value (zones, cron
+//! slots, addresses, weekdays, units, fields, stages, step indexes) and flattens statement
+//! blocks into instruction lists with jumps.
+//!
+//! Each value that does not resolve becomes a diagnostic here, in the one place that reads it;
+//! compilation carries on so that all of them are reported. The caller keeps the workflow only
+//! when no check or resolution reported an error.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use chrono::{NaiveTime, Utc, Weekday};
+use chrono_tz::Tz;
+
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::lead::{BUILT_IN_FIELDS, Lead, Stage, Value, normalize_email};
+use crate::workflow::{
+    Action, Condition, CronSlot, Engagement, Handlers, Instr, Mailbox, NotifyTarget, Send,
+    SendWindow, Step, Wait, WaitLength, Weekdays, WindowZone, Workflow,
+};
+
+use super::Context;
+use super::ast::*;
+
+/// The largest `score +N` / `score -N`: keeps scores far from overflow, whatever loops do.
+const MAX_SCORE_CHANGE: i64 = 1_000_000;
+/// The largest count in `wait N UNIT`: 10000 weeks is already two centuries.
+const MAX_WAIT_COUNT: u32 = 10_000;
+
+/// Units as written (singular and plural), plurals first so a typo suggests the plural.
+const UNITS: [&str; 10] = [
+    "minutes",
+    "hours",
+    "days",
+    "weeks",
+    "business days",
+    "minute",
+    "hour",
+    "day",
+    "week",
+    "business day",
+];
+
+const WEEKDAY_NAMES: [(&str, &str, Weekday); 7] = [
+    ("Mon", "Monday", Weekday::Mon),
+    ("Tue", "Tuesday", Weekday::Tue),
+    ("Wed", "Wednesday", Weekday::Wed),
+    ("Thu", "Thursday", Weekday::Thu),
+    ("Fri", "Friday", Weekday::Fri),
+    ("Sat", "Saturday", Weekday::Sat),
+    ("Sun", "Sunday", Weekday::Sun),
+];
+
+/// Compiles a syntax tree; the workflow is `None` when something essential (the sender) is
+/// missing. Diagnostics are in no particular order.
+pub fn compile(
+    cx: &Context,
+    ast: &WorkflowAst,
+    version: String,
+) -> (Option<Workflow>, Vec<Diagnostic>) {
+    let mut compiler = Compiler {
+        cx,
+        diagnostics: Vec::new(),
+        steps: BTreeMap::new(),
+    };
+    for (index, step) in ast.steps().enumerate() {
+        compiler.steps.entry(step.name.value.as_str()).or_insert(index);
+    }
+    let workflow = compiler.workflow(ast, version);
+    (workflow, compiler.diagnostics)
+}
+
+struct Compiler<'a> {
+    cx: &'a Context<'a>,
+    diagnostics: Vec<Diagnostic>,
+    /// Step name → index (the first, when a name is used twice: validation reports that).
+    steps: BTreeMap<&'a str, usize>,
+}
+
+/// The header, as resolved so far: the first of each setting wins (validation reports repeats).
+#[derive(Default)]
+struct Header {
+    enroll: Option<Condition>,
+    reentry: bool,
+    every: Option<CronSlot>,
+    from: Option<Mailbox>,
+    from_written: bool,
+    reply_to: Option<Mailbox>,
+    owner: Option<Mailbox>,
+    timezone: Option<Tz>,
+    window: Option<SendWindow>,
+}
+
+impl<'a> Compiler<'a> {
+    fn push(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    fn workflow(&mut self, ast: &'a WorkflowAst, version: String) -> Option<Workflow> {
+        let mut header = Header::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for setting in ast.settings() {
+            let keyword = setting.kind.keyword();
+            if seen.contains(&keyword) {
+                continue;
+            }
+            seen.push(keyword);
+            self.setting(&setting.kind, &mut header);
+        }
+        if !header.from_written {
+            self.push(
+                self.cx
+                    .error("the workflow has no sender", ast.name.span.clone())
+                    .with_label("no `from` setting")
+                    .with_hint("add `from \"Name <address>\"` to its settings"),
+            );
+        }
+
+        let mut handlers = Handlers {
+            reply: vec![Instr::Act(Action::Promote(Stage::Contact))],
+            auto_reply: Vec::new(),
+            bounce: vec![Instr::Exit],
+            unsubscribe: vec![Instr::Exit],
+        };
+        if header.owner.is_some() {
+            handlers.reply.push(Instr::Act(Action::Notify(NotifyTarget::Owner)));
+        }
+        handlers.reply.push(Instr::Exit);
+        let mut handled: Vec<Event> = Vec::new();
+        for handler in ast.handlers() {
+            let code = self.body(&handler.body);
+            let Some(event) = self.event(&handler.event) else {
+                continue;
+            };
+            if handled.contains(&event) {
+                continue;
+            }
+            handled.push(event);
+            *match event {
+                Event::Reply => &mut handlers.reply,
+                Event::AutoReply => &mut handlers.auto_reply,
+                Event::Bounce => &mut handlers.bounce,
+                Event::Unsubscribe => &mut handlers.unsubscribe,
+            } = code;
+        }
+
+        let steps = ast
+            .steps()
+            .map(|step| Step {
+                name: step.name.value.clone(),
+                code: self.body(&step.body),
+            })
+            .collect();
+
+        Some(Workflow {
+            name: ast.name.value.clone(),
+            path: self.cx.path.to_path_buf(),
+            version,
+            enroll: header.enroll,
+            reentry: header.reentry,
+            every: header.every,
+            from: header.from?,
+            reply_to: header.reply_to,
+            owner: header.owner,
+            timezone: header.timezone.unwrap_or(Tz::UTC),
+            window: header.window,
+            handlers,
+            steps,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Settings
+    // -----------------------------------------------------------------------------------------
+
+    fn setting(&mut self, kind: &'a SettingKind, header: &mut Header) {
+        match kind {
+            SettingKind::Enroll(condition) => header.enroll = self.condition(condition),
+            SettingKind::Reentry => header.reentry = true,
+            SettingKind::Every(cron) => header.every = self.cron(cron),
+            SettingKind::From(text) => {
+                header.from_written = true;
+                header.from = self.mailbox(text, "sender");
+            }
+            SettingKind::ReplyTo(text) => header.reply_to = self.mailbox(text, "reply-to"),
+            SettingKind::Owner(text) => header.owner = self.mailbox(text, "owner"),
+            SettingKind::Timezone(zone) => header.timezone = self.timezone(zone),
+            SettingKind::Window(window) => header.window = self.window(window),
+        }
+    }
+
+    /// `"Ana Ortiz <ana@acme.example>"` or `"ana@acme.example"`; `role` names it in messages.
+    fn mailbox(&mut self, text: &Spanned<String>, role: &str) -> Option<Mailbox> {
+        let written = text.value.trim();
+        let parsed = match written.find('<') {
+            Some(open) => match written.strip_suffix('>') {
+                Some(inside) => {
+                    let name = written[..open].trim().trim_matches('"').trim();
+                    normalize_email(&inside[open + 1..])
+                        .map(|address| Mailbox {
+                            name: (!name.is_empty()).then(|| name.to_string()),
+                            address,
+                        })
+                        .map_err(|error| error.to_string())
+                }
+                None => Err(format!("`{written}` has a `<` but does not end with `>`")),
+            },
+            None => normalize_email(written)
+                .map(|address| Mailbox {
+                    name: None,
+                    address,
+                })
+                .map_err(|error| error.to_string()),
+        };
+        parsed
+            .map_err(|reason| {
+                self.push(
+                    self.cx
+                        .error(format!("invalid {role} address: {reason}"), text.span.clone())
+                        .with_label("not an email address")
+                        .with_hint(
+                            "write `\"Name <name@example.com>\"` or just `\"name@example.com\"`",
+                        ),
+                );
+            })
+            .ok()
+    }
+
+    fn timezone(&mut self, zone: &Spanned<String>) -> Option<Tz> {
+        zone.value
+            .parse::<Tz>()
+            .map_err(|_| {
+                let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
+                let hint = match did_you_mean(&zone.value, names) {
+                    Some(name) => format!("did you mean `{name}`?"),
+                    None => "use an IANA name such as `Europe/Berlin` or `America/New_York`"
+                        .to_string(),
+                };
+                self.push(
+                    self.cx
+                        .error(
+                            format!("unknown time zone `{}`", zone.value),
+                            zone.span.clone(),
+                        )
+                        .with_label("not an IANA time zone")
+                        .with_hint(hint),
+                );
+            })
+            .ok()
+    }
+
+    fn cron(&mut self, cron: &Spanned<String>) -> Option<CronSlot> {
+        CronSlot::parse(&cron.value)
+            .map_err(|reason| {
+                self.push(
+                    self.cx
+                        .error(reason, cron.span.clone())
+                        .with_label("invalid cron slot")
+                        .with_hint(
+                            "5 fields: minute hour day-of-month month weekday, as in \
+                             `0 9 * * MON`",
+                        ),
+                );
+            })
+            .ok()
+    }
+
+    fn window(&mut self, window: &WindowAst) -> Option<SendWindow> {
+        let days = self.days(&window.days);
+        let start = self.time(&window.start);
+        let end = self.time(&window.end);
+        let zone = match window.zone.as_ref().map(|zone| zone.value.as_str()) {
+            Some("workflow") => WindowZone::Workflow,
+            _ => WindowZone::Lead,
+        };
+        let (start, end) = (start?, end?);
+        if end <= start {
+            self.push(
+                self.cx
+                    .error(
+                        "the send window must end after it starts",
+                        window.end.span.clone(),
+                    )
+                    .with_label(format!(
+                        "`{}` is not after `{}`",
+                        window.end.value, window.start.value
+                    ))
+                    .with_hint("a window lies within one day, as in `between 09:00 and 17:30`"),
+            );
+            return None;
+        }
+        Some(SendWindow {
+            days: days?,
+            start,
+            end,
+            zone,
+        })
+    }
+
+    fn time(&mut self, time: &Spanned<String>) -> Option<NaiveTime> {
+        let (hours, minutes) = time.value.split_once(':')?;
+        let parsed = hours
+            .parse()
+            .ok()
+            .zip(minutes.parse().ok())
+            .and_then(|(hours, minutes)| NaiveTime::from_hms_opt(hours, minutes, 0));
+        if parsed.is_none() {
+            self.push(
+                self.cx
+                    .error(
+                        format!("`{}` is not a time of day", time.value),
+                        time.span.clone(),
+                    )
+                    .with_label("hours go from 00 to 23, minutes from 00 to 59"),
+            );
+        }
+        parsed
+    }
+
+    /// Weekdays as written → a set; `None` (after reporting) when a name is unknown.
+    fn days(&mut self, days: &DaysAst) -> Option<Weekdays> {
+        let DaysAst::List(ranges) = days else {
+            return Some(Weekdays::ALL);
+        };
+        let mut set = Some(Weekdays::empty());
+        for range in ranges {
+            let days = match &range.last {
+                None => self.day_set(&range.first),
+                Some(last) => {
+                    let first = self.weekday(&range.first);
+                    let last = self.weekday(last);
+                    first
+                        .zip(last)
+                        .map(|(first, last)| Weekdays::empty().with_range(first, last))
+                }
+            };
+            set = set.zip(days).map(|(set, days)| union(set, days));
+        }
+        set
+    }
+
+    /// A lone day word: a weekday, `weekdays` or `weekends`.
+    fn day_set(&mut self, word: &Spanned<String>) -> Option<Weekdays> {
+        match word.value.to_lowercase().as_str() {
+            "weekdays" => Some(Weekdays::BUSINESS),
+            "weekends" => Some(Weekdays::empty().with(Weekday::Sat).with(Weekday::Sun)),
+            _ => self.weekday(word).map(|day| Weekdays::empty().with(day)),
+        }
+    }
+
+    /// One end of a range, or a lone day: a weekday name.
+    fn weekday(&mut self, word: &Spanned<String>) -> Option<Weekday> {
+        let lower = word.value.to_lowercase();
+        if let Some((_, _, day)) = WEEKDAY_NAMES
+            .iter()
+            .find(|(short, long, _)| short.to_lowercase() == lower || long.to_lowercase() == lower)
+        {
+            return Some(*day);
+        }
+        let (message, label, hint) = if matches!(lower.as_str(), "weekdays" | "weekends") {
+            (
+                format!("`{}` cannot be one end of a range", word.value),
+                "a range goes from one day to another",
+                format!("write `{}` on its own, or a range such as `Mon-Fri`", word.value),
+            )
+        } else {
+            let names = WEEKDAY_NAMES
+                .iter()
+                .flat_map(|(short, long, _)| [*short, *long])
+                .chain(["weekdays", "weekends"]);
+            let hint = match did_you_mean(&word.value, names) {
+                Some(name) => format!("did you mean `{name}`?"),
+                None => "weekdays are `Mon` … `Sun` or their full names".to_string(),
+            };
+            (
+                format!("unknown weekday `{}`", word.value),
+                "not a weekday",
+                hint,
+            )
+        };
+        self.push(
+            self.cx
+                .error(message, word.span.clone())
+                .with_label(label)
+                .with_hint(hint),
+        );
+        None
+    }
+
+    fn event(&mut self, event: &Spanned<String>) -> Option<Event> {
+        let parsed = Event::parse(&event.value);
+        if parsed.is_none() {
+            let hint = match did_you_mean(&event.value, Event::NAMES) {
+                Some(name) => format!("did you mean `{name}`?"),
+                None => "the events are `reply`, `auto-reply`, `bounce` and `unsubscribe`"
+                    .to_string(),
+            };
+            self.push(
+                self.cx
+                    .error(
+                        format!("unknown event `{}`", event.value),
+                        event.span.clone(),
+                    )
+                    .with_label("no such event")
+                    .with_hint(hint),
+            );
+        }
+        parsed
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Statements
+    // -----------------------------------------------------------------------------------------
+
+    /// A step or handler body → its code. `continue` jumps to the end of the code, which in a
+    /// handler means "go on with the sequence".
+    fn body(&mut self, body: &'a [Stmt]) -> Vec<Instr> {
+        let mut code = Vec::new();
+        let mut to_end = Vec::new();
+        self.block(body, &mut code, &mut to_end);
+        let end = code.len();
+        for at in to_end {
+            code[at] = Instr::Jump(end);
+        }
+        code
+    }
+
+    fn block(&mut self, body: &'a [Stmt], code: &mut Vec<Instr>, to_end: &mut Vec<usize>) {
+        for stmt in body {
+            match &stmt.kind {
+                StmtKind::If(chain) => self.if_chain(chain, code, to_end),
+                StmtKind::Continue => {
+                    to_end.push(code.len());
+                    code.push(Instr::Jump(usize::MAX));
+                }
+                kind => {
+                    if let Some(instr) = self.instr(kind) {
+                        code.push(instr);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `if A {x} else if B {y} else {z}` →
+    /// `Branch(A, else→L1) x Jump(end) L1: Branch(B, else→L2) y Jump(end) L2: z end:`.
+    fn if_chain(&mut self, chain: &'a IfAst, code: &mut Vec<Instr>, to_end: &mut Vec<usize>) {
+        let mut exits = Vec::new();
+        for (index, (condition, block)) in chain.branches.iter().enumerate() {
+            let branch_at = code.len();
+            // A condition that does not resolve has been reported, and then the workflow is
+            // discarded: any stand-in keeps the jump layout right for the rest of the checks.
+            let resolved = self.condition(condition);
+            code.push(Instr::Branch {
+                condition: resolved.unwrap_or(Condition::Engaged(Engagement::Replied)),
+                text: self.cx.source[condition.span.clone()]
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                else_to: usize::MAX,
+            });
+            self.block(block, code, to_end);
+            let last = index + 1 == chain.branches.len();
+            if !last || chain.otherwise.is_some() {
+                exits.push(code.len());
+                code.push(Instr::Jump(usize::MAX));
+            }
+            let else_to = code.len();
+            if let Instr::Branch { else_to: slot, .. } = &mut code[branch_at] {
+                *slot = else_to;
+            }
+        }
+        if let Some(block) = &chain.otherwise {
+            self.block(block, code, to_end);
+        }
+        let end = code.len();
+        for at in exits {
+            code[at] = Instr::Jump(end);
+        }
+    }
+
+    /// A simple statement → one instruction; `None` after reporting what does not resolve.
+    fn instr(&mut self, kind: &'a StmtKind) -> Option<Instr> {
+        Some(match kind {
+            StmtKind::Send { template, subject } => Instr::Send(Send {
+                template: template.value.clone(),
+                subject: subject.value.clone(),
+            }),
+            StmtKind::Wait(wait) => Instr::Wait(self.wait(wait)?),
+            StmtKind::Set { field, value } => {
+                let name = self.field(field)?;
+                self.settable(&name, field, value)?;
+                Instr::Act(Action::Set {
+                    field: name,
+                    value: value.value.clone(),
+                })
+            }
+            StmtKind::Tag(tag) => Instr::Act(Action::Tag(tag.value.clone())),
+            StmtKind::Untag(tag) => Instr::Act(Action::Untag(tag.value.clone())),
+            StmtKind::Score(change) => Instr::Act(Action::Score(self.score(change)?)),
+            StmtKind::Promote(stage) => Instr::Act(Action::Promote(self.stage(stage)?)),
+            StmtKind::NotifyOwner => Instr::Act(Action::Notify(NotifyTarget::Owner)),
+            StmtKind::Notify(text) => Instr::Act(Action::Notify(NotifyTarget::Address(
+                self.mailbox(text, "notify")?,
+            ))),
+            StmtKind::Goto(target) => Instr::Goto(self.step(target)?),
+            StmtKind::Exit => Instr::Exit,
+            StmtKind::PauseUntilReturn => Instr::PauseUntilReturn,
+            // Handled by `block`, which needs the surrounding code.
+            StmtKind::If(_) | StmtKind::Continue => return None,
+        })
+    }
+
+    fn wait(&mut self, wait: &WaitAst) -> Option<Wait> {
+        match wait {
+            WaitAst::For { count, unit } => {
+                let unit_text = unit
+                    .value
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_lowercase();
+                let number = match count.value.parse::<u32>() {
+                    Ok(number) if number <= MAX_WAIT_COUNT => Some(number),
+                    _ => {
+                        self.push(
+                            self.cx
+                                .error(
+                                    format!("`wait {}` is too long", count.value),
+                                    count.span.clone(),
+                                )
+                                .with_label(format!("at most {MAX_WAIT_COUNT}")),
+                        );
+                        None
+                    }
+                };
+                let length: fn(u32) -> Wait = match unit_text.as_str() {
+                    "minute" | "minutes" => |n| Wait::For(WaitLength::Minutes(n)),
+                    "hour" | "hours" => |n| Wait::For(WaitLength::Hours(n)),
+                    "day" | "days" => |n| Wait::For(WaitLength::Days(n)),
+                    "week" | "weeks" => |n| Wait::For(WaitLength::Weeks(n)),
+                    "business day" | "business days" => Wait::BusinessDays,
+                    _ => {
+                        let hint = match did_you_mean(&unit_text, UNITS) {
+                            Some(name) => format!("did you mean `{name}`?"),
+                            None => "the units are `minutes`, `hours`, `days`, `weeks` and \
+                                     `business days`"
+                                .to_string(),
+                        };
+                        self.push(
+                            self.cx
+                                .error(format!("unknown unit `{unit_text}`"), unit.span.clone())
+                                .with_label("not a unit of time")
+                                .with_hint(hint),
+                        );
+                        return None;
+                    }
+                };
+                number.map(length)
+            }
+            WaitAst::Until { days, time } => {
+                let days = match days {
+                    Some(days) => self.days(days),
+                    None => Some(Weekdays::ALL),
+                };
+                let time = self.time(time)?;
+                Some(Wait::UntilWeekday { days: days?, time })
+            }
+            WaitAst::Cron(cron) => self.cron(cron).map(Wait::UntilCron),
+        }
+    }
+
+    fn score(&mut self, change: &Spanned<String>) -> Option<i64> {
+        let parsed = i64::from_str(&change.value)
+            .ok()
+            .filter(|n| n.abs() <= MAX_SCORE_CHANGE);
+        if parsed.is_none() {
+            self.push(
+                self.cx
+                    .error(
+                        format!("`score {}` is out of range", change.value),
+                        change.span.clone(),
+                    )
+                    .with_label(format!(
+                        "a score changes by at most {MAX_SCORE_CHANGE} at a time"
+                    )),
+            );
+        }
+        parsed
+    }
+
+    fn stage(&mut self, stage: &Spanned<String>) -> Option<Stage> {
+        let diagnostic = match Stage::parse(&stage.value) {
+            Some(Stage::Lead) => self
+                .cx
+                .error("cannot promote to `lead`", stage.span.clone())
+                .with_label("every lead starts there")
+                .with_hint("a stage only moves forward: promote to `contact` or `customer`"),
+            Some(parsed) => return Some(parsed),
+            None => {
+                let hint = match did_you_mean(&stage.value, ["contact", "customer"]) {
+                    Some(name) => format!("did you mean `{name}`?"),
+                    None => "promote to `contact` or `customer`".to_string(),
+                };
+                self.cx
+                    .error(format!("unknown stage `{}`", stage.value), stage.span.clone())
+                    .with_label("not a stage")
+                    .with_hint(hint)
+            }
+        };
+        self.push(diagnostic);
+        None
+    }
+
+    fn step(&mut self, target: &Spanned<String>) -> Option<usize> {
+        let found = self.steps.get(target.value.as_str()).copied();
+        if found.is_none() {
+            let hint = match did_you_mean(&target.value, self.steps.keys().copied()) {
+                Some(name) => format!("did you mean `{name}`?"),
+                None => "`goto` names a step of this workflow".to_string(),
+            };
+            self.push(
+                self.cx
+                    .error(format!("no step named `{}`", target.value), target.span.clone())
+                    .with_label("unknown step")
+                    .with_hint(hint),
+            );
+        }
+        found
+    }
+
+    /// `lead.NAME`: a built-in field or a custom attribute, but not a likely typo of a built-in.
+    fn field(&mut self, field: &Spanned<String>) -> Option<String> {
+        let name = field.value.as_str();
+        if BUILT_IN_FIELDS.contains(&name) {
+            return Some(name.to_string());
+        }
+        if name.chars().any(|c| c.is_ascii_uppercase()) {
+            self.push(
+                self.cx
+                    .error(
+                        format!("field names are lower case, not `{name}`"),
+                        field.span.clone(),
+                    )
+                    .with_label("upper-case letters")
+                    .with_hint(format!("write `lead.{}`", name.to_lowercase())),
+            );
+            return None;
+        }
+        // Short names are close to everything: allow one edit for them, two otherwise.
+        let allowed = if name.chars().count() < 5 { 1 } else { 2 };
+        let typo_of = BUILT_IN_FIELDS
+            .iter()
+            .map(|built_in| (strsim::levenshtein(name, built_in), *built_in))
+            .filter(|(distance, _)| *distance <= allowed)
+            .min_by_key(|(distance, _)| *distance);
+        if let Some((_, built_in)) = typo_of {
+            self.push(
+                self.cx
+                    .error(format!("unknown field `{name}`"), field.span.clone())
+                    .with_label(format!("looks like a typo of `{built_in}`"))
+                    .with_hint(format!(
+                        "did you mean `lead.{built_in}`? (a custom column this close to a \
+                         built-in field is refused)"
+                    )),
+            );
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    /// What the lead model refuses to `set` (the email, tags, a bad score or stage…), with its
+    /// own wording, found by trying it on a blank lead.
+    fn settable(&mut self, name: &str, field: &Spanned<String>, value: &Spanned<Value>) -> Option<()> {
+        let mut blank = Lead::new("blank@nurture.invalid".to_string(), Utc::now());
+        let refused = match &value.value {
+            Value::Number(n) if !n.is_finite() => Some("this number is too large".to_string()),
+            other => blank.set_field(name, other.clone()).err(),
+        };
+        match refused {
+            None => Some(()),
+            Some(reason) => {
+                self.push(
+                    self.cx
+                        .error(format!("cannot set `lead.{name}`: {reason}"), field.span.start..value.span.end)
+                        .with_label("refused"),
+                );
+                None
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Conditions
+    // -----------------------------------------------------------------------------------------
+
+    fn condition(&mut self, condition: &CondAst) -> Option<Condition> {
+        match &condition.kind {
+            CondKind::And(operands) => self.operands(operands, Condition::And),
+            CondKind::Or(operands) => self.operands(operands, Condition::Or),
+            CondKind::Not(inner) => Some(Condition::Not(Box::new(self.condition(inner)?))),
+            CondKind::Compare { field, op, value } => {
+                let field = self.field(field)?;
+                if let Value::Number(n) = value.value
+                    && !n.is_finite()
+                {
+                    self.push(
+                        self.cx
+                            .error("this number is too large", value.span.clone())
+                            .with_label("out of range"),
+                    );
+                    return None;
+                }
+                Some(Condition::Compare {
+                    field,
+                    op: *op,
+                    value: value.value.clone(),
+                })
+            }
+            CondKind::HasTag { field, tag } => {
+                let name = self.field(field)?;
+                if name != "tags" {
+                    self.push(
+                        self.cx
+                            .error(
+                                format!("`has` tests tags, not `lead.{name}`"),
+                                field.span.clone(),
+                            )
+                            .with_label("not `lead.tags`")
+                            .with_hint(format!(
+                                "write `lead.tags has \"{}\"`, or `lead.{name} contains \"{}\"`",
+                                tag.value, tag.value
+                            )),
+                    );
+                    return None;
+                }
+                Some(Condition::HasTag(tag.value.clone()))
+            }
+            CondKind::In { field, values } => Some(Condition::In {
+                field: self.field(field)?,
+                values: values.iter().map(|value| value.value.clone()).collect(),
+            }),
+            CondKind::IsSet { field, negated } => Some(Condition::IsSet {
+                field: self.field(field)?,
+                negated: *negated,
+            }),
+            CondKind::Replied => Some(Condition::Engaged(Engagement::Replied)),
+            CondKind::AutoReplied => Some(Condition::Engaged(Engagement::AutoReplied)),
+            CondKind::Clicked => Some(Condition::Engaged(Engagement::Clicked)),
+            CondKind::Sent(template) => {
+                Some(Condition::Engaged(Engagement::Sent(template.value.clone())))
+            }
+        }
+    }
+
+    /// `a and b and c` as a balanced tree, so a long chain stays shallow for everything that
+    /// walks it recursively (evaluation, cloning, dropping).
+    fn operands(
+        &mut self,
+        operands: &[CondAst],
+        join: fn(Box<Condition>, Box<Condition>) -> Condition,
+    ) -> Option<Condition> {
+        // Resolve every operand first, so each one's problems are reported.
+        let resolved: Vec<Option<Condition>> =
+            operands.iter().map(|operand| self.condition(operand)).collect();
+        let resolved: Vec<Condition> = resolved.into_iter().collect::<Option<_>>()?;
+        Some(balanced(resolved, join))
+    }
+}
+
+fn balanced(mut items: Vec<Condition>, join: fn(Box<Condition>, Box<Condition>) -> Condition) -> Condition {
+    if items.len() == 1 {
+        return items.pop().expect("one item");
+    }
+    let right = items.split_off(items.len() / 2);
+    join(Box::new(balanced(items, join)), Box::new(balanced(right, join)))
+}
+
+fn union(a: Weekdays, b: Weekdays) -> Weekdays {
+    WEEKDAY_NAMES
+        .iter()
+        .filter(|(_, _, day)| b.contains(*day))
+        .fold(a, |set, (_, _, day)| set.with(*day))
+}
