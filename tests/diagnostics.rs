@@ -18,10 +18,16 @@ use nurture::workflow::{
 const FIXTURES: &str = "tests/fixtures/diagnostics";
 
 fn templates() -> BTreeSet<String> {
-    ["welcome", "nudge", "case-study", "demo-offer", "last-chance"]
-        .into_iter()
-        .map(String::from)
-        .collect()
+    [
+        "welcome",
+        "nudge",
+        "case-study",
+        "demo-offer",
+        "last-chance",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
 }
 
 fn compile(source: &str) -> Compiled {
@@ -175,17 +181,23 @@ fn valid_file_compiles_to_the_expected_program() {
     // 3 Branch(country in …, else→6) 4 Send 5 Jump(7) 6 Score(5) 7 Wait
     let nudge = &workflow.steps[1].code;
     assert_eq!(nudge.len(), 8);
-    assert!(matches!(&nudge[0], Instr::Branch { text, else_to: 3, .. } if text == "lead.score >= 20"));
+    assert!(
+        matches!(&nudge[0], Instr::Branch { text, else_to: 3, .. } if text == "lead.score >= 20")
+    );
     assert!(matches!(nudge[2], Instr::Jump(7)));
-    assert!(matches!(&nudge[3], Instr::Branch { else_to: 6, condition: Condition::In { field, values }, .. }
-        if field == "country" && values == &[Value::Text("DE".into()), Value::Text("AT".into())]));
+    assert!(
+        matches!(&nudge[3], Instr::Branch { else_to: 6, condition: Condition::In { field, values }, .. }
+        if field == "country" && values == &[Value::Text("DE".into()), Value::Text("AT".into())])
+    );
     assert!(matches!(nudge[5], Instr::Jump(7)));
     assert!(matches!(nudge[6], Instr::Act(Action::Score(5))));
     assert!(matches!(nudge[7], Instr::Wait(Wait::BusinessDays(3))));
 
     // An `if` without `else` needs no jump; `goto` is a step index.
     let breakup = &workflow.steps[2].code;
-    assert!(matches!(&breakup[0], Instr::Branch { text, else_to: 3, condition: Condition::Not(_) } if text == "not replied"));
+    assert!(
+        matches!(&breakup[0], Instr::Branch { text, else_to: 3, condition: Condition::Not(_) } if text == "not replied")
+    );
     assert!(matches!(breakup[2], Instr::Goto(3)));
     assert!(matches!(&breakup[3], Instr::Act(Action::Set { field, .. }) if field == "plan"));
     assert!(matches!(
@@ -224,8 +236,12 @@ fn warnings_do_not_prevent_compilation() {
 
 #[test]
 fn version_changes_with_the_source() {
-    let a = compile(r#"workflow "w" { from "a@b.example" }"#).workflow.unwrap();
-    let b = compile(r#"workflow "w" { from "a@b.example"  }"#).workflow.unwrap();
+    let a = compile(r#"workflow "w" { from "a@b.example" }"#)
+        .workflow
+        .unwrap();
+    let b = compile(r#"workflow "w" { from "a@b.example"  }"#)
+        .workflow
+        .unwrap();
     assert_ne!(a.version, b.version);
     assert_eq!(
         a.version,
@@ -241,9 +257,21 @@ fn load_reports_duplicate_names_across_files() {
     let dir = std::env::temp_dir().join(format!("nurture-dsl-load-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("a.flow"), "workflow \"same\" { from \"a@b.example\" }\n").unwrap();
-    fs::write(dir.join("b.flow"), "workflow \"same\" { from \"c@d.example\" }\n").unwrap();
-    fs::write(dir.join("c.flow"), "workflow \"other\" { from \"c@d.example\" }\n").unwrap();
+    fs::write(
+        dir.join("a.flow"),
+        "workflow \"same\" { from \"a@b.example\" }\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("b.flow"),
+        "workflow \"same\" { from \"c@d.example\" }\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("c.flow"),
+        "workflow \"other\" { from \"c@d.example\" }\n",
+    )
+    .unwrap();
     fs::write(dir.join("notes.txt"), "not a workflow").unwrap();
 
     let loaded = dsl::load(&[dir.clone(), dir.join("missing.flow")], &templates());
@@ -258,4 +286,24 @@ fn load_reports_duplicate_names_across_files() {
     assert!(duplicate.hint.as_ref().unwrap().contains("a.flow"));
     assert!(loaded.diagnostics[1].message.starts_with("cannot read"));
     fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn files_larger_than_the_limit_are_refused() {
+    // Generated rather than a fixture: a golden file over a megabyte would bloat the repository.
+    let source = format!(
+        "workflow \"big\" {{ from \"a@b.example\" }}\n{}",
+        "#".repeat(dsl::MAX_FILE_BYTES)
+    );
+    let compiled = compile(&source);
+    assert!(compiled.workflow.is_none());
+    assert_eq!(
+        render(&compiled),
+        format!(
+            "error: this file is too large ({} bytes); a workflow file is at most {} bytes\n  \
+             --> test.flow\n  = hint: split it into several workflows\n",
+            source.len(),
+            dsl::MAX_FILE_BYTES
+        )
+    );
 }

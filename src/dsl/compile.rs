@@ -64,7 +64,10 @@ pub fn compile(
         steps: BTreeMap::new(),
     };
     for (index, step) in ast.steps().enumerate() {
-        compiler.steps.entry(step.name.value.as_str()).or_insert(index);
+        compiler
+            .steps
+            .entry(step.name.value.as_str())
+            .or_insert(index);
     }
     let workflow = compiler.workflow(ast, version);
     (workflow, compiler.diagnostics)
@@ -123,7 +126,9 @@ impl<'a> Compiler<'a> {
             unsubscribe: vec![Instr::Exit],
         };
         if header.owner.is_some() {
-            handlers.reply.push(Instr::Act(Action::Notify(NotifyTarget::Owner)));
+            handlers
+                .reply
+                .push(Instr::Act(Action::Notify(NotifyTarget::Owner)));
         }
         handlers.reply.push(Instr::Exit);
         let mut handled: Vec<Event> = Vec::new();
@@ -216,7 +221,10 @@ impl<'a> Compiler<'a> {
             .map_err(|reason| {
                 self.push(
                     self.cx
-                        .error(format!("invalid {role} address: {reason}"), text.span.clone())
+                        .error(
+                            format!("invalid {role} address: {reason}"),
+                            text.span.clone(),
+                        )
                         .with_label("not an email address")
                         .with_hint(
                             "write `\"Name <name@example.com>\"` or just `\"name@example.com\"`",
@@ -233,8 +241,9 @@ impl<'a> Compiler<'a> {
                 let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
                 let hint = match did_you_mean(&zone.value, names) {
                     Some(name) => format!("did you mean `{name}`?"),
-                    None => "use an IANA name such as `Europe/Berlin` or `America/New_York`"
-                        .to_string(),
+                    None => {
+                        "use an IANA name such as `Europe/Berlin` or `America/New_York`".to_string()
+                    }
                 };
                 self.push(
                     self.cx
@@ -254,7 +263,7 @@ impl<'a> Compiler<'a> {
             .map_err(|reason| {
                 self.push(
                     self.cx
-                        .error(reason, cron.span.clone())
+                        .error(one_line(&reason), cron.span.clone())
                         .with_label("invalid cron slot")
                         .with_hint(
                             "5 fields: minute hour day-of-month month weekday, as in \
@@ -361,7 +370,10 @@ impl<'a> Compiler<'a> {
             (
                 format!("`{}` cannot be one end of a range", word.value),
                 "a range goes from one day to another",
-                format!("write `{}` on its own, or a range such as `Mon-Fri`", word.value),
+                format!(
+                    "write `{}` on its own, or a range such as `Mon-Fri`",
+                    word.value
+                ),
             )
         } else {
             let names = WEEKDAY_NAMES
@@ -392,8 +404,9 @@ impl<'a> Compiler<'a> {
         if parsed.is_none() {
             let hint = match did_you_mean(&event.value, Event::NAMES) {
                 Some(name) => format!("did you mean `{name}`?"),
-                None => "the events are `reply`, `auto-reply`, `bounce` and `unsubscribe`"
-                    .to_string(),
+                None => {
+                    "the events are `reply`, `auto-reply`, `bounce` and `unsubscribe`".to_string()
+                }
             };
             self.push(
                 self.cx
@@ -603,7 +616,10 @@ impl<'a> Compiler<'a> {
                     None => "promote to `contact` or `customer`".to_string(),
                 };
                 self.cx
-                    .error(format!("unknown stage `{}`", stage.value), stage.span.clone())
+                    .error(
+                        format!("unknown stage `{}`", stage.value),
+                        stage.span.clone(),
+                    )
                     .with_label("not a stage")
                     .with_hint(hint)
             }
@@ -621,7 +637,10 @@ impl<'a> Compiler<'a> {
             };
             self.push(
                 self.cx
-                    .error(format!("no step named `{}`", target.value), target.span.clone())
+                    .error(
+                        format!("no step named `{}`", target.value),
+                        target.span.clone(),
+                    )
                     .with_label("unknown step")
                     .with_hint(hint),
             );
@@ -671,7 +690,12 @@ impl<'a> Compiler<'a> {
 
     /// What the lead model refuses to `set` (the email, tags, a bad score or stage…), with its
     /// own wording, found by trying it on a blank lead.
-    fn settable(&mut self, name: &str, field: &Spanned<String>, value: &Spanned<Value>) -> Option<()> {
+    fn settable(
+        &mut self,
+        name: &str,
+        field: &Spanned<String>,
+        value: &Spanned<Value>,
+    ) -> Option<()> {
         let mut blank = Lead::new("blank@nurture.invalid".to_string(), Utc::now());
         let refused = match &value.value {
             Value::Number(n) if !n.is_finite() => Some("this number is too large".to_string()),
@@ -682,7 +706,10 @@ impl<'a> Compiler<'a> {
             Some(reason) => {
                 self.push(
                     self.cx
-                        .error(format!("cannot set `lead.{name}`: {reason}"), field.span.start..value.span.end)
+                        .error(
+                            format!("cannot set `lead.{name}`: {reason}"),
+                            field.span.start..value.span.end,
+                        )
                         .with_label("refused"),
                 );
                 None
@@ -761,19 +788,46 @@ impl<'a> Compiler<'a> {
         join: fn(Box<Condition>, Box<Condition>) -> Condition,
     ) -> Option<Condition> {
         // Resolve every operand first, so each one's problems are reported.
-        let resolved: Vec<Option<Condition>> =
-            operands.iter().map(|operand| self.condition(operand)).collect();
+        let resolved: Vec<Option<Condition>> = operands
+            .iter()
+            .map(|operand| self.condition(operand))
+            .collect();
         let resolved: Vec<Condition> = resolved.into_iter().collect::<Option<_>>()?;
         Some(balanced(resolved, join))
     }
 }
 
-fn balanced(mut items: Vec<Condition>, join: fn(Box<Condition>, Box<Condition>) -> Condition) -> Condition {
+fn balanced(
+    mut items: Vec<Condition>,
+    join: fn(Box<Condition>, Box<Condition>) -> Condition,
+) -> Condition {
     if items.len() == 1 {
         return items.pop().expect("one item");
     }
     let right = items.split_off(items.len() / 2);
-    join(Box::new(balanced(items, join)), Box::new(balanced(right, join)))
+    join(
+        Box::new(balanced(items, join)),
+        Box::new(balanced(right, join)),
+    )
+}
+
+/// `CronSlot::parse` passes on the `cron` crate's message, which spans lines (the translated
+/// six-field expression, a caret, the reason). A diagnostic message is one line: keep our
+/// clause and the crate's reason.
+fn one_line(reason: &str) -> String {
+    let mut lines = reason.lines().filter(|line| !line.trim().is_empty());
+    let first = lines.next().unwrap_or_default();
+    match lines.last() {
+        None => first.to_string(),
+        Some(detail) => {
+            let clause = first.split_once(": ").map_or(first, |(clause, _)| clause);
+            let mut detail = detail.trim().to_string();
+            if let Some(initial) = detail.get(..1) {
+                detail.replace_range(..1, &initial.to_lowercase());
+            }
+            format!("{clause}: {detail}")
+        }
+    }
 }
 
 fn union(a: Weekdays, b: Weekdays) -> Weekdays {

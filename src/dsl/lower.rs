@@ -48,7 +48,9 @@ fn child<'i>(pair: &Pair<'i, Rule>, rule: Rule) -> Pair<'i, Rule> {
 }
 
 fn find<'i>(pair: &Pair<'i, Rule>, rule: Rule) -> Option<Pair<'i, Rule>> {
-    pair.clone().into_inner().find(|inner| inner.as_rule() == rule)
+    pair.clone()
+        .into_inner()
+        .find(|inner| inner.as_rule() == rule)
 }
 
 fn children<'i>(pair: &Pair<'i, Rule>, rule: Rule) -> impl Iterator<Item = Pair<'i, Rule>> {
@@ -258,7 +260,8 @@ fn if_chain(pair: &Pair<'_, Rule>) -> IfAst {
             block(child(&else_if, Rule::block)),
         ));
     }
-    let otherwise = find(pair, Rule::else_block).map(|otherwise| block(child(&otherwise, Rule::block)));
+    let otherwise =
+        find(pair, Rule::else_block).map(|otherwise| block(child(&otherwise, Rule::block)));
     IfAst {
         branches,
         otherwise,
@@ -376,12 +379,18 @@ fn field(pair: Pair<'_, Rule>) -> Spanned<String> {
     const PREFIX: &str = "lead.";
     let written = pair.as_str();
     let start = pair.as_span().start() + PREFIX.len();
-    Spanned::new(written[PREFIX.len()..].to_string(), start..pair.as_span().end())
+    Spanned::new(
+        written[PREFIX.len()..].to_string(),
+        start..pair.as_span().end(),
+    )
 }
 
 fn value(pair: Pair<'_, Rule>) -> Spanned<Value> {
     let span = span(&pair);
-    let inner = pair.into_inner().next().expect("a value has one alternative");
+    let inner = pair
+        .into_inner()
+        .next()
+        .expect("a value has one alternative");
     let value = match inner.as_rule() {
         Rule::string => Value::Text(unquote(inner.as_str())),
         // The grammar only lets digits, one `-` and one `.` through, so this parses; a number

@@ -161,7 +161,7 @@ fn compile_file(
     }
     let file = match parser::parse(path, source) {
         Ok(file) => file,
-        Err(diagnostic) => return failed(diagnostic),
+        Err(diagnostic) => return failed(*diagnostic),
     };
     let ast = lower::lower(file);
     let context = Context {

@@ -32,19 +32,22 @@ const CALL_LIMIT: usize = 10_000_000;
 pub const MAX_BRACKET_DEPTH: usize = 4 * MAX_NESTING;
 
 /// Parses a whole file into its `file` pair.
-pub fn parse<'i>(path: &Path, source: &'i str) -> Result<Pair<'i, Rule>, Diagnostic> {
+/// The error is boxed: a diagnostic is large and the happy path should not pay for it.
+pub fn parse<'i>(path: &Path, source: &'i str) -> Result<Pair<'i, Rule>, Box<Diagnostic>> {
     static LIMIT: Once = Once::new();
     LIMIT.call_once(|| pest::set_call_limit(NonZeroUsize::new(CALL_LIMIT)));
 
     check_depth(path, source)?;
     match WorkflowParser::parse(Rule::file, source) {
-        Ok(mut pairs) => Ok(pairs.next().expect("the `file` rule always yields one pair")),
-        Err(error) => Err(syntax_error(path, source, &error)),
+        Ok(mut pairs) => Ok(pairs
+            .next()
+            .expect("the `file` rule always yields one pair")),
+        Err(error) => Err(Box::new(syntax_error(path, source, &error))),
     }
 }
 
 /// Refuses brackets nested deeper than [`MAX_BRACKET_DEPTH`], skipping text and comments.
-fn check_depth(path: &Path, source: &str) -> Result<(), Diagnostic> {
+fn check_depth(path: &Path, source: &str) -> Result<(), Box<Diagnostic>> {
     let mut depth = 0usize;
     let mut in_text = false;
     let mut in_comment = false;
@@ -67,10 +70,12 @@ fn check_depth(path: &Path, source: &str) -> Result<(), Diagnostic> {
                 '{' | '(' | '[' => {
                     depth += 1;
                     if depth > MAX_BRACKET_DEPTH {
-                        return Err(Diagnostic::error("this file is nested too deeply")
-                            .at(path, source, offset..offset + 1)
-                            .with_label(format!("more than {MAX_BRACKET_DEPTH} open brackets"))
-                            .with_hint(format!("blocks nest at most {MAX_NESTING} deep")));
+                        return Err(Box::new(
+                            Diagnostic::error("this file is nested too deeply")
+                                .at(path, source, offset..offset + 1)
+                                .with_label(format!("more than {MAX_BRACKET_DEPTH} open brackets"))
+                                .with_hint(format!("blocks nest at most {MAX_NESTING} deep")),
+                        ));
                     }
                 }
                 '}' | ')' | ']' => depth = depth.saturating_sub(1),
@@ -343,7 +348,7 @@ mod tests {
     use super::*;
 
     fn error(source: &str) -> Diagnostic {
-        parse(Path::new("t.flow"), source).expect_err("should not parse")
+        *parse(Path::new("t.flow"), source).expect_err("should not parse")
     }
 
     #[test]
@@ -359,7 +364,11 @@ mod tests {
     #[test]
     fn end_of_file_is_named() {
         let diagnostic = error("workflow \"x\" {");
-        assert!(diagnostic.message.ends_with("but found the end of the file"));
+        assert!(
+            diagnostic
+                .message
+                .ends_with("but found the end of the file")
+        );
     }
 
     #[test]

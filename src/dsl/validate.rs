@@ -187,12 +187,15 @@ fn notify_owner_needs_owner(cx: &Context, workflow: &WorkflowAst) -> Vec<Diagnos
         for_each_stmt(body, &mut |stmt, _| {
             if matches!(stmt.kind, StmtKind::NotifyOwner) {
                 diagnostics.push(
-                    cx.error("`notify owner`, but the workflow has no owner", stmt.span.clone())
-                        .with_label("nobody to notify")
-                        .with_hint(
-                            "add `owner \"Name <address>\"` to the settings, or name someone: \
+                    cx.error(
+                        "`notify owner`, but the workflow has no owner",
+                        stmt.span.clone(),
+                    )
+                    .with_label("nobody to notify")
+                    .with_hint(
+                        "add `owner \"Name <address>\"` to the settings, or name someone: \
                              `notify \"sales@acme.example\"`",
-                        ),
+                    ),
                 );
             }
         });
@@ -448,7 +451,9 @@ fn unreachable_steps(cx: &Context, workflow: &WorkflowAst) -> Vec<Diagnostic> {
 
     let mut diagnostics = Vec::new();
     for (index, step) in steps.iter().enumerate() {
-        if reached[index] {
+        // A second step with a used name is already an error; a warning would only confuse.
+        let duplicate = indexes.get(step.name.value.as_str()) != Some(&index);
+        if reached[index] || duplicate {
             continue;
         }
         let previous = &steps[index - 1].name.value;
@@ -473,6 +478,10 @@ fn unreachable_steps(cx: &Context, workflow: &WorkflowAst) -> Vec<Diagnostic> {
     diagnostics
 }
 
+/// An edge of the step graph: the target step, and the `goto` that takes it (`None` for falling
+/// through to the next step).
+type Edge<'a> = (usize, Option<&'a Spanned<String>>);
+
 /// A loop of steps that passes no `wait` would run (and send) without end.
 ///
 /// The graph has an edge from a step to every step it can move to without passing a `wait`:
@@ -481,8 +490,7 @@ fn unreachable_steps(cx: &Context, workflow: &WorkflowAst) -> Vec<Diagnostic> {
 fn loops_wait(cx: &Context, workflow: &WorkflowAst) -> Vec<Diagnostic> {
     let steps: Vec<&StepAst> = workflow.steps().collect();
     let indexes = step_indexes(&steps);
-    // Edges: (target, the `goto` that takes it, or `None` for falling through).
-    let edges: Vec<Vec<(usize, Option<&Spanned<String>>)>> = steps
+    let edges: Vec<Vec<Edge>> = steps
         .iter()
         .enumerate()
         .map(|(index, step)| {
