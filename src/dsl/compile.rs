@@ -817,7 +817,7 @@ fn balanced(
 fn one_line(reason: &str) -> String {
     let mut lines = reason.lines().filter(|line| !line.trim().is_empty());
     let first = lines.next().unwrap_or_default();
-    match lines.last() {
+    match lines.next_back() {
         None => first.to_string(),
         Some(detail) => {
             let clause = first.split_once(": ").map_or(first, |(clause, _)| clause);
