@@ -223,6 +223,8 @@ pub struct Send {
     pub subject: String,
 }
 
+// A cron slot is large, but there is one `Wait` per `wait` statement: boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Wait {
     /// `wait 2 days`, `wait 90 minutes`: wall-clock duration.
