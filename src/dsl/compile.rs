@@ -836,3 +836,37 @@ fn union(a: Weekdays, b: Weekdays) -> Weekdays {
         .filter(|(_, _, day)| b.contains(*day))
         .fold(a, |set, (_, _, day)| set.with(*day))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn depth(condition: &Condition) -> usize {
+        match condition {
+            Condition::And(left, right) | Condition::Or(left, right) => {
+                1 + depth(left).max(depth(right))
+            }
+            Condition::Not(inner) => 1 + depth(inner),
+            _ => 1,
+        }
+    }
+
+    #[test]
+    fn long_chains_become_shallow_trees() {
+        let leaves = vec![Condition::Engaged(Engagement::Clicked); 1000];
+        let tree = balanced(leaves, Condition::And);
+        assert_eq!(depth(&tree), 11);
+    }
+
+    #[test]
+    fn cron_messages_become_one_line() {
+        assert_eq!(
+            one_line("`x` is not a valid cron expression: 0 x\n  ^\nMinutes must be less than 59."),
+            "`x` is not a valid cron expression: minutes must be less than 59."
+        );
+        assert_eq!(
+            one_line("a cron expression has 5 fields"),
+            "a cron expression has 5 fields"
+        );
+    }
+}

@@ -576,3 +576,50 @@ fn loops_wait(cx: &Context, workflow: &WorkflowAst) -> Vec<Diagnostic> {
     }
     diagnostics
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    fn messages(body: &str) -> Vec<String> {
+        let source = format!("workflow \"w\" {{ from \"a@b.example\"\n{body}\n}}");
+        super::super::compile(Path::new("t.flow"), &source, &BTreeSet::new())
+            .diagnostics
+            .into_iter()
+            .map(|diagnostic| diagnostic.message)
+            .collect()
+    }
+
+    #[test]
+    fn a_step_that_jumps_to_itself_without_waiting_is_a_loop() {
+        assert_eq!(
+            messages("step a { tag \"x\"; goto a }"),
+            ["`goto a` makes a loop with no `wait`"]
+        );
+        assert!(messages("step a { wait 1 day; goto a }").is_empty());
+    }
+
+    #[test]
+    fn a_loop_closed_by_falling_through_blames_its_goto() {
+        // a → goto c → goto b → falls through to c: the only `goto` on the loop is `goto b`.
+        assert_eq!(
+            messages("step a { goto c } step b { tag \"x\" } step c { goto b }"),
+            ["`goto b` makes a loop with no `wait`"]
+        );
+    }
+
+    #[test]
+    fn a_handler_goto_makes_a_step_reachable() {
+        assert!(messages("on reply { goto b } step a { exit } step b { exit }").is_empty());
+        assert_eq!(
+            messages("step a { exit } step b { exit }"),
+            ["step `b` is never reached"]
+        );
+    }
+
+    #[test]
+    fn an_if_without_else_can_fall_through() {
+        assert!(messages("step a { if replied { exit } } step b { exit }").is_empty());
+    }
+}
