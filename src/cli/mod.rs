@@ -1,6 +1,110 @@
-//! The command line: clap definitions and one module per subcommand.
+//! The command line: clap definitions, dispatch, and the one place errors become exit codes.
+//!
+//! Each subcommand lives in its own module and returns `Result<ExitCode, CliError>`; only
+//! [`main`] prints a `CliError` and maps it to its documented exit code.
+//!
+//! Exit codes (documented in the README):
+//! - 0: success;
+//! - 1: the workflows or templates have errors (all of them are printed);
+//! - 2: the command line is wrong (unknown flag, bad value);
+//! - 3: an input could not be read or an output could not be written (a leads file, `--out`).
 
-/// Runs the command line and returns the process exit code.
+mod check;
+mod project;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use self::project::Project;
+
+/// The process exit codes `nurture` documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    Success = 0,
+    Invalid = 1,
+    Usage = 2,
+    Input = 3,
+}
+
+/// An error that stops a command; printed once, by [`main`].
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Diagnostics were already printed; this only carries the summary.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Input(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Invalid(_) => ExitCode::Invalid,
+            CliError::Usage(_) => ExitCode::Usage,
+            CliError::Input(_) => ExitCode::Input,
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nurture",
+    version,
+    about = "Email nurture automation: workflows that turn leads into contacts",
+    after_help = "Exit codes: 0 success, 1 invalid workflows or templates, 2 bad command line, \
+                  3 unreadable input or unwritable output."
+)]
+pub struct Cli {
+    /// Folder of workflow files (`*.flow`).
+    #[arg(
+        long,
+        global = true,
+        env = "NURTURE_WORKFLOWS",
+        default_value = "workflows"
+    )]
+    pub workflows: PathBuf,
+    /// Folder of email templates (`NAME.html.hbs`, `NAME.txt.hbs`, `partials/`).
+    #[arg(
+        long,
+        global = true,
+        env = "NURTURE_TEMPLATES",
+        default_value = "templates"
+    )]
+    pub templates: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check workflows and the templates they use; print every problem.
+    Check(check::CheckArgs),
+}
+
+/// Parses the command line, runs the command, prints any error, and returns the exit code.
 pub fn main() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // clap prints help and version to stdout with exit 0, and usage errors with exit 2.
+            let _ = error.print();
+            return error.exit_code();
+        }
+    };
+    let result = match &cli.command {
+        Command::Check(args) => check::run(&cli, args),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(error) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("error: {error}");
+            error.exit_code()
+        }
+    };
+    code as i32
 }
