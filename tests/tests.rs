@@ -4,7 +4,5 @@
 mod diagnostics;
 // Every shipped workflow in workflows/ compiles and its templates render.
 mod examples;
-// Golden tests of dry-run timelines (tests/fixtures/dry_run/).
-mod dry_run;
 // Arbitrary input never panics the parser or the compiler.
 mod fuzz;
