@@ -1,0 +1,102 @@
+//! An enrollment's state: one lead in one workflow, where it stands, and what it has seen.
+//!
+//! This is what the store persists, so it is plain serde data. The position names the step
+//! rather than its index, so an edited workflow whose step still exists lets the enrollment
+//! continue; a removed step ends it with a reason.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One lead in one workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub workflow: String,
+    /// The workflow version (`Workflow::version`) it last ran under.
+    pub version: String,
+    /// The lead's email key.
+    pub lead: String,
+    pub status: Status,
+    pub position: Position,
+    /// When the enrollment next needs the engine; `None` once it has ended.
+    pub due: Option<DateTime<Utc>>,
+    pub enrolled_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When a send window pushed a send back, the time it was first due (for "Sat 10:00 →
+    /// Mon 09:00, send window").
+    pub deferred_from: Option<DateTime<Utc>>,
+    pub facts: Facts,
+}
+
+/// Where in the program the enrollment continues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The step's name.
+    pub step: String,
+    /// The next instruction in that step's code.
+    pub pc: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "reason")]
+pub enum Status {
+    Active,
+    Completed,
+    Exited(ExitReason),
+}
+
+/// Why an enrollment ended before its last step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// The workflow said `exit` in a step.
+    WorkflowExit,
+    /// A handler said `exit` after a human reply.
+    Replied,
+    AutoReplied,
+    Bounced,
+    Unsubscribed,
+    /// The address is suppressed (bounced or unsubscribed elsewhere).
+    Suppressed,
+    /// The workflow was edited and the step this enrollment stood in is gone.
+    StepRemoved(String),
+    /// Removed by hand (`nurture unenroll`).
+    Manual,
+    /// The program ran too many instructions without waiting (a bug in the workflow).
+    LoopLimit,
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::WorkflowExit => f.write_str("the workflow said exit"),
+            ExitReason::Replied => f.write_str("the lead replied"),
+            ExitReason::AutoReplied => f.write_str("an auto-reply"),
+            ExitReason::Bounced => f.write_str("the address bounced"),
+            ExitReason::Unsubscribed => f.write_str("the lead unsubscribed"),
+            ExitReason::Suppressed => f.write_str("the address is suppressed"),
+            ExitReason::StepRemoved(step) => {
+                write!(f, "step `{step}` was removed from the workflow")
+            }
+            ExitReason::Manual => f.write_str("unenrolled by hand"),
+            ExitReason::LoopLimit => f.write_str("too many steps without a wait"),
+        }
+    }
+}
+
+/// What the enrollment has seen happen: the engagement facts conditions can ask about.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    pub replied: bool,
+    pub auto_replied: bool,
+    pub clicked: bool,
+    /// Templates sent in this enrollment, in order (a template sent twice appears twice).
+    pub sent: Vec<String>,
+}
+
+impl Enrollment {
+    pub fn is_active(&self) -> bool {
+        self.status == Status::Active
+    }
+}
