@@ -2,6 +2,8 @@
 
 // Golden tests of rendered diagnostics (tests/fixtures/diagnostics/).
 mod diagnostics;
+// The engine on compiled workflows: timing, windows, branches, handlers, edits.
+mod engine;
 // Every shipped workflow in workflows/ compiles and its templates render.
 mod examples;
 // Arbitrary input never panics the parser or the compiler.

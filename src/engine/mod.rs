@@ -1,11 +1,17 @@
 //! The I/O-free engine: enrollment state, time (windows, business days, zones), conditions,
 //! and `advance`, which turns an input into effects and a new state.
 //!
-//! Built so far: [`calendar`] (the time rules every schedule is computed with), [`state`] (what
-//! the store will persist per enrollment) and [`condition`] (evaluation with observed values).
+//! - [`calendar`]: the time rules every schedule is computed with;
+//! - [`state`]: what the store persists per enrollment;
+//! - [`condition`]: evaluation with the observed values a timeline shows;
+//! - [`run`]: `enroll` and `advance`, the interpreter.
 
 pub mod calendar;
 pub mod condition;
+pub mod run;
 pub mod state;
 
+pub use self::run::{
+    Effect, INSTRUCTION_BUDGET, Input, Outcome, PlannedEmail, Shift, advance, enroll,
+};
 pub use self::state::{Enrollment, ExitReason, Facts, Position, Status};

@@ -1,0 +1,467 @@
+//! The interpreter: `enroll` and `advance`, pure functions from (workflow, enrollment, lead,
+//! input, now) to effects and new state.
+//!
+//! The host performs the effects (render and send an email, notify someone, write the journal)
+//! and persists the returned enrollment and lead. The engine itself never reads a clock, a file
+//! or the network, which is how the daemon and the dry-run run the very same code.
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use serde::Serialize;
+
+use crate::lead::{Lead, Stage};
+use crate::workflow::{
+    Action, Instr, NotifyTarget, Wait, WaitLength, Weekdays, WindowZone, Workflow,
+};
+
+use super::calendar;
+use super::condition::{self, Observation};
+use super::state::{Enrollment, ExitReason, Facts, Position, Status};
+
+/// How many instructions one `advance` may run before it is stopped. A workflow that loops
+/// without a `wait` is refused by the checker; this guards the daemon against anything else.
+pub const INSTRUCTION_BUDGET: usize = 10_000;
+
+/// What happened to, or about, an enrollment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The enrollment's due time was reached.
+    Due,
+    /// A human reply from the lead.
+    Reply,
+    /// An automatic answer; an out-of-office may say when the person is back.
+    AutoReply {
+        return_date: Option<NaiveDate>,
+    },
+    /// A bounce: permanent (5.x.x) or transient (4.x.x).
+    Bounce {
+        permanent: bool,
+    },
+    Unsubscribe,
+    /// A tracked link was clicked.
+    Click,
+}
+
+/// Something the host must do or record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    /// An input arrived ("reply received").
+    Received {
+        what: String,
+    },
+    /// Render and send this email now.
+    Send(PlannedEmail),
+    /// A branch was taken, and why.
+    Decision {
+        step: String,
+        condition: String,
+        observed: Vec<Observation>,
+        result: bool,
+    },
+    /// The lead's data changed: `tag "engaged"`, `score +10 (12 → 22)`.
+    LeadChanged {
+        change: String,
+    },
+    Promoted {
+        stage: Stage,
+    },
+    /// Tell someone about this lead.
+    Notify {
+        to: String,
+        reason: String,
+    },
+    /// Nothing more until `until`.
+    Waiting {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    Completed,
+    Exited {
+        reason: ExitReason,
+    },
+}
+
+/// An email the engine decided to send; the host renders it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedEmail {
+    pub step: String,
+    pub template: String,
+    /// The subject as a template, rendered by the host for the lead.
+    pub subject_template: String,
+    /// Set when a send window moved this email.
+    pub shifted: Option<Shift>,
+}
+
+/// A send moved from `from` to `to`, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Shift {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// The result of one `advance`.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub effects: Vec<Effect>,
+    pub enrollment: Enrollment,
+    /// The lead with `set`, `tag`, `score` and `promote` applied.
+    pub lead: Lead,
+}
+
+/// A new enrollment at the start of the first step, due now.
+pub fn enroll(workflow: &Workflow, lead: &Lead, now: DateTime<Utc>) -> Enrollment {
+    Enrollment {
+        workflow: workflow.name.clone(),
+        version: workflow.version.clone(),
+        lead: lead.email.clone(),
+        status: Status::Active,
+        position: Position {
+            step: workflow
+                .steps
+                .first()
+                .map(|s| s.name.clone())
+                .unwrap_or_default(),
+            pc: 0,
+        },
+        due: Some(now),
+        enrolled_at: now,
+        updated_at: now,
+        deferred_from: None,
+        facts: Facts::default(),
+    }
+}
+
+/// Applies `input` at `now`: runs the program or a handler and returns what to do.
+pub fn advance(
+    workflow: &Workflow,
+    enrollment: &Enrollment,
+    lead: &Lead,
+    input: &Input,
+    now: DateTime<Utc>,
+) -> Outcome {
+    let mut run = Run {
+        workflow,
+        enrollment: enrollment.clone(),
+        lead: lead.clone(),
+        effects: Vec::new(),
+        now,
+    };
+    if enrollment.is_active() {
+        run.apply(input);
+        run.enrollment.version = workflow.version.clone();
+        run.enrollment.updated_at = now;
+    }
+    Outcome {
+        effects: run.effects,
+        enrollment: run.enrollment,
+        lead: run.lead,
+    }
+}
+
+/// The working state of one `advance`.
+struct Run<'a> {
+    workflow: &'a Workflow,
+    enrollment: Enrollment,
+    lead: Lead,
+    effects: Vec<Effect>,
+    now: DateTime<Utc>,
+}
+
+impl Run<'_> {
+    fn apply(&mut self, input: &Input) {
+        match input {
+            Input::Due => {
+                // Idempotent: a second wake-up for the same slot (a DST double fire, a restart)
+                // finds the enrollment not yet due and does nothing.
+                if self.enrollment.due.is_some_and(|due| due <= self.now) {
+                    self.run_program();
+                }
+            }
+            Input::Reply => {
+                self.received("reply");
+                self.enrollment.facts.replied = true;
+                let code = &self.workflow.handlers.reply;
+                self.run_handler(code, ExitReason::Replied, None);
+            }
+            Input::AutoReply { return_date } => {
+                self.received("auto-reply");
+                self.enrollment.facts.auto_replied = true;
+                let code = &self.workflow.handlers.auto_reply;
+                self.run_handler(code, ExitReason::AutoReplied, *return_date);
+            }
+            Input::Bounce { permanent } => {
+                self.received(if *permanent {
+                    "permanent bounce"
+                } else {
+                    "transient bounce"
+                });
+                let code = &self.workflow.handlers.bounce;
+                self.run_handler(code, ExitReason::Bounced, None);
+                // A permanent bounce suppresses the address: nothing can be sent any more.
+                if *permanent {
+                    self.exit(ExitReason::Bounced);
+                }
+            }
+            Input::Unsubscribe => {
+                self.received("unsubscribe request");
+                let code = &self.workflow.handlers.unsubscribe;
+                self.run_handler(code, ExitReason::Unsubscribed, None);
+                self.exit(ExitReason::Unsubscribed);
+            }
+            Input::Click => {
+                self.received("click");
+                self.enrollment.facts.clicked = true;
+            }
+        }
+    }
+
+    fn received(&mut self, what: &str) {
+        self.effects.push(Effect::Received {
+            what: what.to_string(),
+        });
+    }
+
+    /// Runs a handler's code. `exit` ends the enrollment with `reason`; `goto` continues the
+    /// sequence at that step now; falling off the end continues the sequence as it was.
+    fn run_handler(&mut self, code: &[Instr], reason: ExitReason, return_date: Option<NaiveDate>) {
+        let mut pc = 0;
+        for _ in 0..INSTRUCTION_BUDGET {
+            if !self.enrollment.is_active() {
+                return;
+            }
+            let Some(instr) = code.get(pc) else { return };
+            pc += 1;
+            match instr {
+                Instr::Act(action) => self.act(action, "handler"),
+                Instr::Exit => return self.exit(reason),
+                Instr::Jump(target) => pc = *target,
+                Instr::Branch {
+                    condition,
+                    text,
+                    else_to,
+                } => {
+                    if !self.decide("handler", condition, text) {
+                        pc = *else_to;
+                    }
+                }
+                Instr::Goto(step) => {
+                    self.enrollment.position = Position {
+                        step: self.workflow.steps[*step].name.clone(),
+                        pc: 0,
+                    };
+                    self.enrollment.due = Some(self.now);
+                    return self.run_program();
+                }
+                Instr::PauseUntilReturn => self.pause_until(return_date),
+                // The checker refuses `send` and `wait` in handlers.
+                Instr::Send(_) | Instr::Wait(_) => {}
+            }
+        }
+    }
+
+    fn pause_until(&mut self, return_date: Option<NaiveDate>) {
+        let Some(date) = return_date else { return };
+        let zone = calendar::zone_for(self.workflow, &self.lead, WindowZone::Lead);
+        let back = calendar::resolve_local(zone, date.and_time(NaiveTime::MIN));
+        let due = self.enrollment.due.map_or(back, |due| due.max(back));
+        if Some(due) != self.enrollment.due {
+            self.enrollment.due = Some(due);
+            self.effects.push(Effect::Waiting {
+                until: due,
+                reason: format!("paused until the lead is back on {date}"),
+            });
+        }
+    }
+
+    /// Runs the sequence from the enrollment's position until a wait, the end, or an exit.
+    fn run_program(&mut self) {
+        for _ in 0..INSTRUCTION_BUDGET {
+            if !self.enrollment.is_active() {
+                return;
+            }
+            let Some(step_index) = self.workflow.step_index(&self.enrollment.position.step) else {
+                let removed = self.enrollment.position.step.clone();
+                return self.exit(ExitReason::StepRemoved(removed));
+            };
+            let step = &self.workflow.steps[step_index];
+            let pc = self.enrollment.position.pc;
+            let Some(instr) = step.code.get(pc) else {
+                match self.workflow.steps.get(step_index + 1) {
+                    Some(next) => {
+                        self.enrollment.position = Position {
+                            step: next.name.clone(),
+                            pc: 0,
+                        };
+                        continue;
+                    }
+                    None => return self.complete(),
+                }
+            };
+            self.enrollment.position.pc = pc + 1;
+            match instr {
+                Instr::Send(send) => {
+                    if let Some(window) = &self.workflow.window {
+                        let zone = calendar::zone_for(self.workflow, &self.lead, window.zone);
+                        let opens = calendar::next_window_opening(window, zone, self.now);
+                        if opens > self.now {
+                            // Stay on this send; remember when it was first due.
+                            self.enrollment.position.pc = pc;
+                            self.enrollment.deferred_from.get_or_insert(self.now);
+                            self.enrollment.due = Some(opens);
+                            self.effects.push(Effect::Waiting {
+                                until: opens,
+                                reason: "send window".to_string(),
+                            });
+                            return;
+                        }
+                    }
+                    let shifted = self.enrollment.deferred_from.take().map(|from| Shift {
+                        from,
+                        to: self.now,
+                        reason: "send window".to_string(),
+                    });
+                    self.enrollment.facts.sent.push(send.template.clone());
+                    self.effects.push(Effect::Send(PlannedEmail {
+                        step: step.name.clone(),
+                        template: send.template.clone(),
+                        subject_template: send.subject.clone(),
+                        shifted,
+                    }));
+                }
+                Instr::Wait(wait) => {
+                    let zone = calendar::zone_for(self.workflow, &self.lead, WindowZone::Lead);
+                    let until = calendar::wait_end(wait, zone, self.now);
+                    self.enrollment.due = Some(until);
+                    self.effects.push(Effect::Waiting {
+                        until,
+                        reason: describe_wait(wait),
+                    });
+                    return;
+                }
+                Instr::Branch {
+                    condition,
+                    text,
+                    else_to,
+                } => {
+                    let step_name = step.name.clone();
+                    if !self.decide(&step_name, condition, text) {
+                        self.enrollment.position.pc = *else_to;
+                    }
+                }
+                Instr::Jump(target) => self.enrollment.position.pc = *target,
+                Instr::Act(action) => {
+                    let step_name = step.name.clone();
+                    self.act(action, &format!("step `{step_name}`"));
+                }
+                Instr::Goto(target) => {
+                    self.enrollment.position = Position {
+                        step: self.workflow.steps[*target].name.clone(),
+                        pc: 0,
+                    };
+                }
+                Instr::Exit => return self.exit(ExitReason::WorkflowExit),
+                // Only meaningful in `on auto-reply`; the checker refuses it in steps.
+                Instr::PauseUntilReturn => {}
+            }
+        }
+        self.exit(ExitReason::LoopLimit);
+    }
+
+    fn decide(&mut self, step: &str, condition: &crate::workflow::Condition, text: &str) -> bool {
+        let mut observed = Vec::new();
+        let result =
+            condition::evaluate(condition, &self.lead, &self.enrollment.facts, &mut observed);
+        self.effects.push(Effect::Decision {
+            step: step.to_string(),
+            condition: text.to_string(),
+            observed,
+            result,
+        });
+        result
+    }
+
+    fn act(&mut self, action: &Action, context: &str) {
+        let change = match action {
+            Action::Set { field, value } => match self.lead.set_field(field, value.clone()) {
+                Ok(()) => format!("set lead.{field} to {value}"),
+                Err(error) => format!("could not set lead.{field}: {error}"),
+            },
+            Action::Tag(tag) => {
+                self.lead.tags.insert(tag.clone());
+                format!("tag \"{tag}\"")
+            }
+            Action::Untag(tag) => {
+                self.lead.tags.remove(tag);
+                format!("untag \"{tag}\"")
+            }
+            Action::Score(delta) => {
+                let before = self.lead.score;
+                self.lead.score = before.saturating_add(*delta);
+                format!("score {delta:+} ({before} → {})", self.lead.score)
+            }
+            Action::Promote(stage) => {
+                if self.lead.promote(*stage) {
+                    self.effects.push(Effect::Promoted { stage: *stage });
+                }
+                return;
+            }
+            Action::Notify(target) => {
+                let to = match target {
+                    NotifyTarget::Owner => self.workflow.owner.as_ref(),
+                    NotifyTarget::Address(mailbox) => Some(mailbox),
+                };
+                // The checker refuses `notify owner` without an owner.
+                if let Some(to) = to {
+                    self.effects.push(Effect::Notify {
+                        to: to.to_string(),
+                        reason: format!("{} ({context})", self.workflow.name),
+                    });
+                }
+                return;
+            }
+        };
+        self.lead.updated_at = self.now;
+        self.effects.push(Effect::LeadChanged { change });
+    }
+
+    fn complete(&mut self) {
+        self.enrollment.status = Status::Completed;
+        self.enrollment.due = None;
+        self.effects.push(Effect::Completed);
+    }
+
+    fn exit(&mut self, reason: ExitReason) {
+        if !self.enrollment.is_active() {
+            return;
+        }
+        self.enrollment.status = Status::Exited(reason.clone());
+        self.enrollment.due = None;
+        self.effects.push(Effect::Exited { reason });
+    }
+}
+
+/// A wait as the marketer wrote it: "wait 2 days", "wait until cron \"0 9 * * MON\"".
+pub fn describe_wait(wait: &Wait) -> String {
+    let plural = |n: u32, unit: &str| {
+        if n == 1 {
+            format!("wait 1 {unit}")
+        } else {
+            format!("wait {n} {unit}s")
+        }
+    };
+    match wait {
+        Wait::For(WaitLength::Minutes(n)) => plural(*n, "minute"),
+        Wait::For(WaitLength::Hours(n)) => plural(*n, "hour"),
+        Wait::For(WaitLength::Days(n)) => plural(*n, "day"),
+        Wait::For(WaitLength::Weeks(n)) => plural(*n, "week"),
+        Wait::BusinessDays(n) => plural(*n, "business day"),
+        Wait::UntilWeekday { days, time } if *days == Weekdays::ALL => {
+            format!("wait until {}", time.format("%H:%M"))
+        }
+        Wait::UntilWeekday { days, time } => {
+            format!("wait until {days} {}", time.format("%H:%M"))
+        }
+        Wait::UntilCron(slot) => format!("wait until cron \"{slot}\""),
+    }
+}

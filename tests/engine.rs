@@ -1,0 +1,345 @@
+//! The engine on compiled workflows: sends, waits, windows, branches, handlers, edits.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use nurture::dsl;
+use nurture::engine::{Effect, Enrollment, ExitReason, Input, Outcome, Status, advance, enroll};
+use nurture::lead::{Lead, Stage};
+use nurture::workflow::Workflow;
+
+fn workflow(body: &str) -> Workflow {
+    let source = format!(
+        "workflow \"test\" {{\n  from \"Ana <ana@example.test>\"\n  owner \"sales@example.test\"\n  timezone \"Europe/Berlin\"\n{body}\n}}\n"
+    );
+    let templates: BTreeSet<String> = ["a", "b", "c"].into_iter().map(String::from).collect();
+    let compiled = dsl::compile(Path::new("test.flow"), &source, &templates);
+    let rendered: Vec<String> = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
+    compiled
+        .workflow
+        .unwrap_or_else(|| panic!("{}", rendered.join("\n")))
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+fn lead() -> Lead {
+    let mut lead = Lead::new("lead@example.test".into(), utc("2026-01-01T00:00:00Z"));
+    lead.first_name = Some("Lea".into());
+    lead.score = 12;
+    lead
+}
+
+fn sent(outcome: &Outcome) -> Vec<&str> {
+    outcome
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send(email) => Some(email.template.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Drives the enrollment by its due times until it ends or `limit` passes; returns every
+/// (time, template) sent.
+fn run_to_end(
+    workflow: &Workflow,
+    lead: &Lead,
+    start: DateTime<Utc>,
+    limit: DateTime<Utc>,
+) -> (Vec<(DateTime<Utc>, String)>, Enrollment) {
+    let mut enrollment = enroll(workflow, lead, start);
+    let mut lead = lead.clone();
+    let mut sends = Vec::new();
+    while let Some(due) = enrollment.due.filter(|due| *due <= limit) {
+        let outcome = advance(workflow, &enrollment, &lead, &Input::Due, due);
+        for template in sent(&outcome) {
+            sends.push((due, template.to_string()));
+        }
+        enrollment = outcome.enrollment;
+        lead = outcome.lead;
+    }
+    (sends, enrollment)
+}
+
+#[test]
+fn a_sequence_sends_at_the_right_times_and_completes() {
+    let flow = workflow(
+        "  step one { send \"a\" subject \"Hi\"; wait 2 days }\n  step two { send \"b\" subject \"Again\" }",
+    );
+    let (sends, enrollment) = run_to_end(
+        &flow,
+        &lead(),
+        utc("2026-11-23T08:00:00Z"),
+        utc("2027-01-01T00:00:00Z"),
+    );
+    assert_eq!(
+        sends,
+        vec![
+            (utc("2026-11-23T08:00:00Z"), "a".to_string()),
+            (utc("2026-11-25T08:00:00Z"), "b".to_string()),
+        ]
+    );
+    assert_eq!(enrollment.status, Status::Completed);
+    assert_eq!(enrollment.due, None);
+}
+
+#[test]
+fn a_send_due_on_saturday_waits_for_the_window_and_says_so() {
+    let flow = workflow(
+        "  send on Mon-Fri between 09:00 and 17:30\n  step one { send \"a\" subject \"Hi\" }",
+    );
+    // Sat 2026-11-28 10:00 Berlin.
+    let saturday = utc("2026-11-28T09:00:00Z");
+    let enrollment = enroll(&flow, &lead(), saturday);
+    let first = advance(&flow, &enrollment, &lead(), &Input::Due, saturday);
+    assert!(sent(&first).is_empty());
+    let monday = utc("2026-11-30T08:00:00Z");
+    assert_eq!(first.enrollment.due, Some(monday));
+    let second = advance(&flow, &first.enrollment, &lead(), &Input::Due, monday);
+    let Some(Effect::Send(email)) = second.effects.first() else {
+        panic!("{:?}", second.effects)
+    };
+    let shift = email.shifted.as_ref().expect("the shift is reported");
+    assert_eq!((shift.from, shift.to), (saturday, monday));
+    assert_eq!(shift.reason, "send window");
+}
+
+#[test]
+fn branches_record_the_condition_and_the_values_seen() {
+    let flow = workflow(
+        "  step one {\n    if lead.score >= 20 { send \"a\" subject \"x\" } else { send \"b\" subject \"y\" }\n  }",
+    );
+    let start = utc("2026-11-23T08:00:00Z");
+    let outcome = advance(
+        &flow,
+        &enroll(&flow, &lead(), start),
+        &lead(),
+        &Input::Due,
+        start,
+    );
+    assert_eq!(sent(&outcome), vec!["b"]);
+    let Some(Effect::Decision {
+        condition,
+        observed,
+        result,
+        ..
+    }) = outcome.effects.first()
+    else {
+        panic!("{:?}", outcome.effects)
+    };
+    assert_eq!(condition, "lead.score >= 20");
+    assert!(!result);
+    assert_eq!(
+        (observed[0].what.as_str(), observed[0].value.as_str()),
+        ("lead.score", "12")
+    );
+}
+
+#[test]
+fn a_second_wake_up_for_the_same_slot_sends_nothing() {
+    let flow = workflow("  step one { send \"a\" subject \"Hi\"; wait 1 day }");
+    let start = utc("2026-11-23T08:00:00Z");
+    let first = advance(
+        &flow,
+        &enroll(&flow, &lead(), start),
+        &lead(),
+        &Input::Due,
+        start,
+    );
+    assert_eq!(sent(&first), vec!["a"]);
+    let again = advance(&flow, &first.enrollment, &first.lead, &Input::Due, start);
+    assert!(again.effects.is_empty());
+    assert_eq!(again.enrollment.position, first.enrollment.position);
+}
+
+#[test]
+fn a_reply_promotes_to_contact_notifies_the_owner_and_exits_by_default() {
+    let flow =
+        workflow("  step one { send \"a\" subject \"Hi\"; wait 2 days; send \"b\" subject \"x\" }");
+    let start = utc("2026-11-23T08:00:00Z");
+    let first = advance(
+        &flow,
+        &enroll(&flow, &lead(), start),
+        &lead(),
+        &Input::Due,
+        start,
+    );
+    let reply = advance(&flow, &first.enrollment, &first.lead, &Input::Reply, start);
+    assert_eq!(reply.lead.stage, Stage::Contact);
+    assert!(
+        reply
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Notify { to, .. } if to == "sales@example.test"))
+    );
+    assert_eq!(reply.enrollment.status, Status::Exited(ExitReason::Replied));
+    assert_eq!(reply.enrollment.due, None);
+    // Nothing more is sent once it has exited.
+    let later = advance(
+        &flow,
+        &reply.enrollment,
+        &reply.lead,
+        &Input::Due,
+        utc("2026-12-01T00:00:00Z"),
+    );
+    assert!(later.effects.is_empty());
+}
+
+#[test]
+fn an_auto_reply_continues_and_a_return_date_pauses() {
+    let flow = workflow(
+        "  on auto-reply { pause until return }\n  step one { send \"a\" subject \"Hi\"; wait 1 day; send \"b\" subject \"x\" }",
+    );
+    let start = utc("2026-11-23T08:00:00Z");
+    let first = advance(
+        &flow,
+        &enroll(&flow, &lead(), start),
+        &lead(),
+        &Input::Due,
+        start,
+    );
+    let plain = advance(
+        &flow,
+        &first.enrollment,
+        &first.lead,
+        &Input::AutoReply { return_date: None },
+        start,
+    );
+    assert_eq!(plain.enrollment.status, Status::Active);
+    assert_eq!(plain.enrollment.due, first.enrollment.due);
+    assert_eq!(plain.lead.stage, Stage::Lead);
+
+    let away = advance(
+        &flow,
+        &first.enrollment,
+        &first.lead,
+        &Input::AutoReply {
+            return_date: NaiveDate::from_ymd_opt(2026, 12, 7),
+        },
+        start,
+    );
+    // Back on Mon 2026-12-07, midnight in Berlin.
+    assert_eq!(away.enrollment.due, Some(utc("2026-12-06T23:00:00Z")));
+    assert_eq!(away.enrollment.status, Status::Active);
+}
+
+#[test]
+fn a_permanent_bounce_always_exits_and_a_transient_one_does_not() {
+    let flow = workflow(
+        "  on bounce { tag \"bounced\" }\n  step one { send \"a\" subject \"Hi\"; wait 1 day }",
+    );
+    let start = utc("2026-11-23T08:00:00Z");
+    let first = advance(
+        &flow,
+        &enroll(&flow, &lead(), start),
+        &lead(),
+        &Input::Due,
+        start,
+    );
+    let transient = advance(
+        &flow,
+        &first.enrollment,
+        &first.lead,
+        &Input::Bounce { permanent: false },
+        start,
+    );
+    assert_eq!(transient.enrollment.status, Status::Active);
+    let permanent = advance(
+        &flow,
+        &first.enrollment,
+        &first.lead,
+        &Input::Bounce { permanent: true },
+        start,
+    );
+    assert_eq!(
+        permanent.enrollment.status,
+        Status::Exited(ExitReason::Bounced)
+    );
+    assert!(permanent.lead.tags.contains("bounced"));
+}
+
+#[test]
+fn unsubscribe_ends_the_enrollment() {
+    let flow = workflow("  step one { send \"a\" subject \"Hi\"; wait 1 day }");
+    let start = utc("2026-11-23T08:00:00Z");
+    let first = advance(
+        &flow,
+        &enroll(&flow, &lead(), start),
+        &lead(),
+        &Input::Due,
+        start,
+    );
+    let out = advance(
+        &flow,
+        &first.enrollment,
+        &first.lead,
+        &Input::Unsubscribe,
+        start,
+    );
+    assert_eq!(
+        out.enrollment.status,
+        Status::Exited(ExitReason::Unsubscribed)
+    );
+}
+
+#[test]
+fn goto_with_a_wait_loops_and_actions_change_the_lead() {
+    let flow = workflow(
+        "  step one {\n    score +5\n    tag \"looped\"\n    if lead.score >= 30 { exit }\n    send \"a\" subject \"Hi\"\n    wait 1 day\n    goto one\n  }",
+    );
+    let (sends, enrollment) = run_to_end(
+        &flow,
+        &lead(),
+        utc("2026-11-23T08:00:00Z"),
+        utc("2027-01-01T00:00:00Z"),
+    );
+    // Score 12 → 17, 22, 27 send; 32 exits.
+    assert_eq!(sends.len(), 3);
+    assert_eq!(enrollment.status, Status::Exited(ExitReason::WorkflowExit));
+}
+
+#[test]
+fn an_enrollment_in_a_removed_step_exits_with_that_reason() {
+    let old = workflow(
+        "  step one { send \"a\" subject \"Hi\"; wait 1 day }\n  step two { send \"b\" subject \"x\" }",
+    );
+    let new = workflow(
+        "  step one { send \"a\" subject \"Hi\"; wait 1 day }\n  step three { send \"c\" subject \"x\" }",
+    );
+    let start = utc("2026-11-23T08:00:00Z");
+    let first = advance(
+        &old,
+        &enroll(&old, &lead(), start),
+        &lead(),
+        &Input::Due,
+        start,
+    );
+    let mut in_two = first.enrollment.clone();
+    in_two.position.step = "two".into();
+    in_two.position.pc = 0;
+    let out = advance(
+        &new,
+        &in_two,
+        &first.lead,
+        &Input::Due,
+        utc("2026-11-24T08:00:00Z"),
+    );
+    assert_eq!(
+        out.enrollment.status,
+        Status::Exited(ExitReason::StepRemoved("two".into()))
+    );
+    // A step that still exists continues under the new version.
+    let continued = advance(
+        &new,
+        &first.enrollment,
+        &first.lead,
+        &Input::Due,
+        utc("2026-11-24T08:00:00Z"),
+    );
+    assert_eq!(sent(&continued), vec!["c"]);
+    assert_eq!(continued.enrollment.version, new.version);
+}
