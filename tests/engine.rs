@@ -343,3 +343,114 @@ fn an_enrollment_in_a_removed_step_exits_with_that_reason() {
     assert_eq!(sent(&continued), vec!["c"]);
     assert_eq!(continued.enrollment.version, new.version);
 }
+
+mod simulation {
+    use super::*;
+    use chrono::Duration;
+    use nurture::engine::simulate::{Ending, Scenario, Trigger, simulate};
+
+    fn flow() -> Workflow {
+        workflow(
+            "  step one { send \"a\" subject \"Hi\"; wait 2 days }\n  step two { send \"b\" subject \"x\"; wait 2 days }\n  step three { send \"c\" subject \"y\" }",
+        )
+    }
+
+    fn templates_sent(timeline: &nurture::engine::simulate::Timeline) -> Vec<String> {
+        timeline
+            .events
+            .iter()
+            .filter_map(|e| match &e.effect {
+                Effect::Send(email) => Some(email.template.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn without_a_scenario_the_sequence_completes() {
+        let start = utc("2026-11-23T08:00:00Z");
+        let timeline = simulate(
+            &flow(),
+            &lead(),
+            start,
+            start + Duration::days(30),
+            &Scenario::default(),
+        );
+        assert_eq!(templates_sent(&timeline), vec!["a", "b", "c"]);
+        assert_eq!(
+            timeline.ending,
+            Ending::Completed {
+                at: utc("2026-11-27T08:00:00Z")
+            }
+        );
+    }
+
+    #[test]
+    fn a_reply_after_a_step_stops_the_sequence_and_promotes() {
+        let start = utc("2026-11-23T08:00:00Z");
+        let scenario = Scenario {
+            reply: Some(Trigger::AfterStep("two".into())),
+            ..Scenario::default()
+        };
+        let timeline = simulate(
+            &flow(),
+            &lead(),
+            start,
+            start + Duration::days(30),
+            &scenario,
+        );
+        assert_eq!(templates_sent(&timeline), vec!["a", "b"]);
+        // One hour after step two's email, on Wed 2026-11-25 09:00 UTC.
+        assert_eq!(
+            timeline.ending,
+            Ending::Exited {
+                at: utc("2026-11-25T09:00:00Z"),
+                reason: ExitReason::Replied
+            }
+        );
+        assert_eq!(timeline.final_lead.stage, Stage::Contact);
+    }
+
+    #[test]
+    fn a_bounce_after_a_duration_ends_it() {
+        let start = utc("2026-11-23T08:00:00Z");
+        let scenario = Scenario {
+            bounce: Some(Trigger::After(Duration::hours(1))),
+            ..Scenario::default()
+        };
+        let timeline = simulate(
+            &flow(),
+            &lead(),
+            start,
+            start + Duration::days(30),
+            &scenario,
+        );
+        assert_eq!(templates_sent(&timeline), vec!["a"]);
+        assert!(matches!(
+            timeline.ending,
+            Ending::Exited {
+                reason: ExitReason::Bounced,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn the_preview_stops_at_until_and_says_what_is_next() {
+        let start = utc("2026-11-23T08:00:00Z");
+        let timeline = simulate(
+            &flow(),
+            &lead(),
+            start,
+            start + Duration::days(1),
+            &Scenario::default(),
+        );
+        assert_eq!(templates_sent(&timeline), vec!["a"]);
+        assert_eq!(
+            timeline.ending,
+            Ending::Active {
+                next_due: Some(utc("2026-11-25T08:00:00Z"))
+            }
+        );
+    }
+}

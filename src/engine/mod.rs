@@ -4,11 +4,13 @@
 //! - [`calendar`]: the time rules every schedule is computed with;
 //! - [`state`]: what the store persists per enrollment;
 //! - [`condition`]: evaluation with the observed values a timeline shows;
-//! - [`run`]: `enroll` and `advance`, the interpreter.
+//! - [`run`]: `enroll` and `advance`, the interpreter;
+//! - [`simulate`]: the dry-run's virtual clock over the same interpreter.
 
 pub mod calendar;
 pub mod condition;
 pub mod run;
+pub mod simulate;
 pub mod state;
 
 pub use self::run::{
