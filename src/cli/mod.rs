@@ -10,6 +10,7 @@
 //! - 3: an input could not be read or an output could not be written (a leads file, `--out`).
 
 mod check;
+pub mod dry_run;
 mod project;
 
 use std::io::Write;
@@ -83,6 +84,8 @@ pub struct Cli {
 pub enum Command {
     /// Check workflows and the templates they use; print every problem.
     Check(check::CheckArgs),
+    /// Preview what a workflow would send, to whom and when, without sending anything.
+    DryRun(dry_run::DryRunArgs),
 }
 
 /// Parses the command line, runs the command, prints any error, and returns the exit code.
@@ -97,6 +100,7 @@ pub fn main() -> i32 {
     };
     let result = match &cli.command {
         Command::Check(args) => check::run(&cli, args),
+        Command::DryRun(args) => dry_run::run(&cli, args),
     };
     let code = match result {
         Ok(code) => code,

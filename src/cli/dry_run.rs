@@ -1,0 +1,592 @@
+//! `nurture dry-run WORKFLOW`: what would be sent, to whom and when, computed by the engine the
+//! daemon runs (on a virtual clock), with every email rendered and optionally written to disk.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use super::{Cli, CliError, ExitCode, Project};
+use crate::diagnostic::did_you_mean;
+use crate::engine::calendar;
+use crate::engine::simulate::{Ending, Scenario, Timeline, Trigger, simulate};
+use crate::engine::{Effect, PlannedEmail, condition};
+use crate::lead::{Lead, normalize_email};
+use crate::leads_file;
+use crate::mail::compose::{OutgoingEmail, domain_of, lead_mailbox, new_message_id, to_eml};
+use crate::mail::{self, RenderedBody};
+use crate::workflow::{WindowZone, Workflow};
+
+#[derive(Debug, Args)]
+pub struct DryRunArgs {
+    /// The workflow's name, or the path of its `.flow` file.
+    pub workflow: String,
+    /// Preview for this lead (repeatable). Taken from `--leads` when it is there; otherwise a
+    /// lead with only this address.
+    #[arg(long = "lead", value_name = "EMAIL")]
+    pub lead: Vec<String>,
+    /// A leads file (CSV, JSON or JSON Lines). Without `--lead`, every lead in it that the
+    /// workflow's `enroll when` matches is previewed.
+    #[arg(long, value_name = "FILE")]
+    pub leads: Option<PathBuf>,
+    /// When the leads are enrolled: `2026-11-23T09:00:00+01:00`, or `2026-11-23 09:00` in UTC
+    /// (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub start: Option<String>,
+    /// How far to look ahead: `90m`, `12h`, `30d`, `8w`.
+    #[arg(long, value_name = "DURATION", default_value = "60d")]
+    pub until: String,
+    /// The lead replies one hour after STEP's email, or DURATION after the start.
+    #[arg(long, value_name = "STEP|DURATION")]
+    pub reply_after: Option<String>,
+    /// A permanent bounce arrives one hour after STEP's email, or DURATION after the start.
+    #[arg(long, value_name = "STEP|DURATION")]
+    pub bounce_after: Option<String>,
+    /// An out-of-office arrives one hour after STEP's email, or DURATION after the start.
+    #[arg(long, value_name = "STEP|DURATION")]
+    pub auto_reply_after: Option<String>,
+    /// With `--auto-reply-after`: the return date the out-of-office gives (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE", requires = "auto_reply_after")]
+    pub return_date: Option<NaiveDate>,
+    /// The lead asks to unsubscribe one hour after STEP's email, or DURATION after the start.
+    #[arg(long, value_name = "STEP|DURATION")]
+    pub unsubscribe_after: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write every email as a complete `.eml` (the MIME the daemon sends) and an `.html`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub fn run(cli: &Cli, args: &DryRunArgs) -> Result<ExitCode, CliError> {
+    let as_file = Path::new(&args.workflow);
+    let from_file = args.workflow.ends_with(".flow") || as_file.is_file();
+    let sources = if from_file {
+        vec![as_file.to_path_buf()]
+    } else {
+        vec![cli.workflows.clone()]
+    };
+    let project = Project::load(&sources, &cli.templates);
+    if project.count(crate::diagnostic::Severity::Error) > 0 {
+        eprint!("{}", project.render_diagnostics());
+        return Err(CliError::Invalid(
+            "the workflows have errors; fix them first (see `nurture check`)".into(),
+        ));
+    }
+    let workflow = find_workflow(&project, &args.workflow, from_file)?;
+    let start = match &args.start {
+        Some(text) => parse_start(text)?,
+        None => Utc::now()
+            .with_second(0)
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap_or_else(Utc::now),
+    };
+    let until = start + parse_duration(&args.until).map_err(CliError::Usage)?;
+    let scenario = scenario(args, workflow)?;
+    let (leads, skipped) = select_leads(args, workflow, start)?;
+
+    let options = Options {
+        start,
+        until,
+        scenario,
+    };
+    let previews: Vec<LeadPreview> = leads
+        .iter()
+        .map(|lead| preview_lead(&project, workflow, lead, &options))
+        .collect();
+    if let Some(dir) = &args.out {
+        write_emails(dir, workflow, &previews)?;
+    }
+    match args.format {
+        Format::Text => {
+            for preview in &previews {
+                print!("{}", render_text(workflow, preview));
+            }
+            if skipped > 0 {
+                println!(
+                    "{skipped} lead{} in the file not enrolled: `enroll when` does not match them",
+                    super::check::plural(skipped)
+                );
+            }
+        }
+        Format::Json => {
+            let timelines: Vec<serde_json::Value> =
+                previews.iter().map(|p| render_json(workflow, p)).collect();
+            let out =
+                json!({ "workflow": workflow.name, "leads": timelines, "not_enrolled": skipped });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+    }
+    let failed: usize = previews
+        .iter()
+        .flat_map(|p| &p.emails)
+        .filter(|e| e.rendered.is_err())
+        .count();
+    if failed > 0 {
+        return Err(CliError::Invalid(format!(
+            "{failed} email{} could not be rendered (see above)",
+            super::check::plural(failed)
+        )));
+    }
+    Ok(ExitCode::Success)
+}
+
+/// What one dry-run computes for each lead.
+pub struct Options {
+    pub start: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub scenario: Scenario,
+}
+
+/// One lead's timeline with its emails rendered.
+pub struct LeadPreview {
+    pub lead: Lead,
+    pub zone: Tz,
+    pub timeline: Timeline,
+    /// One per `Send` effect, in timeline order.
+    pub emails: Vec<PreviewEmail>,
+}
+
+pub struct PreviewEmail {
+    pub at: DateTime<Utc>,
+    pub planned: PlannedEmail,
+    /// The email as the daemon would send it, or why it cannot be rendered for this lead.
+    pub rendered: Result<OutgoingEmail, String>,
+}
+
+/// Simulates `workflow` for `lead` and renders every email it would send.
+pub fn preview_lead(
+    project: &Project,
+    workflow: &Workflow,
+    lead: &Lead,
+    options: &Options,
+) -> LeadPreview {
+    let timeline = simulate(
+        workflow,
+        lead,
+        options.start,
+        options.until,
+        &options.scenario,
+    );
+    let emails = timeline
+        .events
+        .iter()
+        .filter_map(|event| match (&event.effect, &event.lead) {
+            (Effect::Send(planned), Some(snapshot)) => Some(PreviewEmail {
+                at: event.at,
+                planned: planned.clone(),
+                rendered: render_email(project, workflow, snapshot, planned, event.at),
+            }),
+            _ => None,
+        })
+        .collect();
+    let rule = workflow
+        .window
+        .as_ref()
+        .map_or(WindowZone::Lead, |w| w.zone);
+    LeadPreview {
+        zone: calendar::zone_for(workflow, lead, rule),
+        lead: lead.clone(),
+        timeline,
+        emails,
+    }
+}
+
+/// The unsubscribe link until the HTTP endpoint exists: a mail to the reply address, which the
+/// inbox watcher reads as an unsubscribe request.
+fn unsubscribe_url(workflow: &Workflow) -> String {
+    let inbox = workflow.reply_to.as_ref().unwrap_or(&workflow.from);
+    format!("mailto:{}?subject=unsubscribe", inbox.address)
+}
+
+fn render_email(
+    project: &Project,
+    workflow: &Workflow,
+    lead: &Lead,
+    planned: &PlannedEmail,
+    at: DateTime<Utc>,
+) -> Result<OutgoingEmail, String> {
+    let unsubscribe = unsubscribe_url(workflow);
+    let context = mail::context(lead, workflow, &planned.step, &unsubscribe);
+    let subject = project
+        .templates
+        .render_subject(&planned.subject_template, &context)
+        .map_err(|e| e.to_string())?;
+    let body: RenderedBody = project
+        .templates
+        .render(&planned.template, &context)
+        .map_err(|e| e.to_string())?;
+    let unique = format!(
+        "{}|{}|{}|{}|{}",
+        workflow.name,
+        workflow.version,
+        lead.email,
+        planned.step,
+        at.timestamp()
+    );
+    Ok(OutgoingEmail {
+        message_id: new_message_id(domain_of(&workflow.from.address), &unique),
+        from: workflow.from.clone(),
+        reply_to: workflow.reply_to.clone(),
+        to: lead_mailbox(lead),
+        subject,
+        body,
+        date: at,
+        list_unsubscribe: vec![format!("<{unsubscribe}>")],
+        one_click: false,
+        extra_headers: vec![
+            ("X-Nurture-Workflow".into(), workflow.name.clone()),
+            ("X-Nurture-Step".into(), planned.step.clone()),
+        ],
+    })
+}
+
+fn find_workflow<'a>(
+    project: &'a Project,
+    wanted: &str,
+    from_file: bool,
+) -> Result<&'a Workflow, CliError> {
+    if from_file {
+        return project
+            .workflows
+            .first()
+            .ok_or_else(|| CliError::Input(format!("`{wanted}` holds no workflow")));
+    }
+    project.workflow(wanted).ok_or_else(|| {
+        let names: Vec<&str> = project.workflows.iter().map(|w| w.name.as_str()).collect();
+        let hint = match did_you_mean(wanted, names.iter().copied()) {
+            Some(close) => format!("; did you mean `{close}`?"),
+            None => format!("; the workflows are: {}", names.join(", ")),
+        };
+        CliError::Usage(format!("no workflow named `{wanted}`{hint}"))
+    })
+}
+
+/// `2026-11-23T09:00:00+01:00`, or `2026-11-23 09:00` / `2026-11-23T09:00` in UTC.
+fn parse_start(text: &str) -> Result<DateTime<Utc>, CliError> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+            return Ok(Utc.from_utc_datetime(&naive));
+        }
+    }
+    Err(CliError::Usage(format!(
+        "`{text}` is not a start time; write `2026-11-23T09:00:00+01:00` or `2026-11-23 09:00` (UTC)"
+    )))
+}
+
+/// `90m`, `12h`, `30d`, `8w`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad =
+        || format!("`{text}` is not a duration; write a number and a unit: 90m, 12h, 30d, 8w");
+    let n: i64 = number.parse().map_err(|_| bad())?;
+    match unit.trim() {
+        "m" | "min" | "minutes" => Ok(Duration::minutes(n)),
+        "h" | "hours" => Ok(Duration::hours(n)),
+        "d" | "days" => Ok(Duration::days(n)),
+        "w" | "weeks" => Ok(Duration::weeks(n)),
+        _ => Err(bad()),
+    }
+}
+
+fn trigger(flag: &str, text: &str, workflow: &Workflow) -> Result<Trigger, CliError> {
+    if workflow.step_index(text).is_some() {
+        return Ok(Trigger::AfterStep(text.to_string()));
+    }
+    if let Ok(duration) = parse_duration(text) {
+        return Ok(Trigger::After(duration));
+    }
+    let steps: Vec<&str> = workflow.steps.iter().map(|s| s.name.as_str()).collect();
+    let hint = match did_you_mean(text, steps.iter().copied()) {
+        Some(close) => format!("did you mean `{close}`?"),
+        None => format!("the steps are: {}", steps.join(", ")),
+    };
+    Err(CliError::Usage(format!(
+        "{flag} `{text}` is neither a step of `{}` nor a duration such as 3d; {hint}",
+        workflow.name
+    )))
+}
+
+fn scenario(args: &DryRunArgs, workflow: &Workflow) -> Result<Scenario, CliError> {
+    let parse = |flag: &str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|text| trigger(flag, text, workflow))
+            .transpose()
+    };
+    Ok(Scenario {
+        reply: parse("--reply-after", &args.reply_after)?,
+        bounce: parse("--bounce-after", &args.bounce_after)?,
+        unsubscribe: parse("--unsubscribe-after", &args.unsubscribe_after)?,
+        auto_reply: parse("--auto-reply-after", &args.auto_reply_after)?
+            .map(|trigger| (trigger, args.return_date)),
+    })
+}
+
+/// The leads to preview, and how many leads of the file `enroll when` left out.
+fn select_leads(
+    args: &DryRunArgs,
+    workflow: &Workflow,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Lead>, usize), CliError> {
+    let from_file = match &args.leads {
+        Some(path) => {
+            let report = leads_file::load(path, now).map_err(|e| CliError::Input(e.to_string()))?;
+            for row in &report.rejected {
+                eprintln!(
+                    "warning: {}:{}: row skipped: {}",
+                    path.display(),
+                    row.line,
+                    row.reason
+                );
+            }
+            report.leads
+        }
+        None if args.lead.is_empty() => {
+            return Err(CliError::Usage(
+                "say whom to preview: --lead EMAIL, or --leads FILE (e.g. workflows/sample-leads.csv)"
+                    .into(),
+            ));
+        }
+        None => Vec::new(),
+    };
+    if args.lead.is_empty() {
+        let total = from_file.len();
+        let enrolled: Vec<Lead> = from_file
+            .into_iter()
+            .filter(|lead| matches_enrollment(workflow, lead))
+            .collect();
+        let skipped = total - enrolled.len();
+        return Ok((enrolled, skipped));
+    }
+    let mut chosen = Vec::new();
+    for wanted in &args.lead {
+        let email = normalize_email(wanted).map_err(|e| CliError::Usage(e.to_string()))?;
+        let lead = from_file
+            .iter()
+            .find(|lead| lead.email.eq_ignore_ascii_case(&email))
+            .cloned()
+            .unwrap_or_else(|| Lead::new(email, now));
+        chosen.push(lead);
+    }
+    Ok((chosen, 0))
+}
+
+fn matches_enrollment(workflow: &Workflow, lead: &Lead) -> bool {
+    !lead.is_suppressed()
+        && workflow.enroll.as_ref().is_none_or(|condition| {
+            condition::evaluate(condition, lead, &Default::default(), &mut Vec::new())
+        })
+}
+
+/// `Mon 2026-11-23 09:00 CET`.
+fn local_time(zone: Tz, at: DateTime<Utc>) -> String {
+    at.with_timezone(&zone)
+        .format("%a %Y-%m-%d %H:%M %Z")
+        .to_string()
+}
+
+/// `Sat 10:00`.
+fn short_time(zone: Tz, at: DateTime<Utc>) -> String {
+    at.with_timezone(&zone).format("%a %H:%M").to_string()
+}
+
+fn render_text(workflow: &Workflow, preview: &LeadPreview) -> String {
+    let zone = preview.zone;
+    let lead = &preview.lead;
+    let mut out = String::new();
+    let who = lead_mailbox(lead).to_string();
+    let zone_note = match &lead.timezone {
+        Some(_) => zone.name().to_string(),
+        None => format!(
+            "{} (the workflow's; the lead has no time zone)",
+            zone.name()
+        ),
+    };
+    let _ = writeln!(out, "{} → {who}, clock {zone_note}", workflow.name);
+    let mut emails = preview.emails.iter();
+    let mut last_at = None;
+    for event in &preview.timeline.events {
+        let line = match &event.effect {
+            Effect::Send(planned) => {
+                let mut text = String::new();
+                if let Some(shift) = &planned.shifted {
+                    let _ = writeln!(
+                        text,
+                        "    held for the {}: {} → {}",
+                        shift.reason,
+                        short_time(zone, shift.from),
+                        short_time(zone, shift.to)
+                    );
+                }
+                let rendered = emails.next().map(|email| &email.rendered);
+                let subject = match rendered {
+                    Some(Ok(email)) => format!("subject \"{}\"", email.subject),
+                    Some(Err(error)) => format!("CANNOT RENDER: {error}"),
+                    None => String::new(),
+                };
+                let _ = write!(
+                    text,
+                    "    send \"{}\" (step {}), {subject}",
+                    planned.template, planned.step
+                );
+                text
+            }
+            Effect::Decision {
+                condition,
+                observed,
+                result,
+                ..
+            } => {
+                let seen: Vec<String> = observed
+                    .iter()
+                    .map(|o| format!("{} = {}", o.what, o.value))
+                    .collect();
+                format!(
+                    "    if {condition}: {} ({})",
+                    if *result { "yes" } else { "no" },
+                    seen.join(", ")
+                )
+            }
+            Effect::Received { what } => format!("    {what} received"),
+            Effect::LeadChanged { change } => format!("    {change}"),
+            Effect::Promoted { stage } => format!("    promoted to {stage}"),
+            Effect::Notify { to, reason } => format!("    notify {to}: {reason}"),
+            // A window hold is shown on the send it delays.
+            Effect::Waiting { reason, .. } if reason == "send window" => continue,
+            Effect::Waiting { until, reason } => {
+                format!("    {reason}, until {}", local_time(zone, *until))
+            }
+            // The ending is shown once, below.
+            Effect::Completed | Effect::Exited { .. } => continue,
+        };
+        if last_at != Some(event.at) {
+            let _ = writeln!(
+                out,
+                "  {}  ({} UTC)",
+                local_time(zone, event.at),
+                event.at.format("%Y-%m-%d %H:%M")
+            );
+            last_at = Some(event.at);
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    let stage_change = if preview.timeline.final_lead.stage != lead.stage {
+        format!("; {} → {}", lead.stage, preview.timeline.final_lead.stage)
+    } else {
+        String::new()
+    };
+    let ending = match &preview.timeline.ending {
+        Ending::Completed { at } => format!("completed {}", local_time(zone, *at)),
+        Ending::Exited { at, reason } => {
+            format!("exited {}: {reason}{stage_change}", local_time(zone, *at))
+        }
+        Ending::Active {
+            next_due: Some(next),
+        } => format!(
+            "still active when the preview ends; next due {}",
+            local_time(zone, *next)
+        ),
+        Ending::Active { next_due: None } => "still active when the preview ends".to_string(),
+    };
+    let sent = preview.emails.len();
+    let _ = writeln!(
+        out,
+        "  {ending} ({sent} email{})\n",
+        super::check::plural(sent)
+    );
+    out
+}
+
+fn render_json(workflow: &Workflow, preview: &LeadPreview) -> serde_json::Value {
+    let mut emails = preview.emails.iter();
+    let events: Vec<serde_json::Value> = preview
+        .timeline
+        .events
+        .iter()
+        .map(|event| {
+            let mut value = serde_json::to_value(event).unwrap_or_default();
+            if let (Effect::Send(_), Some(email)) = (&event.effect, emails.next())
+                && let Some(object) = value.as_object_mut()
+            {
+                match &email.rendered {
+                    Ok(rendered) => {
+                        object.insert("subject".into(), json!(rendered.subject));
+                        object.insert("message_id".into(), json!(rendered.message_id));
+                    }
+                    Err(error) => {
+                        object.insert("render_error".into(), json!(error));
+                    }
+                }
+            }
+            value
+        })
+        .collect();
+    json!({
+        "workflow": workflow.name,
+        "lead": preview.lead.email,
+        "timezone": preview.zone.name(),
+        "enrolled_at": preview.timeline.enrolled_at,
+        "events": events,
+        "ending": preview.timeline.ending,
+        "stage": preview.timeline.final_lead.stage,
+    })
+}
+
+/// `DIR/<lead>/<nn>-<step>-<template>.eml` and `.html`.
+fn write_emails(dir: &Path, workflow: &Workflow, previews: &[LeadPreview]) -> Result<(), CliError> {
+    let io = |path: &Path, error: std::io::Error| {
+        CliError::Input(format!("cannot write `{}`: {error}", path.display()))
+    };
+    for preview in previews {
+        let folder = dir.join(file_safe(&preview.lead.email));
+        std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
+        for (index, email) in preview.emails.iter().enumerate() {
+            let Ok(rendered) = &email.rendered else {
+                continue;
+            };
+            let stem = format!(
+                "{:02}-{}-{}",
+                index + 1,
+                file_safe(&email.planned.step),
+                file_safe(&email.planned.template)
+            );
+            let eml = to_eml(rendered)
+                .map_err(|e| CliError::Invalid(format!("workflow `{}`: {e}", workflow.name)))?;
+            let eml_path = folder.join(format!("{stem}.eml"));
+            std::fs::write(&eml_path, eml).map_err(|e| io(&eml_path, e))?;
+            let html_path = folder.join(format!("{stem}.html"));
+            std::fs::write(&html_path, &rendered.body.html).map_err(|e| io(&html_path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// A name safe in any file system: letters, digits, `@`, `.`, `-`, `_`; anything else `_`.
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
