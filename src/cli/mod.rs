@@ -85,7 +85,7 @@ pub enum Command {
     /// Check workflows and the templates they use; print every problem.
     Check(check::CheckArgs),
     /// Preview what a workflow would send, to whom and when, without sending anything.
-    DryRun(dry_run::DryRunArgs),
+    DryRun(Box<dry_run::DryRunArgs>),
 }
 
 /// Parses the command line, runs the command, prints any error, and returns the exit code.
