@@ -4,6 +4,8 @@
 mod diagnostics;
 // The engine on compiled workflows: timing, windows, branches, handlers, edits.
 mod engine;
+// Golden dry-run timelines (tests/fixtures/dry_run/) and the emails --out writes.
+mod dry_run;
 // Every shipped workflow in workflows/ compiles and its templates render.
 mod examples;
 // Arbitrary input never panics the parser or the compiler.

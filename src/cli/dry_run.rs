@@ -522,7 +522,9 @@ fn render_json(workflow: &Workflow, preview: &LeadPreview) -> serde_json::Value 
         .iter()
         .map(|event| {
             let mut value = serde_json::to_value(event).unwrap_or_default();
-            if let (Effect::Send(_), Some(email)) = (&event.effect, emails.next())
+            // Only sends consume an email: the two lists are in the same order.
+            if matches!(event.effect, Effect::Send(_))
+                && let Some(email) = emails.next()
                 && let Some(object) = value.as_object_mut()
             {
                 match &email.rendered {

@@ -182,13 +182,13 @@ impl Run<'_> {
                 self.received("reply");
                 self.enrollment.facts.replied = true;
                 let code = &self.workflow.handlers.reply;
-                self.run_handler(code, ExitReason::Replied, None);
+                self.run_handler("on reply", code, ExitReason::Replied, None);
             }
             Input::AutoReply { return_date } => {
                 self.received("auto-reply");
                 self.enrollment.facts.auto_replied = true;
                 let code = &self.workflow.handlers.auto_reply;
-                self.run_handler(code, ExitReason::AutoReplied, *return_date);
+                self.run_handler("on auto-reply", code, ExitReason::AutoReplied, *return_date);
             }
             Input::Bounce { permanent } => {
                 self.received(if *permanent {
@@ -197,7 +197,7 @@ impl Run<'_> {
                     "transient bounce"
                 });
                 let code = &self.workflow.handlers.bounce;
-                self.run_handler(code, ExitReason::Bounced, None);
+                self.run_handler("on bounce", code, ExitReason::Bounced, None);
                 // A permanent bounce suppresses the address: nothing can be sent any more.
                 if *permanent {
                     self.exit(ExitReason::Bounced);
@@ -206,7 +206,7 @@ impl Run<'_> {
             Input::Unsubscribe => {
                 self.received("unsubscribe request");
                 let code = &self.workflow.handlers.unsubscribe;
-                self.run_handler(code, ExitReason::Unsubscribed, None);
+                self.run_handler("on unsubscribe", code, ExitReason::Unsubscribed, None);
                 self.exit(ExitReason::Unsubscribed);
             }
             Input::Click => {
@@ -224,7 +224,13 @@ impl Run<'_> {
 
     /// Runs a handler's code. `exit` ends the enrollment with `reason`; `goto` continues the
     /// sequence at that step now; falling off the end continues the sequence as it was.
-    fn run_handler(&mut self, code: &[Instr], reason: ExitReason, return_date: Option<NaiveDate>) {
+    fn run_handler(
+        &mut self,
+        handler: &str,
+        code: &[Instr],
+        reason: ExitReason,
+        return_date: Option<NaiveDate>,
+    ) {
         let mut pc = 0;
         for _ in 0..INSTRUCTION_BUDGET {
             if !self.enrollment.is_active() {
@@ -233,7 +239,7 @@ impl Run<'_> {
             let Some(instr) = code.get(pc) else { return };
             pc += 1;
             match instr {
-                Instr::Act(action) => self.act(action, "handler"),
+                Instr::Act(action) => self.act(action, handler),
                 Instr::Exit => return self.exit(reason),
                 Instr::Jump(target) => pc = *target,
                 Instr::Branch {
@@ -241,7 +247,7 @@ impl Run<'_> {
                     text,
                     else_to,
                 } => {
-                    if !self.decide("handler", condition, text) {
+                    if !self.decide(handler, condition, text) {
                         pc = *else_to;
                     }
                 }
@@ -269,7 +275,7 @@ impl Run<'_> {
             self.enrollment.due = Some(due);
             self.effects.push(Effect::Waiting {
                 until: due,
-                reason: format!("paused until the lead is back on {date}"),
+                reason: format!("out of office until {date}: paused"),
             });
         }
     }
@@ -415,7 +421,7 @@ impl Run<'_> {
                 if let Some(to) = to {
                     self.effects.push(Effect::Notify {
                         to: to.to_string(),
-                        reason: format!("{} ({context})", self.workflow.name),
+                        reason: format!("{}, {context}", self.workflow.name),
                     });
                 }
                 return;
