@@ -32,6 +32,19 @@ fn lead() -> Lead {
     lead
 }
 
+/// Enrolls the test lead on Mon 2026-11-23 08:00 UTC and runs its first due step.
+fn first_step(flow: &Workflow) -> (DateTime<Utc>, Outcome) {
+    let start = utc("2026-11-23T08:00:00Z");
+    let outcome = advance(
+        flow,
+        &enroll(flow, &lead(), start),
+        &lead(),
+        &Input::Due,
+        start,
+    );
+    (start, outcome)
+}
+
 fn sent(outcome: &Outcome) -> Vec<&str> {
     outcome
         .effects
@@ -142,14 +155,7 @@ fn branches_record_the_condition_and_the_values_seen() {
 #[test]
 fn a_second_wake_up_for_the_same_slot_sends_nothing() {
     let flow = workflow("  step one { send \"a\" subject \"Hi\"; wait 1 day }");
-    let start = utc("2026-11-23T08:00:00Z");
-    let first = advance(
-        &flow,
-        &enroll(&flow, &lead(), start),
-        &lead(),
-        &Input::Due,
-        start,
-    );
+    let (start, first) = first_step(&flow);
     assert_eq!(sent(&first), vec!["a"]);
     let again = advance(&flow, &first.enrollment, &first.lead, &Input::Due, start);
     assert!(again.effects.is_empty());
@@ -160,14 +166,7 @@ fn a_second_wake_up_for_the_same_slot_sends_nothing() {
 fn a_reply_promotes_to_contact_notifies_the_owner_and_exits_by_default() {
     let flow =
         workflow("  step one { send \"a\" subject \"Hi\"; wait 2 days; send \"b\" subject \"x\" }");
-    let start = utc("2026-11-23T08:00:00Z");
-    let first = advance(
-        &flow,
-        &enroll(&flow, &lead(), start),
-        &lead(),
-        &Input::Due,
-        start,
-    );
+    let (start, first) = first_step(&flow);
     let reply = advance(&flow, &first.enrollment, &first.lead, &Input::Reply, start);
     assert_eq!(reply.lead.stage, Stage::Contact);
     assert!(
@@ -194,14 +193,7 @@ fn an_auto_reply_continues_and_a_return_date_pauses() {
     let flow = workflow(
         "  on auto-reply { pause until return }\n  step one { send \"a\" subject \"Hi\"; wait 1 day; send \"b\" subject \"x\" }",
     );
-    let start = utc("2026-11-23T08:00:00Z");
-    let first = advance(
-        &flow,
-        &enroll(&flow, &lead(), start),
-        &lead(),
-        &Input::Due,
-        start,
-    );
+    let (start, first) = first_step(&flow);
     let plain = advance(
         &flow,
         &first.enrollment,
@@ -232,14 +224,7 @@ fn a_permanent_bounce_always_exits_and_a_transient_one_does_not() {
     let flow = workflow(
         "  on bounce { tag \"bounced\" }\n  step one { send \"a\" subject \"Hi\"; wait 1 day }",
     );
-    let start = utc("2026-11-23T08:00:00Z");
-    let first = advance(
-        &flow,
-        &enroll(&flow, &lead(), start),
-        &lead(),
-        &Input::Due,
-        start,
-    );
+    let (start, first) = first_step(&flow);
     let transient = advance(
         &flow,
         &first.enrollment,
@@ -265,14 +250,7 @@ fn a_permanent_bounce_always_exits_and_a_transient_one_does_not() {
 #[test]
 fn unsubscribe_ends_the_enrollment() {
     let flow = workflow("  step one { send \"a\" subject \"Hi\"; wait 1 day }");
-    let start = utc("2026-11-23T08:00:00Z");
-    let first = advance(
-        &flow,
-        &enroll(&flow, &lead(), start),
-        &lead(),
-        &Input::Due,
-        start,
-    );
+    let (start, first) = first_step(&flow);
     let out = advance(
         &flow,
         &first.enrollment,
