@@ -12,6 +12,7 @@
 //! - [`diagnostic`]: problems in user files, rendered with file:line:col and a caret.
 //! - [`engine`]: the I/O-free state machine the daemon and the dry-run share.
 //! - [`mail`]: templates, rendering, MIME composition.
+//! - [`store`]: the durable state in sled: leads, enrollments, due index, outbox, journal.
 //! - [`cli`]: the `nurture` command line.
 #![forbid(unsafe_code)]
 
@@ -22,4 +23,5 @@ pub mod engine;
 pub mod lead;
 pub mod leads_file;
 pub mod mail;
+pub mod store;
 pub mod workflow;

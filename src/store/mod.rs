@@ -1,0 +1,562 @@
+//! The durable state: leads, enrollments, the due index, sent messages, the outbox, the event
+//! journal and meta, in an embedded sled database behind one narrow interface.
+//!
+//! Trees (key → value; see [`keys`] for the encodings):
+//! - `leads`: email → [`Lead`]
+//! - `enrollments`: workflow ‖ email → [`Enrollment`]
+//! - `lead_enrollments`: email ‖ workflow → () (which workflows a lead is in)
+//! - `due`: due time ‖ workflow ‖ email → () (the scheduler range-scans only what is due)
+//! - `messages`: Message-ID → [`MessageRecord`]
+//! - `outbox`: not-before ‖ Message-ID → [`OutboxEmail`]
+//! - `events`: email ‖ sequence → [`Event`] (append-only, per lead, in order)
+//! - `changed`: email → () (leads whose data changed since enrollment last looked at them)
+//! - `meta`: schema version, emails being handed to a transport, mail-watcher positions
+//!
+//! Every change that must agree is one [`Batch`], applied as one transaction across the trees:
+//! an enrollment and its due entry never disagree, and an email enters the outbox in the same
+//! transaction that moves its enrollment past the `send`.
+
+mod codec;
+pub mod keys;
+mod records;
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{Db, Transactional, Tree};
+
+use crate::engine::Enrollment;
+use crate::lead::Lead;
+
+pub use self::records::{Event, EventKind, MessageRecord, MessageState, OutboxEmail};
+
+/// The layout version this build reads and writes. Bump it with a migration when trees or
+/// keys change meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// sled's page cache. Its own default (1 GB) is far more than a daemon holding a million leads
+/// needs; the working set is the due index and the outbox.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+const SCHEMA_KEY: &[u8] = b"schema_version";
+const IN_FLIGHT_KEY: &[u8] = b"in_flight";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the store at {path} is in use by another nurture process (a running `nurture run`?); stop it, or point --data at another directory"
+    )]
+    Locked { path: PathBuf },
+    #[error(
+        "the store at {path} has schema version {found}, but this build of nurture reads version {SCHEMA_VERSION}; {hint}"
+    )]
+    Schema {
+        path: PathBuf,
+        found: u32,
+        hint: &'static str,
+    },
+    #[error(
+        "{path} holds data but no nurture schema version: it is not a nurture store; choose an empty directory"
+    )]
+    Foreign { path: PathBuf },
+    #[error("a stored {what} is in format {format}, which this build of nurture cannot read")]
+    UnknownFormat { what: &'static str, format: u8 },
+    #[error("a stored {what} is damaged: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A set of changes applied atomically by [`Store::apply`].
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    /// Leads to write whole (created or updated).
+    pub leads: Vec<Lead>,
+    /// Enrollments to write; the due index follows each one's `due`.
+    pub enrollments: Vec<Enrollment>,
+    /// Journal lines, by lead email.
+    pub events: Vec<(String, Event)>,
+    /// Emails entering (or re-entering, after a retry) the outbox.
+    pub outbox_put: Vec<OutboxEmail>,
+    /// Outbox entries leaving, by (not-before, Message-ID).
+    pub outbox_remove: Vec<(DateTime<Utc>, String)>,
+    pub messages: Vec<MessageRecord>,
+    /// Leads whose data changed: enrollment looks at them again.
+    pub changed: Vec<String>,
+    /// Leads enrollment has looked at.
+    pub changed_done: Vec<String>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.leads.is_empty()
+            && self.enrollments.is_empty()
+            && self.events.is_empty()
+            && self.outbox_put.is_empty()
+            && self.outbox_remove.is_empty()
+            && self.messages.is_empty()
+            && self.changed.is_empty()
+            && self.changed_done.is_empty()
+    }
+
+    pub fn event(
+        &mut self,
+        lead: &str,
+        at: DateTime<Utc>,
+        workflow: Option<&str>,
+        kind: EventKind,
+    ) {
+        self.events.push((
+            lead.to_string(),
+            Event {
+                at,
+                workflow: workflow.map(str::to_string),
+                kind,
+            },
+        ));
+    }
+}
+
+/// The store. Cheap to clone: every clone is the same open database.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    leads: Tree,
+    enrollments: Tree,
+    lead_enrollments: Tree,
+    due: Tree,
+    messages: Tree,
+    outbox: Tree,
+    events: Tree,
+    changed: Tree,
+    meta: Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path` with a page cache of `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(|error| match error {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked {
+                        path: path.to_path_buf(),
+                    }
+                }
+                other => StoreError::Sled(other),
+            })?;
+        let store = Store {
+            leads: db.open_tree("leads")?,
+            enrollments: db.open_tree("enrollments")?,
+            lead_enrollments: db.open_tree("lead_enrollments")?,
+            due: db.open_tree("due")?,
+            messages: db.open_tree("messages")?,
+            outbox: db.open_tree("outbox")?,
+            events: db.open_tree("events")?,
+            changed: db.open_tree("changed")?,
+            meta: db.open_tree("meta")?,
+            db,
+        };
+        store.check_schema(path)?;
+        Ok(store)
+    }
+
+    fn check_schema(&self, path: &Path) -> Result<()> {
+        match self.meta.get(SCHEMA_KEY)? {
+            Some(bytes) => {
+                let found = bytes
+                    .as_ref()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        what: "schema version",
+                        detail: format!("{} bytes", bytes.len()),
+                    })?;
+                if found == SCHEMA_VERSION {
+                    return Ok(());
+                }
+                let hint = if found > SCHEMA_VERSION {
+                    "it was written by a newer nurture: upgrade nurture"
+                } else {
+                    "it was written by an older nurture and has no migration to this version"
+                };
+                Err(StoreError::Schema {
+                    path: path.to_path_buf(),
+                    found,
+                    hint,
+                })
+            }
+            None => {
+                let others = [&self.leads, &self.enrollments, &self.events, &self.meta];
+                if others.iter().any(|tree| !tree.is_empty()) {
+                    return Err(StoreError::Foreign {
+                        path: path.to_path_buf(),
+                    });
+                }
+                self.meta
+                    .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                self.db.flush()?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes every change so far durable (sled otherwise flushes every 500 ms).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Applies `batch` as one transaction.
+    pub fn apply(&self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Encode outside the transaction: its closure may run more than once on a conflict.
+        let leads: Vec<(Vec<u8>, Vec<u8>)> = batch
+            .leads
+            .iter()
+            .map(|lead| (lead.email.as_bytes().to_vec(), codec::encode(lead)))
+            .collect();
+        let enrollments: Vec<(&Enrollment, Vec<u8>, Vec<u8>)> = batch
+            .enrollments
+            .iter()
+            .map(|e| (e, keys::enrollment(&e.workflow, &e.lead), codec::encode(e)))
+            .collect();
+        let mut events = Vec::with_capacity(batch.events.len());
+        for (lead, event) in &batch.events {
+            events.push((
+                keys::event(lead, self.db.generate_id()?),
+                codec::encode(event),
+            ));
+        }
+        let outbox_put: Vec<(Vec<u8>, Vec<u8>)> = batch
+            .outbox_put
+            .iter()
+            .map(|email| {
+                (
+                    keys::outbox(email.not_before, &email.message_id),
+                    codec::encode_with_raw(email, &email.eml),
+                )
+            })
+            .collect();
+        let outbox_remove: Vec<Vec<u8>> = batch
+            .outbox_remove
+            .iter()
+            .map(|(at, id)| keys::outbox(*at, id))
+            .collect();
+        let messages: Vec<(Vec<u8>, Vec<u8>)> = batch
+            .messages
+            .iter()
+            .map(|m| (m.message_id.as_bytes().to_vec(), codec::encode(m)))
+            .collect();
+
+        let trees = (
+            &self.leads,
+            &self.enrollments,
+            &self.lead_enrollments,
+            &self.due,
+            &self.messages,
+            &self.outbox,
+            &self.events,
+            &self.changed,
+        );
+        let result = trees.transaction(
+            |(
+                leads_t,
+                enrollments_t,
+                lead_enrollments_t,
+                due_t,
+                messages_t,
+                outbox_t,
+                events_t,
+                changed_t,
+            )| {
+                for (key, value) in &leads {
+                    leads_t.insert(key.as_slice(), value.as_slice())?;
+                }
+                for (enrollment, key, value) in &enrollments {
+                    let previous = enrollments_t.insert(key.as_slice(), value.as_slice())?;
+                    match previous {
+                        Some(old) => {
+                            let old: Enrollment = codec::decode("enrollment", &old)
+                                .map_err(ConflictableTransactionError::Abort)?;
+                            if let Some(due) = old.due {
+                                due_t.remove(keys::due(due, key))?;
+                            }
+                        }
+                        None => {
+                            let index =
+                                keys::lead_enrollment(&enrollment.lead, &enrollment.workflow);
+                            lead_enrollments_t.insert(index, &[])?;
+                        }
+                    }
+                    if let Some(due) = enrollment.due {
+                        due_t.insert(keys::due(due, key), &[])?;
+                    }
+                }
+                for (key, value) in &events {
+                    events_t.insert(key.as_slice(), value.as_slice())?;
+                }
+                for key in &outbox_remove {
+                    outbox_t.remove(key.as_slice())?;
+                }
+                for (key, value) in &outbox_put {
+                    outbox_t.insert(key.as_slice(), value.as_slice())?;
+                }
+                for (key, value) in &messages {
+                    messages_t.insert(key.as_slice(), value.as_slice())?;
+                }
+                for email in &batch.changed_done {
+                    changed_t.remove(email.as_bytes())?;
+                }
+                for email in &batch.changed {
+                    changed_t.insert(email.as_bytes(), &[])?;
+                }
+                Ok(())
+            },
+        );
+        result.map_err(|error| match error {
+            TransactionError::Abort(error) => error,
+            TransactionError::Storage(error) => StoreError::Sled(error),
+        })
+    }
+
+    // ---- leads ----
+
+    pub fn lead(&self, email: &str) -> Result<Option<Lead>> {
+        self.leads
+            .get(email.as_bytes())?
+            .map(|bytes| codec::decode("lead", &bytes))
+            .transpose()
+    }
+
+    /// Every lead, in address order.
+    pub fn leads(&self) -> impl Iterator<Item = Result<Lead>> + '_ {
+        self.leads.iter().map(|entry| {
+            let (_, value) = entry?;
+            codec::decode("lead", &value)
+        })
+    }
+
+    pub fn lead_count(&self) -> usize {
+        self.leads.len()
+    }
+
+    // ---- enrollments ----
+
+    pub fn enrollment(&self, workflow: &str, email: &str) -> Result<Option<Enrollment>> {
+        self.enrollments
+            .get(keys::enrollment(workflow, email))?
+            .map(|bytes| codec::decode("enrollment", &bytes))
+            .transpose()
+    }
+
+    /// A lead's enrollments, by workflow name.
+    pub fn enrollments_of(&self, email: &str) -> Result<Vec<Enrollment>> {
+        let mut found = Vec::new();
+        for entry in self.lead_enrollments.scan_prefix(keys::lead_prefix(email)) {
+            let (key, _) = entry?;
+            if let Some((_, workflow)) = keys::split(&key)
+                && let Some(enrollment) = self.enrollment(workflow, email)?
+            {
+                found.push(enrollment);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every enrollment, by workflow then lead.
+    pub fn enrollments(&self) -> impl Iterator<Item = Result<Enrollment>> + '_ {
+        self.enrollments.iter().map(|entry| {
+            let (_, value) = entry?;
+            codec::decode("enrollment", &value)
+        })
+    }
+
+    /// Up to `limit` enrollments due at or before `now`, earliest first, as (workflow, email).
+    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<(String, String)>> {
+        let end = keys::time_bytes(now + chrono::Duration::milliseconds(1));
+        let mut found = Vec::new();
+        for entry in self.due.range(..end.as_slice()).take(limit) {
+            let (key, _) = entry?;
+            let (workflow, email) = keys::split(&key[8..]).ok_or(StoreError::Corrupt {
+                what: "due index key",
+                detail: format!("{key:?}"),
+            })?;
+            found.push((workflow.to_string(), email.to_string()));
+        }
+        Ok(found)
+    }
+
+    /// When the earliest enrollment is due, if any is.
+    pub fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(self
+            .due
+            .first()?
+            .and_then(|(key, _)| keys::time_from_bytes(&key)))
+    }
+
+    /// The next `limit` due times, with their enrollments, for reports.
+    pub fn upcoming(&self, limit: usize) -> Result<Vec<(DateTime<Utc>, String, String)>> {
+        let mut found = Vec::new();
+        for entry in self.due.iter().take(limit) {
+            let (key, _) = entry?;
+            if let (Some(at), Some((workflow, email))) =
+                (keys::time_from_bytes(&key), keys::split(&key[8..]))
+            {
+                found.push((at, workflow.to_string(), email.to_string()));
+            }
+        }
+        Ok(found)
+    }
+
+    // ---- leads whose data changed ----
+
+    /// Up to `limit` leads enrollment has not looked at since they changed.
+    pub fn changed(&self, limit: usize) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for entry in self.changed.iter().take(limit) {
+            let (key, _) = entry?;
+            found.push(String::from_utf8_lossy(&key).into_owned());
+        }
+        Ok(found)
+    }
+
+    // ---- the journal ----
+
+    /// A lead's events, oldest first.
+    pub fn events_of(&self, email: &str) -> Result<Vec<Event>> {
+        self.events
+            .scan_prefix(keys::lead_prefix(email))
+            .map(|entry| {
+                let (_, value) = entry?;
+                codec::decode("event", &value)
+            })
+            .collect()
+    }
+
+    /// Every event of every lead, lead by lead.
+    pub fn all_events(&self) -> impl Iterator<Item = Result<(String, Event)>> + '_ {
+        self.events.iter().map(|entry| {
+            let (key, value) = entry?;
+            let email = keys::split(&key).map_or("", |(email, _)| email).to_string();
+            Ok((email, codec::decode("event", &value)?))
+        })
+    }
+
+    // ---- messages and the outbox ----
+
+    pub fn message(&self, message_id: &str) -> Result<Option<MessageRecord>> {
+        self.messages
+            .get(message_id.as_bytes())?
+            .map(|bytes| codec::decode("message", &bytes))
+            .transpose()
+    }
+
+    pub fn messages(&self) -> impl Iterator<Item = Result<MessageRecord>> + '_ {
+        self.messages.iter().map(|entry| {
+            let (_, value) = entry?;
+            codec::decode("message", &value)
+        })
+    }
+
+    /// Up to `limit` outbox emails that may leave at `now`, in order.
+    pub fn outbox_ready(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEmail>> {
+        let end = keys::time_bytes(now + chrono::Duration::milliseconds(1));
+        self.outbox
+            .range(..end.as_slice())
+            .take(limit)
+            .map(|entry| {
+                let (_, value) = entry?;
+                decode_outbox(&value)
+            })
+            .collect()
+    }
+
+    /// Every email in the outbox.
+    pub fn outbox(&self) -> impl Iterator<Item = Result<OutboxEmail>> + '_ {
+        self.outbox.iter().map(|entry| {
+            let (_, value) = entry?;
+            decode_outbox(&value)
+        })
+    }
+
+    /// When the earliest outbox email may leave.
+    pub fn outbox_next(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(self
+            .outbox
+            .first()?
+            .and_then(|(key, _)| keys::time_from_bytes(&key)))
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Records, durably, which emails are about to be handed to a transport. Whatever is still
+    /// listed when the store is next opened was caught mid-send.
+    /// Entries are (not-before, Message-ID), the outbox key of each email.
+    pub fn begin_sending(&self, emails: &[(DateTime<Utc>, String)]) -> Result<()> {
+        self.meta.insert(IN_FLIGHT_KEY, codec::encode(&emails))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The emails listed by the last [`Store::begin_sending`] (cleared by [`Store::end_sending`]).
+    pub fn in_flight(&self) -> Result<Vec<(DateTime<Utc>, String)>> {
+        self.meta
+            .get(IN_FLIGHT_KEY)?
+            .map_or(Ok(Vec::new()), |bytes| {
+                codec::decode("in-flight list", &bytes)
+            })
+    }
+
+    /// Clears the in-flight list, after the outcomes of its sends were applied.
+    pub fn end_sending(&self) -> Result<()> {
+        self.meta.remove(IN_FLIGHT_KEY)?;
+        Ok(())
+    }
+
+    /// The outbox email with this key, if it is still there.
+    pub fn outbox_email(
+        &self,
+        not_before: DateTime<Utc>,
+        message_id: &str,
+    ) -> Result<Option<OutboxEmail>> {
+        self.outbox
+            .get(keys::outbox(not_before, message_id))?
+            .map(|bytes| decode_outbox(&bytes))
+            .transpose()
+    }
+
+    // ---- meta for other components (mail watchers) ----
+
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.meta.insert(key.as_bytes(), value)?;
+        Ok(())
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn decode_outbox(bytes: &[u8]) -> Result<OutboxEmail> {
+    let (mut email, eml): (OutboxEmail, Vec<u8>) = codec::decode_with_raw("outbox email", bytes)?;
+    email.eml = eml;
+    Ok(email)
+}
+
+#[cfg(test)]
+mod tests;
