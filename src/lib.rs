@@ -13,10 +13,12 @@
 //! - [`engine`]: the I/O-free state machine the daemon and the dry-run share.
 //! - [`mail`]: templates, rendering, MIME composition.
 //! - [`store`]: the durable state in sled: leads, enrollments, due index, outbox, journal.
+//! - [`config`]: `nurture.toml` with environment overrides.
 //! - [`cli`]: the `nurture` command line.
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
 pub mod diagnostic;
 pub mod dsl;
 pub mod engine;

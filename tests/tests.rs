@@ -10,3 +10,9 @@ mod dry_run;
 mod examples;
 // Arbitrary input never panics the parser or the compiler.
 mod fuzz;
+// `nurture leads …` and `nurture contacts` against a real store in a scratch folder.
+mod leads_cli;
+// `nurture status` on a store with enrollments, sends, replies and exits.
+mod status_cli;
+// `nurture run`: the daemon sends on time, survives SIGKILL, reloads, stops gracefully.
+mod daemon;

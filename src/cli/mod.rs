@@ -7,11 +7,15 @@
 //! - 0: success;
 //! - 1: the workflows or templates have errors (all of them are printed);
 //! - 2: the command line is wrong (unknown flag, bad value);
-//! - 3: an input could not be read or an output could not be written (a leads file, `--out`).
+//! - 3: an input could not be read or an output could not be written (a leads file, `--out`),
+//!   or the store cannot be opened.
 
 mod check;
+mod contacts;
 pub mod dry_run;
+mod leads;
 mod project;
+mod status;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,6 +23,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub use self::project::Project;
+use crate::config::Config;
+use crate::store::Store;
 
 /// The process exit codes `nurture` documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +82,9 @@ pub struct Cli {
         default_value = "templates"
     )]
     pub templates: PathBuf,
+    /// The configuration file (default: `./nurture.toml` if it exists, else built-in defaults).
+    #[arg(long, global = true, env = "NURTURE_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -86,6 +95,27 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Preview what a workflow would send, to whom and when, without sending anything.
     DryRun(Box<dry_run::DryRunArgs>),
+    /// Import, list, show and change leads.
+    Leads(leads::LeadsArgs),
+    /// List the leads that became contacts: when, and why.
+    Contacts(contacts::ContactsArgs),
+    /// Per workflow: enrolled, active, completed, exited, sent, replies, contacts, next sends.
+    Status(status::StatusArgs),
+}
+
+impl Cli {
+    /// The configuration: file, then environment (see [`crate::config`]).
+    pub fn load_config(&self) -> Result<Config, CliError> {
+        Config::load(self.config.as_deref()).map_err(|e| CliError::Usage(e.to_string()))
+    }
+
+    /// Opens the store the configuration names.
+    pub fn open_store(&self) -> Result<(Config, Store), CliError> {
+        let config = self.load_config()?;
+        let store = Store::open(&config.store.path, config.cache_bytes())
+            .map_err(|e| CliError::Input(e.to_string()))?;
+        Ok((config, store))
+    }
 }
 
 /// Parses the command line, runs the command, prints any error, and returns the exit code.
@@ -101,6 +131,9 @@ pub fn main() -> i32 {
     let result = match &cli.command {
         Command::Check(args) => check::run(&cli, args),
         Command::DryRun(args) => dry_run::run(&cli, args),
+        Command::Leads(args) => leads::run(&cli, args),
+        Command::Contacts(args) => contacts::run(&cli, args),
+        Command::Status(args) => status::run(&cli, args),
     };
     let code = match result {
         Ok(code) => code,

@@ -1,0 +1,310 @@
+//! `nurture.toml` and its environment overrides.
+//!
+//! Every setting has an embedded default, so a fresh checkout runs with no file at all. A file
+//! (`--config`, `NURTURE_CONFIG`, or `./nurture.toml` when present) overrides the defaults, and
+//! an environment variable `NURTURE_<SECTION>_<KEY>` overrides the file: `NURTURE_STORE_PATH`,
+//! `NURTURE_TRANSPORT_OUTBOX`, `NURTURE_DAEMON_BATCH`… The variable is parsed as the type of the
+//! setting it replaces. Unknown keys are errors, so a typo is not silently ignored.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The file read when no `--config` is given, if it exists.
+pub const DEFAULT_FILE: &str = "nurture.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub transport: TransportConfig,
+    pub daemon: DaemonConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The sled database directory.
+    pub path: PathBuf,
+    /// sled's page cache, in MiB.
+    pub cache_mb: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// `file` writes each email as an `.eml` into `outbox`.
+    pub kind: TransportKind,
+    pub outbox: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Enrollments advanced per store transaction.
+    pub batch: usize,
+    /// Emails handed to the transport per durable in-flight mark.
+    pub send_batch: usize,
+    /// How long a graceful stop may take before the daemon exits anyway, in seconds.
+    pub shutdown_seconds: u64,
+    /// How often the workflow and template folders are looked at for changes, in seconds
+    /// (0: only on SIGHUP).
+    pub watch_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `nurture=debug`, …
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            store: StoreConfig::default(),
+            transport: TransportConfig::default(),
+            daemon: DaemonConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("data"),
+            cache_mb: crate::store::DEFAULT_CACHE_BYTES / (1024 * 1024),
+        }
+    }
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            kind: TransportKind::File,
+            outbox: PathBuf::from("outbox"),
+        }
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            batch: 256,
+            send_batch: 64,
+            shutdown_seconds: 10,
+            watch_seconds: 2,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?}: {message}")]
+    Environment {
+        name: String,
+        value: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// The configuration: defaults, then the file (`explicit`, or `./nurture.toml` if it
+    /// exists), then the environment.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let variables: Vec<(String, String)> = std::env::vars()
+            .filter(|(name, _)| name.starts_with("NURTURE_"))
+            .collect();
+        let (path, text) = match explicit {
+            Some(path) => (path.to_path_buf(), read(path)?),
+            None if Path::new(DEFAULT_FILE).exists() => {
+                (PathBuf::from(DEFAULT_FILE), read(Path::new(DEFAULT_FILE))?)
+            }
+            None => (PathBuf::from("(defaults)"), String::new()),
+        };
+        Config::from_parts(&path, &text, &variables)
+    }
+
+    /// Builds a configuration from file text and `NURTURE_*` variables.
+    pub fn from_parts(
+        path: &Path,
+        text: &str,
+        variables: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file: toml::Table = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        // Start from the defaults so every key exists, with its type, for the overrides.
+        let mut merged =
+            toml::Table::try_from(Config::default()).expect("the default configuration serializes");
+        for (section, values) in file {
+            match (merged.get_mut(&section), values) {
+                (Some(toml::Value::Table(into)), toml::Value::Table(values)) => {
+                    for (key, value) in values {
+                        into.insert(key, value);
+                    }
+                }
+                (Some(_), _) => return Err(parse_error(format!("`{section}` must be a table"))),
+                (None, _) => {
+                    return Err(parse_error(format!(
+                        "unknown section `[{section}]`; the sections are {}",
+                        section_names()
+                    )));
+                }
+            }
+        }
+        for (name, value) in variables {
+            apply_override(&mut merged, name, value)?;
+        }
+        Config::deserialize(toml::Value::Table(merged)).map_err(|e| parse_error(e.to_string()))
+    }
+
+    pub fn cache_bytes(&self) -> u64 {
+        self.store.cache_mb.max(1) * 1024 * 1024
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+fn section_names() -> String {
+    let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
+    let names: Vec<String> = defaults.keys().map(|k| format!("[{k}]")).collect();
+    names.join(", ")
+}
+
+/// Applies `NURTURE_SECTION_KEY=value`, typed like the setting it replaces. Variables that
+/// name no setting (`NURTURE_CONFIG`, `NURTURE_WORKFLOWS`) are for the command line.
+fn apply_override(merged: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
+    let Some(rest) = name.strip_prefix("NURTURE_") else {
+        return Ok(());
+    };
+    let rest = rest.to_ascii_lowercase();
+    for (section, table) in merged.iter_mut() {
+        let Some(key) = rest.strip_prefix(&format!("{section}_")) else {
+            continue;
+        };
+        let toml::Value::Table(table) = table else {
+            continue;
+        };
+        let Some(current) = table.get(key) else {
+            continue;
+        };
+        let error = |message: &str| ConfigError::Environment {
+            name: name.to_string(),
+            value: value.to_string(),
+            message: message.to_string(),
+        };
+        let replacement = match current {
+            toml::Value::Integer(_) => toml::Value::Integer(
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| error("expected a whole number"))?,
+            ),
+            toml::Value::Boolean(_) => toml::Value::Boolean(
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| error("expected true or false"))?,
+            ),
+            _ => toml::Value::String(value.to_string()),
+        };
+        table.insert(key.to_string(), replacement);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn no_file_means_the_embedded_defaults() {
+        let config = Config::from_parts(Path::new("x"), "", &[]).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.store.path, PathBuf::from("data"));
+        assert_eq!(config.transport.outbox, PathBuf::from("outbox"));
+        assert_eq!(config.cache_bytes(), 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let text = "[store]\npath = \"/srv/nurture\"\ncache_mb = 32\n[daemon]\nbatch = 10\n";
+        let env = vars(&[
+            ("NURTURE_STORE_CACHE_MB", "16"),
+            ("NURTURE_TRANSPORT_OUTBOX", "/tmp/out"),
+            ("NURTURE_WORKFLOWS", "elsewhere"),
+        ]);
+        let config = Config::from_parts(Path::new("n.toml"), text, &env).unwrap();
+        assert_eq!(config.store.path, PathBuf::from("/srv/nurture"));
+        assert_eq!(config.store.cache_mb, 16);
+        assert_eq!(config.daemon.batch, 10);
+        assert_eq!(config.transport.outbox, PathBuf::from("/tmp/out"));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let error = Config::from_parts(Path::new("n.toml"), "[stor]\npath = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown section `[stor]`"), "{error}");
+        assert!(error.contains("[store]"), "{error}");
+
+        let error = Config::from_parts(Path::new("n.toml"), "[store]\npaht = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("paht"), "{error}");
+
+        let env = vars(&[("NURTURE_DAEMON_BATCH", "many")]);
+        let error = Config::from_parts(Path::new("n.toml"), "", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("NURTURE_DAEMON_BATCH") && error.contains("whole number"));
+    }
+}
