@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// The file read when no `--config` is given, if it exists.
 pub const DEFAULT_FILE: &str = "nurture.toml";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub store: StoreConfig,
@@ -72,17 +72,6 @@ pub struct LogConfig {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            store: StoreConfig::default(),
-            transport: TransportConfig::default(),
-            daemon: DaemonConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for StoreConfig {
