@@ -11,6 +11,7 @@
 //! - [`dsl`]: the workflow language: grammar, AST, validation, compilation.
 //! - [`diagnostic`]: problems in user files, rendered with file:line:col and a caret.
 //! - [`engine`]: the I/O-free state machine the daemon and the dry-run share.
+//! - [`enrollment`]: which leads enter which workflows, and when.
 //! - [`mail`]: templates, rendering, MIME composition.
 //! - [`store`]: the durable state in sled: leads, enrollments, due index, outbox, journal.
 //! - [`config`]: `nurture.toml` with environment overrides.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod dsl;
 pub mod engine;
+pub mod enrollment;
 pub mod lead;
 pub mod leads_file;
 pub mod mail;

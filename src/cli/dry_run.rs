@@ -16,8 +16,8 @@ use crate::engine::simulate::{Ending, Scenario, Timeline, Trigger, simulate};
 use crate::engine::{Effect, PlannedEmail, condition};
 use crate::lead::{Lead, normalize_email};
 use crate::leads_file;
-use crate::mail::compose::{OutgoingEmail, domain_of, lead_mailbox, new_message_id, to_eml};
-use crate::mail::{self, RenderedBody};
+use crate::mail::compose::{OutgoingEmail, lead_mailbox, to_eml};
+use crate::mail::personalize::personalize;
 use crate::workflow::{WindowZone, Workflow};
 
 #[derive(Debug, Args)]
@@ -184,7 +184,14 @@ pub fn preview_lead(
             (Effect::Send(planned), Some(snapshot)) => Some(PreviewEmail {
                 at: event.at,
                 planned: planned.clone(),
-                rendered: render_email(project, workflow, snapshot, planned, event.at),
+                rendered: personalize(
+                    &project.templates,
+                    workflow,
+                    snapshot,
+                    planned,
+                    event.at,
+                    event.at,
+                ),
             }),
             _ => None,
         })
@@ -199,55 +206,6 @@ pub fn preview_lead(
         timeline,
         emails,
     }
-}
-
-/// The unsubscribe link until the HTTP endpoint exists: a mail to the reply address, which the
-/// inbox watcher reads as an unsubscribe request.
-fn unsubscribe_url(workflow: &Workflow) -> String {
-    let inbox = workflow.reply_to.as_ref().unwrap_or(&workflow.from);
-    format!("mailto:{}?subject=unsubscribe", inbox.address)
-}
-
-fn render_email(
-    project: &Project,
-    workflow: &Workflow,
-    lead: &Lead,
-    planned: &PlannedEmail,
-    at: DateTime<Utc>,
-) -> Result<OutgoingEmail, String> {
-    let unsubscribe = unsubscribe_url(workflow);
-    let context = mail::context(lead, workflow, &planned.step, &unsubscribe);
-    let subject = project
-        .templates
-        .render_subject(&planned.subject_template, &context)
-        .map_err(|e| e.to_string())?;
-    let body: RenderedBody = project
-        .templates
-        .render(&planned.template, &context)
-        .map_err(|e| e.to_string())?;
-    let unique = format!(
-        "{}|{}|{}|{}|{}",
-        workflow.name,
-        workflow.version,
-        lead.email,
-        planned.step,
-        at.timestamp()
-    );
-    Ok(OutgoingEmail {
-        message_id: new_message_id(domain_of(&workflow.from.address), &unique),
-        from: workflow.from.clone(),
-        reply_to: workflow.reply_to.clone(),
-        to: lead_mailbox(lead),
-        subject,
-        body,
-        date: at,
-        list_unsubscribe: vec![format!("<{unsubscribe}>")],
-        one_click: false,
-        extra_headers: vec![
-            ("X-Nurture-Workflow".into(), workflow.name.clone()),
-            ("X-Nurture-Step".into(), planned.step.clone()),
-        ],
-    })
 }
 
 fn find_workflow<'a>(

@@ -6,6 +6,7 @@
 //!   warnings about fields a lead may lack.
 //! - [`render`]: what a template sees (the context built from a lead), the rendered body, and the
 //!   render error a marketer can act on.
+//! - [`personalize`]: one planned email rendered for one lead (daemon and dry-run alike).
 //! - [`compose`]: the outgoing email (headers, Message-ID, List-Unsubscribe) and its RFC 5322
 //!   form through lettre.
 //!
@@ -13,6 +14,7 @@
 //! header: every header value that may carry lead data goes through [`compose::header_text`].
 
 pub mod compose;
+pub mod personalize;
 pub mod render;
 pub mod templates;
 
