@@ -10,19 +10,25 @@
 //! spaces as `_`. Rows for the same address in one file merge: a later row's non-empty fields win
 //! and tags add up.
 //!
+//! The store's own lead shape (what `nurture leads export` writes) reads back: JSON's nested
+//! `attributes` object becomes attributes, `suppression` is kept (a CSV `suppression` cell holds
+//! the reason), and `created_at`/`updated_at` are ignored, since the store sets those.
+//!
 //! The CSV path is the bulk import (a million rows): one reused `ByteRecord`, the column mapping
 //! worked out once from the header, and no allocation per row beyond the lead itself.
+//! [`LeadsReader`] hands the rows out a chunk at a time, so an import never holds the whole
+//! file's leads; [`load`] and the `parse_*` functions read everything at once.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, RandomState};
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
-use crate::lead::{Lead, Stage, Value, normalize_email};
+use crate::lead::{Lead, Stage, Suppression, SuppressionReason, Value, normalize_email};
 
 /// What a file held: the leads (merged by address, in order of first appearance), the rows
 /// refused, and how many data rows there were.
@@ -56,6 +62,8 @@ pub enum LeadsFileError {
         path: PathBuf,
         source: Box<LeadsFileError>,
     },
+    #[error("reading stopped: {0}")]
+    Interrupted(std::io::Error),
     #[error("not a readable CSV file: {0}")]
     Csv(String),
     #[error("the CSV header has no `email` column")]
@@ -70,38 +78,236 @@ pub enum LeadsFileError {
     NotLeads,
 }
 
-/// Loads a leads file, choosing the format from its extension.
+/// Loads a leads file, choosing the format from its extension: every lead in memory at once.
+/// For a large file, read it in chunks with [`LeadsReader`].
 pub fn load(path: &Path, now: DateTime<Utc>) -> Result<LoadReport, LeadsFileError> {
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    let read_error = |source| LeadsFileError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let in_file = |error: LeadsFileError| match error {
+    LeadsReader::open(path, now)?.read_all()
+}
+
+/// A lead as one file gave it, with whether the file set its score and stage: those fields have
+/// no "unset" state, so a merge (with a later row, or with a stored lead) needs to know whether
+/// the file's value should win. The other fields are `None` or empty when the file left them
+/// out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileLead {
+    pub lead: Lead,
+    pub score_set: bool,
+    pub stage_set: bool,
+}
+
+/// One chunk of a file read by [`LeadsReader::next_chunk`]: its leads (rows for the same
+/// address within the chunk merged), the rows refused, and how many data rows it covered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub leads: Vec<FileLead>,
+    pub rejected: Vec<RejectedRow>,
+    pub rows: usize,
+}
+
+/// A leads file read a chunk of rows at a time, so a million-row CSV or JSON Lines file never
+/// has all its leads in memory. (A `.json` file is one document: its parsed JSON is held whole,
+/// but its leads are still made a chunk at a time.)
+pub struct LeadsReader<'a> {
+    source: Source<'a>,
+    now: DateTime<Utc>,
+    /// The file, for error messages; `None` when reading text handed in directly.
+    path: Option<PathBuf>,
+}
+
+enum Source<'a> {
+    Csv {
+        reader: csv::Reader<Box<dyn Read + 'a>>,
+        columns: Vec<Column>,
+        record: csv::ByteRecord,
+    },
+    Json {
+        items: std::vec::IntoIter<Json>,
+        lines: std::vec::IntoIter<usize>,
+    },
+    JsonLines {
+        reader: Box<dyn BufRead + 'a>,
+        line: usize,
+        buffer: Vec<u8>,
+    },
+}
+
+/// What reading one row gave: its line, and the lead or the reason it was refused.
+type RowResult = (usize, Result<FileLead, String>);
+
+impl LeadsReader<'static> {
+    /// Opens a leads file, choosing the format from its extension. A CSV header without an
+    /// `email` column, or a `.json` file that is not a leads document, is an error here.
+    pub fn open(path: &Path, now: DateTime<Utc>) -> Result<LeadsReader<'static>, LeadsFileError> {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        let read_error = |source| LeadsFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let reader = match extension.as_str() {
+            "csv" => {
+                let file = std::fs::File::open(path).map_err(read_error)?;
+                LeadsReader::csv(BufReader::with_capacity(1 << 16, file), now)
+            }
+            "json" => {
+                let text = std::fs::read_to_string(path).map_err(read_error)?;
+                LeadsReader::json(&text, now)
+            }
+            "jsonl" | "ndjson" => {
+                let file = std::fs::File::open(path).map_err(read_error)?;
+                Ok(LeadsReader::json_lines(
+                    BufReader::with_capacity(1 << 16, file),
+                    now,
+                ))
+            }
+            _ => return Err(LeadsFileError::UnknownFormat(path.to_path_buf())),
+        };
+        let mut reader = reader.map_err(|error| in_file(path, error))?;
+        reader.path = Some(path.to_path_buf());
+        Ok(reader)
+    }
+
+    /// A JSON array of lead objects, or `{"leads": [...]}`, already in memory.
+    pub fn json(text: &str, now: DateTime<Utc>) -> Result<LeadsReader<'static>, LeadsFileError> {
+        let document: Json = serde_json::from_str(text).map_err(|e| LeadsFileError::Json {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        let items = match document {
+            Json::Array(items) => items,
+            Json::Object(mut object) => match object.remove("leads") {
+                Some(Json::Array(items)) => items,
+                _ => return Err(LeadsFileError::NotLeads),
+            },
+            _ => return Err(LeadsFileError::NotLeads),
+        };
+        Ok(LeadsReader {
+            source: Source::Json {
+                items: items.into_iter(),
+                lines: element_lines(text).into_iter(),
+            },
+            now,
+            path: None,
+        })
+    }
+}
+
+impl<'a> LeadsReader<'a> {
+    /// CSV with a header row. Line numbers are those of the file, counting the header as line
+    /// 1, and stay right when a quoted cell spans lines.
+    pub fn csv(
+        reader: impl Read + 'a,
+        now: DateTime<Utc>,
+    ) -> Result<LeadsReader<'a>, LeadsFileError> {
+        let boxed: Box<dyn Read + 'a> = Box::new(reader);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            // Rows with the wrong number of cells are rejected one by one, not fatal.
+            .flexible(true)
+            .from_reader(boxed);
+        let header = reader
+            .byte_headers()
+            .map_err(|e| LeadsFileError::Csv(e.to_string()))?
+            .clone();
+        let mut columns = Vec::with_capacity(header.len());
+        for cell in header.iter() {
+            let name = std::str::from_utf8(cell)
+                .map_err(|_| LeadsFileError::Csv("the header row is not UTF-8 text".into()))?;
+            columns.push(Column::from_header(name));
+        }
+        if !columns.contains(&Column::Email) {
+            return Err(LeadsFileError::NoEmailColumn);
+        }
+        Ok(LeadsReader {
+            source: Source::Csv {
+                reader,
+                columns,
+                record: csv::ByteRecord::new(),
+            },
+            now,
+            path: None,
+        })
+    }
+
+    /// JSON Lines: one lead object per line; blank lines are skipped.
+    pub fn json_lines(reader: impl BufRead + 'a, now: DateTime<Utc>) -> LeadsReader<'a> {
+        LeadsReader {
+            source: Source::JsonLines {
+                reader: Box::new(reader),
+                line: 0,
+                buffer: Vec::new(),
+            },
+            now,
+            path: None,
+        }
+    }
+
+    /// Reads up to `max_rows` more data rows; `None` once the file is exhausted.
+    pub fn next_chunk(&mut self, max_rows: usize) -> Result<Option<Chunk>, LeadsFileError> {
+        let mut merger = Merger::new();
+        while merger.rows < max_rows.max(1) {
+            match self.next_row()? {
+                Some(row) => merger.take(row),
+                None => break,
+            }
+        }
+        if merger.rows == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Chunk {
+            leads: merger.leads,
+            rejected: merger.rejected,
+            rows: merger.rows,
+        }))
+    }
+
+    /// Reads every remaining row into one report.
+    pub fn read_all(mut self) -> Result<LoadReport, LeadsFileError> {
+        let mut merger = Merger::new();
+        while let Some(row) = self.next_row()? {
+            merger.take(row);
+        }
+        Ok(merger.finish())
+    }
+
+    /// The next data row, or `None` at the end of the file.
+    fn next_row(&mut self) -> Result<Option<RowResult>, LeadsFileError> {
+        let now = self.now;
+        let row = match &mut self.source {
+            Source::Csv {
+                reader,
+                columns,
+                record,
+            } => csv_row(reader, columns, record, now),
+            Source::Json { items, lines } => Ok(items.next().map(|item| {
+                let line = lines.next().unwrap_or(1);
+                (line, json_item(&item, now))
+            })),
+            Source::JsonLines {
+                reader,
+                line,
+                buffer,
+            } => json_line(reader, line, buffer, now),
+        };
+        row.map_err(|error| match &self.path {
+            Some(path) => in_file(path, error),
+            None => error,
+        })
+    }
+}
+
+/// Names the file in an error about its content; a read error already does.
+fn in_file(path: &Path, error: LeadsFileError) -> LeadsFileError {
+    match error {
         LeadsFileError::Read { .. } => error,
         other => LeadsFileError::InFile {
             path: path.to_path_buf(),
             source: Box::new(other),
         },
-    };
-    match extension.as_str() {
-        "csv" => {
-            let file = std::fs::File::open(path).map_err(read_error)?;
-            parse_csv(std::io::BufReader::with_capacity(1 << 16, file), now).map_err(in_file)
-        }
-        "json" => {
-            let text = std::fs::read_to_string(path).map_err(read_error)?;
-            parse_json(&text, now).map_err(in_file)
-        }
-        "jsonl" | "ndjson" => {
-            let text = std::fs::read_to_string(path).map_err(read_error)?;
-            parse_json_lines(&text, now).map_err(in_file)
-        }
-        _ => Err(LeadsFileError::UnknownFormat(path.to_path_buf())),
     }
 }
 
@@ -119,9 +325,15 @@ enum Column {
     Timezone,
     Score,
     Stage,
+    /// Why the address must not be mailed: `unsubscribed`, `bounced` or `manual` in a CSV cell,
+    /// the stored shape (`{"reason", "detail", "at"}`) in JSON.
+    Suppression,
+    /// A JSON object of attributes, as the store's lead shape nests them.
+    Attributes,
     /// Any other column, by its attribute key.
     Attribute(String),
-    /// A column with an empty header.
+    /// A column with an empty header, or one the store keeps for itself (`created_at`,
+    /// `updated_at`): an export read back does not turn them into attributes.
     Ignored,
 }
 
@@ -135,7 +347,7 @@ impl Column {
             .flat_map(char::to_lowercase)
             .collect();
         match compact.as_str() {
-            "" => Column::Ignored,
+            "" | "createdat" | "updatedat" => Column::Ignored,
             "email" | "emailaddress" | "mail" => Column::Email,
             "firstname" | "givenname" => Column::FirstName,
             "lastname" | "surname" | "familyname" => Column::LastName,
@@ -146,20 +358,22 @@ impl Column {
             "timezone" | "tz" => Column::Timezone,
             "score" => Column::Score,
             "stage" => Column::Stage,
+            "suppression" | "suppressed" => Column::Suppression,
+            "attributes" => Column::Attributes,
             _ => Column::Attribute(header.to_lowercase().replace(' ', "_")),
         }
     }
 }
 
-/// A lead being read, plus whether the row gave a score and a stage: those fields have no
-/// "unset" state, so a merge needs to know whether a later row's value should win.
-struct Row {
-    lead: Lead,
-    score_set: bool,
-    stage_set: bool,
-}
+impl FileLead {
+    fn new(now: DateTime<Utc>) -> FileLead {
+        FileLead {
+            lead: Lead::new(String::new(), now),
+            score_set: false,
+            stage_set: false,
+        }
+    }
 
-impl Row {
     /// Applies one text cell. Empty cells set nothing. `Err` is the reason to reject the row.
     fn set_text(&mut self, column: &Column, cell: &str) -> Result<(), String> {
         let cell = cell.trim();
@@ -210,8 +424,21 @@ impl Row {
                     .ok_or_else(|| format!("`{cell}` is not a stage (lead, contact, customer)"))?;
                 self.stage_set = true;
             }
+            Column::Suppression => {
+                let reason = suppression_reason(cell)?;
+                lead.suppression = Some(Suppression {
+                    reason,
+                    detail: "from a leads file".to_string(),
+                    at: lead.created_at,
+                });
+            }
             Column::Attribute(key) => {
                 lead.attributes.insert(key.clone(), Value::from_cell(cell));
+            }
+            // A text `attributes` cell has no key to file it under: an attribute of that name.
+            Column::Attributes => {
+                lead.attributes
+                    .insert("attributes".to_string(), Value::from_cell(cell));
             }
             Column::Ignored => {}
         }
@@ -219,7 +446,7 @@ impl Row {
     }
 
     /// Applies one JSON value: typed values keep their type, text goes through
-    /// [`Row::set_text`].
+    /// [`FileLead::set_text`].
     fn set_json(&mut self, column: &Column, key: &str, value: &Json) -> Result<(), String> {
         match (column, value) {
             (_, Json::Null) => Ok(()),
@@ -252,12 +479,36 @@ impl Row {
                 self.lead.attributes.insert(key.clone(), Value::Bool(*b));
                 Ok(())
             }
+            (Column::Attributes, Json::Object(object)) => {
+                for (key, value) in object {
+                    let column = Column::Attribute(key.to_lowercase().replace(' ', "_"));
+                    self.set_json(&column, key, value)?;
+                }
+                Ok(())
+            }
+            (Column::Suppression, Json::Object(_)) => {
+                let suppression: Suppression = serde_json::from_value(value.clone())
+                    .map_err(|e| format!("`{key}` is not a suppression: {e}"))?;
+                self.lead.suppression = Some(suppression);
+                Ok(())
+            }
             (Column::Ignored, _) => Ok(()),
             (Column::Attribute(_), _) => Err(format!(
                 "`{key}` holds a list or an object; attributes are text, numbers or true/false"
             )),
             (_, other) => self.set_text(column, &other.to_string()),
         }
+    }
+}
+
+fn suppression_reason(cell: &str) -> Result<SuppressionReason, String> {
+    match cell.to_ascii_lowercase().as_str() {
+        "unsubscribed" => Ok(SuppressionReason::Unsubscribed),
+        "bounced" => Ok(SuppressionReason::Bounced),
+        "manual" => Ok(SuppressionReason::Manual),
+        _ => Err(format!(
+            "`{cell}` is not a suppression reason (unsubscribed, bounced, manual)"
+        )),
     }
 }
 
@@ -276,7 +527,7 @@ fn whole(number: f64) -> Option<i64> {
 /// adding a row does not allocate a second copy of it; equal hashes are confirmed by comparing
 /// the addresses, and a real collision falls back to an exact map.
 struct Merger {
-    leads: Vec<Lead>,
+    leads: Vec<FileLead>,
     by_hash: HashMap<u64, usize>,
     collisions: HashMap<String, usize>,
     hasher: RandomState,
@@ -296,19 +547,27 @@ impl Merger {
         }
     }
 
-    fn reject(&mut self, line: usize, reason: String) {
-        self.rejected.push(RejectedRow { line, reason });
+    /// Counts one data row and keeps its lead or its rejection.
+    fn take(&mut self, (line, row): RowResult) {
+        self.rows += 1;
+        match row {
+            Ok(row) => self.add(line, row),
+            Err(reason) => self.rejected.push(RejectedRow { line, reason }),
+        }
     }
 
     /// Takes a finished row; a row without an address is rejected.
-    fn add(&mut self, line: usize, row: Row) {
+    fn add(&mut self, line: usize, row: FileLead) {
         if row.lead.email.is_empty() {
-            self.reject(line, "no email address".to_string());
+            self.rejected.push(RejectedRow {
+                line,
+                reason: "no email address".to_string(),
+            });
             return;
         }
         let hash = self.hasher.hash_one(&row.lead.email);
         let existing = match self.by_hash.get(&hash) {
-            Some(&index) if self.leads[index].email == row.lead.email => Some(index),
+            Some(&index) if self.leads[index].lead.email == row.lead.email => Some(index),
             Some(_) => self.collisions.get(&row.lead.email).copied(),
             None => None,
         };
@@ -324,14 +583,14 @@ impl Merger {
                         slot.insert(index);
                     }
                 }
-                self.leads.push(row.lead);
+                self.leads.push(row);
             }
         }
     }
 
     fn finish(self) -> LoadReport {
         LoadReport {
-            leads: self.leads,
+            leads: self.leads.into_iter().map(|row| row.lead).collect(),
             rejected: self.rejected,
             rows: self.rows,
         }
@@ -339,14 +598,15 @@ impl Merger {
 }
 
 /// A later row for the same address: its non-empty fields win, tags add up.
-fn merge(into: &mut Lead, row: Row) {
+fn merge(into: &mut FileLead, row: FileLead) {
     let later = row.lead;
+    let lead = &mut into.lead;
     let fields = [
-        (&mut into.first_name, later.first_name),
-        (&mut into.last_name, later.last_name),
-        (&mut into.company, later.company),
-        (&mut into.source, later.source),
-        (&mut into.timezone, later.timezone),
+        (&mut lead.first_name, later.first_name),
+        (&mut lead.last_name, later.last_name),
+        (&mut lead.company, later.company),
+        (&mut lead.source, later.source),
+        (&mut lead.timezone, later.timezone),
     ];
     for (field, value) in fields {
         if value.is_some() {
@@ -354,151 +614,113 @@ fn merge(into: &mut Lead, row: Row) {
         }
     }
     if row.score_set {
-        into.score = later.score;
+        lead.score = later.score;
+        into.score_set = true;
     }
     if row.stage_set {
-        into.stage = later.stage;
+        lead.stage = later.stage;
+        into.stage_set = true;
     }
-    into.tags.extend(later.tags);
-    into.attributes.extend(later.attributes);
+    if later.suppression.is_some() {
+        lead.suppression = later.suppression;
+    }
+    lead.tags.extend(later.tags);
+    lead.attributes.extend(later.attributes);
 }
 
 /// Reads CSV with a header row. Line numbers are those of the file, counting the header as line
 /// 1, and stay right when a quoted cell spans lines.
 pub fn parse_csv(reader: impl Read, now: DateTime<Utc>) -> Result<LoadReport, LeadsFileError> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        // Rows with the wrong number of cells are rejected one by one, not fatal.
-        .flexible(true)
-        .from_reader(reader);
-    let header = csv
-        .byte_headers()
-        .map_err(|e| LeadsFileError::Csv(e.to_string()))?
-        .clone();
-    let mut columns = Vec::with_capacity(header.len());
-    for cell in header.iter() {
-        let name = std::str::from_utf8(cell)
-            .map_err(|_| LeadsFileError::Csv("the header row is not UTF-8 text".into()))?;
-        columns.push(Column::from_header(name));
-    }
-    if !columns.contains(&Column::Email) {
-        return Err(LeadsFileError::NoEmailColumn);
-    }
-    let mut merger = Merger::new();
-    let mut record = csv::ByteRecord::new();
-    loop {
-        match csv.read_byte_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(error) => {
-                if let csv::ErrorKind::Io(_) = error.kind() {
-                    return Err(LeadsFileError::Csv(error.to_string()));
-                }
-                // Anything else is about one record: note it and go on.
-                let line = error.position().map_or(0, |p| p.line() as usize);
-                merger.rows += 1;
-                merger.reject(line, format!("not readable as CSV: {error}"));
-                continue;
-            }
-        }
-        merger.rows += 1;
-        let line = record.position().map_or(0, |p| p.line() as usize);
-        if record.len() != columns.len() {
-            merger.reject(
-                line,
-                format!(
-                    "expected {} cells like the header, found {}",
-                    columns.len(),
-                    record.len()
-                ),
-            );
-            continue;
-        }
-        let mut row = Row {
-            lead: Lead::new(String::new(), now),
-            score_set: false,
-            stage_set: false,
-        };
-        let mut result = Ok(());
-        for (column, cell) in columns.iter().zip(record.iter()) {
-            result = match std::str::from_utf8(cell) {
-                Ok(cell) => row.set_text(column, cell),
-                Err(_) => Err("a cell is not UTF-8 text".to_string()),
-            };
-            if result.is_err() {
-                break;
-            }
-        }
-        match result {
-            Ok(()) => merger.add(line, row),
-            Err(reason) => merger.reject(line, reason),
-        }
-    }
-    Ok(merger.finish())
+    LeadsReader::csv(reader, now)?.read_all()
 }
 
 /// Reads a JSON array of lead objects, or `{"leads": [...]}`. A row's line is the line where
 /// its object starts.
 pub fn parse_json(text: &str, now: DateTime<Utc>) -> Result<LoadReport, LeadsFileError> {
-    let document: Json = serde_json::from_str(text).map_err(|e| LeadsFileError::Json {
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string(),
-    })?;
-    let items = match &document {
-        Json::Array(items) => items,
-        Json::Object(object) => match object.get("leads") {
-            Some(Json::Array(items)) => items,
-            _ => return Err(LeadsFileError::NotLeads),
-        },
-        _ => return Err(LeadsFileError::NotLeads),
-    };
-    let lines = element_lines(text);
-    let mut merger = Merger::new();
-    for (index, item) in items.iter().enumerate() {
-        merger.rows += 1;
-        let line = lines.get(index).copied().unwrap_or(1);
-        add_json_row(&mut merger, line, item, now);
-    }
-    Ok(merger.finish())
+    LeadsReader::json(text, now)?.read_all()
 }
 
 /// Reads JSON Lines: one lead object per line; blank lines are skipped.
 pub fn parse_json_lines(text: &str, now: DateTime<Utc>) -> Result<LoadReport, LeadsFileError> {
-    let mut merger = Merger::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+    LeadsReader::json_lines(text.as_bytes(), now).read_all()
+}
+
+/// The next CSV record as a row. Only an I/O error stops the file; a record the CSV reader
+/// cannot make sense of is one rejected row.
+fn csv_row(
+    reader: &mut csv::Reader<Box<dyn Read + '_>>,
+    columns: &[Column],
+    record: &mut csv::ByteRecord,
+    now: DateTime<Utc>,
+) -> Result<Option<RowResult>, LeadsFileError> {
+    match reader.read_byte_record(record) {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(error) => {
+            if let csv::ErrorKind::Io(_) = error.kind() {
+                return Err(LeadsFileError::Csv(error.to_string()));
+            }
+            let line = error.position().map_or(0, |p| p.line() as usize);
+            return Ok(Some((line, Err(format!("not readable as CSV: {error}")))));
+        }
+    }
+    let line = record.position().map_or(0, |p| p.line() as usize);
+    if record.len() != columns.len() {
+        let reason = format!(
+            "expected {} cells like the header, found {}",
+            columns.len(),
+            record.len()
+        );
+        return Ok(Some((line, Err(reason))));
+    }
+    let mut row = FileLead::new(now);
+    for (column, cell) in columns.iter().zip(record.iter()) {
+        let result = match std::str::from_utf8(cell) {
+            Ok(cell) => row.set_text(column, cell),
+            Err(_) => Err("a cell is not UTF-8 text".to_string()),
+        };
+        if let Err(reason) = result {
+            return Ok(Some((line, Err(reason))));
+        }
+    }
+    Ok(Some((line, Ok(row))))
+}
+
+/// The next non-blank line of a JSON Lines file as a row.
+fn json_line(
+    reader: &mut Box<dyn BufRead + '_>,
+    line: &mut usize,
+    buffer: &mut Vec<u8>,
+    now: DateTime<Utc>,
+) -> Result<Option<RowResult>, LeadsFileError> {
+    loop {
+        buffer.clear();
+        let read = reader
+            .read_until(b'\n', buffer)
+            .map_err(LeadsFileError::Interrupted)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        *line += 1;
+        let Ok(text) = std::str::from_utf8(buffer) else {
+            return Ok(Some((*line, Err("the line is not UTF-8 text".to_string()))));
+        };
+        if text.trim().is_empty() {
             continue;
         }
-        merger.rows += 1;
-        match serde_json::from_str::<Json>(line) {
-            Ok(item) => add_json_row(&mut merger, index + 1, &item, now),
-            Err(error) => merger.reject(index + 1, format!("not valid JSON: {error}")),
-        }
+        let row = match serde_json::from_str::<Json>(text) {
+            Ok(item) => json_item(&item, now),
+            Err(error) => Err(format!("not valid JSON: {error}")),
+        };
+        return Ok(Some((*line, row)));
     }
-    Ok(merger.finish())
 }
 
-fn add_json_row(merger: &mut Merger, line: usize, item: &Json, now: DateTime<Utc>) {
+fn json_item(item: &Json, now: DateTime<Utc>) -> Result<FileLead, String> {
     let Json::Object(object) = item else {
-        merger.reject(
-            line,
-            "expected an object with the lead's fields".to_string(),
-        );
-        return;
+        return Err("expected an object with the lead's fields".to_string());
     };
-    match json_row(object, now) {
-        Ok(row) => merger.add(line, row),
-        Err(reason) => merger.reject(line, reason),
-    }
-}
-
-fn json_row(object: &Map<String, Json>, now: DateTime<Utc>) -> Result<Row, String> {
-    let mut row = Row {
-        lead: Lead::new(String::new(), now),
-        score_set: false,
-        stage_set: false,
-    };
+    let mut row = FileLead::new(now);
     for (key, value) in object {
         row.set_json(&Column::from_header(key), key, value)?;
     }
@@ -820,6 +1042,69 @@ mod tests {
             Err(LeadsFileError::Read { .. })
         ));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reader_hands_out_chunks_with_what_each_row_set() {
+        let csv = "email,score,stage,company\n\
+                   a@x.example,5,,A\n\
+                   bad,,,\n\
+                   a@x.example,,contact,\n\
+                   b@x.example,,,B\n\
+                   c@x.example,0,,\n";
+        let mut reader = LeadsReader::csv(csv.as_bytes(), now()).unwrap();
+        let first = reader.next_chunk(3).unwrap().unwrap();
+        assert_eq!((first.rows, first.leads.len()), (3, 1));
+        assert_eq!(first.rejected[0].line, 3);
+        let a = &first.leads[0];
+        assert!(a.score_set && a.stage_set, "merged rows keep both flags");
+        assert_eq!((a.lead.score, a.lead.stage), (5, Stage::Contact));
+        let second = reader.next_chunk(3).unwrap().unwrap();
+        assert_eq!(second.rows, 2);
+        assert!(
+            !second.leads[0].score_set,
+            "an empty score cell sets nothing"
+        );
+        assert!(second.leads[1].score_set, "an explicit zero is set");
+        assert_eq!(reader.next_chunk(3).unwrap(), None);
+    }
+
+    #[test]
+    fn the_stored_lead_shape_reads_back() {
+        let mut lead = Lead::new("ana@acme.example".into(), now());
+        lead.tags.insert("trial".into());
+        lead.score = 7;
+        lead.attributes
+            .insert("plan".into(), Value::Text("pro".into()));
+        lead.attributes.insert("seats".into(), Value::Number(3.0));
+        lead.suppression = Some(Suppression {
+            reason: SuppressionReason::Unsubscribed,
+            detail: "one-click unsubscribe".into(),
+            at: now(),
+        });
+        let line = serde_json::to_string(&lead).unwrap();
+        let later = now() + chrono::Duration::days(1);
+        let report = parse_json_lines(&line, later).unwrap();
+        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        let mut expected = lead.clone();
+        (expected.created_at, expected.updated_at) = (later, later);
+        assert_eq!(report.leads, [expected]);
+
+        let csv = "email,suppression\na@x.example,bounced\nb@x.example,maybe\n";
+        let report = parse_csv(csv.as_bytes(), now()).unwrap();
+        let suppression = report.leads[0].suppression.as_ref().unwrap();
+        assert_eq!(suppression.reason, SuppressionReason::Bounced);
+        assert_eq!(report.rejected[0].line, 3);
+    }
+
+    #[test]
+    fn json_lines_reject_a_line_that_is_not_utf8() {
+        let bytes = b"{\"email\": \"a@x.example\"}\n{\"email\": \"\xff@x.example\"}\n";
+        let report = LeadsReader::json_lines(&bytes[..], now())
+            .read_all()
+            .unwrap();
+        assert_eq!(report.leads.len(), 1);
+        assert_eq!(rejected(&report), [(2, "the line is not UTF-8 text")]);
     }
 
     #[test]
