@@ -1,1 +1,482 @@
-//! (being written)
+//! `nurture status` against a real store: a store is written through the library in a scratch
+//! folder, closed (sled locks its folder per process), then the real binary reads it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use chrono::{DateTime, Utc};
+use nurture::engine::{Enrollment, ExitReason, Facts, Position, Status};
+use nurture::lead::{Lead, Stage, Suppression, SuppressionReason};
+use nurture::store::{
+    Batch, DEFAULT_CACHE_BYTES, EventKind, MessageRecord, MessageState, OutboxEmail, Store,
+};
+use serde_json::{Value, json};
+
+const SHIPPED: [&str; 4] = [
+    "newsletter-welcome",
+    "re-engagement",
+    "trial-welcome",
+    "webinar-follow-up",
+];
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nurture-status-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+}
+
+/// `nurture status ARGS` in `dir`, on the store in `dir/data` and the shipped workflows.
+fn status(dir: &Path, args: &[&str]) -> Output {
+    status_with(dir, args, concat!(env!("CARGO_MANIFEST_DIR"), "/workflows"))
+}
+
+fn status_with(dir: &Path, args: &[&str], workflows: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .arg("status")
+        .args(args)
+        .current_dir(dir)
+        .env("NURTURE_STORE_PATH", dir.join("data"))
+        .env("NURTURE_WORKFLOWS", workflows)
+        .env(
+            "NURTURE_TEMPLATES",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/templates"),
+        )
+        .env_remove("NURTURE_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn json_of(output: &Output) -> Value {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn workflow<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == name)
+        .unwrap_or_else(|| panic!("no workflow {name} in {report:#}"))
+}
+
+fn enrollment(workflow: &str, lead: &str, status: Status, due: Option<&str>) -> Enrollment {
+    let start = at("2026-11-02T09:00:00Z");
+    Enrollment {
+        workflow: workflow.into(),
+        version: "v1".into(),
+        lead: lead.into(),
+        status,
+        position: Position {
+            step: "welcome".into(),
+            pc: 0,
+        },
+        due: due.map(at),
+        enrolled_at: start,
+        updated_at: start,
+        deferred_from: None,
+        facts: Facts::default(),
+    }
+}
+
+fn message(id: &str, workflow: &str, lead: &str, state: MessageState) -> MessageRecord {
+    MessageRecord {
+        message_id: format!("<{id}@nurture.test>"),
+        workflow: workflow.into(),
+        lead: lead.into(),
+        step: "welcome".into(),
+        subject: "Welcome".into(),
+        state,
+        queued_at: at("2026-11-02T09:00:00Z"),
+        at: at("2026-11-02T09:00:05Z"),
+    }
+}
+
+/// Seven people in three workflows, one of them no longer in the workflows folder:
+/// - trial-welcome: anna and ben active, carla completed, dora and fritz exited after replying
+///   (both promoted; fritz to contact then customer), emil exited after a bounce (suppressed);
+///   4 sent, 1 failed, 1 uncertain, 1 in the outbox;
+/// - webinar-follow-up: anna, active and overdue, with an auto-reply; 1 sent;
+/// - spring-promo-2024 (deleted): gina completed; gina was later made a contact by hand.
+fn seed(dir: &Path) {
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    let created = at("2026-11-01T08:00:00Z");
+    let mut batch = Batch::default();
+    for name in ["anna", "ben", "carla", "dora", "emil", "fritz", "gina"] {
+        let mut lead = Lead::new(format!("{name}@example.test"), created);
+        lead.stage = match name {
+            "dora" | "gina" => Stage::Contact,
+            "fritz" => Stage::Customer,
+            _ => Stage::Lead,
+        };
+        if name == "emil" {
+            lead.suppression = Some(Suppression {
+                reason: SuppressionReason::Bounced,
+                detail: "550 5.1.1 no such user".into(),
+                at: created,
+            });
+        }
+        batch.leads.push(lead);
+    }
+
+    let trial = "trial-welcome";
+    let replied = Facts {
+        replied: true,
+        ..Facts::default()
+    };
+    batch.enrollments = vec![
+        enrollment(
+            trial,
+            "anna@example.test",
+            Status::Active,
+            Some("2031-03-04T09:00:00Z"),
+        ),
+        enrollment(
+            trial,
+            "ben@example.test",
+            Status::Active,
+            Some("2031-03-03T14:00:00Z"),
+        ),
+        enrollment(trial, "carla@example.test", Status::Completed, None),
+        Enrollment {
+            facts: replied.clone(),
+            ..enrollment(
+                trial,
+                "dora@example.test",
+                Status::Exited(ExitReason::Replied),
+                None,
+            )
+        },
+        enrollment(
+            trial,
+            "emil@example.test",
+            Status::Exited(ExitReason::Bounced),
+            None,
+        ),
+        Enrollment {
+            facts: replied,
+            ..enrollment(
+                trial,
+                "fritz@example.test",
+                Status::Exited(ExitReason::Replied),
+                None,
+            )
+        },
+        Enrollment {
+            facts: Facts {
+                auto_replied: true,
+                ..Facts::default()
+            },
+            ..enrollment(
+                "webinar-follow-up",
+                "anna@example.test",
+                Status::Active,
+                Some("2026-01-05T08:30:00Z"),
+            )
+        },
+        enrollment(
+            "spring-promo-2024",
+            "gina@example.test",
+            Status::Completed,
+            None,
+        ),
+    ];
+
+    batch.messages = vec![
+        message("1", trial, "anna@example.test", MessageState::Sent),
+        message("2", trial, "carla@example.test", MessageState::Sent),
+        message("3", trial, "dora@example.test", MessageState::Sent),
+        message("4", trial, "fritz@example.test", MessageState::Sent),
+        message("5", trial, "emil@example.test", MessageState::Failed),
+        message("6", trial, "ben@example.test", MessageState::Uncertain),
+        message(
+            "7",
+            "webinar-follow-up",
+            "anna@example.test",
+            MessageState::Sent,
+        ),
+    ];
+    batch.outbox_put.push(OutboxEmail {
+        message_id: "<8@nurture.test>".into(),
+        workflow: trial.into(),
+        lead: "carla@example.test".into(),
+        step: "tips".into(),
+        subject: "Tips".into(),
+        envelope_from: "ana@example.test".into(),
+        envelope_to: "carla@example.test".into(),
+        queued_at: created,
+        not_before: created,
+        attempts: 0,
+        eml: b"Subject: Tips\r\n\r\nHello\r\n".to_vec(),
+    });
+
+    let promoted = |stage| EventKind::Promoted {
+        stage,
+        by: "reply".into(),
+    };
+    let when = at("2026-11-05T10:00:00Z");
+    batch.event("dora@example.test", when, Some(trial), EventKind::Enrolled);
+    batch.event(
+        "dora@example.test",
+        when,
+        Some(trial),
+        promoted(Stage::Contact),
+    );
+    batch.event(
+        "fritz@example.test",
+        when,
+        Some(trial),
+        promoted(Stage::Contact),
+    );
+    batch.event(
+        "fritz@example.test",
+        when,
+        Some(trial),
+        promoted(Stage::Customer),
+    );
+    batch.event(
+        "gina@example.test",
+        when,
+        None,
+        EventKind::Promoted {
+            stage: Stage::Contact,
+            by: "nurture leads set".into(),
+        },
+    );
+    store.apply(&batch).unwrap();
+    store.flush().unwrap();
+}
+
+#[test]
+fn json_counts_every_workflow_from_the_store() {
+    let dir = scratch("json");
+    seed(&dir);
+    let report = json_of(&status(&dir, &["--format", "json"]));
+
+    assert_eq!(
+        *workflow(&report, "trial-welcome"),
+        json!({
+            "name": "trial-welcome",
+            "loaded": true,
+            "enrolled": 6,
+            "active": 2,
+            "completed": 1,
+            "exited": { "replied": 2, "bounced": 1 },
+            "sent": 4,
+            "failed": 1,
+            "uncertain": 1,
+            "queued": 1,
+            "replies": 2,
+            "auto_replies": 0,
+            "promoted": 2,
+            "contact_rate": 33.3,
+        })
+    );
+    let webinar = workflow(&report, "webinar-follow-up");
+    assert_eq!(
+        (
+            &webinar["enrolled"],
+            &webinar["active"],
+            &webinar["auto_replies"],
+            &webinar["sent"],
+            &webinar["promoted"],
+            &webinar["contact_rate"],
+        ),
+        (
+            &json!(1),
+            &json!(1),
+            &json!(1),
+            &json!(1),
+            &json!(0),
+            &json!(0.0)
+        )
+    );
+    // A workflow deleted from the folder still shows, from its enrollments.
+    let deleted = workflow(&report, "spring-promo-2024");
+    assert_eq!(
+        (
+            &deleted["loaded"],
+            &deleted["enrolled"],
+            &deleted["completed"]
+        ),
+        (&json!(false), &json!(1), &json!(1))
+    );
+    assert_eq!(
+        workflow(&report, "newsletter-welcome")["contact_rate"],
+        Value::Null
+    );
+    let names: Vec<&str> = report["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "newsletter-welcome",
+            "re-engagement",
+            "spring-promo-2024",
+            "trial-welcome",
+            "webinar-follow-up"
+        ]
+    );
+
+    // Earliest first; the overdue one leads.
+    assert_eq!(
+        report["next"],
+        json!([
+            { "at": "2026-01-05T08:30:00Z", "workflow": "webinar-follow-up", "lead": "anna@example.test" },
+            { "at": "2031-03-03T14:00:00Z", "workflow": "trial-welcome", "lead": "ben@example.test" },
+            { "at": "2031-03-04T09:00:00Z", "workflow": "trial-welcome", "lead": "anna@example.test" },
+        ])
+    );
+    assert_eq!(
+        (&report["leads"], &report["contacts"], &report["suppressed"]),
+        (&json!(7), &json!(3), &json!(1))
+    );
+
+    let report = json_of(&status(&dir, &["--format", "json", "--next", "1"]));
+    assert_eq!(report["next"].as_array().unwrap().len(), 1);
+    assert_eq!(report["next"][0]["workflow"], "webinar-follow-up");
+}
+
+#[test]
+fn table_names_every_workflow_and_the_uncertain_email() {
+    let dir = scratch("table");
+    seed(&dir);
+    let output = status(&dir, &[]);
+    assert_eq!(output.status.code(), Some(0));
+    let table = String::from_utf8(output.stdout).unwrap();
+
+    for name in SHIPPED {
+        assert!(
+            table.lines().any(|line| line.starts_with(name)),
+            "{name}:\n{table}"
+        );
+    }
+    assert!(table.contains("spring-promo-2024* "), "{table}");
+    let header = table.lines().next().unwrap();
+    let trial = table
+        .lines()
+        .find(|line| line.starts_with("trial-welcome"))
+        .unwrap();
+    // The row's uncertain cell ends where its header does: the columns line up.
+    let column_end = header.find("uncertain").unwrap() + "uncertain".len();
+    assert_eq!(&trial[column_end - 1..column_end], "1", "{table}");
+    assert!(trial.ends_with("33.3%"), "{table}");
+    assert!(
+        table.contains("warning: 1 email is uncertain")
+            && table.contains("ben@example.test  step welcome  <6@nurture.test>"),
+        "{table}"
+    );
+    assert!(
+        table.contains("trial-welcome: bounced 1, replied 2"),
+        "{table}"
+    );
+    assert!(
+        table.contains("2026-01-05 08:30 UTC  webinar-follow-up  anna@example.test  overdue"),
+        "{table}"
+    );
+    assert!(
+        table
+            .contains("7 leads in the store, 3 contacts (stage contact or customer), 1 suppressed"),
+        "{table}"
+    );
+}
+
+#[test]
+fn empty_store_shows_zeros_for_every_shipped_workflow() {
+    let dir = scratch("empty");
+    let report = json_of(&status(&dir, &["--format", "json"]));
+    let workflows = report["workflows"].as_array().unwrap();
+    assert_eq!(workflows.len(), SHIPPED.len());
+    for (w, name) in workflows.iter().zip(SHIPPED) {
+        assert_eq!(w["name"], name);
+        for field in [
+            "enrolled",
+            "active",
+            "completed",
+            "sent",
+            "uncertain",
+            "promoted",
+        ] {
+            assert_eq!(w[field], 0, "{name}.{field}");
+        }
+        assert_eq!(w["exited"], json!({}));
+        assert_eq!(w["contact_rate"], Value::Null);
+    }
+    assert_eq!(report["next"], json!([]));
+    assert_eq!(report["leads"], 0);
+
+    let output = status(&dir, &[]);
+    assert_eq!(output.status.code(), Some(0));
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(table.contains("nothing is scheduled"), "{table}");
+}
+
+#[test]
+fn a_workflow_with_errors_does_not_stop_status() {
+    let dir = scratch("broken");
+    seed(&dir);
+    let workflows = dir.join("workflows");
+    fs::create_dir_all(&workflows).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    fs::copy(
+        shipped.join("webinar-follow-up.flow"),
+        workflows.join("webinar-follow-up.flow"),
+    )
+    .unwrap();
+    // trial-welcome, with a typo in a template name.
+    let trial = fs::read_to_string(shipped.join("trial-welcome.flow")).unwrap();
+    fs::write(
+        workflows.join("trial-welcome.flow"),
+        trial.replace("send \"welcome\"", "send \"welcom\""),
+    )
+    .unwrap();
+
+    let output = status_with(&dir, &["--format", "json"], workflows.to_str().unwrap());
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report = json_of(&output);
+    assert!(stderr.contains("run `nurture check`"), "{stderr}");
+    let trial = workflow(&report, "trial-welcome");
+    assert_eq!(
+        (&trial["loaded"], &trial["enrolled"]),
+        (&json!(false), &json!(6))
+    );
+    assert_eq!(workflow(&report, "webinar-follow-up")["loaded"], true);
+}
+
+#[test]
+fn a_store_in_use_exits_3_and_says_so() {
+    let dir = scratch("locked");
+    let _held = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    let output = status(&dir, &[]);
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is in use by another nurture process"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn a_store_path_that_is_a_file_exits_3() {
+    let dir = scratch("file");
+    fs::write(dir.join("data"), "not a store").unwrap();
+    let output = status(&dir, &[]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).starts_with("error: "));
+}
