@@ -1,3 +1,253 @@
-//! (being written)
+//! `cargo bench --bench engine`: the daemon at a million leads.
+//!
+//! 1. Builds a store of N leads (default 1,000,000; `NURTURE_BENCH_LEADS` to change), each
+//!    enrolled in a 3-step drip workflow and due now.
+//! 2. Engine throughput: due steps executed per second through the daemon's own scheduler
+//!    (read, `advance`, render subject + HTML + text, MIME, one store transaction) and sender
+//!    (in-flight mark, null transport, sent record), over `STEPS` steps. Beside it, in the same
+//!    run, the raw cost of one handlebars render plus one sled insert, and the ratio.
+//! 3. The real daemon (`nurture run`, release) on that store: time from start to the first
+//!    email in the outbox folder, its resident memory while it works through the backlog, and
+//!    its CPU use when idle.
+//!
+//! Targets (issue 3): ≥ 20,000 steps/s; first email ≤ 2 s after a restart; ≤ 300 MB RSS;
+//! ~0 CPU idle.
 
-fn main() {}
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{Duration as Span, Utc};
+use nurture::daemon::scheduler;
+use nurture::daemon::sender;
+use nurture::daemon::transport::Transport;
+use nurture::engine;
+use nurture::lead::Lead;
+use nurture::project::Project;
+use nurture::store::{Batch, DEFAULT_CACHE_BYTES, Store};
+
+const STEPS: usize = 20_000;
+const CHUNK: usize = 256;
+
+fn main() {
+    let leads: usize = std::env::var("NURTURE_BENCH_LEADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let root = std::env::temp_dir().join(format!("nurture-bench-engine-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("temp dir");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures");
+    let workflows = fixtures.join("workflows");
+    let templates = fixtures.join("templates");
+    let project = Project::load(std::slice::from_ref(&workflows), &templates);
+    assert!(
+        project.diagnostics.is_empty(),
+        "{}",
+        project.render_diagnostics()
+    );
+    let drip = project.workflow("drip").expect("the drip workflow");
+
+    // 1. The store.
+    let data = root.join("data");
+    let now = Utc::now();
+    let started = Instant::now();
+    {
+        let store = Store::open(&data, DEFAULT_CACHE_BYTES).expect("store");
+        for first in (0..leads).step_by(10_000) {
+            let mut batch = Batch::default();
+            for i in first..(first + 10_000).min(leads) {
+                let mut lead = Lead::new(format!("lead{i:07}@example.test"), now);
+                lead.first_name = Some(format!("Name{i}"));
+                lead.company = (i % 3 == 0).then(|| format!("Company {i}"));
+                lead.source = Some("bench".into());
+                batch.enrollments.push(engine::enroll(drip, &lead, now));
+                batch.leads.push(lead);
+            }
+            store.apply(&batch).expect("apply");
+        }
+        store.flush().expect("flush");
+        println!(
+            "store: {leads} leads enrolled in {:.1} s, {:.0} MB on disk",
+            started.elapsed().as_secs_f64(),
+            store.size_on_disk().unwrap_or(0) as f64 / 1e6
+        );
+    }
+
+    // 2. Engine throughput, then the raw baseline, in the same process.
+    let store = Store::open(&data, DEFAULT_CACHE_BYTES).expect("store");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // Half at most: the daemon figures below need a backlog still due.
+    let steps = STEPS.min(leads / 2);
+    let started = Instant::now();
+    let mut done = 0;
+    while done < steps {
+        let ran = scheduler::run_due(&store, &project, now, CHUNK.min(steps - done)).expect("run");
+        let mut sent = 0;
+        while sent < ran {
+            sent += runtime
+                .block_on(sender::send_ready(&store, &Transport::Null, now, 64))
+                .expect("send");
+        }
+        done += ran;
+    }
+    let engine_time = started.elapsed();
+    let per_step = engine_time.as_secs_f64() / steps as f64;
+    println!(
+        "engine: {steps} due steps in {:.2} s: {:.0} steps/s ({:.1} µs per step: read, advance, render, MIME, transaction, in-flight mark, sent record)",
+        engine_time.as_secs_f64(),
+        steps as f64 / engine_time.as_secs_f64(),
+        per_step * 1e6
+    );
+
+    let raw = raw_render_and_insert(&project, &root.join("raw"));
+    println!(
+        "raw: one handlebars render (HTML + text) plus one sled insert: {:.1} µs; an engine step costs {:.1} of them",
+        raw * 1e6,
+        per_step / raw
+    );
+    drop(store);
+
+    // 3. The daemon on the same store (the remaining leads are still due now).
+    daemon_figures(&root, &workflows, &templates);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Seconds for one render of the benchmark template plus one insert of the result.
+fn raw_render_and_insert(project: &Project, path: &Path) -> f64 {
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(DEFAULT_CACHE_BYTES)
+        .open()
+        .expect("sled");
+    let tree = db.open_tree("raw").expect("tree");
+    let lead = Lead::new("raw@example.test".into(), Utc::now());
+    let workflow = project.workflow("drip").expect("drip");
+    let context = nurture::mail::context(&lead, workflow, "one", "mailto:x@example.test");
+    let rounds = 50_000;
+    let started = Instant::now();
+    for i in 0..rounds {
+        let body = project.templates.render("note", &context).expect("render");
+        tree.insert(format!("key{i:08}"), body.html.as_bytes())
+            .expect("insert");
+    }
+    started.elapsed().as_secs_f64() / rounds as f64
+}
+
+fn daemon_figures(root: &Path, workflows: &Path, templates: &Path) {
+    let outbox = root.join("outbox");
+    let start = |log: &str| -> Child {
+        Command::new(env!("CARGO_BIN_EXE_nurture"))
+            .arg("run")
+            .current_dir(root)
+            .env("NURTURE_WORKFLOWS", workflows)
+            .env("NURTURE_TEMPLATES", templates)
+            .env("NURTURE_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(root.join(log)).expect("log"))
+            .spawn()
+            .expect("nurture run")
+    };
+    let emails = |dir: &PathBuf| std::fs::read_dir(dir).map_or(0, |d| d.count());
+
+    let started = Instant::now();
+    let mut daemon = start("daemon.log");
+    while emails(&outbox) == 0 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if emails(&outbox) == 0 {
+        let log = std::fs::read_to_string(root.join("daemon.log")).unwrap_or_default();
+        panic!("the daemon sent nothing in 60 s:\n{log}");
+    }
+    println!(
+        "daemon: first email {:.2} s after start, with the store above",
+        started.elapsed().as_secs_f64()
+    );
+    let mut peak = 0;
+    let busy = Instant::now();
+    while busy.elapsed() < Duration::from_secs(10) {
+        peak = peak.max(rss_kb(daemon.id()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "daemon: {} emails sent in the first 10 s; peak RSS {:.0} MB",
+        emails(&outbox),
+        peak as f64 / 1024.0
+    );
+    stop(&mut daemon);
+
+    // Idle: the same store with nothing due for a day (a fresh store with one lead).
+    let idle_root = root.join("idle");
+    std::fs::create_dir_all(&idle_root).expect("idle dir");
+    {
+        let store = Store::open(&idle_root.join("data"), DEFAULT_CACHE_BYTES).expect("store");
+        let project = Project::load(&[workflows.to_path_buf()], templates);
+        let drip = project.workflow("drip").expect("drip");
+        let lead = Lead::new("idle@example.test".into(), Utc::now());
+        let mut enrollment = engine::enroll(drip, &lead, Utc::now());
+        enrollment.due = Some(Utc::now() + Span::days(1));
+        let batch = Batch {
+            leads: vec![lead],
+            enrollments: vec![enrollment],
+            ..Batch::default()
+        };
+        store.apply(&batch).expect("apply");
+        store.flush().expect("flush");
+    }
+    let mut idle = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .arg("run")
+        .current_dir(&idle_root)
+        .env("NURTURE_WORKFLOWS", workflows)
+        .env("NURTURE_TEMPLATES", templates)
+        .env("NURTURE_LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nurture run");
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cpu_ticks(idle.id());
+    std::thread::sleep(Duration::from_secs(10));
+    let used = cpu_ticks(idle.id()) - before;
+    println!(
+        "daemon idle: {used} clock ticks of CPU in 10 s ({:.2}% of one core)",
+        used as f64 / 100.0 / 10.0 * 100.0
+    );
+    stop(&mut idle);
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process, in clock ticks (1/100 s on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}

@@ -57,6 +57,11 @@ pub struct DaemonConfig {
     /// How often the workflow and template folders are looked at for changes, in seconds
     /// (0: only on SIGHUP).
     pub watch_seconds: u64,
+    /// Rehearsal: start the clock at this instant (RFC 3339) instead of now. Empty: the
+    /// system clock. For watching a sequence play out against the file transport.
+    pub rehearsal_start: String,
+    /// Rehearsal: how many times faster than real time the clock runs.
+    pub rehearsal_speed: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +104,8 @@ impl Default for DaemonConfig {
             send_batch: 64,
             shutdown_seconds: 10,
             watch_seconds: 2,
+            rehearsal_start: String::new(),
+            rehearsal_speed: 1,
         }
     }
 }

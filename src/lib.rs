@@ -13,13 +13,16 @@
 //! - [`engine`]: the I/O-free state machine the daemon and the dry-run share.
 //! - [`enrollment`]: which leads enter which workflows, and when.
 //! - [`mail`]: templates, rendering, MIME composition.
+//! - [`project`]: a folder of workflows and templates, loaded and checked together.
 //! - [`store`]: the durable state in sled: leads, enrollments, due index, outbox, journal.
 //! - [`config`]: `nurture.toml` with environment overrides.
+//! - [`daemon`]: `nurture run`: the scheduler, sender, enroller and reload loop.
 //! - [`cli`]: the `nurture` command line.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod diagnostic;
 pub mod dsl;
 pub mod engine;
@@ -27,5 +30,6 @@ pub mod enrollment;
 pub mod lead;
 pub mod leads_file;
 pub mod mail;
+pub mod project;
 pub mod store;
 pub mod workflow;

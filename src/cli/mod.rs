@@ -14,7 +14,7 @@ mod check;
 mod contacts;
 pub mod dry_run;
 mod leads;
-mod project;
+mod run;
 mod status;
 
 use std::io::Write;
@@ -22,8 +22,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use self::project::Project;
 use crate::config::Config;
+pub use crate::project::Project;
 use crate::store::Store;
 
 /// The process exit codes `nurture` documents.
@@ -95,6 +95,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Preview what a workflow would send, to whom and when, without sending anything.
     DryRun(Box<dry_run::DryRunArgs>),
+    /// Run the daemon: enroll leads, send each email when due, until stopped (SIGINT/SIGTERM).
+    Run(run::RunArgs),
     /// Import, list, show and change leads.
     Leads(leads::LeadsArgs),
     /// List the leads that became contacts: when, and why.
@@ -131,6 +133,7 @@ pub fn main() -> i32 {
     let result = match &cli.command {
         Command::Check(args) => check::run(&cli, args),
         Command::DryRun(args) => dry_run::run(&cli, args),
+        Command::Run(args) => run::run(&cli, args),
         Command::Leads(args) => leads::run(&cli, args),
         Command::Contacts(args) => contacts::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),

@@ -65,6 +65,8 @@ pub enum ExitReason {
     Manual,
     /// The program ran too many instructions without waiting (a bug in the workflow).
     LoopLimit,
+    /// The lead's record is gone from the store.
+    LeadMissing,
 }
 
 impl fmt::Display for ExitReason {
@@ -81,6 +83,7 @@ impl fmt::Display for ExitReason {
             }
             ExitReason::Manual => f.write_str("unenrolled by hand"),
             ExitReason::LoopLimit => f.write_str("too many steps without a wait"),
+            ExitReason::LeadMissing => f.write_str("the lead is no longer in the store"),
         }
     }
 }

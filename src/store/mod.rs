@@ -344,6 +344,25 @@ impl Store {
         })
     }
 
+    /// Up to `limit` leads after `after` (exclusive), in address order: a resumable walk.
+    pub fn leads_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Iterator<Item = Result<Lead>> + '_ {
+        let start = match after {
+            Some(email) => std::ops::Bound::Excluded(email.as_bytes().to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.leads
+            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
+            .take(limit)
+            .map(|entry| {
+                let (_, value) = entry?;
+                codec::decode("lead", &value)
+            })
+    }
+
     pub fn lead_count(&self) -> usize {
         self.leads.len()
     }

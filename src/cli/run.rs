@@ -1,0 +1,84 @@
+//! `nurture run`: start the daemon with the configuration, logging to stderr.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use tracing_subscriber::EnvFilter;
+
+use super::{Cli, CliError, ExitCode};
+use crate::config::{Config, LogFormat, TransportKind};
+use crate::daemon::clock::Clock;
+use crate::daemon::transport::Transport;
+use crate::daemon::{self, Control, DaemonError, Paths};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Exit once nothing is due and no email is ready to leave (for cron jobs and scripts),
+    /// instead of waiting for the next due time.
+    #[arg(long)]
+    pub until_idle: bool,
+}
+
+pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode, CliError> {
+    let config = cli.load_config()?;
+    init_logging(&config);
+    let clock = clock(&config)?;
+    let transport = match config.transport.kind {
+        TransportKind::File => Transport::file(&config.transport.outbox).map_err(|e| {
+            CliError::Input(format!(
+                "cannot create the outbox folder {}: {e}",
+                config.transport.outbox.display()
+            ))
+        })?,
+    };
+    let paths = Paths {
+        workflows: cli.workflows.clone(),
+        templates: cli.templates.clone(),
+    };
+    let until_idle = args.until_idle;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Input(format!("cannot start the runtime: {e}")))?;
+    let deadline = Duration::from_secs(config.daemon.shutdown_seconds);
+    let result = runtime.block_on(async move {
+        let control = Arc::new(Control::default());
+        daemon::handle_signals(control.clone(), deadline)?;
+        daemon::run(config, paths, clock, transport, control, until_idle).await
+    });
+    match result {
+        Ok(()) => Ok(ExitCode::Success),
+        Err(DaemonError::Invalid) => Err(CliError::Invalid(DaemonError::Invalid.to_string())),
+        Err(error) => Err(CliError::Input(error.to_string())),
+    }
+}
+
+fn init_logging(config: &Config) {
+    // RUST_LOG, when set, wins over the configured level.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn clock(config: &Config) -> Result<Clock, CliError> {
+    let start = config.daemon.rehearsal_start.trim();
+    if start.is_empty() {
+        return Ok(Clock::system());
+    }
+    let origin = DateTime::parse_from_rfc3339(start)
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "daemon.rehearsal_start `{start}` is not an RFC 3339 time ({e}); write 2026-11-23T09:00:00Z"
+            ))
+        })?
+        .with_timezone(&Utc);
+    Ok(Clock::rehearsal(origin, config.daemon.rehearsal_speed))
+}

@@ -1,0 +1,193 @@
+//! `nurture run`: the long-running daemon.
+//!
+//! One work loop does, in turn: enroll changed leads, advance pending enrollment scans, run due
+//! enrollments through the engine (emails enter the outbox), and hand ready outbox emails to the
+//! transport. When there is nothing to do it sleeps until the earliest of: the next due
+//! enrollment, the next outbox email, the next recurring slot, the next look at the workflow
+//! folders, a reload signal, or a stop signal. An idle daemon does not poll the store.
+//!
+//! - [`clock`]: system or rehearsal time;
+//! - [`scheduler`]: due enrollments → engine → outbox;
+//! - [`sender`]: outbox → transport, with crash recovery;
+//! - [`enroller`]: changed leads, backfills and recurring segments;
+//! - [`reload`]: new workflow files checked before they replace the running ones;
+//! - [`transport`]: file and null transports.
+//!
+//! Stopping: the first SIGINT/SIGTERM stops taking work; the batch in hand finishes, the store
+//! is flushed, and the daemon exits; if that takes longer than the configured deadline, it exits
+//! anyway (nothing is lost: see [`sender`]). A second signal exits at once.
+
+pub mod clock;
+pub mod enroller;
+pub mod reload;
+pub mod scheduler;
+pub mod sender;
+pub mod transport;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration as StdDuration;
+
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+use self::clock::Clock;
+use self::reload::Watcher;
+use self::transport::Transport;
+use crate::config::Config;
+use crate::project::Project;
+use crate::store::{Store, StoreError};
+
+/// Where the daemon finds its workflows and templates.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub workflows: PathBuf,
+    pub templates: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the workflows have errors; fix them (see `nurture check`) and start again")]
+    Invalid,
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Signals as the work loop sees them.
+#[derive(Default)]
+pub struct Control {
+    stopping: AtomicBool,
+    reload: AtomicBool,
+    wake: Notify,
+}
+
+impl Control {
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    pub fn request_reload(&self) {
+        self.reload.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs the daemon until it is told to stop (or, with `until_idle`, until nothing is due).
+pub async fn run(
+    config: Config,
+    paths: Paths,
+    clock: Clock,
+    transport: Transport,
+    control: Arc<Control>,
+    until_idle: bool,
+) -> Result<(), DaemonError> {
+    let store = Store::open(&config.store.path, config.cache_bytes())?;
+    let project = Project::load(std::slice::from_ref(&paths.workflows), &paths.templates);
+    reload::log_diagnostics(&project);
+    if project.count(crate::diagnostic::Severity::Error) > 0 {
+        return Err(DaemonError::Invalid);
+    }
+    let uncertain = sender::recover(&store, clock.now())?;
+    if uncertain > 0 {
+        warn!(
+            uncertain,
+            "emails caught mid-send by the last stop are reported as uncertain (see `nurture status`)"
+        );
+    }
+    info!(
+        store = %config.store.path.display(),
+        transport = %transport.describe(),
+        workflows = project.workflows.len(),
+        leads = store.lead_count(),
+        "nurture is running"
+    );
+    let mut project = Arc::new(project);
+    let mut watcher = Watcher::new(&paths, config.daemon.watch_seconds);
+    let mut next_slot = enroller::plan_scans(&store, &project, clock.now())?;
+
+    while !control.is_stopping() {
+        if control.reload.swap(false, Ordering::SeqCst) || watcher.changed() {
+            if let Some(reloaded) = reload::reload(&store, &paths, &project)? {
+                project = Arc::new(reloaded);
+            }
+            next_slot = enroller::plan_scans(&store, &project, clock.now())?;
+        }
+        let now = clock.now();
+        if next_slot.is_some_and(|slot| slot <= now) {
+            next_slot = enroller::plan_scans(&store, &project, now)?;
+        }
+        let worked = tokio::task::block_in_place(|| -> Result<usize, StoreError> {
+            Ok(
+                enroller::process_changed(&store, &project, now, config.daemon.batch)?
+                    + enroller::scan_some(&store, &project, now, config.daemon.batch * 8)?
+                    + scheduler::run_due(&store, &project, now, config.daemon.batch)?,
+            )
+        })?;
+        let sent =
+            sender::send_ready(&store, &transport, clock.now(), config.daemon.send_batch).await?;
+        if worked + sent > 0 {
+            continue;
+        }
+        if until_idle {
+            info!("nothing more is due now");
+            break;
+        }
+        let wake_at = [store.next_due()?, store.outbox_next()?, next_slot]
+            .into_iter()
+            .flatten()
+            .min();
+        let sleep = wake_at.map_or(StdDuration::from_secs(3600), |at| clock.real_wait_until(at));
+        let sleep = sleep.min(watcher.interval());
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = control.wake.notified() => {}
+        }
+    }
+    info!("stopping: flushing the store");
+    store.flush()?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Installs the signal handlers: SIGINT/SIGTERM stop (a second one exits at once, and the
+/// deadline bounds a graceful stop); SIGHUP reloads.
+pub fn handle_signals(control: Arc<Control>, deadline: StdDuration) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let setup = |e: std::io::Error| DaemonError::Setup(format!("cannot listen for signals: {e}"));
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(setup)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(setup)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(setup)?;
+    let stopper = control.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        info!(
+            deadline_seconds = deadline.as_secs(),
+            "stop requested; finishing the work in hand"
+        );
+        stopper.stop();
+        tokio::select! {
+            _ = interrupt.recv() => error!("second stop signal: exiting now"),
+            _ = terminate.recv() => error!("second stop signal: exiting now"),
+            () = tokio::time::sleep(deadline) => error!("the graceful stop took too long: exiting now"),
+        }
+        std::process::exit(130);
+    });
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            info!("SIGHUP: reloading workflows and templates");
+            control.request_reload();
+        }
+    });
+    Ok(())
+}

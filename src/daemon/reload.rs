@@ -1,0 +1,160 @@
+//! Reloading workflows and templates while running: on SIGHUP or when a file in the folders
+//! changes. The new files are checked first; on any error the running version stays and every
+//! diagnostic is logged.
+//!
+//! What an edit does to enrollments in flight: an enrollment continues at the step it stood
+//! in, by name, under the new version; if that step no longer exists, the enrollment ends with
+//! the reason "step `x` was removed" the next time it is due (and the reload logs how many
+//! enrollments that will be). A workflow whose file disappears keeps its enrollments waiting
+//! (re-checked hourly) rather than ending them, so a botched rename loses nobody.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{error, info, warn};
+
+use super::Paths;
+use crate::diagnostic::Severity;
+use crate::project::Project;
+use crate::store::{Store, StoreError};
+
+/// Notices changes in the workflow and template folders by their files' names, sizes and
+/// modification times, looked at every `interval` (a few stat calls: no measurable CPU).
+pub struct Watcher {
+    paths: Paths,
+    interval: Option<Duration>,
+    last_look: Instant,
+    fingerprint: BTreeMap<String, (u64, Option<SystemTime>)>,
+}
+
+impl Watcher {
+    /// `seconds == 0` turns watching off (reload on SIGHUP only).
+    pub fn new(paths: &Paths, seconds: u64) -> Watcher {
+        Watcher {
+            paths: paths.clone(),
+            interval: (seconds > 0).then(|| Duration::from_secs(seconds)),
+            last_look: Instant::now(),
+            fingerprint: fingerprint(paths),
+        }
+    }
+
+    /// How long the work loop may sleep before the next look.
+    pub fn interval(&self) -> Duration {
+        self.interval.unwrap_or(Duration::from_secs(3600))
+    }
+
+    /// Whether anything changed since the last look (looks at most once per interval).
+    pub fn changed(&mut self) -> bool {
+        let Some(interval) = self.interval else {
+            return false;
+        };
+        if self.last_look.elapsed() < interval {
+            return false;
+        }
+        self.last_look = Instant::now();
+        let now = fingerprint(&self.paths);
+        if now == self.fingerprint {
+            return false;
+        }
+        self.fingerprint = now;
+        info!("workflow or template files changed: reloading");
+        true
+    }
+}
+
+fn fingerprint(paths: &Paths) -> BTreeMap<String, (u64, Option<SystemTime>)> {
+    let mut files = BTreeMap::new();
+    for root in [&paths.workflows, &paths.templates] {
+        walk(root, &mut files);
+    }
+    files
+}
+
+fn walk(dir: &Path, files: &mut BTreeMap<String, (u64, Option<SystemTime>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            walk(&path, files);
+        } else {
+            files.insert(
+                path.display().to_string(),
+                (meta.len(), meta.modified().ok()),
+            );
+        }
+    }
+}
+
+/// Loads and checks the folders again. `Some(project)` replaces the running one; `None` means
+/// there were errors (all logged) and the running version stays.
+pub fn reload(
+    store: &Store,
+    paths: &Paths,
+    running: &Project,
+) -> Result<Option<Project>, StoreError> {
+    let project = Project::load(std::slice::from_ref(&paths.workflows), &paths.templates);
+    log_diagnostics(&project);
+    let errors = project.count(Severity::Error);
+    if errors > 0 {
+        error!(
+            errors,
+            running = running.workflows.len(),
+            "reload refused: the running workflows stay"
+        );
+        return Ok(None);
+    }
+    for workflow in &project.workflows {
+        match running.workflow(&workflow.name) {
+            Some(old) if old.version != workflow.version => {
+                info!(workflow = %workflow.name, version = %workflow.version, "workflow changed");
+            }
+            None => info!(workflow = %workflow.name, "workflow added"),
+            Some(_) => {}
+        }
+    }
+    for old in &running.workflows {
+        if project.workflow(&old.name).is_none() {
+            warn!(workflow = %old.name, "workflow removed: its enrollments wait until it comes back");
+        }
+    }
+    warn_removed_steps(store, &project)?;
+    info!(workflows = project.workflows.len(), "reloaded");
+    Ok(Some(project))
+}
+
+/// Every diagnostic, one log line each (rendered the way `nurture check` prints it).
+pub fn log_diagnostics(project: &Project) {
+    for diagnostic in &project.diagnostics {
+        match diagnostic.severity {
+            Severity::Error => error!("{diagnostic}"),
+            Severity::Warning => warn!("{diagnostic}"),
+        }
+    }
+}
+
+/// Logs, per workflow, how many active enrollments stand in a step that no longer exists.
+pub fn warn_removed_steps(store: &Store, project: &Project) -> Result<(), StoreError> {
+    let mut stranded: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for enrollment in store.enrollments() {
+        let enrollment = enrollment?;
+        if !enrollment.is_active() {
+            continue;
+        }
+        if let Some(workflow) = project.workflow(&enrollment.workflow)
+            && workflow.step_index(&enrollment.position.step).is_none()
+        {
+            *stranded
+                .entry((enrollment.workflow, enrollment.position.step))
+                .or_default() += 1;
+        }
+    }
+    for ((workflow, step), count) in stranded {
+        warn!(%workflow, %step, enrollments = count,
+            "step was removed: these enrollments will exit with that reason when next due");
+    }
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! Due enrollments through the engine: read what is due from the `due` index, run `advance`,
+//! render each email, and write the new state and the outbox entries as one batch.
+//!
+//! An email enters the outbox in the same transaction that moves its enrollment past the
+//! `send`, with its final Message-ID. Whatever happens next (crash, SMTP outage), the step is
+//! neither lost (the outbox keeps it) nor planned twice (the enrollment has moved on).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use tracing::{debug, warn};
+
+use crate::engine::{self, Effect, Enrollment, ExitReason, Input, Status};
+use crate::lead::Lead;
+use crate::mail::RenderedBody;
+use crate::mail::compose::{OutgoingEmail, domain_of, new_message_id, to_eml};
+use crate::mail::personalize::personalize;
+use crate::project::Project;
+use crate::store::{Batch, EventKind, OutboxEmail, Store, StoreError};
+use crate::workflow::{Mailbox, Workflow};
+
+/// How long an enrollment of a workflow that is no longer loaded waits before it is looked at
+/// again. Its file may come back (a rename, a bad edit being fixed); it is not ended for that.
+pub const MISSING_WORKFLOW_RECHECK: Duration = Duration::hours(1);
+
+/// Runs up to `limit` due enrollments. Returns how many were run.
+pub fn run_due(
+    store: &Store,
+    project: &Project,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let due = store.due(now, limit)?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let mut work = Work {
+        store,
+        project,
+        now,
+        batch: Batch::default(),
+        leads: HashMap::new(),
+    };
+    for (workflow, email) in &due {
+        let Some(enrollment) = store.enrollment(workflow, email)? else {
+            continue;
+        };
+        work.run_one(enrollment)?;
+    }
+    let Work {
+        mut batch, leads, ..
+    } = work;
+    for (_, (lead, changed)) in leads {
+        if changed {
+            batch.changed.push(lead.email.clone());
+            batch.leads.push(lead);
+        }
+    }
+    store.apply(&batch)?;
+    Ok(due.len())
+}
+
+/// One batch in the making. Leads are cached so that two workflows due for the same lead in
+/// one batch see each other's changes.
+struct Work<'a> {
+    store: &'a Store,
+    project: &'a Project,
+    now: DateTime<Utc>,
+    batch: Batch,
+    /// email → (lead, changed in this batch)
+    leads: HashMap<String, (Lead, bool)>,
+}
+
+impl Work<'_> {
+    fn lead(&mut self, email: &str) -> Result<Option<Lead>, StoreError> {
+        if let Some((lead, _)) = self.leads.get(email) {
+            return Ok(Some(lead.clone()));
+        }
+        let Some(lead) = self.store.lead(email)? else {
+            return Ok(None);
+        };
+        self.leads.insert(email.to_string(), (lead.clone(), false));
+        Ok(Some(lead))
+    }
+
+    fn run_one(&mut self, mut enrollment: Enrollment) -> Result<(), StoreError> {
+        let now = self.now;
+        let Some(lead) = self.lead(&enrollment.lead)? else {
+            warn!(workflow = %enrollment.workflow, lead = %enrollment.lead, "the lead of an enrollment is missing; ending it");
+            self.end(enrollment, ExitReason::LeadMissing);
+            return Ok(());
+        };
+        if lead.is_suppressed() {
+            self.end(enrollment, ExitReason::Suppressed);
+            return Ok(());
+        }
+        let Some(workflow) = self.project.workflow(&enrollment.workflow) else {
+            warn!(workflow = %enrollment.workflow, lead = %enrollment.lead, "workflow not loaded; enrollment waits an hour");
+            enrollment.due = Some(now + MISSING_WORKFLOW_RECHECK);
+            self.batch.enrollments.push(enrollment);
+            return Ok(());
+        };
+        let slot = enrollment.due.unwrap_or(now);
+        let outcome = engine::advance(workflow, &enrollment, &lead, &Input::Due, now);
+        self.record(workflow, &lead, &outcome.lead, &outcome.effects, slot)?;
+        if outcome.lead != lead {
+            self.leads
+                .insert(lead.email.clone(), (outcome.lead.clone(), true));
+        }
+        self.batch.enrollments.push(outcome.enrollment);
+        Ok(())
+    }
+
+    fn end(&mut self, mut enrollment: Enrollment, reason: ExitReason) {
+        enrollment.status = Status::Exited(reason.clone());
+        enrollment.due = None;
+        enrollment.updated_at = self.now;
+        self.batch.event(
+            &enrollment.lead,
+            self.now,
+            Some(&enrollment.workflow),
+            EventKind::Exited { reason },
+        );
+        self.batch.enrollments.push(enrollment);
+    }
+
+    /// Turns the engine's effects into journal lines and outbox entries.
+    fn record(
+        &mut self,
+        workflow: &Workflow,
+        before: &Lead,
+        after: &Lead,
+        effects: &[Effect],
+        slot: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let now = self.now;
+        let email = before.email.clone();
+        let name = Some(workflow.name.as_str());
+        for effect in effects {
+            let kind = match effect {
+                Effect::Received { what } => EventKind::Received { what: what.clone() },
+                Effect::Send(planned) => {
+                    // The lead as it is at this send: a `tag` before it is visible to it.
+                    match personalize(&self.project.templates, workflow, after, planned, slot, now)
+                    {
+                        Ok(outgoing) => {
+                            let queued = self.queue(workflow, &email, &planned.step, &outgoing)?;
+                            match queued {
+                                Some(kind) => kind,
+                                None => continue,
+                            }
+                        }
+                        Err(error) => {
+                            warn!(workflow = %workflow.name, lead = %email, step = %planned.step, %error, "cannot render");
+                            EventKind::SendFailed {
+                                message_id: String::new(),
+                                step: planned.step.clone(),
+                                error,
+                                permanent: true,
+                            }
+                        }
+                    }
+                }
+                Effect::Decision {
+                    step,
+                    condition,
+                    result,
+                    ..
+                } => EventKind::Decision {
+                    step: step.clone(),
+                    condition: condition.clone(),
+                    result: *result,
+                },
+                Effect::LeadChanged { change } => EventKind::Changed {
+                    change: change.clone(),
+                },
+                Effect::Promoted { stage } => EventKind::Promoted {
+                    stage: *stage,
+                    by: format!("workflow `{}`", workflow.name),
+                },
+                Effect::Notify { to, reason } => {
+                    self.notify(workflow, after, to, reason)?;
+                    EventKind::Notified {
+                        to: to.clone(),
+                        reason: reason.clone(),
+                    }
+                }
+                Effect::Waiting { until, reason } => {
+                    debug!(workflow = %workflow.name, lead = %email, %until, %reason, "waiting");
+                    continue;
+                }
+                Effect::Completed => EventKind::Completed,
+                Effect::Exited { reason } => EventKind::Exited {
+                    reason: reason.clone(),
+                },
+            };
+            self.batch.event(&email, now, name, kind);
+        }
+        Ok(())
+    }
+
+    /// Puts `outgoing` in the outbox, unless that Message-ID was already sent (a slot planned
+    /// twice must not send twice).
+    fn queue(
+        &mut self,
+        workflow: &Workflow,
+        lead: &str,
+        step: &str,
+        outgoing: &OutgoingEmail,
+    ) -> Result<Option<EventKind>, StoreError> {
+        if self.store.message(&outgoing.message_id)?.is_some() {
+            warn!(message_id = %outgoing.message_id, "already sent; not queued again");
+            return Ok(None);
+        }
+        let eml = match to_eml(outgoing) {
+            Ok(eml) => eml,
+            Err(error) => {
+                return Ok(Some(EventKind::SendFailed {
+                    message_id: outgoing.message_id.clone(),
+                    step: step.to_string(),
+                    error: error.to_string(),
+                    permanent: true,
+                }));
+            }
+        };
+        self.batch.outbox_put.push(OutboxEmail {
+            message_id: outgoing.message_id.clone(),
+            workflow: workflow.name.clone(),
+            lead: lead.to_string(),
+            step: step.to_string(),
+            subject: outgoing.subject.clone(),
+            envelope_from: workflow.from.address.clone(),
+            envelope_to: outgoing.to.address.clone(),
+            queued_at: self.now,
+            not_before: self.now,
+            attempts: 0,
+            eml,
+        });
+        Ok(Some(EventKind::Queued {
+            message_id: outgoing.message_id.clone(),
+            step: step.to_string(),
+            subject: outgoing.subject.clone(),
+        }))
+    }
+
+    /// `notify owner` / `notify "…"`: a short email to a person on our side.
+    fn notify(
+        &mut self,
+        workflow: &Workflow,
+        lead: &Lead,
+        to: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let to = mailbox_from_display(to);
+        let outgoing = notification(workflow, lead, &to, reason, self.now);
+        let step = format!("notify {}", to.address);
+        if let Some(kind) = self.queue(workflow, &lead.email, &step, &outgoing)? {
+            self.batch
+                .event(&lead.email, self.now, Some(&workflow.name), kind);
+        }
+        Ok(())
+    }
+}
+
+/// The email that tells a person on our side about a lead.
+fn notification(
+    workflow: &Workflow,
+    lead: &Lead,
+    to: &Mailbox,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> OutgoingEmail {
+    let who = lead.full_name().map_or_else(
+        || lead.email.clone(),
+        |name| format!("{name} <{}>", lead.email),
+    );
+    let text = format!(
+        "{who} ({reason}).\n\nStage: {}. Run `nurture leads show {}` for the whole story.\n",
+        lead.stage.as_str(),
+        lead.email
+    );
+    let html = format!(
+        "<p>{} ({}).</p><p>Stage: {}. Run <code>nurture leads show {}</code> for the whole story.</p>",
+        handlebars::html_escape(&who),
+        handlebars::html_escape(reason),
+        lead.stage.as_str(),
+        handlebars::html_escape(&lead.email)
+    );
+    let unique = format!(
+        "notify|{}|{}|{}|{}",
+        workflow.name,
+        lead.email,
+        to.address,
+        now.timestamp_millis()
+    );
+    OutgoingEmail {
+        message_id: new_message_id(domain_of(&workflow.from.address), &unique),
+        from: workflow.from.clone(),
+        reply_to: None,
+        to: to.clone(),
+        subject: format!("[nurture] {who}: {reason}"),
+        body: RenderedBody { html, text },
+        date: now,
+        list_unsubscribe: Vec::new(),
+        one_click: false,
+        extra_headers: vec![("X-Nurture-Workflow".into(), workflow.name.clone())],
+    }
+}
+
+/// The mailbox back from its display form (`Name <address>` or `address`); the engine names
+/// notification targets that way, and the checker has already validated the address.
+fn mailbox_from_display(text: &str) -> Mailbox {
+    match text.rsplit_once('<') {
+        Some((name, address)) => Mailbox {
+            name: Some(name.trim().to_string()).filter(|n| !n.is_empty()),
+            address: address.trim_end_matches('>').trim().to_string(),
+        },
+        None => Mailbox {
+            name: None,
+            address: text.trim().to_string(),
+        },
+    }
+}

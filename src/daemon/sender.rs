@@ -1,0 +1,166 @@
+//! The outbox through a transport, with a durable in-flight mark around each hand-over.
+//!
+//! For each batch: the (outbox key, Message-ID) pairs are written and flushed as "in flight";
+//! the emails are handed to the transport; the outcomes (sent → `messages`, transient failure →
+//! back in the outbox with a backoff, permanent failure → `messages` as failed) are applied as
+//! one batch and flushed; the in-flight mark is cleared. After a crash, [`recover`] finds the
+//! emails still marked in flight whose outcome was never recorded: they may or may not have
+//! left, so they are reported as uncertain rather than sent a second time.
+
+use chrono::{DateTime, Duration, Utc};
+use tracing::{info, warn};
+
+use super::transport::Transport;
+use crate::store::{Batch, EventKind, MessageRecord, MessageState, OutboxEmail, Store, StoreError};
+
+/// The first retry waits this long; each further one doubles it, up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::seconds(30);
+pub const MAX_BACKOFF: Duration = Duration::hours(1);
+
+/// Sends up to `limit` emails that may leave at `now`. Returns how many were handed over.
+pub async fn send_ready(
+    store: &Store,
+    transport: &Transport,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let ready = store.outbox_ready(now, limit)?;
+    if ready.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<(DateTime<Utc>, String)> = ready
+        .iter()
+        .map(|email| (email.not_before, email.message_id.clone()))
+        .collect();
+    store.begin_sending(&keys)?;
+    let mut batch = Batch::default();
+    for email in &ready {
+        let outcome = transport.send(email).await;
+        batch
+            .outbox_remove
+            .push((email.not_before, email.message_id.clone()));
+        match outcome {
+            Ok(()) => {
+                info!(message_id = %email.message_id, lead = %email.lead, workflow = %email.workflow, step = %email.step, "sent");
+                batch.messages.push(record(email, MessageState::Sent, now));
+                batch.event(
+                    &email.lead,
+                    now,
+                    Some(&email.workflow),
+                    EventKind::Sent {
+                        message_id: email.message_id.clone(),
+                        step: email.step.clone(),
+                    },
+                );
+            }
+            Err(error) => {
+                warn!(message_id = %email.message_id, lead = %email.lead, permanent = error.permanent, %error, "send failed");
+                if error.permanent {
+                    batch
+                        .messages
+                        .push(record(email, MessageState::Failed, now));
+                } else {
+                    let mut retry = email.clone();
+                    retry.attempts += 1;
+                    retry.not_before = now + backoff(retry.attempts, &email.message_id);
+                    batch.outbox_put.push(retry);
+                }
+                batch.event(
+                    &email.lead,
+                    now,
+                    Some(&email.workflow),
+                    EventKind::SendFailed {
+                        message_id: email.message_id.clone(),
+                        step: email.step.clone(),
+                        error: error.message,
+                        permanent: error.permanent,
+                    },
+                );
+            }
+        }
+    }
+    store.apply(&batch)?;
+    store.flush()?;
+    store.end_sending()?;
+    Ok(ready.len())
+}
+
+/// After a crash: every email still marked in flight and still in the outbox is reported as
+/// uncertain and taken out of the outbox. Returns how many.
+pub fn recover(store: &Store, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let mut batch = Batch::default();
+    for (not_before, message_id) in store.in_flight()? {
+        let Some(email) = store.outbox_email(not_before, &message_id)? else {
+            // Its outcome was recorded before the crash.
+            continue;
+        };
+        warn!(%message_id, lead = %email.lead, workflow = %email.workflow, step = %email.step,
+            "uncertain: the daemon stopped while handing this email over; it is not sent again");
+        batch.outbox_remove.push((not_before, message_id.clone()));
+        batch
+            .messages
+            .push(record(&email, MessageState::Uncertain, now));
+        batch.event(
+            &email.lead,
+            now,
+            Some(&email.workflow),
+            EventKind::Uncertain {
+                message_id,
+                step: email.step.clone(),
+            },
+        );
+    }
+    let uncertain = batch.messages.len();
+    store.apply(&batch)?;
+    store.end_sending()?;
+    store.flush()?;
+    Ok(uncertain)
+}
+
+fn record(email: &OutboxEmail, state: MessageState, now: DateTime<Utc>) -> MessageRecord {
+    MessageRecord {
+        message_id: email.message_id.clone(),
+        workflow: email.workflow.clone(),
+        lead: email.lead.clone(),
+        step: email.step.clone(),
+        subject: email.subject.clone(),
+        state,
+        queued_at: email.queued_at,
+        at: now,
+    }
+}
+
+/// Exponential backoff with jitter: 30 s, 1 min, 2 min… up to an hour, each stretched by up
+/// to a quarter, so emails that failed together do not all come back at the same instant. The
+/// jitter is derived from the Message-ID: no random source, and the same email gets the same
+/// schedule.
+pub fn backoff(attempt: u32, message_id: &str) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(16);
+    let base = (FIRST_BACKOFF * 2_i32.pow(doublings)).min(MAX_BACKOFF);
+    let hash = message_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let jitter_ms = hash % (base.num_milliseconds() as u64 / 4 + 1);
+    base + Duration::milliseconds(jitter_ms as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour_with_bounded_jitter() {
+        let mut previous = Duration::zero();
+        for attempt in 1..=12 {
+            let wait = backoff(attempt, "<x@example.test>");
+            let base = (FIRST_BACKOFF * 2_i32.pow(attempt - 1)).min(MAX_BACKOFF);
+            assert!(
+                wait >= base && wait <= base + base / 4,
+                "attempt {attempt}: {wait}"
+            );
+            assert!(wait >= previous || base == MAX_BACKOFF);
+            previous = wait;
+        }
+        assert_ne!(backoff(1, "<a@x>"), backoff(1, "<b@x>"));
+    }
+}

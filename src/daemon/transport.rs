@@ -1,0 +1,74 @@
+//! Where emails go: a folder of `.eml` files (lettre's file transport, the default, so a fresh
+//! checkout works before any SMTP server is configured) or nowhere (benchmarks).
+//!
+//! A transport reports failures as permanent (do not retry) or transient (retry later).
+
+use std::path::Path;
+
+use lettre::address::Envelope;
+use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
+
+use crate::store::OutboxEmail;
+
+pub enum Transport {
+    /// Each email as `<uuid>.eml` in a folder.
+    File(AsyncFileTransport<Tokio1Executor>),
+    /// Accepts everything, sends nothing: measures the daemon without a transport.
+    Null,
+}
+
+/// Why an email did not leave.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    pub message: String,
+    /// A permanent failure is not retried.
+    pub permanent: bool,
+}
+
+impl Transport {
+    /// A file transport writing into `dir`, created if missing.
+    pub fn file(dir: &Path) -> std::io::Result<Transport> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Transport::File(AsyncFileTransport::new(dir)))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Transport::File(_) => "file".into(),
+            Transport::Null => "null".into(),
+        }
+    }
+
+    pub async fn send(&self, email: &OutboxEmail) -> Result<(), SendError> {
+        let envelope = envelope(email)?;
+        match self {
+            Transport::File(files) => files
+                .send_raw(&envelope, &email.eml)
+                .await
+                .map(|_| ())
+                .map_err(|error| SendError {
+                    // A full disk or a missing folder may be fixed while we wait.
+                    message: format!("cannot write the email file: {error}"),
+                    permanent: false,
+                }),
+            Transport::Null => Ok(()),
+        }
+    }
+}
+
+fn envelope(email: &OutboxEmail) -> Result<Envelope, SendError> {
+    let bad = |what: &str, error: String| SendError {
+        message: format!("bad {what} address: {error}"),
+        permanent: true,
+    };
+    let from = email
+        .envelope_from
+        .parse()
+        .map_err(|e: lettre::address::AddressError| bad("sender", e.to_string()))?;
+    let to = email
+        .envelope_to
+        .parse()
+        .map_err(|e: lettre::address::AddressError| bad("recipient", e.to_string()))?;
+    Envelope::new(Some(from), vec![to]).map_err(|e| bad("envelope", e.to_string()))
+}
