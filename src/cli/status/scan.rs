@@ -1,0 +1,198 @@
+//! The counting behind `nurture status`: one sequential pass over each store tree, merged into a
+//! [`Report`].
+//!
+//! There are no per-lead lookups and no counters the daemon would have to keep in step: every
+//! number is read from the records themselves. That is fine for a command a person runs: in
+//! release, a store of 200,000 enrollments (400,000 emails, 1.1 million journal events) takes
+//! about 4 s on two cores, so a million enrollments about 20 s. Half of it is the journal, whose
+//! every event is decoded to find the promotions. Each tree is scanned on its own thread, so
+//! with enough cores the wall time is the journal's alone. Memory is one entry per workflow per
+//! tree, plus a few uncertain emails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::thread::ScopedJoinHandle;
+
+use super::{Due, Report, WorkflowStatus, rate};
+use crate::engine::{ExitReason, Status};
+use crate::lead::Stage;
+use crate::store::{EventKind, MessageRecord, MessageState, Store, StoreError};
+
+/// The table lists this many uncertain emails by name; the count covers them all.
+const UNCERTAIN_LISTED: usize = 10;
+
+/// Counts per workflow name, as one tree's pass sees them.
+type Counts = BTreeMap<String, WorkflowStatus>;
+
+/// The report on `store`, with a row for every workflow in `loaded` (the names that compiled
+/// from the workflows folder) and for every other workflow the store mentions, and the next
+/// `next` enrollments due.
+pub(super) fn scan(store: &Store, loaded: &[String], next: usize) -> Result<Report, StoreError> {
+    let (enrollments, messages, promotions, people) = std::thread::scope(|scope| {
+        let enrollments = scope.spawn(|| count_enrollments(store));
+        let messages = scope.spawn(|| count_messages(store));
+        let promotions = scope.spawn(|| count_promotions(store));
+        let people = count_people(store);
+        (join(enrollments), join(messages), join(promotions), people)
+    });
+    let (messages, uncertain) = messages?;
+    let (leads, contacts, suppressed) = people?;
+
+    let mut workflows: Counts = loaded
+        .iter()
+        .map(|name| {
+            let status = WorkflowStatus {
+                name: name.clone(),
+                loaded: true,
+                ..WorkflowStatus::default()
+            };
+            (name.clone(), status)
+        })
+        .collect();
+    for part in [enrollments?, messages, promotions?] {
+        for (name, counts) in part {
+            slot(&mut workflows, &name).add(counts);
+        }
+    }
+    let mut workflows: Vec<WorkflowStatus> = workflows.into_values().collect();
+    for counts in &mut workflows {
+        counts.contact_rate = rate(counts.promoted, counts.enrolled);
+    }
+
+    let next = store
+        .upcoming(next)?
+        .into_iter()
+        .map(|(at, workflow, lead)| Due { at, workflow, lead })
+        .collect();
+    Ok(Report {
+        workflows,
+        next,
+        leads,
+        contacts,
+        suppressed,
+        uncertain,
+    })
+}
+
+/// A pass's result; a panic in a pass is a bug, so it goes on unwinding here.
+fn join<T>(handle: ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Enrolled, active, completed, exited by reason, replies and auto-replies.
+fn count_enrollments(store: &Store) -> Result<Counts, StoreError> {
+    let mut workflows = Counts::new();
+    for enrollment in store.enrollments() {
+        let enrollment = enrollment?;
+        let counts = slot(&mut workflows, &enrollment.workflow);
+        counts.enrolled += 1;
+        match &enrollment.status {
+            Status::Active => counts.active += 1,
+            Status::Completed => counts.completed += 1,
+            Status::Exited(reason) => *counts.exited.entry(reason_key(reason)).or_default() += 1,
+        }
+        counts.replies += u64::from(enrollment.facts.replied);
+        counts.auto_replies += u64::from(enrollment.facts.auto_replied);
+    }
+    Ok(workflows)
+}
+
+/// Sent, failed and uncertain emails (and the first few uncertain ones), and the outbox.
+fn count_messages(store: &Store) -> Result<(Counts, Vec<MessageRecord>), StoreError> {
+    let mut workflows = Counts::new();
+    let mut uncertain = Vec::new();
+    for message in store.messages() {
+        let message = message?;
+        let counts = slot(&mut workflows, &message.workflow);
+        match message.state {
+            MessageState::Sent => counts.sent += 1,
+            MessageState::Failed => counts.failed += 1,
+            MessageState::Uncertain => {
+                counts.uncertain += 1;
+                if uncertain.len() < UNCERTAIN_LISTED {
+                    uncertain.push(message);
+                }
+            }
+        }
+    }
+    // The outbox holds only what waits to leave, so it is small next to the messages.
+    for email in store.outbox() {
+        slot(&mut workflows, &email?.workflow).queued += 1;
+    }
+    Ok((workflows, uncertain))
+}
+
+/// Leads promoted by each workflow, once per lead: a lead promoted to contact, then to customer
+/// by the same workflow counts once. The journal is keyed lead by lead, so that only needs the
+/// workflows that promoted the current lead.
+fn count_promotions(store: &Store) -> Result<Counts, StoreError> {
+    let mut workflows = Counts::new();
+    let mut lead = String::new();
+    let mut promoted_by: BTreeSet<String> = BTreeSet::new();
+    for entry in store.all_events() {
+        let (email, event) = entry?;
+        let (EventKind::Promoted { .. }, Some(workflow)) = (&event.kind, event.workflow) else {
+            continue;
+        };
+        if email != lead {
+            lead = email;
+            promoted_by.clear();
+        }
+        if !promoted_by.contains(&workflow) {
+            slot(&mut workflows, &workflow).promoted += 1;
+            promoted_by.insert(workflow);
+        }
+    }
+    Ok(workflows)
+}
+
+/// Everyone in the store, those at stage contact or customer, and the suppressed.
+fn count_people(store: &Store) -> Result<(u64, u64, u64), StoreError> {
+    let (mut leads, mut contacts, mut suppressed) = (0, 0, 0);
+    for person in store.leads() {
+        let person = person?;
+        leads += 1;
+        contacts += u64::from(person.stage >= Stage::Contact);
+        suppressed += u64::from(person.is_suppressed());
+    }
+    Ok((leads, contacts, suppressed))
+}
+
+/// The counts for `name`, created (as not loaded) the first time a workflow is seen.
+fn slot<'a>(workflows: &'a mut Counts, name: &str) -> &'a mut WorkflowStatus {
+    workflows
+        .entry(name.to_string())
+        .or_insert_with(|| WorkflowStatus {
+            name: name.to_string(),
+            ..WorkflowStatus::default()
+        })
+}
+
+/// The reason's snake_case name, as the store writes it. Taken from serde rather than a match
+/// so a new reason needs no change here; `step_removed` carries the step, dropped to group.
+fn reason_key(reason: &ExitReason) -> String {
+    match serde_json::to_value(reason) {
+        Ok(serde_json::Value::String(name)) => name,
+        Ok(serde_json::Value::Object(map)) if map.len() == 1 => map
+            .into_iter()
+            .next()
+            .map(|(name, _)| name)
+            .unwrap_or_default(),
+        _ => reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_keys_are_snake_case_and_group_removed_steps() {
+        assert_eq!(reason_key(&ExitReason::AutoReplied), "auto_replied");
+        assert_eq!(
+            reason_key(&ExitReason::StepRemoved("nudge".into())),
+            "step_removed"
+        );
+    }
+}

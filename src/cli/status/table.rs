@@ -1,0 +1,189 @@
+//! The human rendering of a [`Report`]: one aligned row per workflow, then what needs a look
+//! (uncertain emails), exits by reason, the next enrollments due, and the totals.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+
+use super::{Report, WorkflowStatus};
+use crate::cli::check::plural;
+
+fn utc(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// The human report: the aligned table, uncertain emails, exits by reason, the next due, totals.
+pub(super) fn table(report: &Report, now: DateTime<Utc>, workflows_dir: &str) -> String {
+    let mut out = String::new();
+    workflows(&mut out, report, workflows_dir);
+    uncertain(&mut out, report);
+    exits(&mut out, report);
+    next_due(&mut out, report, now);
+    let _ = writeln!(
+        out,
+        "\n{} lead{} in the store, {} contact{} (stage contact or customer), {} suppressed",
+        report.leads,
+        plural(report.leads as usize),
+        report.contacts,
+        plural(report.contacts as usize),
+        report.suppressed
+    );
+    out
+}
+
+/// One row per workflow, names left, numbers right-aligned under their headers.
+fn workflows(out: &mut String, report: &Report, workflows_dir: &str) {
+    const HEADERS: [&str; 13] = [
+        "workflow",
+        "enrolled",
+        "active",
+        "completed",
+        "exited",
+        "sent",
+        "failed",
+        "uncertain",
+        "queued",
+        "replies",
+        "auto-replies",
+        "promoted",
+        "contact rate",
+    ];
+    let rows: Vec<[String; 13]> = report
+        .workflows
+        .iter()
+        .map(|w| {
+            let name = if w.loaded {
+                w.name.clone()
+            } else {
+                format!("{}*", w.name)
+            };
+            let rate = w
+                .contact_rate
+                .map_or_else(|| "–".to_string(), |rate| format!("{rate:.1}%"));
+            [
+                name,
+                w.enrolled.to_string(),
+                w.active.to_string(),
+                w.completed.to_string(),
+                w.exited_total().to_string(),
+                w.sent.to_string(),
+                w.failed.to_string(),
+                w.uncertain.to_string(),
+                w.queued.to_string(),
+                w.replies.to_string(),
+                w.auto_replies.to_string(),
+                w.promoted.to_string(),
+                rate,
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(|header| header.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: &[&str]| {
+        let mut text = String::new();
+        for (column, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            let pad = " ".repeat(width - cell.chars().count());
+            // Names read left to right; numbers line up on their last digit.
+            if column == 0 {
+                let _ = write!(text, "{cell}{pad}");
+            } else {
+                let _ = write!(text, "  {pad}{cell}");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&HEADERS);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    if report.workflows.iter().any(|w| !w.loaded) {
+        let _ = writeln!(
+            out,
+            "* not loaded: the store has enrollments in this workflow, but no workflow of that \
+             name compiled from {workflows_dir} (deleted, renamed, or its file has errors: run \
+             `nurture check`)"
+        );
+    }
+}
+
+/// Uncertain emails need a person to find out whether they left: the count and the first few.
+fn uncertain(out: &mut String, report: &Report) {
+    let uncertain: u64 = report.workflows.iter().map(|w| w.uncertain).sum();
+    if uncertain > 0 {
+        let (emails, them, they) = if uncertain == 1 {
+            ("email is", "it", "it")
+        } else {
+            ("emails are", "them", "they")
+        };
+        let _ = writeln!(
+            out,
+            "\nwarning: {uncertain} {emails} uncertain: the daemon stopped while handing {them} \
+             to the transport, so {they} may or may not have left; nurture does not send {them} \
+             again by itself, the mail server's log tells whether {they} left:"
+        );
+        for message in &report.uncertain {
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}  step {}  {}",
+                utc(message.at),
+                message.workflow,
+                message.lead,
+                message.step,
+                message.message_id
+            );
+        }
+        let more = uncertain - report.uncertain.len() as u64;
+        if more > 0 {
+            let _ = writeln!(out, "  and {more} more");
+        }
+    }
+}
+
+fn exits(out: &mut String, report: &Report) {
+    let exits: Vec<&WorkflowStatus> = report
+        .workflows
+        .iter()
+        .filter(|w| !w.exited.is_empty())
+        .collect();
+    if !exits.is_empty() {
+        out.push_str("\nexited, by reason:\n");
+        for w in exits {
+            let reasons: Vec<String> = w
+                .exited
+                .iter()
+                .map(|(reason, count)| format!("{reason} {count}"))
+                .collect();
+            let _ = writeln!(out, "  {}: {}", w.name, reasons.join(", "));
+        }
+    }
+}
+
+fn next_due(out: &mut String, report: &Report, now: DateTime<Utc>) {
+    out.push_str("\nnext due:\n");
+    if report.next.is_empty() {
+        out.push_str("  nothing is scheduled\n");
+    }
+    let workflow_width = report
+        .next
+        .iter()
+        .map(|due| due.workflow.chars().count())
+        .max()
+        .unwrap_or(0);
+    for due in &report.next {
+        // The daemon holds the store while it runs, so a past time here means it is stopped.
+        let late = if due.at <= now { "  overdue" } else { "" };
+        let pad = " ".repeat(workflow_width - due.workflow.chars().count());
+        let _ = writeln!(
+            out,
+            "  {}  {}{pad}  {}{late}",
+            utc(due.at),
+            due.workflow,
+            due.lead
+        );
+    }
+}
