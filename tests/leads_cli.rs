@@ -30,13 +30,13 @@ impl Scratch {
         path
     }
 
-    /// Runs `nurture ARGS`.
-    fn run(&self, args: &[&str]) -> Run {
+    /// Runs `nurture ARGS` with the store at `store`.
+    fn run_on(&self, store: &Path, args: &[&str]) -> Run {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let output = Command::new(env!("CARGO_BIN_EXE_nurture"))
             .args(args)
             .current_dir(&self.dir)
-            .env("NURTURE_STORE_PATH", self.store())
+            .env("NURTURE_STORE_PATH", store)
             .env("NURTURE_WORKFLOWS", repo.join("workflows"))
             .env("NURTURE_TEMPLATES", repo.join("templates"))
             .env_remove("NURTURE_CONFIG")
@@ -45,11 +45,21 @@ impl Scratch {
         Run(output)
     }
 
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_on(&self.store(), args)
+    }
+
     /// Runs a command that must succeed; returns its stdout.
     fn ok(&self, args: &[&str]) -> String {
         let run = self.run(args);
         assert_eq!(run.code(), 0, "nurture {args:?} failed: {}", run.stderr());
         run.stdout()
+    }
+
+    /// Imports the repository's 12 sample leads.
+    fn import_samples(&self) {
+        let samples = sample_csv();
+        self.ok(&["leads", "import", samples.to_str().unwrap()]);
     }
 }
 
@@ -86,10 +96,16 @@ fn import_of_the_sample_leads_creates_twelve_and_again_changes_nothing() {
         first.trim(),
         "12 rows read: 12 created, 0 updated, 0 unchanged, 0 rejected"
     );
+    let listed = scratch.ok(&["leads", "list", "--format", "json"]);
     let second = scratch.ok(&["leads", "import", samples.to_str().unwrap()]);
     assert_eq!(
         second.trim(),
         "12 rows read: 0 created, 0 updated, 12 unchanged, 0 rejected"
+    );
+    assert_eq!(
+        scratch.ok(&["leads", "list", "--format", "json"]),
+        listed,
+        "a re-import leaves every lead as it was"
     );
 }
 
@@ -119,6 +135,9 @@ fn bad_rows_are_reported_by_line_and_the_good_rows_import() {
         stderr.contains("leads.csv:4: `Mars/Olympus` is not a time zone name"),
         "{stderr}"
     );
+    let listed = scratch.ok(&["leads", "list", "--format", "csv"]);
+    assert!(listed.contains("ana@acme.example") && listed.contains("dy@acme.example"));
+    assert!(!listed.contains("cy@acme.example"));
 }
 
 #[test]
@@ -135,4 +154,407 @@ fn an_unreadable_file_is_an_input_error() {
         "{}",
         run.stderr()
     );
+}
+
+#[test]
+fn reimport_updates_fields_unions_tags_and_keeps_stage_and_score() {
+    let scratch = Scratch::new("import-update");
+    let first = scratch.write(
+        "first.csv",
+        "email,company,tags,score,plan\nana@acme.example,Acme,trial,10,free\n",
+    );
+    scratch.ok(&["leads", "import", first.to_str().unwrap()]);
+    scratch.ok(&["leads", "promote", "ana@acme.example"]);
+    let second = scratch.write(
+        "second.jsonl",
+        "{\"email\": \"ana@ACME.example\", \"company\": \"Acme GmbH\", \"tags\": [\"vip\"], \"stage\": \"lead\", \"plan\": \"pro\"}\n",
+    );
+    let out = scratch.ok(&[
+        "leads",
+        "import",
+        second.to_str().unwrap(),
+        "--tag",
+        "imported",
+    ]);
+    assert_eq!(
+        out.trim(),
+        "1 row read: 0 created, 1 updated, 0 unchanged, 0 rejected"
+    );
+    let lead: serde_json::Value = serde_json::from_str(&scratch.ok(&[
+        "leads",
+        "show",
+        "ana@acme.example",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let lead = &lead["lead"];
+    assert_eq!(lead["company"], "Acme GmbH");
+    assert_eq!(
+        lead["tags"],
+        serde_json::json!(["imported", "trial", "vip"])
+    );
+    assert_eq!(lead["score"], 10, "the file had no score");
+    assert_eq!(lead["stage"], "contact", "an import never demotes");
+    assert_eq!(lead["attributes"]["plan"], "pro");
+}
+
+#[test]
+fn json_and_json_lines_import_with_source_and_tags_from_the_command_line() {
+    let scratch = Scratch::new("import-json");
+    let json = scratch.write(
+        "leads.json",
+        r#"{"leads": [
+  {"email": "ana@acme.example", "first_name": "Ana", "tags": ["trial"], "score": 5},
+  {"email": "bad"},
+  {"email": "bo@acme.example", "source": "webinar"}
+]}"#,
+    );
+    let run = scratch.run(&[
+        "leads",
+        "import",
+        json.to_str().unwrap(),
+        "--source",
+        "fair-2025",
+        "--tag",
+        "booth",
+    ]);
+    assert_eq!(run.code(), 0);
+    assert_eq!(
+        run.stdout().trim(),
+        "3 rows read: 2 created, 0 updated, 0 unchanged, 1 rejected"
+    );
+    assert!(run.stderr().contains("leads.json:3:"), "{}", run.stderr());
+    let jsonl = scratch.write(
+        "more.jsonl",
+        "{\"email\": \"cy@acme.example\", \"company\": \"Acme\"}\n\n{\"email\": \"dy@acme.example\"}\n",
+    );
+    let out = scratch.ok(&["leads", "import", jsonl.to_str().unwrap()]);
+    assert_eq!(
+        out.trim(),
+        "2 rows read: 2 created, 0 updated, 0 unchanged, 0 rejected"
+    );
+    let booth = scratch.ok(&["leads", "list", "--tag", "booth", "--format", "csv"]);
+    assert_eq!(booth.lines().count(), 3, "header and two leads: {booth}");
+    let fair = scratch.ok(&["leads", "list", "--source", "fair-2025", "--format", "csv"]);
+    assert!(fair.contains("ana@acme.example") && !fair.contains("bo@acme.example"));
+}
+
+#[test]
+fn list_filters_and_formats() {
+    let scratch = Scratch::new("list");
+    scratch.import_samples();
+    let table = scratch.ok(&["leads", "list"]);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("EMAIL") && header.contains("STAGE") && header.ends_with("SUPPRESSED"),
+        "{header}"
+    );
+    assert_eq!(table.lines().count(), 13, "a header and 12 leads:\n{table}");
+    // Columns line up: every row has its stage where the header has STAGE.
+    let stage_at = header.find("STAGE").unwrap();
+    let anna = table
+        .lines()
+        .find(|l| l.starts_with("anna.keller@example.test"))
+        .unwrap();
+    assert!(anna[stage_at..].starts_with("lead "), "{anna}");
+
+    let limited = scratch.ok(&["leads", "list", "--limit", "3", "--format", "json"]);
+    let limited: serde_json::Value = serde_json::from_str(&limited).unwrap();
+    assert_eq!(limited.as_array().unwrap().len(), 3);
+    assert!(limited[0]["email"].is_string() && limited[0]["tags"].is_array());
+
+    let newsletter = scratch.ok(&["leads", "list", "--tag", "newsletter", "--format", "csv"]);
+    assert!(newsletter.starts_with("email,first_name,last_name,company,source,tags"));
+    assert!(newsletter.contains("james.ortega@example.test"));
+    assert!(!newsletter.contains("anna.keller@example.test"));
+
+    scratch.ok(&[
+        "leads",
+        "promote",
+        "anna.keller@example.test",
+        "--to",
+        "customer",
+    ]);
+    scratch.ok(&["leads", "suppress", "james.ortega@example.test"]);
+    let customers = scratch.ok(&["leads", "list", "--stage", "customer", "--format", "csv"]);
+    // Anna, and Hana whom the sample file makes a customer.
+    assert_eq!(customers.lines().count(), 3, "{customers}");
+    assert!(customers.contains("anna.keller@example.test"));
+    let suppressed = scratch.ok(&["leads", "list", "--suppressed", "--format", "csv"]);
+    assert_eq!(suppressed.lines().count(), 2, "{suppressed}");
+    assert!(suppressed.contains("james.ortega@example.test"));
+    let run = scratch.run(&["leads", "list", "--stage", "prospect"]);
+    assert_eq!(run.code(), 2, "an unknown stage is a usage error");
+}
+
+#[test]
+fn export_then_import_into_another_store_round_trips_the_leads() {
+    let scratch = Scratch::new("round-trip");
+    scratch.import_samples();
+    scratch.ok(&[
+        "leads",
+        "set",
+        "anna.keller@example.test",
+        "plan=pro",
+        "seats=3",
+    ]);
+    scratch.ok(&["leads", "promote", "tom.becker@example.test"]);
+    scratch.ok(&[
+        "leads",
+        "suppress",
+        "james.ortega@example.test",
+        "--reason",
+        "asked by phone",
+    ]);
+    let original = comparable(&scratch.ok(&["leads", "list", "--format", "json"]));
+    assert_eq!(original.len(), 12);
+    for format in ["csv", "json", "jsonl"] {
+        let file = scratch.dir.join(format!("export.{format}"));
+        scratch.ok(&[
+            "leads",
+            "export",
+            "--format",
+            format,
+            "--out",
+            file.to_str().unwrap(),
+        ]);
+        let other = scratch.dir.join(format!("other-{format}"));
+        let run = scratch.run_on(&other, &["leads", "import", file.to_str().unwrap()]);
+        assert_eq!(run.code(), 0, "{}", run.stderr());
+        assert!(run.stdout().contains("12 created"), "{}", run.stdout());
+        let copy = scratch.run_on(&other, &["leads", "list", "--format", "json"]);
+        assert_eq!(
+            comparable(&copy.stdout()),
+            original,
+            "round trip through {format}"
+        );
+    }
+    // Without --out the export goes to stdout.
+    let csv = scratch.ok(&["leads", "export"]);
+    assert_eq!(csv.lines().count(), 13);
+    assert!(
+        csv.lines().next().unwrap().ends_with("country,plan,seats"),
+        "{csv}"
+    );
+}
+
+/// Leads as JSON without what an import sets itself (the times, the suppression's detail and
+/// time when it went through CSV).
+fn comparable(json: &str) -> Vec<serde_json::Value> {
+    let mut leads: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
+    for lead in &mut leads {
+        let object = lead.as_object_mut().unwrap();
+        object.remove("created_at");
+        object.remove("updated_at");
+        if let Some(suppression) = object
+            .get_mut("suppression")
+            .and_then(|s| s.as_object_mut())
+        {
+            suppression.remove("detail");
+            suppression.remove("at");
+        }
+    }
+    leads
+}
+
+#[test]
+fn show_prints_fields_and_timeline_and_points_at_near_misses() {
+    let scratch = Scratch::new("show");
+    scratch.import_samples();
+    let shown = scratch.ok(&["leads", "show", " anna.keller@EXAMPLE.test "]);
+    assert!(shown.starts_with("anna.keller@example.test\n"), "{shown}");
+    assert!(shown.contains("  name       Anna Keller\n"), "{shown}");
+    assert!(
+        shown.contains("  company    Nordwind Logistik GmbH\n"),
+        "{shown}"
+    );
+    assert!(shown.contains("  score      35\n"), "{shown}");
+    assert!(shown.contains("  suppressed no\n"), "{shown}");
+    assert!(shown.contains("attributes\n  country  DE\n"), "{shown}");
+    assert!(shown.contains("enrollments\n  none\n"), "{shown}");
+    assert!(
+        shown.contains("created by import of sample-leads.csv"),
+        "{shown}"
+    );
+
+    let run = scratch.run(&["leads", "show", "anna.keler@example.test"]);
+    assert_eq!(run.code(), 3);
+    assert!(
+        run.stderr()
+            .contains("no lead `anna.keler@example.test` in the store; did you mean `anna.keller@example.test`?"),
+        "{}",
+        run.stderr()
+    );
+    let run = scratch.run(&["leads", "show", "nobody@nowhere.example"]);
+    assert_eq!(run.code(), 3);
+    assert!(
+        run.stderr()
+            .contains("no lead `nobody@nowhere.example` in the store")
+    );
+    assert!(!run.stderr().contains("did you mean"), "{}", run.stderr());
+    assert_eq!(scratch.run(&["leads", "show", "not an address"]).code(), 2);
+}
+
+#[test]
+fn changes_by_hand_show_up_and_are_journaled() {
+    let scratch = Scratch::new("edit");
+    scratch.import_samples();
+    let anna = "anna.keller@example.test";
+    assert_eq!(
+        scratch
+            .ok(&[
+                "leads",
+                "set",
+                anna,
+                "company=Nordwind AG",
+                "plan=pro",
+                "score=40",
+                "country="
+            ])
+            .trim(),
+        "anna.keller@example.test: changed company, plan, score, country"
+    );
+    assert_eq!(
+        scratch
+            .ok(&["leads", "set", anna, "company=Nordwind AG"])
+            .trim(),
+        "anna.keller@example.test: nothing changed"
+    );
+    let run = scratch.run(&["leads", "set", anna, "score=high"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert_eq!(scratch.run(&["leads", "set", anna, "stage=lead"]).code(), 2);
+    assert_eq!(
+        scratch
+            .run(&["leads", "set", "ghost@example.test", "plan=x"])
+            .code(),
+        3
+    );
+
+    scratch.ok(&["leads", "tag", anna, "vip", "hot"]);
+    scratch.ok(&["leads", "untag", anna, "trial"]);
+    let promoted = scratch.ok(&["leads", "promote", anna]);
+    assert_eq!(
+        promoted.trim(),
+        "anna.keller@example.test: promoted to contact"
+    );
+    let again = scratch.ok(&["leads", "promote", anna]);
+    assert!(
+        again.contains("already a contact") && again.contains("only moves forward"),
+        "{again}"
+    );
+    scratch.ok(&["leads", "suppress", anna, "--reason", "asked by phone"]);
+    let shown = scratch.ok(&["leads", "show", anna]);
+    assert!(shown.contains("  company    Nordwind AG\n"), "{shown}");
+    assert!(shown.contains("  tags       hot, vip\n"), "{shown}");
+    assert!(shown.contains("  score      40\n"), "{shown}");
+    assert!(shown.contains("  stage      contact\n"), "{shown}");
+    assert!(
+        shown.contains("  suppressed manual (asked by phone) since"),
+        "{shown}"
+    );
+    assert!(shown.contains("attributes\n  plan  pro\n"), "{shown}");
+    assert!(
+        !shown.contains("  country"),
+        "an empty value removes the attribute: {shown}"
+    );
+    for line in [
+        "company, plan, score, country changed by nurture leads set",
+        "tags changed by nurture leads tag",
+        "tags changed by nurture leads untag",
+        "promoted to contact by hand",
+        "suppressed: asked by phone",
+    ] {
+        assert!(shown.contains(line), "missing `{line}`:\n{shown}");
+    }
+    scratch.ok(&["leads", "unsuppress", anna]);
+    let shown = scratch.ok(&["leads", "show", anna]);
+    assert!(
+        shown.contains("  suppressed no\n") && shown.contains("no longer suppressed"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn suppress_ends_active_enrollments_in_the_same_change() {
+    use chrono::{Duration, Utc};
+    use nurture::engine::{Enrollment, ExitReason, Facts, Position, Status};
+    use nurture::store::{Batch, Store};
+
+    let scratch = Scratch::new("suppress");
+    scratch.import_samples();
+    let anna = "anna.keller@example.test";
+    let now = Utc::now();
+    let enrollment = |workflow: &str, status: Status| Enrollment {
+        workflow: workflow.into(),
+        version: "v1".into(),
+        lead: anna.into(),
+        due: (status == Status::Active).then(|| now + Duration::days(1)),
+        status,
+        position: Position {
+            step: "welcome".into(),
+            pc: 0,
+        },
+        enrolled_at: now,
+        updated_at: now,
+        deferred_from: None,
+        facts: Facts::default(),
+    };
+    {
+        // The CLI is not running: this process may open the store.
+        let store = Store::open(&scratch.store(), 1 << 20).unwrap();
+        let batch = Batch {
+            enrollments: vec![
+                enrollment("trial-welcome", Status::Active),
+                enrollment("newsletter-welcome", Status::Completed),
+            ],
+            ..Batch::default()
+        };
+        store.apply(&batch).unwrap();
+        store.flush().unwrap();
+    }
+    let before = scratch.ok(&[
+        "leads",
+        "list",
+        "--workflow",
+        "trial-welcome",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(before.lines().count(), 2, "{before}");
+    let out = scratch.ok(&["leads", "suppress", anna]);
+    assert_eq!(
+        out.trim(),
+        "anna.keller@example.test: suppressed; ended 1 active enrollment (trial-welcome)"
+    );
+    let shown = scratch.ok(&["leads", "show", anna]);
+    assert!(
+        shown.contains(
+            "  trial-welcome: exited: the address is suppressed, step welcome, nothing due"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("[trial-welcome] left the workflow: the address is suppressed"),
+        "{shown}"
+    );
+    let store = Store::open(&scratch.store(), 1 << 20).unwrap();
+    let ended = store.enrollment("trial-welcome", anna).unwrap().unwrap();
+    assert_eq!(ended.status, Status::Exited(ExitReason::Suppressed));
+    assert_eq!(ended.due, None);
+    assert_eq!(
+        store.next_due().unwrap(),
+        None,
+        "nothing left in the due index"
+    );
+    let completed = store
+        .enrollment("newsletter-welcome", anna)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        completed.status,
+        Status::Completed,
+        "ended enrollments stay as they were"
+    );
+    assert!(store.changed(10).unwrap().contains(&anna.to_string()));
 }

@@ -1,18 +1,22 @@
 //! `nurture leads …`: import, list, show and change leads. This module owns the subcommand
 //! definitions and their dispatch; each area lives in a submodule.
 
+mod edit;
 mod import;
+pub(super) mod view;
 
-use std::io::IsTerminal;
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 
 use self::import::{ImportOptions, ImportSummary};
+use self::view::{CsvOut, Filter, store_error, write_error};
 use super::check::plural;
 use super::{Cli, CliError, ExitCode};
+use crate::lead::{Lead, Stage};
 
 #[derive(Debug, Args)]
 pub struct LeadsArgs {
@@ -26,6 +30,25 @@ pub enum LeadsCommand {
     /// updated.
     #[command(after_help = IMPORT_HELP)]
     Import(ImportArgs),
+    /// List leads, filtered, as a table, JSON or CSV (which `leads import` reads back).
+    List(ListArgs),
+    /// Show one lead: fields, attributes, suppression, enrollments and its timeline.
+    Show(ShowArgs),
+    /// Set fields or attributes: `nurture leads set EMAIL company="Acme GmbH" plan=pro`.
+    /// An empty value (`plan=`) clears the field or removes the attribute.
+    Set(SetArgs),
+    /// Add tags to a lead.
+    Tag(TagArgs),
+    /// Remove tags from a lead.
+    Untag(TagArgs),
+    /// Promote a lead to contact (default) or customer; stages only move forward.
+    Promote(PromoteArgs),
+    /// Never mail this address again; its active enrollments end.
+    Suppress(SuppressArgs),
+    /// Allow mailing this address again (enrollments that ended stay ended).
+    Unsuppress(EmailArg),
+    /// Write every lead as CSV, JSON or JSON Lines, in the shape `leads import` reads back.
+    Export(ExportArgs),
 }
 
 const IMPORT_HELP: &str = "\
@@ -54,10 +77,270 @@ pub struct ImportArgs {
     pub tags: Vec<String>,
 }
 
-pub fn run(cli: &Cli, args: &LeadsArgs) -> Result<ExitCode, CliError> {
-    match &args.command {
-        LeadsCommand::Import(args) => run_import(cli, args),
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, value_enum)]
+    pub stage: Option<StageArg>,
+    /// Only leads enrolled (now or before) in this workflow.
+    #[arg(long, value_name = "NAME")]
+    pub workflow: Option<String>,
+    #[arg(long, value_name = "T")]
+    pub tag: Option<String>,
+    #[arg(long, value_name = "S")]
+    pub source: Option<String>,
+    /// Only suppressed leads.
+    #[arg(long)]
+    pub suppressed: bool,
+    /// At most N leads (in address order).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StageArg {
+    Lead,
+    Contact,
+    Customer,
+}
+
+impl StageArg {
+    fn stage(self) -> Stage {
+        match self {
+            StageArg::Lead => Stage::Lead,
+            StageArg::Contact => Stage::Contact,
+            StageArg::Customer => Stage::Customer,
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    pub email: String,
+    #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
+    pub format: ShowFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    pub email: String,
+    /// `field=value`: first_name, last_name, company, source, timezone, score, or any attribute.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub pairs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    pub email: String,
+    #[arg(required = true, value_name = "TAG")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    pub email: String,
+    #[arg(long, value_enum, default_value_t = PromoteTo::Contact)]
+    pub to: PromoteTo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PromoteTo {
+    Contact,
+    Customer,
+}
+
+#[derive(Debug, Args)]
+pub struct SuppressArgs {
+    pub email: String,
+    /// Why, for the journal (default "by hand").
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EmailArg {
+    pub email: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+    pub format: ExportFormat,
+    /// Write to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+    Jsonl,
+}
+
+pub fn run(cli: &Cli, args: &LeadsArgs) -> Result<ExitCode, CliError> {
+    let now = Utc::now();
+    let outcome = match &args.command {
+        LeadsCommand::Import(args) => return run_import(cli, args),
+        LeadsCommand::List(args) => return run_list(cli, args),
+        LeadsCommand::Export(args) => return run_export(cli, args),
+        LeadsCommand::Show(args) => {
+            let (_, store) = cli.open_store()?;
+            let lead = view::find_lead(&store, &args.email)?;
+            let text = match args.format {
+                ShowFormat::Text => view::show_text(&store, &lead)?,
+                ShowFormat::Json => view::show_json(&store, &lead)? + "\n",
+            };
+            print!("{text}");
+            return Ok(ExitCode::Success);
+        }
+        LeadsCommand::Set(args) => edit::set(&cli.open_store()?.1, &args.email, &args.pairs, now)?,
+        LeadsCommand::Tag(args) => {
+            edit::tags(&cli.open_store()?.1, &args.email, &args.tags, true, now)?
+        }
+        LeadsCommand::Untag(args) => {
+            edit::tags(&cli.open_store()?.1, &args.email, &args.tags, false, now)?
+        }
+        LeadsCommand::Promote(args) => {
+            let stage = match args.to {
+                PromoteTo::Contact => Stage::Contact,
+                PromoteTo::Customer => Stage::Customer,
+            };
+            edit::promote(&cli.open_store()?.1, &args.email, stage, now)?
+        }
+        LeadsCommand::Suppress(args) => edit::suppress(
+            &cli.open_store()?.1,
+            &args.email,
+            args.reason.as_deref(),
+            now,
+        )?,
+        LeadsCommand::Unsuppress(args) => edit::unsuppress(&cli.open_store()?.1, &args.email, now)?,
+    };
+    println!("{}", outcome.message);
+    Ok(ExitCode::Success)
+}
+
+fn run_list(cli: &Cli, args: &ListArgs) -> Result<ExitCode, CliError> {
+    let (_, store) = cli.open_store()?;
+    let filter = Filter {
+        stage: args.stage.map(StageArg::stage),
+        workflow: args.workflow.clone(),
+        tag: args.tag.clone(),
+        source: args.source.clone(),
+        suppressed: args.suppressed,
+    };
+    let limit = args.limit.unwrap_or(usize::MAX);
+    let mut leads: Vec<Lead> = Vec::new();
+    for lead in store.leads() {
+        if leads.len() >= limit {
+            break;
+        }
+        let lead = lead.map_err(store_error)?;
+        if filter.matches(&store, &lead)? {
+            leads.push(lead);
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    match args.format {
+        ListFormat::Table => {
+            if leads.is_empty() {
+                eprintln!("no leads match");
+            } else {
+                out.write_all(view::table(&leads).as_bytes())
+                    .map_err(write_error)?;
+            }
+        }
+        ListFormat::Json => write_json_array(&mut out, &leads)?,
+        ListFormat::Csv => {
+            let mut csv = CsvOut::new(&mut out, view::attribute_names(&leads))?;
+            for lead in &leads {
+                csv.write(lead)?;
+            }
+            csv.finish()?;
+        }
+    }
+    out.flush().map_err(write_error)?;
+    Ok(ExitCode::Success)
+}
+
+/// A JSON array with one lead per line: valid JSON that still diffs and greps line by line.
+fn write_json_array<'a>(
+    out: &mut impl Write,
+    leads: impl IntoIterator<Item = &'a Lead>,
+) -> Result<(), CliError> {
+    let mut first = true;
+    out.write_all(b"[").map_err(write_error)?;
+    for lead in leads {
+        let separator = if first { "\n" } else { ",\n" };
+        first = false;
+        write!(out, "{separator}  {}", view::lead_json(lead)).map_err(write_error)?;
+    }
+    out.write_all(b"\n]\n").map_err(write_error)
+}
+
+fn run_export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode, CliError> {
+    let (_, store) = cli.open_store()?;
+    let sink: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .map_err(|e| CliError::Input(format!("cannot write {}: {e}", path.display())))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = BufWriter::new(sink);
+    // Leads stream from the store one at a time, so an export of a million leads stays small;
+    // CSV needs one pass first to learn every attribute name for its header.
+    let leads = || store.leads().map(|lead| lead.map_err(store_error));
+    let mut count = 0;
+    match args.format {
+        ExportFormat::Csv => {
+            let mut names = std::collections::BTreeSet::new();
+            for lead in leads() {
+                names.extend(lead?.attributes.into_keys());
+            }
+            let mut csv = CsvOut::new(&mut out, names)?;
+            for lead in leads() {
+                csv.write(&lead?)?;
+                count += 1;
+            }
+            csv.finish()?;
+        }
+        ExportFormat::Json => {
+            let all: Vec<Lead> = leads().collect::<Result<_, _>>()?;
+            count = all.len();
+            write_json_array(&mut out, &all)?;
+        }
+        ExportFormat::Jsonl => {
+            for lead in leads() {
+                writeln!(out, "{}", view::lead_json(&lead?)).map_err(write_error)?;
+                count += 1;
+            }
+        }
+    }
+    out.flush().map_err(write_error)?;
+    if let Some(path) = &args.out {
+        eprintln!(
+            "{count} lead{} written to {}",
+            plural(count),
+            path.display()
+        );
+    }
+    Ok(ExitCode::Success)
 }
 
 fn run_import(cli: &Cli, args: &ImportArgs) -> Result<ExitCode, CliError> {

@@ -1,0 +1,403 @@
+//! Reading leads out of the store: `leads list`, `leads show`, `leads export`, the CSV and JSON
+//! shapes they write (both read back by `leads import`), and the sentence each journal event
+//! reads as.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::cli::CliError;
+use crate::diagnostic::did_you_mean;
+use crate::engine::{Enrollment, Status};
+use crate::lead::{Lead, Stage, SuppressionReason, normalize_email};
+use crate::store::{EventKind, Store};
+
+/// The columns every CSV starts with, in this order; attributes follow, by name.
+const CSV_FIELDS: [&str; 10] = [
+    "email",
+    "first_name",
+    "last_name",
+    "company",
+    "source",
+    "tags",
+    "timezone",
+    "score",
+    "stage",
+    "suppression",
+];
+
+/// A store error, as the command line reports it.
+pub fn store_error(error: crate::store::StoreError) -> CliError {
+    CliError::Input(error.to_string())
+}
+
+/// An output that could not be written (a closed pipe, a full disk).
+pub fn write_error(error: std::io::Error) -> CliError {
+    CliError::Input(format!("cannot write the output: {error}"))
+}
+
+/// The stored lead for an address typed on the command line: normalized first; an unknown one
+/// is an input error that names the closest stored address, if one is close.
+pub fn find_lead(store: &Store, raw: &str) -> Result<Lead, CliError> {
+    let email = normalize_email(raw).map_err(|e| CliError::Usage(e.to_string()))?;
+    if let Some(lead) = store.lead(&email).map_err(store_error)? {
+        return Ok(lead);
+    }
+    let mut known = Vec::new();
+    for lead in store.leads() {
+        known.push(lead.map_err(store_error)?.email);
+    }
+    let hint = match did_you_mean(&email, known.iter().map(String::as_str)) {
+        Some(close) => format!("; did you mean `{close}`?"),
+        None if known.is_empty() => {
+            "; the store has no leads yet (see `nurture leads import`)".to_string()
+        }
+        None => String::new(),
+    };
+    Err(CliError::Input(format!(
+        "no lead `{email}` in the store{hint}"
+    )))
+}
+
+/// The filters of `leads list`; an unset one lets every lead through.
+#[derive(Debug, Default)]
+pub struct Filter {
+    pub stage: Option<Stage>,
+    pub workflow: Option<String>,
+    pub tag: Option<String>,
+    pub source: Option<String>,
+    pub suppressed: bool,
+}
+
+impl Filter {
+    pub fn matches(&self, store: &Store, lead: &Lead) -> Result<bool, CliError> {
+        let simple = self.stage.is_none_or(|stage| lead.stage == stage)
+            && self.tag.as_ref().is_none_or(|tag| lead.tags.contains(tag))
+            && self
+                .source
+                .as_ref()
+                .is_none_or(|source| lead.source.as_ref() == Some(source))
+            && (!self.suppressed || lead.is_suppressed());
+        if !simple {
+            return Ok(false);
+        }
+        // Checked last: it is the one filter that reads more of the store.
+        match &self.workflow {
+            None => Ok(true),
+            Some(workflow) => Ok(store
+                .enrollments_of(&lead.email)
+                .map_err(store_error)?
+                .iter()
+                .any(|e| &e.workflow == workflow)),
+        }
+    }
+}
+
+/// Aligned columns for people: email, name, company, stage, score, tags, suppressed.
+pub fn table(leads: &[Lead]) -> String {
+    let header = [
+        "EMAIL",
+        "NAME",
+        "COMPANY",
+        "STAGE",
+        "SCORE",
+        "TAGS",
+        "SUPPRESSED",
+    ];
+    let rows: Vec<[String; 7]> = leads
+        .iter()
+        .map(|lead| {
+            [
+                lead.email.clone(),
+                lead.full_name().unwrap_or_default(),
+                lead.company.clone().unwrap_or_default(),
+                lead.stage.to_string(),
+                lead.score.to_string(),
+                lead.tags.iter().cloned().collect::<Vec<_>>().join(","),
+                lead.suppression
+                    .as_ref()
+                    .map_or_else(String::new, |s| reason_word(s.reason).to_string()),
+            ]
+        })
+        .collect();
+    let header = header.map(String::from);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            // Right-align the score so the numbers line up.
+            if i == 4 {
+                let _ = write!(line, "{cell:>width$}");
+            } else {
+                let _ = write!(line, "{cell:<width$}");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn reason_word(reason: SuppressionReason) -> &'static str {
+    match reason {
+        SuppressionReason::Unsubscribed => "unsubscribed",
+        SuppressionReason::Bounced => "bounced",
+        SuppressionReason::Manual => "manual",
+    }
+}
+
+/// The attribute names of `leads`, for the CSV header.
+pub fn attribute_names<'a>(leads: impl IntoIterator<Item = &'a Lead>) -> BTreeSet<String> {
+    leads
+        .into_iter()
+        .flat_map(|lead| lead.attributes.keys().cloned())
+        .collect()
+}
+
+/// A CSV writer for leads whose columns `leads import` maps back to the same fields.
+pub struct CsvOut<W: Write> {
+    writer: csv::Writer<W>,
+    attributes: Vec<String>,
+}
+
+impl<W: Write> CsvOut<W> {
+    pub fn new(out: W, attributes: BTreeSet<String>) -> Result<CsvOut<W>, CliError> {
+        // Attributes named like a lead field would be read back as that field: leave them out
+        // of the header rather than corrupt the field.
+        let attributes: Vec<String> = attributes
+            .into_iter()
+            .filter(|name| !CSV_FIELDS.contains(&name.as_str()))
+            .collect();
+        let mut writer = csv::Writer::from_writer(out);
+        writer
+            .write_record(
+                CSV_FIELDS
+                    .iter()
+                    .copied()
+                    .chain(attributes.iter().map(String::as_str)),
+            )
+            .map_err(csv_error)?;
+        Ok(CsvOut { writer, attributes })
+    }
+
+    pub fn write(&mut self, lead: &Lead) -> Result<(), CliError> {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let mut record = vec![
+            lead.email.clone(),
+            text(&lead.first_name),
+            text(&lead.last_name),
+            text(&lead.company),
+            text(&lead.source),
+            lead.tags.iter().cloned().collect::<Vec<_>>().join(";"),
+            text(&lead.timezone),
+            lead.score.to_string(),
+            lead.stage.to_string(),
+            lead.suppression
+                .as_ref()
+                .map_or_else(String::new, |s| reason_word(s.reason).to_string()),
+        ];
+        for name in &self.attributes {
+            record.push(
+                lead.attributes
+                    .get(name)
+                    .map_or_else(String::new, ToString::to_string),
+            );
+        }
+        self.writer.write_record(&record).map_err(csv_error)
+    }
+
+    pub fn finish(mut self) -> Result<(), CliError> {
+        self.writer.flush().map_err(write_error)
+    }
+}
+
+fn csv_error(error: csv::Error) -> CliError {
+    CliError::Input(format!("cannot write the CSV: {error}"))
+}
+
+/// One lead as JSON: the store's own shape, which `leads import` reads back.
+pub fn lead_json(lead: &Lead) -> String {
+    serde_json::to_string(lead).unwrap_or_default()
+}
+
+/// A time as the reports show it.
+pub fn when(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// What a journal event says, as a sentence without the time and workflow.
+pub fn sentence(kind: &EventKind) -> String {
+    match kind {
+        EventKind::Created { by } => format!("created by {by}"),
+        EventKind::Updated { by, fields } => format!("{} changed by {by}", fields.join(", ")),
+        EventKind::Enrolled => "enrolled".to_string(),
+        EventKind::Queued { step, subject, .. } => {
+            format!("email of step {step} queued, subject \"{subject}\"")
+        }
+        EventKind::Sent { step, message_id } => {
+            format!("email of step {step} sent ({message_id})")
+        }
+        EventKind::SendFailed {
+            step,
+            error,
+            permanent,
+            ..
+        } => {
+            let retry = if *permanent { "for good" } else { "for now" };
+            format!("email of step {step} refused {retry}: {error}")
+        }
+        EventKind::Uncertain { step, .. } => {
+            format!("email of step {step} may or may not have left: the daemon stopped mid-send")
+        }
+        EventKind::Received { what } => format!("{what} received"),
+        EventKind::Decision {
+            step,
+            condition,
+            result,
+        } => {
+            let answer = if *result { "yes" } else { "no" };
+            format!("in step {step}, {condition}: {answer}")
+        }
+        EventKind::Changed { change } => change.clone(),
+        // `by` is "by hand" or "workflow `trial-welcome`".
+        EventKind::Promoted { stage, by } if by.starts_with("by ") => {
+            format!("promoted to {stage} {by}")
+        }
+        EventKind::Promoted { stage, by } => format!("promoted to {stage} by {by}"),
+        EventKind::Notified { to, reason } => format!("notified {to}: {reason}"),
+        EventKind::Completed => "completed the workflow".to_string(),
+        EventKind::Exited { reason } => format!("left the workflow: {reason}"),
+        EventKind::Suppressed { reason } => format!("suppressed: {reason}"),
+        EventKind::Unsuppressed => "no longer suppressed".to_string(),
+    }
+}
+
+fn status_text(enrollment: &Enrollment) -> String {
+    match &enrollment.status {
+        Status::Active => "active".to_string(),
+        Status::Completed => "completed".to_string(),
+        Status::Exited(reason) => format!("exited: {reason}"),
+    }
+}
+
+/// `leads show` as text: fields, attributes, enrollments, then the timeline.
+pub fn show_text(store: &Store, lead: &Lead) -> Result<String, CliError> {
+    let mut out = String::new();
+    let none = || "-".to_string();
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(none);
+    let _ = writeln!(out, "{}", lead.email);
+    let mut fields = vec![
+        ("name", lead.full_name().unwrap_or_else(none)),
+        ("company", opt(&lead.company)),
+        ("source", opt(&lead.source)),
+        ("timezone", opt(&lead.timezone)),
+        (
+            "tags",
+            if lead.tags.is_empty() {
+                none()
+            } else {
+                lead.tags.iter().cloned().collect::<Vec<_>>().join(", ")
+            },
+        ),
+        ("score", lead.score.to_string()),
+        ("stage", lead.stage.to_string()),
+    ];
+    let suppressed = match &lead.suppression {
+        None => "no".to_string(),
+        Some(s) => format!(
+            "{} ({}) since {}",
+            reason_word(s.reason),
+            s.detail,
+            when(s.at)
+        ),
+    };
+    fields.push(("suppressed", suppressed));
+    fields.push(("created", when(lead.created_at)));
+    fields.push(("updated", when(lead.updated_at)));
+    for (name, value) in fields {
+        let _ = writeln!(out, "  {name:<11}{value}");
+    }
+    if !lead.attributes.is_empty() {
+        let _ = writeln!(out, "attributes");
+        let width = lead
+            .attributes
+            .keys()
+            .map(|k| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        for (name, value) in &lead.attributes {
+            let _ = writeln!(out, "  {name:<width$}  {value}");
+        }
+    }
+    let enrollments = store.enrollments_of(&lead.email).map_err(store_error)?;
+    let _ = writeln!(out, "enrollments");
+    if enrollments.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for e in &enrollments {
+        let due = e.due.map_or_else(
+            || "nothing due".to_string(),
+            |due| format!("next due {}", when(due)),
+        );
+        let mut facts = Vec::new();
+        if e.facts.replied {
+            facts.push("replied".to_string());
+        }
+        if e.facts.auto_replied {
+            facts.push("auto-replied".to_string());
+        }
+        if e.facts.clicked {
+            facts.push("clicked".to_string());
+        }
+        if !e.facts.sent.is_empty() {
+            facts.push(format!("sent {}", e.facts.sent.join(", ")));
+        }
+        let facts = if facts.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", facts.join("; "))
+        };
+        let _ = writeln!(
+            out,
+            "  {}: {}, step {}, {due}, enrolled {}{facts}",
+            e.workflow,
+            status_text(e),
+            e.position.step,
+            when(e.enrolled_at)
+        );
+    }
+    let _ = writeln!(out, "timeline");
+    for event in store.events_of(&lead.email).map_err(store_error)? {
+        let workflow = event
+            .workflow
+            .as_ref()
+            .map_or_else(String::new, |w| format!("[{w}] "));
+        let _ = writeln!(
+            out,
+            "  {}  {workflow}{}",
+            when(event.at),
+            sentence(&event.kind)
+        );
+    }
+    Ok(out)
+}
+
+/// `leads show` as JSON: the lead, its enrollments and its events in the store's shapes.
+pub fn show_json(store: &Store, lead: &Lead) -> Result<String, CliError> {
+    let enrollments = store.enrollments_of(&lead.email).map_err(store_error)?;
+    let events = store.events_of(&lead.email).map_err(store_error)?;
+    let value = json!({ "lead": lead, "enrollments": enrollments, "events": events });
+    Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
+}
