@@ -20,11 +20,30 @@ const SHIPPED: [&str; 4] = [
     "webinar-follow-up",
 ];
 
-fn scratch(name: &str) -> PathBuf {
+/// A scratch folder, removed when the test passes and kept for a look when it fails.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("nurture-status-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -479,4 +498,47 @@ fn a_store_path_that_is_a_file_exits_3() {
     let output = status(&dir, &[]);
     assert_eq!(output.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&output.stderr).starts_with("error: "));
+}
+
+#[test]
+fn every_promotion_counts_in_a_store_with_many_events() {
+    let dir = scratch("many");
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    let when = at("2026-11-05T10:00:00Z");
+    // Enough journal lines that their sequence numbers run past one byte.
+    let leads = 300;
+    let mut batch = Batch::default();
+    for i in 0..leads {
+        let email = format!("lead{i:03}@example.test");
+        batch.leads.push(Lead::new(email.clone(), when));
+        batch.enrollments.push(enrollment(
+            "trial-welcome",
+            &email,
+            Status::Exited(ExitReason::Replied),
+            None,
+        ));
+        batch.event(&email, when, Some("trial-welcome"), EventKind::Enrolled);
+        batch.event(
+            &email,
+            when,
+            Some("trial-welcome"),
+            EventKind::Promoted {
+                stage: Stage::Contact,
+                by: "reply".into(),
+            },
+        );
+    }
+    store.apply(&batch).unwrap();
+    drop(store);
+
+    let report = json_of(&status(&dir, &["--format", "json"]));
+    let trial = workflow(&report, "trial-welcome");
+    assert_eq!(
+        (
+            &trial["enrolled"],
+            &trial["promoted"],
+            &trial["contact_rate"]
+        ),
+        (&json!(leads), &json!(leads), &json!(100.0))
+    );
 }
