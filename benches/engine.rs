@@ -3,8 +3,8 @@
 //! 1. Builds a store of N leads (default 1,000,000; `NURTURE_BENCH_LEADS` to change), each
 //!    enrolled in a 3-step drip workflow and due now.
 //! 2. Engine throughput: due steps executed per second through the daemon's own scheduler
-//!    (read, `advance`, render subject + HTML + text, MIME, one store transaction) and sender
-//!    (in-flight mark, null transport, sent record), over `STEPS` steps. Beside it, in the same
+//!    (read, `advance`, render subject + HTML + text, MIME, one store transaction with the
+//!    in-flight mark, a flush) and sender (null transport, sent record and journal line), over `STEPS` steps. Beside it, in the same
 //!    run, the raw cost of one handlebars render plus one sled insert, and the ratio.
 //! 3. The real daemon (`nurture run`, release) on that store: time from start to the first
 //!    email in the outbox folder, its resident memory while it works through the backlog, and
@@ -18,8 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{Duration as Span, Utc};
-use nurture::daemon::scheduler;
-use nurture::daemon::sender;
+use nurture::daemon;
 use nurture::daemon::transport::Transport;
 use nurture::engine;
 use nurture::lead::Lead;
@@ -76,7 +75,7 @@ fn main() {
 
     // 2. Engine throughput, then the raw baseline, in the same process.
     let store = Store::open(&data, DEFAULT_CACHE_BYTES).expect("store");
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
@@ -85,19 +84,21 @@ fn main() {
     let started = Instant::now();
     let mut done = 0;
     while done < steps {
-        let ran = scheduler::run_due(&store, &project, now, CHUNK.min(steps - done)).expect("run");
-        let mut sent = 0;
-        while sent < ran {
-            sent += runtime
-                .block_on(sender::send_ready(&store, &Transport::Null, now, 64))
-                .expect("send");
-        }
-        done += ran;
+        let limit = CHUNK.min(steps - done);
+        done += runtime
+            .block_on(daemon::run_due_and_send(
+                &store,
+                &project,
+                &Transport::Null,
+                now,
+                limit,
+            ))
+            .expect("run");
     }
     let engine_time = started.elapsed();
     let per_step = engine_time.as_secs_f64() / steps as f64;
     println!(
-        "engine: {steps} due steps in {:.2} s: {:.0} steps/s ({:.1} µs per step: read, advance, render, MIME, transaction, in-flight mark, sent record)",
+        "engine: {steps} due steps in {:.2} s: {:.0} steps/s ({:.1} µs per step: read, advance, render, MIME, transactions, flush, sent record)",
         engine_time.as_secs_f64(),
         steps as f64 / engine_time.as_secs_f64(),
         per_step * 1e6

@@ -48,10 +48,9 @@ pub enum TransportKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DaemonConfig {
-    /// Enrollments advanced per store transaction.
+    /// Enrollments advanced per store transaction; also the most emails handed to the
+    /// transport under one durable in-flight mark (so the most a crash can leave uncertain).
     pub batch: usize,
-    /// Emails handed to the transport per durable in-flight mark.
-    pub send_batch: usize,
     /// How long a graceful stop may take before the daemon exits anyway, in seconds.
     pub shutdown_seconds: u64,
     /// How often the workflow and template folders are looked at for changes, in seconds
@@ -101,7 +100,6 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
             batch: 256,
-            send_batch: 64,
             shutdown_seconds: 10,
             watch_seconds: 2,
             rehearsal_start: String::new(),

@@ -1,8 +1,13 @@
-//! The daemon's clock: the system clock, or a rehearsal clock that starts at a chosen instant
-//! and runs faster, so a week-long sequence can be watched in minutes against the file
-//! transport (and tested without sleeping for days).
+//! The daemon's clock: the system clock, or a rehearsal clock for watching a sequence play out
+//! (against the file transport) in seconds instead of days.
+//!
+//! A rehearsal clock starts at a chosen instant and moves only when the daemon sleeps: a sleep
+//! until T lasts (T − now) / speed of real time and then reads exactly T. Work takes no
+//! virtual time, so a rehearsal sends at exactly the instants the dry-run predicts, however
+//! busy the machine is.
 
-use std::time::{Duration as StdDuration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -14,8 +19,7 @@ pub struct Clock {
 
 #[derive(Debug, Clone)]
 struct Rehearsal {
-    started: Instant,
-    origin: DateTime<Utc>,
+    now: Arc<Mutex<DateTime<Utc>>>,
     speed: u32,
 }
 
@@ -24,12 +28,11 @@ impl Clock {
         Clock { rehearsal: None }
     }
 
-    /// A clock that reads `origin` now and advances `speed` times faster than real time.
+    /// A clock that reads `origin` and whose sleeps last 1/`speed` of their virtual length.
     pub fn rehearsal(origin: DateTime<Utc>, speed: u32) -> Clock {
         Clock {
             rehearsal: Some(Rehearsal {
-                started: Instant::now(),
-                origin,
+                now: Arc::new(Mutex::new(origin)),
                 speed: speed.max(1),
             }),
         }
@@ -38,10 +41,10 @@ impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
         match &self.rehearsal {
             None => Utc::now(),
-            Some(r) => {
-                let elapsed = r.started.elapsed().as_micros() as i64 * i64::from(r.speed);
-                r.origin + Duration::microseconds(elapsed)
-            }
+            Some(r) => *r
+                .now
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
         }
     }
 
@@ -53,6 +56,24 @@ impl Clock {
             Some(r) => ahead / r.speed,
         }
     }
+
+    /// After a sleep aimed at `target` that lasted `slept` of real time: a rehearsal clock
+    /// moves to `target` if the sleep ran its course, or by `slept` × speed if it was cut
+    /// short. The system clock needs nothing.
+    pub fn slept(&self, target: Option<DateTime<Utc>>, slept: StdDuration, completed: bool) {
+        let Some(r) = &self.rehearsal else { return };
+        let mut now = r
+            .now
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let scaled = Duration::from_std(slept * r.speed).unwrap_or(Duration::MAX);
+        let moved = match target {
+            Some(target) if completed => target,
+            Some(target) => (*now + scaled).min(target),
+            None => *now + scaled,
+        };
+        *now = moved.max(*now);
+    }
 }
 
 #[cfg(test)]
@@ -61,14 +82,22 @@ mod tests {
     use chrono::TimeZone;
 
     #[test]
-    fn a_rehearsal_clock_runs_faster_from_its_origin() {
+    fn a_rehearsal_clock_moves_only_by_sleeping() {
         let origin = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
         let clock = Clock::rehearsal(origin, 3600);
-        let now = clock.now();
-        assert!(now >= origin && now < origin + Duration::minutes(30));
-        // One virtual hour ahead is (at most) one real second away.
-        let wait = clock.real_wait_until(origin + Duration::hours(1));
-        assert!(wait <= StdDuration::from_secs(1) && wait > StdDuration::from_millis(500));
+        std::thread::sleep(StdDuration::from_millis(5));
+        assert_eq!(clock.now(), origin, "work takes no virtual time");
+        let target = origin + Duration::hours(2);
+        assert_eq!(clock.real_wait_until(target), StdDuration::from_secs(2));
+        clock.slept(Some(target), StdDuration::from_secs(2), true);
+        assert_eq!(clock.now(), target);
+        // Woken early after half a real second: half a virtual hour passed.
+        clock.slept(
+            Some(target + Duration::hours(5)),
+            StdDuration::from_millis(500),
+            false,
+        );
+        assert_eq!(clock.now(), target + Duration::minutes(30));
         assert_eq!(clock.real_wait_until(origin), StdDuration::ZERO);
     }
 

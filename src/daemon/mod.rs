@@ -124,18 +124,21 @@ pub async fn run(
         if next_slot.is_some_and(|slot| slot <= now) {
             next_slot = enroller::plan_scans(&store, &project, now)?;
         }
-        let worked = tokio::task::block_in_place(|| -> Result<usize, StoreError> {
+        let enrolled = tokio::task::block_in_place(|| -> Result<usize, StoreError> {
             Ok(
                 enroller::process_changed(&store, &project, now, config.daemon.batch)?
-                    + enroller::scan_some(&store, &project, now, config.daemon.batch * 8)?
-                    + scheduler::run_due(&store, &project, now, config.daemon.batch)?,
+                    + enroller::scan_some(&store, &project, now, config.daemon.batch * 8)?,
             )
         })?;
-        let sent =
-            sender::send_ready(&store, &transport, clock.now(), config.daemon.send_batch).await?;
-        if worked + sent > 0 {
+        let ran = run_due_and_send(&store, &project, &transport, now, config.daemon.batch).await?;
+        let retried =
+            sender::send_outbox(&store, &transport, clock.now(), config.daemon.batch).await?;
+        if enrolled + ran + retried > 0 {
             continue;
         }
+        // Idle from here: make the last outcomes durable now rather than at sled's next
+        // periodic flush.
+        store.flush()?;
         if until_idle {
             info!("nothing more is due now");
             break;
@@ -144,17 +147,43 @@ pub async fn run(
             .into_iter()
             .flatten()
             .min();
-        let sleep = wake_at.map_or(StdDuration::from_secs(3600), |at| clock.real_wait_until(at));
-        let sleep = sleep.min(watcher.interval());
-        tokio::select! {
-            () = tokio::time::sleep(sleep) => {}
-            () = control.wake.notified() => {}
-        }
+        let full = wake_at.map(|at| clock.real_wait_until(at));
+        let sleep = full
+            .unwrap_or(StdDuration::from_secs(3600))
+            .min(watcher.interval());
+        let started = std::time::Instant::now();
+        let ran_its_course = tokio::select! {
+            () = tokio::time::sleep(sleep) => true,
+            () = control.wake.notified() => false,
+        };
+        clock.slept(
+            wake_at,
+            started.elapsed(),
+            ran_its_course && full == Some(sleep),
+        );
     }
     info!("stopping: flushing the store");
     store.flush()?;
     info!("stopped");
     Ok(())
+}
+
+/// Runs up to `limit` due enrollments and sends the emails they plan: the daemon's unit of
+/// work. Returns how many enrollments ran.
+pub async fn run_due_and_send(
+    store: &Store,
+    project: &Project,
+    transport: &Transport,
+    now: chrono::DateTime<chrono::Utc>,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let planned = tokio::task::block_in_place(|| scheduler::run_due(store, project, now, limit))?;
+    if !planned.emails.is_empty() {
+        // The in-flight list must be durable before anything is handed over.
+        store.flush()?;
+        sender::deliver(store, transport, &planned.emails, false, now).await?;
+    }
+    Ok(planned.ran)
 }
 
 /// Installs the signal handlers: SIGINT/SIGTERM stop (a second one exits at once, and the

@@ -1,11 +1,12 @@
-//! The outbox through a transport, with a durable in-flight mark around each hand-over.
+//! Emails through a transport, with a durable in-flight mark around each hand-over.
 //!
-//! For each batch: the (outbox key, Message-ID) pairs are written and flushed as "in flight";
-//! the emails are handed to the transport; the outcomes (sent → `messages`, transient failure →
-//! back in the outbox with a backoff, permanent failure → `messages` as failed) are applied as
-//! one batch and flushed; the in-flight mark is cleared. After a crash, [`recover`] finds the
-//! emails still marked in flight whose outcome was never recorded: they may or may not have
-//! left, so they are reported as uncertain rather than sent a second time.
+//! Before a batch of emails is handed to the transport, their headers (with their final
+//! Message-IDs) are listed as in flight and flushed: by the scheduler in the same transaction
+//! that advances their enrollments, or by [`send_outbox`] for emails that waited in the outbox.
+//! After the hand-over, the outcomes (sent → `messages`; transient failure → the outbox, with a
+//! backoff; permanent failure → `messages` as failed) and the clearing of the list are one
+//! transaction. After a crash, [`recover`] finds the emails still listed: they may or may not
+//! have left, so they are reported as uncertain rather than sent a second time.
 
 use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
@@ -17,30 +18,31 @@ use crate::store::{Batch, EventKind, MessageRecord, MessageState, OutboxEmail, S
 pub const FIRST_BACKOFF: Duration = Duration::seconds(30);
 pub const MAX_BACKOFF: Duration = Duration::hours(1);
 
-/// Sends up to `limit` emails that may leave at `now`. Returns how many were handed over.
-pub async fn send_ready(
+/// Hands `emails`, already listed in flight and flushed, to the transport and records every
+/// outcome. `from_outbox`: they came from the outbox, whose entries are removed. Returns how
+/// many were sent.
+pub async fn deliver(
     store: &Store,
     transport: &Transport,
+    emails: &[OutboxEmail],
+    from_outbox: bool,
     now: DateTime<Utc>,
-    limit: usize,
 ) -> Result<usize, StoreError> {
-    let ready = store.outbox_ready(now, limit)?;
-    if ready.is_empty() {
-        return Ok(0);
-    }
-    let keys: Vec<(DateTime<Utc>, String)> = ready
-        .iter()
-        .map(|email| (email.not_before, email.message_id.clone()))
-        .collect();
-    store.begin_sending(&keys)?;
-    let mut batch = Batch::default();
-    for email in &ready {
+    let mut batch = Batch {
+        in_flight: Some(Vec::new()),
+        ..Batch::default()
+    };
+    let mut sent = 0;
+    for email in emails {
         let outcome = transport.send(email).await;
-        batch
-            .outbox_remove
-            .push((email.not_before, email.message_id.clone()));
+        if from_outbox {
+            batch
+                .outbox_remove
+                .push((email.not_before, email.message_id.clone()));
+        }
         match outcome {
             Ok(()) => {
+                sent += 1;
                 info!(message_id = %email.message_id, lead = %email.lead, workflow = %email.workflow, step = %email.step, "sent");
                 batch.messages.push(record(email, MessageState::Sent, now));
                 batch.event(
@@ -80,39 +82,70 @@ pub async fn send_ready(
         }
     }
     store.apply(&batch)?;
+    Ok(sent)
+}
+
+/// Sends up to `limit` outbox emails that may leave at `now` (retries, for now). Returns how
+/// many were handed over.
+pub async fn send_outbox(
+    store: &Store,
+    transport: &Transport,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let ready = store.outbox_ready(now, limit)?;
+    if ready.is_empty() {
+        return Ok(0);
+    }
+    store.apply(&Batch {
+        in_flight: Some(ready.clone()),
+        ..Batch::default()
+    })?;
     store.flush()?;
-    store.end_sending()?;
+    deliver(store, transport, &ready, true, now).await?;
     Ok(ready.len())
 }
 
-/// After a crash: every email still marked in flight and still in the outbox is reported as
-/// uncertain and taken out of the outbox. Returns how many.
+/// After a crash: every email still listed in flight is reported as uncertain (and taken out
+/// of the outbox if it came from there). Returns how many.
 pub fn recover(store: &Store, now: DateTime<Utc>) -> Result<usize, StoreError> {
-    let mut batch = Batch::default();
-    for (not_before, message_id) in store.in_flight()? {
-        let Some(email) = store.outbox_email(not_before, &message_id)? else {
-            // Its outcome was recorded before the crash.
+    let listed = store.in_flight()?;
+    if listed.is_empty() {
+        return Ok(0);
+    }
+    let mut batch = Batch {
+        in_flight: Some(Vec::new()),
+        ..Batch::default()
+    };
+    for email in &listed {
+        if store.message(&email.message_id)?.is_some() {
             continue;
-        };
-        warn!(%message_id, lead = %email.lead, workflow = %email.workflow, step = %email.step,
+        }
+        warn!(message_id = %email.message_id, lead = %email.lead, workflow = %email.workflow, step = %email.step,
             "uncertain: the daemon stopped while handing this email over; it is not sent again");
-        batch.outbox_remove.push((not_before, message_id.clone()));
+        if store
+            .outbox_email(email.not_before, &email.message_id)?
+            .is_some()
+        {
+            batch
+                .outbox_remove
+                .push((email.not_before, email.message_id.clone()));
+        }
         batch
             .messages
-            .push(record(&email, MessageState::Uncertain, now));
+            .push(record(email, MessageState::Uncertain, now));
         batch.event(
             &email.lead,
             now,
             Some(&email.workflow),
             EventKind::Uncertain {
-                message_id,
+                message_id: email.message_id.clone(),
                 step: email.step.clone(),
             },
         );
     }
     let uncertain = batch.messages.len();
     store.apply(&batch)?;
-    store.end_sending()?;
     store.flush()?;
     Ok(uncertain)
 }

@@ -88,6 +88,9 @@ pub struct Batch {
     pub changed: Vec<String>,
     /// Leads enrollment has looked at.
     pub changed_done: Vec<String>,
+    /// `Some(list)` replaces the list of emails being handed to a transport (an empty list
+    /// clears it). Whatever is still listed when the store is next opened was caught mid-send.
+    pub in_flight: Option<Vec<OutboxEmail>>,
 }
 
 impl Batch {
@@ -100,6 +103,7 @@ impl Batch {
             && self.messages.is_empty()
             && self.changed.is_empty()
             && self.changed_done.is_empty()
+            && self.in_flight.is_none()
     }
 
     pub fn event(
@@ -250,6 +254,8 @@ impl Store {
             .iter()
             .map(|(at, id)| keys::outbox(*at, id))
             .collect();
+        // The list is headers only: an email's MIME bytes are not part of its serde form.
+        let in_flight: Option<Vec<u8>> = batch.in_flight.as_ref().map(codec::encode);
         let messages: Vec<(Vec<u8>, Vec<u8>)> = batch
             .messages
             .iter()
@@ -265,6 +271,7 @@ impl Store {
             &self.outbox,
             &self.events,
             &self.changed,
+            &self.meta,
         );
         let result = trees.transaction(
             |(
@@ -276,6 +283,7 @@ impl Store {
                 outbox_t,
                 events_t,
                 changed_t,
+                meta_t,
             )| {
                 for (key, value) in &leads {
                     leads_t.insert(key.as_slice(), value.as_slice())?;
@@ -317,6 +325,15 @@ impl Store {
                 }
                 for email in &batch.changed {
                     changed_t.insert(email.as_bytes(), &[])?;
+                }
+                match &in_flight {
+                    Some(list) if batch.in_flight.as_ref().is_some_and(|l| !l.is_empty()) => {
+                        meta_t.insert(IN_FLIGHT_KEY, list.as_slice())?;
+                    }
+                    Some(_) => {
+                        meta_t.remove(IN_FLIGHT_KEY)?;
+                    }
+                    None => {}
                 }
                 Ok(())
             },
@@ -518,28 +535,14 @@ impl Store {
         self.outbox.len()
     }
 
-    /// Records, durably, which emails are about to be handed to a transport. Whatever is still
-    /// listed when the store is next opened was caught mid-send.
-    /// Entries are (not-before, Message-ID), the outbox key of each email.
-    pub fn begin_sending(&self, emails: &[(DateTime<Utc>, String)]) -> Result<()> {
-        self.meta.insert(IN_FLIGHT_KEY, codec::encode(&emails))?;
-        self.db.flush()?;
-        Ok(())
-    }
-
-    /// The emails listed by the last [`Store::begin_sending`] (cleared by [`Store::end_sending`]).
-    pub fn in_flight(&self) -> Result<Vec<(DateTime<Utc>, String)>> {
+    /// The emails listed in flight by the last batch that set [`Batch::in_flight`] (headers
+    /// only, without their MIME bytes).
+    pub fn in_flight(&self) -> Result<Vec<OutboxEmail>> {
         self.meta
             .get(IN_FLIGHT_KEY)?
             .map_or(Ok(Vec::new()), |bytes| {
                 codec::decode("in-flight list", &bytes)
             })
-    }
-
-    /// Clears the in-flight list, after the outcomes of its sends were applied.
-    pub fn end_sending(&self) -> Result<()> {
-        self.meta.remove(IN_FLIGHT_KEY)?;
-        Ok(())
     }
 
     /// The outbox email with this key, if it is still there.

@@ -156,11 +156,17 @@ fn an_outbox_email_moves_to_the_messages_in_one_batch() {
         })
         .unwrap();
     store
-        .begin_sending(&[(at(9), email.message_id.clone())])
+        .apply(&Batch {
+            in_flight: Some(vec![email.clone()]),
+            ..Batch::default()
+        })
         .unwrap();
-    assert_eq!(
-        store.in_flight().unwrap(),
-        [(at(9), email.message_id.clone())]
+    let listed = store.in_flight().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].message_id, email.message_id);
+    assert!(
+        listed[0].eml.is_empty(),
+        "the in-flight list holds headers only"
     );
     let record = MessageRecord {
         message_id: email.message_id.clone(),
@@ -176,10 +182,10 @@ fn an_outbox_email_moves_to_the_messages_in_one_batch() {
         .apply(&Batch {
             outbox_remove: vec![(at(9), email.message_id.clone())],
             messages: vec![record.clone()],
+            in_flight: Some(Vec::new()),
             ..Batch::default()
         })
         .unwrap();
-    store.end_sending().unwrap();
     assert_eq!(store.outbox_len(), 0);
     assert!(store.in_flight().unwrap().is_empty());
     assert_eq!(store.message("<2@example.test>").unwrap(), Some(record));
