@@ -558,3 +558,59 @@ fn suppress_ends_active_enrollments_in_the_same_change() {
     );
     assert!(store.changed(10).unwrap().contains(&anna.to_string()));
 }
+
+#[test]
+fn contacts_lists_promoted_leads_with_when_and_why() {
+    use chrono::{Duration, TimeZone, Utc};
+    use nurture::lead::Stage;
+    use nurture::store::{Batch, EventKind, Store};
+
+    let scratch = Scratch::new("contacts");
+    assert_eq!(scratch.ok(&["contacts"]).trim(), "no contacts yet");
+    scratch.import_samples();
+    // The sample file itself makes Hana a customer and Rachel a contact.
+    let imported = scratch.ok(&["contacts"]);
+    assert_eq!(imported.lines().count(), 3, "{imported}");
+    assert!(imported.contains("imported as customer") && imported.contains("imported as contact"));
+    scratch.ok(&["leads", "promote", "tom.becker@example.test"]);
+    let replied_at = Utc.with_ymd_and_hms(2030, 1, 2, 10, 0, 0).unwrap();
+    {
+        // What the daemon journals when a reply promotes a lead.
+        let store = Store::open(&scratch.store(), 1 << 20).unwrap();
+        let anna = "anna.keller@example.test";
+        let mut lead = store.lead(anna).unwrap().unwrap();
+        lead.stage = Stage::Contact;
+        let mut batch = Batch::default();
+        let workflow = Some("trial-welcome");
+        let received = EventKind::Received {
+            what: "reply".into(),
+        };
+        batch.event(anna, replied_at, workflow, received);
+        let promoted = EventKind::Promoted {
+            stage: Stage::Contact,
+            by: "workflow `trial-welcome`".into(),
+        };
+        batch.event(anna, replied_at + Duration::seconds(1), workflow, promoted);
+        batch.leads.push(lead);
+        store.apply(&batch).unwrap();
+        store.flush().unwrap();
+    }
+    let table = scratch.ok(&["contacts"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(
+        lines[1].starts_with("anna.keller@example.test"),
+        "newest first: {table}"
+    );
+    assert!(lines[1].contains("2030-01-02 10:00:01 UTC"), "{table}");
+    assert!(lines[1].contains("workflow `trial-welcome`"), "{table}");
+    assert!(lines[1].ends_with("reply received"), "{table}");
+    assert!(lines[2].starts_with("tom.becker@example.test") && lines[2].contains("by hand"));
+    assert!(lines[3].contains("imported as") && lines[4].contains("imported as"));
+    let json: serde_json::Value =
+        serde_json::from_str(&scratch.ok(&["contacts", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["workflow"], "trial-welcome");
+    assert_eq!(json[0]["why"], "reply received");
+    assert_eq!(json[1]["email"], "tom.becker@example.test");
+    assert!(json[1]["why"].is_null());
+}

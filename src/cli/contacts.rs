@@ -1,13 +1,144 @@
-//! `nurture contacts`: the leads promoted to contacts, when and why.
+//! `nurture contacts`: the leads whose stage is contact or customer, with when and why they got
+//! there, read from the journal: the latest `Promoted` event (its time, by whom, in which
+//! workflow) and the input received just before it ("reply received"). Newest promotion first;
+//! leads that arrived already promoted (an import with a stage column) come last.
 
-use clap::Args;
+use chrono::{DateTime, Utc};
+use clap::{Args, ValueEnum};
+use serde_json::json;
 
+use super::leads::view::{sentence, store_error, when};
 use super::{Cli, CliError, ExitCode};
+use crate::lead::{Lead, Stage};
+use crate::store::{EventKind, Store};
 
 #[derive(Debug, Args)]
-pub struct ContactsArgs {}
+pub struct ContactsArgs {
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
 
-pub fn run(cli: &Cli, _args: &ContactsArgs) -> Result<ExitCode, CliError> {
-    let _store = cli.open_store()?;
-    Err(CliError::Usage("not built yet".into()))
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// One contact and the story of its promotion.
+struct Contact {
+    lead: Lead,
+    promoted_at: Option<DateTime<Utc>>,
+    by: Option<String>,
+    workflow: Option<String>,
+    /// What was received just before the promotion, as a sentence ("reply received").
+    why: Option<String>,
+}
+
+pub fn run(cli: &Cli, args: &ContactsArgs) -> Result<ExitCode, CliError> {
+    let (_, store) = cli.open_store()?;
+    let contacts = contacts(&store)?;
+    match args.format {
+        Format::Table => print!("{}", table(&contacts)),
+        Format::Json => {
+            let items: Vec<serde_json::Value> = contacts
+                .iter()
+                .map(|c| {
+                    json!({
+                        "email": c.lead.email,
+                        "name": c.lead.full_name(),
+                        "company": c.lead.company,
+                        "stage": c.lead.stage,
+                        "promoted_at": c.promoted_at,
+                        "by": c.by,
+                        "workflow": c.workflow,
+                        "why": c.why,
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&items).unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+fn contacts(store: &Store) -> Result<Vec<Contact>, CliError> {
+    let mut found = Vec::new();
+    for lead in store.leads() {
+        let lead = lead.map_err(store_error)?;
+        if lead.stage < Stage::Contact {
+            continue;
+        }
+        let events = store.events_of(&lead.email).map_err(store_error)?;
+        let promoted = events
+            .iter()
+            .rposition(|e| matches!(e.kind, EventKind::Promoted { .. }));
+        let mut contact = Contact {
+            lead,
+            promoted_at: None,
+            by: None,
+            workflow: None,
+            why: None,
+        };
+        if let Some(index) = promoted {
+            let event = &events[index];
+            if let EventKind::Promoted { by, .. } = &event.kind {
+                contact.by = Some(by.clone());
+            }
+            contact.promoted_at = Some(event.at);
+            contact.workflow.clone_from(&event.workflow);
+            contact.why = events[..index]
+                .iter()
+                .rev()
+                .find(|e| matches!(e.kind, EventKind::Received { .. }))
+                .map(|e| sentence(&e.kind));
+        }
+        found.push(contact);
+    }
+    // Newest promotion first; `None` (never promoted here) sorts last.
+    found.sort_by_key(|c| std::cmp::Reverse(c.promoted_at));
+    Ok(found)
+}
+
+fn table(contacts: &[Contact]) -> String {
+    if contacts.is_empty() {
+        return "no contacts yet\n".to_string();
+    }
+    let header = ["EMAIL", "NAME", "STAGE", "PROMOTED", "BY", "WHY"].map(String::from);
+    let rows: Vec<[String; 6]> = contacts
+        .iter()
+        .map(|c| {
+            // No `Promoted` event: the lead was imported at this stage.
+            let by =
+                c.by.clone()
+                    .unwrap_or_else(|| format!("imported as {}", c.lead.stage));
+            [
+                c.lead.email.clone(),
+                c.lead.full_name().unwrap_or_default(),
+                c.lead.stage.to_string(),
+                c.promoted_at.map_or_else(|| "-".to_string(), when),
+                by,
+                c.why.clone().unwrap_or_else(|| "-".to_string()),
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
