@@ -16,3 +16,5 @@ mod leads_cli;
 mod status_cli;
 // `nurture run`: the daemon sends on time, survives SIGKILL, reloads, stops gracefully.
 mod daemon;
+// Automatic enrollment by the daemon, `nurture enroll` and `nurture unenroll`.
+mod enrollment;

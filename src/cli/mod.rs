@@ -13,6 +13,7 @@
 mod check;
 mod contacts;
 pub mod dry_run;
+mod enroll;
 mod leads;
 mod run;
 mod status;
@@ -97,6 +98,10 @@ pub enum Command {
     DryRun(Box<dry_run::DryRunArgs>),
     /// Run the daemon: enroll leads, send each email when due, until stopped (SIGINT/SIGTERM).
     Run(run::RunArgs),
+    /// Enroll leads in a workflow by hand (its `enroll when` is skipped, its other rules are not).
+    Enroll(enroll::EnrollArgs),
+    /// End leads' enrollments in a workflow by hand.
+    Unenroll(enroll::EnrollArgs),
     /// Import, list, show and change leads.
     Leads(leads::LeadsArgs),
     /// List the leads that became contacts: when, and why.
@@ -134,6 +139,8 @@ pub fn main() -> i32 {
         Command::Check(args) => check::run(&cli, args),
         Command::DryRun(args) => dry_run::run(&cli, args),
         Command::Run(args) => run::run(&cli, args),
+        Command::Enroll(args) => enroll::enroll(&cli, args),
+        Command::Unenroll(args) => enroll::unenroll(&cli, args),
         Command::Leads(args) => leads::run(&cli, args),
         Command::Contacts(args) => contacts::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),

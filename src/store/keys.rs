@@ -47,6 +47,16 @@ pub fn split(key: &[u8]) -> Option<(&str, &str)> {
     Some((first, second))
 }
 
+/// The email of a key made by [`lead_prefix`] and a binary suffix ([`event`]): only the part
+/// before the separator is text.
+pub fn lead_of(key: &[u8]) -> &str {
+    let end = key
+        .iter()
+        .position(|b| *b == SEPARATOR)
+        .unwrap_or(key.len());
+    std::str::from_utf8(&key[..end]).unwrap_or("")
+}
+
 /// `due time ‖ enrollment key`.
 pub fn due(at: DateTime<Utc>, enrollment_key: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(8 + enrollment_key.len());
@@ -115,5 +125,10 @@ mod tests {
         let key = event("ana@example.com.au", 1);
         assert!(!key.starts_with(&lead_prefix("ana@example.com")));
         assert!(event("ana@example.com", 7).starts_with(&lead_prefix("ana@example.com")));
+        // A sequence number is not text: the email must still come back whole.
+        assert_eq!(
+            lead_of(&event("ana@example.com", 0xff_fe_00_80)),
+            "ana@example.com"
+        );
     }
 }

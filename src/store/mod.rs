@@ -45,7 +45,7 @@ const IN_FLIGHT_KEY: &[u8] = b"in_flight";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "the store at {path} is in use by another nurture process (a running `nurture run`?); stop it, or point --data at another directory"
+        "the store at {path} is in use by another nurture process (a running `nurture run`?); stop it, or choose another store with NURTURE_STORE_PATH or `[store] path`"
     )]
     Locked { path: PathBuf },
     #[error(
@@ -64,6 +64,8 @@ pub enum StoreError {
     UnknownFormat { what: &'static str, format: u8 },
     #[error("a stored {what} is damaged: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    #[error("cannot open the store at {path}: {error}")]
+    Open { path: PathBuf, error: sled::Error },
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
 }
@@ -152,7 +154,10 @@ impl Store {
                         path: path.to_path_buf(),
                     }
                 }
-                other => StoreError::Sled(other),
+                error => StoreError::Open {
+                    path: path.to_path_buf(),
+                    error,
+                },
             })?;
         let store = Store {
             leads: db.open_tree("leads")?,
@@ -481,7 +486,7 @@ impl Store {
     pub fn all_events(&self) -> impl Iterator<Item = Result<(String, Event)>> + '_ {
         self.events.iter().map(|entry| {
             let (key, value) = entry?;
-            let email = keys::split(&key).map_or("", |(email, _)| email).to_string();
+            let email = keys::lead_of(&key).to_string();
             Ok((email, codec::decode("event", &value)?))
         })
     }
