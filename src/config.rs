@@ -283,6 +283,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_the_defaults() {
+        let text = include_str!("../nurture.example.toml");
+        let config = Config::from_parts(Path::new("nurture.example.toml"), text, &[]).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let error = Config::from_parts(Path::new("n.toml"), "[stor]\npath = \"x\"\n", &[])
             .unwrap_err()
