@@ -336,3 +336,69 @@ fn sigkill_during_thousands_of_sends_loses_nothing_and_sends_nothing_twice() {
     assert!(files.len() >= sent && files.len() <= sent + uncertain.len());
     assert!(sent > 0);
 }
+
+fn wait_for_log(path: &Path, needle: &str, timeout: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let log = fs::read_to_string(path).unwrap_or_default();
+        if log.contains(needle) || started.elapsed() > timeout {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn a_broken_edit_is_refused_and_a_valid_one_is_taken_while_running() {
+    let dir = scratch("reload");
+    let workflows = dir.join("workflows");
+    fs::create_dir_all(&workflows).unwrap();
+    let original =
+        fs::read_to_string(Path::new(REPO).join("tests/fixtures/daemon/workflows/blast.flow"))
+            .unwrap();
+    fs::write(workflows.join("blast.flow"), &original).unwrap();
+    let setup = Setup {
+        dir: &dir,
+        workflows: workflows.clone(),
+        templates: Path::new(REPO).join("tests/fixtures/daemon/templates"),
+        // Reload on SIGHUP only, so the test decides when.
+        env: vec![("NURTURE_DAEMON_WATCH_SECONDS", "0".into())],
+    };
+    let log = dir.join("daemon.log");
+    let mut daemon = setup.start(&[], "daemon.log");
+    wait_for_log(&log, "nurture is running", Duration::from_secs(20));
+
+    // A typo: the running version stays, and the log points at the line.
+    fs::write(
+        workflows.join("blast.flow"),
+        original.replace(
+            "send \"ping\" subject \"Second",
+            "send \"pnig\" subject \"Second",
+        ),
+    )
+    .unwrap();
+    signal(&daemon, "HUP");
+    let text = wait_for_log(&log, "reload refused", Duration::from_secs(20));
+    assert!(text.contains("reload refused"), "{text}");
+    assert!(text.contains("no template named `pnig`"), "{text}");
+    assert!(
+        text.contains("blast.flow:12"),
+        "the diagnostic names file and line:\n{text}"
+    );
+    assert!(daemon.try_wait().unwrap().is_none(), "still running");
+
+    // Fixed, with a third step: taken.
+    let edited = original.replace(
+        "  step second {",
+        "  step third {\n    send \"ping\" subject \"Third\"\n  }\n\n  step second {",
+    );
+    fs::write(workflows.join("blast.flow"), edited).unwrap();
+    signal(&daemon, "HUP");
+    let text = wait_for_log(&log, "reloaded", Duration::from_secs(20));
+    assert!(text.contains("workflow changed"), "{text}");
+    assert!(text.contains("reloaded"), "{text}");
+
+    signal(&daemon, "TERM");
+    let status = wait_exit(&mut daemon, Duration::from_secs(15)).expect("stops");
+    assert!(status.success());
+}

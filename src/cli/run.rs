@@ -1,5 +1,6 @@
 //! `nurture run`: start the daemon with the configuration, logging to stderr.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,8 +60,10 @@ fn init_logging(config: &Config) {
     // RUST_LOG, when set, wins over the configured level.
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    // Colours only for a person at a terminal, never into a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.init(),
