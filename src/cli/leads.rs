@@ -265,7 +265,9 @@ fn run_list(cli: &Cli, args: &ListArgs) -> Result<ExitCode, CliError> {
                     .map_err(write_error)?;
             }
         }
-        ListFormat::Json => write_json_array(&mut out, &leads)?,
+        ListFormat::Json => {
+            write_json_array(&mut out, leads.iter().map(Ok))?;
+        }
         ListFormat::Csv => {
             let mut csv = CsvOut::new(&mut out, view::attribute_names(&leads))?;
             for lead in &leads {
@@ -279,18 +281,20 @@ fn run_list(cli: &Cli, args: &ListArgs) -> Result<ExitCode, CliError> {
 }
 
 /// A JSON array with one lead per line: valid JSON that still diffs and greps line by line.
-fn write_json_array<'a>(
+/// Returns how many leads it wrote.
+fn write_json_array<L: std::borrow::Borrow<Lead>>(
     out: &mut impl Write,
-    leads: impl IntoIterator<Item = &'a Lead>,
-) -> Result<(), CliError> {
-    let mut first = true;
+    leads: impl IntoIterator<Item = Result<L, CliError>>,
+) -> Result<usize, CliError> {
+    let mut count = 0;
     out.write_all(b"[").map_err(write_error)?;
     for lead in leads {
-        let separator = if first { "\n" } else { ",\n" };
-        first = false;
-        write!(out, "{separator}  {}", view::lead_json(lead)).map_err(write_error)?;
+        let separator = if count == 0 { "\n" } else { ",\n" };
+        count += 1;
+        write!(out, "{separator}  {}", view::lead_json(lead?.borrow())).map_err(write_error)?;
     }
-    out.write_all(b"\n]\n").map_err(write_error)
+    out.write_all(b"\n]\n").map_err(write_error)?;
+    Ok(count)
 }
 
 fn run_export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode, CliError> {
@@ -320,11 +324,7 @@ fn run_export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode, CliError> {
             }
             csv.finish()?;
         }
-        ExportFormat::Json => {
-            let all: Vec<Lead> = leads().collect::<Result<_, _>>()?;
-            count = all.len();
-            write_json_array(&mut out, &all)?;
-        }
+        ExportFormat::Json => count = write_json_array(&mut out, leads())?,
         ExportFormat::Jsonl => {
             for lead in leads() {
                 writeln!(out, "{}", view::lead_json(&lead?)).map_err(write_error)?;

@@ -53,6 +53,8 @@ pub enum ImportError {
     File(#[from] LeadsFileError),
     #[error("the store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot start the writer thread: {0}")]
+    Thread(String),
 }
 
 /// How an address already seen in this import was counted, so that its rows in a later chunk
@@ -87,7 +89,7 @@ pub fn import(
     let summary = std::thread::scope(|scope| {
         let (batches, to_write) = std::sync::mpsc::sync_channel::<Batch>(1);
         let (acks, written) = std::sync::mpsc::channel::<Result<(), StoreError>>();
-        scope.spawn(move || {
+        let writing = move || {
             for batch in to_write {
                 let result = store.apply(&batch);
                 let failed = result.is_err();
@@ -95,7 +97,12 @@ pub fn import(
                     break;
                 }
             }
-        });
+        };
+        // Named, so a profile tells the two sides apart.
+        std::thread::Builder::new()
+            .name("import-writer".into())
+            .spawn_scoped(scope, writing)
+            .map_err(|e| ImportError::Thread(e.to_string()))?;
         let mut writer = Writer {
             batches,
             written,
