@@ -49,7 +49,7 @@ pub enum TransportKind {
 #[serde(default, deny_unknown_fields)]
 pub struct DaemonConfig {
     /// Enrollments advanced per store transaction; also the most emails handed to the
-    /// transport under one durable in-flight mark (so the most a crash can leave uncertain).
+    /// transport under one durable in-flight mark (a crash leaves at most two uncertain).
     pub batch: usize,
     /// How long a graceful stop may take before the daemon exits anyway, in seconds.
     pub shutdown_seconds: u64,

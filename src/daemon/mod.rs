@@ -8,7 +8,8 @@
 //!
 //! - [`clock`]: system or rehearsal time;
 //! - [`scheduler`]: due enrollments → engine → outbox;
-//! - [`sender`]: outbox → transport, with crash recovery;
+//! - [`sender`]: emails → transport, with crash recovery;
+//! - [`pipeline`]: planning the next batch while the last one is with the transport;
 //! - [`enroller`]: changed leads, backfills and recurring segments;
 //! - [`reload`]: new workflow files checked before they replace the running ones;
 //! - [`transport`]: file and null transports.
@@ -19,6 +20,7 @@
 
 pub mod clock;
 pub mod enroller;
+pub mod pipeline;
 pub mod reload;
 pub mod scheduler;
 pub mod sender;
@@ -33,6 +35,7 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use self::clock::Clock;
+use self::pipeline::Pipeline;
 use self::reload::Watcher;
 use self::transport::Transport;
 use crate::config::Config;
@@ -112,6 +115,7 @@ pub async fn run(
     let mut project = Arc::new(project);
     let mut watcher = Watcher::new(&paths, config.daemon.watch_seconds);
     let mut next_slot = enroller::plan_scans(&store, &project, clock.now())?;
+    let mut pipeline = Pipeline::new(store.clone(), transport);
 
     while !control.is_stopping() {
         if control.reload.swap(false, Ordering::SeqCst) || watcher.changed() {
@@ -130,14 +134,20 @@ pub async fn run(
                     + enroller::scan_some(&store, &project, now, config.daemon.batch * 8)?,
             )
         })?;
-        let ran = run_due_and_send(&store, &project, &transport, now, config.daemon.batch).await?;
-        let retried =
-            sender::send_outbox(&store, &transport, clock.now(), config.daemon.batch).await?;
+        let ran = pipeline.run_due(&project, now, config.daemon.batch).await?;
+        let retried = sender::send_outbox(
+            &store,
+            pipeline.transport(),
+            clock.now(),
+            config.daemon.batch,
+        )
+        .await?;
         if enrolled + ran + retried > 0 {
             continue;
         }
-        // Idle from here: make the last outcomes durable now rather than at sled's next
-        // periodic flush.
+        // Idle from here: let the last batch leave, and make its outcomes durable now rather
+        // than at sled's next periodic flush.
+        pipeline.finish().await?;
         store.flush()?;
         if until_idle {
             info!("nothing more is due now");
@@ -162,28 +172,11 @@ pub async fn run(
             ran_its_course && full == Some(sleep),
         );
     }
+    pipeline.finish().await?;
     info!("stopping: flushing the store");
     store.flush()?;
     info!("stopped");
     Ok(())
-}
-
-/// Runs up to `limit` due enrollments and sends the emails they plan: the daemon's unit of
-/// work. Returns how many enrollments ran.
-pub async fn run_due_and_send(
-    store: &Store,
-    project: &Project,
-    transport: &Transport,
-    now: chrono::DateTime<chrono::Utc>,
-    limit: usize,
-) -> Result<usize, StoreError> {
-    let planned = tokio::task::block_in_place(|| scheduler::run_due(store, project, now, limit))?;
-    if !planned.emails.is_empty() {
-        // The in-flight list must be durable before anything is handed over.
-        store.flush()?;
-        sender::deliver(store, transport, &planned.emails, false, now).await?;
-    }
-    Ok(planned.ran)
 }
 
 /// Installs the signal handlers: SIGINT/SIGTERM stop (a second one exits at once, and the

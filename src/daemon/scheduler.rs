@@ -32,11 +32,20 @@ pub const MISSING_WORKFLOW_RECHECK: Duration = Duration::hours(1);
 pub struct Planned {
     /// Enrollments run.
     pub ran: usize,
-    /// Emails to hand to the transport now; already listed in flight in the store.
+    /// Emails to hand to the transport now; already listed in flight in the store, under
+    /// the mark `in_flight`.
     pub emails: Vec<OutboxEmail>,
+    pub in_flight: u64,
 }
 
+/// Below this many due enrollments, planning stays on one thread.
+const PARALLEL_FROM: usize = 64;
+
 /// Runs up to `limit` due enrollments and commits their new state.
+///
+/// Planning (reads, `advance`, rendering, MIME) is spread over the machine's cores, each lead
+/// on one thread so that two workflows due for the same lead see each other's changes; the
+/// commit is one transaction.
 pub fn run_due(
     store: &Store,
     project: &Project,
@@ -47,6 +56,74 @@ pub fn run_due(
     if due.is_empty() {
         return Ok(Planned::default());
     }
+    let threads = if due.len() < PARALLEL_FROM {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    };
+    let mut parts: Vec<Vec<&(String, String)>> = vec![Vec::new(); threads];
+    for entry in &due {
+        parts[shard(&entry.1, threads)].push(entry);
+    }
+    let planned: Vec<Result<(Batch, Vec<OutboxEmail>), StoreError>> = if threads == 1 {
+        vec![plan(store, project, now, &parts[0])]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .iter()
+                .map(|part| scope.spawn(move || plan(store, project, now, part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().expect("a planning thread panicked"))
+                .collect()
+        })
+    };
+    let mut batch = Batch::default();
+    let mut emails = Vec::new();
+    for part in planned {
+        let (part_batch, part_emails) = part?;
+        batch.leads.extend(part_batch.leads);
+        batch.changed.extend(part_batch.changed);
+        batch.enrollments.extend(part_batch.enrollments);
+        batch.events.extend(part_batch.events);
+        emails.extend(part_emails);
+    }
+    let mut in_flight = 0;
+    if !emails.is_empty() {
+        let headers = emails
+            .iter()
+            .map(|email| OutboxEmail {
+                eml: Vec::new(),
+                ..email.clone()
+            })
+            .collect();
+        in_flight = store.new_id()?;
+        batch.in_flight_set = Some((in_flight, headers));
+    }
+    store.apply(&batch)?;
+    Ok(Planned {
+        ran: due.len(),
+        emails,
+        in_flight,
+    })
+}
+
+/// Which thread plans a lead's enrollments.
+fn shard(email: &str, threads: usize) -> usize {
+    let hash = email.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (hash % threads as u64) as usize
+}
+
+/// Plans one share of a batch: the enrollments' new state, journal lines and emails.
+fn plan(
+    store: &Store,
+    project: &Project,
+    now: DateTime<Utc>,
+    due: &[&(String, String)],
+) -> Result<(Batch, Vec<OutboxEmail>), StoreError> {
     let mut work = Work {
         store,
         project,
@@ -55,7 +132,7 @@ pub fn run_due(
         leads: HashMap::new(),
         emails: Vec::new(),
     };
-    for (workflow, email) in &due {
+    for (workflow, email) in due {
         let Some(enrollment) = store.enrollment(workflow, email)? else {
             continue;
         };
@@ -73,21 +150,7 @@ pub fn run_due(
             batch.leads.push(lead);
         }
     }
-    if !emails.is_empty() {
-        let headers = emails
-            .iter()
-            .map(|email| OutboxEmail {
-                eml: Vec::new(),
-                ..email.clone()
-            })
-            .collect();
-        batch.in_flight = Some(headers);
-    }
-    store.apply(&batch)?;
-    Ok(Planned {
-        ran: due.len(),
-        emails,
-    })
+    Ok((batch, emails))
 }
 
 /// One batch in the making. Leads are cached so that two workflows due for the same lead in

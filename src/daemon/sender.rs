@@ -18,18 +18,19 @@ use crate::store::{Batch, EventKind, MessageRecord, MessageState, OutboxEmail, S
 pub const FIRST_BACKOFF: Duration = Duration::seconds(30);
 pub const MAX_BACKOFF: Duration = Duration::hours(1);
 
-/// Hands `emails`, already listed in flight and flushed, to the transport and records every
-/// outcome. `from_outbox`: they came from the outbox, whose entries are removed. Returns how
-/// many were sent.
+/// Hands `emails`, already listed in flight under the mark `in_flight` and flushed, to the
+/// transport and records every outcome, clearing the mark. `from_outbox`: they came from the
+/// outbox, whose entries are removed. Returns how many were sent.
 pub async fn deliver(
     store: &Store,
     transport: &Transport,
     emails: &[OutboxEmail],
     from_outbox: bool,
+    in_flight: u64,
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
     let mut batch = Batch {
-        in_flight: Some(Vec::new()),
+        in_flight_clear: vec![in_flight],
         ..Batch::default()
     };
     let mut sent = 0;
@@ -97,27 +98,28 @@ pub async fn send_outbox(
     if ready.is_empty() {
         return Ok(0);
     }
+    let mark = store.new_id()?;
     store.apply(&Batch {
-        in_flight: Some(ready.clone()),
+        in_flight_set: Some((mark, ready.clone())),
         ..Batch::default()
     })?;
     store.flush()?;
-    deliver(store, transport, &ready, true, now).await?;
+    deliver(store, transport, &ready, true, mark, now).await?;
     Ok(ready.len())
 }
 
-/// After a crash: every email still listed in flight is reported as uncertain (and taken out
-/// of the outbox if it came from there). Returns how many.
+/// After a crash: every email still listed under an in-flight mark is reported as uncertain
+/// (and taken out of the outbox if it came from there). Returns how many.
 pub fn recover(store: &Store, now: DateTime<Utc>) -> Result<usize, StoreError> {
-    let listed = store.in_flight()?;
-    if listed.is_empty() {
+    let marks = store.in_flight()?;
+    if marks.is_empty() {
         return Ok(0);
     }
     let mut batch = Batch {
-        in_flight: Some(Vec::new()),
+        in_flight_clear: marks.iter().map(|(id, _)| *id).collect(),
         ..Batch::default()
     };
-    for email in &listed {
+    for email in marks.iter().flat_map(|(_, emails)| emails) {
         if store.message(&email.message_id)?.is_some() {
             continue;
         }

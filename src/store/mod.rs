@@ -40,7 +40,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
-const IN_FLIGHT_KEY: &[u8] = b"in_flight";
+const IN_FLIGHT_PREFIX: &[u8] = b"in_flight:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -90,9 +90,11 @@ pub struct Batch {
     pub changed: Vec<String>,
     /// Leads enrollment has looked at.
     pub changed_done: Vec<String>,
-    /// `Some(list)` replaces the list of emails being handed to a transport (an empty list
-    /// clears it). Whatever is still listed when the store is next opened was caught mid-send.
-    pub in_flight: Option<Vec<OutboxEmail>>,
+    /// Lists emails as being handed to a transport, under a mark id ([`Store::new_id`]).
+    /// Whatever is still listed when the store is next opened was caught mid-send.
+    pub in_flight_set: Option<(u64, Vec<OutboxEmail>)>,
+    /// Marks whose emails' outcomes this batch records.
+    pub in_flight_clear: Vec<u64>,
 }
 
 impl Batch {
@@ -105,7 +107,8 @@ impl Batch {
             && self.messages.is_empty()
             && self.changed.is_empty()
             && self.changed_done.is_empty()
-            && self.in_flight.is_none()
+            && self.in_flight_set.is_none()
+            && self.in_flight_clear.is_empty()
     }
 
     pub fn event(
@@ -260,7 +263,10 @@ impl Store {
             .map(|(at, id)| keys::outbox(*at, id))
             .collect();
         // The list is headers only: an email's MIME bytes are not part of its serde form.
-        let in_flight: Option<Vec<u8>> = batch.in_flight.as_ref().map(codec::encode);
+        let in_flight: Option<(Vec<u8>, Vec<u8>)> = batch
+            .in_flight_set
+            .as_ref()
+            .map(|(id, list)| (in_flight_key(*id), codec::encode(list)));
         let messages: Vec<(Vec<u8>, Vec<u8>)> = batch
             .messages
             .iter()
@@ -297,7 +303,7 @@ impl Store {
                     let previous = enrollments_t.insert(key.as_slice(), value.as_slice())?;
                     match previous {
                         Some(old) => {
-                            let old: Enrollment = codec::decode("enrollment", &old)
+                            let old: DueOnly = codec::decode("enrollment", &old)
                                 .map_err(ConflictableTransactionError::Abort)?;
                             if let Some(due) = old.due {
                                 due_t.remove(keys::due(due, key))?;
@@ -331,14 +337,11 @@ impl Store {
                 for email in &batch.changed {
                     changed_t.insert(email.as_bytes(), &[])?;
                 }
-                match &in_flight {
-                    Some(list) if batch.in_flight.as_ref().is_some_and(|l| !l.is_empty()) => {
-                        meta_t.insert(IN_FLIGHT_KEY, list.as_slice())?;
-                    }
-                    Some(_) => {
-                        meta_t.remove(IN_FLIGHT_KEY)?;
-                    }
-                    None => {}
+                for id in &batch.in_flight_clear {
+                    meta_t.remove(in_flight_key(*id))?;
+                }
+                if let Some((key, list)) = &in_flight {
+                    meta_t.insert(key.as_slice(), list.as_slice())?;
                 }
                 Ok(())
             },
@@ -540,14 +543,26 @@ impl Store {
         self.outbox.len()
     }
 
-    /// The emails listed in flight by the last batch that set [`Batch::in_flight`] (headers
-    /// only, without their MIME bytes).
-    pub fn in_flight(&self) -> Result<Vec<OutboxEmail>> {
-        self.meta
-            .get(IN_FLIGHT_KEY)?
-            .map_or(Ok(Vec::new()), |bytes| {
-                codec::decode("in-flight list", &bytes)
-            })
+    /// A fresh id, unique in this store (for in-flight marks).
+    pub fn new_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Every in-flight mark still set, with its emails (headers only, without MIME bytes).
+    pub fn in_flight(&self) -> Result<Vec<(u64, Vec<OutboxEmail>)>> {
+        let mut marks = Vec::new();
+        for entry in self.meta.scan_prefix(IN_FLIGHT_PREFIX) {
+            let (key, value) = entry?;
+            let id = key[IN_FLIGHT_PREFIX.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    what: "in-flight mark",
+                    detail: format!("{key:?}"),
+                })?;
+            marks.push((id, codec::decode("in-flight list", &value)?));
+        }
+        Ok(marks)
     }
 
     /// The outbox email with this key, if it is still there.
@@ -577,6 +592,19 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+fn in_flight_key(id: u64) -> Vec<u8> {
+    let mut key = IN_FLIGHT_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The one field of a stored enrollment that moving its due entry needs: decoding only it
+/// skips building the rest.
+#[derive(serde::Deserialize)]
+struct DueOnly {
+    due: Option<DateTime<Utc>>,
 }
 
 fn decode_outbox(bytes: &[u8]) -> Result<OutboxEmail> {

@@ -157,12 +157,14 @@ fn an_outbox_email_moves_to_the_messages_in_one_batch() {
         .unwrap();
     store
         .apply(&Batch {
-            in_flight: Some(vec![email.clone()]),
+            in_flight_set: Some((7, vec![email.clone()])),
             ..Batch::default()
         })
         .unwrap();
-    let listed = store.in_flight().unwrap();
-    assert_eq!(listed.len(), 1);
+    let marks = store.in_flight().unwrap();
+    assert_eq!(marks.len(), 1);
+    let (id, listed) = &marks[0];
+    assert_eq!(*id, 7);
     assert_eq!(listed[0].message_id, email.message_id);
     assert!(
         listed[0].eml.is_empty(),
@@ -182,7 +184,7 @@ fn an_outbox_email_moves_to_the_messages_in_one_batch() {
         .apply(&Batch {
             outbox_remove: vec![(at(9), email.message_id.clone())],
             messages: vec![record.clone()],
-            in_flight: Some(Vec::new()),
+            in_flight_clear: vec![7],
             ..Batch::default()
         })
         .unwrap();

@@ -1,0 +1,78 @@
+//! The daemon's unit of work, overlapped: while one batch's emails are with the transport, the
+//! next batch of due enrollments is planned and committed.
+//!
+//! Each batch's emails are listed in flight under their own mark, in the transaction that
+//! plans them, and flushed before they are handed over ([`super::sender`]); one batch at a
+//! time is with the transport, so a crash leaves at most two batches uncertain.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::task::JoinHandle;
+
+use super::transport::Transport;
+use super::{scheduler, sender};
+use crate::project::Project;
+use crate::store::{Store, StoreError};
+
+pub struct Pipeline {
+    store: Store,
+    transport: Arc<Transport>,
+    /// The batch with the transport, if any; yields how many of its emails were sent.
+    sending: Option<JoinHandle<Result<usize, StoreError>>>,
+}
+
+impl Pipeline {
+    pub fn new(store: Store, transport: Transport) -> Pipeline {
+        Pipeline {
+            store,
+            transport: Arc::new(transport),
+            sending: None,
+        }
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Runs up to `limit` due enrollments; their emails leave in the background once the
+    /// previous batch's have. Returns how many enrollments ran.
+    pub async fn run_due(
+        &mut self,
+        project: &Project,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let planned =
+            tokio::task::block_in_place(|| scheduler::run_due(&self.store, project, now, limit))?;
+        if !planned.emails.is_empty() {
+            // The in-flight list must be durable before anything is handed over.
+            self.store.flush()?;
+            self.finish().await?;
+            let store = self.store.clone();
+            let transport = self.transport.clone();
+            self.sending = Some(tokio::spawn(async move {
+                sender::deliver(
+                    &store,
+                    &transport,
+                    &planned.emails,
+                    false,
+                    planned.in_flight,
+                    now,
+                )
+                .await
+            }));
+        }
+        Ok(planned.ran)
+    }
+
+    /// Waits for the batch with the transport, if any. Returns how many of its emails were sent.
+    pub async fn finish(&mut self) -> Result<usize, StoreError> {
+        match self.sending.take() {
+            Some(handle) => handle
+                .await
+                .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic())),
+            None => Ok(0),
+        }
+    }
+}
