@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(config, Config::default());
         assert_eq!(config.store.path, PathBuf::from("data"));
         assert_eq!(config.transport.outbox, PathBuf::from("outbox"));
-        assert_eq!(config.cache_bytes(), 64 * 1024 * 1024);
+        assert_eq!(config.cache_bytes(), 16 * 1024 * 1024);
     }
 
     #[test]

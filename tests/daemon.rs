@@ -404,3 +404,79 @@ fn a_broken_edit_is_refused_and_a_valid_one_is_taken_while_running() {
     let status = wait_exit(&mut daemon, Duration::from_secs(15)).expect("stops");
     assert!(status.success());
 }
+
+#[test]
+fn a_removed_step_is_a_check_warning_and_its_enrollments_exit_with_that_reason() {
+    let dir = scratch("removed-step");
+    let workflows = dir.join("workflows");
+    fs::create_dir_all(&workflows).unwrap();
+    let original =
+        fs::read_to_string(Path::new(REPO).join("tests/fixtures/daemon/workflows/blast.flow"))
+            .unwrap();
+    // The edit drops step `second`, where one enrollment stands.
+    let cut = original.find("  step second").unwrap();
+    fs::write(
+        workflows.join("blast.flow"),
+        format!("{}}}\n", &original[..cut]),
+    )
+    .unwrap();
+    {
+        let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+        let project = nurture::project::Project::load(
+            &[Path::new(REPO).join("tests/fixtures/daemon/workflows")],
+            &Path::new(REPO).join("tests/fixtures/daemon/templates"),
+        );
+        let lead = load_test_leads(1).remove(0);
+        let mut enrollment =
+            nurture::engine::enroll(project.workflow("blast").unwrap(), &lead, Utc::now());
+        enrollment.position.step = "second".into();
+        let batch = Batch {
+            leads: vec![lead],
+            enrollments: vec![enrollment],
+            ..Batch::default()
+        };
+        store.apply(&batch).unwrap();
+        store.flush().unwrap();
+    }
+    let setup = Setup {
+        dir: &dir,
+        workflows,
+        templates: Path::new(REPO).join("tests/fixtures/daemon/templates"),
+        env: Vec::new(),
+    };
+    let check = setup.command(&["check"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "a warning, not an error:\n{stderr}");
+    assert!(
+        stderr.contains(
+            "1 enrollment of `blast` stands in step `second`, which is no longer in the workflow"
+        ),
+        "{stderr}"
+    );
+    let strict = setup
+        .command(&["check", "--deny-warnings"])
+        .output()
+        .unwrap();
+    assert_eq!(strict.status.code(), Some(1));
+
+    let run = setup.command(&["run", "--until-idle"]).output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    let enrollment = store
+        .enrollment("blast", "lead00000@example.test")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        enrollment.status,
+        Status::Exited(nurture::engine::ExitReason::StepRemoved("second".into()))
+    );
+    assert_eq!(
+        store.messages().count(),
+        0,
+        "nothing sent for a removed step"
+    );
+}

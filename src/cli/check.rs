@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{Cli, CliError, ExitCode, Project};
-use crate::diagnostic::Severity;
+use crate::daemon::reload::stranded_enrollments;
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -22,7 +24,9 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<ExitCode, CliError> {
     } else {
         args.paths.clone()
     };
-    let project = Project::load(&paths, &cli.templates);
+    let mut project = Project::load(&paths, &cli.templates);
+    let in_flight = in_flight_warnings(cli, &project);
+    project.diagnostics.extend(in_flight);
     if !project.diagnostics.is_empty() {
         eprint!("{}", project.render_diagnostics());
         eprintln!();
@@ -45,6 +49,52 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<ExitCode, CliError> {
     }
     println!("ok: {summary}");
     Ok(ExitCode::Success)
+}
+
+/// Warnings about enrollments in the store that stand in a step the edited workflows no longer
+/// have: they will end with that reason. Looked at only when the configured store exists; a
+/// store held by a running daemon is skipped with a note (the daemon logs the same on reload).
+fn in_flight_warnings(cli: &Cli, project: &Project) -> Vec<Diagnostic> {
+    let Ok(config) = cli.load_config() else {
+        return Vec::new();
+    };
+    if !config.store.path.join("db").exists() {
+        return Vec::new();
+    }
+    let stranded = Store::open(&config.store.path, config.cache_bytes())
+        .and_then(|store| stranded_enrollments(&store, project));
+    match stranded {
+        Ok(stranded) => stranded
+            .into_iter()
+            .map(|s| {
+                let mut diagnostic = Diagnostic::warning(format!(
+                    "{} enrollment{} of `{}` stand{} in step `{}`, which is no longer in the workflow",
+                    s.enrollments,
+                    plural(s.enrollments),
+                    s.workflow,
+                    if s.enrollments == 1 { "s" } else { "" },
+                    s.step
+                ))
+                .with_hint(
+                    "they will exit with the reason \"step removed\" when next due; keep the step (or rename it back) to let them continue",
+                );
+                if let Some(workflow) = project.workflow(&s.workflow) {
+                    diagnostic = diagnostic.in_file(&workflow.path);
+                }
+                diagnostic
+            })
+            .collect(),
+        Err(StoreError::Locked { .. }) => {
+            eprintln!(
+                "note: the store is in use by the daemon; enrollments in removed steps are not checked (the daemon logs them when it reloads)"
+            );
+            Vec::new()
+        }
+        Err(error) => {
+            eprintln!("note: enrollments in removed steps are not checked: {error}");
+            Vec::new()
+        }
+    }
 }
 
 pub(super) fn plural(n: usize) -> &'static str {

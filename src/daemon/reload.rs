@@ -136,9 +136,17 @@ pub fn log_diagnostics(project: &Project) {
     }
 }
 
-/// Logs, per workflow, how many active enrollments stand in a step that no longer exists.
-pub fn warn_removed_steps(store: &Store, project: &Project) -> Result<(), StoreError> {
-    let mut stranded: BTreeMap<(String, String), usize> = BTreeMap::new();
+/// Active enrollments standing in a step their workflow no longer has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stranded {
+    pub workflow: String,
+    pub step: String,
+    pub enrollments: usize,
+}
+
+/// Counts, per workflow and step, the active enrollments whose step is gone from `project`.
+pub fn stranded_enrollments(store: &Store, project: &Project) -> Result<Vec<Stranded>, StoreError> {
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
     for enrollment in store.enrollments() {
         let enrollment = enrollment?;
         if !enrollment.is_active() {
@@ -147,13 +155,25 @@ pub fn warn_removed_steps(store: &Store, project: &Project) -> Result<(), StoreE
         if let Some(workflow) = project.workflow(&enrollment.workflow)
             && workflow.step_index(&enrollment.position.step).is_none()
         {
-            *stranded
+            *counts
                 .entry((enrollment.workflow, enrollment.position.step))
                 .or_default() += 1;
         }
     }
-    for ((workflow, step), count) in stranded {
-        warn!(%workflow, %step, enrollments = count,
+    Ok(counts
+        .into_iter()
+        .map(|((workflow, step), enrollments)| Stranded {
+            workflow,
+            step,
+            enrollments,
+        })
+        .collect())
+}
+
+/// Logs, per workflow, how many active enrollments stand in a step that no longer exists.
+pub fn warn_removed_steps(store: &Store, project: &Project) -> Result<(), StoreError> {
+    for stranded in stranded_enrollments(store, project)? {
+        warn!(workflow = %stranded.workflow, step = %stranded.step, enrollments = stranded.enrollments,
             "step was removed: these enrollments will exit with that reason when next due");
     }
     Ok(())

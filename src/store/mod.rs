@@ -36,8 +36,10 @@ pub use self::records::{Event, EventKind, MessageRecord, MessageState, OutboxEma
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// sled's page cache. Its own default (1 GB) is far more than a daemon holding a million leads
-/// needs; the working set is the due index and the outbox.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// needs. sled keeps a few hundred MB of its own beside the cache at that size (measured:
+/// 287 MB resident in all with 16 MB of cache, 343 MB with 64 MB), so the cache stays small;
+/// the working set is the front of the due index.
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const IN_FLIGHT_PREFIX: &[u8] = b"in_flight:";
