@@ -14,26 +14,9 @@ use nurture::engine::Status;
 use nurture::lead::Lead;
 use nurture::store::{Batch, DEFAULT_CACHE_BYTES, MessageState, Store};
 
+use crate::support::{scratch, seed};
+
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nurture-daemon-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Writes `leads` into the store in `dir/data`, marked for enrollment, as an import does.
-fn seed(dir: &Path, leads: Vec<Lead>) {
-    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
-    let mut batch = Batch::default();
-    for lead in leads {
-        batch.changed.push(lead.email.clone());
-        batch.leads.push(lead);
-    }
-    store.apply(&batch).unwrap();
-    store.flush().unwrap();
-}
 
 struct Setup<'a> {
     dir: &'a Path,
@@ -144,7 +127,7 @@ fn sample_leads() -> Vec<Lead> {
 
 #[test]
 fn emails_leave_when_the_dry_run_said_they_would() {
-    let dir = scratch("schedule");
+    let dir = scratch("daemon-schedule");
     seed(&dir, sample_leads());
     // A Sunday: every first email waits for Monday's send window, as in the dry-run.
     let start = "2026-11-22T12:00:00Z";
@@ -242,7 +225,7 @@ fn load_test_leads(count: usize) -> Vec<Lead> {
 
 #[test]
 fn sigkill_during_thousands_of_sends_loses_nothing_and_sends_nothing_twice() {
-    let dir = scratch("crash");
+    let dir = scratch("daemon-crash");
     let leads = 1500;
     seed(&dir, load_test_leads(leads));
     let setup = Setup {
@@ -352,7 +335,7 @@ fn wait_for_log(path: &Path, needle: &str, timeout: Duration) -> String {
 
 #[test]
 fn a_broken_edit_is_refused_and_a_valid_one_is_taken_while_running() {
-    let dir = scratch("reload");
+    let dir = scratch("daemon-reload");
     let workflows = dir.join("workflows");
     fs::create_dir_all(&workflows).unwrap();
     let original =
@@ -407,7 +390,7 @@ fn a_broken_edit_is_refused_and_a_valid_one_is_taken_while_running() {
 
 #[test]
 fn a_removed_step_is_a_check_warning_and_its_enrollments_exit_with_that_reason() {
-    let dir = scratch("removed-step");
+    let dir = scratch("daemon-removed-step");
     let workflows = dir.join("workflows");
     fs::create_dir_all(&workflows).unwrap();
     let original =

@@ -2,39 +2,23 @@
 //! enroll`, never when suppressed; and `nurture unenroll`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use chrono::Utc;
 use nurture::engine::{ExitReason, Status};
 use nurture::lead::{Lead, Suppression, SuppressionReason};
-use nurture::store::{Batch, DEFAULT_CACHE_BYTES, Store};
+use nurture::store::{DEFAULT_CACHE_BYTES, Store};
+
+use crate::support::{scratch, seed};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nurture-enroll-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn lead(email: &str, source: &str, tags: &[&str]) -> Lead {
     let mut lead = Lead::new(email.into(), Utc::now());
     lead.source = Some(source.into());
     lead.tags = tags.iter().map(|t| t.to_string()).collect();
     lead
-}
-
-fn seed(dir: &Path, leads: Vec<Lead>) {
-    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
-    let mut batch = Batch::default();
-    for lead in leads {
-        batch.changed.push(lead.email.clone());
-        batch.leads.push(lead);
-    }
-    store.apply(&batch).unwrap();
-    store.flush().unwrap();
 }
 
 fn nurture(dir: &Path, args: &[&str]) -> Output {
@@ -61,7 +45,7 @@ fn suppressed(mut lead: Lead) -> Lead {
 
 #[test]
 fn the_daemon_enrolls_matching_leads_and_never_the_suppressed() {
-    let dir = scratch("auto");
+    let dir = scratch("enroll-auto");
     seed(
         &dir,
         vec![
@@ -110,7 +94,7 @@ fn the_daemon_enrolls_matching_leads_and_never_the_suppressed() {
 
 #[test]
 fn enroll_and_unenroll_by_hand() {
-    let dir = scratch("manual");
+    let dir = scratch("enroll-manual");
     seed(
         &dir,
         vec![

@@ -1,5 +1,8 @@
 //! The integration tests: one binary, one module per area.
 
+// Scratch folders and seeded stores, shared by the modules below.
+mod support;
+
 // Golden tests of rendered diagnostics (tests/fixtures/diagnostics/).
 mod diagnostics;
 // The engine on compiled workflows: timing, windows, branches, handlers, edits.
