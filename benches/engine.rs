@@ -88,7 +88,7 @@ fn main() {
         .expect("runtime");
     // Half at most: the daemon figures below need a backlog still due.
     let steps = STEPS.min(leads / 2) / ROUNDS;
-    let mut pipeline = Pipeline::new(store.clone(), Transport::Null);
+    let mut pipeline = Pipeline::new(store.clone(), std::sync::Arc::new(Transport::Null));
     let mut rounds = Vec::new();
     for _ in 0..ROUNDS {
         let started = Instant::now();

@@ -6,6 +6,7 @@
 //!
 //! Module map:
 //! - [`lead`]: the lead model and email normalization.
+//! - [`lend`]: how a command reaches the store while the daemon holds it.
 //! - [`leads_file`]: leads from CSV / JSON / JSON Lines files.
 //! - [`workflow`]: the compiled program the engine runs, and cron slots.
 //! - [`dsl`]: the workflow language: grammar, AST, validation, compilation.
@@ -29,6 +30,7 @@ pub mod engine;
 pub mod enrollment;
 pub mod lead;
 pub mod leads_file;
+pub mod lend;
 pub mod mail;
 pub mod project;
 pub mod store;

@@ -463,3 +463,65 @@ fn a_removed_step_is_a_check_warning_and_its_enrollments_exit_with_that_reason()
         "nothing sent for a removed step"
     );
 }
+
+#[test]
+fn commands_work_while_the_daemon_runs() {
+    let dir = scratch("daemon-lend");
+    let setup = Setup {
+        dir: &dir,
+        workflows: Path::new(REPO).join("tests/fixtures/daemon/workflows"),
+        templates: Path::new(REPO).join("tests/fixtures/daemon/templates"),
+        env: Vec::new(),
+    };
+    let log = dir.join("daemon.log");
+    let mut daemon = setup.start(&[], "daemon.log");
+    wait_for_log(&log, "nurture is running", Duration::from_secs(20));
+    let socket = dir.join("data").join(nurture::lend::SOCKET);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only the owner may ask for the store");
+
+    // An import while the daemon holds the store: it is lent, then the daemon enrolls and
+    // sends to the new leads at once.
+    let csv = dir.join("leads.csv");
+    let rows: String = (0..20)
+        .map(|i| format!("lead{i}@example.test,load-test\n"))
+        .collect();
+    fs::write(&csv, format!("email,source\n{rows}")).unwrap();
+    let import = setup
+        .command(&["leads", "import", csv.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert!(String::from_utf8_lossy(&import.stdout).contains("20 created"));
+    let started = Instant::now();
+    while outbox(&dir).len() < 40 && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(outbox(&dir).len(), 40, "two emails to each new lead");
+
+    let status = setup
+        .command(&["status", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["workflows"][0]["sent"], 40, "{report}");
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon is still running"
+    );
+
+    signal(&daemon, "TERM");
+    let status = wait_exit(&mut daemon, Duration::from_secs(15)).expect("stops");
+    assert!(status.success());
+    assert!(!socket.exists(), "the socket goes with the daemon");
+}

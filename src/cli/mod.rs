@@ -24,8 +24,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::lend;
 pub use crate::project::Project;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// The process exit codes `nurture` documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,12 +118,42 @@ impl Cli {
     }
 
     /// Opens the store the configuration names.
+    /// Opens the store the configuration names. When a running daemon holds it, the daemon
+    /// is asked to lend it for the rest of this command (see [`crate::lend`]).
     pub fn open_store(&self) -> Result<(Config, Store), CliError> {
         let config = self.load_config()?;
-        let store = Store::open(&config.store.path, config.cache_bytes())
-            .map_err(|e| CliError::Input(e.to_string()))?;
+        let open = || Store::open(&config.store.path, config.cache_bytes());
+        let store = match open() {
+            Err(StoreError::Locked { .. }) => match lend::borrow(&config.store.path) {
+                Ok(Some(lease)) => {
+                    // Held until the process exits: the daemon takes the store back then.
+                    *LEASE.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
+                    open_released(open)
+                }
+                _ => open(),
+            },
+            other => other,
+        };
+        let store = store.map_err(|e| CliError::Input(e.to_string()))?;
         Ok((config, store))
     }
+}
+
+/// The connection that keeps the store lent by a running daemon, for the whole process.
+static LEASE: std::sync::Mutex<Option<std::os::unix::net::UnixStream>> =
+    std::sync::Mutex::new(None);
+
+/// Opens a store the daemon has just let go of (its lock may take a moment to be released).
+fn open_released(open: impl Fn() -> Result<Store, StoreError>) -> Result<Store, StoreError> {
+    for _ in 0..100 {
+        match open() {
+            Err(StoreError::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+    open()
 }
 
 /// Parses the command line, runs the command, prints any error, and returns the exit code.

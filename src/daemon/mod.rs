@@ -39,6 +39,7 @@ use self::pipeline::Pipeline;
 use self::reload::Watcher;
 use self::transport::Transport;
 use crate::config::Config;
+use crate::lend::{self, Lender};
 use crate::project::Project;
 use crate::store::{Store, StoreError};
 
@@ -92,7 +93,15 @@ pub async fn run(
     control: Arc<Control>,
     until_idle: bool,
 ) -> Result<(), DaemonError> {
-    let store = Store::open(&config.store.path, config.cache_bytes())?;
+    let mut store = Store::open(&config.store.path, config.cache_bytes())?;
+    let waker = control.clone();
+    let mut lender =
+        Lender::listen(&config.store.path, move || waker.wake.notify_one()).map_err(|e| {
+            DaemonError::Setup(format!(
+                "cannot listen on {}: {e}",
+                lend::socket_path(&config.store.path).display()
+            ))
+        })?;
     let project = Project::load(std::slice::from_ref(&paths.workflows), &paths.templates);
     reload::log_diagnostics(&project);
     if project.count(crate::diagnostic::Severity::Error) > 0 {
@@ -115,9 +124,23 @@ pub async fn run(
     let mut project = Arc::new(project);
     let mut watcher = Watcher::new(&paths, config.daemon.watch_seconds);
     let mut next_slot = enroller::plan_scans(&store, &project, clock.now())?;
-    let mut pipeline = Pipeline::new(store.clone(), transport);
+    let mut pipeline = Pipeline::new(store.clone(), Arc::new(transport));
 
     while !control.is_stopping() {
+        if let Some(request) = lender.pending() {
+            // A command needs the store (see `crate::lend`): close it, wait, open it again.
+            let transport = pipeline.close().await?;
+            store.flush()?;
+            drop(store);
+            info!("store lent to a command");
+            if let Err(error) = lend::lend(request).await {
+                warn!(%error, "lending the store to a command");
+            }
+            store = reopen(&config).await?;
+            info!("store back from the command");
+            pipeline = Pipeline::new(store.clone(), transport);
+            continue;
+        }
         if control.reload.swap(false, Ordering::SeqCst) || watcher.changed() {
             if let Some(reloaded) = reload::reload(&store, &paths, &project)? {
                 project = Arc::new(reloaded);
@@ -177,6 +200,20 @@ pub async fn run(
     store.flush()?;
     info!("stopped");
     Ok(())
+}
+
+/// Opens the store again after lending it: the command may still be closing it.
+async fn reopen(config: &Config) -> Result<Store, DaemonError> {
+    let mut waited = StdDuration::ZERO;
+    loop {
+        match Store::open(&config.store.path, config.cache_bytes()) {
+            Err(StoreError::Locked { .. }) if waited < StdDuration::from_secs(60) => {
+                tokio::time::sleep(StdDuration::from_millis(50)).await;
+                waited += StdDuration::from_millis(50);
+            }
+            result => return Ok(result?),
+        }
+    }
 }
 
 /// Installs the signal handlers: SIGINT/SIGTERM stop (a second one exits at once, and the

@@ -23,16 +23,23 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(store: Store, transport: Transport) -> Pipeline {
+    pub fn new(store: Store, transport: Arc<Transport>) -> Pipeline {
         Pipeline {
             store,
-            transport: Arc::new(transport),
+            transport,
             sending: None,
         }
     }
 
     pub fn transport(&self) -> &Transport {
         &self.transport
+    }
+
+    /// Waits for the batch with the transport, then gives the transport back (the pipeline's
+    /// store handle goes with the pipeline).
+    pub async fn close(mut self) -> Result<Arc<Transport>, StoreError> {
+        self.finish().await?;
+        Ok(self.transport)
     }
 
     /// Runs up to `limit` due enrollments; their emails leave in the background once the
