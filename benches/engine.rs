@@ -67,7 +67,13 @@ fn main() {
                 lead.first_name = Some(format!("Name{i}"));
                 lead.company = (i % 3 == 0).then(|| format!("Company {i}"));
                 lead.source = Some("bench".into());
-                batch.enrollments.push(engine::enroll(drip, &lead, now));
+                // Due at scattered instants of the last hour, so that the due order is not the
+                // address order: each step reads and writes leads, enrollments and journals at
+                // random places, as in real life.
+                let mut enrollment = engine::enroll(drip, &lead, now);
+                let scatter = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) % 3_600_000;
+                enrollment.due = Some(now - Span::milliseconds(scatter as i64));
+                batch.enrollments.push(enrollment);
                 batch.leads.push(lead);
             }
             store.apply(&batch).expect("apply");

@@ -17,7 +17,9 @@ use tracing::{debug, warn};
 use crate::engine::{self, Effect, Enrollment, ExitReason, Input, Status};
 use crate::lead::Lead;
 use crate::mail::RenderedBody;
-use crate::mail::compose::{OutgoingEmail, domain_of, new_message_id, to_eml};
+use crate::mail::compose::{
+    OutgoingEmail, domain_of, new_message_id, sequenced_message_id, to_eml,
+};
 use crate::mail::personalize::personalize;
 use crate::project::Project;
 use crate::store::{Batch, EventKind, OutboxEmail, Store, StoreError};
@@ -239,7 +241,7 @@ impl Work<'_> {
                     match personalize(&self.project.templates, workflow, after, planned, slot, now)
                     {
                         Ok(outgoing) => {
-                            match self.queue(workflow, &email, &planned.step, &outgoing)? {
+                            match self.queue(workflow, &email, &planned.step, outgoing)? {
                                 Some(failed) => failed,
                                 None => continue,
                             }
@@ -293,20 +295,19 @@ impl Work<'_> {
         Ok(())
     }
 
-    /// Plans `outgoing` for sending, unless that Message-ID was already sent (a slot planned
-    /// twice must not send twice). Returns the journal line of a failure, if it cannot be sent.
+    /// Plans `outgoing` for sending, numbered in the store's sequence (see
+    /// [`sequenced_message_id`]). Returns the journal line of a failure, if it cannot be sent.
+    /// A slot planned twice (a DST double fire, a restart) is no concern here: the engine does
+    /// nothing for an enrollment that is not due.
     fn queue(
         &mut self,
         workflow: &Workflow,
         lead: &str,
         step: &str,
-        outgoing: &OutgoingEmail,
+        mut outgoing: OutgoingEmail,
     ) -> Result<Option<EventKind>, StoreError> {
-        if self.store.message(&outgoing.message_id)?.is_some() {
-            warn!(message_id = %outgoing.message_id, "already sent; not queued again");
-            return Ok(None);
-        }
-        let eml = match to_eml(outgoing) {
+        outgoing.message_id = sequenced_message_id(&outgoing.message_id, self.store.new_id()?);
+        let eml = match to_eml(&outgoing) {
             Ok(eml) => eml,
             Err(error) => {
                 return Ok(Some(EventKind::SendFailed {
@@ -344,7 +345,7 @@ impl Work<'_> {
         let to = mailbox_from_display(to);
         let outgoing = notification(workflow, lead, &to, reason, self.now);
         let step = format!("notify {}", to.address);
-        if let Some(kind) = self.queue(workflow, &lead.email, &step, &outgoing)? {
+        if let Some(kind) = self.queue(workflow, &lead.email, &step, outgoing)? {
             self.batch
                 .event(&lead.email, self.now, Some(&workflow.name), kind);
         }

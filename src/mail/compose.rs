@@ -109,6 +109,14 @@ pub fn new_message_id(domain: &str, unique: &str) -> String {
     )
 }
 
+/// `message_id` with `sequence` in front: `<00000000000004d2.…>`. The daemon numbers every
+/// email it sends from one increasing counter, so that its record of sent emails, keyed by
+/// Message-ID, grows at its end: with random keys, each send was a cache miss in a tree of a
+/// million entries (13,500 against 19,500 steps/s measured with `cargo bench --bench engine`).
+pub fn sequenced_message_id(message_id: &str, sequence: u64) -> String {
+    format!("<{sequence:016x}.{}", message_id.trim_start_matches('<'))
+}
+
 /// The domain of an address (`acme.example` of `ana@acme.example`), for [`new_message_id`].
 pub fn domain_of(address: &str) -> &str {
     address
@@ -502,6 +510,16 @@ mod tests {
         let mut bad = email();
         bad.message_id = "<x@y>\r\nBcc: z@w.example".into();
         assert!(matches!(to_message(&bad), Err(ComposeError::MessageId(_))));
+    }
+
+    #[test]
+    fn sequenced_message_ids_sort_by_sequence() {
+        let id = new_message_id("example.test", "x");
+        let first = sequenced_message_id(&id, 9);
+        let second = sequenced_message_id(&id, 10);
+        assert!(first < second, "{first} < {second}");
+        assert!(first.starts_with("<0000000000000009.") && first.ends_with("@example.test>"));
+        assert!(valid_message_id(&first).is_ok());
     }
 
     #[test]
