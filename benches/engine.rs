@@ -10,6 +10,8 @@
 //!    email in the outbox folder, its resident memory while it works through the backlog, and
 //!    its CPU use when idle.
 //!
+//! `NURTURE_BENCH_KEEP=1` keeps the store (its folder is printed) for a closer look.
+//!
 //! Targets (issue 3): ≥ 20,000 steps/s; first email ≤ 2 s after a restart; ≤ 300 MB RSS;
 //! ~0 CPU idle.
 
@@ -131,7 +133,11 @@ fn main() {
 
     // 3. The daemon on the same store (the remaining leads are still due now).
     daemon_figures(&root, &workflows, &templates);
-    let _ = std::fs::remove_dir_all(&root);
+    if std::env::var_os("NURTURE_BENCH_KEEP").is_some() {
+        println!("kept: {}", root.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
 
 /// Seconds for one render of the benchmark template plus one insert of the result.
