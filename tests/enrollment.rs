@@ -141,3 +141,60 @@ fn enroll_and_unenroll_by_hand() {
     assert_eq!(enrollment.status, Status::Exited(ExitReason::Manual));
     assert_eq!(store.next_due().unwrap(), None, "nothing left to send");
 }
+
+#[test]
+fn a_recurring_workflow_enrolls_its_segment_at_the_slot() {
+    let dir = scratch("enroll-recurring");
+    let mut cold = lead("cold@example.test", "conference", &["cold"]);
+    cold.timezone = Some("America/New_York".into());
+    seed(
+        &dir,
+        vec![cold, lead("warm@example.test", "conference", &["warm"])],
+    );
+    // Sunday noon UTC; the slot is Monday 09:00 in New York (14:00 UTC). The rehearsal clock
+    // only moves while the daemon sleeps, so the daemon sleeps until the slot.
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .arg("run")
+        .current_dir(&dir)
+        .env_remove("RUST_LOG")
+        .env("NURTURE_WORKFLOWS", format!("{REPO}/workflows"))
+        .env("NURTURE_TEMPLATES", format!("{REPO}/templates"))
+        .env("NURTURE_DAEMON_REHEARSAL_START", "2026-11-22T12:00:00Z")
+        .env("NURTURE_DAEMON_REHEARSAL_SPEED", "1000000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let outbox = dir.join("outbox");
+    let started = std::time::Instant::now();
+    while fs::read_dir(&outbox).map_or(0, |d| d.count()) == 0
+        && started.elapsed() < std::time::Duration::from_secs(30)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    assert!(daemon.wait().unwrap().success());
+
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    let enrollment = store
+        .enrollment("re-engagement", "cold@example.test")
+        .unwrap()
+        .expect("the cold lead is in the segment");
+    assert_eq!(
+        enrollment.enrolled_at.to_rfc3339(),
+        "2026-11-23T14:00:00+00:00"
+    );
+    assert!(
+        store
+            .enrollments_of("warm@example.test")
+            .unwrap()
+            .is_empty()
+    );
+    // Its first step waits until Tuesday 10:00 New York time, then sends.
+    let sent: Vec<_> = store.messages().map(Result::unwrap).collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].workflow, "re-engagement");
+    assert_eq!(sent[0].at.to_rfc3339(), "2026-11-24T15:00:00+00:00");
+}
