@@ -135,12 +135,6 @@ fn count_promotions(store: &Store) -> Result<Counts, StoreError> {
         let (EventKind::Promoted { .. }, Some(workflow)) = (&event.kind, event.workflow) else {
             continue;
         };
-        if email.is_empty() {
-            // `all_events` names no lead when it cannot read an event's key. The promotion
-            // still happened; with no lead to tell a second one apart, it counts as one.
-            slot(&mut workflows, &workflow).promoted += 1;
-            continue;
-        }
         if email != lead {
             lead = email;
             promoted_by.clear();
