@@ -18,6 +18,7 @@ pub const DEFAULT_FILE: &str = "nurture.toml";
 pub struct Config {
     pub store: StoreConfig,
     pub transport: TransportConfig,
+    pub smtp: SmtpConfig,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
 }
@@ -43,6 +44,32 @@ pub struct TransportConfig {
 #[serde(rename_all = "snake_case")]
 pub enum TransportKind {
     File,
+    Smtp,
+}
+
+/// The SMTP server emails are handed to when `transport.kind = "smtp"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    /// The name this host gives in EHLO.
+    pub hello: String,
+    /// At most this many messages in flight at once, each on its own connection.
+    pub connections: usize,
+    pub timeout_seconds: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: 25,
+            hello: "localhost".into(),
+            connections: 4,
+            timeout_seconds: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,3 +21,5 @@ mod status_cli;
 mod daemon;
 // Automatic enrollment by the daemon, `nurture enroll` and `nurture unenroll`.
 mod enrollment;
+// Sending through a real Postfix into real Dovecot mailboxes (tests/mailstack.sh).
+mod smtp;

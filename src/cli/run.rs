@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 use super::{Cli, CliError, ExitCode};
 use crate::config::{Config, LogFormat, TransportKind};
 use crate::daemon::clock::Clock;
+use crate::daemon::smtp::Smtp;
 use crate::daemon::transport::Transport;
 use crate::daemon::{self, Control, DaemonError, Paths};
 
@@ -33,6 +34,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode, CliError> {
                 config.transport.outbox.display()
             ))
         })?,
+        TransportKind::Smtp => Transport::Smtp(Smtp::new(config.smtp.clone())),
     };
     let paths = Paths {
         workflows: cli.workflows.clone(),

@@ -12,7 +12,7 @@
 //! - [`pipeline`]: planning the next batch while the last one is with the transport;
 //! - [`enroller`]: changed leads, backfills and recurring segments;
 //! - [`reload`]: new workflow files checked before they replace the running ones;
-//! - [`transport`]: file and null transports.
+//! - [`transport`]: file, SMTP ([`smtp`]) and null transports.
 //!
 //! Stopping: the first SIGINT/SIGTERM stops taking work; the batch in hand finishes, the store
 //! is flushed, and the daemon exits; if that takes longer than the configured deadline, it exits
@@ -24,6 +24,7 @@ pub mod pipeline;
 pub mod reload;
 pub mod scheduler;
 pub mod sender;
+pub mod smtp;
 pub mod transport;
 
 use std::path::PathBuf;

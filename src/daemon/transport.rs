@@ -1,5 +1,6 @@
 //! Where emails go: a folder of `.eml` files (lettre's file transport, the default, so a fresh
-//! checkout works before any SMTP server is configured) or nowhere (benchmarks).
+//! checkout works before any SMTP server is configured), an SMTP server, or nowhere
+//! (benchmarks).
 //!
 //! A transport reports failures as permanent (do not retry) or transient (retry later).
 
@@ -8,11 +9,14 @@ use std::path::Path;
 use lettre::address::Envelope;
 use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 
+use super::smtp::Smtp;
 use crate::store::OutboxEmail;
 
 pub enum Transport {
     /// Each email as `<uuid>.eml` in a folder.
     File(AsyncFileTransport<Tokio1Executor>),
+    /// An SMTP server.
+    Smtp(Smtp),
     /// Accepts everything, sends nothing: measures the daemon without a transport.
     Null,
 }
@@ -36,6 +40,7 @@ impl Transport {
     pub fn describe(&self) -> String {
         match self {
             Transport::File(_) => "file".into(),
+            Transport::Smtp(smtp) => smtp.describe(),
             Transport::Null => "null".into(),
         }
     }
@@ -52,6 +57,7 @@ impl Transport {
                     message: format!("cannot write the email file: {error}"),
                     permanent: false,
                 }),
+            Transport::Smtp(smtp) => smtp.send(&envelope, &email.eml).await,
             Transport::Null => Ok(()),
         }
     }

@@ -1,0 +1,238 @@
+//! Sending for real: the daemon hands emails to a real Postfix on loopback, which delivers them
+//! into real Dovecot mailboxes (`tests/mailstack.sh`). A missing or broken mail system fails
+//! these tests; it is never skipped.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use chrono::Utc;
+use mail_parser::{MessageParser, MimeHeaders};
+use nurture::lead::Lead;
+use nurture::store::{DEFAULT_CACHE_BYTES, EventKind, MessageState, Store};
+
+use crate::support::{scratch, seed};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Postfix and Dovecot for one test, in their own folder and ports; killed when dropped.
+struct MailStack {
+    dir: PathBuf,
+    smtp_port: u16,
+}
+
+impl MailStack {
+    fn up(name: &str, smtp_port: u16, imap_port: u16, users: &[&str]) -> MailStack {
+        // Unix socket paths must stay short: not under target/.
+        let dir = PathBuf::from(format!("/tmp/nms-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let stack = MailStack { dir, smtp_port };
+        stack.run(
+            &["up", &smtp_port.to_string(), &imap_port.to_string()],
+            users,
+        );
+        stack
+    }
+
+    fn run(&self, command: &[&str], users: &[&str]) {
+        let status = Command::new(format!("{REPO}/tests/mailstack.sh"))
+            .arg(command[0])
+            .arg(&self.dir)
+            .args(&command[1..])
+            .args(users)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("tests/mailstack.sh runs");
+        let logs = ["pf/postfix.log", "pf/start.log", "dv/dovecot.log"]
+            .iter()
+            .map(|log| fs::read_to_string(self.dir.join(log)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            status.success(),
+            "the test mail system did not {} (Postfix and Dovecot are installed by .ci/run):\n{logs}",
+            command[0]
+        );
+    }
+
+    /// The messages delivered to `user@example.test`, raw.
+    fn mailbox(&self, user: &str) -> Vec<Vec<u8>> {
+        let new = self
+            .dir
+            .join(format!("mail/example.test/{user}/Maildir/new"));
+        let mut found: Vec<Vec<u8>> = fs::read_dir(new)
+            .map(|entries| {
+                entries
+                    .map(|entry| fs::read(entry.unwrap().path()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
+
+    /// Waits (up to 10 s) until `user` has `count` messages.
+    fn wait_for(&self, user: &str, count: usize) -> Vec<Vec<u8>> {
+        let started = std::time::Instant::now();
+        loop {
+            let found = self.mailbox(user);
+            if found.len() >= count || started.elapsed().as_secs() > 10 {
+                return found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for MailStack {
+    fn drop(&mut self) {
+        let _ = Command::new(format!("{REPO}/tests/mailstack.sh"))
+            .args(["kill"])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn trial_lead(email: &str, first_name: &str) -> Lead {
+    let mut lead = Lead::new(email.into(), Utc::now());
+    lead.first_name = Some(first_name.into());
+    lead.source = Some("website-form".into());
+    lead.tags.insert("trial".into());
+    lead.timezone = Some("Europe/Berlin".into());
+    lead
+}
+
+/// `nurture run --until-idle` against the stack, with the clock at `now`.
+fn run_daemon(dir: &Path, stack: &MailStack, now: &str) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(["run", "--until-idle"])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("NURTURE_WORKFLOWS", format!("{REPO}/workflows"))
+        .env("NURTURE_TEMPLATES", format!("{REPO}/templates"))
+        .env("NURTURE_TRANSPORT_KIND", "smtp")
+        .env("NURTURE_SMTP_PORT", stack.smtp_port.to_string())
+        .env("NURTURE_SMTP_TIMEOUT_SECONDS", "5")
+        .env("NURTURE_DAEMON_REHEARSAL_START", now)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn header_names(raw: &[u8]) -> Vec<String> {
+    let message = MessageParser::default().parse(raw).unwrap();
+    message
+        .headers()
+        .iter()
+        .map(|header| header.name().to_ascii_lowercase())
+        .collect()
+}
+
+#[test]
+fn an_email_due_now_arrives_in_the_leads_mailbox_and_lead_data_injects_nothing() {
+    let stack = MailStack::up(
+        "deliver",
+        2531,
+        2141,
+        &["anna", "eve", "victim", "ana", "sales"],
+    );
+    let dir = scratch("smtp-deliver");
+    seed(
+        &dir,
+        vec![
+            trial_lead("anna@example.test", "Anna <b>"),
+            trial_lead("eve@example.test", "Eve\r\nBcc: victim@example.test"),
+        ],
+    );
+    // Monday 10:00 in Berlin: the send window is open, the welcome is due at once.
+    run_daemon(&dir, &stack, "2026-11-23T09:00:00Z");
+
+    let anna = stack.wait_for("anna", 1);
+    assert_eq!(anna.len(), 1, "one welcome email in Anna's mailbox");
+    let message = MessageParser::default().parse(&anna[0]).unwrap();
+    assert_eq!(
+        message.subject(),
+        Some("Welcome to Acme Analytics, Anna <b>!")
+    );
+    let from = message.from().and_then(|a| a.first()).unwrap();
+    assert_eq!(from.address(), Some("ana@example.test"));
+    assert_eq!(from.name(), Some("Ana Ortiz"));
+    let message_id = message.message_id().unwrap().to_string();
+    assert!(message_id.ends_with("@example.test"), "{message_id}");
+    assert!(message.date().is_some());
+    assert!(message.header_raw("List-Unsubscribe").is_some());
+    // Both parts: the text one as written, the HTML one escaped.
+    assert!(message.content_type().unwrap().c_subtype.as_deref() == Some("alternative"));
+    let text = message.body_text(0).unwrap();
+    assert!(text.contains("Hi Anna <b>,"), "{text}");
+    let html = message.body_html(0).unwrap();
+    assert!(html.contains("Anna &lt;b&gt;"), "{html}");
+    assert!(!html.contains("Anna <b>"), "{html}");
+
+    // Eve's name tried to add a Bcc header: her email has none, and nobody else got a copy.
+    let eve = stack.wait_for("eve", 1);
+    assert_eq!(eve.len(), 1);
+    let names = header_names(&eve[0]);
+    assert!(names.contains(&"subject".to_string()), "{names:?}");
+    assert!(!names.contains(&"bcc".to_string()), "{names:?}");
+    assert!(stack.mailbox("victim").is_empty());
+
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    let record = store.message(&format!("<{message_id}>")).unwrap().unwrap();
+    assert_eq!(record.state, MessageState::Sent);
+    assert_eq!(record.lead, "anna@example.test");
+}
+
+#[test]
+fn while_smtp_is_down_emails_wait_and_leave_once_it_is_back() {
+    let stack = MailStack::up("outage", 2532, 2142, &["anna", "ana", "sales"]);
+    let dir = scratch("smtp-outage");
+    seed(&dir, vec![trial_lead("anna@example.test", "Anna")]);
+    stack.run(&["down"], &[]);
+
+    run_daemon(&dir, &stack, "2026-11-23T09:00:00Z");
+    {
+        let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(store.outbox_len(), 1, "the email waits in the outbox");
+        assert_eq!(store.messages().count(), 0);
+        let failed = store
+            .events_of("anna@example.test")
+            .unwrap()
+            .into_iter()
+            .any(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::SendFailed {
+                        permanent: false,
+                        ..
+                    }
+                )
+            });
+        assert!(failed, "the failed attempt is in the lead's timeline");
+    }
+
+    stack.run(&["up", "2532", "2142"], &["anna", "ana", "sales"]);
+    // A minute later the retry is due.
+    run_daemon(&dir, &stack, "2026-11-23T09:01:00Z");
+    let anna = stack.wait_for("anna", 1);
+    assert_eq!(anna.len(), 1, "sent once, after the outage");
+    // And not again.
+    run_daemon(&dir, &stack, "2026-11-23T09:05:00Z");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(stack.mailbox("anna").len(), 1);
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    assert_eq!(store.outbox_len(), 0);
+    let sent: Vec<_> = store.messages().map(Result::unwrap).collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].state, MessageState::Sent);
+}
