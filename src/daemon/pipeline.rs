@@ -31,7 +31,7 @@ impl Pipeline {
         }
     }
 
-    pub fn transport(&self) -> &Transport {
+    pub fn transport(&self) -> &Arc<Transport> {
         &self.transport
     }
 
@@ -62,7 +62,7 @@ impl Pipeline {
                 sender::deliver(
                     &store,
                     &transport,
-                    &planned.emails,
+                    planned.emails,
                     false,
                     planned.in_flight,
                     now,

@@ -11,7 +11,11 @@
 use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
 
-use super::transport::Transport;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use super::transport::{SendError, Transport};
 use crate::store::{Batch, EventKind, MessageRecord, MessageState, OutboxEmail, Store, StoreError};
 
 /// The first retry waits this long; each further one doubles it, up to [`MAX_BACKOFF`].
@@ -21,21 +25,25 @@ pub const MAX_BACKOFF: Duration = Duration::hours(1);
 /// Hands `emails`, already listed in flight under the mark `in_flight` and flushed, to the
 /// transport and records every outcome, clearing the mark. `from_outbox`: they came from the
 /// outbox, whose entries are removed. Returns how many were sent.
+///
+/// Up to [`Transport::parallelism`] emails are with the transport at once; outcomes are
+/// recorded in the emails' order.
 pub async fn deliver(
     store: &Store,
-    transport: &Transport,
-    emails: &[OutboxEmail],
+    transport: &Arc<Transport>,
+    emails: Vec<OutboxEmail>,
     from_outbox: bool,
     in_flight: u64,
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
+    let emails = Arc::new(emails);
+    let outcomes = hand_over(transport, &emails).await;
     let mut batch = Batch {
         in_flight_clear: vec![in_flight],
         ..Batch::default()
     };
     let mut sent = 0;
-    for email in emails {
-        let outcome = transport.send(email).await;
+    for (email, outcome) in emails.iter().zip(outcomes) {
         if from_outbox {
             batch
                 .outbox_remove
@@ -86,11 +94,37 @@ pub async fn deliver(
     Ok(sent)
 }
 
+/// Sends every email, at most `transport.parallelism()` at a time; the outcomes in order.
+async fn hand_over(
+    transport: &Arc<Transport>,
+    emails: &Arc<Vec<OutboxEmail>>,
+) -> Vec<Result<(), SendError>> {
+    let mut outcomes: Vec<Option<Result<(), SendError>>> = vec![None; emails.len()];
+    let mut running = JoinSet::new();
+    let mut next = 0;
+    while next < emails.len() || !running.is_empty() {
+        while next < emails.len() && running.len() < transport.parallelism() {
+            let (transport, emails, index) = (transport.clone(), emails.clone(), next);
+            running.spawn(async move { (index, transport.send(&emails[index]).await) });
+            next += 1;
+        }
+        if let Some(done) = running.join_next().await {
+            let (index, outcome) =
+                done.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+            outcomes[index] = Some(outcome);
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every email was handed over"))
+        .collect()
+}
+
 /// Sends up to `limit` outbox emails that may leave at `now` (retries, for now). Returns how
 /// many were handed over.
 pub async fn send_outbox(
     store: &Store,
-    transport: &Transport,
+    transport: &Arc<Transport>,
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<usize, StoreError> {
@@ -104,8 +138,9 @@ pub async fn send_outbox(
         ..Batch::default()
     })?;
     store.flush()?;
-    deliver(store, transport, &ready, true, mark, now).await?;
-    Ok(ready.len())
+    let count = ready.len();
+    deliver(store, transport, ready, true, mark, now).await?;
+    Ok(count)
 }
 
 /// After a crash: every email still listed under an in-flight mark is reported as uncertain

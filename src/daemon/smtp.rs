@@ -35,6 +35,10 @@ impl Smtp {
         }
     }
 
+    pub fn connections(&self) -> usize {
+        self.config.connections.max(1)
+    }
+
     pub fn describe(&self) -> String {
         format!("smtp://{}:{}", self.config.host, self.config.port)
     }

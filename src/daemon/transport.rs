@@ -45,6 +45,15 @@ impl Transport {
         }
     }
 
+    /// How many emails may be with this transport at once.
+    pub fn parallelism(&self) -> usize {
+        match self {
+            Transport::File(_) => 4,
+            Transport::Smtp(smtp) => smtp.connections(),
+            Transport::Null => 1,
+        }
+    }
+
     pub async fn send(&self, email: &OutboxEmail) -> Result<(), SendError> {
         let envelope = envelope(email)?;
         match self {
