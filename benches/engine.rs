@@ -29,6 +29,8 @@ use nurture::store::{Batch, DEFAULT_CACHE_BYTES, Store};
 
 // The allocator the `nurture` binary uses (sled allocates a lot: glibc's malloc halves the
 // throughput measured here).
+mod support;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -45,42 +47,15 @@ fn main() {
     let root = std::env::temp_dir().join(format!("nurture-bench-engine-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("temp dir");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures");
-    let workflows = fixtures.join("workflows");
-    let templates = fixtures.join("templates");
-    let project = Project::load(std::slice::from_ref(&workflows), &templates);
-    assert!(
-        project.diagnostics.is_empty(),
-        "{}",
-        project.render_diagnostics()
-    );
-    let drip = project.workflow("drip").expect("the drip workflow");
+    let (project, workflows, templates) = support::drip_project();
 
     // 1. The store.
     let data = root.join("data");
     let now = Utc::now();
     let started = Instant::now();
+    support::enrolled_store(&data, &project, leads, now);
     {
         let store = Store::open(&data, DEFAULT_CACHE_BYTES).expect("store");
-        for first in (0..leads).step_by(10_000) {
-            let mut batch = Batch::default();
-            for i in first..(first + 10_000).min(leads) {
-                let mut lead = Lead::new(format!("lead{i:07}@example.test"), now);
-                lead.first_name = Some(format!("Name{i}"));
-                lead.company = (i % 3 == 0).then(|| format!("Company {i}"));
-                lead.source = Some("bench".into());
-                // Due at scattered instants of the last hour, so that the due order is not the
-                // address order: each step reads and writes leads, enrollments and journals at
-                // random places, as in real life.
-                let mut enrollment = engine::enroll(drip, &lead, now);
-                let scatter = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) % 3_600_000;
-                enrollment.due = Some(now - Span::milliseconds(scatter as i64));
-                batch.enrollments.push(enrollment);
-                batch.leads.push(lead);
-            }
-            store.apply(&batch).expect("apply");
-        }
-        store.flush().expect("flush");
         println!(
             "store: {leads} leads enrolled in {:.1} s, {:.0} MB on disk",
             started.elapsed().as_secs_f64(),

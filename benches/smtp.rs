@@ -1,0 +1,147 @@
+//! `cargo bench --bench smtp`: the daemon's send path into SMTP servers on loopback.
+//!
+//! 1. Into Postfix's `smtp-sink` (accepts and discards), side by side with Postfix's own load
+//!    generator `smtp-source` against the same sink, 4 sessions each, connections reused: the
+//!    practical ceiling on this machine. The daemon's path is the whole of it: due enrollments
+//!    run through the engine, rendered, committed, and handed to SMTP over 4 connections.
+//! 2. Into the full Postfix → Dovecot chain (`tests/mailstack.sh`): emails accepted per second.
+//!
+//! Needs root, Postfix and Dovecot (`tests/run` installs them). Target (issue 4): the daemon at
+//! ≥ 50 % of `smtp-source`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use nurture::config::SmtpConfig;
+use nurture::daemon::pipeline::Pipeline;
+use nurture::daemon::smtp::Smtp;
+use nurture::daemon::transport::Transport;
+use nurture::project::Project;
+use nurture::store::{DEFAULT_CACHE_BYTES, Store};
+
+mod support;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SINK_PORT: u16 = 2599;
+const CHAIN_SMTP_PORT: u16 = 2598;
+const CHAIN_IMAP_PORT: u16 = 2198;
+const SESSIONS: usize = 4;
+
+fn main() {
+    let emails: usize = std::env::var("NURTURE_BENCH_EMAILS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let root = std::env::temp_dir().join(format!("nurture-bench-smtp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("temp dir");
+    let (project, _, _) = support::drip_project();
+
+    // 1. smtp-sink: smtp-source first, then the daemon's path.
+    let mut sink = Command::new("smtp-sink")
+        .args([
+            "-u",
+            "postfix",
+            "-c",
+            &format!("127.0.0.1:{SINK_PORT}"),
+            "1000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("smtp-sink (Postfix) is installed: run tests/run once");
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let status = Command::new("smtp-source")
+        .args([
+            "-s",
+            &SESSIONS.to_string(),
+            "-m",
+            &emails.to_string(),
+            "-l",
+            "2000",
+            "-d",
+        ])
+        .args(["-f", "bench@example.test", "-t", "lead@example.test"])
+        .arg(format!("127.0.0.1:{SINK_PORT}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("smtp-source runs");
+    assert!(status.success());
+    let source_rate = emails as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "smtp-source → smtp-sink: {emails} messages of 2 KB, {SESSIONS} sessions: {source_rate:.0} msg/s"
+    );
+
+    let rate = daemon_path(&root.join("sink"), &project, emails, SINK_PORT);
+    println!(
+        "nurture → smtp-sink: {emails} due steps through the engine, {SESSIONS} connections: {rate:.0} msg/s, {:.0} % of smtp-source",
+        rate / source_rate * 100.0
+    );
+    let _ = sink.kill();
+    let _ = sink.wait();
+
+    // 2. The full chain, into Dovecot mailboxes.
+    let chain = 2_000.min(emails);
+    let stack = Path::new("/tmp").join(format!("nbs-{}", std::process::id()));
+    let users: Vec<String> = (0..chain).map(|i| format!("lead{i:07}")).collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mailstack.sh");
+    let up = Command::new(&script)
+        .arg("up")
+        .arg(&stack)
+        .args([CHAIN_SMTP_PORT.to_string(), CHAIN_IMAP_PORT.to_string()])
+        .args(&users)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("tests/mailstack.sh runs");
+    assert!(up.success(), "the mail system did not start");
+    let rate = daemon_path(&root.join("chain"), &project, chain, CHAIN_SMTP_PORT);
+    println!("nurture → Postfix → Dovecot: {chain} emails accepted at {rate:.0} msg/s");
+    let _ = Command::new(&script)
+        .arg("kill")
+        .arg(&stack)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(&stack);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Messages per second for `count` due enrollments run and sent by the daemon's pipeline.
+fn daemon_path(dir: &Path, project: &Project, count: usize, port: u16) -> f64 {
+    let data = dir.join("data");
+    let now = Utc::now();
+    support::enrolled_store(&data, project, count, now);
+    let store = Store::open(&data, DEFAULT_CACHE_BYTES).expect("store");
+    let smtp = Smtp::new(SmtpConfig {
+        port,
+        connections: SESSIONS,
+        ..SmtpConfig::default()
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut pipeline = Pipeline::new(store.clone(), Arc::new(Transport::Smtp(smtp)));
+    let started = Instant::now();
+    let mut done = 0;
+    while done < count {
+        done += runtime
+            .block_on(pipeline.run_due(project, now, 256))
+            .expect("run");
+    }
+    runtime.block_on(pipeline.finish()).expect("send");
+    let elapsed = started.elapsed();
+    let sent = store.messages().count();
+    assert_eq!(sent, count, "every email was accepted");
+    count as f64 / elapsed.as_secs_f64()
+}
