@@ -16,7 +16,11 @@ if [ "$cmd" = up ]; then
   chown mail:mail "$D"/mail
   chown postfix "$D"/pf/data
   : > "$D"/dv/users
-  for u in "$@"; do echo "$u@example.test:{PLAIN}secret" >> "$D"/dv/users; done
+  : > "$D"/pf/mailboxes
+  for u in "$@"; do
+    echo "$u@example.test:{PLAIN}secret" >> "$D"/dv/users
+    echo "$u@example.test OK" >> "$D"/pf/mailboxes
+  done
 
   cat > "$D"/dv/dovecot.conf <<EOF
 base_dir = $D/dv/run
@@ -61,6 +65,8 @@ inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 alias_maps =
 virtual_mailbox_domains = example.test
+# Unknown users are refused at RCPT (550 5.1.1), as a real provider does, rather than bounced.
+virtual_mailbox_maps = texthash:$D/pf/mailboxes
 virtual_transport = lmtp:unix:$D/dv/run/lmtp
 EOF
 

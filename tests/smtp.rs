@@ -236,3 +236,55 @@ fn while_smtp_is_down_emails_wait_and_leave_once_it_is_back() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].state, MessageState::Sent);
 }
+
+#[test]
+fn a_recipient_refused_for_good_is_suppressed_and_only_that_lead() {
+    // `ghost` has no mailbox: Postfix answers 550 5.1.1 at RCPT.
+    let stack = MailStack::up("refused", 2533, 2143, &["anna", "ana", "sales"]);
+    let dir = scratch("smtp-refused");
+    seed(
+        &dir,
+        vec![
+            trial_lead("anna@example.test", "Anna"),
+            trial_lead("ghost@example.test", "Ghost"),
+        ],
+    );
+    run_daemon(&dir, &stack, "2026-11-23T09:00:00Z");
+    assert_eq!(stack.wait_for("anna", 1).len(), 1);
+
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    let ghost = store.lead("ghost@example.test").unwrap().unwrap();
+    let suppression = ghost
+        .suppression
+        .expect("the refused address is suppressed");
+    assert!(
+        suppression.detail.contains("5.1.1"),
+        "{}",
+        suppression.detail
+    );
+    let enrollment = store
+        .enrollment("trial-welcome", "ghost@example.test")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        enrollment.status,
+        nurture::engine::Status::Exited(nurture::engine::ExitReason::Bounced)
+    );
+    let failed: Vec<_> = store
+        .messages()
+        .map(Result::unwrap)
+        .filter(|m| m.lead == "ghost@example.test")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].state, MessageState::Failed);
+
+    let anna = store.lead("anna@example.test").unwrap().unwrap();
+    assert!(anna.suppression.is_none(), "only the refused lead");
+    assert!(
+        store
+            .enrollment("trial-welcome", "anna@example.test")
+            .unwrap()
+            .unwrap()
+            .is_active()
+    );
+}

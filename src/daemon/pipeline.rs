@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 
+use super::sender::Delivered;
 use super::transport::Transport;
 use super::{scheduler, sender};
 use crate::project::Project;
@@ -18,8 +19,8 @@ use crate::store::{Store, StoreError};
 pub struct Pipeline {
     store: Store,
     transport: Arc<Transport>,
-    /// The batch with the transport, if any; yields how many of its emails were sent.
-    sending: Option<JoinHandle<Result<usize, StoreError>>>,
+    /// The batch with the transport, if any.
+    sending: Option<JoinHandle<Result<Delivered, StoreError>>>,
 }
 
 impl Pipeline {
@@ -73,13 +74,16 @@ impl Pipeline {
         Ok(planned.ran)
     }
 
-    /// Waits for the batch with the transport, if any. Returns how many of its emails were sent.
+    /// Waits for the batch with the transport, if any, and suppresses the addresses the server
+    /// refused (no batch is being planned now). Returns how many of its emails were sent.
     pub async fn finish(&mut self) -> Result<usize, StoreError> {
-        match self.sending.take() {
-            Some(handle) => handle
-                .await
-                .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic())),
-            None => Ok(0),
-        }
+        let Some(handle) = self.sending.take() else {
+            return Ok(0);
+        };
+        let delivered = handle
+            .await
+            .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))?;
+        sender::suppress_rejected(&self.store, &delivered.rejected, delivered.at)?;
+        Ok(delivered.sent)
     }
 }

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::transport::{SendError, Transport};
+use crate::engine::{ExitReason, Status};
+use crate::lead::{Suppression, SuppressionReason};
 use crate::store::{Batch, EventKind, MessageRecord, MessageState, OutboxEmail, Store, StoreError};
 
 /// The first retry waits this long; each further one doubles it, up to [`MAX_BACKOFF`].
@@ -27,7 +29,8 @@ pub const MAX_BACKOFF: Duration = Duration::hours(1);
 /// outbox, whose entries are removed. Returns how many were sent.
 ///
 /// Up to [`Transport::parallelism`] emails are with the transport at once; outcomes are
-/// recorded in the emails' order.
+/// recorded in the emails' order. Recipients the server refused for good are returned, to be
+/// suppressed by [`suppress_rejected`] once no batch is being planned (planning writes leads).
 pub async fn deliver(
     store: &Store,
     transport: &Arc<Transport>,
@@ -35,7 +38,7 @@ pub async fn deliver(
     from_outbox: bool,
     in_flight: u64,
     now: DateTime<Utc>,
-) -> Result<usize, StoreError> {
+) -> Result<Delivered, StoreError> {
     let emails = Arc::new(emails);
     let outcomes = hand_over(transport, &emails).await;
     let mut batch = Batch {
@@ -43,6 +46,7 @@ pub async fn deliver(
         ..Batch::default()
     };
     let mut sent = 0;
+    let mut rejected = Vec::new();
     for (email, outcome) in emails.iter().zip(outcomes) {
         if from_outbox {
             batch
@@ -66,6 +70,12 @@ pub async fn deliver(
             }
             Err(error) => {
                 warn!(message_id = %email.message_id, lead = %email.lead, permanent = error.permanent, %error, "send failed");
+                if error.rejects_recipient() {
+                    rejected.push(Rejection {
+                        lead: email.lead.clone(),
+                        detail: error.message.clone(),
+                    });
+                }
                 if error.permanent {
                     batch
                         .messages
@@ -91,7 +101,80 @@ pub async fn deliver(
         }
     }
     store.apply(&batch)?;
-    Ok(sent)
+    Ok(Delivered {
+        sent,
+        rejected,
+        at: now,
+    })
+}
+
+/// What [`deliver`] did.
+#[derive(Debug)]
+pub struct Delivered {
+    pub sent: usize,
+    pub rejected: Vec<Rejection>,
+    /// The daemon's clock when the batch was handed over.
+    pub at: DateTime<Utc>,
+}
+
+/// A recipient address the server refused for good (5.1.x).
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub lead: String,
+    /// The server's answer.
+    pub detail: String,
+}
+
+/// Suppresses the refused addresses and ends their active enrollments: nothing will be sent
+/// to them again.
+pub fn suppress_rejected(
+    store: &Store,
+    rejected: &[Rejection],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut batch = Batch::default();
+    for rejection in rejected {
+        let Some(mut lead) = store.lead(&rejection.lead)? else {
+            continue;
+        };
+        if lead.is_suppressed() {
+            continue;
+        }
+        warn!(lead = %lead.email, detail = %rejection.detail, "recipient refused: address suppressed");
+        lead.suppression = Some(Suppression {
+            reason: SuppressionReason::Bounced,
+            detail: rejection.detail.clone(),
+            at: now,
+        });
+        lead.updated_at = now;
+        batch.event(
+            &lead.email,
+            now,
+            None,
+            EventKind::Suppressed {
+                reason: format!("the mail server refused the address: {}", rejection.detail),
+            },
+        );
+        for mut enrollment in store.enrollments_of(&lead.email)? {
+            if !enrollment.is_active() {
+                continue;
+            }
+            enrollment.status = Status::Exited(ExitReason::Bounced);
+            enrollment.due = None;
+            enrollment.updated_at = now;
+            batch.event(
+                &lead.email,
+                now,
+                Some(&enrollment.workflow),
+                EventKind::Exited {
+                    reason: ExitReason::Bounced,
+                },
+            );
+            batch.enrollments.push(enrollment);
+        }
+        batch.leads.push(lead);
+    }
+    store.apply(&batch)
 }
 
 /// Sends every email, at most `transport.parallelism()` at a time; the outcomes in order.
@@ -139,7 +222,8 @@ pub async fn send_outbox(
     })?;
     store.flush()?;
     let count = ready.len();
-    deliver(store, transport, ready, true, mark, now).await?;
+    let delivered = deliver(store, transport, ready, true, mark, now).await?;
+    suppress_rejected(store, &delivered.rejected, now)?;
     Ok(count)
 }
 

@@ -30,6 +30,24 @@ pub struct SendError {
     pub permanent: bool,
 }
 
+impl SendError {
+    /// A permanent refusal of the recipient address itself (enhanced status 5.1.x: no such
+    /// user, bad address): the address is suppressed. Other permanent failures (policy, size,
+    /// content) are not the lead's fault and suppress nothing.
+    pub fn rejects_recipient(&self) -> bool {
+        self.permanent
+            && self.message.split([' ', ':', '(', ')', '<']).any(|word| {
+                let mut parts = word.split('.');
+                parts.next() == Some("5")
+                    && parts.next() == Some("1")
+                    && parts
+                        .next()
+                        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                    && parts.next().is_none()
+            })
+    }
+}
+
 impl Transport {
     /// A file transport writing into `dir`, created if missing.
     pub fn file(dir: &Path) -> std::io::Result<Transport> {
@@ -69,6 +87,34 @@ impl Transport {
             Transport::Smtp(smtp) => smtp.send(&envelope, &email.eml).await,
             Transport::Null => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(message: &str, permanent: bool) -> SendError {
+        SendError {
+            message: message.into(),
+            permanent,
+        }
+    }
+
+    #[test]
+    fn only_a_permanent_5_1_x_rejects_the_recipient() {
+        let unknown = "SMTP smtp://127.0.0.1:25: permanent error (550): 5.1.1 <ghost@example.test>: Recipient address rejected: User unknown";
+        assert!(error(unknown, true).rejects_recipient());
+        assert!(!error(unknown, false).rejects_recipient());
+        assert!(
+            !error(
+                "permanent error (554): 5.7.1 Message rejected as spam",
+                true
+            )
+            .rejects_recipient()
+        );
+        assert!(!error("permanent error (552): 5.3.4 Message too big", true).rejects_recipient());
+        assert!(!error("permanent error (550): mailbox unavailable 5.1", true).rejects_recipient());
     }
 }
 
