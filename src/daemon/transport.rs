@@ -90,6 +90,22 @@ impl Transport {
     }
 }
 
+fn envelope(email: &OutboxEmail) -> Result<Envelope, SendError> {
+    let bad = |what: &str, error: String| SendError {
+        message: format!("bad {what} address: {error}"),
+        permanent: true,
+    };
+    let from = email
+        .envelope_from
+        .parse()
+        .map_err(|e: lettre::address::AddressError| bad("sender", e.to_string()))?;
+    let to = email
+        .envelope_to
+        .parse()
+        .map_err(|e: lettre::address::AddressError| bad("recipient", e.to_string()))?;
+    Envelope::new(Some(from), vec![to]).map_err(|e| bad("envelope", e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,20 +132,4 @@ mod tests {
         assert!(!error("permanent error (552): 5.3.4 Message too big", true).rejects_recipient());
         assert!(!error("permanent error (550): mailbox unavailable 5.1", true).rejects_recipient());
     }
-}
-
-fn envelope(email: &OutboxEmail) -> Result<Envelope, SendError> {
-    let bad = |what: &str, error: String| SendError {
-        message: format!("bad {what} address: {error}"),
-        permanent: true,
-    };
-    let from = email
-        .envelope_from
-        .parse()
-        .map_err(|e: lettre::address::AddressError| bad("sender", e.to_string()))?;
-    let to = email
-        .envelope_to
-        .parse()
-        .map_err(|e: lettre::address::AddressError| bad("recipient", e.to_string()))?;
-    Envelope::new(Some(from), vec![to]).map_err(|e| bad("envelope", e.to_string()))
 }
