@@ -288,3 +288,58 @@ fn a_recipient_refused_for_good_is_suppressed_and_only_that_lead() {
             .is_active()
     );
 }
+
+#[test]
+fn send_test_sends_every_email_of_the_workflow_to_one_address() {
+    let stack = MailStack::up("send-test", 2534, 2144, &["ana", "sales", "anna"]);
+    let dir = scratch("smtp-send-test");
+    seed(&dir, vec![trial_lead("anna@example.test", "Anna")]);
+    let output = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(["send-test", "trial-welcome", "--to", "ana@example.test"])
+        .args(["--lead", "anna@example.test"])
+        .current_dir(&dir)
+        .env("NURTURE_WORKFLOWS", format!("{REPO}/workflows"))
+        .env("NURTURE_TEMPLATES", format!("{REPO}/templates"))
+        .env("NURTURE_TRANSPORT_KIND", "smtp")
+        .env("NURTURE_SMTP_PORT", stack.smtp_port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // trial-welcome has five `send`s: the welcome, three alternatives in the nudge, the last.
+    let received = stack.wait_for("ana", 5);
+    let mut subjects: Vec<String> = received
+        .iter()
+        .map(|raw| {
+            let message = MessageParser::default().parse(raw).unwrap();
+            message.subject().unwrap().to_string()
+        })
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [
+            "[test 1/5] Welcome to Acme Analytics, Anna!",
+            "[test 2/5] A 15-minute demo?",
+            "[test 3/5] How Globex cut churn by 30% with Acme Analytics",
+            "[test 4/5] 3 things to try in your first week",
+            "[test 5/5] Anna, should I close your file?",
+        ]
+    );
+    assert!(
+        stack.mailbox("anna").is_empty(),
+        "the lead itself gets nothing"
+    );
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    assert_eq!(store.messages().count(), 0, "a test send is not recorded");
+    assert!(
+        store
+            .enrollments_of("anna@example.test")
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -16,6 +16,7 @@ pub mod dry_run;
 mod enroll;
 mod leads;
 mod run;
+mod send_test;
 mod status;
 
 use std::io::Write;
@@ -103,6 +104,9 @@ pub enum Command {
     Enroll(enroll::EnrollArgs),
     /// End leads' enrollments in a workflow by hand.
     Unenroll(enroll::EnrollArgs),
+    /// Send every email of a workflow, rendered for one lead, to one address now (a preview in
+    /// a real mail client).
+    SendTest(send_test::SendTestArgs),
     /// Import, list, show and change leads.
     Leads(leads::LeadsArgs),
     /// List the leads that became contacts: when, and why.
@@ -172,6 +176,7 @@ pub fn main() -> i32 {
         Command::Run(args) => run::run(&cli, args),
         Command::Enroll(args) => enroll::enroll(&cli, args),
         Command::Unenroll(args) => enroll::unenroll(&cli, args),
+        Command::SendTest(args) => send_test::run(&cli, args),
         Command::Leads(args) => leads::run(&cli, args),
         Command::Contacts(args) => contacts::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),

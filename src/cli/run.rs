@@ -27,15 +27,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode, CliError> {
     let config = cli.load_config()?;
     init_logging(&config);
     let clock = clock(&config)?;
-    let transport = match config.transport.kind {
-        TransportKind::File => Transport::file(&config.transport.outbox).map_err(|e| {
-            CliError::Input(format!(
-                "cannot create the outbox folder {}: {e}",
-                config.transport.outbox.display()
-            ))
-        })?,
-        TransportKind::Smtp => Transport::Smtp(Smtp::new(config.smtp.clone())),
-    };
+    let transport = transport(&config)?;
     let paths = Paths {
         workflows: cli.workflows.clone(),
         templates: cli.templates.clone(),
@@ -56,6 +48,19 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode, CliError> {
         Err(DaemonError::Invalid) => Err(CliError::Invalid(DaemonError::Invalid.to_string())),
         Err(error) => Err(CliError::Input(error.to_string())),
     }
+}
+
+/// The transport the configuration names.
+pub(super) fn transport(config: &Config) -> Result<Transport, CliError> {
+    Ok(match config.transport.kind {
+        TransportKind::File => Transport::file(&config.transport.outbox).map_err(|e| {
+            CliError::Input(format!(
+                "cannot create the outbox folder {}: {e}",
+                config.transport.outbox.display()
+            ))
+        })?,
+        TransportKind::Smtp => Transport::Smtp(Smtp::new(config.smtp.clone())),
+    })
 }
 
 fn init_logging(config: &Config) {
