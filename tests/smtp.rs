@@ -107,10 +107,10 @@ fn trial_lead(email: &str, first_name: &str) -> Lead {
     lead
 }
 
-/// `nurture run --until-idle` against the stack, with the clock at `now`.
-fn run_daemon(dir: &Path, stack: &MailStack, now: &str) -> Output {
+/// `nurture ARGS` in `dir`, sending through the stack; fails the test unless it succeeds.
+fn nurture(dir: &Path, stack: &MailStack, args: &[&str], env: &[(&str, &str)]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_nurture"))
-        .args(["run", "--until-idle"])
+        .args(args)
         .current_dir(dir)
         .env_remove("RUST_LOG")
         .env("NURTURE_WORKFLOWS", format!("{REPO}/workflows"))
@@ -118,7 +118,7 @@ fn run_daemon(dir: &Path, stack: &MailStack, now: &str) -> Output {
         .env("NURTURE_TRANSPORT_KIND", "smtp")
         .env("NURTURE_SMTP_PORT", stack.smtp_port.to_string())
         .env("NURTURE_SMTP_TIMEOUT_SECONDS", "5")
-        .env("NURTURE_DAEMON_REHEARSAL_START", now)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -127,6 +127,16 @@ fn run_daemon(dir: &Path, stack: &MailStack, now: &str) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// `nurture run --until-idle` against the stack, with the clock at `now`.
+fn run_daemon(dir: &Path, stack: &MailStack, now: &str) -> Output {
+    nurture(
+        dir,
+        stack,
+        &["run", "--until-idle"],
+        &[("NURTURE_DAEMON_REHEARSAL_START", now)],
+    )
 }
 
 fn header_names(raw: &[u8]) -> Vec<String> {
@@ -294,20 +304,18 @@ fn send_test_sends_every_email_of_the_workflow_to_one_address() {
     let stack = MailStack::up("send-test", 2534, 2144, &["ana", "sales", "anna"]);
     let dir = scratch("smtp-send-test");
     seed(&dir, vec![trial_lead("anna@example.test", "Anna")]);
-    let output = Command::new(env!("CARGO_BIN_EXE_nurture"))
-        .args(["send-test", "trial-welcome", "--to", "ana@example.test"])
-        .args(["--lead", "anna@example.test"])
-        .current_dir(&dir)
-        .env("NURTURE_WORKFLOWS", format!("{REPO}/workflows"))
-        .env("NURTURE_TEMPLATES", format!("{REPO}/templates"))
-        .env("NURTURE_TRANSPORT_KIND", "smtp")
-        .env("NURTURE_SMTP_PORT", stack.smtp_port.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    nurture(
+        &dir,
+        &stack,
+        &[
+            "send-test",
+            "trial-welcome",
+            "--to",
+            "ana@example.test",
+            "--lead",
+            "anna@example.test",
+        ],
+        &[],
     );
 
     // trial-welcome has five `send`s: the welcome, three alternatives in the nudge, the last.
