@@ -20,7 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{Duration as Span, Utc};
+use nurture::config::Limits;
 use nurture::daemon::pipeline::Pipeline;
+use nurture::daemon::throttle::Throttle;
 use nurture::daemon::transport::Transport;
 use nurture::engine;
 use nurture::lead::Lead;
@@ -71,7 +73,11 @@ fn main() {
         .expect("runtime");
     // Half at most: the daemon figures below need a backlog still due.
     let steps = STEPS.min(leads / 2) / ROUNDS;
-    let mut pipeline = Pipeline::new(store.clone(), std::sync::Arc::new(Transport::Null));
+    let mut pipeline = Pipeline::new(
+        store.clone(),
+        std::sync::Arc::new(Transport::Null),
+        Throttle::new(Limits::default()),
+    );
     let mut rounds = Vec::new();
     for _ in 0..ROUNDS {
         let started = Instant::now();

@@ -15,9 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use nurture::config::Limits;
 use nurture::config::SmtpConfig;
 use nurture::daemon::pipeline::Pipeline;
 use nurture::daemon::smtp::Smtp;
+use nurture::daemon::throttle::Throttle;
 use nurture::daemon::transport::Transport;
 use nurture::project::Project;
 use nurture::store::{DEFAULT_CACHE_BYTES, Store};
@@ -131,7 +133,11 @@ fn daemon_path(dir: &Path, project: &Project, count: usize, port: u16) -> f64 {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut pipeline = Pipeline::new(store.clone(), Arc::new(Transport::Smtp(smtp)));
+    let mut pipeline = Pipeline::new(
+        store.clone(),
+        Arc::new(Transport::Smtp(smtp)),
+        Throttle::new(Limits::default()),
+    );
     let started = Instant::now();
     let mut done = 0;
     while done < count {

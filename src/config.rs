@@ -19,6 +19,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub transport: TransportConfig,
     pub smtp: SmtpConfig,
+    pub limits: Limits,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
 }
@@ -70,6 +71,18 @@ impl Default for SmtpConfig {
             timeout_seconds: 30,
         }
     }
+}
+
+/// Sending limits (see `daemon::throttle`); 0 means none.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Emails per sender address in any 60 seconds.
+    pub per_minute: usize,
+    /// Emails per sender address in any 24 hours.
+    pub per_day: usize,
+    /// Emails to one recipient domain (all senders together) in any 24 hours.
+    pub per_domain_per_day: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -525,3 +525,47 @@ fn commands_work_while_the_daemon_runs() {
     assert!(status.success());
     assert!(!socket.exists(), "the socket goes with the daemon");
 }
+
+#[test]
+fn a_sending_limit_makes_emails_wait_not_vanish() {
+    let dir = scratch("daemon-throttle");
+    seed(&dir, load_test_leads(5));
+    let setup = Setup {
+        dir: &dir,
+        workflows: Path::new(REPO).join("tests/fixtures/daemon/workflows"),
+        templates: Path::new(REPO).join("tests/fixtures/daemon/templates"),
+        env: vec![
+            ("NURTURE_LIMITS_PER_MINUTE", "2".into()),
+            (
+                "NURTURE_DAEMON_REHEARSAL_START",
+                "2026-11-23T09:00:00Z".into(),
+            ),
+            ("NURTURE_DAEMON_REHEARSAL_SPEED", "1000000".into()),
+        ],
+    };
+    let mut daemon = setup.start(&[], "daemon.log");
+    let started = Instant::now();
+    while outbox(&dir).len() < 10 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&daemon, "TERM");
+    assert!(wait_exit(&mut daemon, Duration::from_secs(15)).is_some());
+
+    // Ten emails, sent once each, never more than two in any minute.
+    let files = outbox(&dir);
+    assert_eq!(files.len(), 10);
+    let ids: BTreeSet<&str> = files.iter().map(|f| f.message_id.as_str()).collect();
+    assert_eq!(ids.len(), 10);
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    let mut times: Vec<DateTime<Utc>> = store.messages().map(|m| m.unwrap().at).collect();
+    times.sort();
+    assert_eq!(times.len(), 10);
+    for pair in times.windows(3) {
+        assert!(
+            pair[2] - pair[0] >= chrono::Duration::seconds(60),
+            "three sends within a minute: {pair:?}"
+        );
+    }
+    assert!(times[9] - times[0] >= chrono::Duration::minutes(4));
+    assert_eq!(store.outbox_len(), 0);
+}

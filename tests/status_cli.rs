@@ -114,6 +114,7 @@ fn message(id: &str, workflow: &str, lead: &str, state: MessageState) -> Message
         message_id: format!("<{id}@nurture.test>"),
         workflow: workflow.into(),
         lead: lead.into(),
+        sender: "ana@example.test".into(),
         step: "welcome".into(),
         subject: "Welcome".into(),
         state,

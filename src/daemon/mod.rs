@@ -12,6 +12,7 @@
 //! - [`pipeline`]: planning the next batch while the last one is with the transport;
 //! - [`enroller`]: changed leads, backfills and recurring segments;
 //! - [`reload`]: new workflow files checked before they replace the running ones;
+//! - [`throttle`]: sending limits per sender and per recipient domain;
 //! - [`transport`]: file, SMTP ([`smtp`]) and null transports.
 //!
 //! Stopping: the first SIGINT/SIGTERM stops taking work; the batch in hand finishes, the store
@@ -25,6 +26,7 @@ pub mod reload;
 pub mod scheduler;
 pub mod sender;
 pub mod smtp;
+pub mod throttle;
 pub mod transport;
 
 use std::path::PathBuf;
@@ -38,6 +40,7 @@ use tracing::{error, info, warn};
 use self::clock::Clock;
 use self::pipeline::Pipeline;
 use self::reload::Watcher;
+use self::throttle::Throttle;
 use self::transport::Transport;
 use crate::config::Config;
 use crate::lend::{self, Lender};
@@ -125,12 +128,13 @@ pub async fn run(
     let mut project = Arc::new(project);
     let mut watcher = Watcher::new(&paths, config.daemon.watch_seconds);
     let mut next_slot = enroller::plan_scans(&store, &project, clock.now())?;
-    let mut pipeline = Pipeline::new(store.clone(), Arc::new(transport));
+    let throttle = Throttle::load(&store, config.limits.clone(), clock.now())?;
+    let mut pipeline = Pipeline::new(store.clone(), Arc::new(transport), throttle);
 
     while !control.is_stopping() {
         if let Some(request) = lender.pending() {
             // A command needs the store (see `crate::lend`): close it, wait, open it again.
-            let transport = pipeline.close().await?;
+            let (transport, throttle) = pipeline.close().await?;
             store.flush()?;
             drop(store);
             info!("store lent to a command");
@@ -139,7 +143,7 @@ pub async fn run(
             }
             store = reopen(&config).await?;
             info!("store back from the command");
-            pipeline = Pipeline::new(store.clone(), transport);
+            pipeline = Pipeline::new(store.clone(), transport, throttle);
             continue;
         }
         if control.reload.swap(false, Ordering::SeqCst) || watcher.changed() {
@@ -159,13 +163,9 @@ pub async fn run(
             )
         })?;
         let ran = pipeline.run_due(&project, now, config.daemon.batch).await?;
-        let retried = sender::send_outbox(
-            &store,
-            pipeline.transport(),
-            clock.now(),
-            config.daemon.batch,
-        )
-        .await?;
+        let retried = pipeline
+            .send_outbox(clock.now(), config.daemon.batch)
+            .await?;
         if enrolled + ran + retried > 0 {
             continue;
         }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 
 use super::sender::Delivered;
+use super::throttle::Throttle;
 use super::transport::Transport;
 use super::{scheduler, sender};
 use crate::project::Project;
@@ -19,28 +20,35 @@ use crate::store::{Store, StoreError};
 pub struct Pipeline {
     store: Store,
     transport: Arc<Transport>,
+    throttle: Throttle,
     /// The batch with the transport, if any.
     sending: Option<JoinHandle<Result<Delivered, StoreError>>>,
 }
 
 impl Pipeline {
-    pub fn new(store: Store, transport: Arc<Transport>) -> Pipeline {
+    pub fn new(store: Store, transport: Arc<Transport>, throttle: Throttle) -> Pipeline {
         Pipeline {
             store,
             transport,
+            throttle,
             sending: None,
         }
     }
 
-    pub fn transport(&self) -> &Arc<Transport> {
-        &self.transport
+    /// Waits for the batch with the transport, then gives the transport and the sending
+    /// limits' state back (the pipeline's store handle goes with the pipeline).
+    pub async fn close(mut self) -> Result<(Arc<Transport>, Throttle), StoreError> {
+        self.finish().await?;
+        Ok((self.transport, self.throttle))
     }
 
-    /// Waits for the batch with the transport, then gives the transport back (the pipeline's
-    /// store handle goes with the pipeline).
-    pub async fn close(mut self) -> Result<Arc<Transport>, StoreError> {
-        self.finish().await?;
-        Ok(self.transport)
+    /// Sends what waited in the outbox and may leave now (retries, emails held by a limit).
+    pub async fn send_outbox(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        sender::send_outbox(&self.store, &self.transport, &mut self.throttle, now, limit).await
     }
 
     /// Runs up to `limit` due enrollments; their emails leave in the background once the
@@ -51,8 +59,9 @@ impl Pipeline {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<usize, StoreError> {
-        let planned =
-            tokio::task::block_in_place(|| scheduler::run_due(&self.store, project, now, limit))?;
+        let planned = tokio::task::block_in_place(|| {
+            scheduler::run_due(&self.store, project, now, limit, &mut self.throttle)
+        })?;
         if !planned.emails.is_empty() {
             // The in-flight list must be durable before anything is handed over.
             self.store.flush()?;

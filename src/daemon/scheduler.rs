@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use tracing::{debug, warn};
 
+use super::throttle::Throttle;
 use crate::engine::{self, Effect, Enrollment, ExitReason, Input, Status};
 use crate::lead::Lead;
 use crate::mail::RenderedBody;
@@ -48,11 +49,15 @@ const PARALLEL_FROM: usize = 64;
 /// Planning (reads, `advance`, rendering, MIME) is spread over the machine's cores, each lead
 /// on one thread so that two workflows due for the same lead see each other's changes; the
 /// commit is one transaction.
+///
+/// Emails over a sending limit ([`Throttle`]) go to the outbox to wait, in the same
+/// transaction.
 pub fn run_due(
     store: &Store,
     project: &Project,
     now: DateTime<Utc>,
     limit: usize,
+    throttle: &mut Throttle,
 ) -> Result<Planned, StoreError> {
     let due = store.due(now, limit)?;
     if due.is_empty() {
@@ -91,6 +96,26 @@ pub fn run_due(
         batch.events.extend(part_batch.events);
         emails.extend(part_emails);
     }
+    emails.retain(|email| match throttle.admit(email, now) {
+        None => true,
+        Some(later) => {
+            batch.event(
+                &email.lead,
+                now,
+                Some(&email.workflow),
+                EventKind::Queued {
+                    message_id: email.message_id.clone(),
+                    step: email.step.clone(),
+                    subject: email.subject.clone(),
+                },
+            );
+            batch.outbox_put.push(OutboxEmail {
+                not_before: later,
+                ..email.clone()
+            });
+            false
+        }
+    });
     let mut in_flight = 0;
     if !emails.is_empty() {
         let headers = emails

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
+use super::throttle::Throttle;
 use super::transport::{SendError, Transport};
 use crate::engine::{ExitReason, Status};
 use crate::lead::{Suppression, SuppressionReason};
@@ -208,18 +209,36 @@ async fn hand_over(
 pub async fn send_outbox(
     store: &Store,
     transport: &Arc<Transport>,
+    throttle: &mut Throttle,
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<usize, StoreError> {
-    let ready = store.outbox_ready(now, limit)?;
+    let mut ready = store.outbox_ready(now, limit)?;
     if ready.is_empty() {
         return Ok(0);
     }
+    // Over a limit still: the email moves to its new time in the outbox.
+    let mut batch = Batch::default();
+    ready.retain(|email| match throttle.admit(email, now) {
+        None => true,
+        Some(later) => {
+            batch
+                .outbox_remove
+                .push((email.not_before, email.message_id.clone()));
+            batch.outbox_put.push(OutboxEmail {
+                not_before: later,
+                ..email.clone()
+            });
+            false
+        }
+    });
+    if ready.is_empty() {
+        store.apply(&batch)?;
+        return Ok(0);
+    }
     let mark = store.new_id()?;
-    store.apply(&Batch {
-        in_flight_set: Some((mark, ready.clone())),
-        ..Batch::default()
-    })?;
+    batch.in_flight_set = Some((mark, ready.clone()));
+    store.apply(&batch)?;
     store.flush()?;
     let count = ready.len();
     let delivered = deliver(store, transport, ready, true, mark, now).await?;
@@ -276,6 +295,7 @@ fn record(email: &OutboxEmail, state: MessageState, now: DateTime<Utc>) -> Messa
         message_id: email.message_id.clone(),
         workflow: email.workflow.clone(),
         lead: email.lead.clone(),
+        sender: email.envelope_from.clone(),
         step: email.step.clone(),
         subject: email.subject.clone(),
         state,

@@ -505,6 +505,22 @@ impl Store {
             .transpose()
     }
 
+    /// The emails handed to a transport since `since`, as (time, sender, recipient). The
+    /// daemon's Message-IDs begin with an increasing number, so the record is in sending order
+    /// and only its end is read.
+    pub fn sent_since(&self, since: DateTime<Utc>) -> Result<Vec<(DateTime<Utc>, String, String)>> {
+        let mut found = Vec::new();
+        for entry in self.messages.iter().rev() {
+            let (_, value) = entry?;
+            let record: MessageRecord = codec::decode("message", &value)?;
+            if record.at < since {
+                break;
+            }
+            found.push((record.at, record.sender, record.lead));
+        }
+        Ok(found)
+    }
+
     pub fn messages(&self) -> impl Iterator<Item = Result<MessageRecord>> + '_ {
         self.messages.iter().map(|entry| {
             let (_, value) = entry?;

@@ -31,7 +31,7 @@ pub enum EventKind {
         fields: Vec<String>,
     },
     Enrolled,
-    /// An email was put in the outbox with its final Message-ID.
+    /// An email waits in the outbox, over a sending limit, until `not_before`.
     Queued {
         message_id: String,
         step: String,
@@ -92,6 +92,9 @@ pub struct MessageRecord {
     pub message_id: String,
     pub workflow: String,
     pub lead: String,
+    /// The envelope sender (for the sending limits).
+    #[serde(default)]
+    pub sender: String,
     pub step: String,
     pub subject: String,
     pub state: MessageState,

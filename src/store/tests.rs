@@ -174,6 +174,7 @@ fn an_outbox_email_moves_to_the_messages_in_one_batch() {
         message_id: email.message_id.clone(),
         workflow: email.workflow.clone(),
         lead: email.lead.clone(),
+        sender: email.envelope_from.clone(),
         step: email.step.clone(),
         subject: email.subject.clone(),
         state: MessageState::Sent,
