@@ -128,14 +128,15 @@ fn daemon_path(dir: &Path, project: &Project, count: usize, port: u16) -> f64 {
         port,
         connections: SESSIONS,
         ..SmtpConfig::default()
-    });
+    })
+    .expect("plain SMTP needs no set-up");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let mut pipeline = Pipeline::new(
         store.clone(),
-        Arc::new(Transport::Smtp(smtp)),
+        Arc::new(Transport::Smtp(Box::new(smtp))),
         Throttle::new(Limits::default()),
     );
     let started = Instant::now();

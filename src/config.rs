@@ -59,6 +59,18 @@ pub struct SmtpConfig {
     /// At most this many messages in flight at once, each on its own connection.
     pub connections: usize,
     pub timeout_seconds: u64,
+    /// `none`, or `starttls`: encrypt the session after EHLO, verifying the server's
+    /// certificate for `host` against the Mozilla roots (and `ca_file`, if set).
+    pub tls: SmtpTls,
+    /// A PEM file of extra trusted certificates (a private relay's own CA).
+    pub ca_file: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    None,
+    Starttls,
 }
 
 impl Default for SmtpConfig {
@@ -69,6 +81,8 @@ impl Default for SmtpConfig {
             hello: "localhost".into(),
             connections: 4,
             timeout_seconds: 30,
+            tls: SmtpTls::None,
+            ca_file: String::new(),
         }
     }
 }

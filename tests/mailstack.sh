@@ -1,6 +1,7 @@
 #!/bin/bash
 # The test mail system: a loopback-only Postfix (SMTP in) delivering over LMTP (unix socket) into
 # Dovecot (Maildir, IMAP out), all state in DIR. Used by the integration tests (tests/smtp.rs).
+# Postfix offers STARTTLS with a certificate for 127.0.0.1 from a test CA written to DIR/ca.pem.
 # Usage:  tests/mailstack.sh up   DIR SMTP_PORT IMAP_PORT user1 [user2 ...]
 #             (users are local parts @example.test, password "secret")
 #         tests/mailstack.sh down DIR   (graceful)   |   tests/mailstack.sh kill DIR   (instant)
@@ -15,6 +16,14 @@ if [ "$cmd" = up ]; then
   chmod 755 "$D"                     # mail uid and postfix's lmtp client must traverse DIR (mktemp -d gives 0700)
   chown mail:mail "$D"/mail
   chown postfix "$D"/pf/data
+  # A test CA and a certificate for 127.0.0.1 signed by it, for STARTTLS (clients trust ca.pem).
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=nurture-test-ca -keyout "$D"/pf/ca.key -out "$D"/ca.pem 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$D"/pf/key.pem -out "$D"/pf/req.pem 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' > "$D"/pf/ext.cnf
+  openssl x509 -req -in "$D"/pf/req.pem -CA "$D"/ca.pem -CAkey "$D"/pf/ca.key -CAcreateserial \
+    -days 2 -extfile "$D"/pf/ext.cnf -out "$D"/pf/cert.pem 2>/dev/null
   : > "$D"/dv/users
   : > "$D"/pf/mailboxes
   for u in "$@"; do
@@ -67,6 +76,11 @@ alias_maps =
 virtual_mailbox_domains = example.test
 # Unknown users are refused at RCPT (550 5.1.1), as a real provider does, rather than bounced.
 virtual_mailbox_maps = texthash:$D/pf/mailboxes
+# STARTTLS offered, not required.
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = $D/pf/cert.pem
+smtpd_tls_key_file = $D/pf/key.pem
+smtpd_tls_received_header = yes
 virtual_transport = lmtp:unix:$D/dv/run/lmtp
 EOF
 
@@ -89,11 +103,12 @@ discard   unix - - n -  - discard
 smtp      unix - - n -  - smtp
 lmtp      unix - - n -  - lmtp
 anvil     unix - - n -  1 anvil
+tlsmgr    unix - - n 1000? 1 tlsmgr
 scache    unix - - n -  1 scache
 postlog   unix-dgram n - n - 1 postlogd
 EOF
 
-  touch -d '-1 min' "$D"/pf/conf/main.cf "$D"/pf/conf/master.cf  # postfix start stalls ~2 s if main.cf is < 2 s old
+  touch -d "-1 min" "$D"/pf/conf/main.cf "$D"/pf/conf/master.cf "$D"/pf/*.pem  # postfix start stalls ~2 s if main.cf is < 2 s old
   rm -f "$D"/dv/run/master.pid                                     # stale pid (zombie not yet reaped) blocks a restart
   dovecot -c "$D"/dv/dovecot.conf </dev/null >/dev/null 2>>"$D"/dv/start.log   # dovecot keeps fd 2 open: never leave it on a pipe
   postfix -c "$D"/pf/conf start </dev/null >/dev/null 2>>"$D"/pf/start.log

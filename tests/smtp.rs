@@ -351,3 +351,49 @@ fn send_test_sends_every_email_of_the_workflow_to_one_address() {
             .is_empty()
     );
 }
+
+#[test]
+fn starttls_encrypts_the_session_and_an_untrusted_server_gets_nothing() {
+    let stack = MailStack::up("tls", 2535, 2145, &["anna", "ana", "sales"]);
+    let ca = stack.dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+
+    // Not trusting the test CA: the email waits, it is never sent in the clear instead.
+    let untrusted = scratch("smtp-tls-untrusted");
+    seed(&untrusted, vec![trial_lead("anna@example.test", "Anna")]);
+    nurture(
+        &untrusted,
+        &stack,
+        &["run", "--until-idle"],
+        &[
+            ("NURTURE_DAEMON_REHEARSAL_START", "2026-11-23T09:00:00Z"),
+            ("NURTURE_SMTP_TLS", "starttls"),
+        ],
+    );
+    {
+        let store = Store::open(&untrusted.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(store.outbox_len(), 1, "the email waits");
+        assert_eq!(store.messages().count(), 0);
+    }
+    assert!(stack.mailbox("anna").is_empty());
+
+    let dir = scratch("smtp-tls");
+    seed(&dir, vec![trial_lead("anna@example.test", "Anna")]);
+    nurture(
+        &dir,
+        &stack,
+        &["run", "--until-idle"],
+        &[
+            ("NURTURE_DAEMON_REHEARSAL_START", "2026-11-23T09:00:00Z"),
+            ("NURTURE_SMTP_TLS", "starttls"),
+            ("NURTURE_SMTP_CA_FILE", ca),
+        ],
+    );
+    let received = stack.wait_for("anna", 1);
+    assert_eq!(received.len(), 1);
+    let text = String::from_utf8_lossy(&received[0]);
+    assert!(
+        text.contains("(using TLSv1."),
+        "Postfix notes the encrypted session in its Received header:\n{text}"
+    );
+}

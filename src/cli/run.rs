@@ -59,7 +59,9 @@ pub(super) fn transport(config: &Config) -> Result<Transport, CliError> {
                 config.transport.outbox.display()
             ))
         })?,
-        TransportKind::Smtp => Transport::Smtp(Smtp::new(config.smtp.clone())),
+        TransportKind::Smtp => Transport::Smtp(Box::new(
+            Smtp::new(config.smtp.clone()).map_err(CliError::Usage)?,
+        )),
     })
 }
 

@@ -5,21 +5,24 @@
 //! about 43 ms for Nagle's algorithm (about 22 messages/s per connection, measured on this
 //! stack); so the daemon connects itself and hands lettre the socket. A reply in 5xx is a
 //! permanent failure; 4xx, a refused connection or a timeout are transient and retried later.
-//! Plain SMTP for now (a relay on the same host or network); TLS and authentication come next.
+//! STARTTLS (rustls, the Mozilla roots plus an optional CA file) when configured; plain SMTP
+//! otherwise (a relay on the same host). Authentication comes next.
 
 use std::time::Duration;
 
 use lettre::address::Envelope;
-use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, Semaphore};
 
 use super::transport::SendError;
-use crate::config::SmtpConfig;
+use crate::config::{SmtpConfig, SmtpTls};
 
 pub struct Smtp {
     config: SmtpConfig,
+    /// Set when the session is to be encrypted with STARTTLS.
+    tls: Option<TlsParameters>,
     /// Connections that are open and idle, ready for the next message.
     idle: Mutex<Vec<AsyncSmtpConnection>>,
     /// At most `config.connections` messages in flight at once.
@@ -27,12 +30,18 @@ pub struct Smtp {
 }
 
 impl Smtp {
-    pub fn new(config: SmtpConfig) -> Smtp {
-        Smtp {
+    /// The transport for `config`; an unreadable CA file is an error here, not at each send.
+    pub fn new(config: SmtpConfig) -> Result<Smtp, String> {
+        let tls = match config.tls {
+            SmtpTls::None => None,
+            SmtpTls::Starttls => Some(tls_parameters(&config)?),
+        };
+        Ok(Smtp {
             slots: Semaphore::new(config.connections.max(1)),
             idle: Mutex::new(Vec::new()),
+            tls,
             config,
-        }
+        })
     }
 
     pub fn connections(&self) -> usize {
@@ -84,12 +93,32 @@ impl Smtp {
             .set_nodelay(true)
             .map_err(|e| transient(format!("cannot set TCP_NODELAY: {e}")))?;
         let hello = ClientId::Domain(self.config.hello.clone());
-        tokio::time::timeout(
-            timeout,
-            AsyncSmtpConnection::connect_with_transport(Box::new(socket), &hello),
-        )
-        .await
-        .map_err(|_| transient(format!("{} did not greet in time", self.describe())))?
-        .map_err(|e| transient(format!("SMTP {}: {e}", self.describe())))
+        let session = async {
+            let mut connection =
+                AsyncSmtpConnection::connect_with_transport(Box::new(socket), &hello).await?;
+            if let Some(tls) = &self.tls {
+                connection.starttls(tls.clone(), &hello).await?;
+            }
+            Ok::<_, lettre::transport::smtp::Error>(connection)
+        };
+        tokio::time::timeout(timeout, session)
+            .await
+            .map_err(|_| transient(format!("{} did not greet in time", self.describe())))?
+            .map_err(|e| transient(format!("SMTP {}: {e}", self.describe())))
     }
+}
+
+/// What STARTTLS trusts: the Mozilla roots, plus the certificates of `ca_file`.
+fn tls_parameters(config: &SmtpConfig) -> Result<TlsParameters, String> {
+    let mut builder = TlsParameters::builder(config.host.clone());
+    if !config.ca_file.is_empty() {
+        let pem = std::fs::read(&config.ca_file)
+            .map_err(|e| format!("smtp.ca_file {}: {e}", config.ca_file))?;
+        let certificate = Certificate::from_pem(&pem)
+            .map_err(|e| format!("smtp.ca_file {}: {e}", config.ca_file))?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder
+        .build_rustls()
+        .map_err(|e| format!("TLS for {}: {e}", config.host))
 }

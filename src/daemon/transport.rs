@@ -16,7 +16,7 @@ pub enum Transport {
     /// Each email as `<uuid>.eml` in a folder.
     File(AsyncFileTransport<Tokio1Executor>),
     /// An SMTP server.
-    Smtp(Smtp),
+    Smtp(Box<Smtp>),
     /// Accepts everything, sends nothing: measures the daemon without a transport.
     Null,
 }
