@@ -125,7 +125,7 @@ fn daemon_path(dir: &Path, project: &Project, count: usize, port: u16) -> f64 {
     support::enrolled_store(&data, project, count, now);
     let store = Store::open(&data, DEFAULT_CACHE_BYTES).expect("store");
     let smtp = Smtp::new(SmtpConfig {
-        port,
+        url: format!("smtp://127.0.0.1:{port}"),
         connections: SESSIONS,
         ..SmtpConfig::default()
     })

@@ -49,21 +49,32 @@ pub enum TransportKind {
 }
 
 /// The SMTP server emails are handed to when `transport.kind = "smtp"`.
+///
+/// The password is never a setting: it is read from the file `password_file` or the environment
+/// variable named by `password_env`, so a config file can be shared and logged without it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SmtpConfig {
-    pub host: String,
-    pub port: u16,
+    /// `smtp://host[:port]` (port 25 by default; see `tls`) or `smtps://host[:port]` (implicit
+    /// TLS from the first byte, port 465 by default).
+    pub url: String,
     /// The name this host gives in EHLO.
     pub hello: String,
     /// At most this many messages in flight at once, each on its own connection.
     pub connections: usize,
     pub timeout_seconds: u64,
-    /// `none`, or `starttls`: encrypt the session after EHLO, verifying the server's
-    /// certificate for `host` against the Mozilla roots (and `ca_file`, if set).
+    /// For `smtp://`: `none`, or `starttls`: encrypt the session after EHLO, verifying the
+    /// server's certificate against the Mozilla roots (and `ca_file`, if set). `smtps://` is
+    /// always encrypted and verified the same way.
     pub tls: SmtpTls,
     /// A PEM file of extra trusted certificates (a private relay's own CA).
     pub ca_file: String,
+    /// The login for SMTP AUTH (PLAIN or LOGIN); empty: no authentication.
+    pub user: String,
+    /// A file whose first line is the password (e.g. a mounted secret).
+    pub password_file: String,
+    /// Or: the name of an environment variable holding the password.
+    pub password_env: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,13 +87,15 @@ pub enum SmtpTls {
 impl Default for SmtpConfig {
     fn default() -> Self {
         SmtpConfig {
-            host: "127.0.0.1".into(),
-            port: 25,
+            url: "smtp://127.0.0.1:25".into(),
             hello: "localhost".into(),
             connections: 4,
             timeout_seconds: 30,
             tls: SmtpTls::None,
             ca_file: String::new(),
+            user: String::new(),
+            password_file: String::new(),
+            password_env: String::new(),
         }
     }
 }

@@ -34,4 +34,5 @@ pub mod lend;
 pub mod mail;
 pub mod project;
 pub mod store;
+pub mod tls;
 pub mod workflow;

@@ -2,6 +2,8 @@
 # The test mail system: a loopback-only Postfix (SMTP in) delivering over LMTP (unix socket) into
 # Dovecot (Maildir, IMAP out), all state in DIR. Used by the integration tests (tests/smtp.rs).
 # Postfix offers STARTTLS with a certificate for 127.0.0.1 from a test CA written to DIR/ca.pem.
+# Beside SMTP_PORT it listens on SMTP_PORT+1 (submission: STARTTLS and login required) and
+# SMTP_PORT+2 (implicit TLS, login required); logins are the Dovecot users, checked by Dovecot.
 # Usage:  tests/mailstack.sh up   DIR SMTP_PORT IMAP_PORT user1 [user2 ...]
 #             (users are local parts @example.test, password "secret")
 #         tests/mailstack.sh down DIR   (graceful)   |   tests/mailstack.sh kill DIR   (instant)
@@ -59,6 +61,11 @@ service lmtp {
     mode = 0666
   }
 }
+service auth {
+  unix_listener auth-postfix {
+    mode = 0666
+  }
+}
 EOF
 
   cat > "$D"/pf/conf/main.cf <<EOF
@@ -82,10 +89,16 @@ smtpd_tls_cert_file = $D/pf/cert.pem
 smtpd_tls_key_file = $D/pf/key.pem
 smtpd_tls_received_header = yes
 virtual_transport = lmtp:unix:$D/dv/run/lmtp
+# Logins (on the submission and implicit-TLS ports) are checked by Dovecot.
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = $D/dv/run/auth-postfix
+smtpd_sasl_authenticated_header = yes
 EOF
 
   cat > "$D"/pf/conf/master.cf <<EOF
 127.0.0.1:$SMTP_PORT inet n - n - - smtpd
+127.0.0.1:$((SMTP_PORT + 1)) inet n - n - - smtpd -o smtpd_tls_security_level=encrypt -o smtpd_sasl_auth_enable=yes -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+127.0.0.1:$((SMTP_PORT + 2)) inet n - n - - smtpd -o smtpd_tls_wrappermode=yes -o smtpd_sasl_auth_enable=yes -o smtpd_client_restrictions=permit_sasl_authenticated,reject
 pickup    unix n - n 60 1 pickup
 cleanup   unix n - n -  0 cleanup
 qmgr      unix n - n 300 1 qmgr

@@ -116,7 +116,10 @@ fn nurture(dir: &Path, stack: &MailStack, args: &[&str], env: &[(&str, &str)]) -
         .env("NURTURE_WORKFLOWS", format!("{REPO}/workflows"))
         .env("NURTURE_TEMPLATES", format!("{REPO}/templates"))
         .env("NURTURE_TRANSPORT_KIND", "smtp")
-        .env("NURTURE_SMTP_PORT", stack.smtp_port.to_string())
+        .env(
+            "NURTURE_SMTP_URL",
+            format!("smtp://127.0.0.1:{}", stack.smtp_port),
+        )
         .env("NURTURE_SMTP_TIMEOUT_SECONDS", "5")
         .envs(env.iter().copied())
         .output()
@@ -152,7 +155,7 @@ fn header_names(raw: &[u8]) -> Vec<String> {
 fn an_email_due_now_arrives_in_the_leads_mailbox_and_lead_data_injects_nothing() {
     let stack = MailStack::up(
         "deliver",
-        2531,
+        2510,
         2141,
         &["anna", "eve", "victim", "ana", "sales"],
     );
@@ -205,7 +208,7 @@ fn an_email_due_now_arrives_in_the_leads_mailbox_and_lead_data_injects_nothing()
 
 #[test]
 fn while_smtp_is_down_emails_wait_and_leave_once_it_is_back() {
-    let stack = MailStack::up("outage", 2532, 2142, &["anna", "ana", "sales"]);
+    let stack = MailStack::up("outage", 2520, 2142, &["anna", "ana", "sales"]);
     let dir = scratch("smtp-outage");
     seed(&dir, vec![trial_lead("anna@example.test", "Anna")]);
     stack.run(&["down"], &[]);
@@ -231,7 +234,7 @@ fn while_smtp_is_down_emails_wait_and_leave_once_it_is_back() {
         assert!(failed, "the failed attempt is in the lead's timeline");
     }
 
-    stack.run(&["up", "2532", "2142"], &["anna", "ana", "sales"]);
+    stack.run(&["up", "2520", "2142"], &["anna", "ana", "sales"]);
     // A minute later the retry is due.
     run_daemon(&dir, &stack, "2026-11-23T09:01:00Z");
     let anna = stack.wait_for("anna", 1);
@@ -250,7 +253,7 @@ fn while_smtp_is_down_emails_wait_and_leave_once_it_is_back() {
 #[test]
 fn a_recipient_refused_for_good_is_suppressed_and_only_that_lead() {
     // `ghost` has no mailbox: Postfix answers 550 5.1.1 at RCPT.
-    let stack = MailStack::up("refused", 2533, 2143, &["anna", "ana", "sales"]);
+    let stack = MailStack::up("refused", 2530, 2143, &["anna", "ana", "sales"]);
     let dir = scratch("smtp-refused");
     seed(
         &dir,
@@ -301,7 +304,7 @@ fn a_recipient_refused_for_good_is_suppressed_and_only_that_lead() {
 
 #[test]
 fn send_test_sends_every_email_of_the_workflow_to_one_address() {
-    let stack = MailStack::up("send-test", 2534, 2144, &["ana", "sales", "anna"]);
+    let stack = MailStack::up("send-test", 2540, 2144, &["ana", "sales", "anna"]);
     let dir = scratch("smtp-send-test");
     seed(&dir, vec![trial_lead("anna@example.test", "Anna")]);
     nurture(
@@ -354,7 +357,7 @@ fn send_test_sends_every_email_of_the_workflow_to_one_address() {
 
 #[test]
 fn starttls_encrypts_the_session_and_an_untrusted_server_gets_nothing() {
-    let stack = MailStack::up("tls", 2535, 2145, &["anna", "ana", "sales"]);
+    let stack = MailStack::up("tls", 2550, 2145, &["anna", "ana", "sales"]);
     let ca = stack.dir.join("ca.pem");
     let ca = ca.to_str().unwrap();
 
@@ -396,4 +399,66 @@ fn starttls_encrypts_the_session_and_an_untrusted_server_gets_nothing() {
         text.contains("(using TLSv1."),
         "Postfix notes the encrypted session in its Received header:\n{text}"
     );
+}
+
+#[test]
+fn a_login_over_implicit_tls_or_starttls_sends_and_a_wrong_password_never_shows() {
+    // 2560: plain; 2561: submission (STARTTLS and login required); 2562: implicit TLS, login.
+    let stack = MailStack::up("auth", 2560, 2146, &["anna", "ana", "sales"]);
+    let ca = stack.dir.join("ca.pem").display().to_string();
+    let secure = |url: &str| {
+        vec![
+            ("NURTURE_SMTP_URL", url.to_owned()),
+            ("NURTURE_SMTP_CA_FILE", ca.clone()),
+            ("NURTURE_SMTP_USER", "sales@example.test".to_owned()),
+            ("NURTURE_SMTP_PASSWORD_ENV", "TEST_SMTP_PASSWORD".to_owned()),
+            (
+                "NURTURE_DAEMON_REHEARSAL_START",
+                "2026-11-23T09:00:00Z".to_owned(),
+            ),
+        ]
+    };
+    let run = |dir: &Path, env: &[(&str, String)], password: &str| {
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.push(("TEST_SMTP_PASSWORD", password));
+        nurture(dir, &stack, &["run", "--until-idle"], &env)
+    };
+
+    // A wrong password: refused, the email waits, and the password is nowhere in the logs.
+    let refused = scratch("smtp-auth-refused");
+    seed(&refused, vec![trial_lead("anna@example.test", "Anna")]);
+    let output = run(&refused, &secure("smtps://127.0.0.1:2562"), "not-the-pw-71");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("login as `sales@example.test`"), "{log}");
+    assert!(
+        !log.contains("not-the-pw-71"),
+        "the password leaked:\n{log}"
+    );
+    {
+        let store = Store::open(&refused.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(store.outbox_len(), 1, "the email waits for a fixed login");
+    }
+    assert!(stack.mailbox("anna").is_empty());
+
+    // The right password, over implicit TLS, then over STARTTLS on the submission port.
+    let implicit = scratch("smtp-auth-implicit");
+    seed(&implicit, vec![trial_lead("anna@example.test", "Anna")]);
+    let output = run(&implicit, &secure("smtps://127.0.0.1:2562"), "secret");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("secret"));
+    let starttls = scratch("smtp-auth-starttls");
+    seed(&starttls, vec![trial_lead("ana@example.test", "Ana")]);
+    let mut env = secure("smtp://127.0.0.1:2561");
+    env.push(("NURTURE_SMTP_TLS", "starttls".to_owned()));
+    run(&starttls, &env, "secret");
+
+    for user in ["anna", "ana"] {
+        let received = stack.wait_for(user, 1);
+        assert_eq!(received.len(), 1, "{user}");
+        let text = String::from_utf8_lossy(&received[0]);
+        assert!(text.contains("(using TLSv1."), "encrypted:\n{text}");
+        assert!(
+            text.contains("(Authenticated sender: sales@example.test)"),
+            "logged in:\n{text}"
+        );
+    }
 }
