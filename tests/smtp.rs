@@ -107,9 +107,10 @@ fn trial_lead(email: &str, first_name: &str) -> Lead {
     lead
 }
 
-/// `nurture ARGS` in `dir`, sending through the stack; fails the test unless it succeeds.
-fn nurture(dir: &Path, stack: &MailStack, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_nurture"))
+/// `nurture ARGS` in `dir`, set to send through the stack.
+fn nurture_command(dir: &Path, stack: &MailStack, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nurture"));
+    command
         .args(args)
         .current_dir(dir)
         .env_remove("RUST_LOG")
@@ -121,9 +122,13 @@ fn nurture(dir: &Path, stack: &MailStack, args: &[&str], env: &[(&str, &str)]) -
             format!("smtp://127.0.0.1:{}", stack.smtp_port),
         )
         .env("NURTURE_SMTP_TIMEOUT_SECONDS", "5")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+        .envs(env.iter().copied());
+    command
+}
+
+/// `nurture ARGS` run to its end; fails the test unless it succeeds.
+fn nurture(dir: &Path, stack: &MailStack, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let output = nurture_command(dir, stack, args, env).output().unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -461,4 +466,111 @@ fn a_login_over_implicit_tls_or_starttls_sends_and_a_wrong_password_never_shows(
             "logged in:\n{text}"
         );
     }
+}
+
+#[test]
+fn smtp_killed_mid_run_makes_sends_wait_and_resume_with_nothing_lost_or_doubled() {
+    let leads: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
+    let mut users: Vec<&str> = leads.iter().map(String::as_str).collect();
+    users.extend(["sales", "ana"]);
+    let stack = MailStack::up("midrun", 2570, 2147, &users);
+    let dir = scratch("smtp-midrun");
+    seed(
+        &dir,
+        leads
+            .iter()
+            .map(|user| trial_lead(&format!("{user}@example.test"), "Mo"))
+            .collect(),
+    );
+    // A rehearsal clock 60 times faster than real time, and 20 emails a (virtual) minute:
+    // about 20 a second, so the run lasts two seconds and the outage falls in its middle; the
+    // first retry (30 s later) comes half a real second after a failure.
+    let daemon = nurture_command(
+        &dir,
+        &stack,
+        &["run"],
+        &[
+            ("NURTURE_DAEMON_REHEARSAL_START", "2026-11-23T09:00:00Z"),
+            ("NURTURE_DAEMON_REHEARSAL_SPEED", "60"),
+            ("NURTURE_LIMITS_PER_MINUTE", "20"),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let delivered =
+        |stack: &MailStack| -> usize { leads.iter().map(|user| stack.mailbox(user).len()).sum() };
+    let started = std::time::Instant::now();
+    while delivered(&stack) < 10 && started.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before_outage = delivered(&stack);
+    assert!(before_outage >= 10, "the run started");
+    stack.run(&["kill"], &[]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    stack.run(&["up", "2570", "2147"], &users);
+    let started = std::time::Instant::now();
+    while leads.iter().any(|user| stack.mailbox(user).is_empty())
+        && started.elapsed().as_secs() < 30
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SIGTERM: a graceful stop.
+    Command::new("kill")
+        .arg(daemon.id().to_string())
+        .status()
+        .unwrap();
+    let output = daemon.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        before_outage < leads.len(),
+        "the outage came mid-run:\n{log}"
+    );
+
+    // Every lead got its email. A second copy can only be the very same email (same
+    // Message-ID): one whose 250 was lost when the server died, resent rather than dropped.
+    let mut doubled = 0;
+    for user in &leads {
+        let received = stack.mailbox(user);
+        assert!(!received.is_empty(), "{user} got nothing:\n{log}");
+        let ids: Vec<String> = received
+            .iter()
+            .map(|raw| {
+                let message = MessageParser::default().parse(raw).unwrap();
+                message.message_id().unwrap().to_string()
+            })
+            .collect();
+        assert!(ids.iter().all(|id| *id == ids[0]), "{user}: {ids:?}");
+        doubled += ids.len() - 1;
+    }
+    assert!(
+        doubled <= 4,
+        "at most one per connection cut mid-reply, got {doubled}"
+    );
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    assert_eq!(store.outbox_len(), 0, "nothing left waiting");
+    let sent: Vec<_> = store.messages().map(Result::unwrap).collect();
+    assert_eq!(sent.len(), leads.len());
+    assert!(sent.iter().all(|m| m.state == MessageState::Sent));
+    let retried = leads.iter().any(|user| {
+        store
+            .events_of(&format!("{user}@example.test"))
+            .unwrap()
+            .into_iter()
+            .any(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::SendFailed {
+                        permanent: false,
+                        ..
+                    }
+                )
+            })
+    });
+    assert!(
+        retried,
+        "some sends failed during the outage and were retried:\n{log}"
+    );
 }
