@@ -68,6 +68,7 @@ fn main() {
         start,
         until: start + chrono::Duration::days(30),
         scenario: Scenario::default(),
+        unsubscribe: nurture::unsubscribe::Unsubscribe::preview(""),
     };
 
     let mut emails = 0;

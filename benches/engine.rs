@@ -77,6 +77,7 @@ fn main() {
         store.clone(),
         std::sync::Arc::new(Transport::Null),
         Throttle::new(Limits::default()),
+        std::sync::Arc::new(nurture::unsubscribe::Unsubscribe::preview("")),
     );
     let mut rounds = Vec::new();
     for _ in 0..ROUNDS {

@@ -138,6 +138,7 @@ fn daemon_path(dir: &Path, project: &Project, count: usize, port: u16) -> f64 {
         store.clone(),
         Arc::new(Transport::Smtp(Box::new(smtp))),
         Throttle::new(Limits::default()),
+        Arc::new(nurture::unsubscribe::Unsubscribe::preview("")),
     );
     let started = Instant::now();
     let mut done = 0;

@@ -20,6 +20,7 @@ pub struct Config {
     pub transport: TransportConfig,
     pub smtp: SmtpConfig,
     pub limits: Limits,
+    pub http: HttpConfig,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
 }
@@ -98,6 +99,22 @@ impl Default for SmtpConfig {
             password_env: String::new(),
         }
     }
+}
+
+/// The one-click unsubscribe endpoint and the key of unsubscribe tokens (`crate::unsubscribe`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where the daemon serves `/unsubscribe/<token>`, e.g. `127.0.0.1:8025`; empty: no server.
+    pub listen: String,
+    /// The public `https://` address that reaches `listen` (through your TLS proxy); empty: no
+    /// one-click links, only the `mailto:` one.
+    pub base_url: String,
+    /// A file holding the key of unsubscribe tokens (at least 16 bytes).
+    pub secret_file: String,
+    /// Or: the name of an environment variable holding it. Neither: a random key is made on
+    /// first start and kept in the store.
+    pub secret_env: String,
 }
 
 /// Sending limits (see `daemon::throttle`); 0 means none.

@@ -35,4 +35,5 @@ pub mod mail;
 pub mod project;
 pub mod store;
 pub mod tls;
+pub mod unsubscribe;
 pub mod workflow;

@@ -574,3 +574,135 @@ fn smtp_killed_mid_run_makes_sends_wait_and_resume_with_nothing_lost_or_doubled(
         "some sends failed during the outage and were retried:\n{log}"
     );
 }
+
+/// A bare HTTP/1.1 exchange on loopback: the status code and the body.
+fn http(method: &str, url: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    let body = if method == "POST" {
+        "List-Unsubscribe=One-Click"
+    } else {
+        ""
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn one_click_unsubscribe_from_the_received_headers_stops_the_sequence() {
+    let stack = MailStack::up("unsubscribe", 2580, 2148, &["anna", "ana", "sales"]);
+    let dir = scratch("smtp-unsubscribe");
+    seed(&dir, vec![trial_lead("anna@example.test", "Anna")]);
+    let http_env = [
+        ("NURTURE_HTTP_LISTEN", "127.0.0.1:2589"),
+        ("NURTURE_HTTP_BASE_URL", "http://127.0.0.1:2589"),
+        ("NURTURE_DAEMON_REHEARSAL_START", "2026-11-23T09:00:00Z"),
+    ];
+    let daemon = nurture_command(&dir, &stack, &["run"], &http_env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let received = stack.wait_for("anna", 1);
+    if received.len() != 1 {
+        Command::new("kill")
+            .arg(daemon.id().to_string())
+            .status()
+            .unwrap();
+        let output = daemon.wait_with_output().unwrap();
+        panic!(
+            "the welcome email did not arrive:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let message = MessageParser::default().parse(&received[0]).unwrap();
+    let header = |name: &str| {
+        message
+            .header_raw(name)
+            .map(|value| value.trim().replace("\r\n", "").replace('\n', ""))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        header("List-Unsubscribe-Post"),
+        "List-Unsubscribe=One-Click"
+    );
+    let list = header("List-Unsubscribe");
+    let links: Vec<&str> = list
+        .split(',')
+        .map(|entry| entry.trim().trim_start_matches('<').trim_end_matches('>'))
+        .collect();
+    assert_eq!(links.len(), 2, "{list}");
+    let one_click = links[0];
+    assert!(
+        one_click.starts_with("http://127.0.0.1:2589/unsubscribe/"),
+        "{list}"
+    );
+    let token = one_click.rsplit('/').next().unwrap();
+    assert_eq!(
+        links[1],
+        format!("mailto:sales@example.test?subject=unsubscribe%20{token}")
+    );
+    assert!(
+        !token.contains("anna@"),
+        "the token is not the address in clear: {token}"
+    );
+
+    // A link scanner's GET changes nothing; a forged token gets a 404.
+    let (status, page) = http("GET", one_click);
+    assert_eq!(status, 200);
+    assert!(page.contains("anna@example.test") && page.contains("method=\"post\""));
+    let (_, mac) = token.split_once('.').unwrap();
+    let forged = format!("http://127.0.0.1:2589/unsubscribe/ZXZlQGV4YW1wbGUudGVzdA.{mac}");
+    assert_eq!(http("POST", &forged).0, 404);
+    // The one-click POST: durable when it answers.
+    let (status, done) = http("POST", one_click);
+    assert_eq!(status, 200, "{done}");
+    assert!(done.contains("no more emails"));
+
+    Command::new("kill")
+        .arg(daemon.id().to_string())
+        .status()
+        .unwrap();
+    let output = daemon.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    {
+        let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+        let lead = store.lead("anna@example.test").unwrap().unwrap();
+        assert!(lead.is_suppressed(), "{log}");
+        let enrollment = store
+            .enrollment("trial-welcome", "anna@example.test")
+            .unwrap()
+            .unwrap();
+        assert!(!enrollment.is_active(), "{enrollment:?}");
+        let events = store.events_of("anna@example.test").unwrap();
+        assert!(events.iter().any(|e| matches!(
+            &e.kind,
+            EventKind::Exited { reason } if reason.to_string().contains("unsubscribed")
+        )));
+        let other = store.lead("anna@example.test").unwrap().unwrap();
+        assert!(other.is_suppressed());
+    }
+    // Weeks later nothing more is sent.
+    run_daemon(&dir, &stack, "2026-12-14T09:00:00Z");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(stack.mailbox("anna").len(), 1, "{log}");
+}

@@ -18,6 +18,7 @@ use crate::lead::{Lead, normalize_email};
 use crate::leads_file;
 use crate::mail::compose::{OutgoingEmail, lead_mailbox, to_eml};
 use crate::mail::personalize::personalize;
+use crate::unsubscribe::Unsubscribe;
 use crate::workflow::{WindowZone, Workflow};
 
 #[derive(Debug, Args)]
@@ -98,6 +99,7 @@ pub fn run(cli: &Cli, args: &DryRunArgs) -> Result<ExitCode, CliError> {
         start,
         until,
         scenario,
+        unsubscribe: Unsubscribe::preview(&cli.load_config()?.http.base_url),
     };
     let previews: Vec<LeadPreview> = leads
         .iter()
@@ -145,6 +147,8 @@ pub struct Options {
     pub start: DateTime<Utc>,
     pub until: DateTime<Utc>,
     pub scenario: Scenario,
+    /// Links of the daemon's shape (its `http.base_url`) under a public preview key.
+    pub unsubscribe: Unsubscribe,
 }
 
 /// One lead's timeline with its emails rendered.
@@ -191,6 +195,8 @@ pub fn preview_lead(
                     planned,
                     event.at,
                     event.at,
+                    &options.unsubscribe,
+                    &snapshot.email,
                 ),
             }),
             _ => None,

@@ -15,6 +15,7 @@ use crate::lead::{Lead, normalize_email};
 use crate::mail::compose::{new_message_id, to_eml};
 use crate::mail::personalize::personalize;
 use crate::store::OutboxEmail;
+use crate::unsubscribe::Unsubscribe;
 use crate::workflow::{Instr, Mailbox, Workflow};
 
 #[derive(Debug, Args)]
@@ -53,6 +54,9 @@ pub fn run(cli: &Cli, args: &SendTestArgs) -> Result<ExitCode, CliError> {
         }
         None => Lead::new(to.clone(), Utc::now()),
     };
+    // Links of the right shape that unsubscribe nobody: a click on a test email must not
+    // suppress the lead it was rendered for.
+    let unsubscribe = Unsubscribe::preview(&config.http.base_url);
     let emails = sends(workflow);
     let transport = super::run::transport(&config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -62,7 +66,15 @@ pub fn run(cli: &Cli, args: &SendTestArgs) -> Result<ExitCode, CliError> {
     let mut failed = 0;
     for (index, planned) in emails.iter().enumerate() {
         let label = format!("[test {}/{}]", index + 1, emails.len());
-        match test_email(&project, workflow, &lead, planned, &to, &label) {
+        match test_email(
+            &project,
+            workflow,
+            &lead,
+            planned,
+            &to,
+            &label,
+            &unsubscribe,
+        ) {
             Ok(email) => match runtime.block_on(transport.send(&email)) {
                 Ok(()) => println!(
                     "sent {label} {} (step {}) to {to}",
@@ -118,9 +130,19 @@ fn test_email(
     planned: &PlannedEmail,
     to: &str,
     label: &str,
+    unsubscribe: &Unsubscribe,
 ) -> Result<OutboxEmail, String> {
     let now = Utc::now();
-    let mut email = personalize(&project.templates, workflow, lead, planned, now, now)?;
+    let mut email = personalize(
+        &project.templates,
+        workflow,
+        lead,
+        planned,
+        now,
+        now,
+        unsubscribe,
+        to,
+    )?;
     email.to = Mailbox {
         name: None,
         address: to.to_string(),

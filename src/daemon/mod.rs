@@ -13,7 +13,10 @@
 //! - [`enroller`]: changed leads, backfills and recurring segments;
 //! - [`reload`]: new workflow files checked before they replace the running ones;
 //! - [`throttle`]: sending limits per sender and per recipient domain;
-//! - [`transport`]: file, SMTP ([`smtp`]) and null transports.
+//! - [`transport`]: file, SMTP ([`smtp`]) and null transports;
+//! - [`inbound`]: what arrives from outside (an unsubscribe click, a reply) waits for the loop,
+//!   which runs the workflows' handlers for it between two batches;
+//! - [`http`]: the one-click unsubscribe endpoint.
 //!
 //! Stopping: the first SIGINT/SIGTERM stops taking work; the batch in hand finishes, the store
 //! is flushed, and the daemon exits; if that takes longer than the configured deadline, it exits
@@ -21,6 +24,8 @@
 
 pub mod clock;
 pub mod enroller;
+pub mod http;
+pub mod inbound;
 pub mod pipeline;
 pub mod reload;
 pub mod scheduler;
@@ -38,6 +43,7 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use self::clock::Clock;
+use self::inbound::Request;
 use self::pipeline::Pipeline;
 use self::reload::Watcher;
 use self::throttle::Throttle;
@@ -46,6 +52,7 @@ use crate::config::Config;
 use crate::lend::{self, Lender};
 use crate::project::Project;
 use crate::store::{Store, StoreError};
+use crate::unsubscribe::Unsubscribe;
 
 /// Where the daemon finds its workflows and templates.
 #[derive(Debug, Clone)]
@@ -129,7 +136,20 @@ pub async fn run(
     let mut watcher = Watcher::new(&paths, config.daemon.watch_seconds);
     let mut next_slot = enroller::plan_scans(&store, &project, clock.now())?;
     let throttle = Throttle::load(&store, config.limits.clone(), clock.now())?;
-    let mut pipeline = Pipeline::new(store.clone(), Arc::new(transport), throttle);
+    let unsubscribe = Arc::new(
+        Unsubscribe::load(&config.http, &store).map_err(|e| DaemonError::Setup(e.to_string()))?,
+    );
+    let (inbound, mut requests) = inbound::channel();
+    // `inbound` lives as long as the loop, so `requests` never reports a closed channel (which
+    // would wake the idle loop at once, again and again).
+    let _endpoint = start_http(&config, unsubscribe.clone(), inbound.clone()).await?;
+    let mut pipeline = Pipeline::new(
+        store.clone(),
+        Arc::new(transport),
+        throttle,
+        unsubscribe.clone(),
+    );
+    let mut held: Vec<Request> = Vec::new();
 
     while !control.is_stopping() {
         if let Some(request) = lender.pending() {
@@ -143,8 +163,22 @@ pub async fn run(
             }
             store = reopen(&config).await?;
             info!("store back from the command");
-            pipeline = Pipeline::new(store.clone(), transport, throttle);
+            pipeline = Pipeline::new(store.clone(), transport, throttle, unsubscribe.clone());
             continue;
+        }
+        while let Ok(request) = requests.try_recv() {
+            held.push(request);
+        }
+        for request in held.drain(..) {
+            let result = pipeline
+                .run_input(&project, clock.now(), &request.happening)
+                .await;
+            let answer = match &result {
+                Ok(ran) => Ok(ran.is_some()),
+                Err(error) => Err(error.to_string()),
+            };
+            let _ = request.answer.send(answer);
+            result?;
         }
         if control.reload.swap(false, Ordering::SeqCst) || watcher.changed() {
             if let Some(reloaded) = reload::reload(&store, &paths, &project)? {
@@ -189,6 +223,10 @@ pub async fn run(
         let ran_its_course = tokio::select! {
             () = tokio::time::sleep(sleep) => true,
             () = control.wake.notified() => false,
+            request = requests.recv() => {
+                held.extend(request);
+                false
+            }
         };
         clock.slept(
             wake_at,
@@ -201,6 +239,41 @@ pub async fn run(
     store.flush()?;
     info!("stopped");
     Ok(())
+}
+
+/// Starts the one-click unsubscribe endpoint when `http.listen` is set; the task ends with
+/// the returned guard.
+async fn start_http(
+    config: &Config,
+    unsubscribe: Arc<Unsubscribe>,
+    inbound: inbound::Inbound,
+) -> Result<Option<AbortOnDrop>, DaemonError> {
+    let http = &config.http;
+    if http.listen.is_empty() {
+        if !http.base_url.is_empty() {
+            warn!(base_url = %http.base_url, "http.base_url is set but http.listen is empty: this daemon does not serve the one-click links it sends");
+        }
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(&http.listen)
+        .await
+        .map_err(|e| DaemonError::Setup(format!("http.listen {}: {e}", http.listen)))?;
+    info!(listen = %http.listen, base_url = %http.base_url, "one-click unsubscribe endpoint");
+    let task = tokio::spawn(async move {
+        if let Err(error) = http::serve(listener, unsubscribe, inbound).await {
+            error!(%error, "the HTTP endpoint stopped");
+        }
+    });
+    Ok(Some(AbortOnDrop(task)))
+}
+
+/// Stops a background task when the daemon's loop ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Opens the store again after lending it: the command may still be closing it.

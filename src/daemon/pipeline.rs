@@ -10,27 +10,36 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 
+use super::scheduler::{Happening, Planned};
 use super::sender::Delivered;
 use super::throttle::Throttle;
 use super::transport::Transport;
 use super::{scheduler, sender};
 use crate::project::Project;
 use crate::store::{Store, StoreError};
+use crate::unsubscribe::Unsubscribe;
 
 pub struct Pipeline {
     store: Store,
     transport: Arc<Transport>,
     throttle: Throttle,
+    unsubscribe: Arc<Unsubscribe>,
     /// The batch with the transport, if any.
     sending: Option<JoinHandle<Result<Delivered, StoreError>>>,
 }
 
 impl Pipeline {
-    pub fn new(store: Store, transport: Arc<Transport>, throttle: Throttle) -> Pipeline {
+    pub fn new(
+        store: Store,
+        transport: Arc<Transport>,
+        throttle: Throttle,
+        unsubscribe: Arc<Unsubscribe>,
+    ) -> Pipeline {
         Pipeline {
             store,
             transport,
             throttle,
+            unsubscribe,
             sending: None,
         }
     }
@@ -60,27 +69,71 @@ impl Pipeline {
         limit: usize,
     ) -> Result<usize, StoreError> {
         let planned = tokio::task::block_in_place(|| {
-            scheduler::run_due(&self.store, project, now, limit, &mut self.throttle)
+            scheduler::run_due(
+                &self.store,
+                project,
+                now,
+                limit,
+                &mut self.throttle,
+                &self.unsubscribe,
+            )
         })?;
+        let ran = planned.ran;
         if !planned.emails.is_empty() {
             // The in-flight list must be durable before anything is handed over.
             self.store.flush()?;
-            self.finish().await?;
-            let store = self.store.clone();
-            let transport = self.transport.clone();
-            self.sending = Some(tokio::spawn(async move {
-                sender::deliver(
-                    &store,
-                    &transport,
-                    planned.emails,
-                    false,
-                    planned.in_flight,
-                    now,
-                )
-                .await
-            }));
+            self.launch(planned, now).await?;
         }
-        Ok(planned.ran)
+        Ok(ran)
+    }
+
+    /// Runs the handlers for something that happened to a lead (a reply, an unsubscribe…):
+    /// its new state is durable when this returns; emails it planned (a notification) leave
+    /// in the background. `None`: no such lead.
+    pub async fn run_input(
+        &mut self,
+        project: &Project,
+        now: DateTime<Utc>,
+        happening: &Happening,
+    ) -> Result<Option<usize>, StoreError> {
+        let planned = tokio::task::block_in_place(|| {
+            scheduler::run_input(
+                &self.store,
+                project,
+                now,
+                &mut self.throttle,
+                &self.unsubscribe,
+                happening,
+            )
+        })?;
+        let Some(planned) = planned else {
+            return Ok(None);
+        };
+        self.store.flush()?;
+        let ran = planned.ran;
+        if !planned.emails.is_empty() {
+            self.launch(planned, now).await?;
+        }
+        Ok(Some(ran))
+    }
+
+    /// Hands a committed batch's emails to the transport, after the previous batch's.
+    async fn launch(&mut self, planned: Planned, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.finish().await?;
+        let store = self.store.clone();
+        let transport = self.transport.clone();
+        self.sending = Some(tokio::spawn(async move {
+            sender::deliver(
+                &store,
+                &transport,
+                planned.emails,
+                false,
+                planned.in_flight,
+                now,
+            )
+            .await
+        }));
+        Ok(())
     }
 
     /// Waits for the batch with the transport, if any, and suppresses the addresses the server

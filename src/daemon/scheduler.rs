@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::throttle::Throttle;
 use crate::engine::{self, Effect, Enrollment, ExitReason, Input, Status};
-use crate::lead::Lead;
+use crate::lead::{Lead, Suppression, SuppressionReason};
 use crate::mail::RenderedBody;
 use crate::mail::compose::{
     OutgoingEmail, domain_of, new_message_id, sequenced_message_id, to_eml,
@@ -24,6 +24,7 @@ use crate::mail::compose::{
 use crate::mail::personalize::personalize;
 use crate::project::Project;
 use crate::store::{Batch, EventKind, OutboxEmail, Store, StoreError};
+use crate::unsubscribe::Unsubscribe;
 use crate::workflow::{Mailbox, Workflow};
 
 /// How long an enrollment of a workflow that is no longer loaded waits before it is looked at
@@ -58,6 +59,7 @@ pub fn run_due(
     now: DateTime<Utc>,
     limit: usize,
     throttle: &mut Throttle,
+    unsubscribe: &Unsubscribe,
 ) -> Result<Planned, StoreError> {
     let due = store.due(now, limit)?;
     if due.is_empty() {
@@ -73,12 +75,12 @@ pub fn run_due(
         parts[shard(&entry.1, threads)].push(entry);
     }
     let planned: Vec<Result<(Batch, Vec<OutboxEmail>), StoreError>> = if threads == 1 {
-        vec![plan(store, project, now, &parts[0])]
+        vec![plan(store, project, unsubscribe, now, &parts[0])]
     } else {
         std::thread::scope(|scope| {
             let handles: Vec<_> = parts
                 .iter()
-                .map(|part| scope.spawn(move || plan(store, project, now, part)))
+                .map(|part| scope.spawn(move || plan(store, project, unsubscribe, now, part)))
                 .collect();
             handles
                 .into_iter()
@@ -96,6 +98,19 @@ pub fn run_due(
         batch.events.extend(part_batch.events);
         emails.extend(part_emails);
     }
+    commit(store, batch, emails, throttle, now, due.len())
+}
+
+/// Commits a planned batch: emails over a sending limit wait in the outbox, the others are
+/// listed in flight, all in one transaction.
+fn commit(
+    store: &Store,
+    mut batch: Batch,
+    mut emails: Vec<OutboxEmail>,
+    throttle: &mut Throttle,
+    now: DateTime<Utc>,
+    ran: usize,
+) -> Result<Planned, StoreError> {
     emails.retain(|email| match throttle.admit(email, now) {
         None => true,
         Some(later) => {
@@ -130,10 +145,80 @@ pub fn run_due(
     }
     store.apply(&batch)?;
     Ok(Planned {
-        ran: due.len(),
+        ran,
         emails,
         in_flight,
     })
+}
+
+/// Something that happened to a lead outside its schedule: a reply, an auto-reply, a bounce, an
+/// unsubscribe. The workflows' handlers run for it ([`run_input`]).
+#[derive(Debug, Clone)]
+pub struct Happening {
+    pub lead: String,
+    /// Only the enrollment in this workflow (the email answered is known); `None`: every
+    /// active enrollment of the lead.
+    pub workflow: Option<String>,
+    pub input: Input,
+    /// After the handlers: the address is suppressed for this reason (the journal says
+    /// `detail`), and whatever the handlers left running ends.
+    pub suppress: Option<(SuppressionReason, String)>,
+}
+
+/// Runs a [`Happening`] through the engine (the workflows' `on …` handlers) and commits the
+/// new state with the lead's suppression in one transaction. `None` when the lead is unknown.
+pub fn run_input(
+    store: &Store,
+    project: &Project,
+    now: DateTime<Utc>,
+    throttle: &mut Throttle,
+    unsubscribe: &Unsubscribe,
+    happening: &Happening,
+) -> Result<Option<Planned>, StoreError> {
+    let mut work = Work {
+        store,
+        project,
+        unsubscribe,
+        now,
+        batch: Batch::default(),
+        leads: HashMap::new(),
+        emails: Vec::new(),
+    };
+    if work.lead(&happening.lead)?.is_none() {
+        return Ok(None);
+    }
+    let mut ran = 0;
+    let mut untouched = Vec::new();
+    for enrollment in store.enrollments_of(&happening.lead)? {
+        let concerned = enrollment.is_active()
+            && happening
+                .workflow
+                .as_ref()
+                .is_none_or(|name| *name == enrollment.workflow);
+        match project.workflow(&enrollment.workflow) {
+            Some(workflow) if concerned => {
+                work.advance(workflow, enrollment, &happening.input)?;
+                ran += 1;
+            }
+            _ => untouched.push(enrollment),
+        }
+    }
+    if let Some((reason, detail)) = &happening.suppress {
+        work.suppress(&happening.lead, *reason, detail, untouched);
+    }
+    let Work {
+        mut batch,
+        leads,
+        emails,
+        ..
+    } = work;
+    for (_, (lead, changed)) in leads {
+        if changed {
+            batch.changed.push(lead.email.clone());
+            batch.leads.push(lead);
+        }
+    }
+    commit(store, batch, emails, throttle, now, ran).map(Some)
 }
 
 /// Which thread plans a lead's enrollments.
@@ -148,12 +233,14 @@ fn shard(email: &str, threads: usize) -> usize {
 fn plan(
     store: &Store,
     project: &Project,
+    unsubscribe: &Unsubscribe,
     now: DateTime<Utc>,
     due: &[&(String, String)],
 ) -> Result<(Batch, Vec<OutboxEmail>), StoreError> {
     let mut work = Work {
         store,
         project,
+        unsubscribe,
         now,
         batch: Batch::default(),
         leads: HashMap::new(),
@@ -185,6 +272,7 @@ fn plan(
 struct Work<'a> {
     store: &'a Store,
     project: &'a Project,
+    unsubscribe: &'a Unsubscribe,
     now: DateTime<Utc>,
     batch: Batch,
     /// email → (lead, changed in this batch)
@@ -222,8 +310,26 @@ impl Work<'_> {
             self.batch.enrollments.push(enrollment);
             return Ok(());
         };
-        let slot = enrollment.due.unwrap_or(now);
-        let outcome = engine::advance(workflow, &enrollment, &lead, &Input::Due, now);
+        self.advance(workflow, enrollment, &Input::Due)
+    }
+
+    /// One `advance` of `enrollment` for `input`, recorded; the lead must be cached.
+    fn advance(
+        &mut self,
+        workflow: &Workflow,
+        enrollment: Enrollment,
+        input: &Input,
+    ) -> Result<(), StoreError> {
+        let Some(lead) = self.lead(&enrollment.lead)? else {
+            return Ok(());
+        };
+        // The slot this step was planned for (Message-IDs derive from it); for an answer,
+        // the moment it arrived.
+        let slot = match input {
+            Input::Due => enrollment.due.unwrap_or(self.now),
+            _ => self.now,
+        };
+        let outcome = engine::advance(workflow, &enrollment, &lead, input, self.now);
         self.record(workflow, &lead, &outcome.lead, &outcome.effects, slot)?;
         if outcome.lead != lead {
             self.leads
@@ -231,6 +337,57 @@ impl Work<'_> {
         }
         self.batch.enrollments.push(outcome.enrollment);
         Ok(())
+    }
+
+    /// Suppresses `email` (if it is not already) and ends every enrollment still active:
+    /// those the handlers just ran and `others`.
+    fn suppress(
+        &mut self,
+        email: &str,
+        reason: SuppressionReason,
+        detail: &str,
+        others: Vec<Enrollment>,
+    ) {
+        let now = self.now;
+        let exit = match reason {
+            SuppressionReason::Unsubscribed => ExitReason::Unsubscribed,
+            SuppressionReason::Bounced => ExitReason::Bounced,
+            SuppressionReason::Manual => ExitReason::Suppressed,
+        };
+        if let Some((lead, changed)) = self.leads.get_mut(email)
+            && !lead.is_suppressed()
+        {
+            lead.suppression = Some(Suppression {
+                reason,
+                detail: detail.to_owned(),
+                at: now,
+            });
+            lead.updated_at = now;
+            *changed = true;
+            self.batch.event(
+                email,
+                now,
+                None,
+                EventKind::Suppressed {
+                    reason: detail.to_owned(),
+                },
+            );
+        }
+        let mut still_active = Vec::new();
+        self.batch.enrollments.retain(|enrollment| {
+            let keep = !(enrollment.lead == email && enrollment.is_active());
+            if !keep {
+                still_active.push(enrollment.clone());
+            }
+            keep
+        });
+        still_active.extend(others.into_iter().filter(Enrollment::is_active));
+        for enrollment in still_active {
+            self.end(enrollment, exit.clone());
+        }
+        // A handler may have sent the lead something; it goes nowhere now. (Notifications to
+        // our side stay.)
+        self.emails.retain(|queued| queued.envelope_to != email);
     }
 
     fn end(&mut self, mut enrollment: Enrollment, reason: ExitReason) {
@@ -263,8 +420,17 @@ impl Work<'_> {
                 Effect::Received { what } => EventKind::Received { what: what.clone() },
                 Effect::Send(planned) => {
                     // The lead as it is at this send: a `tag` before it is visible to it.
-                    match personalize(&self.project.templates, workflow, after, planned, slot, now)
-                    {
+                    let rendered = personalize(
+                        &self.project.templates,
+                        workflow,
+                        after,
+                        planned,
+                        slot,
+                        now,
+                        self.unsubscribe,
+                        &after.email,
+                    );
+                    match rendered {
                         Ok(outgoing) => {
                             match self.queue(workflow, &email, &planned.step, outgoing)? {
                                 Some(failed) => failed,
@@ -335,6 +501,7 @@ impl Work<'_> {
         let eml = match to_eml(&outgoing) {
             Ok(eml) => eml,
             Err(error) => {
+                warn!(workflow = %workflow.name, %lead, %step, %error, "cannot compose the email");
                 return Ok(Some(EventKind::SendFailed {
                     message_id: outgoing.message_id.clone(),
                     step: step.to_string(),

@@ -20,6 +20,7 @@ use lettre::message::{Mailbox as LettreMailbox, MultiPart, SinglePart};
 
 use super::render::RenderedBody;
 use crate::lead::Lead;
+use crate::unsubscribe::is_https_or_local;
 use crate::workflow::Mailbox;
 
 /// One email ready to leave: what the outbox stores and the transports send.
@@ -37,7 +38,8 @@ pub struct OutgoingEmail {
     pub date: DateTime<Utc>,
     /// `<mailto:…>` and/or `<https://…>` entries of `List-Unsubscribe`; empty: no header.
     pub list_unsubscribe: Vec<String>,
-    /// Adds `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058); needs an https entry.
+    /// Adds `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058); needs an https entry
+    /// (or http to this host, for tests).
     pub one_click: bool,
     /// Our own headers, e.g. `X-Nurture-Workflow`, for correlation.
     pub extra_headers: Vec<(String, String)>,
@@ -164,10 +166,11 @@ pub fn to_message(email: &OutgoingEmail) -> Result<Message, ComposeError> {
         ));
     }
     if email.one_click {
-        let has_https = email
-            .list_unsubscribe
-            .iter()
-            .any(|entry| entry.to_ascii_lowercase().starts_with("<https://"));
+        let has_https = email.list_unsubscribe.iter().any(|entry| {
+            entry
+                .strip_prefix('<')
+                .is_some_and(|uri| is_https_or_local(uri.trim_end_matches('>')))
+        });
         if !has_https {
             return Err(ComposeError::OneClickWithoutHttps);
         }
@@ -246,7 +249,7 @@ fn valid_unsubscribe_entry(entry: &str) -> Result<(), ComposeError> {
         .and_then(|rest| rest.strip_suffix('>'))
         .is_some_and(|uri| {
             let lower = uri.to_ascii_lowercase();
-            (lower.starts_with("mailto:") || lower.starts_with("https://"))
+            (lower.starts_with("mailto:") || is_https_or_local(uri))
                 && uri
                     .bytes()
                     .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')

@@ -7,18 +7,14 @@ use super::compose::{OutgoingEmail, domain_of, lead_mailbox, new_message_id};
 use super::{Templates, context};
 use crate::engine::PlannedEmail;
 use crate::lead::Lead;
+use crate::unsubscribe::Unsubscribe;
 use crate::workflow::Workflow;
-
-/// The unsubscribe link until the HTTP endpoint exists: a mail to the reply address, which the
-/// inbox watcher reads as an unsubscribe request.
-pub fn unsubscribe_url(workflow: &Workflow) -> String {
-    let inbox = workflow.reply_to.as_ref().unwrap_or(&workflow.from);
-    format!("mailto:{}?subject=unsubscribe", inbox.address)
-}
 
 /// Renders `planned` for `lead`. `slot` is the time the engine planned it for: with the
 /// workflow, lead, step and template it makes the Message-ID, so planning the same send again
 /// (after a crash, a DST double fire) yields the same Message-ID. `date` is the `Date` header.
+/// The unsubscribe links name `unsubscribe_for`: the lead, or the address of a test send.
+#[allow(clippy::too_many_arguments)]
 pub fn personalize(
     templates: &Templates,
     workflow: &Workflow,
@@ -26,9 +22,11 @@ pub fn personalize(
     planned: &PlannedEmail,
     slot: DateTime<Utc>,
     date: DateTime<Utc>,
+    unsubscribe: &Unsubscribe,
+    unsubscribe_for: &str,
 ) -> Result<OutgoingEmail, String> {
-    let unsubscribe = unsubscribe_url(workflow);
-    let context = context(lead, workflow, &planned.step, &unsubscribe);
+    let links = unsubscribe.links(workflow, unsubscribe_for);
+    let context = context(lead, workflow, &planned.step, links.for_templates());
     let subject = templates
         .render_subject(&planned.subject_template, &context)
         .map_err(|e| e.to_string())?;
@@ -52,8 +50,8 @@ pub fn personalize(
         subject,
         body,
         date,
-        list_unsubscribe: vec![format!("<{unsubscribe}>")],
-        one_click: false,
+        list_unsubscribe: links.header_entries(),
+        one_click: links.one_click.is_some(),
         extra_headers: vec![
             ("X-Nurture-Workflow".into(), workflow.name.clone()),
             ("X-Nurture-Step".into(), planned.step.clone()),
