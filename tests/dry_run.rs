@@ -123,8 +123,51 @@ fn out_writes_the_mime_the_daemon_sends_and_an_html_preview() {
     assert!(html.contains("Bits &amp; &lt;Bytes&gt; GmbH"));
     assert!(message.message_id().unwrap().ends_with("@example.test"));
     assert!(message.header("List-Unsubscribe").is_some());
+    // A personal sequence: nothing that marks it as mass mail.
+    assert!(message.header("Auto-Submitted").is_none());
+    assert!(message.header("Precedence").is_none());
     let preview = fs::read_to_string(folder.join("02-nudge-demo-offer.html")).unwrap();
     assert!(preview.contains("Bits &amp; &lt;Bytes&gt; GmbH"));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_workflow_marked_as_bulk_says_so_in_every_email() {
+    let dir = std::env::temp_dir().join(format!("nurture-dry-run-bulk-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let args: Vec<String> = [
+        "dry-run",
+        "newsletter-welcome",
+        "--leads",
+        "workflows/sample-leads.csv",
+        "--lead",
+        "chloe.nguyen@example.test",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([dir.display().to_string()])
+    .collect();
+    let output = nurture(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let folder = dir.join("chloe.nguyen@example.test");
+    let emails: Vec<PathBuf> = fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
+        .collect();
+    assert!(!emails.is_empty());
+    for path in emails {
+        let eml = fs::read(&path).unwrap();
+        let message = mail_parser::MessageParser::default().parse(&eml).unwrap();
+        let header = |name| message.header_raw(name).map(str::trim);
+        assert_eq!(header("Auto-Submitted"), Some("auto-generated"), "{path:?}");
+        assert_eq!(header("Precedence"), Some("bulk"), "{path:?}");
+    }
     fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -79,6 +79,7 @@ pub struct Setting {
 pub enum SettingKind {
     Enroll(CondAst),
     Reentry,
+    Bulk,
     Every(Spanned<String>),
     From(Spanned<String>),
     ReplyTo(Spanned<String>),
@@ -93,6 +94,7 @@ impl SettingKind {
         match self {
             SettingKind::Enroll(_) => "enroll when",
             SettingKind::Reentry => "allow re-entry",
+            SettingKind::Bulk => "mark as bulk",
             SettingKind::Every(_) => "every",
             SettingKind::From(_) => "from",
             SettingKind::ReplyTo(_) => "reply to",

@@ -85,6 +85,7 @@ struct Compiler<'a> {
 struct Header {
     enroll: Option<Condition>,
     reentry: bool,
+    bulk: bool,
     every: Option<CronSlot>,
     from: Option<Mailbox>,
     from_written: bool,
@@ -163,6 +164,7 @@ impl<'a> Compiler<'a> {
             version,
             enroll: header.enroll,
             reentry: header.reentry,
+            bulk: header.bulk,
             every: header.every,
             from: header.from?,
             reply_to: header.reply_to,
@@ -182,6 +184,7 @@ impl<'a> Compiler<'a> {
         match kind {
             SettingKind::Enroll(condition) => header.enroll = self.condition(condition),
             SettingKind::Reentry => header.reentry = true,
+            SettingKind::Bulk => header.bulk = true,
             SettingKind::Every(cron) => header.every = self.cron(cron),
             SettingKind::From(text) => {
                 header.from_written = true;

@@ -109,6 +109,7 @@ fn setting(pair: Pair<'_, Rule>) -> Setting {
             head_span(&inner, Rule::kw_when),
         ),
         Rule::reentry => (SettingKind::Reentry, self::span(&inner)),
+        Rule::bulk => (SettingKind::Bulk, self::span(&inner)),
         Rule::every => (
             SettingKind::Every(text(child(&inner, Rule::cron_text))),
             head_span(&inner, Rule::kw_every),

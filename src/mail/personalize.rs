@@ -52,9 +52,20 @@ pub fn personalize(
         date,
         list_unsubscribe: links.header_entries(),
         one_click: links.one_click.is_some(),
-        extra_headers: vec![
-            ("X-Nurture-Workflow".into(), workflow.name.clone()),
-            ("X-Nurture-Step".into(), planned.step.clone()),
-        ],
+        extra_headers: workflow_headers(workflow, &planned.step),
     })
+}
+
+/// Our own headers: which workflow and step (for correlation, and for a person reading the
+/// source), and, for `mark as bulk` workflows, the automated-mail markers.
+fn workflow_headers(workflow: &Workflow, step: &str) -> Vec<(String, String)> {
+    let mut headers = vec![
+        ("X-Nurture-Workflow".into(), workflow.name.clone()),
+        ("X-Nurture-Step".into(), step.to_owned()),
+    ];
+    if workflow.bulk {
+        headers.push(("Auto-Submitted".into(), "auto-generated".into()));
+        headers.push(("Precedence".into(), "bulk".into()));
+    }
+    headers
 }

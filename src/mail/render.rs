@@ -118,6 +118,7 @@ pub(crate) mod tests {
             version: "v1".into(),
             enroll: None,
             reentry: false,
+            bulk: false,
             every: None,
             from: Mailbox {
                 name: Some("Ana Ortiz".into()),

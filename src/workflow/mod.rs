@@ -31,6 +31,10 @@ pub struct Workflow {
     pub enroll: Option<Condition>,
     /// `allow re-entry`: a lead that finished may be enrolled again.
     pub reentry: bool,
+    /// `mark as bulk`: newsletters and digests. Their emails carry `Auto-Submitted:
+    /// auto-generated` and `Precedence: bulk`, so out-of-office responders stay quiet (RFC
+    /// 3834); personal sequences, whose point is a reply, leave it off.
+    pub bulk: bool,
     /// `every "…"`: a recurring workflow that enrolls its segment at each slot.
     pub every: Option<CronSlot>,
     pub from: Mailbox,
