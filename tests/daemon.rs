@@ -568,4 +568,10 @@ fn a_sending_limit_makes_emails_wait_not_vanish() {
     }
     assert!(times[9] - times[0] >= chrono::Duration::minutes(4));
     assert_eq!(store.outbox_len(), 0);
+    // An email that waited is dated when it left, not when it was composed.
+    for file in &files {
+        let id = format!("<{}>", file.message_id);
+        let record = store.message(&id).unwrap().unwrap();
+        assert_eq!(file.date, record.at.timestamp(), "{}", file.message_id);
+    }
 }

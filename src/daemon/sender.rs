@@ -19,6 +19,7 @@ use super::throttle::Throttle;
 use super::transport::{SendError, Transport};
 use crate::engine::{ExitReason, Status};
 use crate::lead::{Suppression, SuppressionReason};
+use crate::mail::compose::with_date;
 use crate::store::{Batch, EventKind, MessageRecord, MessageState, OutboxEmail, Store, StoreError};
 
 /// The first retry waits this long; each further one doubles it, up to [`MAX_BACKOFF`].
@@ -235,6 +236,9 @@ pub async fn send_outbox(
     if ready.is_empty() {
         store.apply(&batch)?;
         return Ok(0);
+    }
+    for email in &mut ready {
+        email.eml = with_date(&email.eml, now);
     }
     let mark = store.new_id()?;
     batch.in_flight_set = Some((mark, ready.clone()));

@@ -204,6 +204,41 @@ pub fn to_eml(email: &OutgoingEmail) -> Result<Vec<u8>, ComposeError> {
     Ok(to_message(email)?.formatted())
 }
 
+/// `eml` with its `Date` header set to `date`: an email that waited in the outbox (a sending
+/// limit, a retry) is dated when it leaves, as a person's mail client would date it, not hours
+/// earlier. Everything else, the Message-ID included, stays byte for byte.
+pub fn with_date(eml: &[u8], date: DateTime<Utc>) -> Vec<u8> {
+    let header_end = eml
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(eml.len(), |at| at + 2);
+    let mut out = Vec::with_capacity(eml.len() + 8);
+    let mut replaced = false;
+    let mut skipping = false;
+    let mut start = 0;
+    while start < header_end {
+        let end = eml[start..header_end]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(header_end, |at| start + at + 2);
+        let line = &eml[start..end];
+        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continuation {
+            skipping = !replaced && line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"date:");
+            if skipping {
+                out.extend_from_slice(format!("Date: {}\r\n", date.to_rfc2822()).as_bytes());
+                replaced = true;
+            }
+        }
+        if !skipping {
+            out.extend_from_slice(line);
+        }
+        start = end;
+    }
+    out.extend_from_slice(&eml[header_end..]);
+    out
+}
+
 /// A header whose value was validated to be printable ASCII without line breaks.
 fn raw_header(name: &'static str, value: String) -> HeaderValue {
     HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
@@ -323,6 +358,37 @@ mod tests {
             addr.name().map(str::to_string),
             addr.address().unwrap().to_string(),
         )
+    }
+
+    #[test]
+    fn an_email_that_waited_is_dated_when_it_leaves() {
+        let email = email();
+        let eml = to_eml(&email).unwrap();
+        let later = email.date + chrono::Duration::hours(7);
+        let redated = with_date(&eml, later);
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&redated)
+            .unwrap();
+        assert_eq!(
+            parsed.date().unwrap().to_timestamp(),
+            later.timestamp(),
+            "{}",
+            String::from_utf8_lossy(&redated)
+        );
+        assert_eq!(
+            parsed.message_id(),
+            Some(email.message_id.trim_matches(['<', '>']))
+        );
+        // Only the Date line changed.
+        let text = String::from_utf8_lossy(&eml);
+        let new_text = String::from_utf8_lossy(&redated);
+        let differing: Vec<_> = text
+            .lines()
+            .zip(new_text.lines())
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert_eq!(differing.len(), 1, "{differing:?}");
+        assert_eq!(text.lines().count(), new_text.lines().count());
     }
 
     #[test]
