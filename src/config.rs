@@ -21,6 +21,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub limits: Limits,
     pub http: HttpConfig,
+    pub imap: ImapConfig,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
 }
@@ -67,7 +68,7 @@ pub struct SmtpConfig {
     /// For `smtp://`: `none`, or `starttls`: encrypt the session after EHLO, verifying the
     /// server's certificate against the Mozilla roots (and `ca_file`, if set). `smtps://` is
     /// always encrypted and verified the same way.
-    pub tls: SmtpTls,
+    pub tls: TlsMode,
     /// A PEM file of extra trusted certificates (a private relay's own CA).
     pub ca_file: String,
     /// The login for SMTP AUTH (PLAIN or LOGIN); empty: no authentication.
@@ -80,7 +81,7 @@ pub struct SmtpConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SmtpTls {
+pub enum TlsMode {
     None,
     Starttls,
 }
@@ -92,7 +93,7 @@ impl Default for SmtpConfig {
             hello: "localhost".into(),
             connections: 4,
             timeout_seconds: 30,
-            tls: SmtpTls::None,
+            tls: TlsMode::None,
             ca_file: String::new(),
             user: String::new(),
             password_file: String::new(),
@@ -115,6 +116,48 @@ pub struct HttpConfig {
     /// Or: the name of an environment variable holding it. Neither: a random key is made on
     /// first start and kept in the store.
     pub secret_env: String,
+}
+
+/// The inbox the daemon watches for replies, auto-replies, bounces and unsubscribe mail
+/// (`daemon::inbox`). The reply-to address of the workflows must deliver into it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImapConfig {
+    /// `imap://host[:port]` (port 143; see `tls`) or `imaps://host[:port]` (implicit TLS,
+    /// port 993). Empty: no inbox is watched.
+    pub url: String,
+    /// For `imap://`: `none` or `starttls` (verified like SMTP's; no fallback to plain).
+    pub tls: TlsMode,
+    /// A PEM file of extra trusted certificates.
+    pub ca_file: String,
+    pub user: String,
+    /// A file whose first line is the password, or the name of a variable holding it.
+    pub password_file: String,
+    pub password_env: String,
+    /// The folder to watch.
+    pub mailbox: String,
+    /// IDLE is re-issued after this many seconds (servers drop it after 30 minutes).
+    pub idle_seconds: u64,
+    /// Without IDLE on the server: look for new mail this often.
+    pub poll_seconds: u64,
+    pub timeout_seconds: u64,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        ImapConfig {
+            url: String::new(),
+            tls: TlsMode::None,
+            ca_file: String::new(),
+            user: String::new(),
+            password_file: String::new(),
+            password_env: String::new(),
+            mailbox: "INBOX".into(),
+            idle_seconds: 25 * 60,
+            poll_seconds: 60,
+            timeout_seconds: 30,
+        }
+    }
 }
 
 /// Sending limits (see `daemon::throttle`); 0 means none.

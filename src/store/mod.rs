@@ -97,6 +97,8 @@ pub struct Batch {
     pub in_flight_set: Option<(u64, Vec<OutboxEmail>)>,
     /// Marks whose emails' outcomes this batch records.
     pub in_flight_clear: Vec<u64>,
+    /// Meta entries to write (the inbox watcher's position, the mail it has processed).
+    pub meta_put: Vec<(String, Vec<u8>)>,
 }
 
 impl Batch {
@@ -111,6 +113,7 @@ impl Batch {
             && self.changed_done.is_empty()
             && self.in_flight_set.is_none()
             && self.in_flight_clear.is_empty()
+            && self.meta_put.is_empty()
     }
 
     pub fn event(
@@ -344,6 +347,9 @@ impl Store {
                 }
                 if let Some((key, list)) = &in_flight {
                     meta_t.insert(key.as_slice(), list.as_slice())?;
+                }
+                for (key, value) in &batch.meta_put {
+                    meta_t.insert(key.as_bytes(), value.as_slice())?;
                 }
                 Ok(())
             },
