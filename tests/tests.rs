@@ -21,5 +21,7 @@ mod status_cli;
 mod daemon;
 // Automatic enrollment by the daemon, `nurture enroll` and `nurture unenroll`.
 mod enrollment;
+// Golden corpus of inbound mail (tests/corpus/classify/); classification never panics.
+mod classify;
 // Sending through a real Postfix into real Dovecot mailboxes (tests/mailstack.sh).
 mod smtp;

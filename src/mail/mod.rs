@@ -13,7 +13,9 @@
 //! Rule of the module: lead data is escaped in HTML, never in text, and can never create a
 //! header: every header value that may carry lead data goes through [`compose::header_text`].
 
+pub mod classify;
 pub mod compose;
+pub mod imap;
 pub mod personalize;
 pub mod render;
 pub mod templates;

@@ -1,0 +1,885 @@
+//! What an inbound mail is: a person's reply, an automatic answer, a bounce, an unsubscribe
+//! request, or unrelated mail. A pure function over the raw bytes ([`classify`]).
+//!
+//! Rules:
+//! - It never panics and never fails: mail that cannot be read is [`Kind::Unknown`].
+//! - Nothing automatic is ever a [`Kind::HumanReply`]: only a human reply promotes a lead, so
+//!   every doubt leans away from it. Bounces are checked first (they often carry
+//!   `Auto-Submitted` too), then unsubscribe requests, auto-replies and bulk mail.
+//! - Signals, in order: RFC 3464 delivery reports and the common non-standard bounce shapes;
+//!   the token of our `mailto:` unsubscribe link in the subject, or a first line that says
+//!   "unsubscribe"/"stop"; RFC 3834 `Auto-Submitted` (≠ `no`), `X-Autoreply`, `X-Autorespond`,
+//!   `Precedence: auto_reply|bulk|junk|list`, an empty `Return-Path`, out-of-office subjects in
+//!   seven languages (with the return date read from the body when it is unambiguous); list
+//!   mail (`List-Id`, `List-Unsubscribe`) that answers nothing is unrelated.
+//! - Message-IDs are given without angle brackets, as mail-parser reads them.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use mail_parser::{HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+use serde::Serialize;
+
+use crate::unsubscribe::token_in_subject;
+
+/// A classified inbound mail: what it is, and what correlation needs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Inbound {
+    pub kind: Kind,
+    pub message_id: Option<String>,
+    /// `In-Reply-To` then `References`, deduplicated: the mails this one answers.
+    pub references: Vec<String>,
+    /// For a bounce: the Message-ID of the returned message, when it can be read.
+    pub original_message_id: Option<String>,
+    /// The sender's address, lower case.
+    pub from: Option<String>,
+    /// `To` and `Cc` addresses, lower case.
+    pub to: Vec<String>,
+    pub subject: Option<String>,
+    pub date: Option<DateTime<Utc>>,
+    /// What the person wrote, quoted history and signature left out: one line, at most
+    /// [`EXCERPT_CHARS`] characters.
+    pub excerpt: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Kind {
+    HumanReply,
+    AutoReply {
+        return_date: Option<NaiveDate>,
+        /// The signal that decided it.
+        reason: String,
+    },
+    Bounce {
+        recipient: Option<String>,
+        /// The enhanced status code (`5.1.1`), or the SMTP code when that is all there is.
+        status: Option<String>,
+        permanent: bool,
+    },
+    Unsubscribe {
+        token: Option<String>,
+        reason: String,
+    },
+    Unrelated {
+        reason: String,
+    },
+    Unknown {
+        reason: String,
+    },
+}
+
+pub const EXCERPT_CHARS: usize = 200;
+
+/// Classifies one raw message (RFC 5322, LF or CRLF).
+pub fn classify(raw: &[u8]) -> Inbound {
+    let unknown = |reason: &str| Inbound {
+        kind: Kind::Unknown {
+            reason: reason.to_owned(),
+        },
+        message_id: None,
+        references: Vec::new(),
+        original_message_id: None,
+        from: None,
+        to: Vec::new(),
+        subject: None,
+        date: None,
+        excerpt: String::new(),
+    };
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return unknown("empty message");
+    }
+    let Some(message) = MessageParser::default().parse(raw) else {
+        return unknown("not a mail message");
+    };
+    let from = message
+        .from()
+        .and_then(|address| address.first())
+        .and_then(|addr| addr.address())
+        .map(str::to_ascii_lowercase);
+    let mut inbound = Inbound {
+        kind: Kind::HumanReply,
+        message_id: message.message_id().map(str::to_owned),
+        references: references(&message),
+        original_message_id: None,
+        from,
+        to: message
+            .to()
+            .into_iter()
+            .chain(message.cc())
+            .flat_map(|list| list.iter())
+            .filter_map(|addr| addr.address())
+            .map(str::to_ascii_lowercase)
+            .collect(),
+        subject: message.subject().map(|s| s.trim().to_owned()),
+        date: message
+            .date()
+            .and_then(|date| DateTime::from_timestamp(date.to_timestamp(), 0)),
+        excerpt: String::new(),
+    };
+    let new_text = new_text(&message);
+    inbound.excerpt = excerpt(&new_text);
+    inbound.kind = match bounce(&message, &mut inbound) {
+        Some(kind) => kind,
+        None if inbound.from.is_none() => Kind::Unknown {
+            reason: "no sender address".into(),
+        },
+        None => unsubscribe(&inbound, &new_text)
+            .or_else(|| automatic(&message, &inbound, &new_text))
+            .unwrap_or(Kind::HumanReply),
+    };
+    inbound
+}
+
+fn references(message: &Message<'_>) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for value in [message.in_reply_to(), message.references()] {
+        let found: Vec<&str> = match value {
+            HeaderValue::Text(id) => vec![id.as_ref()],
+            HeaderValue::TextList(list) => list.iter().map(|id| id.as_ref()).collect(),
+            _ => Vec::new(),
+        };
+        for id in found {
+            if !ids.iter().any(|known| known == id) {
+                ids.push(id.to_owned());
+            }
+        }
+    }
+    ids
+}
+
+fn header_text<'a>(message: &'a Message<'_>, name: &'static str) -> Option<&'a str> {
+    message.header_raw(name).map(str::trim)
+}
+
+// ---- bounces ----
+
+/// Subjects of bounces that are not RFC 3464 reports (Postfix, Exim, qmail, Exchange, Gmail…).
+const BOUNCE_SUBJECTS: [&str; 12] = [
+    "undelivered mail returned to sender",
+    "delivery status notification",
+    "mail delivery failed",
+    "undeliverable:",
+    "undeliverable mail",
+    "failure notice",
+    "returned mail:",
+    "delivery failure",
+    "mail delivery subsystem",
+    "nondeliverable",
+    "message not delivered",
+    "delivery has failed",
+];
+
+fn bounce(message: &Message<'_>, inbound: &mut Inbound) -> Option<Kind> {
+    let is_report = message.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+            && ct
+                .attribute("report-type")
+                .is_some_and(|t| t.eq_ignore_ascii_case("delivery-status"))
+    });
+    let daemon_sender = inbound.from.as_deref().is_some_and(|from| {
+        let local = from.split('@').next().unwrap_or_default();
+        local == "mailer-daemon" || local == "postmaster" || local == "mail-daemon"
+    });
+    let subject = inbound
+        .subject
+        .as_deref()
+        .unwrap_or_default()
+        .to_lowercase();
+    let bounce_subject = BOUNCE_SUBJECTS.iter().any(|s| subject.contains(s));
+    let null_sender = header_text(message, "Return-Path") == Some("<>");
+    let looks_like_bounce =
+        is_report || daemon_sender || (bounce_subject && (null_sender || inbound.from.is_none()));
+    if !looks_like_bounce {
+        return None;
+    }
+    inbound.original_message_id = returned_message_id(message, inbound.message_id.as_deref());
+    let mut recipient = None;
+    let mut status = None;
+    let mut action = None;
+    for part in &message.parts {
+        let is_status = part.content_type().is_some_and(|ct| {
+            ct.subtype().is_some_and(|s| {
+                s.eq_ignore_ascii_case("delivery-status")
+                    || s.eq_ignore_ascii_case("global-delivery-status")
+            })
+        });
+        if !is_status {
+            continue;
+        }
+        let text = String::from_utf8_lossy(part.contents());
+        for line in text.lines() {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "final-recipient" | "original-recipient" if recipient.is_none() => {
+                    let address = value.rsplit(';').next().unwrap_or(value).trim();
+                    recipient = Some(address.trim_matches(['<', '>']).to_ascii_lowercase());
+                }
+                "status" if status.is_none() => {
+                    status = value.split_whitespace().next().map(str::to_owned);
+                }
+                "action" if action.is_none() => action = Some(value.to_ascii_lowercase()),
+                _ => {}
+            }
+        }
+    }
+    if status.is_none() || recipient.is_none() {
+        let body = message.body_text(0).unwrap_or_default();
+        if status.is_none() {
+            status = status_in_text(&body);
+        }
+        if recipient.is_none() {
+            recipient = recipient_in_text(&body, inbound.to.first().map(String::as_str));
+        }
+    }
+    let permanent = action.as_deref() != Some("delayed")
+        && status.as_deref().is_some_and(|s| s.starts_with('5'));
+    Some(Kind::Bounce {
+        recipient,
+        status,
+        permanent,
+    })
+}
+
+/// The Message-ID of the message a bounce returns: from an attached message or its headers,
+/// else the first `Message-ID:` line quoted in the body that is not the bounce's own.
+fn returned_message_id(message: &Message<'_>, own: Option<&str>) -> Option<String> {
+    for part in &message.parts {
+        if let PartType::Message(returned) = &part.body
+            && let Some(id) = returned.message_id()
+        {
+            return Some(id.to_owned());
+        }
+    }
+    let raw = String::from_utf8_lossy(message.raw_message());
+    let body = raw
+        .split_once("\r\n\r\n")
+        .or_else(|| raw.split_once("\n\n"))
+        .map_or("", |(_, body)| body);
+    body.lines().find_map(|line| {
+        let (name, value) = line.trim_start().split_once(':')?;
+        if !name.eq_ignore_ascii_case("message-id") {
+            return None;
+        }
+        let id = value.trim().trim_matches(['<', '>']).to_owned();
+        (!id.is_empty() && Some(id.as_str()) != own).then_some(id)
+    })
+}
+
+/// An enhanced status code (`5.1.1`) in a bounce's text, else a bare SMTP code (`550`).
+fn status_in_text(text: &str) -> Option<String> {
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | ',' | ';'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let words: Vec<&str> = words.iter().map(|w| w.trim_start_matches('#')).collect();
+    let enhanced = words.iter().find(|word| {
+        let parts: Vec<&str> = word.trim_end_matches(['.', ':']).split('.').collect();
+        parts.len() == 3
+            && matches!(parts[0], "4" | "5")
+            && parts[1..]
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if let Some(code) = enhanced {
+        return Some(code.trim_end_matches(['.', ':']).to_owned());
+    }
+    words
+        .iter()
+        .map(|w| w.trim_end_matches(['-', ':']))
+        .find(|w| {
+            w.len() == 3
+                && (w.starts_with('4') || w.starts_with('5'))
+                && w.bytes().all(|b| b.is_ascii_digit())
+        })
+        .map(str::to_owned)
+}
+
+/// The first address in a bounce's text that is not the bounce's own recipient.
+fn recipient_in_text(text: &str, ours: Option<&str>) -> Option<String> {
+    text.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | '"' | ',' | ';'))
+        .map(|w| w.trim_end_matches([':', '.']).to_ascii_lowercase())
+        .find(|w| {
+            w.contains('@')
+                && !w.starts_with('@')
+                && !w.ends_with('@')
+                && Some(w.as_str()) != ours
+                && !w.starts_with("mailer-daemon@")
+                && !w.starts_with("postmaster@")
+        })
+}
+
+// ---- unsubscribe ----
+
+/// First lines that ask to be taken off the list.
+const UNSUBSCRIBE_WORDS: [&str; 14] = [
+    "unsubscribe",
+    "stop",
+    "remove me",
+    "abmelden",
+    "austragen",
+    "désabonner",
+    "se désabonner",
+    "désinscrire",
+    "baja",
+    "darme de baja",
+    "cancelar suscripción",
+    "disiscrivimi",
+    "cancelar inscrição",
+    "afmelden",
+];
+
+fn unsubscribe(inbound: &Inbound, new_text: &str) -> Option<Kind> {
+    let subject = inbound.subject.as_deref().unwrap_or_default();
+    if let Some(token) = token_in_subject(subject) {
+        return Some(Kind::Unsubscribe {
+            token: Some(token.to_owned()),
+            reason: "the subject of our unsubscribe link".into(),
+        });
+    }
+    let says = |text: &str| {
+        let text = text.trim().trim_end_matches(['.', '!', ' ']).to_lowercase();
+        UNSUBSCRIBE_WORDS.contains(&text.as_str())
+    };
+    if says(subject) {
+        return Some(Kind::Unsubscribe {
+            token: None,
+            reason: format!("subject “{subject}”"),
+        });
+    }
+    let first = new_text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())?;
+    says(first).then(|| Kind::Unsubscribe {
+        token: None,
+        reason: format!("first line “{first}”"),
+    })
+}
+
+// ---- automatic mail ----
+
+/// Out-of-office subjects: English, German, French, Spanish, Italian, Portuguese, Dutch.
+const OUT_OF_OFFICE_SUBJECTS: [&str; 24] = [
+    "out of office",
+    "out of the office",
+    "automatic reply",
+    "auto-reply",
+    "autoreply",
+    "auto reply",
+    "away from the office",
+    "abwesenheitsnotiz",
+    "automatische antwort",
+    "abwesend",
+    "réponse automatique",
+    "absence du bureau",
+    "absent du bureau",
+    "respuesta automática",
+    "fuera de la oficina",
+    "ausente",
+    "risposta automatica",
+    "fuori ufficio",
+    "fuori sede",
+    "resposta automática",
+    "fora do escritório",
+    "afwezig",
+    "automatisch antwoord",
+    "buiten kantoor",
+];
+
+fn automatic(message: &Message<'_>, inbound: &Inbound, new_text: &str) -> Option<Kind> {
+    let answers_something = !inbound.references.is_empty();
+    let auto = |reason: String| {
+        Some(Kind::AutoReply {
+            return_date: return_date(new_text, inbound.date),
+            reason,
+        })
+    };
+    if let Some(value) = header_text(message, "Auto-Submitted")
+        && !value.eq_ignore_ascii_case("no")
+    {
+        return auto(format!("Auto-Submitted: {value}"));
+    }
+    for name in ["X-Autoreply", "X-Autorespond", "X-Autoresponder"] {
+        if let Some(value) = header_text(message, name) {
+            return auto(format!("{name}: {value}"));
+        }
+    }
+    if let Some(precedence) = header_text(message, "Precedence") {
+        let lower = precedence.to_ascii_lowercase();
+        if lower == "auto_reply" {
+            return auto(format!("Precedence: {precedence}"));
+        }
+        if matches!(lower.as_str(), "bulk" | "junk" | "list") {
+            return if answers_something {
+                auto(format!("Precedence: {precedence}"))
+            } else {
+                Some(Kind::Unrelated {
+                    reason: format!("Precedence: {precedence}"),
+                })
+            };
+        }
+    }
+    let subject = inbound
+        .subject
+        .as_deref()
+        .unwrap_or_default()
+        .to_lowercase();
+    if let Some(words) = OUT_OF_OFFICE_SUBJECTS
+        .iter()
+        .find(|words| subject.contains(*words))
+    {
+        return auto(format!("subject says “{words}”"));
+    }
+    if header_text(message, "Return-Path") == Some("<>") {
+        return auto("empty Return-Path".into());
+    }
+    let list_mail = header_text(message, "List-Id").is_some()
+        || header_text(message, "List-Unsubscribe").is_some();
+    if list_mail && !answers_something {
+        return Some(Kind::Unrelated {
+            reason: "list mail that answers nothing".into(),
+        });
+    }
+    None
+}
+
+// ---- the person's own words ----
+
+/// Lines that start the quoted history, per language ("On … wrote:", "Am … schrieb …:",
+/// "Le … a écrit :"), and Outlook's separators and header blocks.
+fn is_attribution(line: &str) -> bool {
+    const VERBS: [&str; 8] = [
+        "wrote",
+        "writes",
+        "schrieb",
+        "écrit",
+        "escribió",
+        "scritto",
+        "escreveu",
+        "schreef",
+    ];
+    let lower = line.trim().to_lowercase();
+    (lower.ends_with(':') && VERBS.iter().any(|verb| lower.contains(verb)))
+        || lower.starts_with("-----original message-----")
+        || lower.starts_with("-----ursprüngliche nachricht-----")
+        || lower.starts_with("-----message d'origine-----")
+        || lower.starts_with("________________________________")
+        || ["from:", "von:", "de :", "de:", "da:", "van:"]
+            .iter()
+            .any(|start| lower.starts_with(start) && lower.contains('@'))
+}
+
+/// The text the sender wrote: the first block that is not quoted, up to the quoted history
+/// or the signature. From the text part, or from the HTML part when there is none.
+fn new_text(message: &Message<'_>) -> String {
+    let text = match message.text_part(0).map(|part| &part.body) {
+        Some(PartType::Text(text)) => text.to_string(),
+        _ => match message.body_html(0) {
+            Some(html) => html_to_text(&html),
+            None => String::new(),
+        },
+    };
+    let mut kept: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('>') {
+            if kept.iter().any(|l| !l.trim().is_empty()) {
+                break;
+            }
+            // Bottom-posting: the quote comes first, the answer after it.
+            continue;
+        }
+        if is_attribution(trimmed) {
+            if kept.iter().any(|l| !l.trim().is_empty()) {
+                break;
+            }
+            continue;
+        }
+        if line == "-- " || trimmed == "--" {
+            break;
+        }
+        kept.push(line);
+    }
+    kept.join("\n")
+}
+
+/// One line of at most [`EXCERPT_CHARS`] characters.
+fn excerpt(text: &str) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= EXCERPT_CHARS {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(EXCERPT_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// Text of an HTML reply without its quoted history (Gmail's `gmail_quote`, Apple Mail's
+/// `blockquote type="cite"`, Outlook's `divRplyFwdMsg`).
+pub fn html_to_text(html: &str) -> String {
+    let lower = html.to_ascii_lowercase();
+    let cut = [
+        "gmail_quote",
+        "<blockquote",
+        "divrplyfwdmsg",
+        "id=\"appendonsend\"",
+    ]
+    .iter()
+    .filter_map(|marker| lower.find(marker))
+    .min()
+    .map(|at| lower[..at].rfind('<').unwrap_or(at))
+    .unwrap_or(html.len());
+    let mut text = String::new();
+    let mut in_tag = false;
+    let mut tag = String::new();
+    let mut skipping = false;
+    for c in html[..cut].chars() {
+        match (in_tag, c) {
+            (false, '<') => {
+                in_tag = true;
+                tag.clear();
+            }
+            (true, '>') => {
+                in_tag = false;
+                let name = tag
+                    .trim_start_matches('/')
+                    .split(|c: char| c.is_whitespace() || c == '/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                if matches!(name.as_str(), "style" | "script" | "head") {
+                    skipping = !tag.starts_with('/');
+                }
+                if matches!(
+                    name.as_str(),
+                    "br" | "p" | "div" | "tr" | "li" | "h1" | "h2" | "h3"
+                ) {
+                    text.push('\n');
+                }
+            }
+            (true, c) => tag.push(c),
+            (false, c) if !skipping => text.push(c),
+            _ => {}
+        }
+    }
+    decode_entities(&text)
+}
+
+/// The common named entities and every numeric one; anything else stays as written.
+fn decode_entities(text: &str) -> String {
+    const NAMED: [(&str, &str); 11] = [
+        ("nbsp", " "),
+        ("lt", "<"),
+        ("gt", ">"),
+        ("quot", "\""),
+        ("apos", "'"),
+        ("amp", "&"),
+        ("mdash", "—"),
+        ("ndash", "–"),
+        ("hellip", "…"),
+        ("rsquo", "’"),
+        ("lsquo", "‘"),
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let entity = rest[1..]
+            .find(';')
+            .filter(|end| *end <= 10)
+            .map(|end| &rest[1..=end]);
+        let decoded = entity.and_then(|name| {
+            if let Some(number) = name.strip_prefix('#') {
+                let code = match number.strip_prefix(['x', 'X']) {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                    None => number.parse().ok()?,
+                };
+                char::from_u32(code).map(String::from)
+            } else {
+                NAMED
+                    .iter()
+                    .find(|(known, _)| *known == name)
+                    .map(|(_, text)| (*text).to_owned())
+            }
+        });
+        match (entity, decoded) {
+            (Some(name), Some(decoded)) => {
+                out.push_str(&decoded);
+                rest = &rest[name.len() + 2..];
+            }
+            _ => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+// ---- return dates ----
+
+/// Month names (lower case, accents kept) per language, January first.
+const MONTHS: [&[&str]; 12] = [
+    &[
+        "january", "jan", "januar", "jänner", "janvier", "janv", "enero", "gennaio", "janeiro",
+        "januari",
+    ],
+    &[
+        "february",
+        "feb",
+        "februar",
+        "février",
+        "févr",
+        "febrero",
+        "febbraio",
+        "fevereiro",
+        "februari",
+    ],
+    &[
+        "march", "mar", "märz", "maerz", "mars", "marzo", "março", "maart",
+    ],
+    &["april", "apr", "avril", "abril", "aprile"],
+    &["may", "mai", "mayo", "maggio", "maio", "mei"],
+    &["june", "jun", "juni", "juin", "junio", "giugno", "junho"],
+    &["july", "jul", "juli", "juillet", "julio", "luglio", "julho"],
+    &["august", "aug", "août", "agosto", "augustus"],
+    &[
+        "september",
+        "sep",
+        "sept",
+        "septembre",
+        "septiembre",
+        "settembre",
+        "setembro",
+    ],
+    &[
+        "october", "oct", "oktober", "octobre", "octubre", "ottobre", "outubro", "okt",
+    ],
+    &["november", "nov", "novembre", "noviembre", "novembro"],
+    &[
+        "december",
+        "dec",
+        "dezember",
+        "décembre",
+        "diciembre",
+        "dicembre",
+        "dezembro",
+        "dez",
+    ],
+];
+
+/// The date the person is back, when the text gives one unambiguously: the latest date it
+/// names on or after the message's own date (an absence is "from … until …"), within a year.
+/// Dates without a year take the next such day after the message date.
+pub fn return_date(text: &str, sent: Option<DateTime<Utc>>) -> Option<NaiveDate> {
+    let today = sent.map(|d| d.date_naive());
+    let words: Vec<String> = text
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | ';' | '!' | '?'))
+        .map(|w| {
+            w.trim_matches(['"', '\'', '“', '”', '«', '»'])
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .take(400)
+        .collect();
+    let mut found: Vec<NaiveDate> = Vec::new();
+    for (i, word) in words.iter().enumerate() {
+        let word = word.trim_end_matches(['.', ':']);
+        if let Some(date) = numeric_date(word) {
+            found.push(date);
+            continue;
+        }
+        // "12 March 2026", "12. März", "12 de marzo de 2026", "1er avril"
+        if let Some(day) = day_number(word) {
+            let mut j = i + 1;
+            if words.get(j).is_some_and(|w| w == "de" || w == "of") {
+                j += 1;
+            }
+            if let Some(month) = words.get(j).and_then(|w| month_number(w)) {
+                let mut k = j + 1;
+                if words.get(k).is_some_and(|w| w == "de") {
+                    k += 1;
+                }
+                let year = words.get(k).and_then(|w| year_number(w));
+                found.extend(resolve(day, month, year, today));
+            }
+            continue;
+        }
+        // "March 12, 2026", "March 12th"
+        if let Some(month) = month_number(word)
+            && let Some(day) = words.get(i + 1).and_then(|w| day_number(w))
+        {
+            let year = words.get(i + 2).and_then(|w| year_number(w));
+            found.extend(resolve(day, month, year, today));
+        }
+    }
+    found
+        .into_iter()
+        .filter(|date| {
+            today.is_none_or(|today| *date >= today && *date <= today + chrono::Duration::days(366))
+        })
+        .max()
+}
+
+/// `2026-03-12`, `12.03.2026`, `12/03/2026` (day first; unless the second number cannot be a
+/// month).
+fn numeric_date(word: &str) -> Option<NaiveDate> {
+    if let [y, m, d] = word.split('-').collect::<Vec<_>>()[..]
+        && y.len() == 4
+    {
+        return NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    }
+    for separator in ['.', '/'] {
+        if let [a, b, y] = word.split(separator).collect::<Vec<_>>()[..]
+            && y.len() == 4
+        {
+            let (a, b, y): (u32, u32, i32) = (a.parse().ok()?, b.parse().ok()?, y.parse().ok()?);
+            let (day, month) = if b > 12 { (b, a) } else { (a, b) };
+            return NaiveDate::from_ymd_opt(y, month, day);
+        }
+    }
+    None
+}
+
+fn day_number(word: &str) -> Option<u32> {
+    let digits = word
+        .trim_end_matches(['.', 'º', '°'])
+        .trim_end_matches("st")
+        .trim_end_matches("nd")
+        .trim_end_matches("rd")
+        .trim_end_matches("th")
+        .trim_end_matches("er");
+    let day: u32 = digits.parse().ok()?;
+    (1..=31).contains(&day).then_some(day)
+}
+
+fn month_number(word: &str) -> Option<u32> {
+    let word = word.trim_end_matches(['.', ',']);
+    MONTHS
+        .iter()
+        .position(|names| names.contains(&word))
+        .map(|index| index as u32 + 1)
+}
+
+fn year_number(word: &str) -> Option<i32> {
+    let year: i32 = word.trim_end_matches(['.', ',']).parse().ok()?;
+    (2000..=2100).contains(&year).then_some(year)
+}
+
+fn resolve(day: u32, month: u32, year: Option<i32>, today: Option<NaiveDate>) -> Option<NaiveDate> {
+    match (year, today) {
+        (Some(year), _) => NaiveDate::from_ymd_opt(year, month, day),
+        (None, Some(today)) => {
+            // A day a few weeks back is a past date ("away since 20 November"), not one
+            // next year.
+            let this_year = NaiveDate::from_ymd_opt(today.year(), month, day)?;
+            if this_year >= today - chrono::Duration::days(60) {
+                Some(this_year)
+            } else {
+                NaiveDate::from_ymd_opt(today.year() + 1, month, day)
+            }
+        }
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    fn sent() -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+            .ok()
+            .map(|d| d.with_timezone(&Utc))
+    }
+
+    #[test]
+    fn return_dates_in_seven_languages() {
+        let cases = [
+            (
+                "I am out of the office until 30 November 2026.",
+                date(2026, 11, 30),
+            ),
+            (
+                "Back on December 2nd, 2026 with limited access.",
+                date(2026, 12, 2),
+            ),
+            (
+                "Ich bin ab dem 01.12.2026 wieder im Büro.",
+                date(2026, 12, 1),
+            ),
+            ("Je serai de retour le 3 décembre.", date(2026, 12, 3)),
+            (
+                "Estaré de regreso el 4 de diciembre de 2026.",
+                date(2026, 12, 4),
+            ),
+            ("Rientro in ufficio il 7 dicembre 2026.", date(2026, 12, 7)),
+            ("Regresso a 9 de dezembro.", date(2026, 12, 9)),
+            ("Ik ben terug op 10 december 2026.", date(2026, 12, 10)),
+            (
+                "Away from 23 November until 2026-12-11.",
+                date(2026, 12, 11),
+            ),
+            ("Back in January: 5 January.", date(2027, 1, 5)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(return_date(text, sent()), Some(expected), "{text}");
+        }
+        assert_eq!(return_date("I am away for a while.", sent()), None);
+        // A date in the past is not a return date.
+        assert_eq!(
+            return_date("Since 1 March 2026 I work elsewhere.", sent()),
+            None
+        );
+    }
+
+    #[test]
+    fn quoted_history_and_signatures_are_left_out() {
+        let top = "Sounds good, Tuesday works.\n\nOn Mon, 23 Nov 2026 at 10:00, Ana <ana@example.test> wrote:\n> Hi Tom\n> …";
+        let message = format!("From: tom@example.test\nSubject: Re: hi\n\n{top}");
+        let parsed = MessageParser::default().parse(message.as_bytes()).unwrap();
+        assert_eq!(new_text(&parsed).trim(), "Sounds good, Tuesday works.");
+        let bottom = "> Would a demo help?\n\nYes please.\n-- \nTom";
+        let message = format!("From: tom@example.test\nSubject: Re: hi\n\n{bottom}");
+        let parsed = MessageParser::default().parse(message.as_bytes()).unwrap();
+        assert_eq!(new_text(&parsed).trim(), "Yes please.");
+    }
+
+    #[test]
+    fn entities_are_decoded_and_odd_ampersands_kept() {
+        assert_eq!(
+            decode_entities("a &amp; b &mdash; c&#39;s &#x41; &bogus; & d &#99999999;"),
+            "a & b — c's A &bogus; & d &#99999999;"
+        );
+    }
+
+    #[test]
+    fn html_replies_lose_their_quoted_part() {
+        let html = "<div dir=\"ltr\">Yes, call me!<br></div><div class=\"gmail_quote\">On Mon … wrote:<blockquote>old</blockquote></div>";
+        assert_eq!(html_to_text(html).trim(), "Yes, call me!");
+    }
+
+    #[test]
+    fn status_codes_in_bounce_text() {
+        assert_eq!(
+            status_in_text("host said: 550 5.1.1 <x@y>: Recipient address rejected").as_deref(),
+            Some("5.1.1")
+        );
+        assert_eq!(
+            status_in_text("SMTP error 552: mailbox full").as_deref(),
+            Some("552")
+        );
+        assert_eq!(status_in_text("nothing here"), None);
+    }
+}
