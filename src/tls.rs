@@ -96,3 +96,51 @@ impl lettre::transport::smtp::client::AsyncTokioStream for TlsSocket {
         self.0.get_ref().0.peer_addr()
     }
 }
+
+/// A connection that is encrypted or not, as configured: one type for clients (async-imap)
+/// that are generic over their stream.
+#[derive(Debug)]
+pub enum MaybeTls {
+    Plain(TcpStream),
+    Tls(Box<TlsSocket>),
+}
+
+impl AsyncRead for MaybeTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(socket) => Pin::new(socket).poll_read(cx, buf),
+            MaybeTls::Tls(socket) => Pin::new(socket.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MaybeTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(socket) => Pin::new(socket).poll_write(cx, buf),
+            MaybeTls::Tls(socket) => Pin::new(socket.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(socket) => Pin::new(socket).poll_flush(cx),
+            MaybeTls::Tls(socket) => Pin::new(socket.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(socket) => Pin::new(socket).poll_shutdown(cx),
+            MaybeTls::Tls(socket) => Pin::new(socket.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

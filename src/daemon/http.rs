@@ -74,11 +74,13 @@ async fn unsubscribe_now(
     let happening = Happening {
         lead: address.clone(),
         workflow: None,
-        input: Input::Unsubscribe,
+        input: Some(Input::Unsubscribe),
         suppress: Some((
             SuppressionReason::Unsubscribed,
             "unsubscribed with the one-click link".into(),
         )),
+        note: Some("unsubscribed with the one-click link".into()),
+        receipt: None,
     };
     match tokio::time::timeout(ANSWER_WITHIN, endpoint.inbound.submit(happening)).await {
         Ok(Ok(known)) => {

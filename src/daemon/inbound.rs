@@ -1,22 +1,57 @@
-//! What reaches the daemon from outside its schedule (an unsubscribe click today; replies,
-//! auto-replies and bounces from the inbox watcher) and waits for the work loop.
+//! What reaches the daemon from outside its schedule (an unsubscribe click, mail from the
+//! inbox watcher) waits here for the work loop.
 //!
 //! The store has one writer, the work loop, and it is lent to commands now and then; so the
-//! HTTP endpoint and the watcher do not write themselves: they send a [`Happening`] here and
-//! wait for the loop to run it (between two batches) and answer once the result is durable.
+//! HTTP endpoint and the watcher never touch it themselves: they send a [`Request`] and wait
+//! for the loop to run it (between two batches) and answer once the result is durable.
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
+use tracing::info;
 
-use super::scheduler::Happening;
+use super::correlate;
+use super::pipeline::Pipeline;
+use super::scheduler::{Happening, Receipt};
+use crate::mail::classify::Inbound as Mail;
+use crate::project::Project;
+use crate::store::{Batch, Store, StoreError};
+use crate::unsubscribe::Unsubscribe;
 
-/// What the work loop answers: `Ok(true)` done, `Ok(false)` no such lead, `Err` the store
-/// failed (the daemon is stopping).
+/// What the work loop answers: `Ok(true)` done, `Ok(false)` nothing to do (no such lead,
+/// nothing to act on), `Err` the store failed (the daemon is stopping).
 pub type Answer = Result<bool, String>;
 
-/// A happening and where its answer goes.
-pub struct Request {
-    pub happening: Happening,
-    pub answer: oneshot::Sender<Answer>,
+/// A folder's place: its UIDVALIDITY and the last UID processed under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub uid_validity: u32,
+    pub uid: u32,
+}
+
+pub enum Request {
+    /// Run the handlers for this (an unsubscribe click).
+    Happening {
+        happening: Happening,
+        answer: oneshot::Sender<Answer>,
+    },
+    /// A classified mail from `folder`, at `position`.
+    Mail {
+        folder: String,
+        position: Position,
+        mail: Box<Mail>,
+        answer: oneshot::Sender<Answer>,
+    },
+    /// Where the watcher of `folder` stopped last time.
+    Position {
+        folder: String,
+        answer: oneshot::Sender<Result<Option<Position>, String>>,
+    },
+    /// Remember `position` for `folder` (a first look: mail already there is left alone).
+    SetPosition {
+        folder: String,
+        position: Position,
+        answer: oneshot::Sender<Answer>,
+    },
 }
 
 /// The sending end, cloned into each task that receives things from outside.
@@ -34,15 +69,185 @@ pub fn channel() -> (Inbound, mpsc::Receiver<Request>) {
     (Inbound { sender }, receiver)
 }
 
+const STOPPING: &str = "the daemon is stopping";
+
 impl Inbound {
-    /// Hands `happening` to the work loop and waits until it is durable.
-    pub async fn submit(&self, happening: Happening) -> Answer {
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Request,
+    ) -> Result<T, String> {
         let (answer, done) = oneshot::channel();
         self.sender
-            .send(Request { happening, answer })
+            .send(request(answer))
             .await
-            .map_err(|_| "the daemon is stopping".to_owned())?;
-        done.await
-            .map_err(|_| "the daemon is stopping".to_owned())?
+            .map_err(|_| STOPPING.to_owned())?;
+        done.await.map_err(|_| STOPPING.to_owned())?
     }
+
+    /// Hands `happening` to the work loop and waits until it is durable.
+    pub async fn submit(&self, happening: Happening) -> Answer {
+        self.ask(|answer| Request::Happening { happening, answer })
+            .await
+    }
+
+    /// Hands a mail to the work loop and waits until it (and the new position) is durable.
+    pub async fn mail(&self, folder: &str, position: Position, mail: Mail) -> Answer {
+        let folder = folder.to_owned();
+        self.ask(|answer| Request::Mail {
+            folder,
+            position,
+            mail: Box::new(mail),
+            answer,
+        })
+        .await
+    }
+
+    pub async fn position(&self, folder: &str) -> Result<Option<Position>, String> {
+        let folder = folder.to_owned();
+        self.ask(|answer| Request::Position { folder, answer })
+            .await
+    }
+
+    pub async fn set_position(&self, folder: &str, position: Position) -> Answer {
+        let folder = folder.to_owned();
+        self.ask(|answer| Request::SetPosition {
+            folder,
+            position,
+            answer,
+        })
+        .await
+    }
+}
+
+/// What the work loop needs to answer requests.
+pub struct Context<'a> {
+    pub store: &'a Store,
+    pub project: &'a Project,
+    pub unsubscribe: &'a Unsubscribe,
+    pub now: DateTime<Utc>,
+}
+
+/// Runs one request and answers it. A store error is answered and returned: the daemon stops.
+pub async fn answer(
+    request: Request,
+    pipeline: &mut Pipeline,
+    cx: &Context<'_>,
+) -> Result<(), StoreError> {
+    match request {
+        Request::Happening { happening, answer } => {
+            let result = pipeline.run_input(cx.project, cx.now, &happening).await;
+            reply(answer, result.map(|ran| ran.is_some()))
+        }
+        Request::Mail {
+            folder,
+            position,
+            mail,
+            answer,
+        } => {
+            let result = run_mail(&folder, position, &mail, pipeline, cx).await;
+            reply(answer, result)
+        }
+        Request::Position { folder, answer } => {
+            let result = cx.store.meta_get(&position_key(&folder)).map(|value| {
+                value.and_then(|bytes| {
+                    let bytes: [u8; 8] = bytes.as_slice().try_into().ok()?;
+                    Some(Position {
+                        uid_validity: u32::from_be_bytes(bytes[..4].try_into().ok()?),
+                        uid: u32::from_be_bytes(bytes[4..].try_into().ok()?),
+                    })
+                })
+            });
+            reply(answer, result)
+        }
+        Request::SetPosition {
+            folder,
+            position,
+            answer,
+        } => {
+            let batch = Batch {
+                meta_put: vec![(position_key(&folder), encode(position))],
+                ..Batch::default()
+            };
+            let result = cx.store.apply(&batch).and_then(|()| cx.store.flush());
+            reply(answer, result.map(|()| true))
+        }
+    }
+}
+
+/// Correlates a mail and runs what it means; the mail is marked processed and the folder's
+/// position moves past it in the same transaction, whatever it turned out to be.
+async fn run_mail(
+    folder: &str,
+    position: Position,
+    mail: &Mail,
+    pipeline: &mut Pipeline,
+    cx: &Context<'_>,
+) -> Result<bool, StoreError> {
+    let seen = match &mail.message_id {
+        Some(id) => format!("inbound:{}", id.trim_matches(['<', '>'])),
+        None => format!(
+            "inbound:{folder}/{}/{}",
+            position.uid_validity, position.uid
+        ),
+    };
+    let receipt = Receipt {
+        seen,
+        position: (position_key(folder), encode(position)),
+    };
+    match correlate::happening(cx.store, cx.unsubscribe, mail)? {
+        Ok(mut happening) => {
+            info!(
+                lead = %happening.lead,
+                what = happening.note.as_deref().unwrap_or_default(),
+                uid = position.uid,
+                "mail from a lead"
+            );
+            happening.receipt = Some(receipt);
+            Ok(pipeline
+                .run_input(cx.project, cx.now, &happening)
+                .await?
+                .is_some())
+        }
+        Err(why) => {
+            info!(
+                from = mail.from.as_deref().unwrap_or("?"),
+                subject = mail.subject.as_deref().unwrap_or(""),
+                uid = position.uid,
+                %why,
+                "mail left alone"
+            );
+            let mut batch = Batch::default();
+            batch.meta_put.push((receipt.seen, Vec::new()));
+            batch.meta_put.push(receipt.position);
+            cx.store.apply(&batch)?;
+            cx.store.flush()?;
+            Ok(false)
+        }
+    }
+}
+
+fn reply<T>(
+    answer: oneshot::Sender<Result<T, String>>,
+    result: Result<T, StoreError>,
+) -> Result<(), StoreError> {
+    match result {
+        Ok(value) => {
+            let _ = answer.send(Ok(value));
+            Ok(())
+        }
+        Err(error) => {
+            let _ = answer.send(Err(error.to_string()));
+            Err(error)
+        }
+    }
+}
+
+fn position_key(folder: &str) -> String {
+    format!("imap:{folder}")
+}
+
+fn encode(position: Position) -> Vec<u8> {
+    let mut bytes = position.uid_validity.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&position.uid.to_be_bytes());
+    bytes
 }

@@ -16,6 +16,7 @@
 //! - [`transport`]: file, SMTP ([`smtp`]) and null transports;
 //! - [`inbound`]: what arrives from outside (an unsubscribe click, a reply) waits for the loop,
 //!   which runs the workflows' handlers for it between two batches;
+//! - [`inbox`]: the IMAP watcher; [`correlate`]: which lead a mail is about, and what it means;
 //! - [`http`]: the one-click unsubscribe endpoint.
 //!
 //! Stopping: the first SIGINT/SIGTERM stops taking work; the batch in hand finishes, the store
@@ -23,9 +24,11 @@
 //! anyway (nothing is lost: see [`sender`]). A second signal exits at once.
 
 pub mod clock;
+pub mod correlate;
 pub mod enroller;
 pub mod http;
 pub mod inbound;
+pub mod inbox;
 pub mod pipeline;
 pub mod reload;
 pub mod scheduler;
@@ -50,6 +53,7 @@ use self::throttle::Throttle;
 use self::transport::Transport;
 use crate::config::Config;
 use crate::lend::{self, Lender};
+use crate::mail::imap::Account;
 use crate::project::Project;
 use crate::store::{Store, StoreError};
 use crate::unsubscribe::Unsubscribe;
@@ -143,6 +147,16 @@ pub async fn run(
     // `inbound` lives as long as the loop, so `requests` never reports a closed channel (which
     // would wake the idle loop at once, again and again).
     let _endpoint = start_http(&config, unsubscribe.clone(), inbound.clone()).await?;
+    let _watcher = match Account::from_config(&config.imap).map_err(DaemonError::Setup)? {
+        Some(account) => {
+            info!(folder = %account.name(), "watching the inbox for replies");
+            Some(AbortOnDrop(tokio::spawn(inbox::watch(
+                account,
+                inbound.clone(),
+            ))))
+        }
+        None => None,
+    };
     let mut pipeline = Pipeline::new(
         store.clone(),
         Arc::new(transport),
@@ -170,15 +184,13 @@ pub async fn run(
             held.push(request);
         }
         for request in held.drain(..) {
-            let result = pipeline
-                .run_input(&project, clock.now(), &request.happening)
-                .await;
-            let answer = match &result {
-                Ok(ran) => Ok(ran.is_some()),
-                Err(error) => Err(error.to_string()),
+            let cx = inbound::Context {
+                store: &store,
+                project: &project,
+                unsubscribe: &unsubscribe,
+                now: clock.now(),
             };
-            let _ = request.answer.send(answer);
-            result?;
+            inbound::answer(request, &mut pipeline, &cx).await?;
         }
         if control.reload.swap(false, Ordering::SeqCst) || watcher.changed() {
             if let Some(reloaded) = reload::reload(&store, &paths, &project)? {

@@ -159,10 +159,34 @@ pub struct Happening {
     /// Only the enrollment in this workflow (the email answered is known); `None`: every
     /// active enrollment of the lead.
     pub workflow: Option<String>,
-    pub input: Input,
+    /// What the handlers are run for; `None`: only journaled (a transient bounce).
+    pub input: Option<Input>,
     /// After the handlers: the address is suppressed for this reason (the journal says
     /// `detail`), and whatever the handlers left running ends.
     pub suppress: Option<(SuppressionReason, String)>,
+    /// What arrived, for the lead's timeline and the owner's notification (`reply “Re: …”:
+    /// “…”`).
+    pub note: Option<String>,
+    /// The mail this came from: recorded in the same transaction, so it is never run twice.
+    pub receipt: Option<Receipt>,
+}
+
+/// Marks an inbound mail as processed and moves the watcher's position past it.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    /// Meta key whose presence says the mail was processed.
+    pub seen: String,
+    /// Meta entry: the folder's position after this mail.
+    pub position: (String, Vec<u8>),
+}
+
+impl Receipt {
+    fn write(&self, batch: &mut Batch, now: DateTime<Utc>) {
+        batch
+            .meta_put
+            .push((self.seen.clone(), now.timestamp().to_be_bytes().to_vec()));
+        batch.meta_put.push(self.position.clone());
+    }
 }
 
 /// Runs a [`Happening`] through the engine (the workflows' `on …` handlers) and commits the
@@ -183,8 +207,19 @@ pub fn run_input(
         batch: Batch::default(),
         leads: HashMap::new(),
         emails: Vec::new(),
+        note: happening.note.as_deref(),
     };
+    if let Some(receipt) = &happening.receipt {
+        let seen = store.meta_get(&receipt.seen)?.is_some();
+        receipt.write(&mut work.batch, now);
+        if seen {
+            // Processed before a crash that came before the position was kept.
+            store.apply(&work.batch)?;
+            return Ok(Some(Planned::default()));
+        }
+    }
     if work.lead(&happening.lead)?.is_none() {
+        store.apply(&work.batch)?;
         return Ok(None);
     }
     let mut ran = 0;
@@ -195,13 +230,23 @@ pub fn run_input(
                 .workflow
                 .as_ref()
                 .is_none_or(|name| *name == enrollment.workflow);
-        match project.workflow(&enrollment.workflow) {
-            Some(workflow) if concerned => {
-                work.advance(workflow, enrollment, &happening.input)?;
+        match (project.workflow(&enrollment.workflow), &happening.input) {
+            (Some(workflow), Some(input)) if concerned => {
+                work.advance(workflow, enrollment, input)?;
                 ran += 1;
             }
             _ => untouched.push(enrollment),
         }
+    }
+    if happening.input.is_none()
+        && let Some(note) = &happening.note
+    {
+        work.batch.event(
+            &happening.lead,
+            now,
+            happening.workflow.as_deref(),
+            EventKind::Received { what: note.clone() },
+        );
     }
     if let Some((reason, detail)) = &happening.suppress {
         work.suppress(&happening.lead, *reason, detail, untouched);
@@ -245,6 +290,7 @@ fn plan(
         batch: Batch::default(),
         leads: HashMap::new(),
         emails: Vec::new(),
+        note: None,
     };
     for (workflow, email) in due {
         let Some(enrollment) = store.enrollment(workflow, email)? else {
@@ -279,6 +325,8 @@ struct Work<'a> {
     leads: HashMap<String, (Lead, bool)>,
     /// Emails planned in this batch.
     emails: Vec<OutboxEmail>,
+    /// What arrived, when the batch runs a handler for an inbound mail.
+    note: Option<&'a str>,
 }
 
 impl Work<'_> {
@@ -417,7 +465,9 @@ impl Work<'_> {
         let name = Some(workflow.name.as_str());
         for effect in effects {
             let kind = match effect {
-                Effect::Received { what } => EventKind::Received { what: what.clone() },
+                Effect::Received { what } => EventKind::Received {
+                    what: self.note.unwrap_or(what).to_owned(),
+                },
                 Effect::Send(planned) => {
                     // The lead as it is at this send: a `tag` before it is visible to it.
                     let rendered = personalize(
@@ -535,7 +585,7 @@ impl Work<'_> {
         reason: &str,
     ) -> Result<(), StoreError> {
         let to = mailbox_from_display(to);
-        let outgoing = notification(workflow, lead, &to, reason, self.now);
+        let outgoing = notification(workflow, lead, &to, reason, self.note, self.now);
         let step = format!("notify {}", to.address);
         if let Some(kind) = self.queue(workflow, &lead.email, &step, outgoing)? {
             self.batch
@@ -551,19 +601,24 @@ fn notification(
     lead: &Lead,
     to: &Mailbox,
     reason: &str,
+    what_arrived: Option<&str>,
     now: DateTime<Utc>,
 ) -> OutgoingEmail {
     let who = lead.full_name().map_or_else(
         || lead.email.clone(),
         |name| format!("{name} <{}>", lead.email),
     );
+    let quoted = what_arrived.map_or_else(String::new, |what| format!("\n> {what}\n"));
     let text = format!(
-        "{who} ({reason}).\n\nStage: {}. Run `nurture leads show {}` for the whole story.\n",
+        "{who} ({reason}).\n{quoted}\nStage: {}. Run `nurture leads show {}` for the whole story.\n",
         lead.stage.as_str(),
         lead.email
     );
+    let quoted_html = what_arrived.map_or_else(String::new, |what| {
+        format!("<blockquote>{}</blockquote>", handlebars::html_escape(what))
+    });
     let html = format!(
-        "<p>{} ({}).</p><p>Stage: {}. Run <code>nurture leads show {}</code> for the whole story.</p>",
+        "<p>{} ({}).</p>{quoted_html}<p>Stage: {}. Run <code>nurture leads show {}</code> for the whole story.</p>",
         handlebars::html_escape(&who),
         handlebars::html_escape(reason),
         lead.stage.as_str(),

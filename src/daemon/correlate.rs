@@ -1,0 +1,159 @@
+//! From a classified inbound mail to what it means for a lead: which lead (and enrollment) it
+//! is about, and which [`Happening`] to run.
+//!
+//! Who: `In-Reply-To`/`References` → one of our Message-IDs → its lead and workflow (so a reply
+//! from another address of the same person still finds its lead); for a bounce, the returned
+//! message's Message-ID or the failed recipient; for an unsubscribe mail, the token of our
+//! `mailto:` link; as a last resort the sender's address, if it is a lead with an active
+//! enrollment. Anything else is left alone (and logged by the caller).
+
+use crate::engine::Input;
+use crate::lead::SuppressionReason;
+use crate::mail::classify::{Inbound, Kind};
+use crate::store::{Store, StoreError};
+use crate::unsubscribe::{Unsubscribe, token_in_subject};
+
+use super::scheduler::Happening;
+
+/// The happening `inbound` stands for, or why it stands for none.
+pub fn happening(
+    store: &Store,
+    unsubscribe: &Unsubscribe,
+    inbound: &Inbound,
+) -> Result<Result<Happening, String>, StoreError> {
+    let happening = |lead: String, workflow: Option<String>, input: Option<Input>| Happening {
+        lead,
+        workflow,
+        input,
+        suppress: None,
+        note: None,
+        receipt: None,
+    };
+    let found = match &inbound.kind {
+        Kind::Unrelated { reason } => return Ok(Err(format!("unrelated mail ({reason})"))),
+        Kind::Unknown { reason } => return Ok(Err(format!("unreadable mail ({reason})"))),
+        Kind::Bounce {
+            recipient,
+            status,
+            permanent,
+        } => {
+            let by_original = match &inbound.original_message_id {
+                Some(id) => store
+                    .message(&bracketed(id))?
+                    .map(|m| (m.lead, Some(m.workflow))),
+                None => None,
+            };
+            let by_recipient = match recipient {
+                Some(address) if by_original.is_none() => store
+                    .lead(&address.to_ascii_lowercase())?
+                    .map(|lead| (lead.email, None)),
+                _ => None,
+            };
+            let Some((lead, workflow)) = by_original.or(by_recipient) else {
+                return Ok(Err("a bounce for no lead of ours".into()));
+            };
+            let status = status.as_deref().unwrap_or("no status");
+            let mut bounce = happening(
+                lead,
+                workflow,
+                // A transient bounce is recorded, nothing more: the next attempt may pass.
+                permanent.then_some(Input::Bounce { permanent: true }),
+            );
+            bounce.note = Some(if *permanent {
+                format!("permanent bounce ({status})")
+            } else {
+                format!("transient bounce ({status})")
+            });
+            if *permanent {
+                bounce.suppress = Some((
+                    SuppressionReason::Bounced,
+                    format!("the address bounced ({status})"),
+                ));
+            }
+            bounce
+        }
+        Kind::Unsubscribe { token, .. } => {
+            let token = token
+                .as_deref()
+                .or_else(|| inbound.subject.as_deref().and_then(token_in_subject));
+            let lead = match token.and_then(|token| unsubscribe.verify(token)) {
+                Some(address) => Some((address, None)),
+                None => by_conversation(store, inbound)?,
+            };
+            let Some((lead, workflow)) = lead else {
+                return Ok(Err("an unsubscribe request from no lead of ours".into()));
+            };
+            let mut request = happening(lead, workflow, Some(Input::Unsubscribe));
+            request.suppress = Some((
+                SuppressionReason::Unsubscribed,
+                "asked by mail to unsubscribe".into(),
+            ));
+            request.note = Some(describe("unsubscribe request", inbound));
+            request
+        }
+        Kind::AutoReply { return_date, .. } => {
+            let Some((lead, workflow)) = by_conversation(store, inbound)? else {
+                return Ok(Err("an auto-reply from no lead of ours".into()));
+            };
+            let mut auto = happening(
+                lead,
+                workflow,
+                Some(Input::AutoReply {
+                    return_date: *return_date,
+                }),
+            );
+            auto.note = Some(describe("auto-reply", inbound));
+            auto
+        }
+        Kind::HumanReply => {
+            let Some((lead, workflow)) = by_conversation(store, inbound)? else {
+                return Ok(Err("mail from no lead of ours".into()));
+            };
+            let mut reply = happening(lead, workflow, Some(Input::Reply));
+            reply.note = Some(describe("reply", inbound));
+            reply
+        }
+    };
+    Ok(Ok(found))
+}
+
+/// The lead (and workflow) a mail answers: through our Message-IDs it refers to, else its
+/// sender when that is a lead with an active enrollment.
+fn by_conversation(
+    store: &Store,
+    inbound: &Inbound,
+) -> Result<Option<(String, Option<String>)>, StoreError> {
+    for id in &inbound.references {
+        if let Some(record) = store.message(&bracketed(id))? {
+            return Ok(Some((record.lead, Some(record.workflow))));
+        }
+    }
+    let Some(from) = &inbound.from else {
+        return Ok(None);
+    };
+    let active = store
+        .enrollments_of(from)?
+        .iter()
+        .any(|enrollment| enrollment.is_active());
+    Ok(active.then(|| (from.clone(), None)))
+}
+
+/// `reply “Re: Welcome”: “Sounds good, Tuesday?”` for the lead's timeline and the owner.
+fn describe(what: &str, inbound: &Inbound) -> String {
+    let subject = inbound.subject.as_deref().unwrap_or("(no subject)");
+    if inbound.excerpt.is_empty() {
+        format!("{what} “{subject}”")
+    } else {
+        format!("{what} “{subject}”: “{}”", inbound.excerpt)
+    }
+}
+
+/// Message-IDs are kept with their angle brackets.
+fn bracketed(id: &str) -> String {
+    let id = id.trim();
+    if id.starts_with('<') {
+        id.to_owned()
+    } else {
+        format!("<{id}>")
+    }
+}
