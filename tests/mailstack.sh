@@ -4,9 +4,12 @@
 # Postfix offers STARTTLS with a certificate for 127.0.0.1 from a test CA written to DIR/ca.pem.
 # Beside SMTP_PORT it listens on SMTP_PORT+1 (submission: STARTTLS and login required) and
 # SMTP_PORT+2 (implicit TLS, login required); logins are the Dovecot users, checked by Dovecot.
+# Mail for gone@example.test is accepted by Postfix, refused by Dovecot (no such user) and
+# bounced with a real DSN (5.1.1) to its sender: a server that accepts first and bounces later.
 # Usage:  tests/mailstack.sh up   DIR SMTP_PORT IMAP_PORT user1 [user2 ...]
 #             (users are local parts @example.test, password "secret")
 #         tests/mailstack.sh down DIR   (graceful)   |   tests/mailstack.sh kill DIR   (instant)
+#         tests/mailstack.sh restart-imap DIR   (Dovecot only: SIGKILL, then started again)
 # Needs root (the Postfix master starts as root) and the Debian packages postfix, dovecot-imapd
 # and dovecot-lmtpd (.ci/run installs them). No systemd, no syslog; nothing outside DIR is written.
 set -eu
@@ -27,7 +30,7 @@ if [ "$cmd" = up ]; then
   openssl x509 -req -in "$D"/pf/req.pem -CA "$D"/ca.pem -CAkey "$D"/pf/ca.key -CAcreateserial \
     -days 2 -extfile "$D"/pf/ext.cnf -out "$D"/pf/cert.pem 2>/dev/null
   : > "$D"/dv/users
-  : > "$D"/pf/mailboxes
+  echo "gone@example.test OK" > "$D"/pf/mailboxes
   for u in "$@"; do
     echo "$u@example.test:{PLAIN}secret" >> "$D"/dv/users
     echo "$u@example.test OK" >> "$D"/pf/mailboxes
@@ -136,6 +139,15 @@ EOF
   echo "mailstack: not up; see $D/dv/dovecot.log $D/pf/postfix.log $D/pf/start.log" >&2; exit 1
 fi
 
+if [ "$cmd" = restart-imap ]; then
+  p=$(sed -n '1{s/ //g;p}' "$D"/dv/run/master.pid)
+  kill -KILL -- -"$p"
+  for i in $(seq 500); do ps -o stat= -p "$p" 2>/dev/null | grep -qv '^Z' || break; sleep 0.01; done
+  rm -f "$D"/dv/run/master.pid
+  dovecot -c "$D"/dv/dovecot.conf </dev/null >/dev/null 2>>"$D"/dv/start.log
+  exit 0
+fi
+
 if [ "$cmd" = down ] || [ "$cmd" = kill ]; then      # down: graceful SIGTERM (~1.1 s), kill: SIGKILL (~20 ms)
   sig=TERM; [ "$cmd" = kill ] && sig=KILL
   pg=""
@@ -149,4 +161,4 @@ if [ "$cmd" = down ] || [ "$cmd" = kill ]; then      # down: graceful SIGTERM (~
   done
   echo "mailstack: still running after 5 s" >&2; exit 1
 fi
-echo "usage: $0 up DIR SMTP_PORT IMAP_PORT users... | down DIR | kill DIR" >&2; exit 2
+echo "usage: $0 up DIR SMTP_PORT IMAP_PORT users... | down DIR | kill DIR | restart-imap DIR" >&2; exit 2

@@ -2,6 +2,8 @@
 
 // Scratch folders and seeded stores, shared by the modules below.
 mod support;
+// Postfix and Dovecot on loopback (tests/mailstack.sh), and nurture run against them.
+mod mail_system;
 
 // Golden tests of rendered diagnostics (tests/fixtures/diagnostics/).
 mod diagnostics;
@@ -21,6 +23,8 @@ mod status_cli;
 mod daemon;
 // Automatic enrollment by the daemon, `nurture enroll` and `nurture unenroll`.
 mod enrollment;
+// Replies, auto-replies and bounces through Postfix → Dovecot → the daemon's IMAP watcher.
+mod inbox;
 // Golden corpus of inbound mail (tests/corpus/classify/); classification never panics.
 mod classify;
 // Sending through a real Postfix into real Dovecot mailboxes (tests/mailstack.sh).

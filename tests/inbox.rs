@@ -1,0 +1,364 @@
+//! Replies, auto-replies and bounces through the real mail system: mail is handed to Postfix,
+//! delivered into Dovecot, and the daemon, idling on the sales@ inbox over IMAP, acts on it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mail_parser::MessageParser;
+use nurture::lead::{Lead, Stage};
+use nurture::store::{DEFAULT_CACHE_BYTES, Event, EventKind, Store};
+
+use crate::mail_system::{MailStack, REPO, nurture, nurture_command};
+use crate::support::{scratch, seed};
+
+const USERS: [&str; 4] = ["sales", "boss", "tom", "lea"];
+
+fn lead(email: &str, first_name: &str) -> Lead {
+    let mut lead = Lead::new(email.into(), Utc::now());
+    lead.first_name = Some(first_name.into());
+    lead.source = Some("inbox-test".into());
+    lead
+}
+
+/// What makes the daemon use the inbox workflow and watch sales@ over IMAP.
+fn inbox_env(stack: &MailStack) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "NURTURE_WORKFLOWS",
+            format!("{REPO}/tests/fixtures/inbox/workflows"),
+        ),
+        (
+            "NURTURE_TEMPLATES",
+            format!("{REPO}/tests/fixtures/inbox/templates"),
+        ),
+        (
+            "NURTURE_IMAP_URL",
+            format!("imap://127.0.0.1:{}", stack.imap_port),
+        ),
+        ("NURTURE_IMAP_USER", "sales@example.test".into()),
+        ("NURTURE_IMAP_PASSWORD_ENV", "TEST_IMAP_PASSWORD".into()),
+        ("TEST_IMAP_PASSWORD", "secret".into()),
+    ]
+}
+
+/// The daemon, watching the inbox; its log goes to `dir/daemon.log` (appended across starts).
+fn start(dir: &Path, stack: &MailStack) -> Daemon {
+    let env = inbox_env(stack);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log"))
+        .unwrap();
+    let child = nurture_command(dir, stack, &["run"], &env)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Daemon {
+        child,
+        log: dir.join("daemon.log"),
+    }
+}
+
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (up to 15 s) until the log has `count` lines containing `needle`.
+    fn wait_log(self, needle: &str, count: usize) -> Daemon {
+        let started = Instant::now();
+        while self.log().matches(needle).count() < count {
+            if started.elapsed() > Duration::from_secs(15) {
+                let log = stop(self);
+                panic!("no {count}× `{needle}` in the log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self
+    }
+}
+
+/// SIGTERM; the daemon's log once it has exited.
+fn stop(mut daemon: Daemon) -> String {
+    Command::new("kill")
+        .arg(daemon.child.id().to_string())
+        .status()
+        .unwrap();
+    daemon.child.wait().unwrap();
+    daemon.log()
+}
+
+/// Waits up to 15 s for `user` to have `count` messages; the daemon's log on failure.
+fn wait_for(stack: &MailStack, user: &str, count: usize, daemon: Daemon) -> (Vec<Vec<u8>>, Daemon) {
+    let started = Instant::now();
+    loop {
+        let found = stack.mailbox(user);
+        if found.len() >= count {
+            return (found, daemon);
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let log = stop(daemon);
+            panic!("{user} has {} of {count} messages:\n{log}", found.len());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn message_id(raw: &[u8]) -> String {
+    let message = MessageParser::default().parse(raw).unwrap();
+    format!("<{}>", message.message_id().unwrap())
+}
+
+fn reply(from: &str, to_id: &str, subject: &str, extra: &str, body: &str) -> String {
+    format!(
+        "From: {from}\nTo: Sales <sales@example.test>\nSubject: {subject}\n\
+         Date: Mon, 23 Nov 2026 10:00:00 +0000\nMessage-ID: <{}.{}@other.example>\n\
+         In-Reply-To: {to_id}\nReferences: {to_id}\n{extra}\
+         Content-Type: text/plain; charset=utf-8\n\n{body}\n",
+        subject.len(),
+        Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    )
+}
+
+fn open_store(dir: &Path) -> Store {
+    Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap()
+}
+
+fn events(store: &Store, email: &str) -> Vec<Event> {
+    store.events_of(email).unwrap()
+}
+
+fn replies(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Received { what } if what.starts_with("reply")))
+        .count()
+}
+
+/// Nothing more is sent to `user` weeks later.
+fn nothing_more(dir: &Path, stack: &MailStack, user: &str, had: usize) {
+    let env = inbox_env(stack);
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Without the watcher: only the schedule.
+    env.retain(|(k, _)| *k != "NURTURE_IMAP_URL");
+    env.push(("NURTURE_DAEMON_REHEARSAL_START", "2027-01-15T09:00:00Z"));
+    nurture(dir, stack, &["run", "--until-idle"], &env);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(stack.mailbox(user).len(), had, "{user} got more mail");
+}
+
+#[test]
+fn a_reply_promotes_the_lead_stops_its_sequence_and_tells_the_owner() {
+    let stack = MailStack::up("reply", 2600, 2160, &USERS);
+    let dir = scratch("inbox-reply");
+    seed(&dir, vec![lead("tom@example.test", "Tom")]);
+    let daemon = start(&dir, &stack);
+    let (welcome, daemon) = wait_for(&stack, "tom", 1, daemon);
+    // Mail that is in the folder at the watcher's first look is left alone: wait for it.
+    let daemon = daemon.wait_log("watching the inbox", 1);
+    // Tom answers from another address of his: the reply still finds him.
+    stack.inject(
+        "tom.private@other.example",
+        "sales@example.test",
+        &reply(
+            "Tom Becker <tom.private@other.example>",
+            &message_id(&welcome[0]),
+            "Re: Hello Tom",
+            "",
+            "Yes, let's talk on Tuesday.\n\nOn Monday Sales wrote:\n> Hi Tom",
+        ),
+    );
+    let (notified, daemon) = wait_for(&stack, "boss", 1, daemon);
+    let log = stop(daemon);
+    let notice = MessageParser::default().parse(&notified[0]).unwrap();
+    let text = notice.body_text(0).unwrap();
+    assert!(text.contains("Yes, let's talk on Tuesday."), "{text}");
+
+    let store = open_store(&dir);
+    let tom = store.lead("tom@example.test").unwrap().unwrap();
+    assert_eq!(tom.stage, Stage::Contact, "{log}");
+    let enrollment = store
+        .enrollment("welcome", "tom@example.test")
+        .unwrap()
+        .unwrap();
+    assert!(!enrollment.is_active());
+    assert_eq!(replies(&events(&store, "tom@example.test")), 1);
+    drop(store);
+
+    // Mail is never marked read by the watcher.
+    let seen: Vec<PathBuf> = stack
+        .maildir_files("sales")
+        .into_iter()
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            name.split_once(":2,")
+                .is_some_and(|(_, flags)| flags.contains('S'))
+        })
+        .collect();
+    assert!(seen.is_empty(), "marked \\Seen: {seen:?}");
+    assert!(!stack.maildir_files("sales").is_empty());
+
+    nothing_more(&dir, &stack, "tom", 1);
+}
+
+#[test]
+fn an_out_of_office_never_promotes_and_the_sequence_goes_on() {
+    let stack = MailStack::up("ooo", 2610, 2161, &USERS);
+    let dir = scratch("inbox-ooo");
+    seed(&dir, vec![lead("lea@example.test", "Lea")]);
+    let daemon = start(&dir, &stack);
+    let (welcome, daemon) = wait_for(&stack, "lea", 1, daemon);
+    let daemon = daemon.wait_log("watching the inbox", 1);
+    stack.inject(
+        "lea@example.test",
+        "sales@example.test",
+        &reply(
+            "Lea <lea@example.test>",
+            &message_id(&welcome[0]),
+            "Out of Office: Hello Lea",
+            "Auto-Submitted: auto-replied\n",
+            "I am away and read mail from time to time.",
+        ),
+    );
+    let log = stop(daemon.wait_log("mail from a lead", 1));
+    let store = open_store(&dir);
+    let journal = events(&store, "lea@example.test");
+    assert!(
+        journal.iter().any(
+            |e| matches!(&e.kind, EventKind::Received { what } if what.starts_with("auto-reply"))
+        ),
+        "{log}"
+    );
+    let lea = store.lead("lea@example.test").unwrap().unwrap();
+    assert_eq!(lea.stage, Stage::Lead, "an auto-reply never promotes");
+    let enrollment = store
+        .enrollment("welcome", "lea@example.test")
+        .unwrap()
+        .unwrap();
+    assert!(
+        enrollment.is_active(),
+        "the sequence continues: {enrollment:?}"
+    );
+    drop(store);
+    // Two days later the follow-up leaves.
+    let env = inbox_env(&stack);
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.retain(|(k, _)| *k != "NURTURE_IMAP_URL");
+    let later = (Utc::now() + chrono::Duration::days(3)).to_rfc3339();
+    env.push(("NURTURE_DAEMON_REHEARSAL_START", &later));
+    nurture(&dir, &stack, &["run", "--until-idle"], &env);
+    assert_eq!(stack.wait_for("lea", 2).len(), 2, "the follow-up was sent");
+}
+
+#[test]
+fn a_bounce_from_the_mail_system_suppresses_the_lead() {
+    let stack = MailStack::up("bounce", 2620, 2162, &USERS);
+    let dir = scratch("inbox-bounce");
+    seed(&dir, Vec::new());
+    let daemon = start(&dir, &stack).wait_log("watching the inbox", 1);
+    // Postfix accepts mail for gone@, Dovecot has no such user: a DSN to sales@. The lead comes in
+    // while the daemon runs, after the watcher's first look at the folder.
+    std::fs::write(
+        dir.join("leads.csv"),
+        "email,first_name,source\ngone@example.test,Gone,inbox-test\n",
+    )
+    .unwrap();
+    let env = inbox_env(&stack);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    nurture(&dir, &stack, &["leads", "import", "leads.csv"], &env);
+    let log = stop(daemon.wait_log("mail from a lead", 1));
+    let store = open_store(&dir);
+    let gone = store.lead("gone@example.test").unwrap().unwrap();
+    assert!(gone.is_suppressed(), "{log}");
+    let enrollment = store
+        .enrollment("welcome", "gone@example.test")
+        .unwrap()
+        .unwrap();
+    assert!(!enrollment.is_active());
+    let journal = events(&store, "gone@example.test");
+    assert!(
+        journal.iter().any(|e| matches!(
+            &e.kind,
+            EventKind::Received { what } if what.contains("permanent bounce (5.1.1)")
+        )),
+        "{journal:?}"
+    );
+}
+
+#[test]
+fn a_reply_that_arrives_while_the_daemon_is_down_is_processed_once_at_start() {
+    let stack = MailStack::up("down", 2630, 2163, &USERS);
+    let dir = scratch("inbox-down");
+    seed(&dir, vec![lead("tom@example.test", "Tom")]);
+    let daemon = start(&dir, &stack);
+    let (welcome, daemon) = wait_for(&stack, "tom", 1, daemon);
+    // Mail that is in the folder at the watcher's first look is left alone: wait for it.
+    let daemon = daemon.wait_log("watching the inbox", 1);
+    stop(daemon);
+
+    stack.inject(
+        "tom@example.test",
+        "sales@example.test",
+        &reply(
+            "Tom <tom@example.test>",
+            &message_id(&welcome[0]),
+            "Re: Hello Tom",
+            "",
+            "Call me.",
+        ),
+    );
+    stack.wait_for("sales", 1);
+    let daemon = start(&dir, &stack);
+    let (_, daemon) = wait_for(&stack, "boss", 1, daemon);
+    stop(daemon);
+    // Started again: the reply is not run a second time.
+    let daemon = start(&dir, &stack);
+    let log = stop(daemon.wait_log("watching the inbox", 3));
+    let store = open_store(&dir);
+    assert_eq!(replies(&events(&store, "tom@example.test")), 1, "{log}");
+    assert_eq!(stack.mailbox("boss").len(), 1, "one notification");
+    assert_eq!(
+        store.lead("tom@example.test").unwrap().unwrap().stage,
+        Stage::Contact
+    );
+}
+
+#[test]
+fn the_watcher_reconnects_after_dovecot_restarts() {
+    let stack = MailStack::up("restart", 2640, 2164, &USERS);
+    let dir = scratch("inbox-restart");
+    seed(&dir, vec![lead("tom@example.test", "Tom")]);
+    let daemon = start(&dir, &stack);
+    let (welcome, daemon) = wait_for(&stack, "tom", 1, daemon);
+    // Mail that is in the folder at the watcher's first look is left alone: wait for it.
+    let daemon = daemon.wait_log("watching the inbox", 1);
+    stack.run(&["restart-imap"], &[]);
+    stack.inject(
+        "tom@example.test",
+        "sales@example.test",
+        &reply(
+            "Tom <tom@example.test>",
+            &message_id(&welcome[0]),
+            "Re: Hello Tom",
+            "",
+            "After the restart: still keen.",
+        ),
+    );
+    let (notified, daemon) = wait_for(&stack, "boss", 1, daemon);
+    let log = stop(daemon);
+    let notice = MessageParser::default().parse(&notified[0]).unwrap();
+    assert!(notice.body_text(0).unwrap().contains("still keen"), "{log}");
+    assert!(
+        log.contains("inbox watcher"),
+        "the lost session was noticed:\n{log}"
+    );
+}
