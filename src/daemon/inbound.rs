@@ -196,17 +196,19 @@ async fn run_mail(
     };
     match correlate::happening(cx.store, cx.unsubscribe, mail)? {
         Ok(mut happening) => {
+            happening.receipt = Some(receipt);
+            let known = pipeline
+                .run_input(cx.project, cx.now, &happening)
+                .await?
+                .is_some();
+            // Logged once what the mail caused is durable (the latency bench listens for it).
             info!(
                 lead = %happening.lead,
                 what = happening.note.as_deref().unwrap_or_default(),
                 uid = position.uid,
                 "mail from a lead"
             );
-            happening.receipt = Some(receipt);
-            Ok(pipeline
-                .run_input(cx.project, cx.now, &happening)
-                .await?
-                .is_some())
+            Ok(known)
         }
         Err(why) => {
             info!(
