@@ -362,3 +362,44 @@ fn the_watcher_reconnects_after_dovecot_restarts() {
         "the lost session was noticed:\n{log}"
     );
 }
+
+#[test]
+fn mail_sent_through_the_unsubscribe_link_suppresses_the_lead() {
+    let stack = MailStack::up("unsubscribe-mail", 2650, 2165, &USERS);
+    let dir = scratch("inbox-unsubscribe");
+    seed(&dir, vec![lead("lea@example.test", "Lea")]);
+    let daemon = start(&dir, &stack);
+    let (welcome, daemon) = wait_for(&stack, "lea", 1, daemon);
+    let daemon = daemon.wait_log("watching the inbox", 1);
+    // What a mail client sends for the `mailto:` entry of List-Unsubscribe.
+    let message = MessageParser::default().parse(&welcome[0]).unwrap();
+    let list = message.header_raw("List-Unsubscribe").unwrap().to_owned();
+    let mailto = list
+        .split(',')
+        .map(|entry| entry.trim().trim_start_matches('<').trim_end_matches('>'))
+        .find(|entry| entry.starts_with("mailto:"))
+        .expect("a mailto: entry");
+    let (address, query) = mailto
+        .trim_start_matches("mailto:")
+        .split_once('?')
+        .unwrap();
+    assert_eq!(address, "sales@example.test");
+    let subject = query.strip_prefix("subject=").unwrap().replace("%20", " ");
+    stack.inject(
+        "lea.other@example.test",
+        address,
+        &format!(
+            "From: <lea.other@example.test>\nTo: <{address}>\nSubject: {subject}\n\
+             Message-ID: <unsubscribe.1@example.test>\n\nThis message was sent to unsubscribe.\n"
+        ),
+    );
+    let log = stop(daemon.wait_log("mail from a lead", 1));
+    let store = open_store(&dir);
+    let lea = store.lead("lea@example.test").unwrap().unwrap();
+    assert!(lea.is_suppressed(), "{log}");
+    let enrollment = store
+        .enrollment("welcome", "lea@example.test")
+        .unwrap()
+        .unwrap();
+    assert!(!enrollment.is_active());
+}
