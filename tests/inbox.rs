@@ -193,6 +193,15 @@ fn a_reply_promotes_the_lead_stops_its_sequence_and_tells_the_owner() {
     assert!(!enrollment.is_active());
     assert_eq!(replies(&events(&store, "tom@example.test")), 1);
     drop(store);
+    // `nurture contacts` says when and why: the reply, quoted.
+    let env = inbox_env(&stack);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let contacts = nurture(&dir, &stack, &["contacts", "--format", "json"], &env);
+    let contacts = String::from_utf8_lossy(&contacts.stdout);
+    assert!(
+        contacts.contains("tom@example.test") && contacts.contains("Yes, let's talk on Tuesday."),
+        "{contacts}"
+    );
 
     // Mail is never marked read by the watcher.
     let seen: Vec<PathBuf> = stack
