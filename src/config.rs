@@ -141,6 +141,56 @@ pub struct ImapConfig {
     /// Without IDLE on the server: look for new mail this often.
     pub poll_seconds: u64,
     pub timeout_seconds: u64,
+    /// More folders to watch (one per sender whose replies land elsewhere), each with the
+    /// settings above from `url` to `mailbox`; `[[imap.accounts]]` in the file.
+    pub accounts: Vec<ImapAccount>,
+}
+
+/// One more watched folder (`[[imap.accounts]]`): the same keys as `[imap]`'s own account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImapAccount {
+    pub url: String,
+    pub tls: TlsMode,
+    pub ca_file: String,
+    pub user: String,
+    pub password_file: String,
+    pub password_env: String,
+    pub mailbox: String,
+}
+
+impl Default for ImapAccount {
+    fn default() -> Self {
+        let top = ImapConfig::default();
+        ImapAccount {
+            url: top.url,
+            tls: top.tls,
+            ca_file: top.ca_file,
+            user: top.user,
+            password_file: top.password_file,
+            password_env: top.password_env,
+            mailbox: top.mailbox,
+        }
+    }
+}
+
+impl ImapConfig {
+    /// Every folder to watch: `[imap]`'s own (when its `url` is set), then the others.
+    pub fn all_accounts(&self) -> Vec<ImapAccount> {
+        let own = ImapAccount {
+            url: self.url.clone(),
+            tls: self.tls,
+            ca_file: self.ca_file.clone(),
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+            password_env: self.password_env.clone(),
+            mailbox: self.mailbox.clone(),
+        };
+        std::iter::once(own)
+            .filter(|own| !own.url.is_empty())
+            .chain(self.accounts.iter().cloned())
+            .collect()
+    }
 }
 
 impl Default for ImapConfig {
@@ -156,6 +206,7 @@ impl Default for ImapConfig {
             idle_seconds: 25 * 60,
             poll_seconds: 60,
             timeout_seconds: 30,
+            accounts: Vec::new(),
         }
     }
 }

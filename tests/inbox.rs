@@ -2,7 +2,7 @@
 //! delivered into Dovecot, and the daemon, idling on the sales@ inbox over IMAP, acts on it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -118,6 +118,15 @@ fn message_id(raw: &[u8]) -> String {
     format!("<{}>", message.message_id().unwrap())
 }
 
+/// `from` ("Name <address>") answers `welcome` through Postfix, to sales@.
+fn answer(stack: &MailStack, from: &str, welcome: &[u8], subject: &str, extra: &str, body: &str) {
+    let address = from
+        .rsplit_once('<')
+        .map_or(from, |(_, rest)| rest.trim_end_matches('>'));
+    let raw = reply(from, &message_id(welcome), subject, extra, body);
+    stack.inject(address, "sales@example.test", &raw);
+}
+
 fn reply(from: &str, to_id: &str, subject: &str, extra: &str, body: &str) -> String {
     format!(
         "From: {from}\nTo: Sales <sales@example.test>\nSubject: {subject}\n\
@@ -127,6 +136,15 @@ fn reply(from: &str, to_id: &str, subject: &str, extra: &str, body: &str) -> Str
         subject.len(),
         Utc::now().timestamp_nanos_opt().unwrap_or(0)
     )
+}
+
+/// Whether the lead's enrollment in the inbox workflow is still running.
+fn active(store: &Store, email: &str) -> bool {
+    store
+        .enrollment("welcome", email)
+        .unwrap()
+        .expect("enrolled")
+        .is_active()
 }
 
 fn open_store(dir: &Path) -> Store {
@@ -146,36 +164,60 @@ fn replies(events: &[Event]) -> usize {
 
 /// Nothing more is sent to `user` weeks later.
 fn nothing_more(dir: &Path, stack: &MailStack, user: &str, had: usize) {
-    let env = inbox_env(stack);
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    // Without the watcher: only the schedule.
-    env.retain(|(k, _)| *k != "NURTURE_IMAP_URL");
-    env.push(("NURTURE_DAEMON_REHEARSAL_START", "2027-01-15T09:00:00Z"));
-    nurture(dir, stack, &["run", "--until-idle"], &env);
+    nurture_inbox(
+        dir,
+        stack,
+        &["run", "--until-idle"],
+        &[("NURTURE_DAEMON_REHEARSAL_START", "2027-01-15T09:00:00Z")],
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(stack.mailbox(user).len(), had, "{user} got more mail");
 }
 
+/// A mail system, a store with one lead, and the daemon running: the lead's first email has
+/// arrived and the watcher is idling (mail in the folder at its first look is left alone, so
+/// replies come after this).
+fn welcomed(
+    name: &str,
+    smtp_port: u16,
+    imap_port: u16,
+    email: &str,
+    first_name: &str,
+) -> (MailStack, PathBuf, Daemon, Vec<u8>) {
+    let stack = MailStack::up(name, smtp_port, imap_port, &USERS);
+    let dir = scratch(&format!("inbox-{name}"));
+    seed(&dir, vec![lead(email, first_name)]);
+    let daemon = start(&dir, &stack);
+    let user = email.split('@').next().unwrap();
+    let (mut welcome, daemon) = wait_for(&stack, user, 1, daemon);
+    let daemon = daemon.wait_log("watching the inbox", 1);
+    (stack, dir, daemon, welcome.remove(0))
+}
+
+/// `nurture ARGS` with the inbox settings (the watcher left out: only the schedule) and
+/// `extra` variables.
+fn nurture_inbox(dir: &Path, stack: &MailStack, args: &[&str], extra: &[(&str, &str)]) -> Output {
+    let env = inbox_env(stack);
+    let mut env: Vec<(&str, &str)> = env
+        .iter()
+        .filter(|(k, _)| *k != "NURTURE_IMAP_URL")
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    env.extend_from_slice(extra);
+    nurture(dir, stack, args, &env)
+}
+
 #[test]
 fn a_reply_promotes_the_lead_stops_its_sequence_and_tells_the_owner() {
-    let stack = MailStack::up("reply", 2600, 2160, &USERS);
-    let dir = scratch("inbox-reply");
-    seed(&dir, vec![lead("tom@example.test", "Tom")]);
-    let daemon = start(&dir, &stack);
-    let (welcome, daemon) = wait_for(&stack, "tom", 1, daemon);
-    // Mail that is in the folder at the watcher's first look is left alone: wait for it.
-    let daemon = daemon.wait_log("watching the inbox", 1);
+    let (stack, dir, daemon, welcome) = welcomed("reply", 2600, 2160, "tom@example.test", "Tom");
     // Tom answers from another address of his: the reply still finds him.
-    stack.inject(
-        "tom.private@other.example",
-        "sales@example.test",
-        &reply(
-            "Tom Becker <tom.private@other.example>",
-            &message_id(&welcome[0]),
-            "Re: Hello Tom",
-            "",
-            "Yes, let's talk on Tuesday.\n\nOn Monday Sales wrote:\n> Hi Tom",
-        ),
+    answer(
+        &stack,
+        "Tom Becker <tom.private@other.example>",
+        &welcome,
+        "Re: Hello Tom",
+        "",
+        "Yes, let's talk on Tuesday.\n\nOn Monday Sales wrote:\n> Hi Tom",
     );
     let (notified, daemon) = wait_for(&stack, "boss", 1, daemon);
     let log = stop(daemon);
@@ -186,17 +228,11 @@ fn a_reply_promotes_the_lead_stops_its_sequence_and_tells_the_owner() {
     let store = open_store(&dir);
     let tom = store.lead("tom@example.test").unwrap().unwrap();
     assert_eq!(tom.stage, Stage::Contact, "{log}");
-    let enrollment = store
-        .enrollment("welcome", "tom@example.test")
-        .unwrap()
-        .unwrap();
-    assert!(!enrollment.is_active());
+    assert!(!active(&store, "tom@example.test"));
     assert_eq!(replies(&events(&store, "tom@example.test")), 1);
     drop(store);
     // `nurture contacts` says when and why: the reply, quoted.
-    let env = inbox_env(&stack);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let contacts = nurture(&dir, &stack, &["contacts", "--format", "json"], &env);
+    let contacts = nurture_inbox(&dir, &stack, &["contacts", "--format", "json"], &[]);
     let contacts = String::from_utf8_lossy(&contacts.stdout);
     assert!(
         contacts.contains("tom@example.test") && contacts.contains("Yes, let's talk on Tuesday."),
@@ -221,22 +257,14 @@ fn a_reply_promotes_the_lead_stops_its_sequence_and_tells_the_owner() {
 
 #[test]
 fn an_out_of_office_never_promotes_and_the_sequence_goes_on() {
-    let stack = MailStack::up("ooo", 2610, 2161, &USERS);
-    let dir = scratch("inbox-ooo");
-    seed(&dir, vec![lead("lea@example.test", "Lea")]);
-    let daemon = start(&dir, &stack);
-    let (welcome, daemon) = wait_for(&stack, "lea", 1, daemon);
-    let daemon = daemon.wait_log("watching the inbox", 1);
-    stack.inject(
-        "lea@example.test",
-        "sales@example.test",
-        &reply(
-            "Lea <lea@example.test>",
-            &message_id(&welcome[0]),
-            "Out of Office: Hello Lea",
-            "Auto-Submitted: auto-replied\n",
-            "I am away and read mail from time to time.",
-        ),
+    let (stack, dir, daemon, welcome) = welcomed("ooo", 2610, 2161, "lea@example.test", "Lea");
+    answer(
+        &stack,
+        "Lea <lea@example.test>",
+        &welcome,
+        "Out of Office: Hello Lea",
+        "Auto-Submitted: auto-replied\n",
+        "I am away and read mail from time to time.",
     );
     let log = stop(daemon.wait_log("mail from a lead", 1));
     let store = open_store(&dir);
@@ -259,12 +287,13 @@ fn an_out_of_office_never_promotes_and_the_sequence_goes_on() {
     );
     drop(store);
     // Two days later the follow-up leaves.
-    let env = inbox_env(&stack);
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.retain(|(k, _)| *k != "NURTURE_IMAP_URL");
     let later = (Utc::now() + chrono::Duration::days(3)).to_rfc3339();
-    env.push(("NURTURE_DAEMON_REHEARSAL_START", &later));
-    nurture(&dir, &stack, &["run", "--until-idle"], &env);
+    nurture_inbox(
+        &dir,
+        &stack,
+        &["run", "--until-idle"],
+        &[("NURTURE_DAEMON_REHEARSAL_START", &later)],
+    );
     assert_eq!(stack.wait_for("lea", 2).len(), 2, "the follow-up was sent");
 }
 
@@ -281,18 +310,12 @@ fn a_bounce_from_the_mail_system_suppresses_the_lead() {
         "email,first_name,source\ngone@example.test,Gone,inbox-test\n",
     )
     .unwrap();
-    let env = inbox_env(&stack);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    nurture(&dir, &stack, &["leads", "import", "leads.csv"], &env);
+    nurture_inbox(&dir, &stack, &["leads", "import", "leads.csv"], &[]);
     let log = stop(daemon.wait_log("mail from a lead", 1));
     let store = open_store(&dir);
     let gone = store.lead("gone@example.test").unwrap().unwrap();
     assert!(gone.is_suppressed(), "{log}");
-    let enrollment = store
-        .enrollment("welcome", "gone@example.test")
-        .unwrap()
-        .unwrap();
-    assert!(!enrollment.is_active());
+    assert!(!active(&store, "gone@example.test"));
     let journal = events(&store, "gone@example.test");
     assert!(
         journal.iter().any(|e| matches!(
@@ -305,25 +328,16 @@ fn a_bounce_from_the_mail_system_suppresses_the_lead() {
 
 #[test]
 fn a_reply_that_arrives_while_the_daemon_is_down_is_processed_once_at_start() {
-    let stack = MailStack::up("down", 2630, 2163, &USERS);
-    let dir = scratch("inbox-down");
-    seed(&dir, vec![lead("tom@example.test", "Tom")]);
-    let daemon = start(&dir, &stack);
-    let (welcome, daemon) = wait_for(&stack, "tom", 1, daemon);
-    // Mail that is in the folder at the watcher's first look is left alone: wait for it.
-    let daemon = daemon.wait_log("watching the inbox", 1);
+    let (stack, dir, daemon, welcome) = welcomed("down", 2630, 2163, "tom@example.test", "Tom");
     stop(daemon);
 
-    stack.inject(
-        "tom@example.test",
-        "sales@example.test",
-        &reply(
-            "Tom <tom@example.test>",
-            &message_id(&welcome[0]),
-            "Re: Hello Tom",
-            "",
-            "Call me.",
-        ),
+    answer(
+        &stack,
+        "Tom <tom@example.test>",
+        &welcome,
+        "Re: Hello Tom",
+        "",
+        "Call me.",
     );
     stack.wait_for("sales", 1);
     let daemon = start(&dir, &stack);
@@ -343,24 +357,15 @@ fn a_reply_that_arrives_while_the_daemon_is_down_is_processed_once_at_start() {
 
 #[test]
 fn the_watcher_reconnects_after_dovecot_restarts() {
-    let stack = MailStack::up("restart", 2640, 2164, &USERS);
-    let dir = scratch("inbox-restart");
-    seed(&dir, vec![lead("tom@example.test", "Tom")]);
-    let daemon = start(&dir, &stack);
-    let (welcome, daemon) = wait_for(&stack, "tom", 1, daemon);
-    // Mail that is in the folder at the watcher's first look is left alone: wait for it.
-    let daemon = daemon.wait_log("watching the inbox", 1);
+    let (stack, _dir, daemon, welcome) = welcomed("restart", 2640, 2164, "tom@example.test", "Tom");
     stack.run(&["restart-imap"], &[]);
-    stack.inject(
-        "tom@example.test",
-        "sales@example.test",
-        &reply(
-            "Tom <tom@example.test>",
-            &message_id(&welcome[0]),
-            "Re: Hello Tom",
-            "",
-            "After the restart: still keen.",
-        ),
+    answer(
+        &stack,
+        "Tom <tom@example.test>",
+        &welcome,
+        "Re: Hello Tom",
+        "",
+        "After the restart: still keen.",
     );
     let (notified, daemon) = wait_for(&stack, "boss", 1, daemon);
     let log = stop(daemon);
@@ -374,14 +379,10 @@ fn the_watcher_reconnects_after_dovecot_restarts() {
 
 #[test]
 fn mail_sent_through_the_unsubscribe_link_suppresses_the_lead() {
-    let stack = MailStack::up("unsubscribe-mail", 2650, 2165, &USERS);
-    let dir = scratch("inbox-unsubscribe");
-    seed(&dir, vec![lead("lea@example.test", "Lea")]);
-    let daemon = start(&dir, &stack);
-    let (welcome, daemon) = wait_for(&stack, "lea", 1, daemon);
-    let daemon = daemon.wait_log("watching the inbox", 1);
+    let (stack, dir, daemon, welcome) =
+        welcomed("unsubscribe-mail", 2650, 2165, "lea@example.test", "Lea");
     // What a mail client sends for the `mailto:` entry of List-Unsubscribe.
-    let message = MessageParser::default().parse(&welcome[0]).unwrap();
+    let message = MessageParser::default().parse(&welcome).unwrap();
     let list = message.header_raw("List-Unsubscribe").unwrap().to_owned();
     let mailto = list
         .split(',')
@@ -406,9 +407,39 @@ fn mail_sent_through_the_unsubscribe_link_suppresses_the_lead() {
     let store = open_store(&dir);
     let lea = store.lead("lea@example.test").unwrap().unwrap();
     assert!(lea.is_suppressed(), "{log}");
-    let enrollment = store
-        .enrollment("welcome", "lea@example.test")
-        .unwrap()
-        .unwrap();
-    assert!(!enrollment.is_active());
+    assert!(!active(&store, "lea@example.test"));
+}
+
+#[test]
+fn every_configured_mailbox_is_watched() {
+    let stack = MailStack::up("accounts", 2660, 2166, &USERS);
+    let dir = scratch("inbox-accounts");
+    seed(&dir, vec![lead("tom@example.test", "Tom")]);
+    // boss@'s folder too, from the file (arrays have no environment variables).
+    std::fs::write(
+        dir.join("nurture.toml"),
+        format!(
+            "[[imap.accounts]]\nurl = \"imap://127.0.0.1:{}\"\nuser = \"boss@example.test\"\n\
+             password_env = \"TEST_IMAP_PASSWORD\"\n",
+            stack.imap_port
+        ),
+    )
+    .unwrap();
+    let daemon = start(&dir, &stack);
+    let (welcome, daemon) = wait_for(&stack, "tom", 1, daemon);
+    let daemon = daemon.wait_log("watching the inbox", 2);
+    // Tom writes to boss@ instead of replying to sales@.
+    let raw = reply(
+        "Tom <tom@example.test>",
+        &message_id(&welcome[0]),
+        "Re: Hello Tom",
+        "",
+        "Writing to you directly.",
+    );
+    stack.inject("tom@example.test", "boss@example.test", &raw);
+    let log = stop(daemon.wait_log("mail from a lead", 1));
+    assert!(log.contains("boss@example.test@127.0.0.1"), "{log}");
+    let store = open_store(&dir);
+    let tom = store.lead("tom@example.test").unwrap().unwrap();
+    assert_eq!(tom.stage, Stage::Contact, "{log}");
 }

@@ -147,16 +147,14 @@ pub async fn run(
     // `inbound` lives as long as the loop, so `requests` never reports a closed channel (which
     // would wake the idle loop at once, again and again).
     let _endpoint = start_http(&config, unsubscribe.clone(), inbound.clone()).await?;
-    let _watcher = match Account::from_config(&config.imap).map_err(DaemonError::Setup)? {
-        Some(account) => {
+    let _watchers: Vec<AbortOnDrop> = Account::from_config(&config.imap)
+        .map_err(DaemonError::Setup)?
+        .into_iter()
+        .map(|account| {
             info!(folder = %account.name(), "watching the inbox for replies");
-            Some(AbortOnDrop(tokio::spawn(inbox::watch(
-                account,
-                inbound.clone(),
-            ))))
-        }
-        None => None,
-    };
+            AbortOnDrop(tokio::spawn(inbox::watch(account, inbound.clone())))
+        })
+        .collect();
     let mut pipeline = Pipeline::new(
         store.clone(),
         Arc::new(transport),

@@ -199,16 +199,7 @@ pub fn run_input(
     unsubscribe: &Unsubscribe,
     happening: &Happening,
 ) -> Result<Option<Planned>, StoreError> {
-    let mut work = Work {
-        store,
-        project,
-        unsubscribe,
-        now,
-        batch: Batch::default(),
-        leads: HashMap::new(),
-        emails: Vec::new(),
-        note: happening.note.as_deref(),
-    };
+    let mut work = Work::new(store, project, unsubscribe, now, happening.note.as_deref());
     if let Some(receipt) = &happening.receipt {
         let seen = store.meta_get(&receipt.seen)?.is_some();
         receipt.write(&mut work.batch, now);
@@ -251,18 +242,7 @@ pub fn run_input(
     if let Some((reason, detail)) = &happening.suppress {
         work.suppress(&happening.lead, *reason, detail, untouched);
     }
-    let Work {
-        mut batch,
-        leads,
-        emails,
-        ..
-    } = work;
-    for (_, (lead, changed)) in leads {
-        if changed {
-            batch.changed.push(lead.email.clone());
-            batch.leads.push(lead);
-        }
-    }
+    let (batch, emails) = work.finish();
     commit(store, batch, emails, throttle, now, ran).map(Some)
 }
 
@@ -282,35 +262,14 @@ fn plan(
     now: DateTime<Utc>,
     due: &[&(String, String)],
 ) -> Result<(Batch, Vec<OutboxEmail>), StoreError> {
-    let mut work = Work {
-        store,
-        project,
-        unsubscribe,
-        now,
-        batch: Batch::default(),
-        leads: HashMap::new(),
-        emails: Vec::new(),
-        note: None,
-    };
+    let mut work = Work::new(store, project, unsubscribe, now, None);
     for (workflow, email) in due {
         let Some(enrollment) = store.enrollment(workflow, email)? else {
             continue;
         };
         work.run_one(enrollment)?;
     }
-    let Work {
-        mut batch,
-        leads,
-        emails,
-        ..
-    } = work;
-    for (_, (lead, changed)) in leads {
-        if changed {
-            batch.changed.push(lead.email.clone());
-            batch.leads.push(lead);
-        }
-    }
-    Ok((batch, emails))
+    Ok(work.finish())
 }
 
 /// One batch in the making. Leads are cached so that two workflows due for the same lead in
@@ -329,7 +288,43 @@ struct Work<'a> {
     note: Option<&'a str>,
 }
 
-impl Work<'_> {
+impl<'a> Work<'a> {
+    fn new(
+        store: &'a Store,
+        project: &'a Project,
+        unsubscribe: &'a Unsubscribe,
+        now: DateTime<Utc>,
+        note: Option<&'a str>,
+    ) -> Work<'a> {
+        Work {
+            store,
+            project,
+            unsubscribe,
+            now,
+            batch: Batch::default(),
+            leads: HashMap::new(),
+            emails: Vec::new(),
+            note,
+        }
+    }
+
+    /// The batch, with the leads that changed written, and the emails planned.
+    fn finish(self) -> (Batch, Vec<OutboxEmail>) {
+        let Work {
+            mut batch,
+            leads,
+            emails,
+            ..
+        } = self;
+        for (_, (lead, changed)) in leads {
+            if changed {
+                batch.changed.push(lead.email.clone());
+                batch.leads.push(lead);
+            }
+        }
+        (batch, emails)
+    }
+
     fn lead(&mut self, email: &str) -> Result<Option<Lead>, StoreError> {
         if let Some((lead, _)) = self.leads.get(email) {
             return Ok(Some(lead.clone()));

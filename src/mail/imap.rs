@@ -15,7 +15,7 @@ use async_imap::{Client, Session};
 use futures_util::TryStreamExt;
 use tokio_rustls::rustls::ClientConfig;
 
-use crate::config::ImapConfig;
+use crate::config::{ImapAccount, ImapConfig};
 use crate::endpoint::{Endpoint, IMAP, Security};
 use crate::secret::{self, Secret};
 use crate::tls::{self, MaybeTls};
@@ -33,12 +33,17 @@ pub struct Account {
 }
 
 impl Account {
-    /// The account of `[imap]`, or `None` when `imap.url` is empty. Every mistake in the
-    /// settings (URL, password source, CA file) is an error here, at start-up.
-    pub fn from_config(config: &ImapConfig) -> Result<Option<Account>, String> {
-        if config.url.is_empty() {
-            return Ok(None);
-        }
+    /// The accounts of `[imap]` and `[[imap.accounts]]` (none when no `url` is set). Every
+    /// mistake in the settings (URL, password source, CA file) is an error here, at start-up.
+    pub fn from_config(config: &ImapConfig) -> Result<Vec<Account>, String> {
+        config
+            .all_accounts()
+            .iter()
+            .map(|account| Account::new(account, config))
+            .collect()
+    }
+
+    fn new(config: &ImapAccount, timing: &ImapConfig) -> Result<Account, String> {
         let endpoint = Endpoint::parse(&IMAP, &config.url, config.tls)?;
         if config.user.is_empty() {
             return Err("imap.url is set: imap.user is needed too".into());
@@ -57,16 +62,16 @@ impl Account {
                 Some(tls::client_config(&config.ca_file).map_err(|e| format!("imap.ca_file {e}"))?)
             }
         };
-        Ok(Some(Account {
+        Ok(Account {
             endpoint,
             user: config.user.clone(),
             password,
             mailbox: config.mailbox.clone(),
             tls,
-            timeout: Duration::from_secs(config.timeout_seconds.max(1)),
-            idle: Duration::from_secs(config.idle_seconds.clamp(10, 29 * 60)),
-            poll: Duration::from_secs(config.poll_seconds.max(1)),
-        }))
+            timeout: Duration::from_secs(timing.timeout_seconds.max(1)),
+            idle: Duration::from_secs(timing.idle_seconds.clamp(10, 29 * 60)),
+            poll: Duration::from_secs(timing.poll_seconds.max(1)),
+        })
     }
 
     /// `user@host/folder`: names the folder in logs and keys its position in the store.
