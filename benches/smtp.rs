@@ -22,7 +22,7 @@ use nurture::daemon::smtp::Smtp;
 use nurture::daemon::throttle::Throttle;
 use nurture::daemon::transport::Transport;
 use nurture::project::Project;
-use nurture::store::{DEFAULT_CACHE_BYTES, Store};
+use nurture::store::{DEFAULT_CACHE_BYTES, OutboxEmail, Store};
 
 mod support;
 
@@ -81,6 +81,11 @@ fn main() {
         "smtp-source → smtp-sink: {emails} messages of 2 KB, {SESSIONS} sessions: {source_rate:.0} msg/s"
     );
 
+    let alone = transport_alone(emails, SINK_PORT);
+    println!(
+        "nurture's SMTP transport → smtp-sink: {emails} composed emails of 2 KB, {SESSIONS} connections: {alone:.0} msg/s, {:.0} % of smtp-source",
+        alone / source_rate * 100.0
+    );
     let rate = daemon_path(&root.join("sink"), &project, emails, SINK_PORT);
     println!(
         "nurture → smtp-sink: {emails} due steps through the engine, {SESSIONS} connections: {rate:.0} msg/s, {:.0} % of smtp-source",
@@ -116,6 +121,60 @@ fn main() {
         .status();
     let _ = std::fs::remove_dir_all(&stack);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Messages per second for `count` ready emails (2 KB each, as smtp-source sends) handed to
+/// the SMTP transport by `SESSIONS` workers: the send path without the engine before it.
+fn transport_alone(count: usize, port: u16) -> f64 {
+    let smtp = Smtp::new(SmtpConfig {
+        url: format!("smtp://127.0.0.1:{port}"),
+        connections: SESSIONS,
+        ..SmtpConfig::default()
+    })
+    .expect("plain SMTP needs no set-up");
+    let transport = Arc::new(Transport::Smtp(Box::new(smtp)));
+    let body = "x".repeat(76) + "\r\n";
+    let eml = format!(
+        "From: <bench@example.test>\r\nTo: <lead@example.test>\r\nSubject: bench\r\n\r\n{}",
+        body.repeat(2000 / body.len())
+    );
+    let email = |i: usize| OutboxEmail {
+        message_id: format!("<{i}@example.test>"),
+        workflow: "bench".into(),
+        lead: "lead@example.test".into(),
+        step: "one".into(),
+        subject: "bench".into(),
+        envelope_from: "bench@example.test".into(),
+        envelope_to: "lead@example.test".into(),
+        queued_at: Utc::now(),
+        not_before: Utc::now(),
+        attempts: 0,
+        eml: eml.clone().into_bytes(),
+    };
+    let emails: Vec<OutboxEmail> = (0..count).map(email).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let started = Instant::now();
+    runtime.block_on(async {
+        let emails = Arc::new(emails);
+        let workers: Vec<_> = (0..SESSIONS)
+            .map(|worker| {
+                let transport = transport.clone();
+                let emails = emails.clone();
+                tokio::spawn(async move {
+                    for email in emails.iter().skip(worker).step_by(SESSIONS) {
+                        transport.send(email).await.expect("accepted");
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.await.expect("worker");
+        }
+    });
+    count as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Messages per second for `count` due enrollments run and sent by the daemon's pipeline.
