@@ -108,6 +108,43 @@ impl MailStack {
         }
     }
 
+    /// `user@example.test`'s inbox as a mail client sees it: logged in over IMAP, every
+    /// message fetched whole (without marking it read), in UID order.
+    pub fn fetch_over_imap(&self, user: &str) -> Vec<Vec<u8>> {
+        use futures_util::TryStreamExt;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let socket = tokio::net::TcpStream::connect(("127.0.0.1", self.imap_port))
+                .await
+                .expect("Dovecot answers");
+            let mut client = async_imap::Client::new(socket);
+            client.read_response().await.unwrap().expect("a greeting");
+            let mut session = client
+                .login(format!("{user}@example.test"), "secret")
+                .await
+                .map_err(|(error, _)| error)
+                .expect("the lead logs in");
+            session.examine("INBOX").await.unwrap();
+            let fetched: Vec<_> = session
+                .uid_fetch("1:*", "(UID BODY.PEEK[])")
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            let mut messages: Vec<(u32, Vec<u8>)> = fetched
+                .iter()
+                .filter_map(|m| Some((m.uid?, m.body()?.to_vec())))
+                .collect();
+            messages.sort_by_key(|(uid, _)| *uid);
+            session.logout().await.unwrap();
+            messages.into_iter().map(|(_, body)| body).collect()
+        })
+    }
+
     /// Waits (up to 10 s) until `user` has `count` messages.
     pub fn wait_for(&self, user: &str, count: usize) -> Vec<Vec<u8>> {
         let started = std::time::Instant::now();

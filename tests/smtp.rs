@@ -39,7 +39,9 @@ fn an_email_due_now_arrives_in_the_leads_mailbox_and_lead_data_injects_nothing()
     // Monday 10:00 in Berlin: the send window is open, the welcome is due at once.
     run_daemon(&dir, &stack, "2026-11-23T09:00:00Z");
 
-    let anna = stack.wait_for("anna", 1);
+    stack.wait_for("anna", 1);
+    // Read back as Anna's mail client would: over IMAP, logged in as her.
+    let anna = stack.fetch_over_imap("anna");
     assert_eq!(anna.len(), 1, "one welcome email in Anna's mailbox");
     let message = MessageParser::default().parse(&anna[0]).unwrap();
     assert_eq!(
