@@ -443,3 +443,27 @@ fn every_configured_mailbox_is_watched() {
     let tom = store.lead("tom@example.test").unwrap().unwrap();
     assert_eq!(tom.stage, Stage::Contact, "{log}");
 }
+
+#[test]
+fn without_idle_on_the_server_the_watcher_polls() {
+    let stack = MailStack::up_without_idle("poll", 2670, 2167, &USERS);
+    let dir = scratch("inbox-poll");
+    seed(&dir, vec![lead("tom@example.test", "Tom")]);
+    std::fs::write(dir.join("nurture.toml"), "[imap]\npoll_seconds = 1\n").unwrap();
+    let daemon = start(&dir, &stack);
+    let (welcome, daemon) = wait_for(&stack, "tom", 1, daemon);
+    let daemon = daemon.wait_log("watching the inbox", 1);
+    answer(
+        &stack,
+        "Tom <tom@example.test>",
+        &welcome[0],
+        "Re: Hello Tom",
+        "",
+        "Polled, and promoted.",
+    );
+    let log = stop(daemon.wait_log("mail from a lead", 1));
+    let store = open_store(&dir);
+    let tom = store.lead("tom@example.test").unwrap().unwrap();
+    assert_eq!(tom.stage, Stage::Contact, "{log}");
+    assert!(log.contains("idle=false"), "{log}");
+}

@@ -15,10 +15,26 @@ pub struct MailStack {
     pub dir: PathBuf,
     pub smtp_port: u16,
     pub imap_port: u16,
+    /// Whether Dovecot offers IDLE.
+    idle: bool,
 }
 
 impl MailStack {
     pub fn up(name: &str, smtp_port: u16, imap_port: u16, users: &[&str]) -> MailStack {
+        MailStack::start(name, smtp_port, imap_port, users, true)
+    }
+
+    /// A mail system whose Dovecot does not offer IDLE: clients have to poll.
+    pub fn up_without_idle(
+        name: &str,
+        smtp_port: u16,
+        imap_port: u16,
+        users: &[&str],
+    ) -> MailStack {
+        MailStack::start(name, smtp_port, imap_port, users, false)
+    }
+
+    fn start(name: &str, smtp_port: u16, imap_port: u16, users: &[&str], idle: bool) -> MailStack {
         // Unix socket paths must stay short: not under target/.
         let dir = PathBuf::from(format!("/tmp/nms-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -26,6 +42,7 @@ impl MailStack {
             dir,
             smtp_port,
             imap_port,
+            idle,
         };
         stack.run(
             &["up", &smtp_port.to_string(), &imap_port.to_string()],
@@ -40,6 +57,7 @@ impl MailStack {
             .arg(&self.dir)
             .args(&command[1..])
             .args(users)
+            .env("NO_IDLE", if self.idle { "0" } else { "1" })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

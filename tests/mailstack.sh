@@ -10,6 +10,7 @@
 #             (users are local parts @example.test, password "secret")
 #         tests/mailstack.sh down DIR   (graceful)   |   tests/mailstack.sh kill DIR   (instant)
 #         tests/mailstack.sh restart-imap DIR   (Dovecot only: SIGKILL, then started again)
+#         NO_IDLE=1 tests/mailstack.sh up ...   (Dovecot does not announce IDLE: clients must poll)
 # Needs root (the Postfix master starts as root) and the Debian packages postfix, dovecot-imapd
 # and dovecot-lmtpd (.ci/run installs them). No systemd, no syslog; nothing outside DIR is written.
 set -eu
@@ -70,6 +71,9 @@ service auth {
   }
 }
 EOF
+  if [ "${NO_IDLE:-}" = 1 ]; then
+    echo "imap_capability = IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE" >> "$D"/dv/dovecot.conf
+  fi
 
   cat > "$D"/pf/conf/main.cf <<EOF
 compatibility_level = 3.6

@@ -60,7 +60,7 @@ async fn session(
             start.uid
         }
     };
-    info!(folder = %folder_name, after_uid = last, "watching the inbox");
+    info!(folder = %folder_name, after_uid = last, idle = folder.has_idle(), "watching the inbox");
     loop {
         for (uid, raw) in folder.fetch_after(last).await? {
             let mail = classify(&raw);

@@ -178,6 +178,11 @@ impl Folder {
             .ok_or_else(|| "the IMAP session was lost".to_owned())
     }
 
+    /// Whether the server announces new mail (IDLE); without it the folder is polled.
+    pub fn has_idle(&self) -> bool {
+        self.idle
+    }
+
     /// Whole messages with a UID above `after`, in UID order, unread flags untouched.
     pub async fn fetch_after(&mut self, after: u32) -> Result<Vec<(u32, Vec<u8>)>, String> {
         let timeout = self.timeout;
