@@ -224,6 +224,11 @@ fn a_reply_promotes_the_lead_stops_its_sequence_and_tells_the_owner() {
     let notice = MessageParser::default().parse(&notified[0]).unwrap();
     let text = notice.body_text(0).unwrap();
     assert!(text.contains("Yes, let's talk on Tuesday."), "{text}");
+    assert_eq!(
+        notice.header_raw("Auto-Submitted").map(str::trim),
+        Some("auto-generated"),
+        "a notification is machine-made"
+    );
 
     let store = open_store(&dir);
     let tom = store.lead("tom@example.test").unwrap().unwrap();

@@ -636,7 +636,12 @@ fn notification(
         date: now,
         list_unsubscribe: Vec::new(),
         one_click: false,
-        extra_headers: vec![("X-Nurture-Workflow".into(), workflow.name.clone())],
+        // Machine-made (RFC 3834): out-of-office responders leave it alone, and the inbox
+        // watcher never takes it for a person's mail if it lands in the watched folder.
+        extra_headers: vec![
+            ("X-Nurture-Workflow".into(), workflow.name.clone()),
+            ("Auto-Submitted".into(), "auto-generated".into()),
+        ],
     }
 }
 
