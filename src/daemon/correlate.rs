@@ -9,7 +9,7 @@
 
 use crate::engine::Input;
 use crate::lead::SuppressionReason;
-use crate::mail::classify::{Inbound, Kind};
+use crate::mail::classify::{Incoming, Kind};
 use crate::store::{Store, StoreError};
 use crate::unsubscribe::{Unsubscribe, token_in_subject};
 
@@ -19,7 +19,7 @@ use super::scheduler::Happening;
 pub fn happening(
     store: &Store,
     unsubscribe: &Unsubscribe,
-    inbound: &Inbound,
+    inbound: &Incoming,
 ) -> Result<Result<Happening, String>, StoreError> {
     let happening = |lead: String, workflow: Option<String>, input: Option<Input>| Happening {
         lead,
@@ -121,7 +121,7 @@ pub fn happening(
 /// sender when that is a lead with an active enrollment.
 fn by_conversation(
     store: &Store,
-    inbound: &Inbound,
+    inbound: &Incoming,
 ) -> Result<Option<(String, Option<String>)>, StoreError> {
     for id in &inbound.references {
         if let Some(record) = store.message(&bracketed(id))? {
@@ -139,7 +139,7 @@ fn by_conversation(
 }
 
 /// `reply “Re: Welcome”: “Sounds good, Tuesday?”` for the lead's timeline and the owner.
-fn describe(what: &str, inbound: &Inbound) -> String {
+fn describe(what: &str, inbound: &Incoming) -> String {
     let subject = inbound.subject.as_deref().unwrap_or("(no subject)");
     if inbound.excerpt.is_empty() {
         format!("{what} “{subject}”")

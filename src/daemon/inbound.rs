@@ -12,7 +12,7 @@ use tracing::info;
 use super::correlate;
 use super::pipeline::Pipeline;
 use super::scheduler::{Happening, Receipt};
-use crate::mail::classify::Inbound as Mail;
+use crate::mail::classify::Incoming;
 use crate::project::Project;
 use crate::store::{Batch, Store, StoreError};
 use crate::unsubscribe::Unsubscribe;
@@ -38,7 +38,7 @@ pub enum Request {
     Mail {
         folder: String,
         position: Position,
-        mail: Box<Mail>,
+        mail: Box<Incoming>,
         answer: oneshot::Sender<Answer>,
     },
     /// Where the watcher of `folder` stopped last time.
@@ -91,7 +91,7 @@ impl Inbound {
     }
 
     /// Hands a mail to the work loop and waits until it (and the new position) is durable.
-    pub async fn mail(&self, folder: &str, position: Position, mail: Mail) -> Answer {
+    pub async fn mail(&self, folder: &str, position: Position, mail: Incoming) -> Answer {
         let folder = folder.to_owned();
         self.ask(|answer| Request::Mail {
             folder,
@@ -179,7 +179,7 @@ pub async fn answer(
 async fn run_mail(
     folder: &str,
     position: Position,
-    mail: &Mail,
+    mail: &Incoming,
     pipeline: &mut Pipeline,
     cx: &Context<'_>,
 ) -> Result<bool, StoreError> {

@@ -22,7 +22,7 @@ use crate::unsubscribe::token_in_subject;
 
 /// A classified inbound mail: what it is, and what correlation needs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Inbound {
+pub struct Incoming {
     pub kind: Kind,
     pub message_id: Option<String>,
     /// `In-Reply-To` then `References`, deduplicated: the mails this one answers.
@@ -70,8 +70,8 @@ pub enum Kind {
 pub const EXCERPT_CHARS: usize = 200;
 
 /// Classifies one raw message (RFC 5322, LF or CRLF).
-pub fn classify(raw: &[u8]) -> Inbound {
-    let unknown = |reason: &str| Inbound {
+pub fn classify(raw: &[u8]) -> Incoming {
+    let unknown = |reason: &str| Incoming {
         kind: Kind::Unknown {
             reason: reason.to_owned(),
         },
@@ -95,7 +95,7 @@ pub fn classify(raw: &[u8]) -> Inbound {
         .and_then(|address| address.first())
         .and_then(|addr| addr.address())
         .map(str::to_ascii_lowercase);
-    let mut inbound = Inbound {
+    let mut inbound = Incoming {
         kind: Kind::HumanReply,
         message_id: message.message_id().map(str::to_owned),
         references: references(&message),
@@ -168,7 +168,7 @@ const BOUNCE_SUBJECTS: [&str; 12] = [
     "delivery has failed",
 ];
 
-fn bounce(message: &Message<'_>, inbound: &mut Inbound) -> Option<Kind> {
+fn bounce(message: &Message<'_>, inbound: &mut Incoming) -> Option<Kind> {
     let is_report = message.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("multipart")
             && ct
@@ -333,7 +333,7 @@ const UNSUBSCRIBE_WORDS: [&str; 14] = [
     "afmelden",
 ];
 
-fn unsubscribe(inbound: &Inbound, new_text: &str) -> Option<Kind> {
+fn unsubscribe(inbound: &Incoming, new_text: &str) -> Option<Kind> {
     let subject = inbound.subject.as_deref().unwrap_or_default();
     if let Some(token) = token_in_subject(subject) {
         return Some(Kind::Unsubscribe {
@@ -391,7 +391,7 @@ const OUT_OF_OFFICE_SUBJECTS: [&str; 24] = [
     "buiten kantoor",
 ];
 
-fn automatic(message: &Message<'_>, inbound: &Inbound, new_text: &str) -> Option<Kind> {
+fn automatic(message: &Message<'_>, inbound: &Incoming, new_text: &str) -> Option<Kind> {
     let answers_something = !inbound.references.is_empty();
     let auto = |reason: String| {
         Some(Kind::AutoReply {
