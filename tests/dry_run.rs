@@ -61,30 +61,38 @@ fn golden_timelines() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
-fn out_writes_the_mime_the_daemon_sends_and_an_html_preview() {
-    let dir = std::env::temp_dir().join(format!("nurture-dry-run-out-{}", std::process::id()));
+/// `nurture dry-run ARGS --leads workflows/sample-leads.csv --out DIR`, which must succeed;
+/// the folder it wrote into.
+fn dry_run_out(name: &str, args: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nurture-dry-run-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
-    let args: Vec<String> = [
-        "dry-run",
-        "trial-welcome",
-        "--leads",
-        "workflows/sample-leads.csv",
-        "--lead",
-        "tom.becker@example.test",
-        "--start",
-        "2026-11-23 08:00",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([dir.display().to_string()])
-    .collect();
+    let args: Vec<String> = ["dry-run"]
+        .iter()
+        .chain(args)
+        .chain(&["--leads", "workflows/sample-leads.csv", "--out"])
+        .map(|s| s.to_string())
+        .chain([dir.display().to_string()])
+        .collect();
     let output = nurture(&args);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    dir
+}
+
+#[test]
+fn out_writes_the_mime_the_daemon_sends_and_an_html_preview() {
+    let dir = dry_run_out(
+        "out",
+        &[
+            "trial-welcome",
+            "--lead",
+            "tom.becker@example.test",
+            "--start",
+            "2026-11-23 08:00",
+        ],
     );
 
     let folder = dir.join("tom.becker@example.test");
@@ -133,26 +141,9 @@ fn out_writes_the_mime_the_daemon_sends_and_an_html_preview() {
 
 #[test]
 fn a_workflow_marked_as_bulk_says_so_in_every_email() {
-    let dir = std::env::temp_dir().join(format!("nurture-dry-run-bulk-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    let args: Vec<String> = [
-        "dry-run",
-        "newsletter-welcome",
-        "--leads",
-        "workflows/sample-leads.csv",
-        "--lead",
-        "chloe.nguyen@example.test",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([dir.display().to_string()])
-    .collect();
-    let output = nurture(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let dir = dry_run_out(
+        "bulk",
+        &["newsletter-welcome", "--lead", "chloe.nguyen@example.test"],
     );
     let folder = dir.join("chloe.nguyen@example.test");
     let emails: Vec<PathBuf> = fs::read_dir(&folder)
