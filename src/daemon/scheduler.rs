@@ -133,13 +133,7 @@ fn commit(
     });
     let mut in_flight = 0;
     if !emails.is_empty() {
-        let headers = emails
-            .iter()
-            .map(|email| OutboxEmail {
-                eml: Vec::new(),
-                ..email.clone()
-            })
-            .collect();
+        let headers = emails.iter().map(OutboxEmail::header).collect();
         in_flight = store.new_id()?;
         batch.in_flight_set = Some((in_flight, headers));
     }

@@ -241,7 +241,7 @@ pub async fn send_outbox(
         email.eml = with_date(&email.eml, now);
     }
     let mark = store.new_id()?;
-    batch.in_flight_set = Some((mark, ready.clone()));
+    batch.in_flight_set = Some((mark, ready.iter().map(OutboxEmail::header).collect()));
     store.apply(&batch)?;
     store.flush()?;
     let count = ready.len();
