@@ -122,6 +122,13 @@ impl Unsubscribe {
         Unsubscribe::new(&secret, &config.base_url)
     }
 
+    /// Checks the settings as [`Unsubscribe::load`] would (the key's source, the base URL),
+    /// without a store.
+    pub fn check(config: &HttpConfig) -> Result<(), KeyError> {
+        let secret = configured_secret(config)?.unwrap_or_else(|| vec![0; 32]);
+        Unsubscribe::new(&secret, &config.base_url).map(|_| ())
+    }
+
     /// For previews (`dry-run`): links of the right shape under a fixed, public key. They do
     /// not work, and do not need to.
     pub fn preview(base_url: &str) -> Unsubscribe {

@@ -130,3 +130,33 @@ fn check_points_at_a_typo_in_an_edited_example() {
     assert!(stderr.contains("= hint: did you mean `case-study`?"));
     assert!(stderr.contains("check failed"));
 }
+
+#[test]
+fn check_reports_settings_that_nurture_run_would_refuse() {
+    let output = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .arg("check")
+        .env("NURTURE_TRANSPORT_KIND", "smtp")
+        .env("NURTURE_SMTP_URL", "smtp://ana:hunter2@mail.example.com")
+        .env("NURTURE_IMAP_URL", "imaps://imap.example.com")
+        .env("NURTURE_IMAP_USER", "ana@example.com")
+        .env("NURTURE_IMAP_PASSWORD_ENV", "NURTURE_TEST_SURELY_UNSET")
+        .env("NURTURE_HTTP_BASE_URL", "http://unsubscribe.example.com")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: configuration: smtp.url must not carry a user or password"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(
+        stderr.contains("NURTURE_TEST_SURELY_UNSET is not set"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("http.base_url `http://unsubscribe.example.com`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 errors"), "{stderr}");
+}

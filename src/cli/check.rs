@@ -1,13 +1,19 @@
-//! `nurture check [PATH…]`: compile workflows and their templates, print every problem.
+//! `nurture check [PATH…]`: compile workflows and their templates, and look at the settings
+//! `nurture run` would refuse (SMTP and IMAP addresses, password sources, CA files, the
+//! unsubscribe key and base URL), without connecting anywhere; print every problem.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::{Cli, CliError, ExitCode, Project};
+use crate::config::TransportKind;
 use crate::daemon::reload::stranded_enrollments;
+use crate::daemon::smtp::Smtp;
 use crate::diagnostic::{Diagnostic, Severity};
+use crate::mail::imap::Account;
 use crate::store::{Store, StoreError};
+use crate::unsubscribe::Unsubscribe;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -27,6 +33,7 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<ExitCode, CliError> {
     let mut project = Project::load(&paths, &cli.templates);
     let in_flight = in_flight_warnings(cli, &project);
     project.diagnostics.extend(in_flight);
+    project.diagnostics.extend(configuration_errors(cli));
     if !project.diagnostics.is_empty() {
         eprint!("{}", project.render_diagnostics());
         eprintln!();
@@ -49,6 +56,32 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<ExitCode, CliError> {
     }
     println!("ok: {summary}");
     Ok(ExitCode::Success)
+}
+
+/// What `nurture run` would refuse at start-up in the configuration.
+fn configuration_errors(cli: &Cli) -> Vec<Diagnostic> {
+    let config = match cli.load_config() {
+        Ok(config) => config,
+        Err(error) => return vec![configuration_error(error.to_string())],
+    };
+    let mut errors = Vec::new();
+    if config.transport.kind == TransportKind::Smtp
+        && let Err(error) = Smtp::new(config.smtp.clone())
+    {
+        errors.push(configuration_error(error));
+    }
+    if let Err(error) = Account::from_config(&config.imap) {
+        errors.push(configuration_error(error));
+    }
+    if let Err(error) = Unsubscribe::check(&config.http) {
+        errors.push(configuration_error(error.to_string()));
+    }
+    errors
+}
+
+fn configuration_error(message: String) -> Diagnostic {
+    Diagnostic::error(format!("configuration: {message}"))
+        .with_hint("see nurture.example.toml for every setting and its meaning")
 }
 
 /// Warnings about enrollments in the store that stand in a step the edited workflows no longer
