@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::inbound::{Inbound, Position};
 use crate::mail::classify::classify;
-use crate::mail::imap::{Account, Wake};
+use crate::mail::imap::Account;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -73,6 +73,6 @@ async fn session(
         }
         // New mail announced, or time to renew IDLE (or poll): look either way, so a missed
         // notice costs at most one IDLE period.
-        let _: Wake = folder.wait().await?;
+        folder.wait().await?;
     }
 }

@@ -162,15 +162,6 @@ pub struct Folder {
     poll: Duration,
 }
 
-/// Why [`Folder::wait`] returned.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Wake {
-    /// The server announced a change (new mail, most likely).
-    Changed,
-    /// Time to renew IDLE, or to poll.
-    Timeout,
-}
-
 impl Folder {
     fn session(&mut self) -> Result<&mut Session<MaybeTls>, String> {
         self.session
@@ -210,8 +201,9 @@ impl Folder {
         Ok(messages)
     }
 
-    /// Waits for the server to announce a change, or until it is time to look anyway.
-    pub async fn wait(&mut self) -> Result<Wake, String> {
+    /// Waits for the server to announce a change (new mail, most likely), or until it is time
+    /// to renew IDLE or to poll: either way the caller looks for new mail next.
+    pub async fn wait(&mut self) -> Result<(), String> {
         if !self.idle {
             tokio::time::sleep(self.poll).await;
             let timeout = self.timeout;
@@ -219,7 +211,7 @@ impl Folder {
                 .await
                 .map_err(|_| "no answer to NOOP in time".to_owned())?
                 .map_err(|e| format!("NOOP: {e}"))?;
-            return Ok(Wake::Timeout);
+            return Ok(());
         }
         let session = self
             .session
@@ -228,19 +220,15 @@ impl Folder {
         let mut idle = session.idle();
         idle.init().await.map_err(|e| format!("IDLE: {e}"))?;
         let (waiting, _stop) = idle.wait_with_timeout(self.idle_for);
-        let response = waiting.await.map_err(|e| format!("IDLE: {e}"))?;
-        let wake = match response {
-            IdleResponse::NewData(_) => Wake::Changed,
-            IdleResponse::Timeout => Wake::Timeout,
-            // We never interrupt: this is the connection ending under us. DONE will fail.
-            IdleResponse::ManualInterrupt => Wake::Changed,
-        };
+        // New data, a timeout, or (we never interrupt) the connection ending under us, which
+        // DONE then reports.
+        let _: IdleResponse = waiting.await.map_err(|e| format!("IDLE: {e}"))?;
         let session = tokio::time::timeout(self.timeout, idle.done())
             .await
             .map_err(|_| "no answer to DONE in time".to_owned())?
             .map_err(|e| format!("ending IDLE: {e}"))?;
         self.session = Some(session);
-        Ok(wake)
+        Ok(())
     }
 
     /// Says goodbye (best effort).
