@@ -196,10 +196,14 @@ fn inject(lead: &str) -> Instant {
         ("RCPT TO:<sales@example.test>".to_owned(), "250"),
         ("DATA".to_owned(), "354"),
     ] {
-        write!(writer, "{command}\r\n").expect("write");
+        writer
+            .write_all(format!("{command}\r\n").as_bytes())
+            .expect("write");
         expect(code);
     }
-    write!(writer, "{message}\r\n").expect("write");
+    writer
+        .write_all(format!("{message}\r\n").as_bytes())
+        .expect("write");
     expect("250");
     let accepted = Instant::now();
     write!(writer, "QUIT\r\n").expect("write");

@@ -336,6 +336,17 @@ fn a_reply_that_arrives_while_the_daemon_is_down_is_processed_once_at_start() {
     let (stack, dir, daemon, welcome) = welcomed("down", 2630, 2163, "tom@example.test", "Tom");
     stop(daemon);
 
+    // A backlog: sixty newsletters, then Tom's reply (caught up on in slices).
+    for i in 0..60 {
+        stack.inject(
+            "news@weekly.example",
+            "sales@example.test",
+            &format!(
+                "From: <news@weekly.example>\nTo: <sales@example.test>\nSubject: Issue {i}\n\
+                 List-Id: <weekly.example>\nMessage-ID: <issue.{i}@weekly.example>\n\nNews.\n"
+            ),
+        );
+    }
     answer(
         &stack,
         "Tom <tom@example.test>",
@@ -344,7 +355,7 @@ fn a_reply_that_arrives_while_the_daemon_is_down_is_processed_once_at_start() {
         "",
         "Call me.",
     );
-    stack.wait_for("sales", 1);
+    assert_eq!(stack.wait_for("sales", 61).len(), 61);
     let daemon = start(&dir, &stack);
     let (_, daemon) = wait_for(&stack, "boss", 1, daemon);
     stop(daemon);

@@ -100,6 +100,8 @@ impl MailStack {
     pub fn inject(&self, from: &str, to: &str, raw: &str) {
         use std::io::{BufRead, BufReader, Write};
         let stream = std::net::TcpStream::connect(("127.0.0.1", self.smtp_port)).unwrap();
+        // Each line leaves at once (no Nagle wait for the server's delayed ACK).
+        stream.set_nodelay(true).unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut writer = stream;
         let mut expect = |code: &str| loop {
@@ -121,7 +123,9 @@ impl MailStack {
             (format!("{body}\r\n."), "250"),
             ("QUIT".to_owned(), "221"),
         ] {
-            write!(writer, "{command}\r\n").unwrap();
+            writer
+                .write_all(format!("{command}\r\n").as_bytes())
+                .unwrap();
             expect(code);
         }
     }

@@ -218,11 +218,11 @@ async fn run_mail(
                 %why,
                 "mail left alone"
             );
+            // Not flushed: lost in a crash, this mail is fetched again and left alone again.
             let mut batch = Batch::default();
             batch.meta_put.push((receipt.seen, Vec::new()));
             batch.meta_put.push(receipt.position);
             cx.store.apply(&batch)?;
-            cx.store.flush()?;
             Ok(false)
         }
     }

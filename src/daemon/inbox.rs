@@ -19,6 +19,8 @@ use crate::mail::imap::Account;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Messages fetched at a time when catching up.
+const FETCH_SLICE: usize = 50;
 
 /// Watches `account` until the task is dropped.
 pub async fn watch(account: Account, inbound: Inbound) {
@@ -62,14 +64,20 @@ async fn session(
     };
     info!(folder = %folder_name, after_uid = last, idle = folder.has_idle(), "watching the inbox");
     loop {
-        for (uid, raw) in folder.fetch_after(last).await? {
-            let mail = classify(&raw);
-            let position = Position {
-                uid_validity: folder.uid_validity,
-                uid,
-            };
-            inbound.mail(folder_name, position, mail).await?;
-            last = uid;
+        loop {
+            let slice = folder.fetch_after(last, FETCH_SLICE).await?;
+            if slice.is_empty() {
+                break;
+            }
+            for (uid, raw) in slice {
+                let mail = classify(&raw);
+                let position = Position {
+                    uid_validity: folder.uid_validity,
+                    uid,
+                };
+                inbound.mail(folder_name, position, mail).await?;
+                last = uid;
+            }
         }
         // New mail announced, or time to renew IDLE (or poll): look either way, so a missed
         // notice costs at most one IDLE period.

@@ -174,18 +174,36 @@ impl Folder {
         self.idle
     }
 
-    /// Whole messages with a UID above `after`, in UID order, unread flags untouched.
-    pub async fn fetch_after(&mut self, after: u32) -> Result<Vec<(u32, Vec<u8>)>, String> {
+    /// Up to `limit` whole messages with a UID above `after`, in UID order, unread flags
+    /// untouched. (A backlog after days of downtime comes in slices, not all in memory.)
+    pub async fn fetch_after(
+        &mut self,
+        after: u32,
+        limit: usize,
+    ) -> Result<Vec<(u32, Vec<u8>)>, String> {
         let timeout = self.timeout;
         let session = self.session()?;
-        // `n:*` always returns the last message, even when its UID is below n: filtered.
+        // `n:*` always matches the last message, even when its UID is below n: filtered.
+        let found = tokio::time::timeout(
+            timeout,
+            session.uid_search(format!("UID {}:*", after.saturating_add(1))),
+        )
+        .await
+        .map_err(|_| "no answer to SEARCH in time".to_owned())?
+        .map_err(|e| format!("SEARCH: {e}"))?;
+        let mut uids: Vec<u32> = found.into_iter().filter(|uid| *uid > after).collect();
+        uids.sort_unstable();
+        uids.truncate(limit.max(1));
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set = uids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let fetch = async {
-            let stream = session
-                .uid_fetch(
-                    format!("{}:*", after.saturating_add(1)),
-                    "(UID BODY.PEEK[])",
-                )
-                .await?;
+            let stream = session.uid_fetch(set, "(UID BODY.PEEK[])").await?;
             stream.try_collect::<Vec<_>>().await
         };
         let fetched = tokio::time::timeout(timeout * 4, fetch)
