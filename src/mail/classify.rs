@@ -11,11 +11,15 @@
 //!   "unsubscribe"/"stop"; RFC 3834 `Auto-Submitted` (≠ `no`), `X-Autoreply`, `X-Autorespond`,
 //!   `Precedence: auto_reply|bulk|junk|list`, an empty `Return-Path`, out-of-office subjects in
 //!   seven languages (with the return date read from the body when it is unambiguous); list
-//!   mail (`List-Id`, `List-Unsubscribe`) that answers nothing is unrelated.
+//!   mail (`List-Id`, `List-Unsubscribe`, `Precedence: bulk|junk|list`) that answers nothing is
+//!   unrelated, while the same `Precedence` on a mail with `In-Reply-To`/`References` is an
+//!   automatic answer (vacation responders set it).
+//! - Our unsubscribe token travels in the subject of the `mailto:` link
+//!   ([`crate::unsubscribe`]), not in the address, so that is where it is read.
 //! - Message-IDs are given without angle brackets, as mail-parser reads them.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use mail_parser::{HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::{HeaderForm, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
 use serde::Serialize;
 
 use crate::unsubscribe::token_in_subject;
@@ -31,7 +35,7 @@ pub struct Incoming {
     pub original_message_id: Option<String>,
     /// The sender's address, lower case.
     pub from: Option<String>,
-    /// `To` and `Cc` addresses, lower case.
+    /// `To`, `Cc`, `Delivered-To` and `X-Original-To` addresses, lower case, each once.
     pub to: Vec<String>,
     pub subject: Option<String>,
     pub date: Option<DateTime<Utc>>,
@@ -101,14 +105,7 @@ pub fn classify(raw: &[u8]) -> Incoming {
         references: references(&message),
         original_message_id: None,
         from,
-        to: message
-            .to()
-            .into_iter()
-            .chain(message.cc())
-            .flat_map(|list| list.iter())
-            .filter_map(|addr| addr.address())
-            .map(str::to_ascii_lowercase)
-            .collect(),
+        to: recipients(&message),
         subject: message.subject().map(|s| s.trim().to_owned()),
         date: message
             .date()
@@ -144,6 +141,31 @@ fn references(message: &Message<'_>) -> Vec<String> {
         }
     }
     ids
+}
+
+/// `To`, `Cc`, then the envelope recipients the receiving server recorded (`Delivered-To`,
+/// `X-Original-To`: the only trace of a `Bcc` or an alias), lower case, each once.
+fn recipients(message: &Message<'_>) -> Vec<String> {
+    let envelope: Vec<HeaderValue<'_>> = ["Delivered-To", "X-Original-To"]
+        .into_iter()
+        .flat_map(|name| message.header_as(name, HeaderForm::Addresses))
+        .collect();
+    let mut found: Vec<String> = Vec::new();
+    let lists = message
+        .to()
+        .into_iter()
+        .chain(message.cc())
+        .chain(envelope.iter().filter_map(HeaderValue::as_address));
+    for address in lists
+        .flat_map(|list| list.iter())
+        .filter_map(|a| a.address())
+    {
+        let address = address.to_ascii_lowercase();
+        if !found.contains(&address) {
+            found.push(address);
+        }
+    }
+    found
 }
 
 fn header_text<'a>(message: &'a Message<'_>, name: &'static str) -> Option<&'a str> {
@@ -435,6 +457,14 @@ fn automatic(message: &Message<'_>, inbound: &Incoming, new_text: &str) -> Optio
     {
         return auto(format!("subject says “{words}”"));
     }
+    // French responders often say only "Absence" or "Absent(e)": too common a word to look for
+    // anywhere in a subject, so only as its first word.
+    if let Some(word) = ["absence", "absente", "absent"]
+        .into_iter()
+        .find(|word| first_word(&subject) == *word)
+    {
+        return auto(format!("subject begins “{word}”"));
+    }
     if header_text(message, "Return-Path") == Some("<>") {
         return auto("empty Return-Path".into());
     }
@@ -448,11 +478,35 @@ fn automatic(message: &Message<'_>, inbound: &Incoming, new_text: &str) -> Optio
     None
 }
 
+fn first_word(text: &str) -> &str {
+    text.split(|c: char| !c.is_alphanumeric())
+        .find(|word| !word.is_empty())
+        .unwrap_or_default()
+}
+
 // ---- the person's own words ----
 
 /// Lines that start the quoted history, per language ("On … wrote:", "Am … schrieb …:",
-/// "Le … a écrit :"), and Outlook's separators and header blocks.
-fn is_attribution(line: &str) -> bool {
+/// "Le … a écrit :"), and Outlook's separators and header blocks: `From:` with an address, or
+/// `From: Ana Ortiz` followed by `Sent:` (Outlook shows only the name when it knows the person).
+fn is_attribution(line: &str, next: Option<&str>) -> bool {
+    const FROM: [&str; 6] = ["from:", "von:", "de :", "de:", "da:", "van:"];
+    const SENT: [&str; 14] = [
+        "sent:",
+        "date:",
+        "gesendet:",
+        "datum:",
+        "envoyé :",
+        "envoyé:",
+        "date :",
+        "enviado:",
+        "enviado el:",
+        "fecha:",
+        "inviato:",
+        "data:",
+        "verzonden:",
+        "verstuurd:",
+    ];
     const VERBS: [&str; 8] = [
         "wrote",
         "writes",
@@ -469,9 +523,12 @@ fn is_attribution(line: &str) -> bool {
         || lower.starts_with("-----ursprüngliche nachricht-----")
         || lower.starts_with("-----message d'origine-----")
         || lower.starts_with("________________________________")
-        || ["from:", "von:", "de :", "de:", "da:", "van:"]
-            .iter()
-            .any(|start| lower.starts_with(start) && lower.contains('@'))
+        || (FROM.iter().any(|start| lower.starts_with(start))
+            && (lower.contains('@')
+                || next.is_some_and(|next| {
+                    let next = next.trim().to_lowercase();
+                    SENT.iter().any(|start| next.starts_with(start))
+                })))
 }
 
 /// The text the sender wrote: the first block that is not quoted, up to the quoted history
@@ -484,8 +541,9 @@ fn new_text(message: &Message<'_>) -> String {
             None => String::new(),
         },
     };
+    let lines: Vec<&str> = text.lines().collect();
     let mut kept: Vec<&str> = Vec::new();
-    for line in text.lines() {
+    for (i, line) in lines.iter().copied().enumerate() {
         let trimmed = line.trim();
         if trimmed.starts_with('>') {
             if kept.iter().any(|l| !l.trim().is_empty()) {
@@ -494,7 +552,7 @@ fn new_text(message: &Message<'_>) -> String {
             // Bottom-posting: the quote comes first, the answer after it.
             continue;
         }
-        if is_attribution(trimmed) {
+        if is_attribution(trimmed, lines.get(i + 1).copied()) {
             if kept.iter().any(|l| !l.trim().is_empty()) {
                 break;
             }
@@ -854,6 +912,16 @@ mod tests {
         let message = format!("From: tom@example.test\nSubject: Re: hi\n\n{bottom}");
         let parsed = MessageParser::default().parse(message.as_bytes()).unwrap();
         assert_eq!(new_text(&parsed).trim(), "Yes please.");
+        // Outlook names a known sender without the address; "Sent:" below tells it apart from
+        // a line that merely begins with "From:".
+        let outlook = "Thursday is fine.\n\nFrom: Ana Ortiz\nSent: Monday, 23 November 2026 10:00\nTo: Tom\n\nHi Tom";
+        let message = format!("From: tom@example.test\nSubject: RE: hi\n\n{outlook}");
+        let parsed = MessageParser::default().parse(message.as_bytes()).unwrap();
+        assert_eq!(new_text(&parsed).trim(), "Thursday is fine.");
+        let not_quoted = "From: the team, thanks!\nWe will call you.";
+        let message = format!("From: tom@example.test\nSubject: Re: hi\n\n{not_quoted}");
+        let parsed = MessageParser::default().parse(message.as_bytes()).unwrap();
+        assert_eq!(new_text(&parsed).trim(), not_quoted);
     }
 
     #[test]
