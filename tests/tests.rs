@@ -29,3 +29,5 @@ mod inbox;
 mod classify;
 // Sending through a real Postfix into real Dovecot mailboxes (tests/mailstack.sh).
 mod smtp;
+// Under systemd (readiness, watchdog), the shipped unit file, completions and man pages.
+mod ops;

@@ -14,6 +14,7 @@ mod check;
 mod contacts;
 pub mod dry_run;
 mod enroll;
+mod generate;
 mod leads;
 mod run;
 mod send_test;
@@ -113,6 +114,10 @@ pub enum Command {
     Contacts(contacts::ContactsArgs),
     /// Per workflow: enrolled, active, completed, exited, sent, replies, contacts, next sends.
     Status(status::StatusArgs),
+    /// Print the completion script for a shell (`nurture completions bash > …`).
+    Completions(generate::CompletionsArgs),
+    /// Write the man pages (`nurture.1` and one per subcommand) into a folder.
+    Man(generate::ManArgs),
 }
 
 impl Cli {
@@ -180,6 +185,8 @@ pub fn main() -> i32 {
         Command::Leads(args) => leads::run(&cli, args),
         Command::Contacts(args) => contacts::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man(args) => generate::man(args),
     };
     let code = match result {
         Ok(code) => code,

@@ -69,6 +69,22 @@ fn init_logging(config: &Config) {
     // RUST_LOG, when set, wins over the configured level.
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    if stderr_is_the_journal() {
+        // Under systemd: each event goes to the journal with its fields as journal fields
+        // (`journalctl -u nurture -o verbose` shows them; `WORKFLOW=…` filters on them).
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                use tracing_subscriber::layer::SubscriberExt;
+                use tracing_subscriber::util::SubscriberInitExt;
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(journal.with_syslog_identifier("nurture".to_string()))
+                    .init();
+                return;
+            }
+            Err(error) => eprintln!("cannot log to the journal ({error}); logging to stderr"),
+        }
+    }
     // Colours only for a person at a terminal, never into a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -78,6 +94,28 @@ fn init_logging(config: &Config) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Whether stderr is the journal's stream: systemd sets `JOURNAL_STREAM` to its
+/// `device:inode`, and a child whose stderr was redirected elsewhere inherits the variable, so
+/// the two are compared (as sd_journal_stream_fd(3) advises).
+fn stderr_is_the_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    journal_stream_is(&stream.to_string_lossy(), stderr.dev(), stderr.ino())
+}
+
+/// `JOURNAL_STREAM`'s `device:inode` names this file.
+fn journal_stream_is(stream: &str, dev: u64, ino: u64) -> bool {
+    stream
+        .split_once(':')
+        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+        == Some((dev, ino))
 }
 
 fn clock(config: &Config) -> Result<Clock, CliError> {
@@ -93,4 +131,18 @@ fn clock(config: &Config) -> Result<Clock, CliError> {
         })?
         .with_timezone(&Utc);
     Ok(Clock::rehearsal(origin, config.daemon.rehearsal_speed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::journal_stream_is;
+
+    #[test]
+    fn the_journal_stream_matches_only_its_own_device_and_inode() {
+        assert!(journal_stream_is("8:12345", 8, 12345));
+        assert!(!journal_stream_is("8:12345", 8, 12346));
+        assert!(!journal_stream_is("9:12345", 8, 12345));
+        assert!(!journal_stream_is("garbage", 8, 12345));
+        assert!(!journal_stream_is("", 0, 0));
+    }
 }

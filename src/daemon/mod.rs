@@ -17,7 +17,8 @@
 //! - [`inbound`]: what arrives from outside (an unsubscribe click, a reply) waits for the loop,
 //!   which runs the workflows' handlers for it between two batches;
 //! - [`inbox`]: the IMAP watcher; [`correlate`]: which lead a mail is about, and what it means;
-//! - [`http`]: the one-click unsubscribe endpoint.
+//! - [`http`]: the one-click unsubscribe endpoint;
+//! - [`systemd`]: readiness and the watchdog under a `Type=notify` unit.
 //!
 //! Stopping: the first SIGINT/SIGTERM stops taking work; the batch in hand finishes, the store
 //! is flushed, and the daemon exits; if that takes longer than the configured deadline, it exits
@@ -34,6 +35,7 @@ pub mod reload;
 pub mod scheduler;
 pub mod sender;
 pub mod smtp;
+pub mod systemd;
 pub mod throttle;
 pub mod transport;
 
@@ -49,6 +51,7 @@ use self::clock::Clock;
 use self::inbound::Request;
 use self::pipeline::Pipeline;
 use self::reload::Watcher;
+use self::systemd::Systemd;
 use self::throttle::Throttle;
 use self::transport::Transport;
 use crate::config::Config;
@@ -108,6 +111,7 @@ pub async fn run(
     control: Arc<Control>,
     until_idle: bool,
 ) -> Result<(), DaemonError> {
+    let mut systemd = Systemd::from_env();
     let mut store = Store::open(&config.store.path, config.cache_bytes())?;
     let waker = control.clone();
     let mut lender =
@@ -162,15 +166,17 @@ pub async fn run(
         unsubscribe.clone(),
     );
     let mut held: Vec<Request> = Vec::new();
+    let mut ready = false;
 
     while !control.is_stopping() {
+        systemd.alive();
         if let Some(request) = lender.pending() {
             // A command needs the store (see `crate::lend`): close it, wait, open it again.
             let (transport, throttle) = pipeline.close().await?;
             store.flush()?;
             drop(store);
             info!("store lent to a command");
-            if let Err(error) = lend::lend(request).await {
+            if let Err(error) = systemd.alive_while(lend::lend(request)).await {
                 warn!(%error, "lending the store to a command");
             }
             store = reopen(&config).await?;
@@ -207,6 +213,11 @@ pub async fn run(
             )
         })?;
         let ran = pipeline.run_due(&project, now, config.daemon.batch).await?;
+        if !ready {
+            // The store is open, the workflows are loaded and the first plan is made.
+            systemd.ready("sending");
+            ready = true;
+        }
         let retried = pipeline
             .send_outbox(clock.now(), config.daemon.batch)
             .await?;
@@ -226,9 +237,11 @@ pub async fn run(
             .flatten()
             .min();
         let full = wake_at.map(|at| clock.real_wait_until(at));
-        let sleep = full
-            .unwrap_or(StdDuration::from_secs(3600))
-            .min(watcher.interval());
+        let sleep = [full, Some(watcher.interval()), systemd.max_sleep()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(StdDuration::from_secs(3600));
         let started = std::time::Instant::now();
         let ran_its_course = tokio::select! {
             () = tokio::time::sleep(sleep) => true,
@@ -244,6 +257,7 @@ pub async fn run(
             ran_its_course && full == Some(sleep),
         );
     }
+    systemd.stopping();
     pipeline.finish().await?;
     info!("stopping: flushing the store");
     store.flush()?;
