@@ -765,3 +765,42 @@ fn the_store_and_the_outbox_are_private_even_under_a_permissive_umask() {
     assert_eq!(mode(&outbox), 0o700);
     assert_eq!(mode(&empty), 0o700);
 }
+
+// Issue 10: a store from a nurture that told the two spellings apart is merged when first
+// opened, and the command says so.
+#[test]
+fn a_store_holding_one_person_twice_is_merged_when_opened_and_the_command_says_so() {
+    use chrono::{TimeZone, Utc};
+    use nurture::lead::Lead;
+
+    let scratch = Scratch::new("upgrade");
+    {
+        // Version 1's layout: leads keyed by the address as spelled.
+        let db = sled::open(scratch.store()).unwrap();
+        let leads = db.open_tree("leads").unwrap();
+        for (email, hour) in [
+            ("Dana.Scully@fbi.example", 1),
+            ("dana.scully@fbi.example", 2),
+        ] {
+            let created = Utc.with_ymd_and_hms(2026, 1, 1, hour, 0, 0).unwrap();
+            let mut value = vec![1u8];
+            value.extend(serde_json::to_vec(&Lead::new(email.into(), created)).unwrap());
+            leads.insert(email, value).unwrap();
+        }
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert("schema_version", &1u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let run = scratch.run(&["leads", "list", "--format", "json"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert!(
+        run.stderr().contains(
+            "note: store upgraded: merged `dana.scully@fbi.example` into `Dana.Scully@fbi.example`"
+        ),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(only_lead(&scratch).0, "Dana.Scully@fbi.example");
+    // Said once: the store is at the new version now.
+    assert_eq!(scratch.run(&["leads", "list"]).stderr(), "");
+}
