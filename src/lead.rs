@@ -1,7 +1,8 @@
 //! The lead: a person who showed interest, keyed by a normalized email address.
 //!
 //! This module owns the lead's data model and its invariants (normalized email, known field names,
-//! lifecycle stage). It does no I/O: loading leads from files lives in `leads_file`, storing them
+//! lifecycle stage), and the rules for addresses: which are accepted (the sender's own, see
+//! [`send_address`]) and when two are one person ([`email_key`]). It does no I/O: loading leads from files lives in `leads_file`, storing them
 //! in `store`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -106,7 +107,8 @@ pub enum SuppressionReason {
 /// A lead (or, after promotion, a contact or customer).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lead {
-    /// Normalized address (see [`normalize_email`]); also the lead's key.
+    /// Normalized address (see [`normalize_email`]), in the spelling first seen: what nurture
+    /// sends to. The lead's key in the store is [`email_key`] of it.
     pub email: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
@@ -246,7 +248,7 @@ impl Lead {
     }
 }
 
-/// Why an address was refused.
+/// Why an address was refused. Each names the address as given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EmailError {
     #[error("the email address is empty")]
@@ -259,11 +261,18 @@ pub enum EmailError {
     BadDomain(String),
     #[error("`{0}` contains a space, a control character or a character not allowed in an address")]
     BadCharacter(String),
+    #[error("`{address}` cannot be sent to: the part before the `@` {reason}")]
+    BadLocalPart {
+        address: String,
+        reason: &'static str,
+    },
 }
 
 /// Normalizes an email address: trims it, lower-cases the domain, keeps the local part as given
-/// (some servers treat it as case-sensitive). Refuses what cannot be an address, including
-/// anything with whitespace or control characters, so an address can never smuggle a header.
+/// (it is the spelling nurture sends to; leads are told apart by [`email_key`], which ignores
+/// case). Refuses what cannot be an address, including anything with whitespace or control
+/// characters, so an address can never smuggle a header, and anything [`send_address`] (the
+/// sender's own check) would refuse, so nothing is accepted that cannot be sent.
 pub fn normalize_email(raw: &str) -> Result<String, EmailError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
@@ -287,7 +296,58 @@ pub fn normalize_email(raw: &str) -> Result<String, EmailError> {
     if !domain_ok {
         return Err(EmailError::BadDomain(trimmed.to_string()));
     }
-    Ok(format!("{local}@{}", domain.to_ascii_lowercase()))
+    let normalized = format!("{local}@{}", domain.to_ascii_lowercase());
+    send_address(&normalized)?;
+    Ok(normalized)
+}
+
+/// The address as the sender hands it to lettre: lettre's own parsing (RFC 5321/5322 local part
+/// and domain), so that import, the API and the sender apply one set of rules.
+pub fn send_address(address: &str) -> Result<lettre::Address, EmailError> {
+    use lettre::address::AddressError;
+    address.parse().map_err(|error| match error {
+        AddressError::InvalidUser => {
+            let local = address.rsplit_once('@').map_or(address, |(local, _)| local);
+            EmailError::BadLocalPart {
+                address: address.to_string(),
+                reason: local_part_fault(local),
+            }
+        }
+        AddressError::MissingParts => EmailError::NoAt(address.to_string()),
+        _ => EmailError::BadDomain(address.to_string()),
+    })
+}
+
+/// What is wrong with a local part lettre refused, in words (lettre only says "invalid").
+fn local_part_fault(local: &str) -> &'static str {
+    if local.is_empty() {
+        "is empty"
+    } else if local.starts_with('.') || local.ends_with('.') {
+        "starts or ends with a dot"
+    } else if local.contains("..") {
+        "has two dots in a row"
+    } else if local.contains('@') {
+        "contains another `@`"
+    } else if local.len() > 64 {
+        "is longer than 64 bytes"
+    } else {
+        "has a character that is not allowed there"
+    }
+}
+
+/// The key a lead is known by: its address folded to lower case in full. Mail systems treat
+/// `Dana.Scully@…` and `dana.scully@…` as one mailbox in practice (RFC 5321 allows a
+/// case-sensitive local part; no mainstream provider uses one), so nurture does too: the store
+/// keys leads, enrollments and the journal by this, and replies, bounces, suppression and
+/// unsubscribe tokens are matched through it. The lead keeps the spelling first seen in
+/// [`Lead::email`], and that is what nurture sends to.
+pub fn email_key(email: &str) -> std::borrow::Cow<'_, str> {
+    // Most addresses are already lower-case ASCII: no copy for them.
+    if email.is_ascii() && !email.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Borrowed(email)
+    } else {
+        std::borrow::Cow::Owned(email.to_lowercase())
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +381,65 @@ mod tests {
         assert!(matches!(
             normalize_email("ana@localhost"),
             Err(EmailError::BadDomain(_))
+        ));
+    }
+
+    // Issue 10: these were accepted at import, then refused by the sender at send time.
+    #[test]
+    fn normalize_refuses_what_the_sender_refuses() {
+        for (raw, reason) in [
+            (".dot@x.example", "starts or ends with a dot"),
+            ("dot.@x.example", "starts or ends with a dot"),
+            ("x..y@x.example", "has two dots in a row"),
+            ("a@b@x.example", "contains another `@`"),
+        ] {
+            let error = normalize_email(raw).unwrap_err();
+            assert_eq!(
+                error,
+                EmailError::BadLocalPart {
+                    address: raw.into(),
+                    reason
+                },
+                "{raw}"
+            );
+            assert!(send_address(raw).is_err(), "the sender refuses {raw} too");
+        }
+        let long = format!("{}@x.example", "a".repeat(65));
+        assert!(matches!(
+            normalize_email(&long),
+            Err(EmailError::BadLocalPart { .. })
+        ));
+        assert_eq!(
+            normalize_email("x..y@x.example").unwrap_err().to_string(),
+            "`x..y@x.example` cannot be sent to: the part before the `@` has two dots in a row"
+        );
+    }
+
+    #[test]
+    fn what_normalize_accepts_the_sender_accepts() {
+        for raw in [
+            "ana@acme.example",
+            "Dana.Scully@FBI.example",
+            "o'brien+news@x.example",
+            "jürgen@müller.example",
+        ] {
+            let normalized = normalize_email(raw).unwrap();
+            let address = send_address(&normalized).unwrap();
+            assert_eq!(address.to_string(), normalized);
+        }
+    }
+
+    // Issue 10: `DANA.SCULLY@fbi.example` and `dana.scully@fbi.example` were two leads.
+    #[test]
+    fn the_key_ignores_case_in_the_whole_address() {
+        let shouted = normalize_email("DANA.SCULLY@FBI.example").unwrap();
+        assert_eq!(shouted, "DANA.SCULLY@fbi.example", "the spelling is kept");
+        assert_eq!(email_key(&shouted), "dana.scully@fbi.example");
+        assert_eq!(email_key("Dana.Scully@fbi.example"), email_key(&shouted));
+        assert_eq!(email_key("JÜRGEN@x.example"), "jürgen@x.example");
+        assert!(matches!(
+            email_key("ana@x.example"),
+            std::borrow::Cow::Borrowed(_)
         ));
     }
 

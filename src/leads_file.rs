@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
-use crate::lead::{Lead, Stage, Suppression, SuppressionReason, Value, normalize_email};
+use crate::lead::{Lead, Stage, Suppression, SuppressionReason, Value, email_key, normalize_email};
 
 /// What a file held: the leads (merged by address, in order of first appearance), the rows
 /// refused, and how many data rows there were.
@@ -565,10 +565,12 @@ impl Merger {
             });
             return;
         }
-        let hash = self.hasher.hash_one(&row.lead.email);
+        // Two spellings of one address are one lead; the first row's spelling is kept.
+        let key = email_key(&row.lead.email).into_owned();
+        let hash = self.hasher.hash_one(&key);
         let existing = match self.by_hash.get(&hash) {
-            Some(&index) if self.leads[index].lead.email == row.lead.email => Some(index),
-            Some(_) => self.collisions.get(&row.lead.email).copied(),
+            Some(&index) if email_key(&self.leads[index].lead.email) == key => Some(index),
+            Some(_) => self.collisions.get(&key).copied(),
             None => None,
         };
         match existing {
@@ -577,7 +579,7 @@ impl Merger {
                 let index = self.leads.len();
                 match self.by_hash.entry(hash) {
                     Entry::Occupied(_) => {
-                        self.collisions.insert(row.lead.email.clone(), index);
+                        self.collisions.insert(key, index);
                     }
                     Entry::Vacant(slot) => {
                         slot.insert(index);
@@ -907,18 +909,14 @@ mod tests {
         let report = parse_csv(csv.as_bytes(), now()).unwrap();
         assert_eq!(report.rows, 4);
         assert!(report.rejected.is_empty());
-        // `ANA@` keeps its local part: a different address on servers that honor case.
+        // `ANA@` is `ana@` in another case: one person, spelled as first seen.
         let emails: Vec<&str> = report.leads.iter().map(|l| l.email.as_str()).collect();
-        assert_eq!(
-            emails,
-            ["ana@acme.example", "bo@acme.example", "ANA@acme.example"]
-        );
+        assert_eq!(emails, ["ana@acme.example", "bo@acme.example"]);
         let ana = &report.leads[0];
         assert_eq!(ana.first_name.as_deref(), Some("Anna"));
-        assert_eq!(ana.company.as_deref(), Some("Acme"));
+        assert_eq!(ana.company.as_deref(), Some("Acme GmbH"));
         assert_eq!(ana.score, 10, "a row without a score keeps the earlier one");
-        let shouty = &report.leads[2];
-        assert_eq!(shouty.attributes["plan"], Value::Text("pro".into()));
+        assert_eq!(ana.attributes["plan"], Value::Text("pro".into()));
 
         let csv = "email,company,tags,score,plan\n\
                    ana@acme.example,Acme,trial,10,free\n\

@@ -7,6 +7,7 @@
 //! Module map:
 //! - [`lead`]: the lead model and email normalization.
 //! - [`lend`]: how a command reaches the store while the daemon holds it.
+//! - [`private`]: folders and files only their owner may read (the store, the outbox).
 //! - [`leads_file`]: leads from CSV / JSON / JSON Lines files.
 //! - [`workflow`]: the compiled program the engine runs, and cron slots.
 //! - [`dsl`]: the workflow language: grammar, AST, validation, compilation.
@@ -33,6 +34,7 @@ pub mod lead;
 pub mod leads_file;
 pub mod lend;
 pub mod mail;
+pub mod private;
 pub mod project;
 pub mod secret;
 pub mod store;

@@ -6,6 +6,10 @@
 //! address (so nobody can unsubscribe someone else), and the server needs no table of tokens.
 //! The address inside is visible to whoever holds the link: the person it was sent to.
 //!
+//! The MAC covers the address folded to lower case ([`email_key`]), the form leads are told
+//! apart by, so a token names a person whatever the case of the address in it. Links sent
+//! before that (MAC over the address as spelled) still verify.
+//!
 //! Two links are made for each email:
 //! - `mailto:<reply address>?subject=unsubscribe%20<token>`: always; the inbox watcher reads
 //!   the token from the subject (so the sender's mailbox needs no plus-addressing);
@@ -22,6 +26,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::config::HttpConfig;
+use crate::lead::email_key;
 use crate::store::{Store, StoreError};
 use crate::workflow::Workflow;
 
@@ -141,9 +146,9 @@ impl Unsubscribe {
         self.base_url.is_some()
     }
 
-    /// The token of `address` (already normalized: lower case).
+    /// The token of `address` (normalized; its spelling is kept in the token).
     pub fn token(&self, address: &str) -> String {
-        let mac = hmac::sign(&self.key, &signed(address));
+        let mac = hmac::sign(&self.key, &signed(&email_key(address)));
         format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(address),
@@ -151,7 +156,8 @@ impl Unsubscribe {
         )
     }
 
-    /// The address a token names, if the token is genuine.
+    /// The address a token names, if the token is genuine. Look the lead up by it (the store
+    /// ignores case): its spelling may differ from the lead's.
     pub fn verify(&self, token: &str) -> Option<String> {
         let (address, mac) = token.trim().split_once('.')?;
         let address = String::from_utf8(URL_SAFE_NO_PAD.decode(address).ok()?).ok()?;
@@ -159,16 +165,22 @@ impl Unsubscribe {
         if mac.len() != MAC_BYTES {
             return None;
         }
-        // Compared without an early exit, so timing does not tell how much of a guess was right.
-        let expected = hmac::sign(&self.key, &signed(&address));
+        // Today's tokens sign the folded address; links sent by an older nurture signed it as
+        // spelled. Both are checked whole, so the time taken does not depend on the match.
+        let folded = self.mac_matches(&email_key(&address), &mac);
+        let as_spelled = self.mac_matches(&address, &mac);
+        (folded | as_spelled).then_some(address)
+    }
+
+    /// Whether `mac` is the MAC of `address`, compared without an early exit, so timing does
+    /// not tell how much of a guess was right.
+    fn mac_matches(&self, address: &str, mac: &[u8]) -> bool {
+        let expected = hmac::sign(&self.key, &signed(address));
         let difference = expected.as_ref()[..MAC_BYTES]
             .iter()
-            .zip(&mac)
+            .zip(mac)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if difference != 0 {
-            return None;
-        }
-        Some(address)
+        difference == 0
     }
 
     /// The links of an email of `workflow` to `address`.
@@ -256,6 +268,51 @@ mod tests {
         for garbage in ["", ".", "x.y", "%%%.%%%", "YQ.", &token[..token.len() - 2]] {
             assert_eq!(maker.verify(garbage), None, "{garbage}");
         }
+    }
+
+    // Issue 10: one person, one lead: a token names the person whatever the case.
+    #[test]
+    fn a_token_verifies_whatever_the_case_of_its_address() {
+        let maker = links();
+        let token = maker.token("Dana.Scully@fbi.example");
+        assert_eq!(
+            maker.verify(&token).as_deref(),
+            Some("Dana.Scully@fbi.example"),
+            "the spelling comes back for the lookup"
+        );
+        let (_, mac) = token.split_once('.').unwrap();
+        assert_eq!(
+            mac,
+            maker
+                .token("dana.scully@fbi.example")
+                .split_once('.')
+                .unwrap()
+                .1,
+            "one MAC for every spelling of one address"
+        );
+        // The same MAC under another spelling of the same address: the same person.
+        let respelled = format!(
+            "{}.{mac}",
+            URL_SAFE_NO_PAD.encode("DANA.SCULLY@fbi.example")
+        );
+        assert_eq!(
+            maker.verify(&respelled).as_deref(),
+            Some("DANA.SCULLY@fbi.example")
+        );
+        // A link sent by an older nurture (MAC over the address as spelled) still works.
+        let old_mac = hmac::sign(&maker.key, &signed("Dana.Scully@fbi.example"));
+        let old = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode("Dana.Scully@fbi.example"),
+            URL_SAFE_NO_PAD.encode(&old_mac.as_ref()[..MAC_BYTES])
+        );
+        assert_eq!(
+            maker.verify(&old).as_deref(),
+            Some("Dana.Scully@fbi.example")
+        );
+        // Another person's address with this MAC is still refused.
+        let forged = format!("{}.{mac}", URL_SAFE_NO_PAD.encode("fox.mulder@fbi.example"));
+        assert_eq!(maker.verify(&forged), None);
     }
 
     #[test]

@@ -483,3 +483,93 @@ fn without_idle_on_the_server_the_watcher_polls() {
     assert_eq!(tom.stage, Stage::Contact, "{log}");
     assert!(log.contains("idle=false"), "{log}");
 }
+
+// ---- one person, one lead (issue 10) ----
+
+/// A lead imported as `imported` answers from `answers_from` (the same address in another
+/// case) with no threading headers, so only its sender can match it: it must be one lead, and
+/// promoted. Returns the store and the daemon's log.
+fn answers_in_another_case(
+    name: &str,
+    smtp_port: u16,
+    imap_port: u16,
+    imported: &str,
+    answers_from: &str,
+) -> (Store, String) {
+    let stack = MailStack::up(
+        name,
+        smtp_port,
+        imap_port,
+        &["sales", "boss", "dana.scully"],
+    );
+    let dir = scratch(&format!("inbox-{name}"));
+    std::fs::write(
+        dir.join("leads.csv"),
+        format!("email,first_name,source\n{imported},Dana,inbox-test\n"),
+    )
+    .unwrap();
+    nurture_inbox(&dir, &stack, &["leads", "import", "leads.csv"], &[]);
+    let daemon = start(&dir, &stack);
+    // The welcome leaves (Dovecot files it under the user's lower-case name).
+    let started = Instant::now();
+    while stack.mailbox("dana.scully").is_empty() {
+        if started.elapsed() > Duration::from_secs(15) {
+            panic!("no welcome for {imported}:\n{}", stop(daemon));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let daemon = daemon.wait_log("watching the inbox", 1);
+    let raw = format!(
+        "From: Dana Scully <{answers_from}>\nTo: Sales <sales@example.test>\n\
+         Subject: Re: Hello Dana\nDate: Mon, 23 Nov 2026 10:00:00 +0000\n\
+         Message-ID: <{name}.1@fbi.example>\nContent-Type: text/plain; charset=utf-8\n\n\
+         Yes, call me on Tuesday.\n"
+    );
+    stack.inject(answers_from, "sales@example.test", &raw);
+    let (notified, daemon) = wait_for(&stack, "boss", 1, daemon);
+    let log = stop(daemon);
+    let notice = MessageParser::default().parse(&notified[0]).unwrap();
+    assert!(
+        notice.body_text(0).unwrap().contains("call me on Tuesday"),
+        "{log}"
+    );
+    (open_store(&dir), log)
+}
+
+/// One lead, spelled as imported, promoted once by the reply, its sequence stopped.
+fn promoted_once(store: &Store, imported: &str, log: &str) {
+    assert_eq!(store.lead_count(), 1, "one person, one lead:\n{log}");
+    let lead = store.lead(imported).unwrap().unwrap();
+    assert_eq!(lead.email, imported, "the spelling imported is kept");
+    assert_eq!(lead.stage, Stage::Contact, "{log}");
+    assert_eq!(replies(&events(store, imported)), 1, "{log}");
+    assert!(!active(store, imported));
+}
+
+// Issue 10: the sender of a reply was matched only as spelled (lower-cased), so a lead imported
+// as `Dana.Scully@…` who wrote from `dana.scully@…` was nobody of ours.
+#[test]
+fn a_reply_from_the_address_in_lower_case_promotes_the_lead_imported_in_mixed_case() {
+    let imported = "Dana.Scully@example.test";
+    let (store, log) = answers_in_another_case(
+        "case-lower",
+        2760,
+        2176,
+        imported,
+        "dana.scully@example.test",
+    );
+    promoted_once(&store, imported, &log);
+}
+
+#[test]
+fn a_reply_from_the_address_in_mixed_case_promotes_the_lead_imported_in_lower_case() {
+    let imported = "dana.scully@example.test";
+    let (store, log) = answers_in_another_case(
+        "case-mixed",
+        2770,
+        2177,
+        imported,
+        "Dana.Scully@example.test",
+    );
+    promoted_once(&store, imported, &log);
+}

@@ -614,3 +614,193 @@ fn contacts_lists_promoted_leads_with_when_and_why() {
     assert_eq!(json[1]["email"], "tom.becker@example.test");
     assert!(json[1]["why"].is_null());
 }
+
+// ---- one person, one lead; addresses the sender takes; a private store (issue 10) ----
+
+/// The one lead `leads list --format json` shows, with its address and company.
+fn only_lead(scratch: &Scratch) -> (String, String) {
+    let listed: serde_json::Value =
+        serde_json::from_str(&scratch.ok(&["leads", "list", "--format", "json"])).unwrap();
+    let leads = listed.as_array().unwrap();
+    assert_eq!(leads.len(), 1, "one person, one lead: {listed}");
+    let text = |field: &str| leads[0][field].as_str().unwrap_or_default().to_string();
+    (text("email"), text("company"))
+}
+
+// Issue 10: `DANA.SCULLY@…` and `dana.scully@…` were two leads: both got the sequence, and
+// suppressing one left the other mailable.
+#[test]
+fn one_address_in_two_cases_imports_as_one_lead_spelled_as_first_seen() {
+    let scratch = Scratch::new("one-person");
+    let file = scratch.write(
+        "leads.csv",
+        "email,first_name,company\n\
+         Dana.Scully@fbi.example,Dana,\n\
+         dana.scully@FBI.example,,FBI\n",
+    );
+    scratch.ok(&["leads", "import", file.to_str().unwrap()]);
+    assert_eq!(
+        only_lead(&scratch),
+        ("Dana.Scully@fbi.example".into(), "FBI".into())
+    );
+
+    // A later file in yet another case updates the same lead; the spelling stays.
+    let later = scratch.write(
+        "later.csv",
+        "email,company\nDANA.SCULLY@fbi.example,Federal Bureau\n",
+    );
+    let imported = scratch.ok(&["leads", "import", later.to_str().unwrap()]);
+    assert!(imported.contains("0 created, 1 updated"), "{imported}");
+    assert_eq!(
+        only_lead(&scratch),
+        ("Dana.Scully@fbi.example".into(), "Federal Bureau".into())
+    );
+
+    // Any spelling finds it, and suppressing it by any spelling suppresses the one person.
+    let shown = scratch.ok(&["leads", "show", "dana.scully@fbi.example"]);
+    assert!(shown.starts_with("Dana.Scully@fbi.example"), "{shown}");
+    scratch.ok(&["leads", "suppress", "DANA.scully@fbi.example"]);
+    let shown = scratch.ok(&[
+        "leads",
+        "show",
+        "Dana.Scully@fbi.example",
+        "--format",
+        "json",
+    ]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["lead"]["suppression"]["reason"], "manual", "{shown}");
+}
+
+// Issue 10: these were accepted by import, then refused by the sender at send time, silently.
+#[test]
+fn addresses_the_sender_would_refuse_are_rejected_at_import_with_their_line() {
+    let scratch = Scratch::new("unsendable");
+    let file = scratch.write(
+        "leads.csv",
+        "email,first_name\n\
+         .dot@x.example,Dot\n\
+         x..y@x.example,Double\n\
+         a@b@x.example,Twice\n\
+         ok@x.example,Ok\n",
+    );
+    let run = scratch.run(&["leads", "import", file.to_str().unwrap()]);
+    assert_eq!(run.code(), 0, "rejected rows do not fail the import");
+    let stderr = run.stderr();
+    for expected in [
+        "leads.csv:2: bad email address: `.dot@x.example` cannot be sent to: the part before the `@` starts or ends with a dot",
+        "leads.csv:3: bad email address: `x..y@x.example` cannot be sent to: the part before the `@` has two dots in a row",
+        "leads.csv:4: bad email address: `a@b@x.example` cannot be sent to: the part before the `@` contains another `@`",
+    ] {
+        assert!(stderr.contains(expected), "{expected}\n{stderr}");
+    }
+    assert_eq!(only_lead(&scratch).0, "ok@x.example");
+}
+
+// Issue 10: with the default umask the store was 0755/0644: any local user read every lead
+// and the unsubscribe key (so could forge unsubscribe links).
+#[test]
+fn the_store_and_the_outbox_are_private_even_under_a_permissive_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new("private");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let outbox = scratch.dir.join("outbox");
+    let under_umask_000 = |args: &[&str]| {
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(r#"umask 000 && exec "$0" "$@""#)
+            .arg(env!("CARGO_BIN_EXE_nurture"))
+            .args(args)
+            .current_dir(&scratch.dir)
+            .env("NURTURE_STORE_PATH", scratch.store())
+            .env("NURTURE_TRANSPORT_OUTBOX", &outbox)
+            .env("NURTURE_WORKFLOWS", repo.join("workflows"))
+            .env("NURTURE_TEMPLATES", repo.join("templates"))
+            .env_remove("NURTURE_CONFIG")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+    };
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    // The shell's umask is really permissive: a file it makes is world-writable.
+    under_umask_000(&["leads", "list"]);
+    let probe = scratch.dir.join("probe");
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(r#"umask 000 && : > "$0""#)
+        .arg(&probe)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert_eq!(mode(&probe), 0o666);
+
+    under_umask_000(&["leads", "import", sample_csv().to_str().unwrap()]);
+    let store = scratch.store();
+    assert_eq!(mode(&store), 0o700);
+    let mut files = 0;
+    for entry in std::fs::read_dir(&store).unwrap() {
+        let path = entry.unwrap().path();
+        let expected = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&path), expected, "{}", path.display());
+        files += usize::from(path.is_file());
+    }
+    assert!(files >= 2, "sled's files were checked");
+
+    // The daemon's file transport: the outbox folder is the owner's alone.
+    let empty = scratch.dir.join("empty-store");
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(r#"umask 000 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_nurture"))
+        .args(["run", "--until-idle"])
+        .current_dir(&scratch.dir)
+        .env("NURTURE_STORE_PATH", &empty)
+        .env("NURTURE_TRANSPORT_OUTBOX", &outbox)
+        .env("NURTURE_WORKFLOWS", repo.join("workflows"))
+        .env("NURTURE_TEMPLATES", repo.join("templates"))
+        .env_remove("NURTURE_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(mode(&outbox), 0o700);
+    assert_eq!(mode(&empty), 0o700);
+}
+
+// Issue 10: a store from a nurture that told the two spellings apart is merged when first
+// opened, and the command says so.
+#[test]
+fn a_store_holding_one_person_twice_is_merged_when_opened_and_the_command_says_so() {
+    use chrono::{TimeZone, Utc};
+    use nurture::lead::Lead;
+
+    let scratch = Scratch::new("upgrade");
+    {
+        // Version 1's layout: leads keyed by the address as spelled.
+        let db = sled::open(scratch.store()).unwrap();
+        let leads = db.open_tree("leads").unwrap();
+        for (email, hour) in [
+            ("Dana.Scully@fbi.example", 1),
+            ("dana.scully@fbi.example", 2),
+        ] {
+            let created = Utc.with_ymd_and_hms(2026, 1, 1, hour, 0, 0).unwrap();
+            let mut value = vec![1u8];
+            value.extend(serde_json::to_vec(&Lead::new(email.into(), created)).unwrap());
+            leads.insert(email, value).unwrap();
+        }
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert("schema_version", &1u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let run = scratch.run(&["leads", "list", "--format", "json"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert!(
+        run.stderr().contains(
+            "note: store upgraded: merged `dana.scully@fbi.example` into `Dana.Scully@fbi.example`"
+        ),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(only_lead(&scratch).0, "Dana.Scully@fbi.example");
+    // Said once: the store is at the new version now.
+    assert_eq!(scratch.run(&["leads", "list"]).stderr(), "");
+}

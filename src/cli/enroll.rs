@@ -117,7 +117,8 @@ fn lookup(store: &Store, raw: &str) -> Result<Option<(String, crate::lead::Lead)
         }
     };
     match store.lead(&email).map_err(input)? {
-        Some(lead) => Ok(Some((email, lead))),
+        // The lead's own spelling: the one typed may differ in case.
+        Some(lead) => Ok(Some((lead.email.clone(), lead))),
         None => {
             eprintln!("no lead {email}; import it first (`nurture leads import`)");
             Ok(None)

@@ -144,6 +144,9 @@ impl Cli {
             other => other,
         };
         let store = store.map_err(|e| CliError::Input(e.to_string()))?;
+        for merged in store.merged() {
+            eprintln!("note: store upgraded: {merged}");
+        }
         Ok((config, store))
     }
 }

@@ -44,9 +44,10 @@ pub fn happening(
                 None => None,
             };
             let by_recipient = match recipient {
-                Some(address) if by_original.is_none() => store
-                    .lead(&address.to_ascii_lowercase())?
-                    .map(|lead| (lead.email, None)),
+                // The store finds the lead whatever the case of the address.
+                Some(address) if by_original.is_none() => {
+                    store.lead(address)?.map(|lead| (lead.email, None))
+                }
                 _ => None,
             };
             let Some((lead, workflow)) = by_original.or(by_recipient) else {

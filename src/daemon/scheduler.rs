@@ -193,6 +193,19 @@ pub fn run_input(
     unsubscribe: &Unsubscribe,
     happening: &Happening,
 ) -> Result<Option<Planned>, StoreError> {
+    // The lead as spelled in the store: a reply from `dana.scully@…` or an unsubscribe token
+    // may name `Dana.Scully@…` in another case, and the batch keys its leads by the spelling.
+    let respelled;
+    let happening = match store.lead(&happening.lead)? {
+        Some(lead) if lead.email != happening.lead => {
+            respelled = Happening {
+                lead: lead.email,
+                ..happening.clone()
+            };
+            &respelled
+        }
+        _ => happening,
+    };
     let mut work = Work::new(store, project, unsubscribe, now, happening.note.as_deref());
     if let Some(receipt) = &happening.receipt {
         let seen = store.meta_get(&receipt.seen)?.is_some();

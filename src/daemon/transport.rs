@@ -49,9 +49,9 @@ impl SendError {
 }
 
 impl Transport {
-    /// A file transport writing into `dir`, created if missing.
+    /// A file transport writing into `dir`, created if missing; owner-only either way.
     pub fn file(dir: &Path) -> std::io::Result<Transport> {
-        std::fs::create_dir_all(dir)?;
+        crate::private::private_dir(dir)?;
         Ok(Transport::File(AsyncFileTransport::new(dir)))
     }
 

@@ -245,10 +245,9 @@ fn raw_header(name: &'static str, value: String) -> HeaderValue {
 }
 
 fn mailbox(mailbox: &Mailbox) -> Result<LettreMailbox, ComposeError> {
-    let address = mailbox
-        .address
-        .parse()
-        .map_err(|e: lettre::address::AddressError| ComposeError::Address {
+    // The very check import applies, so an address import accepted can be sent to.
+    let address =
+        crate::lead::send_address(&mailbox.address).map_err(|e| ComposeError::Address {
             address: mailbox.address.clone(),
             reason: e.to_string(),
         })?;

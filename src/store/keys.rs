@@ -4,8 +4,16 @@
 //! with the sign bit flipped, so a range scan of the `due` tree walks enrollments in due order,
 //! and composite keys join their parts with a NUL byte, which neither a workflow name nor an
 //! email address can contain.
+//!
+//! Every key that names a lead names it by [`email_key`] (the address folded to lower case), so
+//! `Dana.Scully@…` and `dana.scully@…` reach the same lead, enrollments and journal whichever
+//! spelling a caller has. The email part read back from a key ([`split`], [`lead_of`]) is that
+//! folded form, good for looking the lead up; its spelling for people and for sending is the
+//! lead's own `email`.
 
 use chrono::{DateTime, TimeZone, Utc};
+
+use crate::lead::email_key;
 
 const SEPARATOR: u8 = 0;
 
@@ -21,18 +29,24 @@ pub fn time_from_bytes(bytes: &[u8]) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt(millis).single()
 }
 
+/// `email`: one lead (in `leads` and `changed`).
+pub fn lead(email: &str) -> Vec<u8> {
+    email_key(email).as_bytes().to_vec()
+}
+
 /// `workflow ‖ 0 ‖ email`: one enrollment.
 pub fn enrollment(workflow: &str, email: &str) -> Vec<u8> {
-    join(workflow.as_bytes(), email.as_bytes())
+    join(workflow.as_bytes(), email_key(email).as_bytes())
 }
 
 /// `email ‖ 0 ‖ workflow`: the per-lead index of enrollments.
 pub fn lead_enrollment(email: &str, workflow: &str) -> Vec<u8> {
-    join(email.as_bytes(), workflow.as_bytes())
+    join(email_key(email).as_bytes(), workflow.as_bytes())
 }
 
 /// The prefix of every key of one lead in a tree keyed `email ‖ 0 ‖ …`.
 pub fn lead_prefix(email: &str) -> Vec<u8> {
+    let email = email_key(email);
     let mut key = Vec::with_capacity(email.len() + 1);
     key.extend_from_slice(email.as_bytes());
     key.push(SEPARATOR);
@@ -118,6 +132,27 @@ mod tests {
         let b = due(early, &enrollment("z", "y@example.com"));
         assert!(b < a);
         assert_eq!(split(&a[8..]), Some(("a", "x@example.com")));
+    }
+
+    #[test]
+    fn every_key_of_a_lead_ignores_the_case_of_its_address() {
+        assert_eq!(lead("Dana.Scully@fbi.example"), b"dana.scully@fbi.example");
+        assert_eq!(
+            enrollment("trial", "DANA.SCULLY@fbi.example"),
+            enrollment("trial", "dana.scully@fbi.example")
+        );
+        assert_eq!(
+            lead_enrollment("Dana.Scully@fbi.example", "trial"),
+            lead_enrollment("dana.scully@fbi.example", "trial")
+        );
+        assert!(
+            event("Dana.Scully@fbi.example", 3)
+                .starts_with(&lead_prefix("dana.scully@fbi.example"))
+        );
+        assert_eq!(
+            lead_of(&event("Dana.Scully@fbi.example", 3)),
+            "dana.scully@fbi.example"
+        );
     }
 
     #[test]

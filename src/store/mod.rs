@@ -1,7 +1,8 @@
 //! The durable state: leads, enrollments, the due index, sent messages, the outbox, the event
 //! journal and meta, in an embedded sled database behind one narrow interface.
 //!
-//! Trees (key → value; see [`keys`] for the encodings):
+//! Trees (key → value; see [`keys`] for the encodings; "email" in a key is the address folded
+//! to lower case, [`crate::lead::email_key`], so every spelling of an address finds its lead):
 //! - `leads`: email → [`Lead`]
 //! - `enrollments`: workflow ‖ email → [`Enrollment`]
 //! - `lead_enrollments`: email ‖ workflow → () (which workflows a lead is in)
@@ -15,12 +16,18 @@
 //! Every change that must agree is one [`Batch`], applied as one transaction across the trees:
 //! an enrollment and its due entry never disagree, and an email enters the outbox in the same
 //! transaction that moves its enrollment past the `send`.
+//!
+//! The store holds personal data and the unsubscribe key: its folder is the owner's alone
+//! ([`crate::private`]). A store written by an older nurture is upgraded when opened
+//! ([`migrate`]).
 
 mod codec;
 pub mod keys;
+mod migrate;
 mod records;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -29,11 +36,12 @@ use sled::{Db, Transactional, Tree};
 use crate::engine::Enrollment;
 use crate::lead::Lead;
 
+pub use self::migrate::Merged;
 pub use self::records::{Event, EventKind, MessageRecord, MessageState, OutboxEmail};
 
 /// The layout version this build reads and writes. Bump it with a migration when trees or
-/// keys change meaning.
-pub const SCHEMA_VERSION: u32 = 1;
+/// keys change meaning. 2: leads are keyed by their address folded to lower case.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// sled's page cache. Its own default (1 GB) is far more than a daemon holding a million leads
 /// needs. sled keeps a few hundred MB of its own beside the cache at that size (measured:
@@ -68,6 +76,11 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
     #[error("cannot open the store at {path}: {error}")]
     Open { path: PathBuf, error: sled::Error },
+    #[error("cannot make the store at {path} private to its owner: {error}")]
+    Private {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
 }
@@ -147,11 +160,27 @@ pub struct Store {
     events: Tree,
     changed: Tree,
     meta: Tree,
+    /// What the upgrade run by this open merged (empty when there was none). Shared by clones.
+    merged: Arc<Vec<Merged>>,
 }
 
 impl Store {
-    /// Opens (or creates) the store in `path` with a page cache of `cache_bytes`.
+    /// Opens (or creates) the store in `path` with a page cache of `cache_bytes`, upgrading
+    /// a store written by an older nurture ([`Store::merged`] says what that merged).
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Store> {
+        let private = |error| StoreError::Private {
+            path: path.to_path_buf(),
+            error,
+        };
+        // sled creates its files itself, with the process's umask (0644 under the usual 022),
+        // and nurture forbids the unsafe code that changing the umask takes. So a new folder is
+        // made 0700 before sled writes into it, which keeps every file in it from other users
+        // from the start (files sled adds later included), and after the open (once the folder
+        // is known to be a nurture store, not some folder named by mistake) the folder is set
+        // to 0700 and its files to 0600, a store made by an older nurture included.
+        if !path.exists() {
+            crate::private::private_dir(path).map_err(private)?;
+        }
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
@@ -177,13 +206,26 @@ impl Store {
             events: db.open_tree("events")?,
             changed: db.open_tree("changed")?,
             meta: db.open_tree("meta")?,
+            merged: Arc::default(),
             db,
         };
-        store.check_schema(path)?;
-        Ok(store)
+        let merged = store.check_schema(path)?;
+        crate::private::private_tree(path).map_err(private)?;
+        Ok(Store {
+            merged: Arc::new(merged),
+            ..store
+        })
     }
 
-    fn check_schema(&self, path: &Path) -> Result<()> {
+    /// Leads that were one person under several spellings of their address, merged by the
+    /// upgrade this open ran. The daemon logs them and commands print them.
+    pub fn merged(&self) -> &[Merged] {
+        &self.merged
+    }
+
+    /// Checks the schema version; upgrades an older store (returning what that merged) and
+    /// stamps a new one.
+    fn check_schema(&self, path: &Path) -> Result<Vec<Merged>> {
         match self.meta.get(SCHEMA_KEY)? {
             Some(bytes) => {
                 let found = bytes
@@ -195,7 +237,12 @@ impl Store {
                         detail: format!("{} bytes", bytes.len()),
                     })?;
                 if found == SCHEMA_VERSION {
-                    return Ok(());
+                    return Ok(Vec::new());
+                }
+                if found < SCHEMA_VERSION
+                    && let Some(upgraded) = migrate::upgrade(self, found)
+                {
+                    return upgraded;
                 }
                 let hint = if found > SCHEMA_VERSION {
                     "it was written by a newer nurture: upgrade nurture"
@@ -218,7 +265,7 @@ impl Store {
                 self.meta
                     .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 self.db.flush()?;
-                Ok(())
+                Ok(Vec::new())
             }
         }
     }
@@ -238,7 +285,7 @@ impl Store {
         let leads: Vec<(Vec<u8>, Vec<u8>)> = batch
             .leads
             .iter()
-            .map(|lead| (lead.email.as_bytes().to_vec(), codec::encode(lead)))
+            .map(|lead| (keys::lead(&lead.email), codec::encode(lead)))
             .collect();
         let enrollments: Vec<(&Enrollment, Vec<u8>, Vec<u8>)> = batch
             .enrollments
@@ -337,10 +384,10 @@ impl Store {
                     messages_t.insert(key.as_slice(), value.as_slice())?;
                 }
                 for email in &batch.changed_done {
-                    changed_t.remove(email.as_bytes())?;
+                    changed_t.remove(keys::lead(email))?;
                 }
                 for email in &batch.changed {
-                    changed_t.insert(email.as_bytes(), &[])?;
+                    changed_t.insert(keys::lead(email), &[])?;
                 }
                 for id in &batch.in_flight_clear {
                     meta_t.remove(in_flight_key(*id))?;
@@ -362,14 +409,15 @@ impl Store {
 
     // ---- leads ----
 
+    /// The lead with this address, whatever its spelling.
     pub fn lead(&self, email: &str) -> Result<Option<Lead>> {
         self.leads
-            .get(email.as_bytes())?
+            .get(keys::lead(email))?
             .map(|bytes| codec::decode("lead", &bytes))
             .transpose()
     }
 
-    /// Every lead, in address order.
+    /// Every lead, in the order of their folded addresses.
     pub fn leads(&self) -> impl Iterator<Item = Result<Lead>> + '_ {
         self.leads.iter().map(|entry| {
             let (_, value) = entry?;
@@ -384,7 +432,7 @@ impl Store {
         limit: usize,
     ) -> impl Iterator<Item = Result<Lead>> + '_ {
         let start = match after {
-            Some(email) => std::ops::Bound::Excluded(email.as_bytes().to_vec()),
+            Some(email) => std::ops::Bound::Excluded(keys::lead(email)),
             None => std::ops::Bound::Unbounded,
         };
         self.leads
@@ -431,7 +479,8 @@ impl Store {
         })
     }
 
-    /// Up to `limit` enrollments due at or before `now`, earliest first, as (workflow, email).
+    /// Up to `limit` enrollments due at or before `now`, earliest first, as (workflow, email
+    /// key): the lead's spelling is the enrollment's `lead`.
     pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<(String, String)>> {
         let end = keys::time_bytes(now + chrono::Duration::milliseconds(1));
         let mut found = Vec::new();
@@ -454,7 +503,8 @@ impl Store {
             .and_then(|(key, _)| keys::time_from_bytes(&key)))
     }
 
-    /// The next `limit` due times, with their enrollments, for reports.
+    /// The next `limit` due times, with their enrollments (workflow, lead as spelled), for
+    /// reports.
     pub fn upcoming(&self, limit: usize) -> Result<Vec<(DateTime<Utc>, String, String)>> {
         let mut found = Vec::new();
         for entry in self.due.iter().take(limit) {
@@ -462,7 +512,11 @@ impl Store {
             if let (Some(at), Some((workflow, email))) =
                 (keys::time_from_bytes(&key), keys::split(&key[8..]))
             {
-                found.push((at, workflow.to_string(), email.to_string()));
+                let lead = match self.enrollment(workflow, email)? {
+                    Some(enrollment) => enrollment.lead,
+                    None => email.to_string(),
+                };
+                found.push((at, workflow.to_string(), lead));
             }
         }
         Ok(found)
@@ -470,7 +524,7 @@ impl Store {
 
     // ---- leads whose data changed ----
 
-    /// Up to `limit` leads enrollment has not looked at since they changed.
+    /// Up to `limit` leads enrollment has not looked at since they changed (their keys).
     pub fn changed(&self, limit: usize) -> Result<Vec<String>> {
         let mut found = Vec::new();
         for entry in self.changed.iter().take(limit) {
@@ -493,7 +547,7 @@ impl Store {
             .collect()
     }
 
-    /// Every event of every lead, lead by lead.
+    /// Every event of every lead, lead by lead, with the lead's key.
     pub fn all_events(&self) -> impl Iterator<Item = Result<(String, Event)>> + '_ {
         self.events.iter().map(|entry| {
             let (key, value) = entry?;

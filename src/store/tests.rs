@@ -261,3 +261,302 @@ fn a_failed_batch_changes_nothing() {
     assert_eq!(store.lead("a@example.com").unwrap(), None);
     assert_eq!(store.next_due().unwrap(), None);
 }
+
+// ---- one person, one lead (issue 10) ----
+
+#[test]
+fn every_spelling_of_an_address_reaches_one_lead() {
+    let dir = scratch("spelling");
+    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    let mut batch = Batch::default();
+    batch
+        .leads
+        .push(Lead::new("Dana.Scully@fbi.example".into(), at(1)));
+    batch.changed.push("Dana.Scully@fbi.example".into());
+    batch
+        .enrollments
+        .push(enrollment("trial", "Dana.Scully@fbi.example", Some(at(9))));
+    batch.event("DANA.SCULLY@fbi.example", at(2), None, EventKind::Enrolled);
+    store.apply(&batch).unwrap();
+
+    let lead = store.lead("dana.scully@fbi.example").unwrap().unwrap();
+    assert_eq!(
+        lead.email, "Dana.Scully@fbi.example",
+        "the spelling is kept"
+    );
+    assert!(
+        store
+            .enrollment("trial", "DANA.SCULLY@FBI.EXAMPLE")
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store
+            .enrollments_of("dana.scully@fbi.example")
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.events_of("dana.SCULLY@fbi.example").unwrap().len(), 1);
+    assert_eq!(store.changed(10).unwrap(), ["dana.scully@fbi.example"]);
+    // Reports show the spelling, not the key.
+    assert_eq!(store.upcoming(5).unwrap()[0].2, "Dana.Scully@fbi.example");
+
+    // Writing the other spelling updates the one lead.
+    let mut other = lead.clone();
+    other.email = "dana.scully@fbi.example".into();
+    other.score = 5;
+    store
+        .apply(&Batch {
+            leads: vec![other],
+            ..Batch::default()
+        })
+        .unwrap();
+    assert_eq!(store.lead_count(), 1);
+}
+
+/// Writes a store as nurture 1 left it: every key with the address as spelled.
+fn write_version_1(dir: &Path) {
+    let db = sled::open(dir).unwrap();
+    let tree = |name: &str| db.open_tree(name).unwrap();
+    let (leads, enrollments, lead_enrollments, due, events, changed, messages, outbox, meta) = (
+        tree("leads"),
+        tree("enrollments"),
+        tree("lead_enrollments"),
+        tree("due"),
+        tree("events"),
+        tree("changed"),
+        tree("messages"),
+        tree("outbox"),
+        tree("meta"),
+    );
+    meta.insert(SCHEMA_KEY, &1u32.to_be_bytes()).unwrap();
+    let join = |a: &str, b: &str| [a.as_bytes(), &[0], b.as_bytes()].concat();
+
+    let mut first = Lead::new("Dana.Scully@fbi.example".into(), at(1));
+    first.first_name = Some("Dana".into());
+    first.tags.insert("x-files".into());
+    first
+        .attributes
+        .insert("badge".into(), crate::lead::Value::Text("1".into()));
+    let mut second = Lead::new("dana.scully@fbi.example".into(), at(2));
+    second.first_name = Some("D.".into());
+    second.company = Some("FBI".into());
+    second.tags.insert("agent".into());
+    second.stage = crate::lead::Stage::Contact;
+    second.suppression = Some(crate::lead::Suppression {
+        reason: crate::lead::SuppressionReason::Unsubscribed,
+        detail: "one-click unsubscribe".into(),
+        at: at(3),
+    });
+    let alone = Lead::new("Fox.Mulder@fbi.example".into(), at(1));
+    let lower = Lead::new("walter@fbi.example".into(), at(1));
+    for lead in [&first, &second, &alone, &lower] {
+        leads
+            .insert(lead.email.as_bytes(), codec::encode(lead))
+            .unwrap();
+    }
+
+    // Dana twice in `trial` (as spelled first: active; as spelled second: further along and
+    // done), once in `news`; Fox in `trial`.
+    let mut trial_first = enrollment("trial", "Dana.Scully@fbi.example", Some(at(10)));
+    trial_first.facts.sent = vec!["welcome".into()];
+    let mut trial_second = enrollment("trial", "dana.scully@fbi.example", None);
+    trial_second.status = Status::Completed;
+    trial_second.facts.sent = vec!["welcome".into(), "nudge".into()];
+    trial_second.enrolled_at = at(2);
+    trial_first.facts.clicked = true;
+    let news_second = enrollment("news", "dana.scully@fbi.example", Some(at(11)));
+    let trial_fox = enrollment("trial", "Fox.Mulder@fbi.example", Some(at(12)));
+    for e in [&trial_first, &trial_second, &news_second, &trial_fox] {
+        let key = join(&e.workflow, &e.lead);
+        enrollments.insert(&key, codec::encode(e)).unwrap();
+        lead_enrollments
+            .insert(join(&e.lead, &e.workflow), &[])
+            .unwrap();
+        if let Some(at) = e.due {
+            due.insert([keys::time_bytes(at).as_slice(), &key].concat(), &[])
+                .unwrap();
+        }
+    }
+
+    // Journals, written alternately.
+    for (sequence, lead, hour) in [
+        (1u64, &first.email, 1),
+        (2, &second.email, 2),
+        (3, &first.email, 3),
+        (4, &second.email, 4),
+    ] {
+        let event = Event {
+            at: at(hour),
+            workflow: None,
+            kind: EventKind::Created {
+                by: format!("line {sequence}"),
+            },
+        };
+        let mut key = [lead.as_bytes(), &[0]].concat();
+        key.extend_from_slice(&sequence.to_be_bytes());
+        events.insert(key, codec::encode(&event)).unwrap();
+    }
+    changed.insert(first.email.as_bytes(), &[]).unwrap();
+
+    // An email sent to the second spelling, and one waiting for it.
+    let mut waiting = outbox_email("<9@example.test>", at(13));
+    waiting.lead = second.email.clone();
+    outbox
+        .insert(
+            keys::outbox(waiting.not_before, &waiting.message_id),
+            codec::encode_with_raw(&waiting, &waiting.eml),
+        )
+        .unwrap();
+    let record = MessageRecord {
+        message_id: "<8@example.test>".into(),
+        workflow: "trial".into(),
+        lead: second.email.clone(),
+        sender: "team@example.test".into(),
+        step: "nudge".into(),
+        subject: "Hi".into(),
+        state: MessageState::Sent,
+        queued_at: at(5),
+        at: at(5),
+    };
+    messages
+        .insert(record.message_id.as_bytes(), codec::encode(&record))
+        .unwrap();
+    db.flush().unwrap();
+}
+
+// Issue 10: a store written before addresses were compared without case holds two leads for
+// one person; opening it merges them, keeping every history line and any suppression.
+#[test]
+fn upgrading_a_version_1_store_merges_case_duplicates() {
+    let dir = scratch("upgrade");
+    write_version_1(&dir);
+    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    assert_eq!(
+        store.merged(),
+        [Merged {
+            kept: "Dana.Scully@fbi.example".into(),
+            merged: vec!["dana.scully@fbi.example".into()],
+        }]
+    );
+    assert_eq!(
+        store.merged()[0].to_string(),
+        "merged `dana.scully@fbi.example` into `Dana.Scully@fbi.example`: the same address in another case is the same person (their histories are kept)"
+    );
+
+    // One lead, spelled as first created, with what both knew.
+    assert_eq!(store.lead_count(), 3);
+    let dana = store.lead("DANA.SCULLY@fbi.example").unwrap().unwrap();
+    assert_eq!(dana.email, "Dana.Scully@fbi.example");
+    assert_eq!(
+        dana.first_name.as_deref(),
+        Some("Dana"),
+        "the first one wins"
+    );
+    assert_eq!(
+        dana.company.as_deref(),
+        Some("FBI"),
+        "the other fills the gaps"
+    );
+    assert_eq!(dana.tags.len(), 2);
+    assert_eq!(dana.attributes.len(), 1);
+    assert_eq!(dana.stage, crate::lead::Stage::Contact);
+    assert!(dana.is_suppressed(), "a suppression is never lost");
+    assert_eq!(dana.created_at, at(1));
+
+    // Both journals, in the order written, and a line saying what happened.
+    let events = store.events_of("dana.scully@fbi.example").unwrap();
+    let lines: Vec<String> = events
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::Created { by } => by.clone(),
+            EventKind::Changed { change } => change.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(lines[..4], ["line 1", "line 2", "line 3", "line 4"]);
+    assert!(
+        lines[4].starts_with("merged with `dana.scully@fbi.example`"),
+        "{}",
+        lines[4]
+    );
+
+    // The more advanced `trial` enrollment, with the engagement of both; `news` kept; both
+    // name the kept spelling; the due index follows.
+    let enrollments = store.enrollments_of("Dana.Scully@fbi.example").unwrap();
+    let workflows: Vec<&str> = enrollments.iter().map(|e| e.workflow.as_str()).collect();
+    assert_eq!(workflows, ["news", "trial"]);
+    let trial = &enrollments[1];
+    assert_eq!(trial.status, Status::Completed);
+    assert_eq!(trial.facts.sent, ["welcome", "nudge"]);
+    assert!(trial.facts.clicked);
+    assert_eq!(trial.enrolled_at, at(0));
+    assert!(
+        enrollments
+            .iter()
+            .all(|e| e.lead == "Dana.Scully@fbi.example")
+    );
+    assert_eq!(store.enrollments().count(), 3);
+    assert_eq!(
+        store.due(at(23), 10).unwrap(),
+        [
+            ("news".to_string(), "dana.scully@fbi.example".to_string()),
+            ("trial".to_string(), "fox.mulder@fbi.example".to_string()),
+        ]
+    );
+
+    // A lead alone under its spelling only moved.
+    let fox = store.lead("fox.mulder@fbi.example").unwrap().unwrap();
+    assert_eq!(fox.email, "Fox.Mulder@fbi.example");
+    assert!(store.enrollment("trial", &fox.email).unwrap().is_some());
+    assert!(store.lead("walter@fbi.example").unwrap().is_some());
+
+    // Records of emails name the kept spelling; the merged lead is looked at again.
+    let record = store.message("<8@example.test>").unwrap().unwrap();
+    assert_eq!(record.lead, "Dana.Scully@fbi.example");
+    let waiting: Vec<OutboxEmail> = store.outbox().map(Result::unwrap).collect();
+    assert_eq!(waiting[0].lead, "Dana.Scully@fbi.example");
+    assert_eq!(
+        waiting[0].eml,
+        outbox_email("", at(0)).eml,
+        "the MIME bytes stay"
+    );
+    assert_eq!(store.changed(10).unwrap(), ["dana.scully@fbi.example"]);
+
+    // Done once: the next open finds version 2 and merges nothing.
+    drop(store);
+    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    assert!(store.merged().is_empty());
+    assert_eq!(
+        store.meta_get("schema_version").unwrap(),
+        Some(SCHEMA_VERSION.to_be_bytes().to_vec())
+    );
+    assert_eq!(store.events_of("dana.scully@fbi.example").unwrap().len(), 5);
+}
+
+// Issue 10: the store was 0755/0644 under the usual umask: any local user read every lead
+// and the unsubscribe key.
+#[test]
+fn the_store_is_its_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    // A store made by an older nurture, world-readable.
+    let dir = scratch("private");
+    write_version_1(&dir);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.join("db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    store.flush().unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let expected = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&path), expected, "{}", path.display());
+    }
+    // A new store, in a folder that does not exist yet.
+    let fresh = scratch("private-new").join("nested");
+    Store::open(&fresh, DEFAULT_CACHE_BYTES).unwrap();
+    assert_eq!(mode(&fresh), 0o700);
+    assert_eq!(mode(&fresh.join("db")), 0o600);
+}

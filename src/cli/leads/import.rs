@@ -17,7 +17,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use crate::lead::Lead;
+use crate::lead::{Lead, email_key};
 use crate::leads_file::{FileLead, LeadsFileError, LeadsReader, RejectedRow};
 use crate::store::{Batch, EventKind, Store, StoreError};
 
@@ -197,7 +197,7 @@ impl Importer<'_> {
                     row.lead.source.clone_from(&self.options.source);
                 }
                 row.lead.tags.extend(self.options.tags.iter().cloned());
-                let hash = self.hasher.hash_one(&row.lead.email);
+                let hash = self.hasher.hash_one(email_key(&row.lead.email));
                 let before = self.seen.get(&hash).copied();
                 let stored = match before {
                     None if self.was_empty => None,
