@@ -4,8 +4,13 @@
 //! Who: `In-Reply-To`/`References` → one of our Message-IDs → its lead and workflow (so a reply
 //! from another address of the same person still finds its lead); for a bounce, the returned
 //! message's Message-ID or the failed recipient; for an unsubscribe mail, the token of our
-//! `mailto:` link; as a last resort the sender's address, if it is a lead with an active
-//! enrollment. Anything else is left alone (and logged by the caller).
+//! `mailto:` link; as a last resort the sender's address, if it is a lead nurture has emailed
+//! or is about to (an active enrollment). Anything else is left alone (and logged by the
+//! caller).
+//!
+//! Which workflow: the one whose email the mail answers, whatever its enrollment's state (a
+//! reply to the last email of a finished sequence counts). Matched by the sender alone, every
+//! active enrollment of the lead; when none is active, the one that emailed the lead last.
 
 use crate::engine::Input;
 use crate::lead::SuppressionReason;
@@ -118,7 +123,8 @@ pub fn happening(
 }
 
 /// The lead (and workflow) a mail answers: through our Message-IDs it refers to, else its
-/// sender when that is a lead with an active enrollment.
+/// sender when that is a lead with an active enrollment (`None`: all of them), or one whose
+/// enrollments are over but emailed it (the last of them).
 fn by_conversation(
     store: &Store,
     inbound: &Incoming,
@@ -131,11 +137,15 @@ fn by_conversation(
     let Some(from) = &inbound.from else {
         return Ok(None);
     };
-    let active = store
-        .enrollments_of(from)?
-        .iter()
-        .any(|enrollment| enrollment.is_active());
-    Ok(active.then(|| (from.clone(), None)))
+    let enrollments = store.enrollments_of(from)?;
+    if enrollments.iter().any(|enrollment| enrollment.is_active()) {
+        return Ok(Some((from.clone(), None)));
+    }
+    let last_emailed = enrollments
+        .into_iter()
+        .filter(|enrollment| !enrollment.facts.sent.is_empty())
+        .max_by_key(|enrollment| enrollment.updated_at);
+    Ok(last_emailed.map(|enrollment| (from.clone(), Some(enrollment.workflow))))
 }
 
 /// `reply “Re: Welcome”: “Sounds good, Tuesday?”` for the lead's timeline and the owner.

@@ -150,7 +150,9 @@ fn commit(
 #[derive(Debug, Clone)]
 pub struct Happening {
     pub lead: String,
-    /// Only the enrollment in this workflow (the email answered is known); `None`: every
+    /// Only the enrollment in this workflow (the email answered is known), whatever its state:
+    /// a reply to the last email of a completed sequence still runs `on reply` (see
+    /// [`engine::advance`] for what a finished enrollment's handler may do); `None`: every
     /// active enrollment of the lead.
     pub workflow: Option<String>,
     /// What the handlers are run for; `None`: only journaled (a transient bounce).
@@ -210,11 +212,10 @@ pub fn run_input(
     let mut ran = 0;
     let mut untouched = Vec::new();
     for enrollment in store.enrollments_of(&happening.lead)? {
-        let concerned = enrollment.is_active()
-            && happening
-                .workflow
-                .as_ref()
-                .is_none_or(|name| *name == enrollment.workflow);
+        let concerned = match &happening.workflow {
+            Some(name) => *name == enrollment.workflow,
+            None => enrollment.is_active(),
+        };
         match (project.workflow(&enrollment.workflow), &happening.input) {
             (Some(workflow), Some(input)) if concerned => {
                 work.advance(workflow, enrollment, input)?;
@@ -223,7 +224,9 @@ pub fn run_input(
             _ => untouched.push(enrollment),
         }
     }
-    if happening.input.is_none()
+    // What no handler ran for is journaled all the same (a transient bounce; an unsubscribe
+    // or a bounce for a lead whose sequences are over).
+    if ran == 0
         && let Some(note) = &happening.note
     {
         work.batch.event(
@@ -515,6 +518,10 @@ impl<'a> Work<'a> {
                     debug!(workflow = %workflow.name, lead = %email, %until, %reason, "waiting");
                     continue;
                 }
+                Effect::Paused { until, reason } => EventKind::Paused {
+                    until: *until,
+                    reason: reason.clone(),
+                },
                 Effect::Completed => EventKind::Completed,
                 Effect::Exited { reason } => EventKind::Exited {
                     reason: reason.clone(),
