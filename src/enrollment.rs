@@ -138,6 +138,24 @@ mod tests {
     }
 
     #[test]
+    fn a_lead_that_already_meets_the_goal_is_not_enrolled_not_even_by_hand() {
+        let flow =
+            workflow("enroll when lead.source is \"web\"\n  exit when lead.stage is \"customer\"");
+        let mut customer = lead("web");
+        customer.promote(crate::lead::Stage::Customer);
+        for trigger in [Trigger::Changed, Trigger::Manual] {
+            assert_eq!(
+                decide(&flow, &customer, None, trigger),
+                Decision::Skip("already reached the workflow's goal (`exit when`)")
+            );
+        }
+        assert_eq!(
+            decide(&flow, &lead("web"), None, Trigger::Changed),
+            Decision::Enroll
+        );
+    }
+
+    #[test]
     fn suppressed_leads_are_never_enrolled_not_even_by_hand() {
         let flow = workflow("enroll when lead.source is \"web\"");
         let mut suppressed = lead("web");

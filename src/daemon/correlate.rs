@@ -167,3 +167,96 @@ fn bracketed(id: &str) -> String {
         format!("<{id}>")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::engine::{Enrollment, Facts, Position, Status};
+    use crate::lead::Lead;
+    use crate::store::{Batch, DEFAULT_CACHE_BYTES};
+
+    fn enrollment(workflow: &str, lead: &str, day: u32, sent: &[&str]) -> Enrollment {
+        let at = Utc.with_ymd_and_hms(2026, 11, day, 9, 0, 0).unwrap();
+        Enrollment {
+            workflow: workflow.into(),
+            version: "v1".into(),
+            lead: lead.into(),
+            status: Status::Completed,
+            position: Position {
+                step: "last".into(),
+                pc: 1,
+            },
+            due: None,
+            enrolled_at: at,
+            updated_at: at,
+            deferred_from: None,
+            facts: Facts {
+                sent: sent.iter().map(|t| t.to_string()).collect(),
+                ..Facts::default()
+            },
+        }
+    }
+
+    fn reply_from(from: &str) -> Incoming {
+        Incoming {
+            kind: Kind::HumanReply,
+            message_id: Some("<r1@other.example>".into()),
+            references: Vec::new(),
+            original_message_id: None,
+            from: Some(from.into()),
+            to: vec!["sales@example.test".into()],
+            subject: Some("Re: Should I close your file?".into()),
+            date: None,
+            excerpt: "No, let's talk.".into(),
+        }
+    }
+
+    // Regression: a reply without threading headers counted only for leads with an active
+    // enrollment, so one that came after the last email was "mail from no lead of ours".
+    #[test]
+    fn an_unthreaded_reply_after_the_sequences_ended_goes_to_the_last_one_that_emailed() {
+        let dir = std::env::temp_dir().join(format!("nurture-correlate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap();
+        let mut quiet = enrollment("trial-welcome", "quiet@example.test", 2, &[]);
+        quiet.status = Status::Exited(crate::engine::ExitReason::Manual);
+        let batch = Batch {
+            leads: vec![
+                Lead::new("done@example.test".into(), now),
+                Lead::new("quiet@example.test".into(), now),
+            ],
+            enrollments: vec![
+                enrollment("webinar-follow-up", "done@example.test", 3, &["thanks"]),
+                enrollment(
+                    "trial-welcome",
+                    "done@example.test",
+                    20,
+                    &["welcome", "last"],
+                ),
+                enrollment("newsletter", "done@example.test", 25, &[]),
+                quiet,
+            ],
+            ..Batch::default()
+        };
+        store.apply(&batch).unwrap();
+        let unsubscribe = Unsubscribe::preview("");
+
+        let found = happening(&store, &unsubscribe, &reply_from("done@example.test"))
+            .unwrap()
+            .expect("a lead of ours");
+        assert_eq!(found.lead, "done@example.test");
+        assert_eq!(found.workflow.as_deref(), Some("trial-welcome"));
+        assert_eq!(found.input, Some(Input::Reply));
+
+        // Enrolled, but never emailed and not active: not a lead nurture wrote to.
+        let why = happening(&store, &unsubscribe, &reply_from("quiet@example.test"))
+            .unwrap()
+            .expect_err("left alone");
+        assert_eq!(why, "mail from no lead of ours");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
