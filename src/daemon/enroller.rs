@@ -63,7 +63,8 @@ fn consider(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let mut existing = store.enrollment(&workflow.name, &lead.email)?;
-    if let Some(enrollment) = existing.as_mut().filter(|e| e.is_active()) {
+    let has_goal = workflow.goal.is_some();
+    if let Some(enrollment) = existing.as_mut().filter(|e| has_goal && e.is_active()) {
         // The engine's own goal check, as before every step: leaving is the only effect it
         // can have.
         let outcome = engine::advance(workflow, enrollment, lead, &Input::LeadChanged, now);
