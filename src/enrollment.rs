@@ -2,6 +2,7 @@
 //!
 //! The rules, in order:
 //! - a suppressed lead is never enrolled;
+//! - nor is a lead that already meets the workflow's goal (`exit when …`);
 //! - a lead is in a workflow at most once at a time; once its enrollment has ended it enters
 //!   again only if the workflow says `allow re-entry`;
 //! - a workflow with `enroll when …` and no `every` takes a lead when the lead is created or
@@ -51,6 +52,9 @@ pub fn decide(
             return Decision::Skip("already went through it, and it does not allow re-entry");
         }
         _ => {}
+    }
+    if engine::goal_reached(workflow, lead, &engine::Facts::default()) {
+        return Decision::Skip("already reached the workflow's goal (`exit when`)");
     }
     let condition = match (trigger, &workflow.enroll, &workflow.every) {
         (Trigger::Manual, _, _) => return Decision::Enroll,
@@ -129,6 +133,24 @@ mod tests {
         let reentry = workflow("enroll when lead.source is \"web\"\n  allow re-entry");
         assert_eq!(
             decide(&reentry, &lead("web"), Some(&enrolled), Trigger::Changed),
+            Decision::Enroll
+        );
+    }
+
+    #[test]
+    fn a_lead_that_already_meets_the_goal_is_not_enrolled_not_even_by_hand() {
+        let flow =
+            workflow("enroll when lead.source is \"web\"\n  exit when lead.stage is \"customer\"");
+        let mut customer = lead("web");
+        customer.promote(crate::lead::Stage::Customer);
+        for trigger in [Trigger::Changed, Trigger::Manual] {
+            assert_eq!(
+                decide(&flow, &customer, None, trigger),
+                Decision::Skip("already reached the workflow's goal (`exit when`)")
+            );
+        }
+        assert_eq!(
+            decide(&flow, &lead("web"), None, Trigger::Changed),
             Decision::Enroll
         );
     }

@@ -575,3 +575,93 @@ fn a_sending_limit_makes_emails_wait_not_vanish() {
         assert_eq!(file.date, record.at.timestamp(), "{}", file.message_id);
     }
 }
+
+// Regression: a lead promoted to customer mid-sequence still received the next trial email;
+// trial-welcome now says `exit when lead.stage is "customer"`.
+#[test]
+fn a_lead_promoted_to_customer_mid_sequence_gets_no_further_email() {
+    let dir = scratch("daemon-goal");
+    let mut dana = Lead::new("dana@example.test".into(), Utc::now());
+    dana.source = Some("website-form".into());
+    dana.tags = ["trial".to_string()].into();
+    dana.timezone = Some("Europe/Berlin".into());
+    seed(&dir, vec![dana]);
+    let at = |start: &str| Setup {
+        dir: &dir,
+        workflows: Path::new(REPO).join("workflows"),
+        templates: Path::new(REPO).join("templates"),
+        env: vec![("NURTURE_DAEMON_REHEARSAL_START", start.into())],
+    };
+    let succeeds = |output: std::process::Output| {
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let goal_reached = |setup: &Setup| -> serde_json::Value {
+        let status = succeeds(
+            setup
+                .command(&["status", "--format", "json"])
+                .output()
+                .unwrap(),
+        );
+        let report: serde_json::Value = serde_json::from_str(&status).unwrap();
+        report["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == "trial-welcome")
+            .map(|w| w["exited"]["goal_reached"].clone())
+            .unwrap_or_default()
+    };
+
+    // Monday, in the send window: the welcome leaves; the nudge is two days away.
+    let monday = at("2026-11-23T10:00:00Z");
+    let mut daemon = monday.start(&[], "daemon.log");
+    let started = Instant::now();
+    while outbox(&dir).is_empty() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(outbox(&dir).len(), 1, "the welcome");
+    // Promoted by hand while the daemon runs: the daemon ends the enrollment at once, not at
+    // the nudge.
+    succeeds(
+        monday
+            .command(&["leads", "promote", "dana@example.test", "--to", "customer"])
+            .output()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while goal_reached(&monday) != 1 && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(goal_reached(&monday), 1, "exits by reason `goal_reached`");
+    signal(&daemon, "TERM");
+    assert!(wait_exit(&mut daemon, Duration::from_secs(15)).is_some_and(|s| s.success()));
+
+    // Weeks later, long after the nudge and the breakup were due: nothing more.
+    let later = at("2026-12-15T10:00:00Z");
+    succeeds(later.command(&["run", "--until-idle"]).output().unwrap());
+    let sent = outbox(&dir);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let show = succeeds(
+        later
+            .command(&["leads", "show", "dana@example.test"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        show.contains("goal reached: lead.stage is \"customer\""),
+        "{show}"
+    );
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    let enrollment = store
+        .enrollment("trial-welcome", "dana@example.test")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        enrollment.status,
+        Status::Exited(nurture::engine::ExitReason::GoalReached(
+            "lead.stage is \"customer\"".into()
+        ))
+    );
+}

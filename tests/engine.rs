@@ -322,6 +322,272 @@ fn an_enrollment_in_a_removed_step_exits_with_that_reason() {
     assert_eq!(continued.enrollment.version, new.version);
 }
 
+/// Runs `flow` for the test lead until it has ended (before 2027).
+fn finished(flow: &Workflow) -> (Enrollment, Lead) {
+    let start = utc("2026-11-23T08:00:00Z");
+    let mut enrollment = enroll(flow, &lead(), start);
+    let mut lead = lead();
+    while let Some(due) = enrollment.due {
+        let outcome = advance(flow, &enrollment, &lead, &Input::Due, due);
+        enrollment = outcome.enrollment;
+        lead = outcome.lead;
+    }
+    (enrollment, lead)
+}
+
+// Regression: handlers ran only for active enrollments, and a sequence completes the moment its
+// last email leaves, so a reply to the last email promoted nobody and told nobody.
+#[test]
+fn a_reply_to_the_last_email_of_a_completed_sequence_promotes_and_notifies() {
+    let flow = workflow(
+        "  step one { send \"a\" subject \"Hi\"; wait 2 days }\n  step two { send \"b\" subject \"Close?\" }",
+    );
+    let (done, lead) = finished(&flow);
+    assert_eq!(done.status, Status::Completed);
+    let at = utc("2026-11-26T10:00:00Z");
+    let reply = advance(&flow, &done, &lead, &Input::Reply, at);
+    assert_eq!(reply.lead.stage, Stage::Contact);
+    assert!(
+        reply
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Notify { to, .. } if to == "sales@example.test")),
+        "{:?}",
+        reply.effects
+    );
+    assert!(reply.effects.contains(&Effect::Received {
+        what: "reply".into()
+    }));
+    // Still completed (the default handler's `exit` does not turn it into "exited"), nothing
+    // due, nothing sent.
+    assert_eq!(reply.enrollment.status, Status::Completed);
+    assert_eq!(reply.enrollment.due, None);
+    assert!(sent(&reply).is_empty());
+    assert!(reply.enrollment.facts.replied);
+}
+
+#[test]
+fn a_finished_enrollment_runs_only_the_actions_that_neither_send_nor_move() {
+    let flow = workflow(
+        "  on reply { tag \"late-reply\"; score +5; set lead.plan to \"pro\"; promote to contact; notify owner; goto one }\n  on auto-reply { tag \"away\"; pause until return }\n  step one { send \"a\" subject \"Hi\"; wait 1 day }\n  step two { send \"b\" subject \"x\" }",
+    );
+    let (mut exited, lead) = finished(&flow);
+    exited.status = Status::Exited(ExitReason::Manual);
+    let at = utc("2026-12-01T10:00:00Z");
+    let reply = advance(&flow, &exited, &lead, &Input::Reply, at);
+    assert!(reply.lead.tags.contains("late-reply"));
+    assert_eq!(reply.lead.score, lead.score + 5);
+    assert_eq!(reply.lead.stage, Stage::Contact);
+    assert!(matches!(
+        reply.lead.field("plan"),
+        Some(nurture::lead::Value::Text(plan)) if plan == "pro"
+    ));
+    // `goto one` does not resume it: no send, no wake-up, same place, same status.
+    assert!(sent(&reply).is_empty());
+    assert_eq!(reply.enrollment.status, Status::Exited(ExitReason::Manual));
+    assert_eq!(reply.enrollment.due, None);
+    assert_eq!(reply.enrollment.position, exited.position);
+
+    // An out-of-office after the end is received and tagged; its pause changes nothing.
+    let away = advance(
+        &flow,
+        &reply.enrollment,
+        &reply.lead,
+        &Input::AutoReply {
+            return_date: NaiveDate::from_ymd_opt(2026, 12, 20),
+        },
+        at,
+    );
+    assert!(away.lead.tags.contains("away"));
+    assert_eq!(away.enrollment.due, None);
+    assert!(
+        !away
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Paused { .. } | Effect::Waiting { .. }))
+    );
+    // A wake-up for a finished enrollment does nothing at all.
+    let due = advance(&flow, &away.enrollment, &away.lead, &Input::Due, at);
+    assert!(due.effects.is_empty());
+    assert_eq!(due.enrollment, away.enrollment);
+}
+
+#[test]
+fn a_permanent_bounce_after_completion_is_received_and_leaves_it_completed() {
+    let flow = workflow("  step one { send \"a\" subject \"Hi\" }");
+    let (done, lead) = finished(&flow);
+    let bounce = advance(
+        &flow,
+        &done,
+        &lead,
+        &Input::Bounce { permanent: true },
+        utc("2026-11-24T08:00:00Z"),
+    );
+    assert_eq!(
+        bounce.effects,
+        vec![Effect::Received {
+            what: "permanent bounce".into()
+        }]
+    );
+    assert_eq!(bounce.enrollment.status, Status::Completed);
+}
+
+/// The test lead, promoted to customer (as `nurture leads promote` does).
+fn customer() -> Lead {
+    let mut lead = lead();
+    lead.promote(Stage::Customer);
+    lead
+}
+
+#[test]
+fn the_goal_is_checked_before_every_step() {
+    let flow = workflow(
+        "  exit when lead.stage is \"customer\"\n  step one { send \"a\" subject \"Hi\"; wait 2 days }\n  step two { send \"b\" subject \"x\" }",
+    );
+    let (_, first) = first_step(&flow);
+    assert_eq!(sent(&first), vec!["a"]);
+    // Promoted to customer while waiting: the next wake-up sends nothing and says why.
+    let due = first.enrollment.due.unwrap();
+    let next = advance(&flow, &first.enrollment, &customer(), &Input::Due, due);
+    assert!(sent(&next).is_empty());
+    let reason = ExitReason::GoalReached("lead.stage is \"customer\"".into());
+    assert_eq!(next.enrollment.status, Status::Exited(reason.clone()));
+    assert_eq!(
+        next.effects,
+        vec![Effect::Exited {
+            reason: reason.clone()
+        }]
+    );
+    assert_eq!(
+        reason.to_string(),
+        "goal reached: lead.stage is \"customer\""
+    );
+    // Not a customer: the sequence goes on.
+    let on = advance(&flow, &first.enrollment, &first.lead, &Input::Due, due);
+    assert_eq!(sent(&on), vec!["b"]);
+}
+
+#[test]
+fn a_lead_changed_elsewhere_leaves_when_it_meets_the_goal() {
+    let flow = workflow(
+        "  exit when lead.tags has \"booked\" or lead.stage is \"customer\"\n  step one { send \"a\" subject \"Hi\"; wait 2 days; send \"b\" subject \"x\" }",
+    );
+    let (start, first) = first_step(&flow);
+    let unchanged = advance(
+        &flow,
+        &first.enrollment,
+        &first.lead,
+        &Input::LeadChanged,
+        start,
+    );
+    assert!(unchanged.effects.is_empty());
+    assert_eq!(unchanged.enrollment.status, Status::Active);
+    let mut booked = first.lead.clone();
+    booked.tags.insert("booked".into());
+    let out = advance(
+        &flow,
+        &first.enrollment,
+        &booked,
+        &Input::LeadChanged,
+        start,
+    );
+    assert_eq!(
+        out.enrollment.status,
+        Status::Exited(ExitReason::GoalReached(
+            "lead.tags has \"booked\" or lead.stage is \"customer\"".into()
+        ))
+    );
+    assert_eq!(out.enrollment.due, None);
+}
+
+#[test]
+fn a_goal_met_by_a_handler_or_a_step_ends_the_enrollment_at_once() {
+    let flow = workflow(
+        "  exit when lead.stage is \"contact\"\n  on reply { promote to contact; notify owner }\n  step one { send \"a\" subject \"Hi\"; wait 2 days }\n  step two { send \"b\" subject \"x\" }",
+    );
+    let (start, first) = first_step(&flow);
+    let reply = advance(&flow, &first.enrollment, &first.lead, &Input::Reply, start);
+    assert_eq!(
+        reply.enrollment.status,
+        Status::Exited(ExitReason::GoalReached("lead.stage is \"contact\"".into()))
+    );
+
+    // A step's statements run together (its send goes), then the goal ends it.
+    let flow = workflow(
+        "  exit when lead.tags has \"vip\"\n  step one { tag \"vip\"; send \"a\" subject \"Hi\"; wait 2 days }\n  step two { send \"b\" subject \"x\" }",
+    );
+    let (_, first) = first_step(&flow);
+    assert_eq!(sent(&first), vec!["a"]);
+    assert!(matches!(
+        first.enrollment.status,
+        Status::Exited(ExitReason::GoalReached(_))
+    ));
+}
+
+// Regression: "back on 31.12.9999" paused a lead for good.
+#[test]
+fn a_return_date_far_away_pauses_for_90_days_at_most_and_says_so() {
+    let flow = workflow(
+        "  on auto-reply { pause until return }\n  step one { send \"a\" subject \"Hi\"; wait 1 day; send \"b\" subject \"x\" }",
+    );
+    let (start, first) = first_step(&flow);
+    let away = advance(
+        &flow,
+        &first.enrollment,
+        &first.lead,
+        &Input::AutoReply {
+            return_date: NaiveDate::from_ymd_opt(9999, 12, 31),
+        },
+        start,
+    );
+    let cap = start + chrono::Duration::days(90);
+    assert_eq!(away.enrollment.due, Some(cap));
+    assert!(
+        away.effects.contains(&Effect::Paused {
+            until: cap,
+            reason: "out of office until 9999-12-31: paused for 90 days at most".into(),
+        }),
+        "{:?}",
+        away.effects
+    );
+    let back = advance(&flow, &away.enrollment, &away.lead, &Input::Due, cap);
+    assert_eq!(sent(&back), vec!["b"]);
+}
+
+#[test]
+fn goals_are_checked_by_the_compiler() {
+    let templates: BTreeSet<String> = ["a".to_string()].into();
+    let compile = |header: &str| {
+        let source = format!(
+            "workflow \"g\" {{\n  from \"a@example.test\"\n{header}\n  step one {{ send \"a\" subject \"s\" }}\n}}\n"
+        );
+        dsl::compile(Path::new("g.flow"), &source, &templates)
+    };
+    let good = compile("  exit when sent \"a\" and lead.stage is \"customer\"");
+    let goal = good.workflow.expect("compiles").goal.expect("a goal");
+    assert_eq!(goal.text, "sent \"a\" and lead.stage is \"customer\"");
+
+    let messages = |header: &str| -> Vec<String> {
+        compile(header)
+            .diagnostics
+            .iter()
+            .map(|d| d.message.clone())
+            .collect()
+    };
+    assert_eq!(
+        messages("  exit when sent \"b\""),
+        vec!["no template named `b`"]
+    );
+    assert_eq!(
+        messages("  exit when lead.stage is \"customer\"\n  exit when replied"),
+        vec!["`exit when` is set twice"]
+    );
+    assert_eq!(
+        messages("  exit when lead.sorce is \"x\""),
+        vec!["unknown field `sorce`"]
+    );
+}
+
 mod simulation {
     use super::*;
     use chrono::Duration;
@@ -387,6 +653,33 @@ mod simulation {
             }
         );
         assert_eq!(timeline.final_lead.stage, Stage::Contact);
+    }
+
+    #[test]
+    fn a_reply_after_the_last_email_still_promotes() {
+        let start = utc("2026-11-23T08:00:00Z");
+        let scenario = Scenario {
+            reply: Some(Trigger::AfterStep("three".into())),
+            ..Scenario::default()
+        };
+        let timeline = simulate(
+            &flow(),
+            &lead(),
+            start,
+            start + Duration::days(30),
+            &scenario,
+        );
+        assert_eq!(templates_sent(&timeline), vec!["a", "b", "c"]);
+        assert_eq!(
+            timeline.ending,
+            Ending::Completed {
+                at: utc("2026-11-27T08:00:00Z")
+            }
+        );
+        assert_eq!(timeline.final_lead.stage, Stage::Contact);
+        let last = timeline.events.last().expect("events");
+        assert_eq!(last.at, utc("2026-11-27T09:00:00Z"));
+        assert!(matches!(last.effect, Effect::Notify { .. }));
     }
 
     #[test]

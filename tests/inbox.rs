@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use mail_parser::MessageParser;
+use nurture::engine::Status;
 use nurture::lead::{Lead, Stage};
 use nurture::store::{DEFAULT_CACHE_BYTES, Event, EventKind, Store};
 
@@ -572,4 +573,79 @@ fn a_reply_from_the_address_in_mixed_case_promotes_the_lead_imported_in_lower_ca
         "Dana.Scully@example.test",
     );
     promoted_once(&store, imported, &log);
+}
+
+// Regression: a sequence completes the moment its last email leaves, and handlers ran only for
+// active enrollments, so a reply to the final email (the one written to draw replies) promoted
+// nobody and told nobody.
+#[test]
+fn a_reply_to_the_final_email_of_a_completed_sequence_promotes_and_notifies() {
+    let (stack, dir, daemon, _) = welcomed("final", 2740, 2174, "tom@example.test", "Tom");
+    stop(daemon);
+    // Three days later the follow-up, the last email, leaves: the sequence is completed.
+    let later = (Utc::now() + chrono::Duration::days(3)).to_rfc3339();
+    nurture_inbox(
+        &dir,
+        &stack,
+        &["run", "--until-idle"],
+        &[("NURTURE_DAEMON_REHEARSAL_START", &later)],
+    );
+    let mail = stack.wait_for("tom", 2);
+    let last = mail
+        .iter()
+        .find(|raw| {
+            MessageParser::default()
+                .parse(raw.as_slice())
+                .unwrap()
+                .subject()
+                == Some("Still there?")
+        })
+        .expect("the last email arrived");
+    {
+        let store = open_store(&dir);
+        let enrollment = store
+            .enrollment("welcome", "tom@example.test")
+            .unwrap()
+            .unwrap();
+        assert_eq!(enrollment.status, Status::Completed);
+    }
+
+    let daemon = start(&dir, &stack).wait_log("watching the inbox", 2);
+    answer(
+        &stack,
+        "Tom Becker <tom@example.test>",
+        last,
+        "Re: Still there?",
+        "",
+        "Yes! Sorry for the silence, can we talk on Friday?",
+    );
+    let (notified, daemon) = wait_for(&stack, "boss", 1, daemon);
+    let log = stop(daemon);
+    let notice = MessageParser::default().parse(&notified[0]).unwrap();
+    let text = notice.body_text(0).unwrap();
+    assert!(text.contains("can we talk on Friday?"), "{text}");
+
+    let store = open_store(&dir);
+    let tom = store.lead("tom@example.test").unwrap().unwrap();
+    assert_eq!(tom.stage, Stage::Contact, "{log}");
+    let journal = events(&store, "tom@example.test");
+    assert_eq!(replies(&journal), 1, "{journal:?}");
+    assert!(
+        journal.iter().any(|e| matches!(
+            &e.kind,
+            EventKind::Promoted {
+                stage: Stage::Contact,
+                ..
+            }
+        )),
+        "{journal:?}"
+    );
+    // The sequence stays completed: it is over, and nothing more is sent.
+    let enrollment = store
+        .enrollment("welcome", "tom@example.test")
+        .unwrap()
+        .unwrap();
+    assert_eq!(enrollment.status, Status::Completed);
+    drop(store);
+    nothing_more(&dir, &stack, "tom", 2);
 }

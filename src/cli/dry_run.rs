@@ -434,7 +434,7 @@ fn render_text(workflow: &Workflow, preview: &LeadPreview) -> String {
             Effect::Notify { to, reason } => format!("    notify {to}: {reason}"),
             // A window hold is shown on the send it delays.
             Effect::Waiting { reason, .. } if reason == "send window" => continue,
-            Effect::Waiting { until, reason } => {
+            Effect::Waiting { until, reason } | Effect::Paused { until, reason } => {
                 format!("    {reason}, until {}", local_time(zone, *until))
             }
             // The ending is shown once, below.
@@ -457,7 +457,9 @@ fn render_text(workflow: &Workflow, preview: &LeadPreview) -> String {
         String::new()
     };
     let ending = match &preview.timeline.ending {
-        Ending::Completed { at } => format!("completed {}", local_time(zone, *at)),
+        Ending::Completed { at } => {
+            format!("completed {}{stage_change}", local_time(zone, *at))
+        }
         Ending::Exited { at, reason } => {
             format!("exited {}: {reason}{stage_change}", local_time(zone, *at))
         }

@@ -4,8 +4,13 @@
 //! Who: `In-Reply-To`/`References` → one of our Message-IDs → its lead and workflow (so a reply
 //! from another address of the same person still finds its lead); for a bounce, the returned
 //! message's Message-ID or the failed recipient; for an unsubscribe mail, the token of our
-//! `mailto:` link; as a last resort the sender's address, if it is a lead with an active
-//! enrollment. Anything else is left alone (and logged by the caller).
+//! `mailto:` link; as a last resort the sender's address, if it is a lead nurture has emailed
+//! or is about to (an active enrollment). Anything else is left alone (and logged by the
+//! caller).
+//!
+//! Which workflow: the one whose email the mail answers, whatever its enrollment's state (a
+//! reply to the last email of a finished sequence counts). Matched by the sender alone, every
+//! active enrollment of the lead; when none is active, the one that emailed the lead last.
 
 use crate::engine::Input;
 use crate::lead::SuppressionReason;
@@ -119,7 +124,8 @@ pub fn happening(
 }
 
 /// The lead (and workflow) a mail answers: through our Message-IDs it refers to, else its
-/// sender when that is a lead with an active enrollment.
+/// sender when that is a lead with an active enrollment (`None`: all of them), or one whose
+/// enrollments are over but emailed it (the last of them).
 fn by_conversation(
     store: &Store,
     inbound: &Incoming,
@@ -132,11 +138,15 @@ fn by_conversation(
     let Some(from) = &inbound.from else {
         return Ok(None);
     };
-    let active = store
-        .enrollments_of(from)?
-        .iter()
-        .any(|enrollment| enrollment.is_active());
-    Ok(active.then(|| (from.clone(), None)))
+    let enrollments = store.enrollments_of(from)?;
+    if enrollments.iter().any(|enrollment| enrollment.is_active()) {
+        return Ok(Some((from.clone(), None)));
+    }
+    let last_emailed = enrollments
+        .into_iter()
+        .filter(|enrollment| !enrollment.facts.sent.is_empty())
+        .max_by_key(|enrollment| enrollment.updated_at);
+    Ok(last_emailed.map(|enrollment| (from.clone(), Some(enrollment.workflow))))
 }
 
 /// `reply “Re: Welcome”: “Sounds good, Tuesday?”` for the lead's timeline and the owner.
@@ -156,5 +166,98 @@ fn bracketed(id: &str) -> String {
         id.to_owned()
     } else {
         format!("<{id}>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::engine::{Enrollment, Facts, Position, Status};
+    use crate::lead::Lead;
+    use crate::store::{Batch, DEFAULT_CACHE_BYTES};
+
+    fn enrollment(workflow: &str, lead: &str, day: u32, sent: &[&str]) -> Enrollment {
+        let at = Utc.with_ymd_and_hms(2026, 11, day, 9, 0, 0).unwrap();
+        Enrollment {
+            workflow: workflow.into(),
+            version: "v1".into(),
+            lead: lead.into(),
+            status: Status::Completed,
+            position: Position {
+                step: "last".into(),
+                pc: 1,
+            },
+            due: None,
+            enrolled_at: at,
+            updated_at: at,
+            deferred_from: None,
+            facts: Facts {
+                sent: sent.iter().map(|t| t.to_string()).collect(),
+                ..Facts::default()
+            },
+        }
+    }
+
+    fn reply_from(from: &str) -> Incoming {
+        Incoming {
+            kind: Kind::HumanReply,
+            message_id: Some("<r1@other.example>".into()),
+            references: Vec::new(),
+            original_message_id: None,
+            from: Some(from.into()),
+            to: vec!["sales@example.test".into()],
+            subject: Some("Re: Should I close your file?".into()),
+            date: None,
+            excerpt: "No, let's talk.".into(),
+        }
+    }
+
+    // Regression: a reply without threading headers counted only for leads with an active
+    // enrollment, so one that came after the last email was "mail from no lead of ours".
+    #[test]
+    fn an_unthreaded_reply_after_the_sequences_ended_goes_to_the_last_one_that_emailed() {
+        let dir = std::env::temp_dir().join(format!("nurture-correlate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap();
+        let mut quiet = enrollment("trial-welcome", "quiet@example.test", 2, &[]);
+        quiet.status = Status::Exited(crate::engine::ExitReason::Manual);
+        let batch = Batch {
+            leads: vec![
+                Lead::new("done@example.test".into(), now),
+                Lead::new("quiet@example.test".into(), now),
+            ],
+            enrollments: vec![
+                enrollment("webinar-follow-up", "done@example.test", 3, &["thanks"]),
+                enrollment(
+                    "trial-welcome",
+                    "done@example.test",
+                    20,
+                    &["welcome", "last"],
+                ),
+                enrollment("newsletter", "done@example.test", 25, &[]),
+                quiet,
+            ],
+            ..Batch::default()
+        };
+        store.apply(&batch).unwrap();
+        let unsubscribe = Unsubscribe::preview("");
+
+        let found = happening(&store, &unsubscribe, &reply_from("done@example.test"))
+            .unwrap()
+            .expect("a lead of ours");
+        assert_eq!(found.lead, "done@example.test");
+        assert_eq!(found.workflow.as_deref(), Some("trial-welcome"));
+        assert_eq!(found.input, Some(Input::Reply));
+
+        // Enrolled, but never emailed and not active: not a lead nurture wrote to.
+        let why = happening(&store, &unsubscribe, &reply_from("quiet@example.test"))
+            .unwrap()
+            .expect_err("left alone");
+        assert_eq!(why, "mail from no lead of ours");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

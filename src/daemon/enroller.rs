@@ -1,5 +1,7 @@
 //! Enrollment in the daemon: leads whose data changed, and scans of every lead for a
-//! recurring workflow's cron slot or a workflow that was just added.
+//! recurring workflow's cron slot or a workflow that was just added. A lead that changed is
+//! also held against the goal (`exit when …`) of every workflow it is active in, so that a lead
+//! promoted to customer by hand leaves at once, not at its next step.
 //!
 //! Scans go a chunk at a time between the other work, so a million-lead segment does not stop
 //! sending; their progress (a cursor) lives in the store, so a restart resumes them.
@@ -8,10 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use crate::engine::{self, Effect, Input};
 use crate::enrollment::{self, Decision, Trigger};
 use crate::lead::Lead;
 use crate::project::Project;
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{Batch, EventKind, Store, StoreError};
 use crate::workflow::Workflow;
 
 const SCANS_KEY: &str = "scans";
@@ -59,7 +62,25 @@ fn consider(
     trigger: Trigger,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let existing = store.enrollment(&workflow.name, &lead.email)?;
+    let mut existing = store.enrollment(&workflow.name, &lead.email)?;
+    let has_goal = workflow.goal.is_some();
+    if let Some(enrollment) = existing.as_mut().filter(|e| has_goal && e.is_active()) {
+        // The engine's own goal check, as before every step: leaving is the only effect it
+        // can have.
+        let outcome = engine::advance(workflow, enrollment, lead, &Input::LeadChanged, now);
+        for effect in &outcome.effects {
+            if let Effect::Exited { reason } = effect {
+                let kind = EventKind::Exited {
+                    reason: reason.clone(),
+                };
+                batch.event(&lead.email, now, Some(&workflow.name), kind);
+            }
+        }
+        if outcome.enrollment.status != enrollment.status {
+            *enrollment = outcome.enrollment;
+            batch.enrollments.push(enrollment.clone());
+        }
+    }
     if enrollment::decide(workflow, lead, existing.as_ref(), trigger) == Decision::Enroll {
         enrollment::enroll_into(batch, workflow, lead, now);
     }

@@ -150,7 +150,9 @@ fn commit(
 #[derive(Debug, Clone)]
 pub struct Happening {
     pub lead: String,
-    /// Only the enrollment in this workflow (the email answered is known); `None`: every
+    /// Only the enrollment in this workflow (the email answered is known), whatever its state:
+    /// a reply to the last email of a completed sequence still runs `on reply` (see
+    /// [`engine::advance`] for what a finished enrollment's handler may do); `None`: every
     /// active enrollment of the lead.
     pub workflow: Option<String>,
     /// What the handlers are run for; `None`: only journaled (a transient bounce).
@@ -223,11 +225,10 @@ pub fn run_input(
     let mut ran = 0;
     let mut untouched = Vec::new();
     for enrollment in store.enrollments_of(&happening.lead)? {
-        let concerned = enrollment.is_active()
-            && happening
-                .workflow
-                .as_ref()
-                .is_none_or(|name| *name == enrollment.workflow);
+        let concerned = match &happening.workflow {
+            Some(name) => *name == enrollment.workflow,
+            None => enrollment.is_active(),
+        };
         match (project.workflow(&enrollment.workflow), &happening.input) {
             (Some(workflow), Some(input)) if concerned => {
                 work.advance(workflow, enrollment, input)?;
@@ -236,7 +237,9 @@ pub fn run_input(
             _ => untouched.push(enrollment),
         }
     }
-    if happening.input.is_none()
+    // What no handler ran for is journaled all the same (a transient bounce; an unsubscribe
+    // or a bounce for a lead whose sequences are over).
+    if ran == 0
         && let Some(note) = &happening.note
     {
         work.batch.event(
@@ -528,6 +531,10 @@ impl<'a> Work<'a> {
                     debug!(workflow = %workflow.name, lead = %email, %until, %reason, "waiting");
                     continue;
                 }
+                Effect::Paused { until, reason } => EventKind::Paused {
+                    until: *until,
+                    reason: reason.clone(),
+                },
                 Effect::Completed => EventKind::Completed,
                 Effect::Exited { reason } => EventKind::Exited {
                     reason: reason.clone(),
@@ -664,5 +671,125 @@ fn mailbox_from_display(text: &str) -> Mailbox {
             name: None,
             address: text.trim().to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::config::Limits;
+    use crate::engine::Position;
+    use crate::store::{DEFAULT_CACHE_BYTES, Event};
+
+    /// A store in a scratch folder holding `leads`, each with a completed enrollment in the inbox
+    /// tests' workflow `welcome` that sent both its emails.
+    fn completed(name: &str, leads: &[&str]) -> (Store, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("nurture-scheduler-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+        let mut batch = Batch::default();
+        for email in leads {
+            batch.leads.push(Lead::new(email.to_string(), at));
+            batch.enrollments.push(Enrollment {
+                workflow: "welcome".into(),
+                version: "v1".into(),
+                lead: email.to_string(),
+                status: Status::Completed,
+                position: Position {
+                    step: "follow-up".into(),
+                    pc: 1,
+                },
+                due: None,
+                enrolled_at: at,
+                updated_at: at,
+                deferred_from: None,
+                facts: engine::Facts {
+                    sent: vec!["note".into(), "note".into()],
+                    ..engine::Facts::default()
+                },
+            });
+        }
+        store.apply(&batch).unwrap();
+        (store, dir)
+    }
+
+    fn received(events: &[Event]) -> Vec<&str> {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Received { what } => Some(what.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    // Regression: what came back after a sequence ended was not journaled unless a handler ran.
+    #[test]
+    fn bounces_and_unsubscribes_after_the_end_are_journaled_and_still_suppress() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let project = Project::load(
+            &[repo.join("tests/fixtures/inbox/workflows")],
+            &repo.join("tests/fixtures/inbox/templates"),
+        );
+        assert!(project.workflow("welcome").is_some());
+        let (store, dir) = completed("after-end", &["tom@example.test", "lea@example.test"]);
+        let mut throttle = Throttle::new(Limits::default());
+        let unsubscribe = Unsubscribe::preview("");
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap();
+        let mut run = |happening: Happening| {
+            run_input(
+                &store,
+                &project,
+                now,
+                &mut throttle,
+                &unsubscribe,
+                &happening,
+            )
+            .unwrap()
+            .expect("a known lead")
+        };
+
+        // A bounce of the last email (its Message-ID is known: the workflow too).
+        let planned = run(Happening {
+            lead: "tom@example.test".into(),
+            workflow: Some("welcome".into()),
+            input: Some(Input::Bounce { permanent: true }),
+            suppress: Some((
+                SuppressionReason::Bounced,
+                "the address bounced (5.1.1)".into(),
+            )),
+            note: Some("permanent bounce (5.1.1)".into()),
+            receipt: None,
+        });
+        assert!(planned.emails.is_empty());
+        // An unsubscribe by token: no workflow, and none active.
+        run(Happening {
+            lead: "lea@example.test".into(),
+            workflow: None,
+            input: Some(Input::Unsubscribe),
+            suppress: Some((SuppressionReason::Unsubscribed, "asked by mail".into())),
+            note: Some("unsubscribe request “stop”".into()),
+            receipt: None,
+        });
+
+        for (email, what) in [
+            ("tom@example.test", "permanent bounce (5.1.1)"),
+            ("lea@example.test", "unsubscribe request “stop”"),
+        ] {
+            let lead = store.lead(email).unwrap().unwrap();
+            assert!(lead.is_suppressed(), "{email}");
+            let journal = store.events_of(email).unwrap();
+            assert_eq!(received(&journal), vec![what], "{journal:?}");
+            let enrollment = store.enrollment("welcome", email).unwrap().unwrap();
+            assert_eq!(enrollment.status, Status::Completed, "{email}");
+        }
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -78,6 +78,8 @@ pub struct Setting {
 #[derive(Debug, Clone)]
 pub enum SettingKind {
     Enroll(CondAst),
+    /// `exit when …`: the goal.
+    Goal(CondAst),
     Reentry,
     Bulk,
     Every(Spanned<String>),
@@ -93,6 +95,7 @@ impl SettingKind {
     pub fn keyword(&self) -> &'static str {
         match self {
             SettingKind::Enroll(_) => "enroll when",
+            SettingKind::Goal(_) => "exit when",
             SettingKind::Reentry => "allow re-entry",
             SettingKind::Bulk => "mark as bulk",
             SettingKind::Every(_) => "every",

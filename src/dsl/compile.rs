@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::lead::{BUILT_IN_FIELDS, Lead, Stage, Value, normalize_email};
 use crate::workflow::{
-    Action, Condition, CronSlot, Engagement, Handlers, Instr, Mailbox, NotifyTarget, Send,
+    Action, Condition, CronSlot, Engagement, Goal, Handlers, Instr, Mailbox, NotifyTarget, Send,
     SendWindow, Step, Wait, WaitLength, Weekdays, WindowZone, Workflow,
 };
 
@@ -84,6 +84,7 @@ struct Compiler<'a> {
 #[derive(Default)]
 struct Header {
     enroll: Option<Condition>,
+    goal: Option<Goal>,
     reentry: bool,
     bulk: bool,
     every: Option<CronSlot>,
@@ -163,6 +164,7 @@ impl<'a> Compiler<'a> {
             path: self.cx.path.to_path_buf(),
             version,
             enroll: header.enroll,
+            goal: header.goal,
             reentry: header.reentry,
             bulk: header.bulk,
             every: header.every,
@@ -183,6 +185,12 @@ impl<'a> Compiler<'a> {
     fn setting(&mut self, kind: &'a SettingKind, header: &mut Header) {
         match kind {
             SettingKind::Enroll(condition) => header.enroll = self.condition(condition),
+            SettingKind::Goal(condition) => {
+                header.goal = self.condition(condition).map(|resolved| Goal {
+                    condition: resolved,
+                    text: self.condition_text(condition),
+                });
+            }
             SettingKind::Reentry => header.reentry = true,
             SettingKind::Bulk => header.bulk = true,
             SettingKind::Every(cron) => header.every = self.cron(cron),
@@ -469,10 +477,7 @@ impl<'a> Compiler<'a> {
             let resolved = self.condition(condition);
             code.push(Instr::Branch {
                 condition: resolved.unwrap_or(Condition::Engaged(Engagement::Replied)),
-                text: self.cx.source[condition.span.clone()]
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                text: self.condition_text(condition),
                 else_to: usize::MAX,
             });
             self.block(block, code, to_end);
@@ -723,6 +728,14 @@ impl<'a> Compiler<'a> {
     // -----------------------------------------------------------------------------------------
     // Conditions
     // -----------------------------------------------------------------------------------------
+
+    /// The condition as written, on one line, for timelines and exit reasons.
+    fn condition_text(&self, condition: &CondAst) -> String {
+        self.cx.source[condition.span.clone()]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 
     fn condition(&mut self, condition: &CondAst) -> Option<Condition> {
         match &condition.kind {

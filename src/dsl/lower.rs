@@ -108,6 +108,10 @@ fn setting(pair: Pair<'_, Rule>) -> Setting {
             SettingKind::Enroll(condition(child(&inner, Rule::condition))),
             head_span(&inner, Rule::kw_when),
         ),
+        Rule::goal => (
+            SettingKind::Goal(condition(child(&inner, Rule::condition))),
+            head_span(&inner, Rule::kw_when),
+        ),
         Rule::reentry => (SettingKind::Reentry, self::span(&inner)),
         Rule::bulk => (SettingKind::Bulk, self::span(&inner)),
         Rule::every => (

@@ -195,7 +195,7 @@ fn join_or(items: &[&str]) -> String {
 fn keywords(rule: Rule) -> Vec<&'static str> {
     match rule {
         Rule::setting => vec![
-            "enroll", "allow", "every", "from", "reply", "owner", "timezone", "send",
+            "enroll", "exit", "allow", "every", "from", "reply", "owner", "timezone", "send",
         ],
         Rule::statement => vec![
             "send", "wait", "if", "set", "tag", "untag", "score", "promote", "notify", "goto",
@@ -288,6 +288,7 @@ pub fn describe(rule: Rule) -> &'static str {
         Rule::workflow_name => "the workflow's name in quotes",
         Rule::setting => "a setting",
         Rule::enroll => "`enroll when`",
+        Rule::goal => "`exit when`",
         Rule::reentry => "`allow re-entry`",
         Rule::bulk => "`mark as bulk`",
         Rule::every => "`every`",

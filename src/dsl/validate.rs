@@ -19,6 +19,7 @@ type Check = fn(&Context, &WorkflowAst) -> Vec<Diagnostic>;
 const CHECKS: &[Check] = &[
     settings_come_first,
     settings_once,
+    goal_templates,
     handlers_once,
     handler_statements,
     step_statements,
@@ -87,6 +88,32 @@ fn settings_once(cx: &Context, workflow: &WorkflowAst) -> Vec<Diagnostic> {
         }
     }
     diagnostics
+}
+
+/// `exit when sent "…"` names a template that exists: a misspelled one would be a goal no lead
+/// ever reaches.
+fn goal_templates(cx: &Context, workflow: &WorkflowAst) -> Vec<Diagnostic> {
+    let mut uses = Vec::new();
+    for setting in workflow.settings() {
+        if let SettingKind::Goal(condition) = &setting.kind {
+            sent_templates(condition, &mut uses);
+        }
+    }
+    uses.into_iter()
+        .filter(|template| !cx.templates.contains(&template.value))
+        .map(|template| {
+            let diagnostic = cx
+                .error(
+                    format!("no template named `{}`", template.value),
+                    template.span.clone(),
+                )
+                .with_label("not in templates/, so this goal is never reached");
+            match did_you_mean(&template.value, cx.templates.iter().map(String::as_str)) {
+                Some(name) => diagnostic.with_hint(format!("did you mean `{name}`?")),
+                None => diagnostic.with_hint("`sent \"…\"` names a template this workflow sends"),
+            }
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ pub mod simulate;
 pub mod state;
 
 pub use self::run::{
-    Effect, INSTRUCTION_BUDGET, Input, Outcome, PlannedEmail, Shift, advance, enroll,
+    Effect, INSTRUCTION_BUDGET, Input, Outcome, PlannedEmail, RETURN_DATE_CAP_DAYS, Shift, advance,
+    enroll, goal_reached,
 };
 pub use self::state::{Enrollment, ExitReason, Facts, Position, Status};

@@ -4,8 +4,22 @@
 //! The host performs the effects (render and send an email, notify someone, write the journal)
 //! and persists the returned enrollment and lead. The engine itself never reads a clock, a file
 //! or the network, which is how the daemon and the dry-run run the very same code.
+//!
+//! Rules the interpreter keeps:
+//! - **Goals.** A workflow's `exit when …` is checked at every wake-up, at the start of every
+//!   step, when the sequence stops to wait, after every handler, and when the lead changed
+//!   elsewhere ([`Input::LeadChanged`]); a lead that meets it leaves with
+//!   [`ExitReason::GoalReached`]. The statements of one step run together: a step's own `tag`
+//!   does not stop the `send` after it in the same step.
+//! - **Finished enrollments still hear about their emails.** A reply (or an auto-reply, a
+//!   bounce, an unsubscribe request) to an email of a completed or exited enrollment runs the
+//!   handler's actions that neither send nor move: `promote`, `notify`, `tag`, `untag`, `set`,
+//!   `score`, and the `if`s around them. `exit` only ends the handler, `goto` and `pause until
+//!   return` do nothing: the sequence never resumes and nothing more is sent.
+//! - **Out-of-office pauses are capped** at [`RETURN_DATE_CAP_DAYS`] after the auto-reply, so a
+//!   return date of 31.12.9999 cannot pause a lead for good; the pause says it was capped.
 
-use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
 
 use crate::lead::{Lead, Stage};
@@ -20,6 +34,10 @@ use super::state::{Enrollment, ExitReason, Facts, Position, Status};
 /// How many instructions one `advance` may run before it is stopped. A workflow that loops
 /// without a `wait` is refused by the checker; this guards the daemon against anything else.
 pub const INSTRUCTION_BUDGET: usize = 10_000;
+
+/// `pause until return` waits at most this many days after the auto-reply, whatever return
+/// date it gave.
+pub const RETURN_DATE_CAP_DAYS: i64 = 90;
 
 /// What happened to, or about, an enrollment.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +57,9 @@ pub enum Input {
     Unsubscribe,
     /// A tracked link was clicked.
     Click,
+    /// The lead's data changed outside this enrollment (an import, an edit by hand, another
+    /// workflow's action): only the goal is checked.
+    LeadChanged,
 }
 
 /// Something the host must do or record.
@@ -72,6 +93,11 @@ pub enum Effect {
     },
     /// Nothing more until `until`.
     Waiting {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    /// An out-of-office paused the sequence until `until` (journaled, unlike a step's `wait`).
+    Paused {
         until: DateTime<Utc>,
         reason: String,
     },
@@ -132,7 +158,18 @@ pub fn enroll(workflow: &Workflow, lead: &Lead, now: DateTime<Utc>) -> Enrollmen
     }
 }
 
+/// Whether `lead` meets `workflow`'s goal (`exit when …`); `false` without a goal.
+pub fn goal_reached(workflow: &Workflow, lead: &Lead, facts: &Facts) -> bool {
+    workflow
+        .goal
+        .as_ref()
+        .is_some_and(|goal| condition::evaluate(&goal.condition, lead, facts, &mut Vec::new()))
+}
+
 /// Applies `input` at `now`: runs the program or a handler and returns what to do.
+///
+/// An enrollment that has ended (completed or exited) only hears about its emails: see the
+/// module's rules.
 pub fn advance(
     workflow: &Workflow,
     enrollment: &Enrollment,
@@ -146,9 +183,15 @@ pub fn advance(
         lead: lead.clone(),
         effects: Vec::new(),
         now,
+        finished: !enrollment.is_active(),
     };
-    if enrollment.is_active() {
-        run.apply(input);
+    run.apply(input);
+    if !run.finished {
+        // Whatever just ran may have brought the lead to the goal: it leaves now rather than at
+        // its next step (and the dry-run shows it where the daemon does it).
+        run.reached_goal();
+    }
+    if !run.finished || !run.effects.is_empty() {
         run.enrollment.version = workflow.version.clone();
         run.enrollment.updated_at = now;
     }
@@ -166,6 +209,8 @@ struct Run<'a> {
     lead: Lead,
     effects: Vec<Effect>,
     now: DateTime<Utc>,
+    /// The enrollment had ended before this `advance`: handlers run without sending or moving.
+    finished: bool,
 }
 
 impl Run<'_> {
@@ -213,7 +258,23 @@ impl Run<'_> {
                 self.received("click");
                 self.enrollment.facts.clicked = true;
             }
+            // The goal check after every input is all there is to do.
+            Input::LeadChanged => {}
         }
+    }
+
+    /// Ends an active enrollment whose lead meets the workflow's goal; whether it did.
+    fn reached_goal(&mut self) -> bool {
+        let Some(goal) = &self.workflow.goal else {
+            return false;
+        };
+        if !self.enrollment.is_active()
+            || !goal_reached(self.workflow, &self.lead, &self.enrollment.facts)
+        {
+            return false;
+        }
+        self.exit(ExitReason::GoalReached(goal.text.clone()));
+        true
     }
 
     fn received(&mut self, what: &str) {
@@ -223,7 +284,8 @@ impl Run<'_> {
     }
 
     /// Runs a handler's code. `exit` ends the enrollment with `reason`; `goto` continues the
-    /// sequence at that step now; falling off the end continues the sequence as it was.
+    /// sequence at that step now; falling off the end continues the sequence as it was. On a
+    /// finished enrollment, `exit` and `goto` only end the handler.
     fn run_handler(
         &mut self,
         handler: &str,
@@ -233,7 +295,8 @@ impl Run<'_> {
     ) {
         let mut pc = 0;
         for _ in 0..INSTRUCTION_BUDGET {
-            if !self.enrollment.is_active() {
+            // The handler ended the enrollment (a permanent bounce, `exit`): nothing after it runs.
+            if !self.finished && !self.enrollment.is_active() {
                 return;
             }
             let Some(instr) = code.get(pc) else { return };
@@ -251,6 +314,8 @@ impl Run<'_> {
                         pc = *else_to;
                     }
                 }
+                // A finished sequence never resumes.
+                Instr::Goto(_) if self.finished => return,
                 Instr::Goto(step) => {
                     self.enrollment.position = Position {
                         step: self.workflow.steps[*step].name.clone(),
@@ -266,24 +331,43 @@ impl Run<'_> {
         }
     }
 
+    /// Moves the next wake-up to the return date (midnight on the lead's clock), at most
+    /// [`RETURN_DATE_CAP_DAYS`] after now; never earlier than it already was.
     fn pause_until(&mut self, return_date: Option<NaiveDate>) {
         let Some(date) = return_date else { return };
+        // A finished enrollment has no next step to put off.
+        if self.finished {
+            return;
+        }
         let zone = calendar::zone_for(self.workflow, &self.lead, WindowZone::Lead);
+        let cap = self.now + Duration::days(RETURN_DATE_CAP_DAYS);
         let back = calendar::resolve_local(zone, date.and_time(NaiveTime::MIN));
+        let (back, reason) = if back > cap {
+            (
+                cap,
+                format!(
+                    "out of office until {date}: paused for {RETURN_DATE_CAP_DAYS} days at most"
+                ),
+            )
+        } else {
+            (back, format!("out of office until {date}: paused"))
+        };
         let due = self.enrollment.due.map_or(back, |due| due.max(back));
         if Some(due) != self.enrollment.due {
             self.enrollment.due = Some(due);
-            self.effects.push(Effect::Waiting {
-                until: due,
-                reason: format!("out of office until {date}: paused"),
-            });
+            self.effects.push(Effect::Paused { until: due, reason });
         }
     }
 
     /// Runs the sequence from the enrollment's position until a wait, the end, or an exit.
+    /// The goal is checked first, and again at the start of every step.
     fn run_program(&mut self) {
+        let mut new_step = true;
         for _ in 0..INSTRUCTION_BUDGET {
             if !self.enrollment.is_active() {
+                return;
+            }
+            if std::mem::take(&mut new_step) && self.reached_goal() {
                 return;
             }
             let Some(step_index) = self.workflow.step_index(&self.enrollment.position.step) else {
@@ -299,6 +383,7 @@ impl Run<'_> {
                             step: next.name.clone(),
                             pc: 0,
                         };
+                        new_step = true;
                         continue;
                     }
                     None => return self.complete(),
@@ -365,6 +450,7 @@ impl Run<'_> {
                         step: self.workflow.steps[*target].name.clone(),
                         pc: 0,
                     };
+                    new_step = true;
                 }
                 Instr::Exit => return self.exit(ExitReason::WorkflowExit),
                 // Only meaningful in `on auto-reply`; the checker refuses it in steps.

@@ -1,5 +1,7 @@
 //! The dry-run's virtual clock: drives `enroll` and `advance` exactly as the daemon will, jumping
 //! from one due time to the next, and injects the scenario's replies, bounces and the like.
+//! A scripted answer that comes after the sequence ended still arrives, as it would at the
+//! daemon: a reply to the last email promotes the lead all the same.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
@@ -101,8 +103,9 @@ pub fn simulate(
     let mut lead = lead.clone();
     let mut events = Vec::new();
     let mut ended_at = start;
-    while enrollment.status == Status::Active {
-        let due = enrollment.due.filter(|due| *due <= until);
+    loop {
+        let active = enrollment.status == Status::Active;
+        let due = enrollment.due.filter(|due| active && *due <= until);
         let scripted = pending
             .iter()
             .enumerate()
@@ -132,7 +135,9 @@ pub fn simulate(
         }
         enrollment = outcome.enrollment;
         lead = outcome.lead;
-        ended_at = at;
+        if active {
+            ended_at = at;
+        }
     }
     let ending = match &enrollment.status {
         Status::Active => Ending::Active {

@@ -67,6 +67,8 @@ pub enum ExitReason {
     LoopLimit,
     /// The lead's record is gone from the store.
     LeadMissing,
+    /// The lead met the workflow's goal (`exit when …`, the condition as written).
+    GoalReached(String),
 }
 
 impl fmt::Display for ExitReason {
@@ -84,6 +86,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Manual => f.write_str("unenrolled by hand"),
             ExitReason::LoopLimit => f.write_str("too many steps without a wait"),
             ExitReason::LeadMissing => f.write_str("the lead is no longer in the store"),
+            ExitReason::GoalReached(goal) => write!(f, "goal reached: {goal}"),
         }
     }
 }

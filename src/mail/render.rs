@@ -118,6 +118,7 @@ pub(crate) mod tests {
             version: "v1".into(),
             enroll: None,
             reentry: false,
+            goal: None,
             bulk: false,
             every: None,
             from: Mailbox {

@@ -58,6 +58,11 @@ pub enum EventKind {
     Received {
         what: String,
     },
+    /// An out-of-office paused the sequence (the reason says when a return date was capped).
+    Paused {
+        until: DateTime<Utc>,
+        reason: String,
+    },
     /// A branch was taken.
     Decision {
         step: String,

@@ -31,6 +31,8 @@ pub struct Workflow {
     pub enroll: Option<Condition>,
     /// `allow re-entry`: a lead that finished may be enrolled again.
     pub reentry: bool,
+    /// `exit when …`: when a lead has reached what the workflow is for, it leaves.
+    pub goal: Option<Goal>,
     /// `mark as bulk`: newsletters and digests. Their emails carry `Auto-Submitted:
     /// auto-generated` and `Precedence: bulk`, so out-of-office responders stay quiet (RFC
     /// 3834); personal sequences, whose point is a reply, leave it off.
@@ -69,6 +71,17 @@ impl Workflow {
         }
         names
     }
+}
+
+/// `exit when lead.stage is "customer"`: the workflow's goal. It is checked at every wake-up,
+/// before every step, after every handler, and whenever the lead changes outside the workflow;
+/// a lead that meets it leaves with the reason "goal reached: …" (and is not enrolled while it
+/// meets it).
+#[derive(Debug, Clone)]
+pub struct Goal {
+    pub condition: Condition,
+    /// The condition as written, for the exit reason (`lead.stage is "customer"`).
+    pub text: String,
 }
 
 /// A sender or recipient: `Ana Ortiz <ana@acme.example>`.

@@ -262,6 +262,7 @@ pub fn sentence(kind: &EventKind) -> String {
             format!("email of step {step} may or may not have left: the daemon stopped mid-send")
         }
         EventKind::Received { what } => format!("{what} received"),
+        EventKind::Paused { until, reason } => format!("{reason}, until {until}"),
         EventKind::Decision {
             step,
             condition,
