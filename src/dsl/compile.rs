@@ -15,8 +15,8 @@ use chrono_tz::Tz;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::lead::{BUILT_IN_FIELDS, Lead, Stage, Value, normalize_email};
 use crate::workflow::{
-    Action, Condition, CronSlot, Engagement, Handlers, Instr, Mailbox, NotifyTarget, Send,
-    SendWindow, Step, Wait, WaitLength, Weekdays, WindowZone, Workflow,
+    Action, CompareOp, Condition, CronSlot, Engagement, Handlers, Instr, Mailbox, NotifyTarget,
+    Send, SendWindow, Step, Wait, WaitLength, Weekdays, WindowZone, Workflow,
 };
 
 use super::Context;
@@ -24,6 +24,9 @@ use super::ast::*;
 
 /// The largest `score +N` / `score -N`: keeps scores far from overflow, whatever loops do.
 const MAX_SCORE_CHANGE: i64 = 1_000_000;
+/// What to write instead of ordering text.
+const TEXT_ORDER_HINT: &str = "text is compared with `is`, `is not`, `in [...]` or `contains`; \
+     comparing dates comes in a later version of nurture";
 /// The largest count in `wait N UNIT`: 10000 weeks is already two centuries.
 const MAX_WAIT_COUNT: u32 = 10_000;
 
@@ -505,6 +508,21 @@ impl<'a> Compiler<'a> {
             StmtKind::Wait(wait) => Instr::Wait(self.wait(wait)?),
             StmtKind::Set { field, value } => {
                 let name = self.field(field)?;
+                if name == "stage" {
+                    self.push(
+                        self.cx
+                            .error(
+                                "a workflow cannot set `lead.stage`",
+                                field.span.start..value.span.end,
+                            )
+                            .with_label("a stage changes by promotion only")
+                            .with_hint(
+                                "write `promote to contact` or `promote to customer`: a stage \
+                                 only moves forward, so a workflow never moves a lead back",
+                            ),
+                    );
+                    return None;
+                }
                 self.settable(&name, field, value)?;
                 Instr::Act(Action::Set {
                     field: name,
@@ -729,8 +747,12 @@ impl<'a> Compiler<'a> {
             CondKind::And(operands) => self.operands(operands, Condition::And),
             CondKind::Or(operands) => self.operands(operands, Condition::Or),
             CondKind::Not(inner) => Some(Condition::Not(Box::new(self.condition(inner)?))),
-            CondKind::Compare { field, op, value } => {
-                let field = self.field(field)?;
+            CondKind::Compare {
+                field: written,
+                op,
+                value,
+            } => {
+                let field = self.field(written)?;
                 if let Value::Number(n) = value.value
                     && !n.is_finite()
                 {
@@ -741,6 +763,7 @@ impl<'a> Compiler<'a> {
                     );
                     return None;
                 }
+                self.orders_numbers(&field, written, *op, value)?;
                 Some(Condition::Compare {
                     field,
                     op: *op,
@@ -781,6 +804,58 @@ impl<'a> Compiler<'a> {
                 Some(Condition::Engaged(Engagement::Sent(template.value.clone())))
             }
         }
+    }
+
+    /// `<`, `<=`, `>`, `>=` order numbers only: text in alphabetical order is almost never what
+    /// was meant (a date written as text, `"9" > "10"`), and it used to be silently false. A
+    /// built-in field other than `score` holds text; a custom attribute may hold a number, so it
+    /// may be ordered against a number (a lead whose value is not a number compares false).
+    fn orders_numbers(
+        &mut self,
+        name: &str,
+        field: &Spanned<String>,
+        op: CompareOp,
+        value: &Spanned<Value>,
+    ) -> Option<()> {
+        if !matches!(
+            op,
+            CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge
+        ) {
+            return Some(());
+        }
+        let symbol = op.symbol();
+        let text_field = BUILT_IN_FIELDS.contains(&name) && name != "score";
+        let diagnostic = match &value.value {
+            Value::Text(text) => {
+                let hint = match text.trim().parse::<f64>() {
+                    Ok(number) if number.is_finite() => {
+                        format!(
+                            "to compare numbers, write the number without quotes: `{}`",
+                            text.trim()
+                        )
+                    }
+                    _ => TEXT_ORDER_HINT.to_string(),
+                };
+                self.cx
+                    .error(
+                        format!("`{symbol}` compares numbers, but `\"{text}\"` is text"),
+                        value.span.clone(),
+                    )
+                    .with_label("text")
+                    .with_hint(hint)
+            }
+            _ if text_field => self
+                .cx
+                .error(
+                    format!("`{symbol}` compares numbers, but `lead.{name}` is text"),
+                    field.span.clone(),
+                )
+                .with_label("a text field")
+                .with_hint(TEXT_ORDER_HINT),
+            _ => return Some(()),
+        };
+        self.push(diagnostic);
+        None
     }
 
     /// `a and b and c` as a balanced tree, so a long chain stays shallow for everything that
