@@ -87,6 +87,62 @@ fn golden_diagnostics() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// Compares `actual` with the golden file `expected`; on a mismatch writes `<expected>.actual`
+/// beside it and returns what to diff.
+fn golden(expected: &Path, actual: &str) -> Option<String> {
+    let mut actual_path = expected.as_os_str().to_owned();
+    actual_path.push(".actual");
+    let actual_path = PathBuf::from(actual_path);
+    let wanted = fs::read_to_string(expected)
+        .unwrap_or_default()
+        .replace("\r\n", "\n");
+    if actual == wanted {
+        let _ = fs::remove_file(&actual_path);
+        return None;
+    }
+    fs::write(&actual_path, actual).expect("write the .actual file");
+    Some(format!(
+        "diff {} {}",
+        expected.display(),
+        actual_path.display()
+    ))
+}
+
+/// Template fields used without a guard (`template_fields/`): a near miss of a lead field, of
+/// an attribute a workflow names, or of a template extra is an error with a did-you-mean; a
+/// field some leads may lack is a warning; a name no lead has is an error once the store's
+/// attributes are known (`expected-with-store`), a warning without them.
+#[test]
+fn template_fields_no_lead_can_have_are_errors() {
+    let dir = Path::new(FIXTURES).join("template_fields");
+    let render = |project: &nurture::project::Project| {
+        project
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let workflows = [dir.join("workflows")];
+    let templates = dir.join("templates");
+    let without = nurture::project::Project::load(&workflows, &templates);
+    let stored = BTreeSet::from(["seats".to_string(), "employees".to_string()]);
+    let with = nurture::project::Project::load_knowing(&workflows, &templates, Some(stored));
+    let failures: Vec<String> = [
+        golden(&dir.join("expected"), &render(&without)),
+        golden(&dir.join("expected-with-store"), &render(&with)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    assert_eq!(
+        without.workflows.len(),
+        1,
+        "template errors leave the workflow valid"
+    );
+}
+
 const VALID: &str = r#"
 # Leads who asked for a trial on the website.
 workflow "trial-welcome" {

@@ -153,13 +153,19 @@ impl<'a> Compiler<'a> {
             } = code;
         }
 
-        let steps = ast
+        let mut steps: Vec<Step> = ast
             .steps()
             .map(|step| Step {
                 name: step.name.value.clone(),
                 code: self.body(&step.body),
+                shape: String::new(),
+                span: step.name.span.clone(),
             })
             .collect();
+        let names: Vec<String> = steps.iter().map(|step| step.name.clone()).collect();
+        for step in &mut steps {
+            step.shape = shape(&step.code, &names);
+        }
 
         Some(Workflow {
             name: ast.name.value.clone(),
@@ -887,6 +893,21 @@ fn balanced(
         Box::new(balanced(items, join)),
         Box::new(balanced(right, join)),
     )
+}
+
+/// The digest a step's position is recorded against (`Step::shape`): FNV-1a 64 over one line
+/// per instruction. A `send` counts by its template only, so rewording a subject moves nobody;
+/// a `goto` by the step's name, so adding a step elsewhere changes nothing here.
+fn shape(code: &[Instr], step_names: &[String]) -> String {
+    let lines: Vec<String> = code
+        .iter()
+        .map(|instr| match instr {
+            Instr::Send(send) => format!("send {:?}", send.template),
+            Instr::Goto(step) => format!("goto {:?}", step_names.get(*step)),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    super::version(&lines.join("\n"))
 }
 
 /// `CronSlot::parse` passes on the `cron` crate's message, which spans lines (the translated
