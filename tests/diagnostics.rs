@@ -439,7 +439,10 @@ fn check_with_a_store_reports_enrollments_inside_an_edited_step() {
     .unwrap();
     let output = check();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "a warning, not an error:\n{stderr}");
+    assert!(
+        output.status.success(),
+        "a warning, not an error:\n{stderr}"
+    );
     assert!(
         stderr.contains(&format!(
             "warning: 3 enrollments of `drip` stand inside step `welcome`, whose instructions \

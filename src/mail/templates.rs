@@ -375,7 +375,7 @@ impl Templates {
                 continue;
             };
             let mut walker = Walker {
-                templates: self,
+                templates: Some(self),
                 flavor,
                 uses: Vec::new(),
                 partial_stack: vec![name.to_string()],
@@ -400,24 +400,31 @@ impl Templates {
     /// in order of first use. A subject that does not compile has none (see
     /// [`Templates::validate_subject`]).
     pub fn optional_fields_in_subject(&self, subject: &str) -> Vec<String> {
-        let Ok(template) = Template::compile(subject) else {
-            return Vec::new();
-        };
-        let mut walker = Walker {
-            templates: self,
-            flavor: Flavor::Text,
-            uses: Vec::new(),
-            partial_stack: Vec::new(),
-        };
-        walker.walk(&template, None, &Scope::default(), None);
-        let mut fields: Vec<String> = Vec::new();
-        for found in walker.uses {
-            if !fields.contains(&found.field) {
-                fields.push(found.field);
-            }
-        }
-        fields
+        unguarded_fields(subject, Some(self))
     }
+}
+
+/// The fields `subject` uses that some leads may lack (unguarded, no `default`), once each, in
+/// order of first use; partials it includes are followed when `templates` are given. For the
+/// workflow compiler, which checks subjects before any template is loaded.
+pub fn unguarded_fields(subject: &str, templates: Option<&Templates>) -> Vec<String> {
+    let Ok(template) = Template::compile(subject) else {
+        return Vec::new();
+    };
+    let mut walker = Walker {
+        templates,
+        flavor: Flavor::Text,
+        uses: Vec::new(),
+        partial_stack: Vec::new(),
+    };
+    walker.walk(&template, None, &Scope::default(), None);
+    let mut fields: Vec<String> = Vec::new();
+    for found in walker.uses {
+        if !fields.contains(&found.field) {
+            fields.push(found.field);
+        }
+    }
+    fields
 }
 
 /// A template that does not compile, in words a marketer can act on. Pest's own message lists
@@ -494,7 +501,7 @@ impl KnownFields {
 
 /// The known name `field` is likely a typo of: within one edit for names shorter than five
 /// characters, two otherwise (the rule the workflow compiler applies to `lead.NAME`).
-fn near_miss(field: &str, known: impl Iterator<Item = String>) -> Option<String> {
+pub fn near_miss(field: &str, known: impl Iterator<Item = String>) -> Option<String> {
     let allowed = if field.chars().count() < 5 { 1 } else { 2 };
     known
         .filter(|name| name != field)
@@ -852,7 +859,8 @@ struct Use<'a> {
 
 /// Walks a template's AST collecting unguarded uses of optional fields.
 struct Walker<'a> {
-    templates: &'a Templates,
+    /// Where included partials are found; `None`: they are not followed.
+    templates: Option<&'a Templates>,
     flavor: Flavor,
     uses: Vec<Use<'a>>,
     /// Partials being walked, so a partial including itself cannot loop.
@@ -905,7 +913,9 @@ impl<'a> Walker<'a> {
                         scope.deeper()
                     };
                     inner.guarded.extend(partial.hash.keys().cloned());
-                    let templates = self.templates;
+                    let Some(templates) = self.templates else {
+                        continue;
+                    };
                     let pair = templates
                         .partials
                         .get(name)
