@@ -322,6 +322,27 @@ fn an_enrollment_in_a_removed_step_exits_with_that_reason() {
     assert_eq!(continued.enrollment.version, new.version);
 }
 
+#[test]
+fn a_workflow_promotes_forward_only_and_says_so() {
+    let flow = workflow(
+        "  step one { promote to customer; promote to contact; send \"a\" subject \"x\" }",
+    );
+    let (_, outcome) = first_step(&flow);
+    let promoted: Vec<&Effect> = outcome
+        .effects
+        .iter()
+        .filter(|effect| matches!(effect, Effect::Promoted { .. }))
+        .collect();
+    // The journal records `Promoted` effects; the second promotion would be a demotion.
+    assert_eq!(
+        promoted,
+        vec![&Effect::Promoted {
+            stage: Stage::Customer
+        }]
+    );
+    assert_eq!(outcome.lead.stage, Stage::Customer);
+}
+
 /// Editing the inside of a step that enrollments stand in: the place is found again from what
 /// they did there, never from a raw instruction index (which repeated or skipped emails).
 mod edits_inside_a_step {

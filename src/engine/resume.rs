@@ -79,3 +79,28 @@ pub fn resume(step: &Step, position: &Position) -> Resume {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_stored_before_shapes_keeps_its_index() {
+        // What nurture stored before positions recorded a shape: taken as it is.
+        let position: Position = serde_json::from_str(r#"{"step":"nudge","pc":3}"#).unwrap();
+        assert_eq!(position, Position::new("nudge", 3));
+        let step = Step {
+            name: "nudge".into(),
+            code: Vec::new(),
+            shape: "0123456789abcdef".into(),
+            span: 0..0,
+        };
+        assert!(!changed(&step, &position));
+        // And a fresh one is written without the empty parts.
+        let start = Position::start(&step);
+        assert_eq!(
+            serde_json::to_string(&start).unwrap(),
+            r#"{"step":"nudge","pc":0,"shape":"0123456789abcdef"}"#
+        );
+    }
+}
