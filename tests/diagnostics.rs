@@ -389,7 +389,7 @@ fn check_with_a_store_reports_enrollments_inside_an_edited_step() {
 
     // Three leads got `a` and wait in step `welcome`.
     {
-        let project = nurture::project::Project::load(&[workflows.clone()], &templates);
+        let project = nurture::project::Project::load(std::slice::from_ref(&workflows), &templates);
         let workflow = project.workflow("drip").expect("the workflow compiles");
         let now = Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap();
         let mut batch = Batch::default();
