@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::dsl;
-use crate::mail::templates::Templates;
+use crate::mail::templates::{KnownFields, Templates};
 use crate::workflow::Workflow;
 
 pub struct Project {
@@ -22,15 +22,34 @@ impl Project {
     /// Compiles the templates in `templates_dir`, then the workflow files or folders in
     /// `workflow_paths` against them, then looks for template fields a lead may lack.
     pub fn load(workflow_paths: &[PathBuf], templates_dir: &Path) -> Project {
+        Project::load_knowing(workflow_paths, templates_dir, None)
+    }
+
+    /// [`Project::load`], also knowing the attribute names the stored leads carry (`nurture
+    /// check` with the store at hand): a template field no lead has becomes an error.
+    pub fn load_knowing(
+        workflow_paths: &[PathBuf],
+        templates_dir: &Path,
+        stored_attributes: Option<BTreeSet<String>>,
+    ) -> Project {
         let (templates, mut diagnostics) = Templates::load(templates_dir);
         let loaded = dsl::load(workflow_paths, &templates.names());
         diagnostics.extend(loaded.diagnostics);
 
+        let known = KnownFields {
+            named: loaded
+                .workflows
+                .iter()
+                .flat_map(|workflow| workflow.fields())
+                .map(str::to_string)
+                .collect(),
+            stored: stored_attributes,
+        };
         let mut checked: BTreeSet<&str> = BTreeSet::new();
         for workflow in &loaded.workflows {
             for name in workflow.templates() {
                 if checked.insert(name) {
-                    diagnostics.extend(templates.optional_fields(name));
+                    diagnostics.extend(templates.field_diagnostics(name, &known));
                 }
             }
             diagnostics.extend(subject_warnings(&templates, workflow));

@@ -87,6 +87,62 @@ fn golden_diagnostics() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// Compares `actual` with the golden file `expected`; on a mismatch writes `<expected>.actual`
+/// beside it and returns what to diff.
+fn golden(expected: &Path, actual: &str) -> Option<String> {
+    let mut actual_path = expected.as_os_str().to_owned();
+    actual_path.push(".actual");
+    let actual_path = PathBuf::from(actual_path);
+    let wanted = fs::read_to_string(expected)
+        .unwrap_or_default()
+        .replace("\r\n", "\n");
+    if actual == wanted {
+        let _ = fs::remove_file(&actual_path);
+        return None;
+    }
+    fs::write(&actual_path, actual).expect("write the .actual file");
+    Some(format!(
+        "diff {} {}",
+        expected.display(),
+        actual_path.display()
+    ))
+}
+
+/// Template fields used without a guard (`template_fields/`): a near miss of a lead field, of
+/// an attribute a workflow names, or of a template extra is an error with a did-you-mean; a
+/// field some leads may lack is a warning; a name no lead has is an error once the store's
+/// attributes are known (`expected-with-store`), a warning without them.
+#[test]
+fn template_fields_no_lead_can_have_are_errors() {
+    let dir = Path::new(FIXTURES).join("template_fields");
+    let render = |project: &nurture::project::Project| {
+        project
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let workflows = [dir.join("workflows")];
+    let templates = dir.join("templates");
+    let without = nurture::project::Project::load(&workflows, &templates);
+    let stored = BTreeSet::from(["seats".to_string(), "employees".to_string()]);
+    let with = nurture::project::Project::load_knowing(&workflows, &templates, Some(stored));
+    let failures: Vec<String> = [
+        golden(&dir.join("expected"), &render(&without)),
+        golden(&dir.join("expected-with-store"), &render(&with)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    assert_eq!(
+        without.workflows.len(),
+        1,
+        "template errors leave the workflow valid"
+    );
+}
+
 const VALID: &str = r#"
 # Leads who asked for a trial on the website.
 workflow "trial-welcome" {
@@ -306,4 +362,119 @@ fn files_larger_than_the_limit_are_refused() {
             dsl::MAX_FILE_BYTES
         )
     );
+}
+
+/// `nurture check` with the store at hand: it says how many enrollments an edit inside a step
+/// moves and where they continue, and a template field no stored lead has is an error.
+#[test]
+fn check_with_a_store_reports_enrollments_inside_an_edited_step() {
+    use std::process::Command;
+
+    use chrono::{TimeZone, Utc};
+    use nurture::engine::{Input, advance, enroll};
+    use nurture::lead::Lead;
+    use nurture::store::{Batch, DEFAULT_CACHE_BYTES, Store};
+
+    let dir = crate::support::scratch("check-edited-step");
+    let (workflows, templates) = (dir.join("workflows"), dir.join("templates"));
+    fs::create_dir_all(&workflows).unwrap();
+    fs::create_dir_all(&templates).unwrap();
+    for (name, body) in [("a", "A {{email}}"), ("b", "B {{industry}}")] {
+        fs::write(templates.join(format!("{name}.html.hbs")), body).unwrap();
+        fs::write(templates.join(format!("{name}.txt.hbs")), body).unwrap();
+    }
+    let flow = workflows.join("drip.flow");
+    let original = "workflow \"drip\" {\n  from \"ana@example.test\"\n  step welcome {\n    send \"a\" subject \"One\"\n    wait 2 days\n    send \"b\" subject \"Two\"\n  }\n}\n";
+    fs::write(&flow, original).unwrap();
+
+    // Three leads got `a` and wait in step `welcome`.
+    {
+        let project = nurture::project::Project::load(std::slice::from_ref(&workflows), &templates);
+        let workflow = project.workflow("drip").expect("the workflow compiles");
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap();
+        let mut batch = Batch::default();
+        for i in 0..3 {
+            let mut lead = Lead::new(format!("lead{i}@example.test"), now);
+            lead.attributes
+                .insert("industry".into(), Value::Text("logistics".into()));
+            let outcome = advance(
+                workflow,
+                &enroll(workflow, &lead, now),
+                &lead,
+                &Input::Due,
+                now,
+            );
+            batch.enrollments.push(outcome.enrollment);
+            batch.leads.push(lead);
+        }
+        let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+        store.apply(&batch).unwrap();
+        store.flush().unwrap();
+    }
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_nurture"))
+            .arg("check")
+            .current_dir(&dir)
+            .env_remove("RUST_LOG")
+            .env("NURTURE_WORKFLOWS", &workflows)
+            .env("NURTURE_TEMPLATES", &templates)
+            .output()
+            .unwrap()
+    };
+
+    // Unchanged: nothing to say.
+    let output = check();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("enrollments"), "{stderr}");
+
+    // A `tag` before the send and a longer wait: the old index 2 would have been `wait` again.
+    fs::write(
+        &flow,
+        original.replace(
+            "    send \"a\" subject \"One\"\n    wait 2 days",
+            "    tag \"new\"\n    send \"a\" subject \"One\"\n    wait 3 days",
+        ),
+    )
+    .unwrap();
+    let output = check();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "a warning, not an error:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "warning: 3 enrollments of `drip` stand inside step `welcome`, whose instructions \
+             changed: they continue after its `send \"a\"`, the last email they got there\n \
+             --> {}:3:8\n",
+            flow.display()
+        )),
+        "{stderr}"
+    );
+
+    // The email they got there is gone: they go on, and check says so.
+    fs::write(&flow, original.replace("send \"a\"", "send \"b\"")).unwrap();
+    let stderr = String::from_utf8_lossy(&check().stderr).to_string();
+    assert!(
+        stderr.contains(
+            "3 enrollments of `drip` stand inside step `welcome`, whose instructions changed: \
+             the last email they got there, `a`, is no longer in it, so they complete the \
+             workflow (the rest of the step is left out)"
+        ),
+        "{stderr}"
+    );
+
+    // A field no stored lead has, in a template, fails the check; one they carry does not.
+    fs::write(&flow, original).unwrap();
+    fs::write(templates.join("b.txt.hbs"), "B {{industry}} {{segment}}").unwrap();
+    let output = check();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: no lead has a field `segment`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("field `industry`"), "{stderr}");
+    fs::remove_dir_all(&dir).unwrap();
 }

@@ -13,7 +13,7 @@ fn workflow(body: &str) -> Workflow {
     let source = format!(
         "workflow \"test\" {{\n  from \"Ana <ana@example.test>\"\n  owner \"sales@example.test\"\n  timezone \"Europe/Berlin\"\n{body}\n}}\n"
     );
-    let templates: BTreeSet<String> = ["a", "b", "c"].into_iter().map(String::from).collect();
+    let templates: BTreeSet<String> = ["a", "b", "c", "d"].into_iter().map(String::from).collect();
     let compiled = dsl::compile(Path::new("test.flow"), &source, &templates);
     let rendered: Vec<String> = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
     compiled
@@ -586,6 +586,185 @@ fn goals_are_checked_by_the_compiler() {
         messages("  exit when lead.sorce is \"x\""),
         vec!["unknown field `sorce`"]
     );
+}
+
+#[test]
+fn a_workflow_promotes_forward_only_and_says_so() {
+    let flow = workflow(
+        "  step one { promote to customer; promote to contact; send \"a\" subject \"x\" }",
+    );
+    let (_, outcome) = first_step(&flow);
+    let promoted: Vec<&Effect> = outcome
+        .effects
+        .iter()
+        .filter(|effect| matches!(effect, Effect::Promoted { .. }))
+        .collect();
+    // The journal records `Promoted` effects; the second promotion would be a demotion.
+    assert_eq!(
+        promoted,
+        vec![&Effect::Promoted {
+            stage: Stage::Customer
+        }]
+    );
+    assert_eq!(outcome.lead.stage, Stage::Customer);
+}
+
+/// Editing the inside of a step that enrollments stand in: the place is found again from what
+/// they did there, never from a raw instruction index (which repeated or skipped emails).
+mod edits_inside_a_step {
+    use super::*;
+
+    /// Runs `old` up to its first wait, then drives the enrollment under `new` to the end;
+    /// returns the emails sent under `new`, when, and the lead's score at the end.
+    fn edited(old: &str, new: &str) -> (Vec<(DateTime<Utc>, String)>, i64, Enrollment) {
+        edited_after(1, old, new)
+    }
+
+    /// The same, after `advances` due times under `old`.
+    fn edited_after(
+        advances: usize,
+        old: &str,
+        new: &str,
+    ) -> (Vec<(DateTime<Utc>, String)>, i64, Enrollment) {
+        let (old, new) = (workflow(old), workflow(new));
+        let (_, first) = first_step(&old);
+        assert_eq!(sent(&first), vec!["a"]);
+        let mut enrollment = first.enrollment;
+        let mut lead = first.lead;
+        for _ in 1..advances {
+            let due = enrollment.due.expect("still running under the old version");
+            let outcome = advance(&old, &enrollment, &lead, &Input::Due, due);
+            enrollment = outcome.enrollment;
+            lead = outcome.lead;
+        }
+        let mut sends = Vec::new();
+        while let Some(due) = enrollment.due {
+            let outcome = advance(&new, &enrollment, &lead, &Input::Due, due);
+            for template in sent(&outcome) {
+                sends.push((due, template.to_string()));
+            }
+            enrollment = outcome.enrollment;
+            lead = outcome.lead;
+        }
+        (sends, lead.score, enrollment)
+    }
+
+    #[test]
+    fn a_send_added_before_the_place_is_not_sent_and_the_last_one_not_repeated() {
+        // Old: `a` then wait (index 2 is `send "b"`). New: two instructions in front, so index 2
+        // was `send "a"` again.
+        let (sends, _, enrollment) = edited(
+            "  step one { send \"a\" subject \"x\"; wait 2 days; send \"b\" subject \"x\" }",
+            "  step one {\n    if lead.score > 100 { send \"c\" subject \"x\" }\n    send \"a\" subject \"x\"; wait 2 days; send \"b\" subject \"x\" }",
+        );
+        assert_eq!(sends, vec![(utc("2026-11-25T08:00:00Z"), "b".to_string())]);
+        assert_eq!(enrollment.status, Status::Completed);
+    }
+
+    #[test]
+    fn an_instruction_removed_before_the_place_does_not_skip_the_next_send() {
+        // Old index 3 (after the wait) is `send "b"`; without the `tag` it was the second wait,
+        // so `b` was skipped.
+        let (sends, _, _) = edited(
+            "  step one { tag \"t\"; send \"a\" subject \"x\"; wait 1 day; send \"b\" subject \"x\"; wait 1 day; send \"c\" subject \"x\" }",
+            "  step one { send \"a\" subject \"x\"; wait 1 day; send \"b\" subject \"x\"; wait 1 day; send \"c\" subject \"x\" }",
+        );
+        assert_eq!(
+            sends,
+            vec![
+                (utc("2026-11-24T08:00:00Z"), "b".to_string()),
+                (utc("2026-11-25T08:00:00Z"), "c".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_wait_already_waited_counts_and_actions_are_not_done_twice() {
+        // The wait grew from 1 to 3 days and a branch was added: the lead (score 12, so it got
+        // `b`) continues after `b` at its due time, without waiting again; `score +10` stays one
+        // change, and the new `score +1` after the wait is done.
+        let (sends, score, _) = edited_after(
+            2,
+            "  step one { send \"a\" subject \"x\"; wait 1 day }\n  step nudge {\n    if lead.score >= 50 { send \"c\" subject \"x\" } else { send \"b\" subject \"x\" }\n    score +10\n    wait 1 day\n    send \"c\" subject \"x\"\n  }",
+            "  step one { send \"a\" subject \"x\"; wait 1 day }\n  step nudge {\n    if lead.score >= 99 { send \"c\" subject \"x\" } else if lead.score >= 50 { send \"d\" subject \"x\" } else { send \"b\" subject \"x\" }\n    score +10\n    wait 3 days\n    score +1\n    send \"c\" subject \"x\"\n  }",
+        );
+        assert_eq!(sends, vec![(utc("2026-11-25T08:00:00Z"), "c".to_string())]);
+        assert_eq!(score, 23);
+    }
+
+    #[test]
+    fn an_enrollment_inside_the_edited_step_continues_after_its_last_send() {
+        let old = workflow(
+            "  step one { send \"a\" subject \"x\"; wait 1 day }\n  step nudge {\n    if lead.score >= 50 { send \"c\" subject \"x\" } else { send \"b\" subject \"x\" }\n    score +10\n    wait 1 day\n    send \"c\" subject \"x\"\n  }",
+        );
+        let new = workflow(
+            "  step one { send \"a\" subject \"x\"; wait 1 day }\n  step nudge {\n    tag \"new\"\n    if lead.score >= 50 { send \"c\" subject \"x\" } else { send \"b\" subject \"x\" }\n    score +10\n    wait 2 days\n    send \"c\" subject \"x\"\n  }",
+        );
+        let (_, first) = first_step(&old);
+        let due = first.enrollment.due.unwrap();
+        let second = advance(&old, &first.enrollment, &first.lead, &Input::Due, due);
+        assert_eq!(sent(&second), vec!["b"]);
+        assert_eq!(second.lead.score, 22);
+        // Under the new version at its due time: no `tag "new"` (it is past it), no second
+        // `score +10`, no second `b`: just `c`.
+        let due = second.enrollment.due.unwrap();
+        let third = advance(&new, &second.enrollment, &second.lead, &Input::Due, due);
+        assert_eq!(sent(&third), vec!["c"]);
+        assert_eq!(third.lead.score, 22);
+        assert!(third.lead.tags.is_empty());
+        assert_eq!(third.enrollment.status, Status::Completed);
+    }
+
+    #[test]
+    fn when_the_last_email_is_gone_from_the_step_it_goes_on_to_the_next_step() {
+        let (sends, _, enrollment) = edited(
+            "  step one { send \"a\" subject \"x\"; wait 1 day; send \"b\" subject \"x\" }\n  step two { send \"c\" subject \"x\" }",
+            "  step one { send \"d\" subject \"x\"; wait 1 day; send \"b\" subject \"x\" }\n  step two { send \"c\" subject \"x\" }",
+        );
+        assert_eq!(sends, vec![(utc("2026-11-24T08:00:00Z"), "c".to_string())]);
+        assert_eq!(enrollment.status, Status::Completed);
+    }
+
+    #[test]
+    fn an_enrollment_held_at_a_send_by_the_window_replays_up_to_that_send() {
+        let window = "  send on Mon-Fri between 09:00 and 17:30\n";
+        let old = workflow(&format!(
+            "{window}  step one {{ send \"a\" subject \"x\"; wait 1 day; score +5; send \"b\" subject \"x\" }}"
+        ));
+        let new = workflow(&format!(
+            "{window}  step one {{ send \"a\" subject \"x\"; wait 2 days; score +5; send \"b\" subject \"x\" }}"
+        ));
+        // Fri 09:00 Berlin: `a`; Saturday: `score +5`, then `b` is held until Monday 09:00.
+        let friday = utc("2026-11-27T08:00:00Z");
+        let first = advance(
+            &old,
+            &enroll(&old, &lead(), friday),
+            &lead(),
+            &Input::Due,
+            friday,
+        );
+        let saturday = first.enrollment.due.unwrap();
+        let held = advance(&old, &first.enrollment, &first.lead, &Input::Due, saturday);
+        assert!(sent(&held).is_empty());
+        assert_eq!(held.lead.score, 17);
+        let monday = held.enrollment.due.unwrap();
+        assert_eq!(monday, utc("2026-11-30T08:00:00Z"));
+        let out = advance(&new, &held.enrollment, &held.lead, &Input::Due, monday);
+        assert_eq!(sent(&out), vec!["b"]);
+        assert_eq!(out.lead.score, 17, "`score +5` is not done twice");
+    }
+
+    #[test]
+    fn a_reworded_subject_moves_nobody() {
+        let old = workflow(
+            "  step one { send \"a\" subject \"x\"; wait 1 day; score +1; send \"b\" subject \"x\" }",
+        );
+        let new = workflow(
+            "  step one { send \"a\" subject \"Hello {{first_name}}\"; wait 1 day; score +1; send \"b\" subject \"y\" }",
+        );
+        assert_eq!(old.steps[0].shape, new.steps[0].shape);
+        assert_ne!(old.version, new.version);
+    }
 }
 
 mod simulation {

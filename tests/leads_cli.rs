@@ -491,10 +491,7 @@ fn suppress_ends_active_enrollments_in_the_same_change() {
         lead: anna.into(),
         due: (status == Status::Active).then(|| now + Duration::days(1)),
         status,
-        position: Position {
-            step: "welcome".into(),
-            pc: 0,
-        },
+        position: Position::new("welcome", 0),
         enrolled_at: now,
         updated_at: now,
         deferred_from: None,

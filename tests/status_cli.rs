@@ -97,10 +97,7 @@ fn enrollment(workflow: &str, lead: &str, status: Status, due: Option<&str>) -> 
         version: "v1".into(),
         lead: lead.into(),
         status,
-        position: Position {
-            step: "welcome".into(),
-            pc: 0,
-        },
+        position: Position::new("welcome", 0),
         due: due.map(at),
         enrolled_at: start,
         updated_at: start,

@@ -1,14 +1,19 @@
 //! `nurture check [PATH…]`: compile workflows and their templates, and look at the settings
 //! `nurture run` would refuse (SMTP and IMAP addresses, password sources, CA files, the
 //! unsubscribe key and base URL), without connecting anywhere; print every problem.
+//!
+//! When the configured store exists and no daemon holds it, check also reads it: the attribute
+//! names the leads carry (a template field no lead has is an error), and what the edits do to
+//! the enrollments in flight (a removed step, a step whose instructions changed).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::{Cli, CliError, ExitCode, Project};
 use crate::config::TransportKind;
-use crate::daemon::reload::stranded_enrollments;
+use crate::daemon::reload::{Continues, InFlight, in_flight};
 use crate::daemon::smtp::Smtp;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::mail::imap::Account;
@@ -30,9 +35,14 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<ExitCode, CliError> {
     } else {
         args.paths.clone()
     };
-    let mut project = Project::load(&paths, &cli.templates);
-    let in_flight = in_flight_warnings(cli, &project);
-    project.diagnostics.extend(in_flight);
+    let store = store_at_hand(cli);
+    let attributes = store.as_ref().and_then(stored_attributes);
+    let mut project = Project::load_knowing(&paths, &cli.templates, attributes);
+    if let Some(store) = &store {
+        project
+            .diagnostics
+            .extend(in_flight_warnings(store, &project));
+    }
     project.diagnostics.extend(configuration_errors(cli));
     if !project.diagnostics.is_empty() {
         eprint!("{}", project.render_diagnostics());
@@ -84,50 +94,110 @@ fn configuration_error(message: String) -> Diagnostic {
         .with_hint("see nurture.example.toml for every setting and its meaning")
 }
 
-/// Warnings about enrollments in the store that stand in a step the edited workflows no longer
-/// have: they will end with that reason. Looked at only when the configured store exists; a
-/// store held by a running daemon is skipped with a note (the daemon logs the same on reload).
-fn in_flight_warnings(cli: &Cli, project: &Project) -> Vec<Diagnostic> {
-    let Ok(config) = cli.load_config() else {
-        return Vec::new();
-    };
+/// The configured store, when it exists and no daemon holds it; otherwise a note says what is
+/// not checked (the daemon logs the same on reload).
+fn store_at_hand(cli: &Cli) -> Option<Store> {
+    let config = cli.load_config().ok()?;
     if !config.store.path.join("db").exists() {
-        return Vec::new();
+        return None;
     }
-    let stranded = Store::open(&config.store.path, config.cache_bytes())
-        .and_then(|store| stranded_enrollments(&store, project));
-    match stranded {
-        Ok(stranded) => stranded
-            .into_iter()
-            .map(|s| {
-                let mut diagnostic = Diagnostic::warning(format!(
-                    "{} enrollment{} of `{}` stand{} in step `{}`, which is no longer in the workflow",
-                    s.enrollments,
-                    plural(s.enrollments),
-                    s.workflow,
-                    if s.enrollments == 1 { "s" } else { "" },
-                    s.step
-                ))
-                .with_hint(
-                    "they will exit with the reason \"step removed\" when next due; keep the step (or rename it back) to let them continue",
-                );
-                if let Some(workflow) = project.workflow(&s.workflow) {
-                    diagnostic = diagnostic.in_file(&workflow.path);
-                }
-                diagnostic
-            })
-            .collect(),
+    match Store::open(&config.store.path, config.cache_bytes()) {
+        Ok(store) => Some(store),
         Err(StoreError::Locked { .. }) => {
             eprintln!(
-                "note: the store is in use by the daemon; enrollments in removed steps are not checked (the daemon logs them when it reloads)"
+                "note: the store is in use by the daemon; the leads' attributes and the enrollments in edited steps are not checked (the daemon logs them when it reloads)"
             );
-            Vec::new()
+            None
         }
         Err(error) => {
-            eprintln!("note: enrollments in removed steps are not checked: {error}");
-            Vec::new()
+            eprintln!("note: the store is not checked: {error}");
+            None
         }
     }
+}
+
+/// Every attribute name some stored lead carries.
+fn stored_attributes(store: &Store) -> Option<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for lead in store.leads() {
+        match lead {
+            Ok(lead) => names.extend(lead.attributes.into_keys()),
+            Err(error) => {
+                eprintln!("note: the leads' attributes are not checked: {error}");
+                return None;
+            }
+        }
+    }
+    Some(names)
+}
+
+/// Warnings about the enrollments in the store that an edit affects: those standing in a step
+/// the workflow no longer has (they will end with that reason), and those standing inside a
+/// step whose instructions changed (where they continue).
+fn in_flight_warnings(store: &Store, project: &Project) -> Vec<Diagnostic> {
+    let InFlight { stranded, moved } = match in_flight(store, project) {
+        Ok(in_flight) => in_flight,
+        Err(error) => {
+            eprintln!("note: the enrollments in edited steps are not checked: {error}");
+            return Vec::new();
+        }
+    };
+    let mut diagnostics: Vec<Diagnostic> = stranded
+        .into_iter()
+        .map(|s| {
+            let mut diagnostic = Diagnostic::warning(format!(
+                "{} enrollment{} of `{}` stand{} in step `{}`, which is no longer in the workflow",
+                s.enrollments,
+                plural(s.enrollments),
+                s.workflow,
+                verb_s(s.enrollments),
+                s.step
+            ))
+            .with_hint(
+                "they will exit with the reason \"step removed\" when next due; keep the step (or rename it back) to let them continue",
+            );
+            if let Some(workflow) = project.workflow(&s.workflow) {
+                diagnostic = diagnostic.in_file(&workflow.path);
+            }
+            diagnostic
+        })
+        .collect();
+    for m in moved {
+        let diagnostic = Diagnostic::warning(format!(
+            "{} enrollment{} of `{}` stand{} inside step `{}`, whose instructions changed: {}",
+            m.enrollments,
+            plural(m.enrollments),
+            m.workflow,
+            verb_s(m.enrollments),
+            m.step,
+            m.to.describe()
+        ))
+        .with_label("edited while enrollments stand in it")
+        .with_hint(match &m.to {
+            Continues::NextStep { missing, .. } => format!(
+                "to let them continue inside the step, keep its `send \"{missing}\"`; see \"Editing live workflows\" in the README"
+            ),
+            _ => "no email is sent twice or skipped; see \"Editing live workflows\" in the README"
+                .to_string(),
+        });
+        let Some(workflow) = project.workflow(&m.workflow) else {
+            continue;
+        };
+        let step = workflow
+            .step_index(&m.step)
+            .map(|index| &workflow.steps[index]);
+        let diagnostic = match (step, std::fs::read_to_string(&workflow.path)) {
+            (Some(step), Ok(source)) => diagnostic.at(&workflow.path, &source, step.span.clone()),
+            _ => diagnostic.in_file(&workflow.path),
+        };
+        diagnostics.push(diagnostic);
+    }
+    diagnostics
+}
+
+/// "stands" for one, "stand" for several.
+fn verb_s(n: usize) -> &'static str {
+    if n == 1 { "s" } else { "" }
 }
 
 pub(super) fn plural(n: usize) -> &'static str {

@@ -185,10 +185,7 @@ mod tests {
             version: "v1".into(),
             lead: lead.into(),
             status: Status::Completed,
-            position: Position {
-                step: "last".into(),
-                pc: 1,
-            },
+            position: Position::new("last", 1),
             due: None,
             enrolled_at: at,
             updated_at: at,

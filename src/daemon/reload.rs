@@ -4,9 +4,12 @@
 //!
 //! What an edit does to enrollments in flight: an enrollment continues at the step it stood
 //! in, by name, under the new version; if that step no longer exists, the enrollment ends with
-//! the reason "step `x` was removed" the next time it is due (and the reload logs how many
-//! enrollments that will be). A workflow whose file disappears keeps its enrollments waiting
-//! (re-checked hourly) rather than ending them, so a botched rename loses nobody.
+//! the reason "step `x` was removed" the next time it is due. If the step's own instructions
+//! changed, the enrollment finds its place in them again from what it did there
+//! (`engine::resume`: after the last email it got there, never sending one twice). The reload
+//! logs how many enrollments each edit affects and where they go, as `nurture check` shows
+//! them. A workflow whose file disappears keeps its enrollments waiting (re-checked hourly)
+//! rather than ending them, so a botched rename loses nobody.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +19,7 @@ use tracing::{error, info, warn};
 
 use super::Paths;
 use crate::diagnostic::Severity;
+use crate::engine::resume::{self, Resume};
 use crate::project::Project;
 use crate::store::{Store, StoreError};
 
@@ -121,7 +125,7 @@ pub fn reload(
             warn!(workflow = %old.name, "workflow removed: its enrollments wait until it comes back");
         }
     }
-    warn_removed_steps(store, &project)?;
+    warn_edited_steps(store, &project)?;
     info!(workflows = project.workflows.len(), "reloaded");
     Ok(Some(project))
 }
@@ -144,37 +148,138 @@ pub struct Stranded {
     pub enrollments: usize,
 }
 
-/// Counts, per workflow and step, the active enrollments whose step is gone from `project`.
-pub fn stranded_enrollments(store: &Store, project: &Project) -> Result<Vec<Stranded>, StoreError> {
-    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+/// Active enrollments standing inside a step whose instructions changed under them, and where
+/// they continue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub workflow: String,
+    pub step: String,
+    pub to: Continues,
+    pub enrollments: usize,
+}
+
+/// Where enrollments inside an edited step continue (see `engine::resume`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Continues {
+    /// Right after the `send` of this template, the last email they got in the step.
+    AfterSend(String),
+    /// From the step's start, without waiting again or doing anything twice (they got no email
+    /// in the step yet).
+    FromStart,
+    /// The last email they got there (`missing`) is gone from the step: on to step `next`, or
+    /// the end of the workflow when `None`.
+    NextStep {
+        missing: String,
+        next: Option<String>,
+    },
+}
+
+/// What an edit does to the enrollments in the store: who stands in a removed step, who inside
+/// a changed one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub stranded: Vec<Stranded>,
+    pub moved: Vec<Moved>,
+}
+
+/// Looks at every active enrollment once, against the workflows of `project`.
+pub fn in_flight(store: &Store, project: &Project) -> Result<InFlight, StoreError> {
+    let mut stranded: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut moved: BTreeMap<(String, String, Continues), usize> = BTreeMap::new();
     for enrollment in store.enrollments() {
         let enrollment = enrollment?;
         if !enrollment.is_active() {
             continue;
         }
-        if let Some(workflow) = project.workflow(&enrollment.workflow)
-            && workflow.step_index(&enrollment.position.step).is_none()
-        {
-            *counts
-                .entry((enrollment.workflow, enrollment.position.step))
+        let Some(workflow) = project.workflow(&enrollment.workflow) else {
+            continue;
+        };
+        let position = enrollment.position;
+        let Some(index) = workflow.step_index(&position.step) else {
+            *stranded
+                .entry((enrollment.workflow, position.step))
                 .or_default() += 1;
+            continue;
+        };
+        let step = &workflow.steps[index];
+        if !resume::changed(step, &position) {
+            continue;
         }
+        let to = match resume::resume(step, &position) {
+            // Nothing done in the step yet: it simply runs as it now is.
+            Resume::Start => continue,
+            Resume::Replay {
+                after: Some(template),
+                ..
+            } => Continues::AfterSend(template),
+            Resume::Replay { after: None, .. } => Continues::FromStart,
+            Resume::NextStep { missing } => Continues::NextStep {
+                missing,
+                next: workflow.steps.get(index + 1).map(|next| next.name.clone()),
+            },
+        };
+        *moved
+            .entry((enrollment.workflow, position.step, to))
+            .or_default() += 1;
     }
-    Ok(counts
-        .into_iter()
-        .map(|((workflow, step), enrollments)| Stranded {
-            workflow,
-            step,
-            enrollments,
-        })
-        .collect())
+    Ok(InFlight {
+        stranded: stranded
+            .into_iter()
+            .map(|((workflow, step), enrollments)| Stranded {
+                workflow,
+                step,
+                enrollments,
+            })
+            .collect(),
+        moved: moved
+            .into_iter()
+            .map(|((workflow, step, to), enrollments)| Moved {
+                workflow,
+                step,
+                to,
+                enrollments,
+            })
+            .collect(),
+    })
 }
 
-/// Logs, per workflow, how many active enrollments stand in a step that no longer exists.
-pub fn warn_removed_steps(store: &Store, project: &Project) -> Result<(), StoreError> {
-    for stranded in stranded_enrollments(store, project)? {
+impl Continues {
+    /// "they continue after its `send \"demo-offer\"`", for logs and `nurture check`.
+    pub fn describe(&self) -> String {
+        match self {
+            Continues::AfterSend(template) => {
+                format!(
+                    "they continue after its `send \"{template}\"`, the last email they got there"
+                )
+            }
+            Continues::FromStart => "they got no email there yet, so they continue from its start \
+                 (without waiting again or doing anything twice)"
+                .to_string(),
+            Continues::NextStep { missing, next } => {
+                let then = match next {
+                    Some(next) => format!("go on to step `{next}`"),
+                    None => "complete the workflow".to_string(),
+                };
+                format!(
+                    "the last email they got there, `{missing}`, is no longer in it, so they \
+                     {then} (the rest of the step is left out)"
+                )
+            }
+        }
+    }
+}
+
+/// Logs, per workflow and step, how many active enrollments stand in a step that no longer
+/// exists, and how many inside a step whose instructions changed (and where they continue).
+pub fn warn_edited_steps(store: &Store, project: &Project) -> Result<(), StoreError> {
+    let in_flight = in_flight(store, project)?;
+    for stranded in in_flight.stranded {
         warn!(workflow = %stranded.workflow, step = %stranded.step, enrollments = stranded.enrollments,
             "step was removed: these enrollments will exit with that reason when next due");
+    }
+    for moved in in_flight.moved {
+        info!(workflow = %moved.workflow, step = %moved.step, enrollments = moved.enrollments,
+            "step changed: {}", moved.to.describe());
     }
     Ok(())
 }

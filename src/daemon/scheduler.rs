@@ -701,10 +701,7 @@ mod tests {
                 version: "v1".into(),
                 lead: email.to_string(),
                 status: Status::Completed,
-                position: Position {
-                    step: "follow-up".into(),
-                    pc: 1,
-                },
+                position: Position::new("follow-up", 1),
                 due: None,
                 enrolled_at: at,
                 updated_at: at,

@@ -15,8 +15,8 @@ use chrono_tz::Tz;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::lead::{BUILT_IN_FIELDS, Lead, Stage, Value, normalize_email};
 use crate::workflow::{
-    Action, Condition, CronSlot, Engagement, Goal, Handlers, Instr, Mailbox, NotifyTarget, Send,
-    SendWindow, Step, Wait, WaitLength, Weekdays, WindowZone, Workflow,
+    Action, CompareOp, Condition, CronSlot, Engagement, Goal, Handlers, Instr, Mailbox,
+    NotifyTarget, Send, SendWindow, Step, Wait, WaitLength, Weekdays, WindowZone, Workflow,
 };
 
 use super::Context;
@@ -24,6 +24,9 @@ use super::ast::*;
 
 /// The largest `score +N` / `score -N`: keeps scores far from overflow, whatever loops do.
 const MAX_SCORE_CHANGE: i64 = 1_000_000;
+/// What to write instead of ordering text.
+const TEXT_ORDER_HINT: &str = "text is compared with `is`, `is not`, `in [...]` or `contains`; \
+     comparing dates comes in a later version of nurture";
 /// The largest count in `wait N UNIT`: 10000 weeks is already two centuries.
 const MAX_WAIT_COUNT: u32 = 10_000;
 
@@ -151,13 +154,19 @@ impl<'a> Compiler<'a> {
             } = code;
         }
 
-        let steps = ast
+        let mut steps: Vec<Step> = ast
             .steps()
             .map(|step| Step {
                 name: step.name.value.clone(),
                 code: self.body(&step.body),
+                shape: String::new(),
+                span: step.name.span.clone(),
             })
             .collect();
+        let names: Vec<String> = steps.iter().map(|step| step.name.clone()).collect();
+        for step in &mut steps {
+            step.shape = shape(&step.code, &names);
+        }
 
         Some(Workflow {
             name: ast.name.value.clone(),
@@ -510,6 +519,21 @@ impl<'a> Compiler<'a> {
             StmtKind::Wait(wait) => Instr::Wait(self.wait(wait)?),
             StmtKind::Set { field, value } => {
                 let name = self.field(field)?;
+                if name == "stage" {
+                    self.push(
+                        self.cx
+                            .error(
+                                "a workflow cannot set `lead.stage`",
+                                field.span.start..value.span.end,
+                            )
+                            .with_label("a stage changes by promotion only")
+                            .with_hint(
+                                "write `promote to contact` or `promote to customer`: a stage \
+                                 only moves forward, so a workflow never moves a lead back",
+                            ),
+                    );
+                    return None;
+                }
                 self.settable(&name, field, value)?;
                 Instr::Act(Action::Set {
                     field: name,
@@ -742,8 +766,12 @@ impl<'a> Compiler<'a> {
             CondKind::And(operands) => self.operands(operands, Condition::And),
             CondKind::Or(operands) => self.operands(operands, Condition::Or),
             CondKind::Not(inner) => Some(Condition::Not(Box::new(self.condition(inner)?))),
-            CondKind::Compare { field, op, value } => {
-                let field = self.field(field)?;
+            CondKind::Compare {
+                field: written,
+                op,
+                value,
+            } => {
+                let field = self.field(written)?;
                 if let Value::Number(n) = value.value
                     && !n.is_finite()
                 {
@@ -754,6 +782,7 @@ impl<'a> Compiler<'a> {
                     );
                     return None;
                 }
+                self.orders_numbers(&field, written, *op, value)?;
                 Some(Condition::Compare {
                     field,
                     op: *op,
@@ -796,6 +825,58 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// `<`, `<=`, `>`, `>=` order numbers only: text in alphabetical order is almost never what
+    /// was meant (a date written as text, `"9" > "10"`), and it used to be silently false. A
+    /// built-in field other than `score` holds text; a custom attribute may hold a number, so it
+    /// may be ordered against a number (a lead whose value is not a number compares false).
+    fn orders_numbers(
+        &mut self,
+        name: &str,
+        field: &Spanned<String>,
+        op: CompareOp,
+        value: &Spanned<Value>,
+    ) -> Option<()> {
+        if !matches!(
+            op,
+            CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge
+        ) {
+            return Some(());
+        }
+        let symbol = op.symbol();
+        let text_field = BUILT_IN_FIELDS.contains(&name) && name != "score";
+        let diagnostic = match &value.value {
+            Value::Text(text) => {
+                let hint = match text.trim().parse::<f64>() {
+                    Ok(number) if number.is_finite() => {
+                        format!(
+                            "to compare numbers, write the number without quotes: `{}`",
+                            text.trim()
+                        )
+                    }
+                    _ => TEXT_ORDER_HINT.to_string(),
+                };
+                self.cx
+                    .error(
+                        format!("`{symbol}` compares numbers, but `\"{text}\"` is text"),
+                        value.span.clone(),
+                    )
+                    .with_label("text")
+                    .with_hint(hint)
+            }
+            _ if text_field => self
+                .cx
+                .error(
+                    format!("`{symbol}` compares numbers, but `lead.{name}` is text"),
+                    field.span.clone(),
+                )
+                .with_label("a text field")
+                .with_hint(TEXT_ORDER_HINT),
+            _ => return Some(()),
+        };
+        self.push(diagnostic);
+        None
+    }
+
     /// `a and b and c` as a balanced tree, so a long chain stays shallow for everything that
     /// walks it recursively (evaluation, cloning, dropping).
     fn operands(
@@ -825,6 +906,21 @@ fn balanced(
         Box::new(balanced(items, join)),
         Box::new(balanced(right, join)),
     )
+}
+
+/// The digest a step's position is recorded against (`Step::shape`): FNV-1a 64 over one line
+/// per instruction. A `send` counts by its template only, so rewording a subject moves nobody;
+/// a `goto` by the step's name, so adding a step elsewhere changes nothing here.
+fn shape(code: &[Instr], step_names: &[String]) -> String {
+    let lines: Vec<String> = code
+        .iter()
+        .map(|instr| match instr {
+            Instr::Send(send) => format!("send {:?}", send.template),
+            Instr::Goto(step) => format!("goto {:?}", step_names.get(*step)),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    super::version(&lines.join("\n"))
 }
 
 /// `CronSlot::parse` passes on the `cron` crate's message, which spans lines (the translated

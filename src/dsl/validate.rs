@@ -3,12 +3,15 @@
 //!
 //! What a single word or text means (a zone, a unit, an address, a step a `goto` names) is the
 //! compiler's business, since it resolves them anyway; the checks here look at how the parts of
-//! a file relate: order, duplicates, where statements may appear, templates, nesting, and the
-//! step graph (unreachable steps, loops without a `wait`).
+//! a file relate: order, duplicates, where statements may appear, templates (and the fields a
+//! subject uses), nesting, and the step graph (unreachable steps, loops without a `wait`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::lead::BUILT_IN_FIELDS;
+use crate::mail::render::CONTEXT_EXTRAS;
+use crate::mail::templates::{near_miss, unguarded_fields};
 
 use super::ast::*;
 use super::{Context, MAX_NESTING};
@@ -27,6 +30,7 @@ const CHECKS: &[Check] = &[
     unique_step_names,
     known_templates,
     subjects_are_templates,
+    subject_fields,
     nesting_depth,
     empty_steps,
     unreachable_steps,
@@ -383,6 +387,45 @@ fn subjects_are_templates(cx: &Context, workflow: &WorkflowAst) -> Vec<Diagnosti
                     .with_label(reason.to_string())
                     .with_hint("fields are written `{{first_name}}`; check the braces"),
             );
+        });
+    }
+    diagnostics
+}
+
+/// A subject field within an edit or two of a lead field (`{{frist_name}}`) is one no lead can
+/// have: every email of that `send` would fail. (Other unguarded fields are the project
+/// check's business: it knows the attributes the workflows name.)
+fn subject_fields(cx: &Context, workflow: &WorkflowAst) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    for step in workflow.steps() {
+        for_each_stmt(&step.body, &mut |stmt, _| {
+            let StmtKind::Send { subject, .. } = &stmt.kind else {
+                return;
+            };
+            for field in unguarded_fields(&subject.value, None) {
+                if BUILT_IN_FIELDS.contains(&field.as_str()) {
+                    continue;
+                }
+                let known = BUILT_IN_FIELDS
+                    .iter()
+                    .chain(CONTEXT_EXTRAS.iter())
+                    .map(|name| name.to_string());
+                let Some(close) = near_miss(&field, known) else {
+                    continue;
+                };
+                // The field inside the quotes; a subject is one line, written with no escapes
+                // before a field in practice (else the whole subject is pointed at).
+                let written = &cx.source[subject.span.clone()];
+                let span = match written.find(field.as_str()) {
+                    Some(at) => subject.span.start + at..subject.span.start + at + field.len(),
+                    None => subject.span.clone(),
+                };
+                diagnostics.push(
+                    cx.error(format!("no lead has a field `{field}`"), span)
+                        .with_label("every email of this `send` would fail")
+                        .with_hint(format!("did you mean `{close}`?")),
+                );
+            }
         });
     }
     diagnostics

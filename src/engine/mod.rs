@@ -5,10 +5,12 @@
 //! - [`state`]: what the store persists per enrollment;
 //! - [`condition`]: evaluation with the observed values a timeline shows;
 //! - [`run`]: `enroll` and `advance`, the interpreter;
+//! - [`resume`]: where an enrollment continues when its step was edited;
 //! - [`simulate`]: the dry-run's virtual clock over the same interpreter.
 
 pub mod calendar;
 pub mod condition;
+pub mod resume;
 pub mod run;
 pub mod simulate;
 pub mod state;

@@ -29,6 +29,7 @@ use crate::workflow::{
 
 use super::calendar;
 use super::condition::{self, Observation};
+use super::resume::{self, Resume};
 use super::state::{Enrollment, ExitReason, Facts, Position, Status};
 
 /// How many instructions one `advance` may run before it is stopped. A workflow that loops
@@ -142,14 +143,10 @@ pub fn enroll(workflow: &Workflow, lead: &Lead, now: DateTime<Utc>) -> Enrollmen
         version: workflow.version.clone(),
         lead: lead.email.clone(),
         status: Status::Active,
-        position: Position {
-            step: workflow
-                .steps
-                .first()
-                .map(|s| s.name.clone())
-                .unwrap_or_default(),
-            pc: 0,
-        },
+        position: workflow
+            .steps
+            .first()
+            .map_or_else(|| Position::new(String::new(), 0), Position::start),
         due: Some(now),
         enrolled_at: now,
         updated_at: now,
@@ -184,6 +181,7 @@ pub fn advance(
         effects: Vec::new(),
         now,
         finished: !enrollment.is_active(),
+        replay: None,
     };
     run.apply(input);
     if !run.finished {
@@ -211,6 +209,16 @@ struct Run<'a> {
     now: DateTime<Utc>,
     /// The enrollment had ended before this `advance`: handlers run without sending or moving.
     finished: bool,
+    /// Set while an enrollment whose step changed replays up to where it stood.
+    replay: Option<Replay>,
+}
+
+/// What is left of a replay (see [`resume`]).
+struct Replay {
+    /// Waits still to count as already waited.
+    waits: u32,
+    /// The enrollment was held at a send by the window: the replay lasts until a send.
+    to_send: bool,
 }
 
 impl Run<'_> {
@@ -317,10 +325,7 @@ impl Run<'_> {
                 // A finished sequence never resumes.
                 Instr::Goto(_) if self.finished => return,
                 Instr::Goto(step) => {
-                    self.enrollment.position = Position {
-                        step: self.workflow.steps[*step].name.clone(),
-                        pc: 0,
-                    };
+                    self.enrollment.position = Position::start(&self.workflow.steps[*step]);
                     self.enrollment.due = Some(self.now);
                     return self.run_program();
                 }
@@ -374,15 +379,17 @@ impl Run<'_> {
                 let removed = self.enrollment.position.step.clone();
                 return self.exit(ExitReason::StepRemoved(removed));
             };
-            let step = &self.workflow.steps[step_index];
+            let workflow = self.workflow;
+            let step = &workflow.steps[step_index];
+            if resume::changed(step, &self.enrollment.position) {
+                self.relocate(step);
+            }
             let pc = self.enrollment.position.pc;
             let Some(instr) = step.code.get(pc) else {
+                self.replay = None;
                 match self.workflow.steps.get(step_index + 1) {
                     Some(next) => {
-                        self.enrollment.position = Position {
-                            step: next.name.clone(),
-                            pc: 0,
-                        };
+                        self.enrollment.position = Position::start(next);
                         new_step = true;
                         continue;
                     }
@@ -392,6 +399,7 @@ impl Run<'_> {
             self.enrollment.position.pc = pc + 1;
             match instr {
                 Instr::Send(send) => {
+                    self.replay = None;
                     if let Some(window) = &self.workflow.window {
                         let zone = calendar::zone_for(self.workflow, &self.lead, window.zone);
                         let opens = calendar::next_window_opening(window, zone, self.now);
@@ -413,6 +421,8 @@ impl Run<'_> {
                         reason: "send window".to_string(),
                     });
                     self.enrollment.facts.sent.push(send.template.clone());
+                    self.enrollment.position.sent.push(send.template.clone());
+                    self.enrollment.position.waited = 0;
                     self.effects.push(Effect::Send(PlannedEmail {
                         step: step.name.clone(),
                         template: send.template.clone(),
@@ -421,6 +431,19 @@ impl Run<'_> {
                     }));
                 }
                 Instr::Wait(wait) => {
+                    let position = &mut self.enrollment.position;
+                    position.waited = position.waited.saturating_add(1);
+                    if let Some(replay) = &mut self.replay
+                        && replay.waits > 0
+                    {
+                        // Already waited out before the step changed.
+                        replay.waits -= 1;
+                        if replay.waits == 0 && !replay.to_send {
+                            self.replay = None;
+                        }
+                        continue;
+                    }
+                    self.replay = None;
                     let zone = calendar::zone_for(self.workflow, &self.lead, WindowZone::Lead);
                     let until = calendar::wait_end(wait, zone, self.now);
                     self.enrollment.due = Some(until);
@@ -441,15 +464,15 @@ impl Run<'_> {
                     }
                 }
                 Instr::Jump(target) => self.enrollment.position.pc = *target,
+                // Done before the step changed.
+                Instr::Act(_) if self.replay.is_some() => {}
                 Instr::Act(action) => {
                     let step_name = step.name.clone();
                     self.act(action, &format!("step `{step_name}`"));
                 }
                 Instr::Goto(target) => {
-                    self.enrollment.position = Position {
-                        step: self.workflow.steps[*target].name.clone(),
-                        pc: 0,
-                    };
+                    self.replay = None;
+                    self.enrollment.position = Position::start(&self.workflow.steps[*target]);
                     new_step = true;
                 }
                 Instr::Exit => return self.exit(ExitReason::WorkflowExit),
@@ -458,6 +481,23 @@ impl Run<'_> {
             }
         }
         self.exit(ExitReason::LoopLimit);
+    }
+
+    /// The step's instructions changed since the position was recorded: finds the place again
+    /// (see [`resume`]) and starts the replay up to it.
+    fn relocate(&mut self, step: &crate::workflow::Step) {
+        let to_send = self.enrollment.deferred_from.is_some();
+        let position = &mut self.enrollment.position;
+        match resume::resume(step, position) {
+            Resume::Start => *position = Position::start(step),
+            Resume::Replay { pc, waits, .. } => {
+                position.pc = pc;
+                position.waited = 0;
+                self.replay = Some(Replay { waits, to_send });
+            }
+            Resume::NextStep { .. } => position.pc = step.code.len(),
+        }
+        position.shape = Some(step.shape.clone());
     }
 
     fn decide(&mut self, step: &str, condition: &crate::workflow::Condition, text: &str) -> bool {

@@ -9,6 +9,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::workflow::Step;
+
 /// One lead in one workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Enrollment {
@@ -30,12 +32,53 @@ pub struct Enrollment {
 }
 
 /// Where in the program the enrollment continues.
+///
+/// `pc` indexes the step's code as it was when it was recorded (`shape`). What the enrollment
+/// did in the step (`sent`, `waited`) is kept beside it, so that when the step's instructions
+/// change under it, its place can be found again without repeating or skipping an email (see
+/// `engine::resume`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     /// The step's name.
     pub step: String,
     /// The next instruction in that step's code.
     pub pc: usize,
+    /// The step's `Step::shape` that `pc` indexes; `None` in positions stored before nurture
+    /// recorded it (their `pc` is taken as it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<String>,
+    /// The templates sent since the enrollment entered this step, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<String>,
+    /// The `wait`s passed since the last of those sends (or since entering the step).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waited: u32,
+}
+
+impl Position {
+    /// `pc` in step `step`, with nothing known about the step's code (as positions stored
+    /// before nurture recorded it).
+    pub fn new(step: impl Into<String>, pc: usize) -> Position {
+        Position {
+            step: step.into(),
+            pc,
+            shape: None,
+            sent: Vec::new(),
+            waited: 0,
+        }
+    }
+
+    /// The start of `step`, entered now.
+    pub fn start(step: &Step) -> Position {
+        Position {
+            shape: Some(step.shape.clone()),
+            ..Position::new(step.name.clone(), 0)
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,9 +8,13 @@
 //! "Hi ,". Subjects are handlebars too, rendered without escaping and flattened to one clean
 //! line so they can never break a header.
 //!
-//! `nurture check` asks [`Templates::optional_fields`] for every use of a field some leads may
-//! lack that is not guarded by `{{#if}}`/`{{#unless}}`/`{{#with}}` or the `default` helper; the
-//! check walks the parsed template (handlebars' own AST), so it sees exactly what rendering sees.
+//! `nurture check` asks [`Templates::field_diagnostics`] about every use of a field that is not
+//! guarded by `{{#if}}`/`{{#unless}}`/`{{#with}}` or the `default` helper; the check walks the
+//! parsed template (handlebars' own AST), so it sees exactly what rendering sees. Such a use is
+//! judged by [`KnownFields`]: a field every lead has is fine; one some leads may lack is a
+//! warning; one no lead can have (a near miss of a known name, or, when the store was read, a
+//! name no lead carries and no workflow names) is an error, since every email of the template
+//! would fail.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -27,7 +31,7 @@ use serde_json::Value as Json;
 use super::compose::header_text;
 use super::render::{CONTEXT_EXTRAS, RenderError, RenderedBody};
 use crate::diagnostic::Diagnostic;
-use crate::lead::ALWAYS_PRESENT_FIELDS;
+use crate::lead::{ALWAYS_PRESENT_FIELDS, BUILT_IN_FIELDS};
 
 const HTML_SUFFIX: &str = ".html.hbs";
 const TEXT_SUFFIX: &str = ".txt.hbs";
@@ -358,9 +362,10 @@ impl Templates {
         }
     }
 
-    /// Warnings for `nurture check`: every use, in either file of template `name` or in a partial
-    /// it includes, of a field some leads may lack, with no guard and no `default`.
-    pub fn optional_fields(&self, name: &str) -> Vec<Diagnostic> {
+    /// For `nurture check`: every use, in either file of template `name` or in a partial it
+    /// includes, of a field some leads may lack (a warning) or no lead can have (an error), with
+    /// no guard and no `default`.
+    pub fn field_diagnostics(&self, name: &str, known: &KnownFields) -> Vec<Diagnostic> {
         let Some(pair) = self.templates.get(name) else {
             return Vec::new();
         };
@@ -370,7 +375,7 @@ impl Templates {
                 continue;
             };
             let mut walker = Walker {
-                templates: self,
+                templates: Some(self),
                 flavor,
                 uses: Vec::new(),
                 partial_stack: vec![name.to_string()],
@@ -379,8 +384,9 @@ impl Templates {
             for found in walker.uses {
                 let Some(source) = found.source else { continue };
                 let span = locate(&source.text, found.position, &found.raw);
-                let diagnostic =
-                    optional_field_warning(&found.field).at(&source.path, &source.text, span);
+                let diagnostic = known
+                    .judge(&found.field)
+                    .at(&source.path, &source.text, span);
                 if !diagnostics.contains(&diagnostic) {
                     diagnostics.push(diagnostic);
                 }
@@ -394,24 +400,31 @@ impl Templates {
     /// in order of first use. A subject that does not compile has none (see
     /// [`Templates::validate_subject`]).
     pub fn optional_fields_in_subject(&self, subject: &str) -> Vec<String> {
-        let Ok(template) = Template::compile(subject) else {
-            return Vec::new();
-        };
-        let mut walker = Walker {
-            templates: self,
-            flavor: Flavor::Text,
-            uses: Vec::new(),
-            partial_stack: Vec::new(),
-        };
-        walker.walk(&template, None, &Scope::default(), None);
-        let mut fields: Vec<String> = Vec::new();
-        for found in walker.uses {
-            if !fields.contains(&found.field) {
-                fields.push(found.field);
-            }
-        }
-        fields
+        unguarded_fields(subject, Some(self))
     }
+}
+
+/// The fields `subject` uses that some leads may lack (unguarded, no `default`), once each, in
+/// order of first use; partials it includes are followed when `templates` are given. For the
+/// workflow compiler, which checks subjects before any template is loaded.
+pub fn unguarded_fields(subject: &str, templates: Option<&Templates>) -> Vec<String> {
+    let Ok(template) = Template::compile(subject) else {
+        return Vec::new();
+    };
+    let mut walker = Walker {
+        templates,
+        flavor: Flavor::Text,
+        uses: Vec::new(),
+        partial_stack: Vec::new(),
+    };
+    walker.walk(&template, None, &Scope::default(), None);
+    let mut fields: Vec<String> = Vec::new();
+    for found in walker.uses {
+        if !fields.contains(&found.field) {
+            fields.push(found.field);
+        }
+    }
+    fields
 }
 
 /// A template that does not compile, in words a marketer can act on. Pest's own message lists
@@ -434,6 +447,68 @@ fn compile_error(path: &Path, text: &str, error: &handlebars::TemplateError) -> 
         reason => Diagnostic::error(format!("`{file}` is not a valid template: {reason}")),
     };
     diagnostic.at_line(path, text, line, column)
+}
+
+/// What `nurture check` knows about the fields leads can have beyond the built-in ones, to
+/// judge a template field used without a guard:
+///
+/// - a built-in field (`first_name`…) or an attribute the workflows name or the stored leads
+///   carry: a warning, since some leads may lack it;
+/// - a name within one or two edits of one of those, or of a field every lead has
+///   (`frist_name`, `compnay`): an error with a did-you-mean, as the workflow language refuses
+///   such names;
+/// - any other name, when the store was read (`stored`): an error, since no lead has it and no
+///   workflow gives it one; without the store, a warning (it may be a column of the leads).
+#[derive(Debug, Clone, Default)]
+pub struct KnownFields {
+    /// Attributes the workflows name (`lead.country` in a condition, `set lead.plan`).
+    pub named: BTreeSet<String>,
+    /// The attribute names the leads in the store carry, when `nurture check` could read it.
+    pub stored: Option<BTreeSet<String>>,
+}
+
+impl KnownFields {
+    fn judge(&self, field: &str) -> Diagnostic {
+        let stored = self.stored.as_ref();
+        let carried = BUILT_IN_FIELDS.contains(&field)
+            || self.named.contains(field)
+            || stored.is_some_and(|names| names.contains(field));
+        if carried {
+            return optional_field_warning(field);
+        }
+        let known = BUILT_IN_FIELDS
+            .iter()
+            .chain(CONTEXT_EXTRAS.iter())
+            .map(|name| name.to_string())
+            .chain(self.named.iter().cloned())
+            .chain(stored.into_iter().flatten().cloned());
+        if let Some(close) = near_miss(field, known) {
+            return Diagnostic::error(format!("no lead has a field `{field}`"))
+                .with_label("every email of this template would fail")
+                .with_hint(format!("did you mean `{close}`?"));
+        }
+        if stored.is_some() {
+            return Diagnostic::error(format!("no lead has a field `{field}`"))
+                .with_label("every email of this template would fail")
+                .with_hint(format!(
+                    "no lead in the store has `{field}` and no workflow names it: fix the name, \
+                     or write {{{{default {field} \"…\"}}}} or {{{{#if {field}}}}}…{{{{/if}}}}"
+                ));
+        }
+        optional_field_warning(field)
+    }
+}
+
+/// The known name `field` is likely a typo of: within one edit for names shorter than five
+/// characters, two otherwise (the rule the workflow compiler applies to `lead.NAME`).
+pub fn near_miss(field: &str, known: impl Iterator<Item = String>) -> Option<String> {
+    let allowed = if field.chars().count() < 5 { 1 } else { 2 };
+    known
+        .filter(|name| name != field)
+        .map(|name| (strsim::levenshtein(field, &name), name))
+        .filter(|(distance, _)| *distance <= allowed)
+        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)))
+        .map(|(_, name)| name)
 }
 
 /// The warning `nurture check` shows for one unguarded use of `field`.
@@ -784,7 +859,8 @@ struct Use<'a> {
 
 /// Walks a template's AST collecting unguarded uses of optional fields.
 struct Walker<'a> {
-    templates: &'a Templates,
+    /// Where included partials are found; `None`: they are not followed.
+    templates: Option<&'a Templates>,
     flavor: Flavor,
     uses: Vec<Use<'a>>,
     /// Partials being walked, so a partial including itself cannot loop.
@@ -837,7 +913,9 @@ impl<'a> Walker<'a> {
                         scope.deeper()
                     };
                     inner.guarded.extend(partial.hash.keys().cloned());
-                    let templates = self.templates;
+                    let Some(templates) = self.templates else {
+                        continue;
+                    };
                     let pair = templates
                         .partials
                         .get(name)
@@ -1228,7 +1306,7 @@ mod tests {
                     {{#unless country}}x{{else}}{{country}}{{/unless}}";
         let templates = one(html, text);
         let found: Vec<(String, usize, usize, String)> = templates
-            .optional_fields("t")
+            .field_diagnostics("t", &KnownFields::default())
             .into_iter()
             .map(|d| {
                 let l = d.location.unwrap();
@@ -1266,7 +1344,7 @@ mod tests {
         );
         assert!(diagnostics.is_empty(), "{diagnostics:?}");
         let found: Vec<String> = templates
-            .optional_fields("t")
+            .field_diagnostics("t", &KnownFields::default())
             .iter()
             .map(|d| {
                 let l = d.location.as_ref().unwrap();
@@ -1285,7 +1363,7 @@ mod tests {
     #[test]
     fn optional_field_warning_has_the_hint() {
         let templates = one("{{first_name}}", "x");
-        let warning = &templates.optional_fields("t")[0];
+        let warning = &templates.field_diagnostics("t", &KnownFields::default())[0];
         assert!(!warning.is_error());
         assert_eq!(
             warning.hint.as_deref(),

@@ -21,10 +21,7 @@ fn enrollment(workflow: &str, email: &str, due: Option<DateTime<Utc>>) -> Enroll
         version: "v1".into(),
         lead: email.into(),
         status: Status::Active,
-        position: Position {
-            step: "welcome".into(),
-            pc: 0,
-        },
+        position: Position::new("welcome", 0),
         due,
         enrolled_at: at(0),
         updated_at: at(0),

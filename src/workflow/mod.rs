@@ -2,12 +2,13 @@
 //!
 //! A workflow is a list of named steps; each step's body is flattened into a small instruction
 //! list with relative-free jumps (indexes into the same step's code). An enrollment's position is
-//! `(step name, instruction index)`, so an edited workflow whose step still exists lets in-flight
-//! enrollments continue where they were. Everything here is plain data: validated, immutable, and
+//! `(step name, instruction index)` plus what it did in that step (see `engine::resume`), so an
+//! edited workflow whose step still exists lets in-flight enrollments continue where they were. Everything here is plain data: validated, immutable, and
 //! free of I/O.
 
 pub mod cron;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -55,6 +56,52 @@ pub struct Workflow {
 impl Workflow {
     pub fn step_index(&self, name: &str) -> Option<usize> {
         self.steps.iter().position(|step| step.name == name)
+    }
+
+    /// Every lead field the workflow names (`lead.country` in a condition, `set lead.plan`):
+    /// for `nurture check`, an attribute a workflow names is one leads are meant to carry.
+    pub fn fields(&self) -> BTreeSet<&str> {
+        fn visit<'a>(condition: &'a Condition, out: &mut BTreeSet<&'a str>) {
+            match condition {
+                Condition::And(a, b) | Condition::Or(a, b) => {
+                    visit(a, out);
+                    visit(b, out);
+                }
+                Condition::Not(inner) => visit(inner, out),
+                Condition::Compare { field, .. }
+                | Condition::In { field, .. }
+                | Condition::IsSet { field, .. } => {
+                    out.insert(field);
+                }
+                Condition::HasTag(_) | Condition::Engaged(_) => {}
+            }
+        }
+        let mut fields = BTreeSet::new();
+        if let Some(condition) = &self.enroll {
+            visit(condition, &mut fields);
+        }
+        let handlers = &self.handlers;
+        let codes = [
+            &handlers.reply,
+            &handlers.auto_reply,
+            &handlers.bounce,
+            &handlers.unsubscribe,
+        ];
+        for code in codes
+            .into_iter()
+            .chain(self.steps.iter().map(|step| &step.code))
+        {
+            for instr in code {
+                match instr {
+                    Instr::Branch { condition, .. } => visit(condition, &mut fields),
+                    Instr::Act(Action::Set { field, .. }) => {
+                        fields.insert(field);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        fields
     }
 
     /// Every template any `send` of this workflow uses, once each, in order of first use.
@@ -204,6 +251,13 @@ pub struct Handlers {
 pub struct Step {
     pub name: String,
     pub code: Vec<Instr>,
+    /// A digest of `code` as it bears on where an enrollment stands (instructions, templates,
+    /// waits, conditions, jump targets, `goto` step names; not subjects). An enrollment records
+    /// it with its position: when it differs, the step's instructions changed under it and the
+    /// engine finds its place again (see `engine::resume`).
+    pub shape: String,
+    /// Where the step's name is in the file (byte offsets), for messages about it.
+    pub span: std::ops::Range<usize>,
 }
 
 /// One instruction. Jump targets index into the same step's `code`; an index equal to
