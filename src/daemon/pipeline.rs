@@ -136,8 +136,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Waits for the batch with the transport, if any, and suppresses the addresses the server
-    /// refused (no batch is being planned now). Returns how many of its emails were sent.
+    /// Waits for the batch with the transport, if any, and settles what its outcomes mean for
+    /// the leads (no batch is being planned now): refused addresses are suppressed, sequences
+    /// whose email failed for good end. Returns how many of its emails were sent.
     pub async fn finish(&mut self) -> Result<usize, StoreError> {
         let Some(handle) = self.sending.take() else {
             return Ok(0);
@@ -145,7 +146,7 @@ impl Pipeline {
         let delivered = handle
             .await
             .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))?;
-        sender::suppress_rejected(&self.store, &delivered.rejected, delivered.at)?;
+        delivered.settle(&self.store)?;
         Ok(delivered.sent)
     }
 }

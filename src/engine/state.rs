@@ -67,6 +67,12 @@ pub enum ExitReason {
     LoopLimit,
     /// The lead's record is gone from the store.
     LeadMissing,
+    /// An email failed for good (it could not render for this lead, its address cannot be sent
+    /// to, the server refused it): the emails after it were written to follow it.
+    EmailFailed {
+        step: String,
+        error: String,
+    },
 }
 
 impl fmt::Display for ExitReason {
@@ -84,6 +90,9 @@ impl fmt::Display for ExitReason {
             ExitReason::Manual => f.write_str("unenrolled by hand"),
             ExitReason::LoopLimit => f.write_str("too many steps without a wait"),
             ExitReason::LeadMissing => f.write_str("the lead is no longer in the store"),
+            ExitReason::EmailFailed { step, error } => {
+                write!(f, "the email of step `{step}` failed: {error}")
+            }
         }
     }
 }
