@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use tracing::{debug, warn};
 
+use super::pipeline::contain_panic;
 use super::throttle::Throttle;
 use crate::engine::{self, Effect, Enrollment, ExitReason, Input, Status};
 use crate::lead::{Lead, Suppression, SuppressionReason};
@@ -687,19 +688,6 @@ struct Failed {
     step: String,
     error: String,
     unsent: Vec<String>,
-}
-
-/// Runs `work`; a panic in it (a bug, in nurture or a library) becomes an error naming it, so
-/// that one email fails instead of the daemon. The panic is still logged by the panic hook.
-fn contain_panic<T>(work: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|text| (*text).to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".to_string());
-        format!("internal error while making this email (please report it): {what}")
-    })
 }
 
 /// The email that tells a person on our side about a lead.

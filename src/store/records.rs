@@ -147,22 +147,3 @@ pub struct OutboxEmail {
     #[serde(skip)]
     pub eml: Vec<u8>,
 }
-
-impl OutboxEmail {
-    /// The email without its MIME bytes (which can be kilobytes).
-    pub fn header(&self) -> OutboxEmail {
-        OutboxEmail {
-            message_id: self.message_id.clone(),
-            workflow: self.workflow.clone(),
-            lead: self.lead.clone(),
-            step: self.step.clone(),
-            subject: self.subject.clone(),
-            envelope_from: self.envelope_from.clone(),
-            envelope_to: self.envelope_to.clone(),
-            queued_at: self.queued_at,
-            not_before: self.not_before,
-            attempts: self.attempts,
-            eml: Vec::new(),
-        }
-    }
-}
