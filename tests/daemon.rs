@@ -704,6 +704,10 @@ fn an_email_that_cannot_be_made_is_failed_everywhere_and_ends_the_sequence() {
         "{stdout}"
     );
     assert!(
+        stdout.contains("(`nurture run` records this email as failed and ends the sequence here)"),
+        "{stdout}"
+    );
+    assert!(
         String::from_utf8_lossy(&preview.stderr).contains("1 email could not be rendered"),
         "{}",
         String::from_utf8_lossy(&preview.stderr)

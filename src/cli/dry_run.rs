@@ -409,7 +409,12 @@ fn render_text(workflow: &Workflow, preview: &LeadPreview) -> String {
                 let rendered = emails.next().map(|email| &email.rendered);
                 let subject = match rendered {
                     Some(Ok(email)) => format!("subject \"{}\"", email.subject),
-                    Some(Err(error)) => format!("CANNOT RENDER: {error}"),
+                    // The daemon records it as failed and ends the sequence there; the preview
+                    // goes on so that the later emails can be checked too.
+                    Some(Err(error)) => format!(
+                        "CANNOT RENDER: {error}\n      (`nurture run` records this email as \
+                         failed and ends the sequence here)"
+                    ),
                     None => String::new(),
                 };
                 let _ = write!(
