@@ -761,6 +761,32 @@ fn the_store_and_the_outbox_are_private_even_under_a_permissive_umask() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(mode(&outbox), 0o700);
     assert_eq!(mode(&empty), 0o700);
+
+    // The emails in it too: the sample leads' welcomes, on a Monday morning in their windows.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(r#"umask 000 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_nurture"))
+        .args(["run", "--until-idle"])
+        .current_dir(&scratch.dir)
+        .env("NURTURE_STORE_PATH", scratch.store())
+        .env("NURTURE_TRANSPORT_OUTBOX", &outbox)
+        .env("NURTURE_DAEMON_REHEARSAL_START", "2026-11-23T10:00:00Z")
+        .env("NURTURE_WORKFLOWS", repo.join("workflows"))
+        .env("NURTURE_TEMPLATES", repo.join("templates"))
+        .env_remove("NURTURE_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let emails: Vec<_> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(!emails.is_empty(), "welcome emails were written");
+    for email in emails {
+        assert_eq!(mode(&email), 0o600, "{}", email.display());
+    }
 }
 
 // Issue 10: a store from a nurture that told the two spellings apart is merged when first

@@ -600,3 +600,201 @@ fn one_click_unsubscribe_from_the_received_headers_stops_the_sequence() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(stack.mailbox("anna").len(), 1, "{log}");
 }
+
+/// An email caught by a crash while Postfix had it, as the daemon lists it in flight.
+fn in_flight_email(id: &str, user: &str) -> nurture::store::OutboxEmail {
+    let to = format!("{user}@example.test");
+    let now = chrono::Utc::now();
+    let eml = format!(
+        "From: Ana Ortiz <ana@example.test>\r\nTo: {to}\r\nSubject: Welcome, {user}\r\n\
+         Message-ID: {id}\r\nDate: {}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nHello {user}.\r\n",
+        now.to_rfc2822()
+    );
+    nurture::store::OutboxEmail {
+        message_id: id.into(),
+        workflow: "trial-welcome".into(),
+        lead: to.clone(),
+        step: "welcome".into(),
+        subject: format!("Welcome, {user}"),
+        envelope_from: "ana@example.test".into(),
+        envelope_to: to,
+        queued_at: now,
+        not_before: now,
+        attempts: 0,
+        eml: eml.into_bytes(),
+    }
+}
+
+/// Was: emails caught mid-send were marked uncertain and that was all: no command listed them
+/// (nor did `status --format json`), none could be sent again or closed, and `status` between
+/// the crash and the restart did not show them.
+#[test]
+fn uncertain_smtp_emails_are_listed_and_resent_or_dropped_by_command() {
+    let stack = MailStack::up("uncertain", 2596, 2156, &["anna", "ben", "ana", "sales"]);
+    let dir = scratch("smtp-uncertain");
+    let lead = |email: &str| {
+        let mut lead = nurture::lead::Lead::new(email.into(), chrono::Utc::now());
+        // No shipped workflow enrolls it: only the emails below are sent.
+        lead.source = Some("outbox-test".into());
+        lead
+    };
+    seed(
+        &dir,
+        vec![lead("anna@example.test"), lead("ben@example.test")],
+    );
+    let anna_id = "<00000000000000a1.anna.nurture@example.test>";
+    let ben_id = "<00000000000000b2.ben.nurture@example.test>";
+    {
+        // The state a kill -9 leaves while the server has the two emails.
+        let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+        let emails = vec![
+            in_flight_email(anna_id, "anna"),
+            in_flight_email(ben_id, "ben"),
+        ];
+        let batch = nurture::store::Batch {
+            in_flight_set: Some((store.new_id().unwrap(), emails)),
+            ..Default::default()
+        };
+        store.apply(&batch).unwrap();
+        store.flush().unwrap();
+    }
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_slice(&nurture(&dir, &stack, args, &[]).stdout).unwrap()
+    };
+    let trial = |report: &serde_json::Value| -> serde_json::Value {
+        report["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == "trial-welcome")
+            .unwrap()
+            .clone()
+    };
+
+    // Between the crash and the restart, status shows them in flight.
+    let report = json(&["status", "--format", "json"]);
+    assert_eq!(trial(&report)["in_flight"], 2, "{report:#}");
+    assert_eq!(report["in_flight_emails"][0]["message_id"], anna_id);
+    let table = String::from_utf8(nurture(&dir, &stack, &["status"], &[]).stdout).unwrap();
+    assert!(
+        table.contains("2 emails were in flight when the daemon stopped"),
+        "{table}"
+    );
+
+    // The restart cannot ask Postfix: both are uncertain, neither is sent again.
+    nurture(&dir, &stack, &["run", "--until-idle"], &[]);
+    let report = json(&["status", "--format", "json"]);
+    assert_eq!(
+        (&trial(&report)["uncertain"], &trial(&report)["in_flight"]),
+        (&serde_json::json!(2), &serde_json::json!(0))
+    );
+    let listed: Vec<&str> = report["uncertain_emails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [anna_id, ben_id]);
+    let uncertain = json(&["outbox", "uncertain", "--format", "json"]);
+    assert_eq!(
+        uncertain[1],
+        serde_json::json!({
+            "message_id": ben_id,
+            "workflow": "trial-welcome",
+            "lead": "ben@example.test",
+            "step": "welcome",
+            "subject": "Welcome, ben",
+            "at": uncertain[1]["at"],
+            "resendable": true,
+        })
+    );
+    let text =
+        String::from_utf8(nurture(&dir, &stack, &["outbox", "uncertain"], &[]).stdout).unwrap();
+    assert!(text.starts_with("2 uncertain emails"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{anna_id}  trial-welcome  anna@example.test  step welcome"
+        )),
+        "{text}"
+    );
+
+    // Anna's did not leave (the server's log says): sent again. Ben's did: dropped.
+    let resent = nurture(
+        &dir,
+        &stack,
+        &["outbox", "resend", anna_id.trim_matches(['<', '>'])],
+        &[],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&resent.stdout),
+        "1 uncertain email back in the outbox: the daemon sends them\n"
+    );
+    nurture(&dir, &stack, &["outbox", "drop", "--all"], &[]);
+    let again = nurture_command(&dir, &stack, &["outbox", "resend", ben_id], &[])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2), "no longer uncertain");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no uncertain email has the Message-ID")
+    );
+
+    // On the real clock: `resend` queued it for now.
+    nurture(&dir, &stack, &["run", "--until-idle"], &[]);
+    let anna = stack.wait_for("anna", 1);
+    assert_eq!(anna.len(), 1);
+    let message = MessageParser::default().parse(&anna[0]).unwrap();
+    assert_eq!(message.message_id(), Some(anna_id.trim_matches(['<', '>'])));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        stack.mailbox("ben").is_empty(),
+        "a dropped email is not sent"
+    );
+
+    let report = json(&["status", "--format", "json"]);
+    let counts = trial(&report);
+    assert_eq!(
+        (
+            &counts["sent"],
+            &counts["uncertain"],
+            &counts["dropped"],
+            &counts["queued"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(0),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        ),
+        "{report:#}"
+    );
+    assert_eq!(report["uncertain_emails"], serde_json::json!([]));
+    let none =
+        String::from_utf8(nurture(&dir, &stack, &["outbox", "uncertain"], &[]).stdout).unwrap();
+    assert_eq!(none, "no uncertain emails\n");
+    let shown = String::from_utf8(
+        nurture(&dir, &stack, &["leads", "show", "anna@example.test"], &[]).stdout,
+    )
+    .unwrap();
+    let order: Vec<usize> = [
+        "may or may not have left",
+        "sent again by the operator",
+        "email of step welcome sent (<",
+    ]
+    .iter()
+    .map(|line| {
+        shown
+            .find(line)
+            .unwrap_or_else(|| panic!("{line}:\n{shown}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{shown}");
+    let ben = String::from_utf8(
+        nurture(&dir, &stack, &["leads", "show", "ben@example.test"], &[]).stdout,
+    )
+    .unwrap();
+    assert!(
+        ben.contains("dropped by the operator: not sent again"),
+        "{ben}"
+    );
+}

@@ -163,7 +163,8 @@ pub struct LeadPreview {
 pub struct PreviewEmail {
     pub at: DateTime<Utc>,
     pub planned: PlannedEmail,
-    /// The email as the daemon would send it, or why it cannot be rendered for this lead.
+    /// The email as the daemon would send it, or why it cannot be rendered or composed for
+    /// this lead (the dry-run then exits 1).
     pub rendered: Result<OutgoingEmail, String>,
 }
 
@@ -188,6 +189,8 @@ pub fn preview_lead(
             (Effect::Send(planned), Some(snapshot)) => Some(PreviewEmail {
                 at: event.at,
                 planned: planned.clone(),
+                // Composed too, as the daemon does before sending: an address the mail
+                // system refuses fails here, not silently at run time.
                 rendered: personalize(
                     &project.templates,
                     workflow,
@@ -197,7 +200,11 @@ pub fn preview_lead(
                     event.at,
                     &options.unsubscribe,
                     &snapshot.email,
-                ),
+                )
+                .and_then(|email| match to_eml(&email) {
+                    Ok(_) => Ok(email),
+                    Err(error) => Err(format!("cannot compose the email: {error}")),
+                }),
             }),
             _ => None,
         })
@@ -402,7 +409,12 @@ fn render_text(workflow: &Workflow, preview: &LeadPreview) -> String {
                 let rendered = emails.next().map(|email| &email.rendered);
                 let subject = match rendered {
                     Some(Ok(email)) => format!("subject \"{}\"", email.subject),
-                    Some(Err(error)) => format!("CANNOT RENDER: {error}"),
+                    // The daemon records it as failed and ends the sequence there; the preview
+                    // goes on so that the later emails can be checked too.
+                    Some(Err(error)) => format!(
+                        "CANNOT RENDER: {error}\n      (`nurture run` records this email as \
+                         failed and ends the sequence here)"
+                    ),
                     None => String::new(),
                 };
                 let _ = write!(

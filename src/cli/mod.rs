@@ -16,6 +16,7 @@ pub mod dry_run;
 mod enroll;
 mod generate;
 mod leads;
+mod outbox;
 mod run;
 mod send_test;
 mod status;
@@ -118,6 +119,8 @@ pub enum Command {
     Completions(generate::CompletionsArgs),
     /// Write the man pages (`nurture.1` and one per subcommand) into a folder.
     Man(generate::ManArgs),
+    /// Emails a crash left uncertain: list them, send them again, or drop them.
+    Outbox(outbox::OutboxArgs),
 }
 
 impl Cli {
@@ -190,6 +193,7 @@ pub fn main() -> i32 {
         Command::Status(args) => status::run(&cli, args),
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),
+        Command::Outbox(args) => outbox::run(&cli, args),
     };
     let code = match result {
         Ok(code) => code,

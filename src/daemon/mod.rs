@@ -126,11 +126,13 @@ pub async fn run(
     if project.count(crate::diagnostic::Severity::Error) > 0 {
         return Err(DaemonError::Invalid);
     }
-    let uncertain = sender::recover(&store, clock.now())?;
-    if uncertain > 0 {
+    let recovered = sender::recover(&store, &transport, clock.now())?;
+    if recovered != sender::Recovered::default() {
         warn!(
-            uncertain,
-            "emails caught mid-send by the last stop are reported as uncertain (see `nurture status`)"
+            sent = recovered.sent,
+            sent_again = recovered.again,
+            uncertain = recovered.uncertain,
+            "emails caught mid-send by the last stop are settled; uncertain ones are listed by `nurture outbox uncertain`"
         );
     }
     info!(

@@ -3,7 +3,10 @@
 //!
 //! Each batch's emails are listed in flight under their own mark, in the transaction that
 //! plans them, and flushed before they are handed over ([`super::sender`]); one batch at a
-//! time is with the transport, so a crash leaves at most two batches uncertain.
+//! time is with the transport, so a crash leaves at most two batches uncertain (or, with the
+//! folder transport, to be settled from the folder).
+//!
+//! A panic while one email is being made ([`contain_panic`]) fails that email, not the daemon.
 
 use std::sync::Arc;
 
@@ -136,8 +139,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Waits for the batch with the transport, if any, and suppresses the addresses the server
-    /// refused (no batch is being planned now). Returns how many of its emails were sent.
+    /// Waits for the batch with the transport, if any, and settles what its outcomes mean for
+    /// the leads (no batch is being planned now): refused addresses are suppressed, sequences
+    /// whose email failed for good end. Returns how many of its emails were sent.
     pub async fn finish(&mut self) -> Result<usize, StoreError> {
         let Some(handle) = self.sending.take() else {
             return Ok(0);
@@ -145,7 +149,37 @@ impl Pipeline {
         let delivered = handle
             .await
             .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))?;
-        sender::suppress_rejected(&self.store, &delivered.rejected, delivered.at)?;
+        delivered.settle(&self.store)?;
         Ok(delivered.sent)
+    }
+}
+
+/// Runs `work`; a panic in it (a bug, in nurture or a library) becomes an error naming it, so
+/// that one email fails instead of the daemon. The panic is still logged by the panic hook.
+pub(super) fn contain_panic<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_string());
+        format!("internal error while making this email (please report it): {what}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_error_that_names_it_and_values_pass_through() {
+        assert_eq!(contain_panic(|| 7), Ok(7));
+        let error = contain_panic(|| -> u8 { panic!("index {} out of range", 3) }).unwrap_err();
+        assert_eq!(
+            error,
+            "internal error while making this email (please report it): index 3 out of range"
+        );
+        let error = contain_panic(|| -> u8 { panic!("plain") }).unwrap_err();
+        assert!(error.ends_with(": plain"), "{error}");
     }
 }

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use tracing::{debug, warn};
 
+use super::pipeline::contain_panic;
 use super::throttle::Throttle;
 use crate::engine::{self, Effect, Enrollment, ExitReason, Input, Status};
 use crate::lead::{Lead, Suppression, SuppressionReason};
@@ -23,7 +24,7 @@ use crate::mail::compose::{
 };
 use crate::mail::personalize::personalize;
 use crate::project::Project;
-use crate::store::{Batch, EventKind, OutboxEmail, Store, StoreError};
+use crate::store::{Batch, EventKind, MessageRecord, MessageState, OutboxEmail, Store, StoreError};
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::{Mailbox, Workflow};
 
@@ -96,6 +97,7 @@ pub fn run_due(
         batch.changed.extend(part_batch.changed);
         batch.enrollments.extend(part_batch.enrollments);
         batch.events.extend(part_batch.events);
+        batch.messages.extend(part_batch.messages);
         emails.extend(part_emails);
     }
     commit(store, batch, emails, throttle, now, due.len())
@@ -133,11 +135,14 @@ fn commit(
     });
     let mut in_flight = 0;
     if !emails.is_empty() {
-        let headers = emails.iter().map(OutboxEmail::header).collect();
         in_flight = store.new_id()?;
-        batch.in_flight_set = Some((in_flight, headers));
+        batch.in_flight_set = Some((in_flight, emails));
     }
     store.apply(&batch)?;
+    let emails = batch
+        .in_flight_set
+        .map(|(_, emails)| emails)
+        .unwrap_or_default();
     Ok(Planned {
         ran,
         emails,
@@ -383,13 +388,44 @@ impl<'a> Work<'a> {
             _ => self.now,
         };
         let outcome = engine::advance(workflow, &enrollment, &lead, input, self.now);
-        self.record(workflow, &lead, &outcome.lead, &outcome.effects, slot)?;
+        let mut enrollment = outcome.enrollment;
+        let failed = self.record(workflow, &lead, &outcome.lead, &outcome.effects, slot)?;
+        if let Some(failed) = failed {
+            self.end_on_failure(&mut enrollment, failed);
+        }
         if outcome.lead != lead {
             self.leads
                 .insert(lead.email.clone(), (outcome.lead.clone(), true));
         }
-        self.batch.enrollments.push(outcome.enrollment);
+        self.batch.enrollments.push(enrollment);
         Ok(())
+    }
+
+    /// An email of this enrollment failed for good: the sequence ends there, with the reason
+    /// (see [`super::sender::end_failed`] for why), and the emails the engine counted as sent
+    /// from it on are not.
+    fn end_on_failure(&mut self, enrollment: &mut Enrollment, failed: Failed) {
+        for template in &failed.unsent {
+            if let Some(at) = enrollment.facts.sent.iter().rposition(|t| t == template) {
+                enrollment.facts.sent.remove(at);
+            }
+        }
+        if matches!(enrollment.status, Status::Exited(_)) {
+            return;
+        }
+        let reason = ExitReason::EmailFailed {
+            step: failed.step,
+            error: failed.error,
+        };
+        enrollment.status = Status::Exited(reason.clone());
+        enrollment.due = None;
+        enrollment.updated_at = self.now;
+        self.batch.event(
+            &enrollment.lead,
+            self.now,
+            Some(&enrollment.workflow),
+            EventKind::Exited { reason },
+        );
     }
 
     /// Suppresses `email` (if it is not already) and ends every enrollment still active:
@@ -456,7 +492,9 @@ impl<'a> Work<'a> {
         self.batch.enrollments.push(enrollment);
     }
 
-    /// Turns the engine's effects into journal lines and outbox entries.
+    /// Turns the engine's effects into journal lines and outbox entries. Returns the lead's
+    /// first email that failed, if one did: the effects after it that send or complete are
+    /// left out.
     fn record(
         &mut self,
         workflow: &Workflow,
@@ -464,44 +502,72 @@ impl<'a> Work<'a> {
         after: &Lead,
         effects: &[Effect],
         slot: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Failed>, StoreError> {
         let now = self.now;
         let email = before.email.clone();
         let name = Some(workflow.name.as_str());
+        let mut failed: Option<Failed> = None;
         for effect in effects {
             let kind = match effect {
                 Effect::Received { what } => EventKind::Received {
                     what: self.note.unwrap_or(what).to_owned(),
                 },
                 Effect::Send(planned) => {
-                    // The lead as it is at this send: a `tag` before it is visible to it.
-                    let rendered = personalize(
-                        &self.project.templates,
-                        workflow,
-                        after,
-                        planned,
-                        slot,
-                        now,
-                        self.unsubscribe,
-                        &after.email,
-                    );
-                    match rendered {
-                        Ok(outgoing) => {
-                            match self.queue(workflow, &email, &planned.step, outgoing)? {
-                                Some(failed) => failed,
-                                None => continue,
-                            }
-                        }
+                    if let Some(failed) = &mut failed {
+                        failed.unsent.push(planned.template.clone());
+                        continue;
+                    }
+                    // The lead as it is at this send: a `tag` before it is visible to it. A
+                    // panic while rendering fails this email only, not the daemon.
+                    let rendered = contain_panic(|| {
+                        personalize(
+                            &self.project.templates,
+                            workflow,
+                            after,
+                            planned,
+                            slot,
+                            now,
+                            self.unsubscribe,
+                            &after.email,
+                        )
+                    })
+                    .and_then(|rendered| {
+                        rendered.map_err(|error| format!("cannot render: {error}"))
+                    });
+                    let failure = match rendered {
+                        Ok(outgoing) => self.queue(workflow, &email, &planned.step, outgoing)?,
                         Err(error) => {
                             warn!(workflow = %workflow.name, lead = %email, step = %planned.step, %error, "cannot render");
-                            EventKind::SendFailed {
-                                message_id: String::new(),
-                                step: planned.step.clone(),
+                            let domain = domain_of(&workflow.from.address);
+                            let unique = format!(
+                                "failed|{}|{email}|{}|{}",
+                                workflow.name,
+                                planned.step,
+                                slot.timestamp()
+                            );
+                            let id = sequenced_message_id(
+                                &new_message_id(domain, &unique),
+                                self.store.new_id()?,
+                            );
+                            Some(self.failed(
+                                workflow,
+                                &email,
+                                &planned.step,
+                                &id,
+                                &planned.subject_template,
                                 error,
-                                permanent: true,
-                            }
+                            ))
                         }
+                    };
+                    let Some(kind) = failure else { continue };
+                    if let EventKind::SendFailed { step, error, .. } = &kind {
+                        failed = Some(Failed {
+                            step: step.clone(),
+                            error: error.clone(),
+                            unsent: vec![planned.template.clone()],
+                        });
                     }
+                    kind
                 }
                 Effect::Decision {
                     step,
@@ -535,6 +601,8 @@ impl<'a> Work<'a> {
                     until: *until,
                     reason: reason.clone(),
                 },
+                // The sequence ends at the failed email instead.
+                Effect::Completed if failed.is_some() => continue,
                 Effect::Completed => EventKind::Completed,
                 Effect::Exited { reason } => EventKind::Exited {
                     reason: reason.clone(),
@@ -542,7 +610,37 @@ impl<'a> Work<'a> {
             };
             self.batch.event(&email, now, name, kind);
         }
-        Ok(())
+        Ok(failed)
+    }
+
+    /// Records an email that cannot leave as failed (counted in `status`) and returns its
+    /// journal line.
+    fn failed(
+        &mut self,
+        workflow: &Workflow,
+        lead: &str,
+        step: &str,
+        message_id: &str,
+        subject: &str,
+        error: String,
+    ) -> EventKind {
+        self.batch.messages.push(MessageRecord {
+            message_id: message_id.to_string(),
+            workflow: workflow.name.clone(),
+            lead: lead.to_string(),
+            sender: workflow.from.address.clone(),
+            step: step.to_string(),
+            subject: subject.to_string(),
+            state: MessageState::Failed,
+            queued_at: self.now,
+            at: self.now,
+        });
+        EventKind::SendFailed {
+            message_id: message_id.to_string(),
+            step: step.to_string(),
+            error,
+            permanent: true,
+        }
     }
 
     /// Plans `outgoing` for sending, numbered in the store's sequence (see
@@ -557,16 +655,16 @@ impl<'a> Work<'a> {
         mut outgoing: OutgoingEmail,
     ) -> Result<Option<EventKind>, StoreError> {
         outgoing.message_id = sequenced_message_id(&outgoing.message_id, self.store.new_id()?);
-        let eml = match to_eml(&outgoing) {
+        let composed = contain_panic(|| to_eml(&outgoing))
+            .and_then(|eml| eml.map_err(|error| format!("cannot compose the email: {error}")));
+        let eml = match composed {
             Ok(eml) => eml,
             Err(error) => {
                 warn!(workflow = %workflow.name, %lead, %step, %error, "cannot compose the email");
-                return Ok(Some(EventKind::SendFailed {
-                    message_id: outgoing.message_id.clone(),
-                    step: step.to_string(),
-                    error: error.to_string(),
-                    permanent: true,
-                }));
+                let (id, subject) = (outgoing.message_id.clone(), outgoing.subject.clone());
+                return Ok(Some(
+                    self.failed(workflow, lead, step, &id, &subject, error),
+                ));
             }
         };
         self.emails.push(OutboxEmail {
@@ -602,6 +700,14 @@ impl<'a> Work<'a> {
         }
         Ok(())
     }
+}
+
+/// The lead's email that failed in an `advance`, and the templates the engine counted as sent
+/// from it on.
+struct Failed {
+    step: String,
+    error: String,
+    unsent: Vec<String>,
 }
 
 /// The email that tells a person on our side about a lead.

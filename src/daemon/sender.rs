@@ -5,8 +5,14 @@
 //! that advances their enrollments, or by [`send_outbox`] for emails that waited in the outbox.
 //! After the hand-over, the outcomes (sent → `messages`; transient failure → the outbox, with a
 //! backoff; permanent failure → `messages` as failed) and the clearing of the list are one
-//! transaction. After a crash, [`recover`] finds the emails still listed: they may or may not
-//! have left, so they are reported as uncertain rather than sent a second time.
+//! transaction. After a crash, [`recover`] finds the emails still listed and settles what it
+//! can: the folder transport knows whether each one's file was written (sent, or put back in
+//! the outbox to be written); an email handed to an SMTP server may or may not have left, so it
+//! is reported as uncertain, with a copy kept for `nurture outbox resend`, rather than sent a
+//! second time.
+//!
+//! An email that fails for good (refused by the server, or a bad address) ends its lead's
+//! sequence with the reason ([`end_failed`]): the emails after it were written to follow it.
 
 use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
@@ -32,7 +38,7 @@ pub const MAX_BACKOFF: Duration = Duration::hours(1);
 ///
 /// Up to [`Transport::parallelism`] emails are with the transport at once; outcomes are
 /// recorded in the emails' order. Recipients the server refused for good are returned, to be
-/// suppressed by [`suppress_rejected`] once no batch is being planned (planning writes leads).
+/// suppressed by [`Delivered::settle`] once no batch is being planned (planning writes leads).
 pub async fn deliver(
     store: &Store,
     transport: &Arc<Transport>,
@@ -49,6 +55,7 @@ pub async fn deliver(
     };
     let mut sent = 0;
     let mut rejected = Vec::new();
+    let mut failed = Vec::new();
     for (email, outcome) in emails.iter().zip(outcomes) {
         if from_outbox {
             batch
@@ -82,6 +89,17 @@ pub async fn deliver(
                     batch
                         .messages
                         .push(record(email, MessageState::Failed, now));
+                    // A notification to our side failing ends nobody's sequence.
+                    if !error.rejects_recipient()
+                        && email.envelope_to.eq_ignore_ascii_case(&email.lead)
+                    {
+                        failed.push(Failure {
+                            workflow: email.workflow.clone(),
+                            lead: email.lead.clone(),
+                            step: email.step.clone(),
+                            error: error.message.clone(),
+                        });
+                    }
                 } else {
                     let mut retry = email.clone();
                     retry.attempts += 1;
@@ -106,6 +124,7 @@ pub async fn deliver(
     Ok(Delivered {
         sent,
         rejected,
+        failed,
         at: now,
     })
 }
@@ -115,6 +134,8 @@ pub async fn deliver(
 pub struct Delivered {
     pub sent: usize,
     pub rejected: Vec<Rejection>,
+    /// Emails to leads refused for good for another reason than the address.
+    pub failed: Vec<Failure>,
     /// The daemon's clock when the batch was handed over.
     pub at: DateTime<Utc>,
 }
@@ -127,9 +148,60 @@ pub struct Rejection {
     pub detail: String,
 }
 
+/// An email to a lead that failed for good once handed over.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub workflow: String,
+    pub lead: String,
+    pub step: String,
+    pub error: String,
+}
+
+impl Delivered {
+    /// What the outcomes mean for the leads, once no batch is being planned (planning writes
+    /// leads and enrollments): refused addresses are suppressed, failed emails end their
+    /// sequences.
+    pub fn settle(&self, store: &Store) -> Result<(), StoreError> {
+        suppress_rejected(store, &self.rejected, self.at)?;
+        end_failed(store, &self.failed, self.at)
+    }
+}
+
+/// Ends the sequence of each failed email's enrollment, if it has not ended otherwise, with
+/// the reason "email of step `x` failed: …": a marketer's sequence is a story, and the emails
+/// after a missing one refer to it. The failure stays visible in `status` (exited by reason
+/// `email_failed`, failed emails) and in the lead's timeline.
+pub fn end_failed(store: &Store, failed: &[Failure], now: DateTime<Utc>) -> Result<(), StoreError> {
+    let mut batch = Batch::default();
+    for failure in failed {
+        let Some(mut enrollment) = store.enrollment(&failure.workflow, &failure.lead)? else {
+            continue;
+        };
+        if matches!(enrollment.status, Status::Exited(_)) {
+            continue;
+        }
+        let reason = ExitReason::EmailFailed {
+            step: failure.step.clone(),
+            error: failure.error.clone(),
+        };
+        warn!(workflow = %failure.workflow, lead = %failure.lead, step = %failure.step, "the email failed for good: the sequence ends");
+        enrollment.status = Status::Exited(reason.clone());
+        enrollment.due = None;
+        enrollment.updated_at = now;
+        batch.event(
+            &failure.lead,
+            now,
+            Some(&failure.workflow),
+            EventKind::Exited { reason },
+        );
+        batch.enrollments.push(enrollment);
+    }
+    store.apply(&batch)
+}
+
 /// Suppresses the refused addresses and ends their active enrollments: nothing will be sent
 /// to them again.
-pub fn suppress_rejected(
+fn suppress_rejected(
     store: &Store,
     rejected: &[Rejection],
     now: DateTime<Utc>,
@@ -241,57 +313,103 @@ pub async fn send_outbox(
         email.eml = with_date(&email.eml, now);
     }
     let mark = store.new_id()?;
-    batch.in_flight_set = Some((mark, ready.iter().map(OutboxEmail::header).collect()));
+    batch.in_flight_set = Some((mark, ready));
     store.apply(&batch)?;
     store.flush()?;
+    let ready = batch
+        .in_flight_set
+        .map(|(_, ready)| ready)
+        .unwrap_or_default();
     let count = ready.len();
     let delivered = deliver(store, transport, ready, true, mark, now).await?;
-    suppress_rejected(store, &delivered.rejected, now)?;
+    delivered.settle(store)?;
     Ok(count)
 }
 
-/// After a crash: every email still listed under an in-flight mark is reported as uncertain
-/// (and taken out of the outbox if it came from there). Returns how many.
-pub fn recover(store: &Store, now: DateTime<Utc>) -> Result<usize, StoreError> {
+/// What [`recover`] found after a crash.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Found to have left (their file is in the outbox folder): recorded as sent.
+    pub sent: usize,
+    /// Found not to have left: back in the outbox, to be sent now.
+    pub again: usize,
+    /// Nobody can tell (an SMTP hand-over): reported, a copy kept, not sent again by itself.
+    pub uncertain: usize,
+}
+
+/// After a crash: settles every email still listed under an in-flight mark. When the transport
+/// can tell ([`Transport::has_left`]), an email that left is recorded as sent and one that did
+/// not goes back to the outbox; otherwise it is reported as uncertain, with a copy kept for
+/// `nurture outbox resend`, and taken out of the outbox if it came from there.
+pub fn recover(
+    store: &Store,
+    transport: &Transport,
+    now: DateTime<Utc>,
+) -> Result<Recovered, StoreError> {
     let marks = store.in_flight()?;
+    let mut found = Recovered::default();
     if marks.is_empty() {
-        return Ok(0);
+        return Ok(found);
     }
     let mut batch = Batch {
         in_flight_clear: marks.iter().map(|(id, _)| *id).collect(),
         ..Batch::default()
     };
-    for email in marks.iter().flat_map(|(_, emails)| emails) {
+    for email in marks.into_iter().flat_map(|(_, emails)| emails) {
         if store.message(&email.message_id)?.is_some() {
             continue;
         }
-        warn!(message_id = %email.message_id, lead = %email.lead, workflow = %email.workflow, step = %email.step,
-            "uncertain: the daemon stopped while handing this email over; it is not sent again");
-        if store
-            .outbox_email(email.not_before, &email.message_id)?
-            .is_some()
-        {
+        // An email from the outbox is still there until its outcome is recorded.
+        let in_outbox = store.outbox_email(email.not_before, &email.message_id)?;
+        let has_left = transport.has_left(&email);
+        if has_left == Some(false) && (in_outbox.is_some() || !email.eml.is_empty()) {
+            info!(message_id = %email.message_id, lead = %email.lead, "the daemon stopped before this email was written: it is sent now");
+            if in_outbox.is_none() {
+                batch.outbox_put.push(OutboxEmail {
+                    not_before: now,
+                    ..email
+                });
+            }
+            found.again += 1;
+            continue;
+        }
+        if in_outbox.is_some() {
             batch
                 .outbox_remove
                 .push((email.not_before, email.message_id.clone()));
         }
-        batch
-            .messages
-            .push(record(email, MessageState::Uncertain, now));
-        batch.event(
-            &email.lead,
-            now,
-            Some(&email.workflow),
-            EventKind::Uncertain {
+        let (state, kind) = if has_left == Some(true) {
+            found.sent += 1;
+            let kind = EventKind::Sent {
                 message_id: email.message_id.clone(),
                 step: email.step.clone(),
-            },
-        );
+            };
+            (MessageState::Sent, kind)
+        } else {
+            warn!(message_id = %email.message_id, lead = %email.lead, workflow = %email.workflow, step = %email.step,
+                "uncertain: the daemon stopped while handing this email over; it is not sent again by itself (`nurture outbox uncertain`)");
+            found.uncertain += 1;
+            let kind = EventKind::Uncertain {
+                message_id: email.message_id.clone(),
+                step: email.step.clone(),
+            };
+            (MessageState::Uncertain, kind)
+        };
+        batch.messages.push(record(&email, state, now));
+        batch.event(&email.lead, now, Some(&email.workflow), kind);
+        if state == MessageState::Uncertain {
+            let mut copy = email;
+            if copy.eml.is_empty()
+                && let Some(queued) = in_outbox
+            {
+                copy.eml = queued.eml;
+            }
+            batch.uncertain_put.push(copy);
+        }
     }
-    let uncertain = batch.messages.len();
     store.apply(&batch)?;
     store.flush()?;
-    Ok(uncertain)
+    Ok(found)
 }
 
 fn record(email: &OutboxEmail, state: MessageState, now: DateTime<Utc>) -> MessageRecord {

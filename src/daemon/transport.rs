@@ -1,20 +1,26 @@
-//! Where emails go: a folder of `.eml` files (lettre's file transport, the default, so a fresh
-//! checkout works before any SMTP server is configured), an SMTP server, or nowhere
-//! (benchmarks).
+//! Where emails go: a folder of `.eml` files (the default, so a fresh checkout works before any
+//! SMTP server is configured), an SMTP server, or nowhere (benchmarks).
 //!
 //! A transport reports failures as permanent (do not retry) or transient (retry later).
+//!
+//! The folder transport names each file after the email's Message-ID and writes it whole or
+//! not at all (a temporary file in the same folder, synced, then renamed): after a crash, an
+//! email that was being handed over has left exactly when its file exists
+//! ([`Transport::has_left`]), so the daemon settles it instead of calling it uncertain, and
+//! writing it again replaces rather than duplicates.
 
-use std::path::Path;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
 
 use lettre::address::Envelope;
-use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 
 use super::smtp::Smtp;
 use crate::store::OutboxEmail;
 
 pub enum Transport {
-    /// Each email as `<uuid>.eml` in a folder.
-    File(AsyncFileTransport<Tokio1Executor>),
+    /// Each email as `<Message-ID>.eml` in this folder.
+    File(PathBuf),
     /// An SMTP server.
     Smtp(Box<Smtp>),
     /// Accepts everything, sends nothing: measures the daemon without a transport.
@@ -50,9 +56,26 @@ impl SendError {
 
 impl Transport {
     /// A file transport writing into `dir`, created if missing; owner-only either way.
+    /// Temporary files a crash left
+    /// behind are removed: their emails were never handed over, and are written again.
     pub fn file(dir: &Path) -> std::io::Result<Transport> {
         crate::private::private_dir(dir)?;
-        Ok(Transport::File(AsyncFileTransport::new(dir)))
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == PARTIAL) {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(Transport::File(dir.to_path_buf()))
+    }
+
+    /// Whether `email` has left, when this transport can tell after the fact: a folder
+    /// transport can (the file is there or not), an SMTP server cannot be asked.
+    pub fn has_left(&self, email: &OutboxEmail) -> Option<bool> {
+        match self {
+            Transport::File(dir) => Some(dir.join(file_name(&email.message_id)).exists()),
+            Transport::Smtp(_) | Transport::Null => None,
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -75,19 +98,62 @@ impl Transport {
     pub async fn send(&self, email: &OutboxEmail) -> Result<(), SendError> {
         let envelope = envelope(email)?;
         match self {
-            Transport::File(files) => files
-                .send_raw(&envelope, &email.eml)
-                .await
-                .map(|_| ())
-                .map_err(|error| SendError {
+            Transport::File(dir) => {
+                let (dir, name, eml) =
+                    (dir.clone(), file_name(&email.message_id), email.eml.clone());
+                let written =
+                    tokio::task::spawn_blocking(move || write_atomically(&dir, &name, &eml))
+                        .await
+                        .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+                written.map_err(|error| SendError {
                     // A full disk or a missing folder may be fixed while we wait.
                     message: format!("cannot write the email file: {error}"),
                     permanent: false,
-                }),
+                })
+            }
             Transport::Smtp(smtp) => smtp.send(&envelope, &email.eml).await,
             Transport::Null => Ok(()),
         }
     }
+}
+
+/// The extension of a file being written; it becomes `.eml` when it is complete.
+const PARTIAL: &str = "partial";
+
+/// The file an email is written to: its Message-ID without the angle brackets, with anything
+/// but letters, digits and `.@-_+=` replaced, so that an id cannot name another folder.
+fn file_name(message_id: &str) -> String {
+    let id: String = message_id
+        .trim_matches(['<', '>'])
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".@-_+=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{id}.eml")
+}
+
+/// Writes `dir/name` whole or not at all: a temporary file beside it, synced, renamed over it,
+/// then the folder synced so the rename itself survives a power cut.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let partial = dir.join(format!(".{name}.{PARTIAL}"));
+    // Owner-only from the first byte (mode 0600 whatever the umask; see crate::private).
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(crate::private::FILE_MODE)
+        .open(&partial)?;
+    crate::private::private_file(&partial)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&partial, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn envelope(email: &OutboxEmail) -> Result<Envelope, SendError> {

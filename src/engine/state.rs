@@ -112,6 +112,12 @@ pub enum ExitReason {
     LeadMissing,
     /// The lead met the workflow's goal (`exit when …`, the condition as written).
     GoalReached(String),
+    /// An email failed for good (it could not render for this lead, its address cannot be sent
+    /// to, the server refused it): the emails after it were written to follow it.
+    EmailFailed {
+        step: String,
+        error: String,
+    },
 }
 
 impl fmt::Display for ExitReason {
@@ -130,6 +136,9 @@ impl fmt::Display for ExitReason {
             ExitReason::LoopLimit => f.write_str("too many steps without a wait"),
             ExitReason::LeadMissing => f.write_str("the lead is no longer in the store"),
             ExitReason::GoalReached(goal) => write!(f, "goal reached: {goal}"),
+            ExitReason::EmailFailed { step, error } => {
+                write!(f, "the email of step `{step}` failed: {error}")
+            }
         }
     }
 }

@@ -11,7 +11,9 @@
 //! - `outbox`: not-before ‖ Message-ID → [`OutboxEmail`]
 //! - `events`: email ‖ sequence → [`Event`] (append-only, per lead, in order)
 //! - `changed`: email → () (leads whose data changed since enrollment last looked at them)
-//! - `meta`: schema version, emails being handed to a transport, mail-watcher positions
+//! - `meta`: schema version, emails being handed to a transport (`in_flight:` mark → the
+//!   emails with their MIME bytes), copies of uncertain emails (`uncertain:` Message-ID → the
+//!   email, for `nurture outbox resend`), mail-watcher positions
 //!
 //! Every change that must agree is one [`Batch`], applied as one transaction across the trees:
 //! an enrollment and its due entry never disagree, and an email enters the outbox in the same
@@ -51,6 +53,7 @@ pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const IN_FLIGHT_PREFIX: &[u8] = b"in_flight:";
+const UNCERTAIN_PREFIX: &[u8] = b"uncertain:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -101,15 +104,22 @@ pub struct Batch {
     /// Outbox entries leaving, by (not-before, Message-ID).
     pub outbox_remove: Vec<(DateTime<Utc>, String)>,
     pub messages: Vec<MessageRecord>,
+    /// Records of emails to forget, by Message-ID (an uncertain email sent again).
+    pub messages_remove: Vec<String>,
     /// Leads whose data changed: enrollment looks at them again.
     pub changed: Vec<String>,
     /// Leads enrollment has looked at.
     pub changed_done: Vec<String>,
-    /// Lists emails as being handed to a transport, under a mark id ([`Store::new_id`]).
-    /// Whatever is still listed when the store is next opened was caught mid-send.
+    /// Lists emails, with their MIME bytes, as being handed to a transport, under a mark id
+    /// ([`Store::new_id`]). Whatever is still listed when the store is next opened was caught
+    /// mid-send: the bytes let it be sent again if it never left.
     pub in_flight_set: Option<(u64, Vec<OutboxEmail>)>,
     /// Marks whose emails' outcomes this batch records.
     pub in_flight_clear: Vec<u64>,
+    /// Copies of uncertain emails, with their MIME bytes, kept for `nurture outbox resend`.
+    pub uncertain_put: Vec<OutboxEmail>,
+    /// Copies of uncertain emails to let go (resent or dropped), by Message-ID.
+    pub uncertain_remove: Vec<String>,
     /// Meta entries to write (the inbox watcher's position, the mail it has processed).
     pub meta_put: Vec<(String, Vec<u8>)>,
 }
@@ -122,10 +132,13 @@ impl Batch {
             && self.outbox_put.is_empty()
             && self.outbox_remove.is_empty()
             && self.messages.is_empty()
+            && self.messages_remove.is_empty()
             && self.changed.is_empty()
             && self.changed_done.is_empty()
             && self.in_flight_set.is_none()
             && self.in_flight_clear.is_empty()
+            && self.uncertain_put.is_empty()
+            && self.uncertain_remove.is_empty()
             && self.meta_put.is_empty()
     }
 
@@ -314,11 +327,20 @@ impl Store {
             .iter()
             .map(|(at, id)| keys::outbox(*at, id))
             .collect();
-        // The list is headers only: an email's MIME bytes are not part of its serde form.
         let in_flight: Option<(Vec<u8>, Vec<u8>)> = batch
             .in_flight_set
             .as_ref()
-            .map(|(id, list)| (in_flight_key(*id), codec::encode(list)));
+            .map(|(id, list)| (in_flight_key(*id), encode_in_flight(list)));
+        let uncertain_put: Vec<(Vec<u8>, Vec<u8>)> = batch
+            .uncertain_put
+            .iter()
+            .map(|email| {
+                (
+                    uncertain_key(&email.message_id),
+                    codec::encode_with_raw(email, &email.eml),
+                )
+            })
+            .collect();
         let messages: Vec<(Vec<u8>, Vec<u8>)> = batch
             .messages
             .iter()
@@ -380,6 +402,9 @@ impl Store {
                 for (key, value) in &outbox_put {
                     outbox_t.insert(key.as_slice(), value.as_slice())?;
                 }
+                for id in &batch.messages_remove {
+                    messages_t.remove(id.as_bytes())?;
+                }
                 for (key, value) in &messages {
                     messages_t.insert(key.as_slice(), value.as_slice())?;
                 }
@@ -394,6 +419,12 @@ impl Store {
                 }
                 if let Some((key, list)) = &in_flight {
                     meta_t.insert(key.as_slice(), list.as_slice())?;
+                }
+                for id in &batch.uncertain_remove {
+                    meta_t.remove(uncertain_key(id))?;
+                }
+                for (key, value) in &uncertain_put {
+                    meta_t.insert(key.as_slice(), value.as_slice())?;
                 }
                 for (key, value) in &batch.meta_put {
                     meta_t.insert(key.as_bytes(), value.as_slice())?;
@@ -626,7 +657,8 @@ impl Store {
         Ok(self.db.generate_id()?)
     }
 
-    /// Every in-flight mark still set, with its emails (headers only, without MIME bytes).
+    /// Every in-flight mark still set, with its emails and their MIME bytes (empty for a mark
+    /// written by a nurture that kept headers only).
     pub fn in_flight(&self) -> Result<Vec<(u64, Vec<OutboxEmail>)>> {
         let mut marks = Vec::new();
         for entry in self.meta.scan_prefix(IN_FLIGHT_PREFIX) {
@@ -638,9 +670,20 @@ impl Store {
                     what: "in-flight mark",
                     detail: format!("{key:?}"),
                 })?;
-            marks.push((id, codec::decode("in-flight list", &value)?));
+            marks.push((id, decode_in_flight(&value)?));
         }
         Ok(marks)
+    }
+
+    /// The kept copies of uncertain emails (see [`Batch::uncertain_put`]), by Message-ID.
+    pub fn uncertain(&self) -> Result<Vec<OutboxEmail>> {
+        self.meta
+            .scan_prefix(UNCERTAIN_PREFIX)
+            .map(|entry| {
+                let (_, value) = entry?;
+                decode_outbox(&value)
+            })
+            .collect()
     }
 
     /// The outbox email with this key, if it is still there.
@@ -676,6 +719,57 @@ fn in_flight_key(id: u64) -> Vec<u8> {
     let mut key = IN_FLIGHT_PREFIX.to_vec();
     key.extend_from_slice(&id.to_be_bytes());
     key
+}
+
+fn uncertain_key(message_id: &str) -> Vec<u8> {
+    let mut key = UNCERTAIN_PREFIX.to_vec();
+    key.extend_from_slice(message_id.as_bytes());
+    key
+}
+
+/// An in-flight list as stored: the emails' headers and the length of each one's MIME bytes
+/// as JSON, then all the bytes, one after the other (a JSON array of numbers would quadruple
+/// them).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct InFlightList<E> {
+    emails: E,
+    lengths: Vec<usize>,
+}
+
+fn encode_in_flight(emails: &[OutboxEmail]) -> Vec<u8> {
+    let header = InFlightList {
+        emails,
+        lengths: emails.iter().map(|email| email.eml.len()).collect(),
+    };
+    let raw: Vec<u8> = emails
+        .iter()
+        .flat_map(|email| &email.eml)
+        .copied()
+        .collect();
+    codec::encode_with_raw(&header, &raw)
+}
+
+fn decode_in_flight(bytes: &[u8]) -> Result<Vec<OutboxEmail>> {
+    // Lists written before the bytes were kept are a bare JSON array of headers.
+    if bytes.get(1) == Some(&b'[') {
+        return codec::decode("in-flight list", bytes);
+    }
+    let (list, raw): (InFlightList<Vec<OutboxEmail>>, Vec<u8>) =
+        codec::decode_with_raw("in-flight list", bytes)?;
+    let mut emails = list.emails;
+    let mut start = 0;
+    for (email, length) in emails.iter_mut().zip(list.lengths) {
+        let end = start + length;
+        email.eml = raw
+            .get(start..end)
+            .ok_or(StoreError::Corrupt {
+                what: "in-flight list",
+                detail: format!("{} bytes of MIME, more listed", raw.len()),
+            })?
+            .to_vec();
+        start = end;
+    }
+    Ok(emails)
 }
 
 /// The one field of a stored enrollment that moving its due entry needs: decoding only it

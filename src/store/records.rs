@@ -42,7 +42,9 @@ pub enum EventKind {
         message_id: String,
         step: String,
     },
-    /// The transport refused it, for good or for now.
+    /// It could not be sent, for good or for now: the template could not render for this
+    /// lead, the address cannot be sent to, or the transport refused it. `message_id` is empty
+    /// in journals written before failures had one.
     SendFailed {
         message_id: String,
         step: String,
@@ -51,6 +53,17 @@ pub enum EventKind {
     },
     /// The daemon stopped while handing it to the transport: it may or may not have left.
     Uncertain {
+        message_id: String,
+        step: String,
+    },
+    /// An uncertain email the operator sent again (`nurture outbox resend`): it waits in the
+    /// outbox.
+    Resent {
+        message_id: String,
+        step: String,
+    },
+    /// An uncertain email the operator chose not to send again (`nurture outbox drop`).
+    Dropped {
         message_id: String,
         step: String,
     },
@@ -111,9 +124,13 @@ pub struct MessageRecord {
 #[serde(rename_all = "snake_case")]
 pub enum MessageState {
     Sent,
+    /// Never left: it could not be rendered or composed, or the transport refused it for good.
     Failed,
-    /// Caught mid-send by a crash; reported, not blindly sent again.
+    /// Caught mid-send by a crash; reported, not blindly sent again. A copy is kept for
+    /// `nurture outbox resend`.
     Uncertain,
+    /// Was uncertain; the operator chose not to send it again (`nurture outbox drop`).
+    Dropped,
 }
 
 /// An email waiting in the outbox: rendered, with its final Message-ID, ready for a transport.
@@ -134,24 +151,4 @@ pub struct OutboxEmail {
     /// The complete MIME message (stored after the JSON header, not inside it).
     #[serde(skip)]
     pub eml: Vec<u8>,
-}
-
-impl OutboxEmail {
-    /// The email without its MIME bytes: what an in-flight list keeps (the bytes are in the
-    /// outbox or about to be sent, and can be kilobytes each).
-    pub fn header(&self) -> OutboxEmail {
-        OutboxEmail {
-            message_id: self.message_id.clone(),
-            workflow: self.workflow.clone(),
-            lead: self.lead.clone(),
-            step: self.step.clone(),
-            subject: self.subject.clone(),
-            envelope_from: self.envelope_from.clone(),
-            envelope_to: self.envelope_to.clone(),
-            queued_at: self.queued_at,
-            not_before: self.not_before,
-            attempts: self.attempts,
-            eml: Vec::new(),
-        }
-    }
 }

@@ -163,9 +163,9 @@ fn an_outbox_email_moves_to_the_messages_in_one_batch() {
     let (id, listed) = &marks[0];
     assert_eq!(*id, 7);
     assert_eq!(listed[0].message_id, email.message_id);
-    assert!(
-        listed[0].eml.is_empty(),
-        "the in-flight list holds headers only"
+    assert_eq!(
+        listed[0], email,
+        "the in-flight list keeps the MIME bytes, to send again what never left"
     );
     let record = MessageRecord {
         message_id: email.message_id.clone(),

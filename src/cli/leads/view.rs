@@ -255,11 +255,20 @@ pub fn sentence(kind: &EventKind) -> String {
             permanent,
             ..
         } => {
-            let retry = if *permanent { "for good" } else { "for now" };
-            format!("email of step {step} refused {retry}: {error}")
+            if *permanent {
+                format!("email of step {step} failed, not sent: {error}")
+            } else {
+                format!("email of step {step} refused for now, tried again later: {error}")
+            }
         }
         EventKind::Uncertain { step, .. } => {
             format!("email of step {step} may or may not have left: the daemon stopped mid-send")
+        }
+        EventKind::Resent { step, .. } => {
+            format!("uncertain email of step {step} sent again by the operator")
+        }
+        EventKind::Dropped { step, .. } => {
+            format!("uncertain email of step {step} dropped by the operator: not sent again")
         }
         EventKind::Received { what } => format!("{what} received"),
         EventKind::Paused { until, reason } => format!("{reason}, until {until}"),

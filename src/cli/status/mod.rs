@@ -14,9 +14,14 @@
 //!   - `enrolled`: enrollments (one per lead); `active`, `completed`;
 //!   - `exited`: enrollments that ended early, by reason (`replied`, `bounced`, `step_removed`…:
 //!     the snake_case name of the engine's `ExitReason`); reasons with no exit are absent;
-//!   - `sent`, `failed`, `uncertain`: emails by outcome; `uncertain` ones were being handed to
-//!     the transport when the daemon stopped, so nobody knows whether they left;
+//!   - `sent`, `failed`, `uncertain`, `dropped`: emails by outcome; `failed` ones never left
+//!     (the template could not render for the lead, the address cannot be sent to, the server
+//!     refused them for good); `uncertain` ones were being handed to an SMTP server when the
+//!     daemon stopped, so nobody knows whether they left (`nurture outbox` resends or drops
+//!     them); `dropped` ones were uncertain and the operator chose not to send them again;
 //!   - `queued`: emails waiting in the outbox;
+//!   - `in_flight`: emails listed as being handed to the transport: while the daemon is
+//!     stopped, those a crash caught (settled when it starts again);
 //!   - `replies`, `auto_replies`: enrollments that saw a human reply, an auto-reply;
 //!   - `promoted`: leads promoted (to contact or customer) by this workflow, each counted once;
 //!   - `contact_rate`: `promoted` / `enrolled` in percent, one decimal; null with no enrollment.
@@ -24,6 +29,9 @@
 //!   `at` in RFC 3339 UTC. Due is when the engine next runs the enrollment: usually a send.
 //! - `leads`: every person in the store, whatever their stage; `contacts`: those at stage
 //!   contact or customer; `suppressed`: addresses that must not be mailed.
+//! - `uncertain_emails`, `in_flight_emails`: those emails one by one, as `{ "message_id",
+//!   "workflow", "lead", "step", "subject" }` plus `at` (when it was found uncertain, RFC 3339
+//!   UTC) or `queued_at` (when it was planned).
 
 mod scan;
 mod table;
@@ -37,7 +45,7 @@ use serde::Serialize;
 
 use super::{Cli, CliError, ExitCode, Project};
 use crate::diagnostic::Severity;
-use crate::store::MessageRecord;
+use crate::store::{MessageRecord, OutboxEmail};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -100,9 +108,52 @@ struct Report {
     leads: u64,
     contacts: u64,
     suppressed: u64,
-    /// The first few uncertain emails, for the table to name; JSON has only the counts.
-    #[serde(skip)]
-    uncertain: Vec<MessageRecord>,
+    uncertain_emails: Vec<Email>,
+    in_flight_emails: Vec<Email>,
+}
+
+/// One email that needs a look, as the report names it.
+#[derive(Debug, Serialize)]
+struct Email {
+    message_id: String,
+    workflow: String,
+    lead: String,
+    step: String,
+    subject: String,
+    /// When it was found uncertain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<DateTime<Utc>>,
+    /// When it was planned (an email in flight).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queued_at: Option<DateTime<Utc>>,
+}
+
+impl From<MessageRecord> for Email {
+    fn from(record: MessageRecord) -> Email {
+        Email {
+            message_id: record.message_id,
+            workflow: record.workflow,
+            lead: record.lead,
+            step: record.step,
+            subject: record.subject,
+            at: Some(record.at),
+            queued_at: None,
+        }
+    }
+}
+
+impl From<OutboxEmail> for Email {
+    fn from(email: OutboxEmail) -> Email {
+        Email {
+            message_id: email.message_id,
+            workflow: email.workflow,
+            lead: email.lead,
+            step: email.step,
+            subject: email.subject,
+            at: None,
+            queued_at: Some(email.queued_at),
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -116,7 +167,9 @@ struct WorkflowStatus {
     sent: u64,
     failed: u64,
     uncertain: u64,
+    dropped: u64,
     queued: u64,
+    in_flight: u64,
     replies: u64,
     auto_replies: u64,
     promoted: u64,
@@ -139,7 +192,9 @@ impl WorkflowStatus {
         self.sent += part.sent;
         self.failed += part.failed;
         self.uncertain += part.uncertain;
+        self.dropped += part.dropped;
         self.queued += part.queued;
+        self.in_flight += part.in_flight;
         self.replies += part.replies;
         self.auto_replies += part.auto_replies;
         self.promoted += part.promoted;

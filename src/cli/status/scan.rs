@@ -7,18 +7,15 @@
 //! about 4 s on two cores, so a million enrollments about 20 s. Half of it is the journal, whose
 //! every event is decoded to find the promotions. Each tree is scanned on its own thread, so
 //! with enough cores the wall time is the journal's alone. Memory is one entry per workflow per
-//! tree, plus a few uncertain emails.
+//! tree, plus the uncertain and in-flight emails (few: a crash leaves at most two batches).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::thread::ScopedJoinHandle;
 
-use super::{Due, Report, WorkflowStatus, rate};
+use super::{Due, Email, Report, WorkflowStatus, rate};
 use crate::engine::{ExitReason, Status};
 use crate::lead::Stage;
-use crate::store::{EventKind, MessageRecord, MessageState, Store, StoreError};
-
-/// The table lists this many uncertain emails by name; the count covers them all.
-const UNCERTAIN_LISTED: usize = 10;
+use crate::store::{EventKind, MessageState, Store, StoreError};
 
 /// Counts per workflow name, as one tree's pass sees them.
 type Counts = BTreeMap<String, WorkflowStatus>;
@@ -36,6 +33,7 @@ pub(super) fn scan(store: &Store, loaded: &[String], next: usize) -> Result<Repo
     });
     let (messages, uncertain) = messages?;
     let (leads, contacts, suppressed) = people?;
+    let (in_flight, in_flight_emails) = count_in_flight(store)?;
 
     let mut workflows: Counts = loaded
         .iter()
@@ -48,7 +46,7 @@ pub(super) fn scan(store: &Store, loaded: &[String], next: usize) -> Result<Repo
             (name.clone(), status)
         })
         .collect();
-    for part in [enrollments?, messages, promotions?] {
+    for part in [enrollments?, messages, promotions?, in_flight] {
         for (name, counts) in part {
             slot(&mut workflows, &name).add(counts);
         }
@@ -69,7 +67,8 @@ pub(super) fn scan(store: &Store, loaded: &[String], next: usize) -> Result<Repo
         leads,
         contacts,
         suppressed,
-        uncertain,
+        uncertain_emails: uncertain,
+        in_flight_emails,
     })
 }
 
@@ -98,8 +97,8 @@ fn count_enrollments(store: &Store) -> Result<Counts, StoreError> {
     Ok(workflows)
 }
 
-/// Sent, failed and uncertain emails (and the first few uncertain ones), and the outbox.
-fn count_messages(store: &Store) -> Result<(Counts, Vec<MessageRecord>), StoreError> {
+/// Sent, failed, uncertain (each one named) and dropped emails, and the outbox.
+fn count_messages(store: &Store) -> Result<(Counts, Vec<Email>), StoreError> {
     let mut workflows = Counts::new();
     let mut uncertain = Vec::new();
     for message in store.messages() {
@@ -110,10 +109,9 @@ fn count_messages(store: &Store) -> Result<(Counts, Vec<MessageRecord>), StoreEr
             MessageState::Failed => counts.failed += 1,
             MessageState::Uncertain => {
                 counts.uncertain += 1;
-                if uncertain.len() < UNCERTAIN_LISTED {
-                    uncertain.push(message);
-                }
+                uncertain.push(Email::from(message));
             }
+            MessageState::Dropped => counts.dropped += 1,
         }
     }
     // The outbox holds only what waits to leave, so it is small next to the messages.
@@ -121,6 +119,21 @@ fn count_messages(store: &Store) -> Result<(Counts, Vec<MessageRecord>), StoreEr
         slot(&mut workflows, &email?.workflow).queued += 1;
     }
     Ok((workflows, uncertain))
+}
+
+/// Emails listed as being handed to the transport. A running daemon lends the store only
+/// between batches, so these are what a crash (or `kill -9`) caught; the daemon settles them
+/// when it starts.
+fn count_in_flight(store: &Store) -> Result<(Counts, Vec<Email>), StoreError> {
+    let mut workflows = Counts::new();
+    let mut emails = Vec::new();
+    for (_, listed) in store.in_flight()? {
+        for email in listed {
+            slot(&mut workflows, &email.workflow).in_flight += 1;
+            emails.push(Email::from(email));
+        }
+    }
+    Ok((workflows, emails))
 }
 
 /// Leads promoted by each workflow, once per lead: a lead promoted to contact, then to customer

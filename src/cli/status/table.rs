@@ -1,12 +1,16 @@
 //! The human rendering of a [`Report`]: one aligned row per workflow, then what needs a look
-//! (uncertain emails), exits by reason, the next enrollments due, and the totals.
+//! (emails in flight, uncertain emails), exits by reason, the next enrollments due, and the
+//! totals.
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use super::{Report, WorkflowStatus};
+use super::{Email, Report, WorkflowStatus};
 use crate::cli::check::plural;
+
+/// The table names this many emails of a kind (uncertain, in flight); the count covers all.
+const LISTED: usize = 10;
 
 fn utc(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M UTC").to_string()
@@ -16,6 +20,7 @@ fn utc(at: DateTime<Utc>) -> String {
 pub(super) fn table(report: &Report, now: DateTime<Utc>, workflows_dir: &str) -> String {
     let mut out = String::new();
     workflows(&mut out, report, workflows_dir);
+    in_flight(&mut out, report);
     uncertain(&mut out, report);
     exits(&mut out, report);
     next_due(&mut out, report, now);
@@ -33,7 +38,7 @@ pub(super) fn table(report: &Report, now: DateTime<Utc>, workflows_dir: &str) ->
 
 /// One row per workflow, names left, numbers right-aligned under their headers.
 fn workflows(out: &mut String, report: &Report, workflows_dir: &str) {
-    const HEADERS: [&str; 13] = [
+    const HEADERS: [&str; 14] = [
         "workflow",
         "enrolled",
         "active",
@@ -43,12 +48,13 @@ fn workflows(out: &mut String, report: &Report, workflows_dir: &str) {
         "failed",
         "uncertain",
         "queued",
+        "in flight",
         "replies",
         "auto-replies",
         "promoted",
         "contact rate",
     ];
-    let rows: Vec<[String; 13]> = report
+    let rows: Vec<[String; 14]> = report
         .workflows
         .iter()
         .map(|w| {
@@ -70,6 +76,7 @@ fn workflows(out: &mut String, report: &Report, workflows_dir: &str) {
                 w.failed.to_string(),
                 w.uncertain.to_string(),
                 w.queued.to_string(),
+                w.in_flight.to_string(),
                 w.replies.to_string(),
                 w.auto_replies.to_string(),
                 w.promoted.to_string(),
@@ -111,9 +118,29 @@ fn workflows(out: &mut String, report: &Report, workflows_dir: &str) {
     }
 }
 
+/// Emails a stop caught while they were being handed over: the daemon settles them when it
+/// starts, so this shows only while it is stopped.
+fn in_flight(out: &mut String, report: &Report) {
+    let count = report.in_flight_emails.len();
+    if count > 0 {
+        let (emails, them) = if count == 1 {
+            ("email was", "it")
+        } else {
+            ("emails were", "them")
+        };
+        let _ = writeln!(
+            out,
+            "\n{count} {emails} in flight when the daemon stopped: `nurture run` settles {them} \
+             when it starts (with the file transport, from the outbox folder; over SMTP, \
+             uncertain):"
+        );
+        list(out, &report.in_flight_emails, |email| email.queued_at);
+    }
+}
+
 /// Uncertain emails need a person to find out whether they left: the count and the first few.
 fn uncertain(out: &mut String, report: &Report) {
-    let uncertain: u64 = report.workflows.iter().map(|w| w.uncertain).sum();
+    let uncertain = report.uncertain_emails.len();
     if uncertain > 0 {
         let (emails, them, they) = if uncertain == 1 {
             ("email is", "it", "it")
@@ -123,24 +150,29 @@ fn uncertain(out: &mut String, report: &Report) {
         let _ = writeln!(
             out,
             "\nwarning: {uncertain} {emails} uncertain: the daemon stopped while handing {them} \
-             to the transport, so {they} may or may not have left; nurture does not send {them} \
-             again by itself, the mail server's log tells whether {they} left:"
+             to the mail server, so {they} may or may not have left; nurture does not send {them} \
+             again by itself: the mail server's log tells whether {they} left, then \
+             `nurture outbox resend` or `nurture outbox drop`:"
         );
-        for message in &report.uncertain {
-            let _ = writeln!(
-                out,
-                "  {}  {}  {}  step {}  {}",
-                utc(message.at),
-                message.workflow,
-                message.lead,
-                message.step,
-                message.message_id
-            );
-        }
-        let more = uncertain - report.uncertain.len() as u64;
-        if more > 0 {
-            let _ = writeln!(out, "  and {more} more");
-        }
+        list(out, &report.uncertain_emails, |email| email.at);
+    }
+}
+
+/// The first [`LISTED`] emails, one a line, and how many more there are.
+fn list(out: &mut String, emails: &[Email], at: impl Fn(&Email) -> Option<DateTime<Utc>>) {
+    for email in emails.iter().take(LISTED) {
+        let _ = writeln!(
+            out,
+            "  {}  {}  {}  step {}  {}",
+            at(email).map_or_else(String::new, utc),
+            email.workflow,
+            email.lead,
+            email.step,
+            email.message_id
+        );
+    }
+    if emails.len() > LISTED {
+        let _ = writeln!(out, "  and {} more", emails.len() - LISTED);
     }
 }
 
