@@ -547,6 +547,16 @@ mod tests {
     }
 
     #[test]
+    fn every_event_is_documented() {
+        let readme = include_str!("../README.md");
+        let example = include_str!("../nurture.example.toml");
+        for (name, _) in EVENTS {
+            assert!(readme.contains(&format!("`{name}`")), "{name} in README.md");
+            assert!(example.contains(name), "{name} in nurture.example.toml");
+        }
+    }
+
+    #[test]
     fn routes_name_the_entry_at_fault() {
         let error =
             Routes::from_config(&[entry("https://a.example/x", &["lead.promotd"])]).unwrap_err();
