@@ -134,8 +134,13 @@ impl Deliverer {
         !self.in_flight.is_empty()
     }
 
-    /// When the earliest delivery not under way is due.
+    /// When the earliest delivery not under way is due; `None` while there is no room for
+    /// another attempt (an outcome wakes the loop then: see [`Deliverer::wait`]), so a backlog
+    /// of due deliveries never turns the idle loop into a spin.
     pub fn next_due(&self, store: &Store) -> Result<Option<DateTime<Utc>>, StoreError> {
+        if self.in_flight.len() >= IN_FLIGHT {
+            return Ok(None);
+        }
         for delivery in store.webhooks_pending() {
             let delivery = delivery?;
             if !self.in_flight.contains(&delivery.id) {
@@ -274,4 +279,78 @@ fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lead::Lead;
+    use crate::webhooks::Routes;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlog_is_worked_through_a_few_at_a_time_without_spinning() {
+        // A receiver that takes connections and never answers, until it is dropped.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dir = std::env::temp_dir().join(format!("nurture-deliverer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n").unwrap();
+        let config = [WebhookConfig {
+            url: format!("http://{}/hook", listener.local_addr().unwrap()),
+            events: vec!["lead.created".into()],
+            secret_file: secret.display().to_string(),
+            ..WebhookConfig::default()
+        }];
+        let store = Store::open(&dir.join("data"), crate::store::DEFAULT_CACHE_BYTES)
+            .unwrap()
+            .with_webhooks(Routes::from_config(&config).unwrap());
+        let now = Utc::now();
+        let mut batch = Batch::default();
+        for i in 0..IN_FLIGHT + 4 {
+            let email = format!("lead{i}@example.test");
+            batch.event(&email, now, None, EventKind::Created { by: "test".into() });
+            batch.leads.push(Lead::new(email, now));
+        }
+        store.apply(&batch).unwrap();
+
+        let mut deliverer = Deliverer::new(&config).unwrap();
+        assert_eq!(deliverer.start(&store, now).unwrap(), IN_FLIGHT);
+        assert_eq!(deliverer.start(&store, now).unwrap(), 0, "no room");
+        assert!(deliverer.busy());
+        assert_eq!(
+            deliverer.next_due(&store).unwrap(),
+            None,
+            "four are due, but the loop is woken by an outcome, not by them"
+        );
+
+        drop(listener);
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while deliverer.held.len() < IN_FLIGHT {
+                deliverer.wait().await;
+            }
+        });
+        waited
+            .await
+            .expect("every attempt reports once the receiver is gone");
+        assert_eq!(deliverer.record(&store, now).unwrap(), IN_FLIGHT);
+        assert!(!deliverer.busy());
+        assert_eq!(deliverer.next_due(&store).unwrap(), Some(now));
+        let pending: Vec<Delivery> = store.webhooks_pending().map(Result::unwrap).collect();
+        assert_eq!(
+            pending.len(),
+            IN_FLIGHT + 4,
+            "failed ones wait, none is lost"
+        );
+        let retried = pending.iter().filter(|d| d.attempts == 1).count();
+        assert_eq!(retried, IN_FLIGHT);
+        assert!(
+            pending
+                .iter()
+                .filter(|d| d.attempts == 1)
+                .all(|d| d.next_attempt >= now + chrono::Duration::seconds(5)
+                    && d.last_error.is_some())
+        );
+        assert_eq!(deliverer.start(&store, now).unwrap(), 4, "then the rest");
+    }
 }
