@@ -34,52 +34,23 @@ use crate::config::WebhookConfig;
 use crate::lead::{Lead, SuppressionReason};
 use crate::store::{Event, EventKind};
 
-/// Every event type a `[[webhooks]]` entry may list, with what it reports. `"*"` lists all.
-pub const EVENTS: [(&str, &str); 14] = [
-    (
-        "lead.created",
-        "a lead was created (an import, `leads set`, the API)",
-    ),
-    (
-        "lead.updated",
-        "a lead's fields changed outside a workflow (`data.fields`)",
-    ),
-    ("lead.enrolled", "a lead entered a workflow"),
-    (
-        "lead.replied",
-        "a human reply arrived (`data.what`: subject and excerpt)",
-    ),
-    (
-        "lead.promoted",
-        "a lead became a contact or customer (`data.stage`, `data.by`)",
-    ),
-    (
-        "lead.unsubscribed",
-        "a lead unsubscribed (link, one-click, mail)",
-    ),
-    ("lead.bounced", "a lead's address bounced for good"),
-    ("lead.suppressed", "a lead was suppressed by hand"),
-    ("lead.unsuppressed", "a suppression was lifted"),
-    (
-        "email.sent",
-        "the transport accepted an email (`data.message_id`, `data.step`)",
-    ),
-    (
-        "email.failed",
-        "an email was refused for good (`data.error`); transient refusals are retried, not reported",
-    ),
-    (
-        "email.uncertain",
-        "the daemon stopped while handing an email over: it may or may not have left",
-    ),
-    (
-        "enrollment.completed",
-        "a lead reached the end of a workflow",
-    ),
-    (
-        "enrollment.exited",
-        "a lead left a workflow early (`data.reason`, `data.exit`)",
-    ),
+/// Every event type a `[[webhooks]]` entry may list (`"*"` lists all); what each reports is in
+/// the README's Webhooks section, and [`candidates`] says which journal line it comes from.
+pub const EVENTS: [&str; 14] = [
+    "lead.created",
+    "lead.updated",
+    "lead.enrolled",
+    "lead.replied",
+    "lead.promoted",
+    "lead.unsubscribed",
+    "lead.bounced",
+    "lead.suppressed",
+    "lead.unsuppressed",
+    "email.sent",
+    "email.failed",
+    "email.uncertain",
+    "enrollment.completed",
+    "enrollment.exited",
 ];
 
 /// The event types a journal line may be reported as (a suppression is one of three,
@@ -195,7 +166,7 @@ impl Routes {
                     events = None;
                     break;
                 }
-                let known = EVENTS.iter().find(|(known, _)| known == name).map(|e| e.0);
+                let known = EVENTS.iter().find(|known| *known == name).copied();
                 match (known, events.as_mut()) {
                     (Some(known), Some(set)) => {
                         set.insert(known);
@@ -271,14 +242,13 @@ fn check_url(place: &str, url: &str) -> Result<(), String> {
 }
 
 fn names() -> String {
-    let names: Vec<&str> = EVENTS.iter().map(|(name, _)| *name).collect();
-    names.join(", ")
+    EVENTS.join(", ")
 }
 
 fn unknown_event(place: &str, name: &str) -> String {
     let closest = EVENTS
         .iter()
-        .map(|(known, _)| (strsim::levenshtein(known, name), *known))
+        .map(|known| (strsim::levenshtein(known, name), *known))
         .min()
         .filter(|(distance, _)| *distance <= 3);
     match closest {
@@ -550,7 +520,7 @@ mod tests {
     fn every_event_is_documented() {
         let readme = include_str!("../README.md");
         let example = include_str!("../nurture.example.toml");
-        for (name, _) in EVENTS {
+        for name in EVENTS {
             assert!(readme.contains(&format!("`{name}`")), "{name} in README.md");
             assert!(example.contains(name), "{name} in nurture.example.toml");
         }
