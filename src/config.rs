@@ -24,6 +24,8 @@ pub struct Config {
     pub imap: ImapConfig,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
+    /// Webhooks out (`[[webhooks]]`, one entry per receiving URL; see `crate::webhooks`).
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,6 +243,49 @@ pub struct DaemonConfig {
     pub rehearsal_speed: u32,
 }
 
+/// One receiver of webhooks (`[[webhooks]]`): the events it wants, signed with its secret
+/// (Standard Webhooks), retried with backoff until delivered or given up. Set in the file only:
+/// environment variables do not reach a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The `http://` or `https://` address nurture POSTs to.
+    pub url: String,
+    /// Event types (`lead.promoted`, `lead.unsubscribed`, …: `crate::webhooks::EVENTS`), or
+    /// `"*"` for all.
+    pub events: Vec<String>,
+    /// A file whose first line is the secret: `whsec_` + base64 of 24–64 random bytes.
+    pub secret_file: String,
+    /// Or: the name of an environment variable holding it.
+    pub secret_env: String,
+    /// One attempt may take this long (connecting, sending, the answer).
+    pub timeout_seconds: u64,
+    /// The first retry waits this long; each further one twice as long, up to
+    /// `retry_max_seconds` (each stretched by up to a quarter).
+    pub retry_min_seconds: u64,
+    pub retry_max_seconds: u64,
+    /// Given up after this many attempts, or once the event is this many hours old, whichever
+    /// comes first; kept as failed (`nurture webhooks`, `nurture webhooks retry`).
+    pub max_attempts: u32,
+    pub give_up_hours: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: String::new(),
+            events: Vec::new(),
+            secret_file: String::new(),
+            secret_env: String::new(),
+            timeout_seconds: 10,
+            retry_min_seconds: 5,
+            retry_max_seconds: 3600,
+            max_attempts: 40,
+            give_up_hours: 72,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -350,6 +395,13 @@ impl Config {
                         into.insert(key, value);
                     }
                 }
+                // A list of tables (`[[webhooks]]`): the file's list replaces the default.
+                (Some(toml::Value::Array(into)), toml::Value::Array(values)) => *into = values,
+                (Some(toml::Value::Array(_)), _) => {
+                    return Err(parse_error(format!(
+                        "`{section}` must be a list of tables: `[[{section}]]`, one per entry"
+                    )));
+                }
                 (Some(_), _) => return Err(parse_error(format!("`{section}` must be a table"))),
                 (None, _) => {
                     return Err(parse_error(format!(
@@ -379,7 +431,13 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 
 fn section_names() -> String {
     let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
-    let names: Vec<String> = defaults.keys().map(|k| format!("[{k}]")).collect();
+    let names: Vec<String> = defaults
+        .iter()
+        .map(|(k, v)| match v {
+            toml::Value::Array(_) => format!("[[{k}]]"),
+            _ => format!("[{k}]"),
+        })
+        .collect();
     names.join(", ")
 }
 
@@ -465,6 +523,30 @@ mod tests {
         let text = include_str!("../nurture.example.toml");
         let config = Config::from_parts(Path::new("nurture.example.toml"), text, &[]).unwrap();
         assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn webhooks_are_a_list_of_tables_with_defaults_per_entry() {
+        let text = "[[webhooks]]\nurl = \"https://crm.example/hook\"\nevents = [\"lead.promoted\"]\nsecret_env = \"CRM_SECRET\"\n\n[[webhooks]]\nurl = \"http://127.0.0.1:9000/\"\nevents = [\"*\"]\nsecret_file = \"/run/secrets/hook\"\nmax_attempts = 3\n";
+        let config = Config::from_parts(Path::new("n.toml"), text, &[]).unwrap();
+        assert_eq!(config.webhooks.len(), 2);
+        assert_eq!(config.webhooks[0].events, ["lead.promoted"]);
+        assert_eq!(config.webhooks[0].timeout_seconds, 10);
+        assert_eq!(config.webhooks[1].max_attempts, 3);
+        assert_eq!(config.webhooks[1].retry_min_seconds, 5);
+
+        let error = Config::from_parts(Path::new("n.toml"), "[webhooks]\nurl = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`[[webhooks]]`, one per entry"), "{error}");
+        let error = Config::from_parts(Path::new("n.toml"), "[[webhook]]\nurl = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("[[webhooks]]"), "{error}");
+        let error = Config::from_parts(Path::new("n.toml"), "[[webhooks]]\nurls = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("urls"), "{error}");
     }
 
     #[test]

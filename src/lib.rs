@@ -19,6 +19,7 @@
 //! - [`store`]: the durable state in sled: leads, enrollments, due index, outbox, journal.
 //! - [`config`]: `nurture.toml` with environment overrides.
 //! - [`daemon`]: `nurture run`: the scheduler, sender, enroller and reload loop.
+//! - [`webhooks`]: webhooks out: subscriptions, bodies, the queue record, signatures.
 //! - [`cli`]: the `nurture` command line.
 #![forbid(unsafe_code)]
 
@@ -40,4 +41,5 @@ pub mod secret;
 pub mod store;
 pub mod tls;
 pub mod unsubscribe;
+pub mod webhooks;
 pub mod workflow;

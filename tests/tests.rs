@@ -31,3 +31,5 @@ mod classify;
 mod smtp;
 // Under systemd (readiness, watchdog), the shipped unit file, completions and man pages.
 mod ops;
+// Webhooks out over real HTTP on 127.0.0.1: a receiver down at first, retries, signatures.
+mod webhooks;

@@ -86,6 +86,12 @@ fn configuration_errors(cli: &Cli) -> Vec<Diagnostic> {
     if let Err(error) = Unsubscribe::check(&config.http) {
         errors.push(configuration_error(error.to_string()));
     }
+    // The subscriptions, then each endpoint's secret, as the daemon reads them.
+    if let Err(error) = crate::webhooks::Routes::from_config(&config.webhooks)
+        .and_then(|_| crate::daemon::webhooks::Deliverer::new(&config.webhooks).map(drop))
+    {
+        errors.push(configuration_error(error));
+    }
     errors
 }
 

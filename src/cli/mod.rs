@@ -20,6 +20,7 @@ mod outbox;
 mod run;
 mod send_test;
 mod status;
+mod webhooks;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -115,6 +116,8 @@ pub enum Command {
     Contacts(contacts::ContactsArgs),
     /// Per workflow: enrolled, active, completed, exited, sent, replies, contacts, next sends.
     Status(status::StatusArgs),
+    /// The webhook queue and the given-up webhooks; `webhooks retry` sends given-up ones again.
+    Webhooks(webhooks::WebhooksArgs),
     /// Print the completion script for a shell (`nurture completions bash > …`).
     Completions(generate::CompletionsArgs),
     /// Write the man pages (`nurture.1` and one per subcommand) into a folder.
@@ -147,6 +150,10 @@ impl Cli {
             other => other,
         };
         let store = store.map_err(|e| CliError::Input(e.to_string()))?;
+        // What a command journals is reported to the webhooks that want it, like the daemon's.
+        let routes =
+            crate::webhooks::Routes::from_config(&config.webhooks).map_err(CliError::Usage)?;
+        let store = store.with_webhooks(routes);
         for merged in store.merged() {
             eprintln!("note: store upgraded: {merged}");
         }
@@ -191,6 +198,7 @@ pub fn main() -> i32 {
         Command::Leads(args) => leads::run(&cli, args),
         Command::Contacts(args) => contacts::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),
+        Command::Webhooks(args) => webhooks::run(&cli, args),
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),
         Command::Outbox(args) => outbox::run(&cli, args),

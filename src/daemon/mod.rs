@@ -18,6 +18,7 @@
 //!   which runs the workflows' handlers for it between two batches;
 //! - [`inbox`]: the IMAP watcher; [`correlate`]: which lead a mail is about, and what it means;
 //! - [`http`]: the one-click unsubscribe endpoint;
+//! - [`webhooks`]: delivering the webhooks the store queued, outcomes recorded by the loop;
 //! - [`systemd`]: readiness and the watchdog under a `Type=notify` unit.
 //!
 //! Stopping: the first SIGINT/SIGTERM stops taking work; the batch in hand finishes, the store
@@ -38,6 +39,7 @@ pub mod smtp;
 pub mod systemd;
 pub mod throttle;
 pub mod transport;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,6 +62,7 @@ use crate::mail::imap::Account;
 use crate::project::Project;
 use crate::store::{Store, StoreError};
 use crate::unsubscribe::Unsubscribe;
+use crate::webhooks::Routes;
 
 /// Where the daemon finds its workflows and templates.
 #[derive(Debug, Clone)]
@@ -112,7 +115,9 @@ pub async fn run(
     until_idle: bool,
 ) -> Result<(), DaemonError> {
     let mut systemd = Systemd::from_env();
-    let mut store = Store::open(&config.store.path, config.cache_bytes())?;
+    let routes = Routes::from_config(&config.webhooks).map_err(DaemonError::Setup)?;
+    let mut store =
+        Store::open(&config.store.path, config.cache_bytes())?.with_webhooks(routes.clone());
     let waker = control.clone();
     let mut lender =
         Lender::listen(&config.store.path, move || waker.wake.notify_one()).map_err(|e| {
@@ -149,6 +154,7 @@ pub async fn run(
     let unsubscribe = Arc::new(
         Unsubscribe::load(&config.http, &store).map_err(|e| DaemonError::Setup(e.to_string()))?,
     );
+    let mut deliverer = webhooks::Deliverer::new(&config.webhooks).map_err(DaemonError::Setup)?;
     let (inbound, mut requests) = inbound::channel();
     // `inbound` lives as long as the loop, so `requests` never reports a closed channel (which
     // would wake the idle loop at once, again and again).
@@ -181,7 +187,7 @@ pub async fn run(
             if let Err(error) = systemd.alive_while(lend::lend(request)).await {
                 warn!(%error, "lending the store to a command");
             }
-            store = reopen(&config).await?;
+            store = reopen(&config).await?.with_webhooks(routes.clone());
             info!("store back from the command");
             pipeline = Pipeline::new(store.clone(), transport, throttle, unsubscribe.clone());
             continue;
@@ -223,7 +229,10 @@ pub async fn run(
         let retried = pipeline
             .send_outbox(clock.now(), config.daemon.batch)
             .await?;
-        if enrolled + ran + retried > 0 {
+        let hooks = tokio::task::block_in_place(|| -> Result<usize, StoreError> {
+            Ok(deliverer.record(&store, clock.now())? + deliverer.start(&store, clock.now())?)
+        })?;
+        if enrolled + ran + retried + hooks > 0 {
             continue;
         }
         // Idle from here: let the last batch leave, and make its outcomes durable now rather
@@ -231,13 +240,24 @@ pub async fn run(
         pipeline.finish().await?;
         store.flush()?;
         if until_idle {
+            if deliverer.busy() {
+                // Webhooks due now are part of what is due: their outcomes are recorded
+                // before exiting (a failure moves to a later attempt, not due now).
+                deliverer.wait().await;
+                continue;
+            }
             info!("nothing more is due now");
             break;
         }
-        let wake_at = [store.next_due()?, store.outbox_next()?, next_slot]
-            .into_iter()
-            .flatten()
-            .min();
+        let wake_at = [
+            store.next_due()?,
+            store.outbox_next()?,
+            next_slot,
+            deliverer.next_due(&store)?,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let full = wake_at.map(|at| clock.real_wait_until(at));
         let sleep = [full, Some(watcher.interval()), systemd.max_sleep()]
             .into_iter()
@@ -252,6 +272,7 @@ pub async fn run(
                 held.extend(request);
                 false
             }
+            () = deliverer.wait() => false,
         };
         clock.slept(
             wake_at,

@@ -94,6 +94,11 @@ pub fn outbox(not_before: DateTime<Utc>, message_id: &str) -> Vec<u8> {
     key
 }
 
+/// `next attempt ‖ webhook-id`: the webhook queue, in the order deliveries are due.
+pub fn webhook(next_attempt: DateTime<Utc>, id: &str) -> Vec<u8> {
+    outbox(next_attempt, id)
+}
+
 fn join(first: &[u8], second: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(first.len() + 1 + second.len());
     key.extend_from_slice(first);

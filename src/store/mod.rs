@@ -14,10 +14,19 @@
 //! - `meta`: schema version, emails being handed to a transport (`in_flight:` mark → the
 //!   emails with their MIME bytes), copies of uncertain emails (`uncertain:` Message-ID → the
 //!   email, for `nurture outbox resend`), mail-watcher positions
+//! - `webhooks`: next attempt ‖ webhook-id → [`Delivery`] (webhooks waiting to be delivered)
+//! - `webhooks_failed`: webhook-id → [`Delivery`] (given up; kept until retried by hand)
 //!
 //! Every change that must agree is one [`Batch`], applied as one transaction across the trees:
 //! an enrollment and its due entry never disagree, and an email enters the outbox in the same
 //! transaction that moves its enrollment past the `send`.
+//!
+//! Webhooks: a store opened [`Store::with_webhooks`] knows the subscriptions (no secrets), and
+//! [`Store::apply`] turns every journal line of a batch that a subscription wants into a
+//! `webhooks` entry in that batch's transaction: a webhook exists if and only if its event
+//! does. Entries leave the queue only through a batch too (`webhooks_remove`, delivered or
+//! moved); the daemon's delivery task never writes (`crate::daemon::webhooks`). A store
+//! opened without subscriptions (tests, tools) queues nothing, and leaves the queue alone.
 //!
 //! The store holds personal data and the unsubscribe key: its folder is the owner's alone
 //! ([`crate::private`]). A store written by an older nurture is upgraded when opened
@@ -36,10 +45,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
 use crate::engine::Enrollment;
-use crate::lead::Lead;
+use crate::lead::{Lead, email_key};
+use crate::webhooks::Routes;
 
 pub use self::migrate::Merged;
 pub use self::records::{Event, EventKind, MessageRecord, MessageState, OutboxEmail};
+pub use crate::webhooks::Delivery;
 
 /// The layout version this build reads and writes. Bump it with a migration when trees or
 /// keys change meaning. 2: leads are keyed by their address folded to lower case.
@@ -122,6 +133,15 @@ pub struct Batch {
     pub uncertain_remove: Vec<String>,
     /// Meta entries to write (the inbox watcher's position, the mail it has processed).
     pub meta_put: Vec<(String, Vec<u8>)>,
+    /// Webhook deliveries leaving the queue, by (next attempt, id): delivered, or moved (to a
+    /// later attempt through `webhooks_put`, or to the failed ones).
+    pub webhooks_remove: Vec<(DateTime<Utc>, String)>,
+    /// Webhook deliveries (re-)entering the queue, at their `next_attempt`. (Those the batch's
+    /// journal lines call for are added by [`Store::apply`] itself.)
+    pub webhooks_put: Vec<Delivery>,
+    /// Given-up deliveries to keep, and (by id) to take back out when they are retried.
+    pub webhooks_failed_put: Vec<Delivery>,
+    pub webhooks_failed_remove: Vec<String>,
 }
 
 impl Batch {
@@ -140,6 +160,10 @@ impl Batch {
             && self.uncertain_put.is_empty()
             && self.uncertain_remove.is_empty()
             && self.meta_put.is_empty()
+            && self.webhooks_remove.is_empty()
+            && self.webhooks_put.is_empty()
+            && self.webhooks_failed_put.is_empty()
+            && self.webhooks_failed_remove.is_empty()
     }
 
     pub fn event(
@@ -173,6 +197,10 @@ pub struct Store {
     events: Tree,
     changed: Tree,
     meta: Tree,
+    webhooks: Tree,
+    webhooks_failed: Tree,
+    /// The webhook subscriptions the journal lines of a batch are routed by (none by default).
+    routes: Arc<Routes>,
     /// What the upgrade run by this open merged (empty when there was none). Shared by clones.
     merged: Arc<Vec<Merged>>,
 }
@@ -219,6 +247,9 @@ impl Store {
             events: db.open_tree("events")?,
             changed: db.open_tree("changed")?,
             meta: db.open_tree("meta")?,
+            webhooks: db.open_tree("webhooks")?,
+            webhooks_failed: db.open_tree("webhooks_failed")?,
+            routes: Arc::default(),
             merged: Arc::default(),
             db,
         };
@@ -228,6 +259,15 @@ impl Store {
             merged: Arc::new(merged),
             ..store
         })
+    }
+
+    /// This store, queueing a webhook delivery for every journal line `routes` subscribe to
+    /// (see the module header). Clones made from it after this share the routes.
+    pub fn with_webhooks(self, routes: Routes) -> Store {
+        Store {
+            routes: Arc::new(routes),
+            ..self
+        }
     }
 
     /// Leads that were one person under several spellings of their address, merged by the
@@ -306,12 +346,61 @@ impl Store {
             .map(|e| (e, keys::enrollment(&e.workflow, &e.lead), codec::encode(e)))
             .collect();
         let mut events = Vec::with_capacity(batch.events.len());
+        let mut webhooks_put: Vec<(Vec<u8>, Vec<u8>)> = batch
+            .webhooks_put
+            .iter()
+            .map(|d| (keys::webhook(d.next_attempt, &d.id), codec::encode(d)))
+            .collect();
+        // The leads of this batch as they will stand, for the webhooks' bodies (built once).
+        let mut batch_leads: Option<std::collections::HashMap<String, &Lead>> = None;
         for (lead, event) in &batch.events {
-            events.push((
-                keys::event(lead, self.db.generate_id()?),
-                codec::encode(event),
-            ));
+            let sequence = self.db.generate_id()?;
+            events.push((keys::event(lead, sequence), codec::encode(event)));
+            if self.routes.is_empty() || !self.routes.may_want(&event.kind) {
+                continue;
+            }
+            let in_batch = batch_leads
+                .get_or_insert_with(|| {
+                    batch
+                        .leads
+                        .iter()
+                        .map(|l| (email_key(&l.email).into_owned(), l))
+                        .collect()
+                })
+                .get(email_key(lead).as_ref())
+                .copied();
+            let stored;
+            let current = match in_batch {
+                Some(lead) => Some(lead),
+                None => {
+                    stored = self.lead(lead)?;
+                    stored.as_ref()
+                }
+            };
+            // Unique in this store (the journal line's sequence) and across stores (its time).
+            let base = format!("msg_{:x}_{sequence:x}", event.at.timestamp_millis());
+            let mut route = 0;
+            let deliveries = self.routes.deliveries(lead, current, event, || {
+                route += 1;
+                format!("{base}_{route}")
+            });
+            for delivery in deliveries {
+                webhooks_put.push((
+                    keys::webhook(delivery.next_attempt, &delivery.id),
+                    codec::encode(&delivery),
+                ));
+            }
         }
+        let webhooks_remove: Vec<Vec<u8>> = batch
+            .webhooks_remove
+            .iter()
+            .map(|(at, id)| keys::webhook(*at, id))
+            .collect();
+        let webhooks_failed_put: Vec<(Vec<u8>, Vec<u8>)> = batch
+            .webhooks_failed_put
+            .iter()
+            .map(|d| (d.id.as_bytes().to_vec(), codec::encode(d)))
+            .collect();
         let outbox_put: Vec<(Vec<u8>, Vec<u8>)> = batch
             .outbox_put
             .iter()
@@ -357,6 +446,8 @@ impl Store {
             &self.events,
             &self.changed,
             &self.meta,
+            &self.webhooks,
+            &self.webhooks_failed,
         );
         let result = trees.transaction(
             |(
@@ -369,6 +460,8 @@ impl Store {
                 events_t,
                 changed_t,
                 meta_t,
+                webhooks_t,
+                webhooks_failed_t,
             )| {
                 for (key, value) in &leads {
                     leads_t.insert(key.as_slice(), value.as_slice())?;
@@ -428,6 +521,18 @@ impl Store {
                 }
                 for (key, value) in &batch.meta_put {
                     meta_t.insert(key.as_bytes(), value.as_slice())?;
+                }
+                for key in &webhooks_remove {
+                    webhooks_t.remove(key.as_slice())?;
+                }
+                for (key, value) in &webhooks_put {
+                    webhooks_t.insert(key.as_slice(), value.as_slice())?;
+                }
+                for id in &batch.webhooks_failed_remove {
+                    webhooks_failed_t.remove(id.as_bytes())?;
+                }
+                for (key, value) in &webhooks_failed_put {
+                    webhooks_failed_t.insert(key.as_slice(), value.as_slice())?;
                 }
                 Ok(())
             },
@@ -696,6 +801,24 @@ impl Store {
             .get(keys::outbox(not_before, message_id))?
             .map(|bytes| decode_outbox(&bytes))
             .transpose()
+    }
+
+    // ---- webhooks ----
+
+    /// The deliveries waiting, soonest due first.
+    pub fn webhooks_pending(&self) -> impl Iterator<Item = Result<Delivery>> + '_ {
+        self.webhooks.iter().map(|entry| {
+            let (_, value) = entry?;
+            codec::decode("webhook delivery", &value)
+        })
+    }
+
+    /// The deliveries given up, by id.
+    pub fn webhooks_failed(&self) -> impl Iterator<Item = Result<Delivery>> + '_ {
+        self.webhooks_failed.iter().map(|entry| {
+            let (_, value) = entry?;
+            codec::decode("failed webhook delivery", &value)
+        })
     }
 
     // ---- meta for other components (mail watchers) ----

@@ -94,6 +94,22 @@ pub enum EventKind {
         to: String,
         reason: String,
     },
+    /// A webhook about this lead reached its receiver (`id`: its `webhook-id`).
+    WebhookDelivered {
+        id: String,
+        /// The event type (`lead.promoted`).
+        webhook: String,
+        url: String,
+        attempts: u32,
+    },
+    /// A webhook about this lead was given up (`nurture webhooks retry` sends it again).
+    WebhookFailed {
+        id: String,
+        webhook: String,
+        url: String,
+        error: String,
+        attempts: u32,
+    },
     Completed,
     Exited {
         reason: ExitReason,

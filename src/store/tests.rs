@@ -557,3 +557,88 @@ fn the_store_is_its_owners_alone() {
     assert_eq!(mode(&fresh), 0o700);
     assert_eq!(mode(&fresh.join("db")), 0o600);
 }
+
+// ---- webhooks (issue 12) ----
+
+fn routes(events: &[&str]) -> Routes {
+    Routes::from_config(&[crate::config::WebhookConfig {
+        url: "https://crm.example/hook".into(),
+        events: events.iter().map(|e| e.to_string()).collect(),
+        ..Default::default()
+    }])
+    .unwrap()
+}
+
+fn promotion(email: &str) -> Batch {
+    let mut lead = Lead::new(email.into(), at(1));
+    lead.stage = crate::lead::Stage::Contact;
+    let mut batch = Batch::default();
+    batch.event(
+        email,
+        at(2),
+        Some("trial"),
+        EventKind::Promoted {
+            stage: crate::lead::Stage::Contact,
+            by: "workflow `trial`".into(),
+        },
+    );
+    batch.event(email, at(2), Some("trial"), EventKind::Completed);
+    batch.leads.push(lead);
+    batch
+}
+
+#[test]
+fn a_subscribed_event_queues_its_webhook_in_the_same_transaction() {
+    let dir = scratch("webhooks");
+    let store = Store::open(&dir, DEFAULT_CACHE_BYTES)
+        .unwrap()
+        .with_webhooks(routes(&["lead.promoted"]));
+    store.apply(&promotion("Ana@example.com")).unwrap();
+    let pending: Vec<Delivery> = store.webhooks_pending().map(Result::unwrap).collect();
+    assert_eq!(pending.len(), 1, "the completion is not subscribed");
+    let delivery = &pending[0];
+    assert_eq!(delivery.event, "lead.promoted");
+    assert_eq!(delivery.lead, "Ana@example.com");
+    assert_eq!(delivery.next_attempt, at(2));
+    let body: serde_json::Value = serde_json::from_str(&delivery.body).unwrap();
+    assert_eq!(
+        body["data"]["lead"]["stage"], "contact",
+        "the lead as this batch left it"
+    );
+    assert_eq!(body["data"]["workflow"], "trial");
+
+    // A batch that fails queues nothing, as it journals nothing.
+    store
+        .enrollments
+        .insert(
+            keys::enrollment("trial", "b@example.com"),
+            b"\x07junk".as_slice(),
+        )
+        .unwrap();
+    let mut failing = promotion("b@example.com");
+    failing
+        .enrollments
+        .push(enrollment("trial", "b@example.com", Some(at(3))));
+    assert!(store.apply(&failing).is_err());
+    assert_eq!(store.webhooks_pending().count(), 1);
+
+    // Delivered elsewhere and given up: the entry moves in one batch, and survives a reopen.
+    let mut given_up = delivery.clone();
+    given_up.failed_at = Some(at(4));
+    let mut batch = Batch::default();
+    batch
+        .webhooks_remove
+        .push((delivery.next_attempt, delivery.id.clone()));
+    batch.webhooks_failed_put.push(given_up);
+    store.apply(&batch).unwrap();
+    drop(store);
+    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    assert_eq!(store.webhooks_pending().count(), 0);
+    let failed: Vec<Delivery> = store.webhooks_failed().map(Result::unwrap).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].id, delivery.id);
+
+    // Without subscriptions a store queues nothing.
+    store.apply(&promotion("c@example.com")).unwrap();
+    assert_eq!(store.webhooks_pending().count(), 0);
+}

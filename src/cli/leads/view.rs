@@ -287,6 +287,19 @@ pub fn sentence(kind: &EventKind) -> String {
         }
         EventKind::Promoted { stage, by } => format!("promoted to {stage} by {by}"),
         EventKind::Notified { to, reason } => format!("notified {to}: {reason}"),
+        EventKind::WebhookDelivered {
+            webhook,
+            url,
+            attempts,
+            ..
+        } => format!("webhook {webhook} delivered to {url} (attempt {attempts})"),
+        EventKind::WebhookFailed {
+            webhook,
+            url,
+            error,
+            attempts,
+            ..
+        } => format!("webhook {webhook} to {url} given up after {attempts} attempts: {error}"),
         EventKind::Completed => "completed the workflow".to_string(),
         EventKind::Exited { reason } => format!("left the workflow: {reason}"),
         EventKind::Suppressed { reason } => format!("suppressed: {reason}"),
