@@ -10,6 +10,11 @@
 //! spaces as `_`. Rows for the same address in one file merge: a later row's non-empty fields win
 //! and tags add up.
 //!
+//! A CSV cell that starts with `'` followed by `=`, `+`, `-`, `@`, a tab or a carriage return
+//! is read without the `'`: that is how `nurture leads export` keeps spreadsheets from running a
+//! cell as a formula, and taking it off again makes an export import back to the same values (a
+//! value that really starts so is as rare as it is harmless to lose the quote of).
+//!
 //! The store's own lead shape (what `nurture leads export` writes) reads back: JSON's nested
 //! `attributes` object becomes attributes, `suppression` is kept (a CSV `suppression` cell holds
 //! the reason), and `created_at`/`updated_at` are ignored, since the store sets those.
@@ -36,6 +41,18 @@ use serde_json::Value as Json;
 pub use self::csv_records::{CsvOptions, MAX_CELL, MAX_LINE};
 use self::csv_records::{Records, Row};
 use crate::lead::{Lead, Stage, Suppression, SuppressionReason, Value, normalize_email};
+
+/// The first characters that make a spreadsheet run a cell as a formula (OWASP "CSV
+/// injection"); `leads export` puts a `'` before them.
+pub const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A CSV cell as `leads export` guarded it against formulas (`'=1+1`), read without the `'`.
+fn without_formula_guard(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_STARTS) => rest,
+        _ => cell,
+    }
+}
 
 /// What a file held: the leads (merged by address, in order of first appearance), the rows
 /// refused, and how many data rows there were.
@@ -717,7 +734,7 @@ fn csv_row(
     for (index, column) in columns.iter().enumerate() {
         let result = records
             .cell(index)
-            .and_then(|cell| row.set_text(column, &cell));
+            .and_then(|cell| row.set_text(column, without_formula_guard(&cell)));
         if let Err(reason) = result {
             return Ok(Some((line, Err(reason))));
         }
