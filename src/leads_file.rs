@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
-pub use self::csv_records::{CsvOptions, MAX_CELL, MAX_LINE};
+pub use self::csv_records::{CsvOptions, MAX_CELL};
 use self::csv_records::{Records, Row};
 use crate::lead::{Lead, Stage, Suppression, SuppressionReason, Value, normalize_email};
 
