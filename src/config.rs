@@ -400,7 +400,7 @@ impl Config {
                     set_by.insert(setting, name.clone());
                 }
                 Ok(None) => unclaimed.push(name.as_str()),
-                Err(problem) => problems.push(problem),
+                Err(message) => problems.push(Diagnostic::error(message)),
             }
         }
         if !problems.is_empty() {
@@ -522,7 +522,7 @@ fn apply_override(
     merged: &mut toml::Table,
     name: &str,
     value: &str,
-) -> Result<Option<(String, String)>, Diagnostic> {
+) -> Result<Option<(String, String)>, String> {
     let Some(rest) = name.strip_prefix("NURTURE_") else {
         return Ok(None);
     };
@@ -537,9 +537,7 @@ fn apply_override(
         let Some(current) = table.get(key) else {
             continue;
         };
-        let error = |message: &str| {
-            Diagnostic::error(format!("environment variable {name}={value:?}: {message}"))
-        };
+        let error = |message: &str| format!("environment variable {name}={value:?}: {message}");
         let replacement = match current {
             toml::Value::Integer(_) => toml::Value::Integer(
                 value

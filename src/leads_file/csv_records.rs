@@ -530,12 +530,11 @@ impl<'a> Lines<'a> {
 mod tests {
     use super::*;
 
+    /// A record as the tests see it: its line and cells, or its line and why it was refused.
+    type Read = Result<(usize, Vec<String>), (usize, String)>;
+
     /// Every record of `text` as its line and cells, or its line and reason.
-    fn rows(
-        text: &[u8],
-        options: CsvOptions,
-        header: usize,
-    ) -> Vec<Result<(usize, Vec<String>), (usize, String)>> {
+    fn rows(text: &[u8], options: CsvOptions, header: usize) -> Vec<Read> {
         let mut records = Records::new(Box::new(text), options).unwrap();
         let mut out = Vec::new();
         while let Some(row) = records.next_row().unwrap() {
@@ -555,7 +554,7 @@ mod tests {
         out
     }
 
-    fn lines_of(rows: &[Result<(usize, Vec<String>), (usize, String)>]) -> Vec<usize> {
+    fn lines_of(rows: &[Read]) -> Vec<usize> {
         rows.iter()
             .map(|row| match row {
                 Ok((line, _)) | Err((line, _)) => *line,
