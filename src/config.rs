@@ -4,11 +4,22 @@
 //! (`--config`, `NURTURE_CONFIG`, or `./nurture.toml` when present) overrides the defaults, and
 //! an environment variable `NURTURE_<SECTION>_<KEY>` overrides the file: `NURTURE_STORE_PATH`,
 //! `NURTURE_TRANSPORT_OUTBOX`, `NURTURE_DAEMON_BATCH`… The variable is parsed as the type of the
-//! setting it replaces. Unknown keys are errors, so a typo is not silently ignored.
+//! setting it replaces.
+//!
+//! Settings are checked like workflows, and the same way for `nurture check` and `nurture run`:
+//! an unknown section, key or `NURTURE_*` variable, a value of the wrong type and a value out of
+//! its range (`daemon.batch = 0`, an `http.listen` that is not an address) are errors, all
+//! reported at once, each at its line in the file (or naming its variable) with the closest
+//! name or the range. `NURTURE_CONFIG`, `NURTURE_WORKFLOWS` and `NURTURE_TEMPLATES` belong to
+//! the command line, `NURTURE_BENCH_*` to the benchmarks, and a variable a setting names
+//! (`password_env`, `secret_env`) holds a secret: none of those is an unknown setting.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::{Diagnostic, did_you_mean};
 
 /// The file read when no `--config` is given, if it exists.
 pub const DEFAULT_FILE: &str = "nurture.toml";
@@ -347,22 +358,87 @@ pub enum ConfigError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("environment variable {name}={value:?}: {message}")]
-    Environment {
-        name: String,
-        value: String,
-        message: String,
-    },
+    /// Every problem found, each pointing at its line in the file or naming its variable.
+    #[error("invalid settings (every setting is described in nurture.example.toml):\n{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    rendered.join("\n").trim_end().to_string()
+}
+
+/// Variables named `NURTURE_…` that are not settings: the command line's own
+/// (`--config`, `--workflows`, `--templates`).
+const COMMAND_LINE_VARIABLES: [&str; 3] =
+    ["NURTURE_CONFIG", "NURTURE_WORKFLOWS", "NURTURE_TEMPLATES"];
+
+/// Variables with this prefix belong to the benchmarks (`cargo bench`), which start nurture
+/// with their own environment.
+const BENCH_PREFIX: &str = "NURTURE_BENCH_";
+
+/// Where each setting in the file is, for pointing at it: section, key, value span.
+#[derive(Default, Deserialize)]
+struct Spans(BTreeMap<String, SectionSpans>);
+
+/// A section's keys with their places; a list of tables (`[[webhooks]]`) is checked by its own
+/// types and carries no places here.
+enum SectionSpans {
+    Keys(BTreeMap<String, toml::Spanned<toml::Value>>),
+    List,
+}
+
+// By hand rather than `#[serde(untagged)]`: untagged buffers the values, which loses the
+// places `toml::Spanned` reads from the file's own deserializer.
+impl<'de> Deserialize<'de> for SectionSpans {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SectionSpans;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table or a list of tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SectionSpans, A::Error> {
+                let mut keys = BTreeMap::new();
+                while let Some((key, value)) = map.next_entry()? {
+                    keys.insert(key, value);
+                }
+                Ok(SectionSpans::Keys(keys))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SectionSpans, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(SectionSpans::List)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl Spans {
+    /// Where `section.key`'s value is in the file.
+    fn get(&self, section: &str, key: &str) -> Option<&toml::Spanned<toml::Value>> {
+        match self.0.get(section)? {
+            SectionSpans::Keys(keys) => keys.get(key),
+            SectionSpans::List => None,
+        }
+    }
 }
 
 impl Config {
     /// The configuration: defaults, then the file (`explicit`, or `./nurture.toml` if it
     /// exists), then the environment.
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
-        let variables: Vec<(String, String)> = std::env::vars()
+        // `vars_os`: a variable that is not Unicode (anyone's) must not stop nurture.
+        let variables: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value)))
             .filter(|(name, _)| name.starts_with("NURTURE_"))
+            .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
             .collect();
         let (path, text) = match explicit {
             Some(path) => (path.to_path_buf(), read(path)?),
@@ -374,47 +450,83 @@ impl Config {
         Config::from_parts(&path, &text, &variables)
     }
 
-    /// Builds a configuration from file text and `NURTURE_*` variables.
+    /// Builds a configuration from file text and `NURTURE_*` variables, and checks it: unknown
+    /// sections, keys and variables, values of the wrong type and values out of range are
+    /// errors, all reported at once.
     pub fn from_parts(
         path: &Path,
         text: &str,
         variables: &[(String, String)],
     ) -> Result<Config, ConfigError> {
-        let parse_error = |message: String| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message,
+        let located = |error: toml::de::Error| {
+            let diagnostic = Diagnostic::error(error.message().trim().to_string());
+            match error.span() {
+                Some(span) => diagnostic.at(path, text, span),
+                None => diagnostic.in_file(path),
+            }
         };
-        let file: toml::Table = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        let file: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid(vec![located(e)]))?;
         // Start from the defaults so every key exists, with its type, for the overrides.
         let mut merged =
             toml::Table::try_from(Config::default()).expect("the default configuration serializes");
+        // Where each key of the file is; a file whose top level is not all tables has none, and
+        // is reported below.
+        let spans: Spans = toml::from_str(text).unwrap_or_default();
+        let unknown = unknown_keys(path, text, &file, &merged, &spans);
+        if !unknown.is_empty() {
+            return Err(ConfigError::Invalid(unknown));
+        }
+        // The file alone, typed: a wrong type or an unknown value is reported at its place.
+        toml::from_str::<Config>(text).map_err(|e| ConfigError::Invalid(vec![located(e)]))?;
         for (section, values) in file {
             match (merged.get_mut(&section), values) {
-                (Some(toml::Value::Table(into)), toml::Value::Table(values)) => {
-                    for (key, value) in values {
-                        into.insert(key, value);
-                    }
-                }
+                (Some(toml::Value::Table(into)), toml::Value::Table(values)) => into.extend(values),
                 // A list of tables (`[[webhooks]]`): the file's list replaces the default.
                 (Some(toml::Value::Array(into)), toml::Value::Array(values)) => *into = values,
-                (Some(toml::Value::Array(_)), _) => {
-                    return Err(parse_error(format!(
-                        "`{section}` must be a list of tables: `[[{section}]]`, one per entry"
-                    )));
-                }
-                (Some(_), _) => return Err(parse_error(format!("`{section}` must be a table"))),
-                (None, _) => {
-                    return Err(parse_error(format!(
-                        "unknown section `[{section}]`; the sections are {}",
-                        section_names()
-                    )));
-                }
+                // Anything else was reported by `unknown_keys` or the typed parse above.
+                _ => {}
             }
         }
+        let mut problems = Vec::new();
+        let mut set_by = BTreeMap::new();
+        let mut unclaimed = Vec::new();
         for (name, value) in variables {
-            apply_override(&mut merged, name, value)?;
+            match apply_override(&mut merged, name, value) {
+                Ok(Some(setting)) => {
+                    set_by.insert(setting, name.clone());
+                }
+                Ok(None) => unclaimed.push(name.as_str()),
+                Err(message) => problems.push(Diagnostic::error(message)),
+            }
         }
-        Config::deserialize(toml::Value::Table(merged)).map_err(|e| parse_error(e.to_string()))
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        let config = Config::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            let names: Vec<String> = set_by.values().cloned().collect();
+            ConfigError::Invalid(vec![Diagnostic::error(format!(
+                "the environment ({}): {e}",
+                names.join(", ")
+            ))])
+        })?;
+        problems.extend(unknown_variables(&config, &unclaimed));
+        let origins = Origins {
+            path,
+            text,
+            spans: &spans,
+            set_by: &set_by,
+        };
+        problems.extend(
+            out_of_range(&config)
+                .into_iter()
+                .map(|problem| origins.diagnostic(problem)),
+        );
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 
     pub fn cache_bytes(&self) -> u64 {
@@ -429,23 +541,113 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-fn section_names() -> String {
-    let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
-    let names: Vec<String> = defaults
-        .iter()
-        .map(|(k, v)| match v {
-            toml::Value::Array(_) => format!("[[{k}]]"),
-            _ => format!("[{k}]"),
-        })
-        .collect();
+/// Sections and keys of the file that are not settings, each at its place with the closest
+/// name.
+fn unknown_keys(
+    path: &Path,
+    text: &str,
+    file: &toml::Table,
+    defaults: &toml::Table,
+    spans: &Spans,
+) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    for (section, values) in file {
+        let known = match defaults.get(section) {
+            Some(toml::Value::Table(known)) => known,
+            // A list of tables: its entries are checked by their own types.
+            Some(toml::Value::Array(_)) => {
+                if !values.is_array() {
+                    problems.push(
+                        Diagnostic::error(format!(
+                            "`{section}` must be a list of tables: `[[{section}]]`, one per entry"
+                        ))
+                        .in_file(path),
+                    );
+                }
+                continue;
+            }
+            _ => {
+                let written = section_name(section, values);
+                let header = text.find(&written);
+                let diagnostic = Diagnostic::error(format!("unknown section `{written}`"));
+                let diagnostic = match header {
+                    Some(at) => diagnostic.at(path, text, at..at + written.len()),
+                    None => diagnostic.in_file(path),
+                };
+                let hint = match did_you_mean(section, defaults.keys().map(String::as_str)) {
+                    Some(close) => {
+                        format!("did you mean `{}`?", section_name(close, &defaults[close]))
+                    }
+                    None => format!("the sections are {}", section_names(defaults)),
+                };
+                problems.push(diagnostic.with_hint(hint));
+                continue;
+            }
+        };
+        let toml::Value::Table(values) = values else {
+            problems.push(
+                Diagnostic::error(format!("`{section}` must be a table: `[{section}]`"))
+                    .in_file(path),
+            );
+            continue;
+        };
+        for key in values.keys().filter(|key| !known.contains_key(*key)) {
+            let diagnostic = Diagnostic::error(format!("unknown setting `{section}.{key}`"));
+            let span = spans.get(section, key);
+            let diagnostic = match span {
+                Some(value) => diagnostic.at(path, text, key_span(text, value.span(), key)),
+                None => diagnostic.in_file(path),
+            };
+            let hint = match did_you_mean(key, known.keys().map(String::as_str)) {
+                Some(close) => format!("did you mean `{close}`?"),
+                None => {
+                    let keys: Vec<String> = known.keys().map(|k| format!("`{k}`")).collect();
+                    format!("the settings of [{section}] are {}", keys.join(", "))
+                }
+            };
+            problems.push(diagnostic.with_hint(hint));
+        }
+    }
+    problems
+}
+
+/// The span of `key` on the line where its value starts, or the value's span.
+fn key_span(text: &str, value: std::ops::Range<usize>, key: &str) -> std::ops::Range<usize> {
+    let line_start = text[..value.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = &text[line_start..];
+    let indent = line.len() - line.trim_start().len();
+    if line.trim_start().starts_with(key) {
+        let start = line_start + indent;
+        start..start + key.len()
+    } else {
+        value
+    }
+}
+
+/// A section as a file writes it: `[smtp]`, or `[[webhooks]]` for a list of tables.
+fn section_name(section: &str, value: &toml::Value) -> String {
+    match value {
+        toml::Value::Array(_) => format!("[[{section}]]"),
+        _ => format!("[{section}]"),
+    }
+}
+
+fn section_names(defaults: &toml::Table) -> String {
+    let names: Vec<String> = defaults.iter().map(|(k, v)| section_name(k, v)).collect();
     names.join(", ")
 }
 
-/// Applies `NURTURE_SECTION_KEY=value`, typed like the setting it replaces. Variables that
-/// name no setting (`NURTURE_CONFIG`, `NURTURE_WORKFLOWS`) are for the command line.
-fn apply_override(merged: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
+/// Applies `NURTURE_SECTION_KEY=value`, typed like the setting it replaces; returns the
+/// setting's section and key, or `None` when the variable names no setting.
+fn apply_override(
+    merged: &mut toml::Table,
+    name: &str,
+    value: &str,
+) -> Result<Option<(String, String)>, String> {
     let Some(rest) = name.strip_prefix("NURTURE_") else {
-        return Ok(());
+        return Ok(None);
     };
     let rest = rest.to_ascii_lowercase();
     for (section, table) in merged.iter_mut() {
@@ -458,11 +660,7 @@ fn apply_override(merged: &mut toml::Table, name: &str, value: &str) -> Result<(
         let Some(current) = table.get(key) else {
             continue;
         };
-        let error = |message: &str| ConfigError::Environment {
-            name: name.to_string(),
-            value: value.to_string(),
-            message: message.to_string(),
-        };
+        let error = |message: &str| format!("environment variable {name}={value:?}: {message}");
         let replacement = match current {
             toml::Value::Integer(_) => toml::Value::Integer(
                 value
@@ -476,11 +674,261 @@ fn apply_override(merged: &mut toml::Table, name: &str, value: &str) -> Result<(
                     .parse()
                     .map_err(|_| error("expected true or false"))?,
             ),
+            // `[[imap.accounts]]`: a list of tables, set in the file only.
+            toml::Value::Array(_) => return Ok(None),
             _ => toml::Value::String(value.to_string()),
         };
         table.insert(key.to_string(), replacement);
+        return Ok(Some((section.clone(), key.to_string())));
     }
-    Ok(())
+    Ok(None)
+}
+
+/// `NURTURE_*` variables that are neither a setting, nor the command line's, nor the
+/// benchmarks', nor a password or key variable the settings name (`password_env =
+/// "NURTURE_SMTP_PASSWORD"`): a misspelled setting would otherwise be ignored in silence.
+fn unknown_variables(config: &Config, unclaimed: &[&str]) -> Vec<Diagnostic> {
+    let mut named: Vec<&str> = vec![
+        config.smtp.password_env.as_str(),
+        config.imap.password_env.as_str(),
+        config.http.secret_env.as_str(),
+    ];
+    named.extend(config.imap.accounts.iter().map(|a| a.password_env.as_str()));
+    let mut candidates = setting_variables();
+    candidates.extend(COMMAND_LINE_VARIABLES.map(String::from));
+    unclaimed
+        .iter()
+        .filter(|name| {
+            name.starts_with("NURTURE_")
+                && !COMMAND_LINE_VARIABLES.contains(name)
+                && !name.starts_with(BENCH_PREFIX)
+                && !named.contains(name)
+        })
+        .map(|name| {
+            // Jaro-Winkler weighs the start of a name: `NURTURE_STORE` is closest to
+            // `NURTURE_STORE_PATH`, which Levenshtein would rank below `NURTURE_SMTP_URL`.
+            let similarity = |candidate: &String| {
+                strsim::jaro_winkler(&name["NURTURE_".len()..], &candidate["NURTURE_".len()..])
+            };
+            let closest = candidates
+                .iter()
+                .max_by(|a, b| similarity(a).total_cmp(&similarity(b)))
+                .cloned()
+                .unwrap_or_default();
+            Diagnostic::error(format!(
+                "environment variable {name} is not a setting; did you mean {closest}?"
+            ))
+            .with_hint(
+                "settings are NURTURE_<SECTION>_<KEY>, e.g. NURTURE_DAEMON_BATCH for `batch` in [daemon]",
+            )
+        })
+        .collect()
+}
+
+/// Every variable that sets a setting: `NURTURE_STORE_PATH`, `NURTURE_DAEMON_BATCH`, …
+fn setting_variables() -> Vec<String> {
+    let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
+    let mut names = Vec::new();
+    for (section, values) in &defaults {
+        if let toml::Value::Table(values) = values {
+            for (key, value) in values {
+                if !value.is_array() {
+                    names.push(format!("NURTURE_{section}_{key}").to_ascii_uppercase());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// A value out of its range: the setting, what is wrong, and why the range is what it is.
+struct Problem {
+    section: &'static str,
+    key: &'static str,
+    message: String,
+    hint: String,
+}
+
+/// Values that parse but that `nurture run` cannot work with (or would work badly with: a
+/// batch of 0 spins the daemon sending nothing).
+fn out_of_range(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut within =
+        |section, key, value: u64, range: std::ops::RangeInclusive<u64>, hint: &str| {
+            if !range.contains(&value) {
+                problems.push(Problem {
+                    section,
+                    key,
+                    message: format!(
+                        "`{section}.{key}` is {value}; it must be from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                    hint: hint.to_string(),
+                });
+            }
+        };
+    let size = |n: usize| n as u64;
+    within(
+        "store",
+        "cache_mb",
+        config.store.cache_mb,
+        1..=65_536,
+        "sled's page cache in MiB; 16 serves a million leads",
+    );
+    within(
+        "smtp",
+        "connections",
+        size(config.smtp.connections),
+        1..=100,
+        "with 0 nothing is ever sent",
+    );
+    within(
+        "smtp",
+        "timeout_seconds",
+        config.smtp.timeout_seconds,
+        1..=600,
+        "how long to wait for the SMTP server before retrying later",
+    );
+    within(
+        "imap",
+        "idle_seconds",
+        config.imap.idle_seconds,
+        10..=29 * 60,
+        "servers end IDLE after 30 minutes (RFC 2177 asks to renew within 29)",
+    );
+    within(
+        "imap",
+        "poll_seconds",
+        config.imap.poll_seconds,
+        1..=86_400,
+        "how often to look for mail when the server has no IDLE",
+    );
+    within(
+        "imap",
+        "timeout_seconds",
+        config.imap.timeout_seconds,
+        1..=600,
+        "how long to wait for the IMAP server before reconnecting",
+    );
+    within(
+        "daemon",
+        "batch",
+        size(config.daemon.batch),
+        1..=10_000,
+        "a batch of 0 advances no enrollment and spins the daemon; a large one leaves more emails uncertain after a crash",
+    );
+    within(
+        "daemon",
+        "shutdown_seconds",
+        config.daemon.shutdown_seconds,
+        1..=3_600,
+        "how long a graceful stop may take; 0 would make every stop a crash",
+    );
+    within(
+        "daemon",
+        "watch_seconds",
+        config.daemon.watch_seconds,
+        0..=86_400,
+        "0 reloads on SIGHUP only",
+    );
+    within(
+        "daemon",
+        "rehearsal_speed",
+        u64::from(config.daemon.rehearsal_speed),
+        1..=1_000_000_000,
+        "how many times faster than real time a rehearsal runs",
+    );
+    let mut problem = |section, key, message: String, hint: &str| {
+        problems.push(Problem {
+            section,
+            key,
+            message,
+            hint: hint.to_string(),
+        });
+    };
+    if config.store.path.as_os_str().is_empty() {
+        problem(
+            "store",
+            "path",
+            "`store.path` is empty".into(),
+            "the folder of the store, e.g. \"data\"",
+        );
+    }
+    if config.transport.outbox.as_os_str().is_empty() {
+        problem(
+            "transport",
+            "outbox",
+            "`transport.outbox` is empty".into(),
+            "the folder the file transport writes emails into, e.g. \"outbox\"",
+        );
+    }
+    let listen = config.http.listen.trim();
+    if !listen.is_empty() {
+        match listen.parse::<std::net::SocketAddr>() {
+            Err(_) => problem(
+                "http",
+                "listen",
+                format!("`http.listen` = {listen:?} is not an IP address and port"),
+                "write e.g. \"127.0.0.1:8025\" (IPv6: \"[::1]:8025\"); host names are not looked up",
+            ),
+            Ok(address) if address.port() == 0 => problem(
+                "http",
+                "listen",
+                format!("`http.listen` = {listen:?} has port 0"),
+                "port 0 would listen on a random port your proxy cannot know; choose one, e.g. 8025",
+            ),
+            Ok(_) => {}
+        }
+    }
+    let start = config.daemon.rehearsal_start.trim();
+    if !start.is_empty() && chrono::DateTime::parse_from_rfc3339(start).is_err() {
+        problem(
+            "daemon",
+            "rehearsal_start",
+            format!("`daemon.rehearsal_start` = {start:?} is not an RFC 3339 time"),
+            "write e.g. \"2026-11-23T09:00:00Z\", or leave it empty for the system clock",
+        );
+    }
+    if let Err(error) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        problem(
+            "log",
+            "level",
+            format!(
+                "`log.level` = {:?} is not a log filter: {error}",
+                config.log.level
+            ),
+            "write e.g. \"info\", \"warn\" or \"nurture=debug\"",
+        );
+    }
+    problems
+}
+
+/// Where settings came from, for pointing at a problem: the variable that set it, else its
+/// line in the file.
+struct Origins<'a> {
+    path: &'a Path,
+    text: &'a str,
+    spans: &'a Spans,
+    set_by: &'a BTreeMap<(String, String), String>,
+}
+
+impl Origins<'_> {
+    fn diagnostic(&self, problem: Problem) -> Diagnostic {
+        let setting = (problem.section.to_string(), problem.key.to_string());
+        let span = self.spans.get(problem.section, problem.key);
+        let diagnostic = match (self.set_by.get(&setting), span) {
+            (Some(variable), _) => Diagnostic::error(format!(
+                "{} (set by the environment variable {variable})",
+                problem.message
+            )),
+            (None, Some(value)) => {
+                Diagnostic::error(problem.message).at(self.path, self.text, value.span())
+            }
+            (None, None) => Diagnostic::error(problem.message),
+        };
+        diagnostic.with_hint(problem.hint)
+    }
 }
 
 #[cfg(test)]
@@ -567,5 +1015,131 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("NURTURE_DAEMON_BATCH") && error.contains("whole number"));
+    }
+
+    fn problems(text: &str, env: &[(&str, &str)]) -> String {
+        match Config::from_parts(Path::new("nurture.toml"), text, &vars(env)) {
+            Ok(_) => String::new(),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    /// `daemon.batch = 0` passed `check` and spun the daemon at 84 % CPU sending nothing; an
+    /// `http.listen` without a port passed `check` and was refused by `run`.
+    #[test]
+    fn values_out_of_range_are_errors_at_their_line_or_variable() {
+        let text =
+            "[store]\npath = \"data\"\n\n[daemon]\nbatch = 0\n\n[http]\nlisten = \"localhost\"\n";
+        let error = problems(text, &[]);
+        assert!(
+            error.contains("`daemon.batch` is 0; it must be from 1 to 10000"),
+            "{error}"
+        );
+        assert!(error.contains("--> nurture.toml:5:9"), "{error}");
+        assert!(
+            error.contains("`http.listen` = \"localhost\" is not an IP address and port"),
+            "{error}"
+        );
+        assert!(error.contains("--> nurture.toml:8:10"), "{error}");
+
+        let error = problems("", &[("NURTURE_DAEMON_BATCH", "0")]);
+        assert!(
+            error.contains("`daemon.batch` is 0; it must be from 1 to 10000 (set by the environment variable NURTURE_DAEMON_BATCH)"),
+            "{error}"
+        );
+        // The variable wins over the file, so it is the one named.
+        let error = problems("[daemon]\nbatch = 5\n", &[("NURTURE_DAEMON_BATCH", "0")]);
+        assert!(
+            error.contains("NURTURE_DAEMON_BATCH") && !error.contains("nurture.toml:"),
+            "{error}"
+        );
+
+        for (text, wanted) in [
+            (
+                "[smtp]\ntimeout_seconds = 0\n",
+                "`smtp.timeout_seconds` is 0",
+            ),
+            ("[smtp]\nconnections = 0\n", "`smtp.connections` is 0"),
+            (
+                "[daemon]\nshutdown_seconds = 0\n",
+                "`daemon.shutdown_seconds` is 0",
+            ),
+            (
+                "[daemon]\nrehearsal_speed = 0\n",
+                "`daemon.rehearsal_speed` is 0",
+            ),
+            (
+                "[daemon]\nrehearsal_start = \"monday\"\n",
+                "not an RFC 3339 time",
+            ),
+            (
+                "[imap]\nidle_seconds = 7200\n",
+                "`imap.idle_seconds` is 7200",
+            ),
+            ("[http]\nlisten = \"127.0.0.1:0\"\n", "has port 0"),
+            ("[http]\nlisten = \"8025\"\n", "not an IP address and port"),
+            ("[log]\nlevel = \"nurture=loud\"\n", "not a log filter"),
+        ] {
+            let error = problems(text, &[]);
+            assert!(
+                error.contains(wanted) && error.contains("nurture.toml:2:"),
+                "{text}: {error}"
+            );
+        }
+        assert_eq!(problems("[http]\nlisten = \"[::1]:8025\"\n", &[]), "");
+    }
+
+    /// A misspelled `NURTURE_*` variable was ignored in silence.
+    #[test]
+    fn an_unknown_variable_is_an_error_naming_the_closest_setting() {
+        let error = problems("", &[("NURTURE_DEAMON_BATCH", "5")]);
+        assert!(
+            error.contains("environment variable NURTURE_DEAMON_BATCH is not a setting; did you mean NURTURE_DAEMON_BATCH?"),
+            "{error}"
+        );
+        let error = problems("", &[("NURTURE_STORE", "/srv")]);
+        assert!(
+            error.contains("did you mean NURTURE_STORE_PATH?"),
+            "{error}"
+        );
+        let error = problems("", &[("NURTURE_WORKFLOW", "flows")]);
+        assert!(error.contains("did you mean NURTURE_WORKFLOWS?"), "{error}");
+
+        // The command line's variables, the benchmarks', and the secrets the settings name are
+        // not settings, and not mistakes.
+        let text = "[smtp]\npassword_env = \"NURTURE_SMTP_PASSWORD\"\n[http]\nsecret_env = \"NURTURE_UNSUBSCRIBE_KEY\"\n";
+        let fine = [
+            ("NURTURE_CONFIG", "n.toml"),
+            ("NURTURE_WORKFLOWS", "w"),
+            ("NURTURE_TEMPLATES", "t"),
+            ("NURTURE_BENCH_ROWS", "1000"),
+            ("NURTURE_SMTP_PASSWORD", "secret"),
+            ("NURTURE_UNSUBSCRIBE_KEY", "0123456789abcdef"),
+            ("NURTURE_IMAP_PASSWORD_ENV", "NURTURE_IMAP_SECRET"),
+            ("NURTURE_IMAP_SECRET", "secret"),
+            ("NURTURE_DAEMON_REHEARSAL_START", "2026-11-22T12:00:00Z"),
+            ("NURTURE_DAEMON_REHEARSAL_SPEED", "1000000"),
+        ];
+        assert_eq!(problems(text, &fine), "");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_point_at_their_line() {
+        let error = problems("[store]\npath = \"x\"\n[daemon]\nbatchh = 3\n", &[]);
+        assert!(error.contains("unknown setting `daemon.batchh`"), "{error}");
+        assert!(
+            error.contains("--> nurture.toml:4:1") && error.contains("did you mean `batch`?"),
+            "{error}"
+        );
+        let error = problems("[daemon]\nbatch = \"x\"\n", &[]);
+        assert!(
+            error.contains("--> nurture.toml:2:9") && error.contains("expected usize"),
+            "{error}"
+        );
+        let error = problems("[imap]\n[[imap.accounts]]\nurll = \"imaps://x\"\n", &[]);
+        assert!(
+            error.contains("urll") && error.contains("nurture.toml:3"),
+            "{error}"
+        );
     }
 }

@@ -10,25 +10,49 @@
 //! spaces as `_`. Rows for the same address in one file merge: a later row's non-empty fields win
 //! and tags add up.
 //!
+//! A CSV cell that starts with `'` followed by `=`, `+`, `-`, `@`, a tab or a carriage return
+//! is read without the `'`: that is how `nurture leads export` keeps spreadsheets from running a
+//! cell as a formula, and taking it off again makes an export import back to the same values (a
+//! value that really starts so is as rare as it is harmless to lose the quote of).
+//!
 //! The store's own lead shape (what `nurture leads export` writes) reads back: JSON's nested
 //! `attributes` object becomes attributes, `suppression` is kept (a CSV `suppression` cell holds
 //! the reason), and `created_at`/`updated_at` are ignored, since the store sets those.
 //!
-//! The CSV path is the bulk import (a million rows): one reused `ByteRecord`, the column mapping
-//! worked out once from the header, and no allocation per row beyond the lead itself.
+//! CSV is read by [`csv_records`]: a row's line is the file line where it starts; an unclosed
+//! quote costs only its own row; `,`, `;` or tab separators and UTF-8 or Windows-1252 rows are
+//! told apart (or chosen with [`CsvOptions`]); a cell holds at most [`MAX_CELL`] bytes, in every
+//! format. It is the bulk import (a million rows): reused buffers, the column mapping worked out
+//! once from the header, and no allocation per row beyond the lead itself.
 //! [`LeadsReader`] hands the rows out a chunk at a time, so an import never holds the whole
 //! file's leads; [`load`] and the `parse_*` functions read everything at once.
+
+mod csv_records;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, RandomState};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
+pub use self::csv_records::{CsvOptions, MAX_CELL};
+use self::csv_records::{Records, Row};
 use crate::lead::{Lead, Stage, Suppression, SuppressionReason, Value, email_key, normalize_email};
+
+/// The first characters that make a spreadsheet run a cell as a formula (OWASP "CSV
+/// injection"); `leads export` puts a `'` before them.
+pub const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A CSV cell as `leads export` guarded it against formulas (`'=1+1`), read without the `'`.
+fn without_formula_guard(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_STARTS) => rest,
+        _ => cell,
+    }
+}
 
 /// What a file held: the leads (merged by address, in order of first appearance), the rows
 /// refused, and how many data rows there were.
@@ -57,6 +81,8 @@ pub enum LeadsFileError {
     },
     #[error("{}: unknown kind of leads file; use .csv, .json, .jsonl or .ndjson", .0.display())]
     UnknownFormat(PathBuf),
+    #[error("{}: a separator and an encoding can be chosen for CSV files only", .0.display())]
+    CsvOptionsElsewhere(PathBuf),
     #[error("{}: {source}", path.display())]
     InFile {
         path: PathBuf,
@@ -116,9 +142,9 @@ pub struct LeadsReader<'a> {
 
 enum Source<'a> {
     Csv {
-        reader: csv::Reader<Box<dyn Read + 'a>>,
+        // Boxed: its buffers make it several times the size of the other sources.
+        records: Box<Records<'a>>,
         columns: Vec<Column>,
-        record: csv::ByteRecord,
     },
     Json {
         items: std::vec::IntoIter<Json>,
@@ -138,6 +164,15 @@ impl LeadsReader<'static> {
     /// Opens a leads file, choosing the format from its extension. A CSV header without an
     /// `email` column, or a `.json` file that is not a leads document, is an error here.
     pub fn open(path: &Path, now: DateTime<Utc>) -> Result<LeadsReader<'static>, LeadsFileError> {
+        LeadsReader::open_with(path, now, CsvOptions::default())
+    }
+
+    /// [`LeadsReader::open`], with a CSV file's separator or encoding chosen.
+    pub fn open_with(
+        path: &Path,
+        now: DateTime<Utc>,
+        options: CsvOptions,
+    ) -> Result<LeadsReader<'static>, LeadsFileError> {
         let extension = path
             .extension()
             .and_then(|e| e.to_str())
@@ -150,7 +185,10 @@ impl LeadsReader<'static> {
         let reader = match extension.as_str() {
             "csv" => {
                 let file = std::fs::File::open(path).map_err(read_error)?;
-                LeadsReader::csv(BufReader::with_capacity(1 << 16, file), now)
+                LeadsReader::csv_with(BufReader::with_capacity(1 << 16, file), now, options)
+            }
+            _ if options != CsvOptions::default() => {
+                return Err(LeadsFileError::CsvOptionsElsewhere(path.to_path_buf()));
             }
             "json" => {
                 let text = std::fs::read_to_string(path).map_err(read_error)?;
@@ -197,40 +235,72 @@ impl LeadsReader<'static> {
 }
 
 impl<'a> LeadsReader<'a> {
-    /// CSV with a header row. Line numbers are those of the file, counting the header as line
-    /// 1, and stay right when a quoted cell spans lines.
+    /// CSV with a header row, its separator and encoding worked out from the file. Line
+    /// numbers are those of the file, counting the header as line 1, and stay right when a
+    /// quoted cell spans lines.
     pub fn csv(
-        reader: impl Read + 'a,
+        reader: impl BufRead + 'a,
         now: DateTime<Utc>,
     ) -> Result<LeadsReader<'a>, LeadsFileError> {
-        let boxed: Box<dyn Read + 'a> = Box::new(reader);
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            // Rows with the wrong number of cells are rejected one by one, not fatal.
-            .flexible(true)
-            .from_reader(boxed);
-        let header = reader
-            .byte_headers()
-            .map_err(|e| LeadsFileError::Csv(e.to_string()))?
-            .clone();
-        let mut columns = Vec::with_capacity(header.len());
-        for cell in header.iter() {
-            let name = std::str::from_utf8(cell)
-                .map_err(|_| LeadsFileError::Csv("the header row is not UTF-8 text".into()))?;
-            columns.push(Column::from_header(name));
+        LeadsReader::csv_with(reader, now, CsvOptions::default())
+    }
+
+    /// CSV with a header row, read as `options` say.
+    pub fn csv_with(
+        reader: impl BufRead + 'a,
+        now: DateTime<Utc>,
+        options: CsvOptions,
+    ) -> Result<LeadsReader<'a>, LeadsFileError> {
+        let mut records = Records::new(Box::new(reader), options).map_err(LeadsFileError::Csv)?;
+        let header_error = |line: usize, reason: String| {
+            LeadsFileError::Csv(format!("the header row (line {line}): {reason}"))
+        };
+        let line = match records.next_row().map_err(LeadsFileError::Interrupted)? {
+            None => {
+                return Err(LeadsFileError::Csv(
+                    "the file is empty; expected a header row naming the columns".into(),
+                ));
+            }
+            Some(Row::Bad(line, reason)) => return Err(header_error(line, reason)),
+            Some(Row::Cells(line)) => line,
+        };
+        let mut names = Vec::with_capacity(records.cell_count());
+        for index in 0..records.cell_count() {
+            let name = records
+                .cell(index)
+                .map_err(|reason| header_error(line, reason))?;
+            names.push(name.trim_start_matches('\u{feff}').trim().to_string());
         }
+        let columns: Vec<Column> = names.iter().map(|name| Column::from_header(name)).collect();
         if !columns.contains(&Column::Email) {
             return Err(LeadsFileError::NoEmailColumn);
         }
+        records.set_header(names);
         Ok(LeadsReader {
             source: Source::Csv {
-                reader,
+                records: Box::new(records),
                 columns,
-                record: csv::ByteRecord::new(),
             },
             now,
             path: None,
         })
+    }
+
+    /// What the reader had to work out that a user may want to know (rows read as
+    /// Windows-1252 because they were not UTF-8), as sentences.
+    pub fn notes(&self) -> Vec<String> {
+        let Source::Csv { records, .. } = &self.source else {
+            return Vec::new();
+        };
+        let (rows, first) = records.legacy_rows();
+        if rows == 0 {
+            return Vec::new();
+        }
+        vec![format!(
+            "{rows} row{} not UTF-8 text, read as Windows-1252 (Latin-1), the first on line \
+             {first}; choose the encoding with --encoding",
+            if rows == 1 { " is" } else { "s are" }
+        )]
     }
 
     /// JSON Lines: one lead object per line; blank lines are skipped.
@@ -278,11 +348,7 @@ impl<'a> LeadsReader<'a> {
     fn next_row(&mut self) -> Result<Option<RowResult>, LeadsFileError> {
         let now = self.now;
         let row = match &mut self.source {
-            Source::Csv {
-                reader,
-                columns,
-                record,
-            } => csv_row(reader, columns, record, now),
+            Source::Csv { records, columns } => csv_row(records, columns, now),
             Source::Json { items, lines } => Ok(items.next().map(|item| {
                 let line = lines.next().unwrap_or(1);
                 (line, json_item(&item, now))
@@ -450,6 +516,9 @@ impl FileLead {
     fn set_json(&mut self, column: &Column, key: &str, value: &Json) -> Result<(), String> {
         match (column, value) {
             (_, Json::Null) => Ok(()),
+            (_, Json::String(text)) if text.len() > MAX_CELL => Err(format!(
+                "`{key}` holds more than 64 KiB; a value may hold at most 64 KiB"
+            )),
             (_, Json::String(text)) => self.set_text(column, text),
             (Column::Tags, Json::Array(items)) => {
                 for item in items {
@@ -632,7 +701,7 @@ fn merge(into: &mut FileLead, row: FileLead) {
 
 /// Reads CSV with a header row. Line numbers are those of the file, counting the header as line
 /// 1, and stay right when a quoted cell spans lines.
-pub fn parse_csv(reader: impl Read, now: DateTime<Utc>) -> Result<LoadReport, LeadsFileError> {
+pub fn parse_csv(reader: impl BufRead, now: DateTime<Utc>) -> Result<LoadReport, LeadsFileError> {
     LeadsReader::csv(reader, now)?.read_all()
 }
 
@@ -647,40 +716,31 @@ pub fn parse_json_lines(text: &str, now: DateTime<Utc>) -> Result<LoadReport, Le
     LeadsReader::json_lines(text.as_bytes(), now).read_all()
 }
 
-/// The next CSV record as a row. Only an I/O error stops the file; a record the CSV reader
-/// cannot make sense of is one rejected row.
+/// The next CSV record as a row. Only an I/O error stops the file; a record that cannot be
+/// read is one rejected row.
 fn csv_row(
-    reader: &mut csv::Reader<Box<dyn Read + '_>>,
+    records: &mut Records<'_>,
     columns: &[Column],
-    record: &mut csv::ByteRecord,
     now: DateTime<Utc>,
 ) -> Result<Option<RowResult>, LeadsFileError> {
-    match reader.read_byte_record(record) {
-        Ok(true) => {}
-        Ok(false) => return Ok(None),
-        Err(error) => {
-            if let csv::ErrorKind::Io(_) = error.kind() {
-                return Err(LeadsFileError::Csv(error.to_string()));
-            }
-            let line = error.position().map_or(0, |p| p.line() as usize);
-            return Ok(Some((line, Err(format!("not readable as CSV: {error}")))));
-        }
-    }
-    let line = record.position().map_or(0, |p| p.line() as usize);
-    if record.len() != columns.len() {
+    let line = match records.next_row().map_err(LeadsFileError::Interrupted)? {
+        None => return Ok(None),
+        Some(Row::Bad(line, reason)) => return Ok(Some((line, Err(reason)))),
+        Some(Row::Cells(line)) => line,
+    };
+    if records.cell_count() != columns.len() {
         let reason = format!(
             "expected {} cells like the header, found {}",
             columns.len(),
-            record.len()
+            records.cell_count()
         );
         return Ok(Some((line, Err(reason))));
     }
     let mut row = FileLead::new(now);
-    for (column, cell) in columns.iter().zip(record.iter()) {
-        let result = match std::str::from_utf8(cell) {
-            Ok(cell) => row.set_text(column, cell),
-            Err(_) => Err("a cell is not UTF-8 text".to_string()),
-        };
+    for (index, column) in columns.iter().enumerate() {
+        let result = records
+            .cell(index)
+            .and_then(|cell| row.set_text(column, without_formula_guard(&cell)));
         if let Err(reason) = result {
             return Ok(Some((line, Err(reason))));
         }
@@ -697,13 +757,15 @@ fn json_line(
 ) -> Result<Option<RowResult>, LeadsFileError> {
     loop {
         buffer.clear();
-        let read = reader
-            .read_until(b'\n', buffer)
-            .map_err(LeadsFileError::Interrupted)?;
-        if read == 0 {
+        let cut = csv_records::read_line(reader, buffer).map_err(LeadsFileError::Interrupted)?;
+        let Some(cut) = cut else {
             return Ok(None);
-        }
+        };
         *line += 1;
+        if cut {
+            let reason = "the line is longer than 1 MiB; a line may hold at most 1 MiB";
+            return Ok(Some((*line, Err(reason.to_string()))));
+        }
         let Ok(text) = std::str::from_utf8(buffer) else {
             return Ok(Some((*line, Err("the line is not UTF-8 text".to_string()))));
         };

@@ -827,3 +827,310 @@ fn a_store_holding_one_person_twice_is_merged_when_opened_and_the_command_says_s
     // Said once: the store is at the new version now.
     assert_eq!(scratch.run(&["leads", "list"]).stderr(), "");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Import that never loses a row in silence; list, show and export that survive any stored
+// value (issue 10). Each test below failed on the import that read CSV through the `csv` crate.
+// ---------------------------------------------------------------------------------------------
+
+/// The leads the store holds, by address, as the JSON list gives them.
+fn stored(scratch: &Scratch) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let listed = scratch.ok(&["leads", "list", "--format", "json"]);
+    let leads: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    leads
+        .into_iter()
+        .map(|lead| (lead["email"].as_str().unwrap().to_string(), lead))
+        .collect()
+}
+
+/// One unclosed quote used to swallow every row after it ("3 rows read" for a 9-row file, and
+/// no warning): now it costs its own row, reported on its line, and the rest import.
+#[test]
+fn an_unclosed_quote_costs_only_its_row_and_reading_resumes_on_the_next_line() {
+    let scratch = Scratch::new("unclosed-quote");
+    let file = scratch.write(
+        "leads.csv",
+        "email,first_name,company\n\
+         a@acme.example,Ana,Acme\n\
+         b@acme.example,Bo,\"Beta, Inc\n\
+         c@acme.example,Cy,Cyberdyne\n\
+         d@acme.example,Di,\"Dee, Ltd\"\n\
+         e@acme.example,Ed,Eee\n\
+         f@acme.example,Fy,Fff\n\
+         g@acme.example,Gil,Ggg\n\
+         h@acme.example,Hal,Hhh\n\
+         i@acme.example,Ida,Iii\n",
+    );
+    let run = scratch.run(&["leads", "import", file.to_str().unwrap()]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(
+        run.stdout().trim(),
+        "9 rows read: 8 created, 0 updated, 0 unchanged, 1 rejected"
+    );
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("leads.csv:3: unclosed quote in column 3 (`company`)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("reading resumes at line 4"), "{stderr}");
+    let leads = stored(&scratch);
+    assert_eq!(leads.len(), 8);
+    assert!(!leads.contains_key("b@acme.example"));
+    assert_eq!(leads["c@acme.example"]["company"], "Cyberdyne");
+    assert_eq!(leads["d@acme.example"]["company"], "Dee, Ltd");
+}
+
+/// A `;`- or tab-separated file was refused ("no `email` column") with no hint.
+#[test]
+fn semicolon_and_tab_separated_files_import_and_a_separator_can_be_chosen() {
+    let scratch = Scratch::new("separators");
+    let semicolons = scratch.write(
+        "semicolons.csv",
+        "E-Mail;First Name;Company\nana@acme.example;Ana;\"Acme; Söhne\"\n",
+    );
+    let tabs = scratch.write(
+        "tabs.csv",
+        "email\tfirst_name\tcompany\nbo@acme.example\tBo\tBeta, Inc\n",
+    );
+    let pipes = scratch.write("pipes.csv", "email|first_name\ncy@acme.example|Cy\n");
+    for file in [&semicolons, &tabs] {
+        let out = scratch.ok(&["leads", "import", file.to_str().unwrap()]);
+        assert_eq!(
+            out.trim(),
+            "1 row read: 1 created, 0 updated, 0 unchanged, 0 rejected"
+        );
+    }
+    let chosen = scratch.ok(&[
+        "leads",
+        "import",
+        pipes.to_str().unwrap(),
+        "--delimiter",
+        "|",
+    ]);
+    assert!(chosen.starts_with("1 row read: 1 created"), "{chosen}");
+    let leads = stored(&scratch);
+    assert_eq!(leads["ana@acme.example"]["company"], "Acme; Söhne");
+    assert_eq!(leads["bo@acme.example"]["company"], "Beta, Inc");
+    assert_eq!(leads["cy@acme.example"]["first_name"], "Cy");
+
+    let run = scratch.run(&["leads", "import", "x.csv", "--delimiter", "::"]);
+    assert_eq!(run.code(), 2, "a bad --delimiter is a usage error");
+    assert!(
+        run.stderr().contains("is not a separator"),
+        "{}",
+        run.stderr()
+    );
+}
+
+/// A Latin-1 (Windows-1252) row was dropped as "not UTF-8 text".
+#[test]
+fn windows_1252_rows_are_read_or_an_encoding_is_chosen() {
+    let scratch = Scratch::new("latin1");
+    let file = scratch.dir.join("latin1.csv");
+    std::fs::write(
+        &file,
+        b"email,first_name,company\nj@acme.example,J\xfcrgen,Fa\xe7ade \x80 GmbH\nm@acme.example,M\xc3\xbcller,Acme\n",
+    )
+    .unwrap();
+    let run = scratch.run(&["leads", "import", file.to_str().unwrap()]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(
+        run.stdout().trim(),
+        "2 rows read: 2 created, 0 updated, 0 unchanged, 0 rejected"
+    );
+    assert!(
+        run.stderr().contains(
+            "latin1.csv: 1 row is not UTF-8 text, read as Windows-1252 (Latin-1), the first on line 2"
+        ),
+        "{}",
+        run.stderr()
+    );
+    let leads = stored(&scratch);
+    assert_eq!(leads["j@acme.example"]["first_name"], "Jürgen");
+    assert_eq!(leads["j@acme.example"]["company"], "Façade € GmbH");
+    assert_eq!(leads["m@acme.example"]["first_name"], "Müller");
+
+    let other = Scratch::new("latin1-utf8");
+    let run = other.run(&[
+        "leads",
+        "import",
+        file.to_str().unwrap(),
+        "--encoding",
+        "utf-8",
+    ]);
+    assert_eq!(
+        run.stdout().trim(),
+        "2 rows read: 1 created, 0 updated, 0 unchanged, 1 rejected"
+    );
+    assert!(
+        run.stderr().contains(
+            "latin1.csv:2: column 2 (`first_name`) is not UTF-8 text; if the file is Windows-1252 (Latin-1), import it with --encoding windows-1252"
+        ),
+        "{}",
+        run.stderr()
+    );
+    let chosen = Scratch::new("latin1-chosen");
+    let out = chosen.ok(&[
+        "leads",
+        "import",
+        file.to_str().unwrap(),
+        "--encoding",
+        "latin1",
+    ]);
+    assert!(out.starts_with("2 rows read: 2 created"), "{out}");
+    assert_eq!(stored(&chosen)["m@acme.example"]["first_name"], "MÃ¼ller");
+}
+
+/// Line numbers were those of data rows in some files (a BOM and CRLF made `bad` on line 3
+/// "line 2"): now they are the file's own lines, where the row starts.
+#[test]
+fn rejected_rows_are_reported_at_the_file_line_where_they_start() {
+    let scratch = Scratch::new("file-lines");
+    let file = scratch.write(
+        "excel.csv",
+        "\u{feff}email,first_name,notes\r\n\
+         ana@acme.example,Ana,\"first line\r\nsecond line\r\nthird line\"\r\n\
+         \r\n\
+         not-an-address,Bo,\r\n\
+         cy@acme.example,Cy,\"one\ntwo\"\r\n\
+         dy@acme.example,Dy,Mars/Olympus,extra\r\n",
+    );
+    let run = scratch.run(&["leads", "import", file.to_str().unwrap()]);
+    assert_eq!(
+        run.stdout().trim(),
+        "4 rows read: 2 created, 0 updated, 0 unchanged, 2 rejected"
+    );
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("excel.csv:6: bad email address: `not-an-address` has no `@`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("excel.csv:9: expected 3 cells like the header, found 4"),
+        "{stderr}"
+    );
+    let leads = stored(&scratch);
+    assert_eq!(
+        leads["ana@acme.example"]["attributes"]["notes"],
+        "first line\r\nsecond line\r\nthird line"
+    );
+}
+
+/// A 10 MB cell was accepted, and then `leads list` panicked ("Formatting argument out of
+/// range"); a row that repeats an address was counted nowhere, so the summary did not add up.
+#[test]
+fn a_huge_cell_is_refused_by_line_and_column_and_every_row_is_counted() {
+    let scratch = Scratch::new("huge-cell");
+    let mut text = String::from("email,first_name,notes\nana@acme.example,Ana,short\n");
+    text.push_str("bo@acme.example,Bo,");
+    text.push_str(&"x".repeat(10 * 1024 * 1024));
+    text.push_str("\nana@acme.example,Anna,\ncy@acme.example,Cy,fine\n");
+    let file = scratch.write("huge.csv", &text);
+    let run = scratch.run(&["leads", "import", file.to_str().unwrap()]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(
+        run.stdout().trim(),
+        "4 rows read: 2 created, 0 updated, 0 unchanged, \
+         1 merged (same address as an earlier row), 1 rejected"
+    );
+    assert!(
+        run.stderr().contains(
+            "huge.csv:3: column 3 (`notes`) holds more than 64 KiB; a cell may hold at most 64 KiB"
+        ),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(stored(&scratch)["ana@acme.example"]["first_name"], "Anna");
+}
+
+/// Whatever a store holds (a 10 MB company from an older import, escape sequences and newlines
+/// from a file), `leads list` and `leads show` print without panicking, one line per lead, and
+/// never write a control character to the terminal.
+#[test]
+fn list_and_show_survive_any_stored_value_and_escape_control_characters() {
+    use nurture::lead::{Lead, Value};
+    use nurture::store::{Batch, Store};
+
+    let scratch = Scratch::new("hostile-values");
+    {
+        let store = Store::open(&scratch.store(), 1 << 20).unwrap();
+        let now = chrono::Utc::now();
+        let mut huge = Lead::new("huge@acme.example".into(), now);
+        huge.company = Some("C".repeat(10 * 1024 * 1024));
+        huge.attributes
+            .insert("y".repeat(70_000), Value::Text("long key".into()));
+        let mut evil = Lead::new("evil@acme.example".into(), now);
+        evil.first_name = Some("Eve\u{1b}[2J\u{1b}[31m".into());
+        evil.company = Some("Two\nLines\tInc\u{202e}".into());
+        let mut batch = Batch::default();
+        batch.leads.push(huge);
+        batch.leads.push(evil);
+        store.apply(&batch).unwrap();
+        store.flush().unwrap();
+    }
+    let table = scratch.ok(&["leads", "list"]);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(
+        !table.chars().any(|c| c.is_control() && c != '\n'),
+        "{table:?}"
+    );
+    assert!(
+        table.contains(r"Eve\u{1b}[2J\u{1b}[31m") && table.contains(r"Two\nLines\tInc\u{202e}"),
+        "{table}"
+    );
+    assert!(
+        table.lines().all(|line| line.chars().count() < 400),
+        "long cells are cut in the table"
+    );
+    let show = scratch.ok(&["leads", "show", "evil@acme.example"]);
+    assert!(
+        show.contains(r"company    Two\nLines\tInc\u{202e}"),
+        "{show}"
+    );
+    assert!(!show.contains('\u{1b}'), "{show:?}");
+    let show = scratch.ok(&["leads", "show", "huge@acme.example"]);
+    assert!(
+        show.contains("more characters; --format json shows all"),
+        "long values are cut in show"
+    );
+    let json = scratch.ok(&["leads", "show", "huge@acme.example", "--format", "json"]);
+    assert!(
+        json.len() > 10 * 1024 * 1024,
+        "JSON keeps every value whole"
+    );
+}
+
+/// A cell starting with `=`, `+`, `-` or `@` ran as a formula when the export was opened in a
+/// spreadsheet. Now it gets a leading `'`, which the import takes off again.
+#[test]
+fn csv_export_neutralizes_formulas_and_imports_back_to_the_same_values() {
+    let scratch = Scratch::new("formulas");
+    let file = scratch.write(
+        "formulas.csv",
+        "email,first_name,company,tags,score,plan,note\n\
+         ana@acme.example,@SUM(A1),\"=HYPERLINK(\"\"http://evil.example\"\")\",-trial,-5,+pro,-1+2\n",
+    );
+    scratch.ok(&["leads", "import", file.to_str().unwrap()]);
+    let before = stored(&scratch);
+    let export = scratch.ok(&["leads", "export"]);
+    let row = export.lines().nth(1).unwrap();
+    assert_eq!(
+        row,
+        "ana@acme.example,'@SUM(A1),,\"'=HYPERLINK(\"\"http://evil.example\"\")\",,'-trial,,-5,lead,,'-1+2,'+pro",
+        "{export}"
+    );
+    let out = scratch.write("export.csv", &export);
+    let other = Scratch::new("formulas-back");
+    other.ok(&["leads", "import", out.to_str().unwrap()]);
+    let after = stored(&other);
+    for field in ["first_name", "company", "tags", "score", "attributes"] {
+        assert_eq!(
+            after["ana@acme.example"][field], before["ana@acme.example"][field],
+            "{field}"
+        );
+    }
+    assert_eq!(
+        after["ana@acme.example"]["company"],
+        "=HYPERLINK(\"http://evil.example\")"
+    );
+}

@@ -17,6 +17,8 @@ mod examples;
 mod fuzz;
 // `nurture leads …` and `nurture contacts` against a real store in a scratch folder.
 mod leads_cli;
+// Settings checked like workflows (ranges, unknown variables) and flags that cannot overflow.
+mod settings_cli;
 // `nurture status` on a store with enrollments, sends, replies and exits.
 mod status_cli;
 // `nurture run`: the daemon sends on time, survives SIGKILL, reloads, stops gracefully.

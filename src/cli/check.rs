@@ -1,6 +1,7 @@
 //! `nurture check [PATH…]`: compile workflows and their templates, and look at the settings
-//! `nurture run` would refuse (SMTP and IMAP addresses, password sources, CA files, the
-//! unsubscribe key and base URL), without connecting anywhere; print every problem.
+//! `nurture run` would refuse (unknown names, values out of range, SMTP and IMAP addresses,
+//! password sources, CA files, the unsubscribe key and base URL), without connecting anywhere;
+//! print every problem.
 //!
 //! When the configured store exists and no daemon holds it, check also reads it: the attribute
 //! names the leads carry (a template field no lead has is an error), and what the edits do to
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{Cli, CliError, ExitCode, Project};
-use crate::config::TransportKind;
+use crate::config::{Config, ConfigError, TransportKind};
 use crate::daemon::reload::{Continues, InFlight, in_flight};
 use crate::daemon::smtp::Smtp;
 use crate::diagnostic::{Diagnostic, Severity};
@@ -70,9 +71,9 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<ExitCode, CliError> {
 
 /// What `nurture run` would refuse at start-up in the configuration.
 fn configuration_errors(cli: &Cli) -> Vec<Diagnostic> {
-    let config = match cli.load_config() {
+    let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
-        Err(error) => return vec![configuration_error(error.to_string())],
+        Err(error) => return settings_errors(error),
     };
     let mut errors = Vec::new();
     if config.transport.kind == TransportKind::Smtp
@@ -93,6 +94,15 @@ fn configuration_errors(cli: &Cli) -> Vec<Diagnostic> {
         errors.push(configuration_error(error));
     }
     errors
+}
+
+/// The settings `nurture run` would refuse before anything else (unknown names, wrong types,
+/// values out of range), as the diagnostics the configuration made, each at its place.
+fn settings_errors(error: ConfigError) -> Vec<Diagnostic> {
+    match error {
+        ConfigError::Invalid(diagnostics) => diagnostics,
+        other => vec![configuration_error(other.to_string())],
+    }
 }
 
 fn configuration_error(message: String) -> Diagnostic {

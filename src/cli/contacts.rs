@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use super::leads::view::{sentence, store_error, when};
+use super::leads::view::{aligned, cell, sentence, store_error, when};
 use super::{Cli, CliError, ExitCode};
 use crate::lead::{Lead, Stage};
 use crate::store::{EventKind, Store};
@@ -106,7 +106,7 @@ fn table(contacts: &[Contact]) -> String {
     if contacts.is_empty() {
         return "no contacts yet\n".to_string();
     }
-    let header = ["EMAIL", "NAME", "STAGE", "PROMOTED", "BY", "WHY"].map(String::from);
+    let header = ["EMAIL", "NAME", "STAGE", "PROMOTED", "BY", "WHY"];
     let rows: Vec<[String; 6]> = contacts
         .iter()
         .map(|c| {
@@ -115,30 +115,14 @@ fn table(contacts: &[Contact]) -> String {
                 c.by.clone()
                     .unwrap_or_else(|| format!("imported as {}", c.lead.stage));
             [
-                c.lead.email.clone(),
-                c.lead.full_name().unwrap_or_default(),
+                cell(&c.lead.email),
+                cell(&c.lead.full_name().unwrap_or_default()),
                 c.lead.stage.to_string(),
                 c.promoted_at.map_or_else(|| "-".to_string(), when),
-                by,
-                c.why.clone().unwrap_or_else(|| "-".to_string()),
+                cell(&by),
+                cell(c.why.as_deref().unwrap_or("-")),
             ]
         })
         .collect();
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    aligned(header, &rows, &[])
 }

@@ -37,9 +37,9 @@ pub struct DryRunArgs {
     /// (default: now).
     #[arg(long, value_name = "TIME")]
     pub start: Option<String>,
-    /// How far to look ahead: `90m`, `12h`, `30d`, `8w`.
-    #[arg(long, value_name = "DURATION", default_value = "60d")]
-    pub until: String,
+    /// How far to look ahead: `90m`, `12h`, `30d`, `8w` (at most 100 years).
+    #[arg(long, value_name = "DURATION", default_value = "60d", value_parser = parse_duration)]
+    pub until: Duration,
     /// The lead replies one hour after STEP's email, or DURATION after the start.
     #[arg(long, value_name = "STEP|DURATION")]
     pub reply_after: Option<String>,
@@ -91,7 +91,10 @@ pub fn run(cli: &Cli, args: &DryRunArgs) -> Result<ExitCode, CliError> {
             .and_then(|t| t.with_nanosecond(0))
             .unwrap_or_else(Utc::now),
     };
-    let until = start + parse_duration(&args.until).map_err(CliError::Usage)?;
+    // A start near the end of time plus a long look-ahead is past what a date can hold.
+    let until = start.checked_add_signed(args.until).ok_or_else(|| {
+        CliError::Usage("--start plus --until is past the last date nurture can represent".into())
+    })?;
     let scenario = scenario(args, workflow)?;
     let (leads, skipped) = select_leads(args, workflow, start)?;
 
@@ -257,7 +260,13 @@ fn parse_start(text: &str) -> Result<DateTime<Utc>, CliError> {
     )))
 }
 
-/// `90m`, `12h`, `30d`, `8w`.
+/// The longest duration a flag takes: a preview of a century is already more than any
+/// sequence needs, and anything longer only risks overflowing date arithmetic.
+const MAX_DURATION_DAYS: i64 = 100 * 366;
+
+/// `90m`, `12h`, `30d`, `8w`, at most 100 years. A number too large for the unit (`--until
+/// 99999999999d` panicked in chrono) is refused like any other bad value: clap reports it as a
+/// usage error (exit 2).
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -266,22 +275,35 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let bad =
         || format!("`{text}` is not a duration; write a number and a unit: 90m, 12h, 30d, 8w");
-    let n: i64 = number.parse().map_err(|_| bad())?;
-    match unit.trim() {
-        "m" | "min" | "minutes" => Ok(Duration::minutes(n)),
-        "h" | "hours" => Ok(Duration::hours(n)),
-        "d" | "days" => Ok(Duration::days(n)),
-        "w" | "weeks" => Ok(Duration::weeks(n)),
-        _ => Err(bad()),
-    }
+    let too_long = || format!("`{text}` is too long; at most 100 years ({MAX_DURATION_DAYS}d)");
+    let n: i64 = match number.parse() {
+        Ok(n) => n,
+        Err(_) if !number.is_empty() => return Err(too_long()),
+        Err(_) => return Err(bad()),
+    };
+    let duration = match unit.trim() {
+        "m" | "min" | "minutes" => Duration::try_minutes(n),
+        "h" | "hours" => Duration::try_hours(n),
+        "d" | "days" => Duration::try_days(n),
+        "w" | "weeks" => Duration::try_weeks(n),
+        _ => return Err(bad()),
+    };
+    duration
+        .filter(|d| *d <= Duration::days(MAX_DURATION_DAYS))
+        .ok_or_else(too_long)
 }
 
 fn trigger(flag: &str, text: &str, workflow: &Workflow) -> Result<Trigger, CliError> {
     if workflow.step_index(text).is_some() {
         return Ok(Trigger::AfterStep(text.to_string()));
     }
-    if let Ok(duration) = parse_duration(text) {
-        return Ok(Trigger::After(duration));
+    match parse_duration(text) {
+        Ok(duration) => return Ok(Trigger::After(duration)),
+        // A number with a unit is meant as a duration: say what is wrong with it.
+        Err(message) if text.trim().starts_with(|c: char| c.is_ascii_digit()) => {
+            return Err(CliError::Usage(format!("{flag}: {message}")));
+        }
+        Err(_) => {}
     }
     let steps: Vec<&str> = workflow.steps.iter().map(|s| s.name.as_str()).collect();
     let hint = match did_you_mean(text, steps.iter().copied()) {

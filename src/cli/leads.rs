@@ -17,6 +17,7 @@ use self::view::{CsvOut, Filter, store_error, write_error};
 use super::check::plural;
 use super::{Cli, CliError, ExitCode};
 use crate::lead::{Lead, Stage};
+use crate::leads_file::CsvOptions;
 
 #[derive(Debug, Args)]
 pub struct LeadsArgs {
@@ -54,16 +55,21 @@ pub enum LeadsCommand {
 const IMPORT_HELP: &str = "\
 CSV needs a header row with an `email` column; first_name, last_name, name, company, source, \
 tags (separated by ; | or ,), timezone, score and stage are lead fields, every other column an \
-attribute. JSON is an array of lead objects (or {\"leads\": [...]}); JSON Lines one object per \
-line.
+attribute. The separator is the most frequent of `,` `;` and tab in the header line unless \
+--delimiter says; a row that is not UTF-8 is read as Windows-1252 (Latin-1) unless --encoding \
+says. A cell holds at most 64 KiB, a line at most 1 MiB. JSON is an array of lead objects (or \
+{\"leads\": [...]}); JSON Lines one object per line.
 
 A lead already in the store takes the file's non-empty fields, the union of the tags and the \
 file's attributes; its score only where the row has one. Its stage, suppression and creation \
 time are never changed. Importing the same file again changes nothing.
 
-Rows that cannot be imported (a bad address, an unknown time zone, …) are reported on stderr \
-with their line number and do not fail the import: the exit code is 0 once the good rows are in, \
-3 when the file cannot be read or the store cannot be written.";
+Rows that cannot be imported (a bad address, an unknown time zone, an unclosed quote, a cell \
+too large, …) are reported on stderr with the file line where they start and do not fail the \
+import; after an unclosed quote, reading resumes on the next line. The summary counts every row \
+once: created, updated, unchanged, merged (an earlier row had the address) or rejected. The \
+exit code is 0 once the good rows are in, 3 when the file cannot be read or the store cannot \
+be written.";
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -75,6 +81,13 @@ pub struct ImportArgs {
     /// A tag added to every lead in the file (repeatable).
     #[arg(long = "tag", value_name = "T")]
     pub tags: Vec<String>,
+    /// CSV: the separator, one character (`,` `;` `|`) or `tab` (default: from the header).
+    #[arg(long, value_name = "C", value_parser = CsvOptions::parse_delimiter)]
+    pub delimiter: Option<u8>,
+    /// CSV: the encoding of every row, e.g. `utf-8`, `windows-1252`, `latin1` (default: each
+    /// row UTF-8 when it is, else Windows-1252).
+    #[arg(long, value_name = "NAME", value_parser = CsvOptions::parse_encoding)]
+    pub encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 #[derive(Debug, Args)]
@@ -352,6 +365,10 @@ fn run_import(cli: &Cli, args: &ImportArgs) -> Result<ExitCode, CliError> {
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
             .collect(),
+        csv: CsvOptions {
+            delimiter: args.delimiter,
+            encoding: args.encoding,
+        },
     };
     // Check the file before opening the store, so a typo in the name is reported as such.
     if !args.file.is_file() {
@@ -382,13 +399,21 @@ fn run_import(cli: &Cli, args: &ImportArgs) -> Result<ExitCode, CliError> {
     );
     progress.clear();
     let summary = summary.map_err(|e| CliError::Input(e.to_string()))?;
+    for note in &summary.notes {
+        eprintln!("note: {}: {note}", args.file.display());
+    }
     println!("{}", summary_line(&summary));
     Ok(ExitCode::Success)
 }
 
+/// The counts, which add up to the rows read; `merged` only when a row repeated an address.
 fn summary_line(summary: &ImportSummary) -> String {
+    let merged = match summary.merged {
+        0 => String::new(),
+        n => format!(", {n} merged (same address as an earlier row)"),
+    };
     format!(
-        "{} row{} read: {} created, {} updated, {} unchanged, {} rejected",
+        "{} row{} read: {} created, {} updated, {} unchanged{merged}, {} rejected",
         summary.rows,
         plural(summary.rows),
         summary.created,

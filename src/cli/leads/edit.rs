@@ -9,6 +9,7 @@ use super::view::{find_lead, store_error};
 use crate::cli::CliError;
 use crate::engine::{ExitReason, Status};
 use crate::lead::{Lead, Stage, Suppression, SuppressionReason, Value};
+use crate::leads_file::MAX_CELL;
 use crate::store::{Batch, EventKind, Store};
 
 /// What a command did, for its one line of output.
@@ -68,6 +69,12 @@ pub fn set(
                 ));
             }
             _ => {}
+        }
+        // The same limit as a file's cell: what `leads list` and `show` are built to show.
+        if value.len() > MAX_CELL {
+            return Err(CliError::Usage(format!(
+                "{key}: the value holds more than 64 KiB; a value may hold at most 64 KiB"
+            )));
         }
         if value.is_empty() {
             clear(&mut lead, &key)?;

@@ -10,6 +10,10 @@
 //!
 //! Every created or changed lead is written with a journal event and a mark in the store's
 //! `changed` tree, so the daemon's enrollment pass looks at it.
+//!
+//! Every row read is counted once: by the lead it made (`created`, `updated`, `unchanged`),
+//! as `merged` when an earlier row of the file had the same address, or as `rejected`; so the
+//! counts add up to the rows read, and no row goes missing without a word.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -18,7 +22,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use crate::lead::{Lead, email_key};
-use crate::leads_file::{FileLead, LeadsFileError, LeadsReader, RejectedRow};
+use crate::leads_file::{CsvOptions, FileLead, LeadsFileError, LeadsReader, RejectedRow};
 use crate::store::{Batch, EventKind, Store, StoreError};
 
 /// Rows read, merged and written per store transaction. Measured on 100,000 leads into a fresh
@@ -33,18 +37,25 @@ pub struct ImportOptions {
     pub source: Option<String>,
     /// Tags added to every lead in the file.
     pub tags: Vec<String>,
+    /// A CSV file's separator and encoding, when chosen.
+    pub csv: CsvOptions,
 }
 
-/// What an import did, by lead: each address in the file counts once, as `created`, `updated`
-/// (something actually changed) or `unchanged`; `rejected` counts rows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What an import did. Each address in the file counts once, as `created`, `updated`
+/// (something actually changed) or `unchanged`; its further rows count as `merged`; `rejected`
+/// counts rows. The five add up to `rows`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportSummary {
     /// Data rows read.
     pub rows: usize,
     pub created: usize,
     pub updated: usize,
     pub unchanged: usize,
+    /// Rows whose address an earlier row of the file had: merged into that lead.
+    pub merged: usize,
     pub rejected: usize,
+    /// What reading the file had to work out (rows read as Windows-1252), as sentences.
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +92,7 @@ pub fn import(
     now: DateTime<Utc>,
     on_chunk: impl FnMut(&ImportSummary, &[RejectedRow]),
 ) -> Result<ImportSummary, ImportError> {
-    let reader = LeadsReader::open(path, now)?;
+    let reader = LeadsReader::open_with(path, now, options.csv)?;
     let file_name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -191,6 +202,8 @@ impl Importer<'_> {
         while let Some(chunk) = reader.next_chunk(CHUNK_ROWS)? {
             summary.rows += chunk.rows;
             summary.rejected += chunk.rejected.len();
+            // Rows the chunk merged by address; an address of an earlier chunk counts below.
+            summary.merged += chunk.rows - chunk.rejected.len() - chunk.leads.len();
             let mut batch = Batch::default();
             for mut row in chunk.leads {
                 if row.lead.source.is_none() {
@@ -199,6 +212,9 @@ impl Importer<'_> {
                 row.lead.tags.extend(self.options.tags.iter().cloned());
                 let hash = self.hasher.hash_one(email_key(&row.lead.email));
                 let before = self.seen.get(&hash).copied();
+                if before.is_some() {
+                    summary.merged += 1;
+                }
                 let stored = match before {
                     None if self.was_empty => None,
                     None => self.store.lead(&row.lead.email)?,
@@ -227,6 +243,7 @@ impl Importer<'_> {
             writer.send(batch)?;
             on_chunk(&summary, &chunk.rejected);
         }
+        summary.notes = reader.notes();
         Ok(summary)
     }
 }

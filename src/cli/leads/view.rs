@@ -1,7 +1,15 @@
 //! Reading leads out of the store: `leads list`, `leads show`, `leads export`, the CSV and JSON
 //! shapes they write (both read back by `leads import`), and the sentence each journal event
 //! reads as.
+//!
+//! Stored values come from files and mail nobody vetted, so the human formats (the table and
+//! `show`'s text) never trust them: control characters and the invisible ones that reorder text
+//! are written as escapes (`\n`, `\u{1b}`), so a value can neither break a table's lines nor
+//! drive the terminal; a table cell is cut at [`CELL_CHARS`] characters and padding is done by
+//! hand, so no length can panic a format width. JSON and CSV give the exact values, except that a
+//! CSV cell a spreadsheet would run as a formula gets a leading `'` ([`neutralize`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write;
@@ -12,7 +20,7 @@ use serde_json::json;
 use crate::cli::CliError;
 use crate::diagnostic::did_you_mean;
 use crate::engine::{Enrollment, Status};
-use crate::lead::{Lead, Stage, SuppressionReason, normalize_email};
+use crate::lead::{Lead, Stage, SuppressionReason, Value, normalize_email};
 use crate::store::{EventKind, Store};
 
 /// The columns every CSV starts with, in this order; attributes follow, by name.
@@ -96,6 +104,80 @@ impl Filter {
     }
 }
 
+/// The most characters a table cell shows; longer values end in `…` (`leads show` and the JSON
+/// formats give them whole).
+pub const CELL_CHARS: usize = 60;
+
+/// `text` for a person's terminal: control characters, and the format characters that hide or
+/// reorder text (zero-width spaces, bidirectional overrides), as escapes such as `\n`, `\t`,
+/// `\u{1b}`; everything else as it is.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    if !text.chars().any(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A table cell: [`printable`], and at most [`CELL_CHARS`] characters.
+pub fn cell(text: &str) -> String {
+    let text = printable(text);
+    match text.char_indices().nth(CELL_CHARS) {
+        None => text.into_owned(),
+        Some(_) => {
+            let cut = text
+                .char_indices()
+                .nth(CELL_CHARS - 1)
+                .map_or(text.len(), |(i, _)| i);
+            format!("{}…", &text[..cut])
+        }
+    }
+}
+
+/// Columns aligned for people: the header, then the rows, two spaces apart; the columns whose
+/// index is in `right` are right-aligned. Padding is written by hand: a format width panics
+/// past 65,535.
+pub fn aligned<const N: usize>(header: [&str; N], rows: &[[String; N]], right: &[usize]) -> String {
+    let header = header.map(String::from);
+    let mut widths = [0; N];
+    for row in std::iter::once(&header).chain(rows) {
+        for (width, text) in widths.iter_mut().zip(row) {
+            *width = (*width).max(text.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, (text, width)) in row.iter().zip(widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = " ".repeat(width - text.chars().count());
+            if right.contains(&i) {
+                line.push_str(&pad);
+                line.push_str(text);
+            } else {
+                line.push_str(text);
+                line.push_str(&pad);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// Aligned columns for people: email, name, company, stage, score, tags, suppressed.
 pub fn table(leads: &[Lead]) -> String {
     let header = [
@@ -111,43 +193,20 @@ pub fn table(leads: &[Lead]) -> String {
         .iter()
         .map(|lead| {
             [
-                lead.email.clone(),
-                lead.full_name().unwrap_or_default(),
-                lead.company.clone().unwrap_or_default(),
+                cell(&lead.email),
+                cell(&lead.full_name().unwrap_or_default()),
+                cell(lead.company.as_deref().unwrap_or_default()),
                 lead.stage.to_string(),
                 lead.score.to_string(),
-                lead.tags.iter().cloned().collect::<Vec<_>>().join(","),
+                cell(&lead.tags.iter().cloned().collect::<Vec<_>>().join(",")),
                 lead.suppression
                     .as_ref()
                     .map_or_else(String::new, |s| reason_word(s.reason).to_string()),
             ]
         })
         .collect();
-    let header = header.map(String::from);
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            // Right-align the score so the numbers line up.
-            if i == 4 {
-                let _ = write!(line, "{cell:>width$}");
-            } else {
-                let _ = write!(line, "{cell:<width$}");
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    // Right-align the score so the numbers line up.
+    aligned(header, &rows, &[4])
 }
 
 fn reason_word(reason: SuppressionReason) -> &'static str {
@@ -195,13 +254,14 @@ impl<W: Write> CsvOut<W> {
     pub fn write(&mut self, lead: &Lead) -> Result<(), CliError> {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let mut record = vec![
-            lead.email.clone(),
-            text(&lead.first_name),
-            text(&lead.last_name),
-            text(&lead.company),
-            text(&lead.source),
-            lead.tags.iter().cloned().collect::<Vec<_>>().join(";"),
-            text(&lead.timezone),
+            neutralize(lead.email.clone()),
+            neutralize(text(&lead.first_name)),
+            neutralize(text(&lead.last_name)),
+            neutralize(text(&lead.company)),
+            neutralize(text(&lead.source)),
+            neutralize(lead.tags.iter().cloned().collect::<Vec<_>>().join(";")),
+            neutralize(text(&lead.timezone)),
+            // A number (`-5` is a score, not a formula) and words of ours.
             lead.score.to_string(),
             lead.stage.to_string(),
             lead.suppression
@@ -209,17 +269,29 @@ impl<W: Write> CsvOut<W> {
                 .map_or_else(String::new, |s| reason_word(s.reason).to_string()),
         ];
         for name in &self.attributes {
-            record.push(
-                lead.attributes
-                    .get(name)
-                    .map_or_else(String::new, ToString::to_string),
-            );
+            record.push(match lead.attributes.get(name) {
+                None => String::new(),
+                Some(Value::Text(text)) => neutralize(text.clone()),
+                Some(other) => other.to_string(),
+            });
         }
         self.writer.write_record(&record).map_err(csv_error)
     }
 
     pub fn finish(mut self) -> Result<(), CliError> {
         self.writer.flush().map_err(write_error)
+    }
+}
+
+/// A text cell as CSV writes it: one that a spreadsheet would run as a formula (starting with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return; OWASP's "CSV injection") gets a leading `'`,
+/// which spreadsheets show as plain text. `leads import` takes that `'` off again (see
+/// `crate::leads_file`), so an export imports back to the same values.
+pub fn neutralize(text: String) -> String {
+    if text.starts_with(crate::leads_file::FORMULA_STARTS) {
+        format!("'{text}")
+    } else {
+        text
     }
 }
 
@@ -320,7 +392,7 @@ pub fn show_text(store: &Store, lead: &Lead) -> Result<String, CliError> {
     let mut out = String::new();
     let none = || "-".to_string();
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(none);
-    let _ = writeln!(out, "{}", lead.email);
+    let _ = writeln!(out, "{}", shown(&lead.email));
     let mut fields = vec![
         ("name", lead.full_name().unwrap_or_else(none)),
         ("company", opt(&lead.company)),
@@ -350,18 +422,17 @@ pub fn show_text(store: &Store, lead: &Lead) -> Result<String, CliError> {
     fields.push(("created", when(lead.created_at)));
     fields.push(("updated", when(lead.updated_at)));
     for (name, value) in fields {
-        let _ = writeln!(out, "  {name:<11}{value}");
+        let _ = writeln!(out, "  {name:<11}{}", shown(&value));
     }
     if !lead.attributes.is_empty() {
         let _ = writeln!(out, "attributes");
-        let width = lead
+        let rows: Vec<[String; 2]> = lead
             .attributes
-            .keys()
-            .map(|k| k.chars().count())
-            .max()
-            .unwrap_or(0);
-        for (name, value) in &lead.attributes {
-            let _ = writeln!(out, "  {name:<width$}  {value}");
+            .iter()
+            .map(|(name, value)| [shown(name), shown(&value.to_string())])
+            .collect();
+        for line in aligned(["", ""], &rows, &[]).lines().skip(1) {
+            let _ = writeln!(out, "  {line}");
         }
     }
     let enrollments = store.enrollments_of(&lead.email).map_err(store_error)?;
@@ -392,14 +463,14 @@ pub fn show_text(store: &Store, lead: &Lead) -> Result<String, CliError> {
         } else {
             format!("; {}", facts.join("; "))
         };
-        let _ = writeln!(
-            out,
-            "  {}: {}, step {}, {due}, enrolled {}{facts}",
+        let line = format!(
+            "{}: {}, step {}, {due}, enrolled {}{facts}",
             e.workflow,
             status_text(e),
             e.position.step,
             when(e.enrolled_at)
         );
+        let _ = writeln!(out, "  {}", shown(&line));
     }
     let _ = writeln!(out, "timeline");
     for event in store.events_of(&lead.email).map_err(store_error)? {
@@ -407,14 +478,29 @@ pub fn show_text(store: &Store, lead: &Lead) -> Result<String, CliError> {
             .workflow
             .as_ref()
             .map_or_else(String::new, |w| format!("[{w}] "));
-        let _ = writeln!(
-            out,
-            "  {}  {workflow}{}",
-            when(event.at),
-            sentence(&event.kind)
-        );
+        let line = format!("{workflow}{}", sentence(&event.kind));
+        let _ = writeln!(out, "  {}  {}", when(event.at), shown(&line));
     }
     Ok(out)
+}
+
+/// The most characters `leads show` prints of one value; `--format json` gives it whole.
+const SHOW_CHARS: usize = 2000;
+
+/// A value in `leads show`'s text: [`printable`], cut after [`SHOW_CHARS`] characters with a
+/// word on how much is left out.
+fn shown(text: &str) -> String {
+    let text = printable(text);
+    match text.char_indices().nth(SHOW_CHARS) {
+        None => text.into_owned(),
+        Some((cut, _)) => {
+            let more = text[cut..].chars().count();
+            format!(
+                "{}… ({more} more characters; --format json shows all)",
+                &text[..cut]
+            )
+        }
+    }
 }
 
 /// `leads show` as JSON: the lead, its enrollments and its events in the store's shapes.
