@@ -16,6 +16,7 @@
 //! - [`enrollment`]: which leads enter which workflows, and when.
 //! - [`mail`]: templates, rendering, MIME composition.
 //! - [`project`]: a folder of workflows and templates, loaded and checked together.
+//! - [`retry`]: exponential backoff with jitter, for emails and webhooks that wait.
 //! - [`store`]: the durable state in sled: leads, enrollments, due index, outbox, journal.
 //! - [`config`]: `nurture.toml` with environment overrides.
 //! - [`daemon`]: `nurture run`: the scheduler, sender, enroller and reload loop.
@@ -37,6 +38,7 @@ pub mod lend;
 pub mod mail;
 pub mod private;
 pub mod project;
+pub mod retry;
 pub mod secret;
 pub mod store;
 pub mod tls;

@@ -430,7 +430,7 @@ impl Endpoint {
             return None;
         }
         Some(
-            now + backoff(
+            now + crate::retry::backoff(
                 delivery.attempts,
                 &delivery.id,
                 self.retry_min,
@@ -438,23 +438,6 @@ impl Endpoint {
             ),
         )
     }
-}
-
-/// Exponential backoff with jitter: `min`, 2×`min`, 4×`min`… up to `max`, each stretched by up
-/// to a quarter (derived from the id: deliveries that failed together spread out, and one
-/// delivery's schedule is reproducible).
-pub fn backoff(attempt: u32, id: &str, min: Duration, max: Duration) -> Duration {
-    let doublings = attempt.saturating_sub(1).min(20);
-    let base = min
-        .checked_mul(1 << doublings)
-        .unwrap_or(max)
-        .min(max)
-        .max(Duration::milliseconds(1));
-    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    let jitter_ms = hash % (base.num_milliseconds() as u64 / 4 + 1);
-    base + Duration::milliseconds(jitter_ms as i64)
 }
 
 #[cfg(test)]
@@ -701,7 +684,8 @@ mod tests {
             "too old"
         );
         for attempt in 1..30 {
-            let wait = backoff(attempt, "msg_x", Duration::seconds(5), Duration::hours(1));
+            let wait =
+                crate::retry::backoff(attempt, "msg_x", Duration::seconds(5), Duration::hours(1));
             assert!(wait <= Duration::hours(1) + Duration::minutes(15));
         }
     }

@@ -417,15 +417,7 @@ impl<'a> Work<'a> {
             step: failed.step,
             error: failed.error,
         };
-        enrollment.status = Status::Exited(reason.clone());
-        enrollment.due = None;
-        enrollment.updated_at = self.now;
-        self.batch.event(
-            &enrollment.lead,
-            self.now,
-            Some(&enrollment.workflow),
-            EventKind::Exited { reason },
-        );
+        self.exit(enrollment, reason);
     }
 
     /// Suppresses `email` (if it is not already) and ends every enrollment still active:
@@ -479,7 +471,8 @@ impl<'a> Work<'a> {
         self.emails.retain(|queued| queued.envelope_to != email);
     }
 
-    fn end(&mut self, mut enrollment: Enrollment, reason: ExitReason) {
+    /// Ends `enrollment` with `reason`, journaled (the caller stores it).
+    fn exit(&mut self, enrollment: &mut Enrollment, reason: ExitReason) {
         enrollment.status = Status::Exited(reason.clone());
         enrollment.due = None;
         enrollment.updated_at = self.now;
@@ -489,6 +482,10 @@ impl<'a> Work<'a> {
             Some(&enrollment.workflow),
             EventKind::Exited { reason },
         );
+    }
+
+    fn end(&mut self, mut enrollment: Enrollment, reason: ExitReason) {
+        self.exit(&mut enrollment, reason);
         self.batch.enrollments.push(enrollment);
     }
 

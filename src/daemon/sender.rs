@@ -431,13 +431,7 @@ fn record(email: &OutboxEmail, state: MessageState, now: DateTime<Utc>) -> Messa
 /// jitter is derived from the Message-ID: no random source, and the same email gets the same
 /// schedule.
 pub fn backoff(attempt: u32, message_id: &str) -> Duration {
-    let doublings = attempt.saturating_sub(1).min(16);
-    let base = (FIRST_BACKOFF * 2_i32.pow(doublings)).min(MAX_BACKOFF);
-    let hash = message_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    let jitter_ms = hash % (base.num_milliseconds() as u64 / 4 + 1);
-    base + Duration::milliseconds(jitter_ms as i64)
+    crate::retry::backoff(attempt, message_id, FIRST_BACKOFF, MAX_BACKOFF)
 }
 
 #[cfg(test)]
