@@ -24,6 +24,8 @@ pub struct Config {
     pub imap: ImapConfig,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
+    /// Web forms served at `POST /forms/<name>` (`[[forms]]` in the file).
+    pub forms: Vec<FormConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,20 +104,162 @@ impl Default for SmtpConfig {
     }
 }
 
-/// The one-click unsubscribe endpoint and the key of unsubscribe tokens (`crate::unsubscribe`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The daemon's HTTP server (`daemon::http`): one-click unsubscribe, the `/v1` API, web forms
+/// and opt-in confirmation; the key of signed links (`crate::token`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Where the daemon serves `/unsubscribe/<token>`, e.g. `127.0.0.1:8025`; empty: no server.
+    /// Where the daemon serves, e.g. `127.0.0.1:8025`; empty: no server.
     pub listen: String,
     /// The public `https://` address that reaches `listen` (through your TLS proxy); empty: no
     /// one-click links, only the `mailto:` one.
     pub base_url: String,
-    /// A file holding the key of unsubscribe tokens (at least 16 bytes).
+    /// A file holding the key of signed links (at least 16 bytes).
     pub secret_file: String,
     /// Or: the name of an environment variable holding it. Neither: a random key is made on
     /// first start and kept in the store.
     pub secret_env: String,
+    /// API keys for `/v1`, one a line (blank lines and `#` comments skipped). Neither this nor
+    /// `api_key_env`: no API.
+    pub api_key_file: String,
+    /// Or: the name of an environment variable holding the keys (separated by commas).
+    pub api_key_env: String,
+    /// Requests per second one API key may make (bursts up to as many); 0: no limit.
+    pub api_requests_per_second: u32,
+    /// The largest API request body, in bytes.
+    pub api_max_body_bytes: usize,
+    /// A request that takes longer is answered 408.
+    pub timeout_seconds: u64,
+    /// The header a proxy in front puts the client's address in (`X-Forwarded-For`: its last
+    /// entry counts); empty: the address of the connection. For the forms' per-address limit.
+    pub client_ip_header: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: String::new(),
+            base_url: String::new(),
+            secret_file: String::new(),
+            secret_env: String::new(),
+            api_key_file: String::new(),
+            api_key_env: String::new(),
+            api_requests_per_second: 1000,
+            api_max_body_bytes: 64 * 1024,
+            timeout_seconds: 30,
+            client_ip_header: String::new(),
+        }
+    }
+}
+
+/// One web form (`[[forms]]`): what `POST /forms/<name>` takes from a plain HTML form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FormConfig {
+    /// In the URL: letters, digits, `-` and `_`.
+    pub name: String,
+    /// Form field → lead field (`email`, `first_name`, `company`, an attribute name…). Fields
+    /// not named here are ignored; one must map to `email`.
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// The lead's source, when it has none yet.
+    pub source: String,
+    /// Tags every lead from this form gets.
+    pub tags: Vec<String>,
+    /// Pages allowed to post (`https://www.example.com`), checked against `Origin` (or
+    /// `Referer`); empty: any.
+    pub allowed_origins: Vec<String>,
+    /// Where the browser goes after a sign-up (303).
+    pub thank_you_url: String,
+    /// Where it goes when the input is refused (303, with `?error=<code>&field=<field>`).
+    pub error_url: String,
+    /// A field people leave empty and bots fill: a post with it filled is dropped quietly
+    /// (and still sent to the thank-you page). Empty: none.
+    pub honeypot: String,
+    /// Posts one client address may make to this form per minute; 0: no limit.
+    pub per_address_per_minute: u32,
+    /// The largest body this form takes, in bytes.
+    pub max_body_bytes: usize,
+    /// Keep sign-ups unconfirmed until the link in a confirmation email is followed.
+    pub double_opt_in: bool,
+    /// The template of the confirmation email (`templates/<name>.html.hbs` and `.txt.hbs`).
+    pub confirm_template: String,
+    /// Its subject (handlebars, like a workflow's).
+    pub confirm_subject: String,
+    /// Its sender, `Name <address>`.
+    pub confirm_from: String,
+    /// An unconfirmed sign-up is dropped after this many hours.
+    pub confirm_within_hours: u32,
+    /// Where the browser goes once confirmed (303); empty: a page of the daemon's.
+    pub confirmed_url: String,
+    /// The version of the consent text the form shows, recorded with the consent.
+    pub consent_version: String,
+}
+
+impl Default for FormConfig {
+    fn default() -> Self {
+        FormConfig {
+            name: String::new(),
+            fields: std::collections::BTreeMap::new(),
+            source: String::new(),
+            tags: Vec::new(),
+            allowed_origins: Vec::new(),
+            thank_you_url: String::new(),
+            error_url: String::new(),
+            honeypot: String::new(),
+            per_address_per_minute: 10,
+            max_body_bytes: 16 * 1024,
+            double_opt_in: false,
+            confirm_template: "confirm".into(),
+            confirm_subject: "Please confirm your subscription".into(),
+            confirm_from: String::new(),
+            confirm_within_hours: 72,
+            confirmed_url: String::new(),
+            consent_version: String::new(),
+        }
+    }
+}
+
+impl FormConfig {
+    /// What is wrong with this form's settings, in words that name the setting.
+    pub fn problems(&self) -> Vec<String> {
+        let at = |key: &str| format!("[[forms]] `{}`: {key}", self.name);
+        let mut problems = Vec::new();
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problems.push(format!(
+                "[[forms]] name `{}`: use letters, digits, `-` and `_`",
+                self.name
+            ));
+        }
+        if !self.fields.values().any(|field| field == "email") {
+            problems.push(format!("{}: no form field maps to `email`", at("fields")));
+        }
+        for (key, url) in [
+            ("thank_you_url", &self.thank_you_url),
+            ("error_url", &self.error_url),
+        ] {
+            if url.is_empty() {
+                problems.push(format!("{}: where should the browser go?", at(key)));
+            }
+        }
+        if self.double_opt_in {
+            if crate::workflow::Mailbox::parse(&self.confirm_from).is_err() {
+                problems.push(format!(
+                    "{}: `{}` is not `Name <address>` or an address",
+                    at("confirm_from"),
+                    self.confirm_from
+                ));
+            }
+            if self.confirm_within_hours == 0 {
+                problems.push(format!("{}: must be at least 1", at("confirm_within_hours")));
+            }
+        }
+        problems
+    }
 }
 
 /// The inbox the daemon watches for replies, auto-replies, bounces and unsubscribe mail
@@ -349,6 +493,15 @@ impl Config {
                     for (key, value) in values {
                         into.insert(key, value);
                     }
+                }
+                // `[[forms]]`: the file's list replaces the (empty) default.
+                (Some(into @ toml::Value::Array(_)), values @ toml::Value::Array(_)) => {
+                    *into = values;
+                }
+                (Some(toml::Value::Array(_)), _) => {
+                    return Err(parse_error(format!(
+                        "`{section}` must be a list of tables: write `[[{section}]]`"
+                    )));
                 }
                 (Some(_), _) => return Err(parse_error(format!("`{section}` must be a table"))),
                 (None, _) => {

@@ -11,7 +11,8 @@
 //! - `outbox`: not-before ‖ Message-ID → [`OutboxEmail`]
 //! - `events`: email ‖ sequence → [`Event`] (append-only, per lead, in order)
 //! - `changed`: email → () (leads whose data changed since enrollment last looked at them)
-//! - `meta`: schema version, emails being handed to a transport, mail-watcher positions
+//! - `meta`: schema version, emails being handed to a transport, mail-watcher positions,
+//!   unconfirmed sign-ups and idempotency keys (`daemon::intake`)
 //!
 //! Every change that must agree is one [`Batch`], applied as one transaction across the trees:
 //! an enrollment and its due entry never disagree, and an email enters the outbox in the same
@@ -112,6 +113,8 @@ pub struct Batch {
     pub in_flight_clear: Vec<u64>,
     /// Meta entries to write (the inbox watcher's position, the mail it has processed).
     pub meta_put: Vec<(String, Vec<u8>)>,
+    /// Meta entries to remove (after `meta_put`): expired sign-ups and idempotency keys.
+    pub meta_remove: Vec<String>,
 }
 
 impl Batch {
@@ -127,6 +130,7 @@ impl Batch {
             && self.in_flight_set.is_none()
             && self.in_flight_clear.is_empty()
             && self.meta_put.is_empty()
+            && self.meta_remove.is_empty()
     }
 
     pub fn event(
@@ -398,6 +402,9 @@ impl Store {
                 for (key, value) in &batch.meta_put {
                     meta_t.insert(key.as_bytes(), value.as_slice())?;
                 }
+                for key in &batch.meta_remove {
+                    meta_t.remove(key.as_bytes())?;
+                }
                 Ok(())
             },
         );
@@ -664,6 +671,16 @@ impl Store {
     pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<()> {
         self.meta.insert(key.as_bytes(), value)?;
         Ok(())
+    }
+
+    /// Up to `limit` meta entries whose keys start with `prefix`, in key order.
+    pub fn meta_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut found = Vec::new();
+        for entry in self.meta.scan_prefix(prefix.as_bytes()).take(limit) {
+            let (key, value) = entry?;
+            found.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
+        }
+        Ok(found)
     }
 
     /// Bytes the database takes on disk.
