@@ -255,7 +255,10 @@ impl FormConfig {
                 ));
             }
             if self.confirm_within_hours == 0 {
-                problems.push(format!("{}: must be at least 1", at("confirm_within_hours")));
+                problems.push(format!(
+                    "{}: must be at least 1",
+                    at("confirm_within_hours")
+                ));
             }
         }
         problems
@@ -614,10 +617,43 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_example_is_the_defaults() {
+    fn the_shipped_example_is_the_defaults_plus_the_example_form() {
         let text = include_str!("../nurture.example.toml");
-        let config = Config::from_parts(Path::new("nurture.example.toml"), text, &[]).unwrap();
+        let mut config = Config::from_parts(Path::new("nurture.example.toml"), text, &[]).unwrap();
+        let forms = std::mem::take(&mut config.forms);
         assert_eq!(config, Config::default());
+        // The form examples/signup.html posts to, every key written out.
+        assert_eq!(forms.len(), 1);
+        let form = &forms[0];
+        assert_eq!(form.name, "signup");
+        assert!(form.double_opt_in);
+        assert_eq!(form.fields["email"], "email");
+        assert_eq!(form.problems(), Vec::<String>::new());
+        let written: toml::Table = toml::from_str(text).unwrap();
+        let keys = written["forms"].as_array().unwrap()[0]
+            .as_table()
+            .unwrap()
+            .len();
+        let all = toml::Table::try_from(FormConfig::default()).unwrap().len();
+        assert_eq!(keys, all, "every form setting is in the example");
+    }
+
+    #[test]
+    fn forms_are_a_list_of_tables_and_their_mistakes_are_named() {
+        let text = "[[forms]]\nname = \"a b\"\nthank_you_url = \"x\"\n";
+        let config = Config::from_parts(Path::new("n.toml"), text, &[]).unwrap();
+        let problems = config.forms[0].problems().join("\n");
+        assert!(problems.contains("name `a b`"), "{problems}");
+        assert!(problems.contains("maps to `email`"), "{problems}");
+        assert!(problems.contains("error_url"), "{problems}");
+        let error = Config::from_parts(Path::new("n.toml"), "[forms]\nname = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`[[forms]]`"), "{error}");
+        let error = Config::from_parts(Path::new("n.toml"), "[[forms]]\nnaem = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("naem"), "{error}");
     }
 
     #[test]

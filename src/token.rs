@@ -36,7 +36,9 @@ pub enum KeyError {
     File { path: String, error: std::io::Error },
     #[error("http.secret_env: the environment variable {0} is not set")]
     Variable(String),
-    #[error("the key of signed links (http.secret_file, http.secret_env) must be at least 16 bytes long")]
+    #[error(
+        "the key of signed links (http.secret_file, http.secret_env) must be at least 16 bytes long"
+    )]
     TooShort,
     #[error("http.secret_file and http.secret_env are both set: keep one")]
     Both,

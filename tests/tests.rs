@@ -31,3 +31,7 @@ mod classify;
 mod smtp;
 // Under systemd (readiness, watchdog), the shipped unit file, completions and man pages.
 mod ops;
+// The `/v1` API over real HTTP against `nurture run`, and the curl examples of docs/api.md.
+mod api;
+// Web forms, double opt-in (through Postfix + Dovecot) and the example page in headless Chromium.
+mod forms;

@@ -56,7 +56,10 @@ pub enum Door {
     /// Create or update a lead (`POST /v1/leads`, a form without double opt-in).
     Upsert { row: FileLead, by: String },
     /// Keep `row` unconfirmed and send it the confirmation email of `form`.
-    SignUp { row: FileLead, form: Arc<FormConfig> },
+    SignUp {
+        row: FileLead,
+        form: Arc<FormConfig>,
+    },
     /// Journal something the lead did elsewhere.
     Event {
         email: String,
@@ -226,8 +229,10 @@ impl Group<'_, '_> {
             fingerprint: idempotency.fingerprint,
             reply: reply.clone(),
         };
-        self.meta
-            .insert(key, Some(serde_json::to_vec(&remembered).unwrap_or_default()));
+        self.meta.insert(
+            key,
+            Some(serde_json::to_vec(&remembered).unwrap_or_default()),
+        );
         self.meta.insert(
             format!("{IDEM_EXPIRES}{}:{}", stamp(expires), idempotency.key),
             Some(Vec::new()),
@@ -333,7 +338,10 @@ impl Group<'_, '_> {
                 return Ok(Reply::error(
                     500,
                     "confirmation_failed",
-                    format!("the confirmation email of form `{}` could not be made: {error}", form.name),
+                    format!(
+                        "the confirmation email of form `{}` could not be made: {error}",
+                        form.name
+                    ),
                     None,
                 ));
             }
@@ -355,8 +363,7 @@ impl Group<'_, '_> {
         // A sign-up again before confirming replaces the first (its links keep working until
         // they expire, and confirm this one).
         if let Some(before) = self.pending(&email)? {
-            self.meta
-                .insert(expiry_key(before.expires, &email), None);
+            self.meta.insert(expiry_key(before.expires, &email), None);
         }
         let pending = Pending {
             lead: row.lead,
@@ -416,12 +423,20 @@ impl Group<'_, '_> {
             .base_url()
             .ok_or("http.base_url is not set: there is no address for the confirmation link")?;
         let expires_at = expires.timestamp().to_string();
-        let token = self.cx.unsubscribe.signer().seal(
-            CONFIRM_KIND,
-            &[&lead.email, &form.name, &expires_at],
-        );
+        let token = self
+            .cx
+            .unsubscribe
+            .signer()
+            .seal(CONFIRM_KIND, &[&lead.email, &form.name, &expires_at]);
         let mut context = serde_json::Map::new();
-        for name in ["email", "first_name", "last_name", "name", "company", "source"] {
+        for name in [
+            "email",
+            "first_name",
+            "last_name",
+            "name",
+            "company",
+            "source",
+        ] {
             if let Some(value) = lead.field(name) {
                 context.insert(name.into(), Json::String(value.to_string()));
             }
@@ -431,7 +446,10 @@ impl Group<'_, '_> {
                 .entry(key.clone())
                 .or_insert_with(|| Json::String(value.to_string()));
         }
-        context.insert("confirm_url".into(), json!(format!("{base}/confirm/{token}")));
+        context.insert(
+            "confirm_url".into(),
+            json!(format!("{base}/confirm/{token}")),
+        );
         context.insert("form".into(), json!(form.name));
         context.insert(
             "sender_name".into(),
@@ -497,7 +515,10 @@ impl Group<'_, '_> {
             };
             return Ok(if confirmed {
                 // A second press of the button: done already.
-                Reply::new(200, json!({"email": email, "status": "confirmed", "form": form}))
+                Reply::new(
+                    200,
+                    json!({"email": email, "status": "confirmed", "form": form}),
+                )
             } else {
                 Reply::error(
                     404,
@@ -567,9 +588,7 @@ impl Group<'_, '_> {
                     &pending.lead.email,
                     now,
                     None,
-                    EventKind::ConfirmationExpired {
-                        form: pending.form,
-                    },
+                    EventKind::ConfirmationExpired { form: pending.form },
                 );
                 self.meta.insert(pending_key(email), None);
             }

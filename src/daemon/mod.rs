@@ -281,7 +281,8 @@ async fn start_http(
         }
         return Ok(None);
     }
-    let doors = http::Doors::new(config, project, unsubscribe, inbound).map_err(DaemonError::Setup)?;
+    let doors =
+        http::Doors::new(config, project, unsubscribe, inbound).map_err(DaemonError::Setup)?;
     let listener = tokio::net::TcpListener::bind(&http.listen)
         .await
         .map_err(|e| DaemonError::Setup(format!("http.listen {}: {e}", http.listen)))?;

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::cli::CliError;
-use crate::diagnostic::did_you_mean;
 use crate::daemon::intake::pending;
+use crate::diagnostic::did_you_mean;
 use crate::engine::{Enrollment, Status};
 use crate::lead::{Lead, Stage, SuppressionReason, normalize_email};
 use crate::store::{EventKind, Store};
@@ -316,7 +316,9 @@ pub fn sentence(kind: &EventKind) -> String {
             "signed up through form `{form}`: confirmation email sent, unconfirmed until {}",
             when(*expires)
         ),
-        EventKind::Consented { form, version } => format!("consent given: {}", consent(form, version)),
+        EventKind::Consented { form, version } => {
+            format!("consent given: {}", consent(form, version))
+        }
         EventKind::ConfirmationExpired { form } => {
             format!("sign-up through form `{form}` expired unconfirmed")
         }

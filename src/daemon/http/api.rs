@@ -51,7 +51,10 @@ pub struct Keys {
 impl Keys {
     /// The configured keys; `None` when none is configured (no API).
     pub fn load(config: &HttpConfig) -> Result<Option<Keys>, String> {
-        let keys: Vec<String> = match (config.api_key_file.is_empty(), config.api_key_env.is_empty()) {
+        let keys: Vec<String> = match (
+            config.api_key_file.is_empty(),
+            config.api_key_env.is_empty(),
+        ) {
             (true, true) => return Ok(None),
             (false, false) => {
                 return Err("http.api_key_file and http.api_key_env are both set: keep one".into());
@@ -141,7 +144,9 @@ async fn create(
     let key = authorize(&doors, &headers)?;
     let body = json_body(&headers, body)?;
     let Value::Object(mut object) = parse(&body)? else {
-        return Err(ApiError::Json("expected an object with the lead's fields".into()));
+        return Err(ApiError::Json(
+            "expected an object with the lead's fields".into(),
+        ));
     };
     let confirm_with = object.remove("confirm_with");
     let row = lead_fields(&object, Utc::now())

@@ -57,7 +57,11 @@ impl Form {
         if self.origins.is_empty() {
             return true;
         }
-        let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
         let origin = match text(header::ORIGIN).filter(|origin| *origin != "null") {
             Some(origin) => origin.to_ascii_lowercase(),
             None => match text(header::REFERER).and_then(origin_of) {
@@ -70,8 +74,8 @@ impl Form {
 
     /// The error page, saying what and where.
     fn error(&self, code: &str, field: &str) -> Response {
-        let query = serde_urlencoded::to_string([("error", code), ("field", field)])
-            .unwrap_or_default();
+        let query =
+            serde_urlencoded::to_string([("error", code), ("field", field)]).unwrap_or_default();
         let url = &self.config.error_url;
         let separator = if url.contains('?') { '&' } else { '?' };
         see_other(&format!("{url}{separator}{query}"))
@@ -132,7 +136,10 @@ async fn submit(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
     if !form_encoded {
         return document(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -41,10 +41,7 @@ async fn page(State(doors): State<Arc<Doors>>, Path(token): Path<String>) -> Res
     document(StatusCode::OK, "Unsubscribe", &body)
 }
 
-async fn unsubscribe_now(
-    State(doors): State<Arc<Doors>>,
-    Path(token): Path<String>,
-) -> Response {
+async fn unsubscribe_now(State(doors): State<Arc<Doors>>, Path(token): Path<String>) -> Response {
     let Some(address) = doors.unsubscribe.verify(&token) else {
         return not_found().await;
     };
