@@ -184,10 +184,10 @@ mod tests {
         // A field changed, the MAC kept (another address, a later expiry).
         let (_, mac) = token.split_once('.').unwrap();
         for forged in [
-            "eve@example.test\0signup\01700000000",
-            "ana@example.test\0signup\01800000000",
+            "eve@example.test\0signup\x001700000000",
+            "ana@example.test\0signup\x001800000000",
             "ana@example.test\0signup",
-            "ana@example.test\0signup\01700000000\0x",
+            "ana@example.test\0signup\x001700000000\0x",
         ] {
             let forged = format!("{}.{mac}", URL_SAFE_NO_PAD.encode(forged));
             assert_eq!(signer.open("confirm", &forged), None, "{forged}");

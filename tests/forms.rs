@@ -243,7 +243,7 @@ fn double_opt_in_round_trip_through_postfix_and_dovecot() {
     let (_, mac) = token.split_once('.').unwrap();
     let forged = format!(
         "{}.{mac}",
-        base64_url("eve@example.test\0signup\04102444800")
+        base64_url("eve@example.test\0signup\x004102444800")
     );
     assert_eq!(
         http.post(daemon.url(&format!("/confirm/{forged}")))

@@ -86,6 +86,12 @@ fn configuration_errors(cli: &Cli) -> Vec<Diagnostic> {
     if let Err(error) = Unsubscribe::check(&config.http) {
         errors.push(configuration_error(error.to_string()));
     }
+    if let Err(error) = crate::daemon::http::api::Keys::load(&config.http) {
+        errors.push(configuration_error(error));
+    }
+    for form in &config.forms {
+        errors.extend(form.problems().into_iter().map(configuration_error));
+    }
     errors
 }
 
