@@ -279,6 +279,10 @@ async fn start_http(
         if !http.base_url.is_empty() {
             warn!(base_url = %http.base_url, "http.base_url is set but http.listen is empty: this daemon does not serve the one-click links it sends");
         }
+        if !config.forms.is_empty() || !http.api_key_file.is_empty() || !http.api_key_env.is_empty()
+        {
+            warn!("forms or API keys are configured but http.listen is empty: no API, no forms");
+        }
         return Ok(None);
     }
     let doors =
