@@ -37,6 +37,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Webhooks out (`[[webhooks]]`, one entry per receiving URL; see `crate::webhooks`).
     pub webhooks: Vec<WebhookConfig>,
+    /// Web forms served at `POST /forms/<name>` (`[[forms]]` in the file).
+    pub forms: Vec<FormConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,20 +117,165 @@ impl Default for SmtpConfig {
     }
 }
 
-/// The one-click unsubscribe endpoint and the key of unsubscribe tokens (`crate::unsubscribe`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The daemon's HTTP server (`daemon::http`): one-click unsubscribe, the `/v1` API, web forms
+/// and opt-in confirmation; the key of signed links (`crate::token`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Where the daemon serves `/unsubscribe/<token>`, e.g. `127.0.0.1:8025`; empty: no server.
+    /// Where the daemon serves, e.g. `127.0.0.1:8025`; empty: no server.
     pub listen: String,
     /// The public `https://` address that reaches `listen` (through your TLS proxy); empty: no
     /// one-click links, only the `mailto:` one.
     pub base_url: String,
-    /// A file holding the key of unsubscribe tokens (at least 16 bytes).
+    /// A file holding the key of signed links (at least 16 bytes).
     pub secret_file: String,
     /// Or: the name of an environment variable holding it. Neither: a random key is made on
     /// first start and kept in the store.
     pub secret_env: String,
+    /// API keys for `/v1`, one a line (blank lines and `#` comments skipped). Neither this nor
+    /// `api_key_env`: no API.
+    pub api_key_file: String,
+    /// Or: the name of an environment variable holding the keys (separated by commas).
+    pub api_key_env: String,
+    /// Requests per second one API key may make (bursts up to as many); 0: no limit.
+    pub api_requests_per_second: u32,
+    /// The largest API request body, in bytes.
+    pub api_max_body_bytes: usize,
+    /// A request that takes longer is answered 408.
+    pub timeout_seconds: u64,
+    /// The header a proxy in front puts the client's address in (`X-Forwarded-For`: its last
+    /// entry counts); empty: the address of the connection. For the forms' per-address limit.
+    pub client_ip_header: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: String::new(),
+            base_url: String::new(),
+            secret_file: String::new(),
+            secret_env: String::new(),
+            api_key_file: String::new(),
+            api_key_env: String::new(),
+            api_requests_per_second: 1000,
+            api_max_body_bytes: 64 * 1024,
+            timeout_seconds: 30,
+            client_ip_header: String::new(),
+        }
+    }
+}
+
+/// One web form (`[[forms]]`): what `POST /forms/<name>` takes from a plain HTML form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FormConfig {
+    /// In the URL: letters, digits, `-` and `_`.
+    pub name: String,
+    /// Form field → lead field (`email`, `first_name`, `company`, an attribute name…). Fields
+    /// not named here are ignored; one must map to `email`.
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// The lead's source, when it has none yet.
+    pub source: String,
+    /// Tags every lead from this form gets.
+    pub tags: Vec<String>,
+    /// Pages allowed to post (`https://www.example.com`), checked against `Origin` (or
+    /// `Referer`); empty: any.
+    pub allowed_origins: Vec<String>,
+    /// Where the browser goes after a sign-up (303).
+    pub thank_you_url: String,
+    /// Where it goes when the input is refused (303, with `?error=<code>&field=<field>`).
+    pub error_url: String,
+    /// A field people leave empty and bots fill: a post with it filled is dropped quietly
+    /// (and still sent to the thank-you page). Empty: none.
+    pub honeypot: String,
+    /// Posts one client address may make to this form per minute; 0: no limit.
+    pub per_address_per_minute: u32,
+    /// The largest body this form takes, in bytes.
+    pub max_body_bytes: usize,
+    /// Keep sign-ups unconfirmed until the link in a confirmation email is followed.
+    pub double_opt_in: bool,
+    /// The template of the confirmation email (`templates/<name>.html.hbs` and `.txt.hbs`).
+    pub confirm_template: String,
+    /// Its subject (handlebars, like a workflow's).
+    pub confirm_subject: String,
+    /// Its sender, `Name <address>`.
+    pub confirm_from: String,
+    /// An unconfirmed sign-up is dropped after this many hours.
+    pub confirm_within_hours: u32,
+    /// Where the browser goes once confirmed (303); empty: a page of the daemon's.
+    pub confirmed_url: String,
+    /// The version of the consent text the form shows, recorded with the consent.
+    pub consent_version: String,
+}
+
+impl Default for FormConfig {
+    fn default() -> Self {
+        FormConfig {
+            name: String::new(),
+            fields: std::collections::BTreeMap::new(),
+            source: String::new(),
+            tags: Vec::new(),
+            allowed_origins: Vec::new(),
+            thank_you_url: String::new(),
+            error_url: String::new(),
+            honeypot: String::new(),
+            per_address_per_minute: 10,
+            max_body_bytes: 16 * 1024,
+            double_opt_in: false,
+            confirm_template: "confirm".into(),
+            confirm_subject: "Please confirm your subscription".into(),
+            confirm_from: String::new(),
+            confirm_within_hours: 72,
+            confirmed_url: String::new(),
+            consent_version: String::new(),
+        }
+    }
+}
+
+impl FormConfig {
+    /// What is wrong with this form's settings, in words that name the setting.
+    pub fn problems(&self) -> Vec<String> {
+        let at = |key: &str| format!("[[forms]] `{}`: {key}", self.name);
+        let mut problems = Vec::new();
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problems.push(format!(
+                "[[forms]] name `{}`: use letters, digits, `-` and `_`",
+                self.name
+            ));
+        }
+        if !self.fields.values().any(|field| field == "email") {
+            problems.push(format!("{}: no form field maps to `email`", at("fields")));
+        }
+        for (key, url) in [
+            ("thank_you_url", &self.thank_you_url),
+            ("error_url", &self.error_url),
+        ] {
+            if url.is_empty() {
+                problems.push(format!("{}: where should the browser go?", at(key)));
+            }
+        }
+        if self.double_opt_in {
+            if crate::workflow::Mailbox::parse(&self.confirm_from).is_err() {
+                problems.push(format!(
+                    "{}: `{}` is not `Name <address>` or an address",
+                    at("confirm_from"),
+                    self.confirm_from
+                ));
+            }
+            if self.confirm_within_hours == 0 {
+                problems.push(format!(
+                    "{}: must be at least 1",
+                    at("confirm_within_hours")
+                ));
+            }
+        }
+        problems
+    }
 }
 
 /// The inbox the daemon watches for replies, auto-replies, bounces and unsubscribe mail
@@ -482,7 +629,7 @@ impl Config {
         for (section, values) in file {
             match (merged.get_mut(&section), values) {
                 (Some(toml::Value::Table(into)), toml::Value::Table(values)) => into.extend(values),
-                // A list of tables (`[[webhooks]]`): the file's list replaces the default.
+                // A list of tables (`[[webhooks]]`, `[[forms]]`): the file's list replaces the default.
                 (Some(toml::Value::Array(into)), toml::Value::Array(values)) => *into = values,
                 // Anything else was reported by `unknown_keys` or the typed parse above.
                 _ => {}
@@ -692,8 +839,10 @@ fn unknown_variables(config: &Config, unclaimed: &[&str]) -> Vec<Diagnostic> {
         config.smtp.password_env.as_str(),
         config.imap.password_env.as_str(),
         config.http.secret_env.as_str(),
+        config.http.api_key_env.as_str(),
     ];
     named.extend(config.imap.accounts.iter().map(|a| a.password_env.as_str()));
+    named.extend(config.webhooks.iter().map(|w| w.secret_env.as_str()));
     let mut candidates = setting_variables();
     candidates.extend(COMMAND_LINE_VARIABLES.map(String::from));
     unclaimed
@@ -967,10 +1116,43 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_example_is_the_defaults() {
+    fn the_shipped_example_is_the_defaults_plus_the_example_form() {
         let text = include_str!("../nurture.example.toml");
-        let config = Config::from_parts(Path::new("nurture.example.toml"), text, &[]).unwrap();
+        let mut config = Config::from_parts(Path::new("nurture.example.toml"), text, &[]).unwrap();
+        let forms = std::mem::take(&mut config.forms);
         assert_eq!(config, Config::default());
+        // The form examples/signup.html posts to, every key written out.
+        assert_eq!(forms.len(), 1);
+        let form = &forms[0];
+        assert_eq!(form.name, "signup");
+        assert!(form.double_opt_in);
+        assert_eq!(form.fields["email"], "email");
+        assert_eq!(form.problems(), Vec::<String>::new());
+        let written: toml::Table = toml::from_str(text).unwrap();
+        let keys = written["forms"].as_array().unwrap()[0]
+            .as_table()
+            .unwrap()
+            .len();
+        let all = toml::Table::try_from(FormConfig::default()).unwrap().len();
+        assert_eq!(keys, all, "every form setting is in the example");
+    }
+
+    #[test]
+    fn forms_are_a_list_of_tables_and_their_mistakes_are_named() {
+        let text = "[[forms]]\nname = \"a b\"\nthank_you_url = \"x\"\n";
+        let config = Config::from_parts(Path::new("n.toml"), text, &[]).unwrap();
+        let problems = config.forms[0].problems().join("\n");
+        assert!(problems.contains("name `a b`"), "{problems}");
+        assert!(problems.contains("maps to `email`"), "{problems}");
+        assert!(problems.contains("error_url"), "{problems}");
+        let error = Config::from_parts(Path::new("n.toml"), "[forms]\nname = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`[[forms]]`"), "{error}");
+        let error = Config::from_parts(Path::new("n.toml"), "[[forms]]\nnaem = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("naem"), "{error}");
     }
 
     #[test]
@@ -1119,8 +1301,12 @@ mod tests {
             ("NURTURE_IMAP_SECRET", "secret"),
             ("NURTURE_DAEMON_REHEARSAL_START", "2026-11-22T12:00:00Z"),
             ("NURTURE_DAEMON_REHEARSAL_SPEED", "1000000"),
+            ("NURTURE_HTTP_API_KEY_ENV", "NURTURE_API_KEYS"),
+            ("NURTURE_API_KEYS", "key-1,key-2"),
         ];
         assert_eq!(problems(text, &fine), "");
+        let hooks = "[[webhooks]]\nurl = \"https://crm.example/hook\"\nevents = [\"*\"]\nsecret_env = \"NURTURE_HOOK_SECRET\"\n";
+        assert_eq!(problems(hooks, &[("NURTURE_HOOK_SECRET", "whsec_x")]), "");
     }
 
     #[test]

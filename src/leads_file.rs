@@ -784,9 +784,19 @@ fn json_item(item: &Json, now: DateTime<Utc>) -> Result<FileLead, String> {
     let Json::Object(object) = item else {
         return Err("expected an object with the lead's fields".to_string());
     };
+    lead_fields(object, now).map_err(|(_, reason)| reason)
+}
+
+/// A lead from one JSON object's fields, read as a JSON leads file's row is (the API and web
+/// forms use it); a refusal names the key at fault. The address may still be missing.
+pub fn lead_fields(
+    object: &serde_json::Map<String, Json>,
+    now: DateTime<Utc>,
+) -> Result<FileLead, (String, String)> {
     let mut row = FileLead::new(now);
     for (key, value) in object {
-        row.set_json(&Column::from_header(key), key, value)?;
+        row.set_json(&Column::from_header(key), key, value)
+            .map_err(|reason| (key.clone(), reason))?;
     }
     Ok(row)
 }

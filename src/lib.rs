@@ -7,6 +7,7 @@
 //! Module map:
 //! - [`lead`]: the lead model and email normalization.
 //! - [`lend`]: how a command reaches the store while the daemon holds it.
+//! - [`token`]: signed tokens (unsubscribe and opt-in links) under the store's key.
 //! - [`private`]: folders and files only their owner may read (the store, the outbox).
 //! - [`leads_file`]: leads from CSV / JSON / JSON Lines files.
 //! - [`workflow`]: the compiled program the engine runs, and cron slots.
@@ -42,6 +43,7 @@ pub mod retry;
 pub mod secret;
 pub mod store;
 pub mod tls;
+pub mod token;
 pub mod unsubscribe;
 pub mod webhooks;
 pub mod workflow;

@@ -1,7 +1,7 @@
 //! Unsubscribe links: what goes into `List-Unsubscribe` and `{{unsubscribe_url}}`, and the
 //! check of a token that comes back.
 //!
-//! A token names the lead and carries an HMAC-SHA256 of it under a secret key:
+//! A token is a signed token of kind `unsubscribe` ([`crate::token`]) naming the lead:
 //! `base64url(address).base64url(mac[..16])`. Without the key nobody can make one for an
 //! address (so nobody can unsubscribe someone else), and the server needs no table of tokens.
 //! The address inside is visible to whoever holds the link: the person it was sent to.
@@ -14,32 +14,23 @@
 //! - `mailto:<reply address>?subject=unsubscribe%20<token>`: always; the inbox watcher reads
 //!   the token from the subject (so the sender's mailbox needs no plus-addressing);
 //! - `<base_url>/unsubscribe/<token>`: when `http.base_url` is set; the one-click endpoint
-//!   (RFC 8058) of [`crate::http`]. Then `List-Unsubscribe-Post` is sent as well.
+//!   (RFC 8058) of [`crate::daemon::http`]. Then `List-Unsubscribe-Post` is sent as well.
 //!
-//! The key is `http.secret_file` or the variable named by `http.secret_env`; without either,
-//! a random key is made on first start and kept in the store, so links stay valid across
-//! restarts.
-
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
+//! The key is the store's key of signed links ([`crate::token::Signer::load`]).
 
 use crate::config::HttpConfig;
 use crate::lead::email_key;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
+pub use crate::token::KeyError;
+use crate::token::{self, Signer};
 use crate::workflow::Workflow;
 
-/// Bytes of the MAC kept in a token: 128 bits, beyond guessing.
-const MAC_BYTES: usize = 16;
-/// Where a generated key is kept in the store's meta tree.
-const META_KEY: &str = "unsubscribe_key";
-/// Separates the purpose from the address in what is signed.
-const PURPOSE: &[u8] = b"nurture-unsubscribe\0";
+/// The kind of token (see [`crate::token`]): what the MAC is made over besides the address.
+const KIND: &str = "unsubscribe";
 
 /// Makes and checks unsubscribe tokens; builds the links of one email.
 pub struct Unsubscribe {
-    key: hmac::Key,
+    signer: Signer,
     /// `https://…` without a trailing slash; `None`: no one-click link.
     base_url: Option<String>,
 }
@@ -68,70 +59,44 @@ impl Links {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("http.secret_file {path}: {error}")]
-    File { path: String, error: std::io::Error },
-    #[error("http.secret_env: the environment variable {0} is not set")]
-    Variable(String),
-    #[error("the unsubscribe secret must be at least 16 bytes long")]
-    TooShort,
-    #[error("http.secret_file and http.secret_env are both set: keep one")]
-    Both,
-    #[error("http.base_url `{0}`: expected https://host[/path] (http:// only for this host)")]
-    BaseUrl(String),
-    #[error("no random numbers for a new key: {0}")]
-    Random(String),
-    #[error("{0}")]
-    Store(#[from] StoreError),
-}
-
 impl Unsubscribe {
     /// A maker of links with `secret` as key and one-click links under `base_url` (empty: none).
     pub fn new(secret: &[u8], base_url: &str) -> Result<Unsubscribe, KeyError> {
-        let base_url = base_url.trim().trim_end_matches('/');
-        let base_url = if base_url.is_empty() {
-            None
-        } else if is_https_or_local(base_url) {
-            Some(base_url.to_owned())
-        } else {
-            return Err(KeyError::BaseUrl(base_url.to_owned()));
-        };
-        if secret.len() < 16 {
-            return Err(KeyError::TooShort);
-        }
+        let base_url = base_url_of(base_url)?;
         Ok(Unsubscribe {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            signer: Signer::new(secret)?,
             base_url,
         })
     }
 
-    /// The daemon's links: the key from the configuration, or the one kept in `store` (made
-    /// on first use).
+    /// The daemon's links: under the store's key of signed links (`signer`).
     pub fn load(config: &HttpConfig, store: &Store) -> Result<Unsubscribe, KeyError> {
-        let secret = match configured_secret(config)? {
-            Some(secret) => secret,
-            None => match store.meta_get(META_KEY)? {
-                Some(secret) => secret,
-                None => {
-                    let mut secret = vec![0u8; 32];
-                    SystemRandom::new()
-                        .fill(&mut secret)
-                        .map_err(|e| KeyError::Random(e.to_string()))?;
-                    store.meta_set(META_KEY, &secret)?;
-                    store.flush()?;
-                    secret
-                }
-            },
-        };
-        Unsubscribe::new(&secret, &config.base_url)
+        Unsubscribe::with_signer(Signer::load(config, store)?, &config.base_url)
+    }
+
+    /// Links under `signer`'s key.
+    pub fn with_signer(signer: Signer, base_url: &str) -> Result<Unsubscribe, KeyError> {
+        Ok(Unsubscribe {
+            signer,
+            base_url: base_url_of(base_url)?,
+        })
     }
 
     /// Checks the settings as [`Unsubscribe::load`] would (the key's source, the base URL),
     /// without a store.
     pub fn check(config: &HttpConfig) -> Result<(), KeyError> {
-        let secret = configured_secret(config)?.unwrap_or_else(|| vec![0; 32]);
-        Unsubscribe::new(&secret, &config.base_url).map(|_| ())
+        Signer::check(config)?;
+        base_url_of(&config.base_url).map(|_| ())
+    }
+
+    /// The key's signer, for the other signed links (opt-in confirmation).
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// The public base URL (no trailing slash), when there is one.
+    pub fn base_url(&self) -> Option<&str> {
+        self.base_url.as_deref()
     }
 
     /// For previews (`dry-run`): links of the right shape under a fixed, public key. They do
@@ -148,39 +113,18 @@ impl Unsubscribe {
 
     /// The token of `address` (normalized; its spelling is kept in the token).
     pub fn token(&self, address: &str) -> String {
-        let mac = hmac::sign(&self.key, &signed(&email_key(address)));
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(address),
-            URL_SAFE_NO_PAD.encode(&mac.as_ref()[..MAC_BYTES])
-        )
+        token::join(address, &self.signer.mac(KIND, &[&email_key(address)]))
     }
 
     /// The address a token names, if the token is genuine. Look the lead up by it (the store
     /// ignores case): its spelling may differ from the lead's.
     pub fn verify(&self, token: &str) -> Option<String> {
-        let (address, mac) = token.trim().split_once('.')?;
-        let address = String::from_utf8(URL_SAFE_NO_PAD.decode(address).ok()?).ok()?;
-        let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
-        if mac.len() != MAC_BYTES {
-            return None;
-        }
+        let (address, mac) = token::split(token)?;
         // Today's tokens sign the folded address; links sent by an older nurture signed it as
         // spelled. Both are checked whole, so the time taken does not depend on the match.
-        let folded = self.mac_matches(&email_key(&address), &mac);
-        let as_spelled = self.mac_matches(&address, &mac);
+        let folded = self.signer.matches(KIND, &[&email_key(&address)], &mac);
+        let as_spelled = self.signer.matches(KIND, &[&address], &mac);
         (folded | as_spelled).then_some(address)
-    }
-
-    /// Whether `mac` is the MAC of `address`, compared without an early exit, so timing does
-    /// not tell how much of a guess was right.
-    fn mac_matches(&self, address: &str, mac: &[u8]) -> bool {
-        let expected = hmac::sign(&self.key, &signed(address));
-        let difference = expected.as_ref()[..MAC_BYTES]
-            .iter()
-            .zip(mac)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        difference == 0
     }
 
     /// The links of an email of `workflow` to `address`.
@@ -208,25 +152,15 @@ pub fn token_in_subject(subject: &str) -> Option<&str> {
     (!token.is_empty() && !token.contains(char::is_whitespace)).then_some(token)
 }
 
-fn signed(address: &str) -> Vec<u8> {
-    [PURPOSE, address.as_bytes()].concat()
-}
-
-fn configured_secret(config: &HttpConfig) -> Result<Option<Vec<u8>>, KeyError> {
-    match (config.secret_file.is_empty(), config.secret_env.is_empty()) {
-        (true, true) => Ok(None),
-        (false, false) => Err(KeyError::Both),
-        (false, true) => {
-            let text =
-                std::fs::read_to_string(&config.secret_file).map_err(|error| KeyError::File {
-                    path: config.secret_file.clone(),
-                    error,
-                })?;
-            Ok(Some(text.trim().as_bytes().to_vec()))
-        }
-        (true, false) => std::env::var(&config.secret_env)
-            .map(|value| Some(value.trim().as_bytes().to_vec()))
-            .map_err(|_| KeyError::Variable(config.secret_env.clone())),
+/// The base URL without its trailing slash; `None` when empty.
+fn base_url_of(base_url: &str) -> Result<Option<String>, KeyError> {
+    let base_url = base_url.trim().trim_end_matches('/');
+    if base_url.is_empty() {
+        Ok(None)
+    } else if is_https_or_local(base_url) {
+        Ok(Some(base_url.to_owned()))
+    } else {
+        Err(KeyError::BaseUrl(base_url.to_owned()))
     }
 }
 
@@ -247,6 +181,10 @@ pub fn is_https_or_local(url: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ring::hmac;
+
     use super::*;
 
     fn links() -> Unsubscribe {
@@ -300,11 +238,13 @@ mod tests {
             Some("DANA.SCULLY@fbi.example")
         );
         // A link sent by an older nurture (MAC over the address as spelled) still works.
-        let old_mac = hmac::sign(&maker.key, &signed("Dana.Scully@fbi.example"));
+        // (Made here the way the old code made it: HMAC over the purpose and the address.)
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"0123456789abcdef0123");
+        let old_mac = hmac::sign(&key, b"nurture-unsubscribe\0Dana.Scully@fbi.example");
         let old = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode("Dana.Scully@fbi.example"),
-            URL_SAFE_NO_PAD.encode(&old_mac.as_ref()[..MAC_BYTES])
+            URL_SAFE_NO_PAD.encode(&old_mac.as_ref()[..16])
         );
         assert_eq!(
             maker.verify(&old).as_deref(),
@@ -313,6 +253,24 @@ mod tests {
         // Another person's address with this MAC is still refused.
         let forged = format!("{}.{mac}", URL_SAFE_NO_PAD.encode("fox.mulder@fbi.example"));
         assert_eq!(maker.verify(&forged), None);
+    }
+
+    // Issue 12: the key and the MAC moved into `crate::token`; links already sent stay valid.
+    #[test]
+    fn tokens_are_byte_for_byte_those_sent_before_the_move() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"0123456789abcdef0123");
+        let mac = hmac::sign(&key, b"nurture-unsubscribe\0dana.scully@fbi.example");
+        let before = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode("Dana.Scully@fbi.example"),
+            URL_SAFE_NO_PAD.encode(&mac.as_ref()[..16])
+        );
+        assert_eq!(links().token("Dana.Scully@fbi.example"), before);
+        // And a confirmation token for the same address is no unsubscribe token.
+        let confirm = links()
+            .signer()
+            .seal("confirm", &["dana.scully@fbi.example"]);
+        assert_eq!(links().verify(&confirm), None);
     }
 
     #[test]

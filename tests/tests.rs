@@ -35,3 +35,7 @@ mod smtp;
 mod ops;
 // Webhooks out over real HTTP on 127.0.0.1: a receiver down at first, retries, signatures.
 mod webhooks;
+// The `/v1` API over real HTTP against `nurture run`, and the curl examples of docs/api.md.
+mod api;
+// Web forms, double opt-in (through Postfix + Dovecot) and the example page in headless Chromium.
+mod forms;

@@ -93,6 +93,12 @@ fn configuration_errors(cli: &Cli) -> Vec<Diagnostic> {
     {
         errors.push(configuration_error(error));
     }
+    if let Err(error) = crate::daemon::http::api::Keys::load(&config.http) {
+        errors.push(configuration_error(error));
+    }
+    for form in &config.forms {
+        errors.extend(form.problems().into_iter().map(configuration_error));
+    }
     errors
 }
 

@@ -2,7 +2,7 @@
 //! definitions and their dispatch; each area lives in a submodule.
 
 mod edit;
-mod import;
+pub(crate) mod import;
 pub(super) mod view;
 
 use std::io::{BufWriter, IsTerminal, Write};

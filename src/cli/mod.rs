@@ -15,7 +15,7 @@ mod contacts;
 pub mod dry_run;
 mod enroll;
 mod generate;
-mod leads;
+pub(crate) mod leads;
 mod outbox;
 mod run;
 mod send_test;

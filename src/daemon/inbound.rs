@@ -1,5 +1,5 @@
 //! What reaches the daemon from outside its schedule (an unsubscribe click, mail from the
-//! inbox watcher) waits here for the work loop.
+//! inbox watcher, a lead from the API or a web form) waits here for the work loop.
 //!
 //! The store has one writer, the work loop, and it is lent to commands now and then; so the
 //! HTTP endpoint and the watcher never touch it themselves: they send a [`Request`] and wait
@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use super::correlate;
+use super::intake::{self, DoorRequest, Reply};
 use super::pipeline::Pipeline;
 use super::scheduler::{Happening, Receipt};
 use crate::mail::classify::Incoming;
@@ -51,6 +52,12 @@ pub enum Request {
         folder: String,
         position: Position,
         answer: oneshot::Sender<Answer>,
+    },
+    /// A lead, an event, a sign-up or a confirmation through the HTTP doors: applied with
+    /// every other one pending, in one transaction and one flush ([`intake`]).
+    Door {
+        request: DoorRequest,
+        answer: oneshot::Sender<Result<Reply, String>>,
     },
 }
 
@@ -108,6 +115,11 @@ impl Inbound {
             .await
     }
 
+    /// Hands a door's request to the work loop; the reply comes once it is durable.
+    pub async fn door(&self, request: DoorRequest) -> Result<Reply, String> {
+        self.ask(|answer| Request::Door { request, answer }).await
+    }
+
     pub async fn set_position(&self, folder: &str, position: Position) -> Answer {
         let folder = folder.to_owned();
         self.ask(|answer| Request::SetPosition {
@@ -125,6 +137,27 @@ pub struct Context<'a> {
     pub project: &'a Project,
     pub unsubscribe: &'a Unsubscribe,
     pub now: DateTime<Utc>,
+}
+
+/// Answers every request taken from the queue: the doors' requests together (one transaction,
+/// one flush: group commit), the others one by one. A store error is answered and returned:
+/// the daemon stops.
+pub async fn answer_all(
+    requests: impl Iterator<Item = Request>,
+    pipeline: &mut Pipeline,
+    cx: &Context<'_>,
+) -> Result<(), StoreError> {
+    let mut doors = Vec::new();
+    for request in requests {
+        match request {
+            Request::Door { request, answer } => doors.push((request, answer)),
+            other => answer(other, pipeline, cx).await?,
+        }
+    }
+    if doors.is_empty() {
+        return Ok(());
+    }
+    tokio::task::block_in_place(|| intake::answer_group(doors, cx))
 }
 
 /// Runs one request and answers it. A store error is answered and returned: the daemon stops.
@@ -170,6 +203,9 @@ pub async fn answer(
             };
             let result = cx.store.apply(&batch).and_then(|()| cx.store.flush());
             reply(answer, result.map(|()| true))
+        }
+        Request::Door { request, answer } => {
+            tokio::task::block_in_place(|| intake::answer_group(vec![(request, answer)], cx))
         }
     }
 }

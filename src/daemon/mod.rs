@@ -17,7 +17,8 @@
 //! - [`inbound`]: what arrives from outside (an unsubscribe click, a reply) waits for the loop,
 //!   which runs the workflows' handlers for it between two batches;
 //! - [`inbox`]: the IMAP watcher; [`correlate`]: which lead a mail is about, and what it means;
-//! - [`http`]: the one-click unsubscribe endpoint;
+//! - [`http`]: the HTTP server: one-click unsubscribe, the `/v1` API, web forms, opt-in links;
+//!   [`intake`]: what the loop does with their leads, a group per turn (group commit);
 //! - [`webhooks`]: delivering the webhooks the store queued, outcomes recorded by the loop;
 //! - [`systemd`]: readiness and the watchdog under a `Type=notify` unit.
 //!
@@ -31,6 +32,7 @@ pub mod enroller;
 pub mod http;
 pub mod inbound;
 pub mod inbox;
+pub mod intake;
 pub mod pipeline;
 pub mod reload;
 pub mod scheduler;
@@ -158,7 +160,7 @@ pub async fn run(
     let (inbound, mut requests) = inbound::channel();
     // `inbound` lives as long as the loop, so `requests` never reports a closed channel (which
     // would wake the idle loop at once, again and again).
-    let _endpoint = start_http(&config, unsubscribe.clone(), inbound.clone()).await?;
+    let _endpoint = start_http(&config, &project, unsubscribe.clone(), inbound.clone()).await?;
     let _watchers: Vec<AbortOnDrop> = Account::from_config(&config.imap)
         .map_err(DaemonError::Setup)?
         .into_iter()
@@ -195,14 +197,14 @@ pub async fn run(
         while let Ok(request) = requests.try_recv() {
             held.push(request);
         }
-        for request in held.drain(..) {
+        if !held.is_empty() {
             let cx = inbound::Context {
                 store: &store,
                 project: &project,
                 unsubscribe: &unsubscribe,
                 now: clock.now(),
             };
-            inbound::answer(request, &mut pipeline, &cx).await?;
+            inbound::answer_all(held.drain(..), &mut pipeline, &cx).await?;
         }
         if control.reload.swap(false, Ordering::SeqCst) || watcher.changed() {
             if let Some(reloaded) = reload::reload(&store, &paths, &project)? {
@@ -288,10 +290,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts the one-click unsubscribe endpoint when `http.listen` is set; the task ends with
-/// the returned guard.
+/// Starts the HTTP server when `http.listen` is set; the task ends with the returned guard.
 async fn start_http(
     config: &Config,
+    project: &Project,
     unsubscribe: Arc<Unsubscribe>,
     inbound: inbound::Inbound,
 ) -> Result<Option<AbortOnDrop>, DaemonError> {
@@ -300,14 +302,27 @@ async fn start_http(
         if !http.base_url.is_empty() {
             warn!(base_url = %http.base_url, "http.base_url is set but http.listen is empty: this daemon does not serve the one-click links it sends");
         }
+        if !config.forms.is_empty() || !http.api_key_file.is_empty() || !http.api_key_env.is_empty()
+        {
+            warn!("forms or API keys are configured but http.listen is empty: no API, no forms");
+        }
         return Ok(None);
     }
+    let doors =
+        http::Doors::new(config, project, unsubscribe, inbound).map_err(DaemonError::Setup)?;
     let listener = tokio::net::TcpListener::bind(&http.listen)
         .await
         .map_err(|e| DaemonError::Setup(format!("http.listen {}: {e}", http.listen)))?;
-    info!(listen = %http.listen, base_url = %http.base_url, "one-click unsubscribe endpoint");
+    info!(
+        listen = %http.listen,
+        base_url = %http.base_url,
+        api = doors.api.is_some(),
+        forms = doors.forms.len(),
+        "HTTP server"
+    );
+    let config = config.clone();
     let task = tokio::spawn(async move {
-        if let Err(error) = http::serve(listener, unsubscribe, inbound).await {
+        if let Err(error) = http::serve(listener, Arc::new(doors), &config).await {
             error!(%error, "the HTTP endpoint stopped");
         }
     });

@@ -13,7 +13,7 @@ use chrono::{NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
 
 use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::lead::{BUILT_IN_FIELDS, Lead, Stage, Value, normalize_email};
+use crate::lead::{BUILT_IN_FIELDS, Lead, Stage, Value};
 use crate::workflow::{
     Action, CompareOp, Condition, CronSlot, Engagement, Goal, Handlers, Instr, Mailbox,
     NotifyTarget, Send, SendWindow, Step, Wait, WaitLength, Weekdays, WindowZone, Workflow,
@@ -216,27 +216,7 @@ impl<'a> Compiler<'a> {
 
     /// `"Ana Ortiz <ana@acme.example>"` or `"ana@acme.example"`; `role` names it in messages.
     fn mailbox(&mut self, text: &Spanned<String>, role: &str) -> Option<Mailbox> {
-        let written = text.value.trim();
-        let parsed = match written.find('<') {
-            Some(open) => match written.strip_suffix('>') {
-                Some(inside) => {
-                    let name = written[..open].trim().trim_matches('"').trim();
-                    normalize_email(&inside[open + 1..])
-                        .map(|address| Mailbox {
-                            name: (!name.is_empty()).then(|| name.to_string()),
-                            address,
-                        })
-                        .map_err(|error| error.to_string())
-                }
-                None => Err(format!("`{written}` has a `<` but does not end with `>`")),
-            },
-            None => normalize_email(written)
-                .map(|address| Mailbox {
-                    name: None,
-                    address,
-                })
-                .map_err(|error| error.to_string()),
-        };
+        let parsed = Mailbox::parse(&text.value);
         parsed
             .map_err(|reason| {
                 self.push(

@@ -13,7 +13,8 @@
 //! - `changed`: email → () (leads whose data changed since enrollment last looked at them)
 //! - `meta`: schema version, emails being handed to a transport (`in_flight:` mark → the
 //!   emails with their MIME bytes), copies of uncertain emails (`uncertain:` Message-ID → the
-//!   email, for `nurture outbox resend`), mail-watcher positions
+//!   email, for `nurture outbox resend`), mail-watcher positions,
+//!   unconfirmed sign-ups and idempotency keys (`daemon::intake`)
 //! - `webhooks`: next attempt ‖ webhook-id → [`Delivery`] (webhooks waiting to be delivered)
 //! - `webhooks_failed`: webhook-id → [`Delivery`] (given up; kept until retried by hand)
 //!
@@ -142,6 +143,8 @@ pub struct Batch {
     /// Given-up deliveries to keep, and (by id) to take back out when they are retried.
     pub webhooks_failed_put: Vec<Delivery>,
     pub webhooks_failed_remove: Vec<String>,
+    /// Meta entries to remove (after `meta_put`): expired sign-ups and idempotency keys.
+    pub meta_remove: Vec<String>,
 }
 
 impl Batch {
@@ -164,6 +167,7 @@ impl Batch {
             && self.webhooks_put.is_empty()
             && self.webhooks_failed_put.is_empty()
             && self.webhooks_failed_remove.is_empty()
+            && self.meta_remove.is_empty()
     }
 
     pub fn event(
@@ -534,6 +538,9 @@ impl Store {
                 for (key, value) in &webhooks_failed_put {
                     webhooks_failed_t.insert(key.as_slice(), value.as_slice())?;
                 }
+                for key in &batch.meta_remove {
+                    meta_t.remove(key.as_bytes())?;
+                }
                 Ok(())
             },
         );
@@ -830,6 +837,16 @@ impl Store {
     pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<()> {
         self.meta.insert(key.as_bytes(), value)?;
         Ok(())
+    }
+
+    /// Up to `limit` meta entries whose keys start with `prefix`, in key order.
+    pub fn meta_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut found = Vec::new();
+        for entry in self.meta.scan_prefix(prefix.as_bytes()).take(limit) {
+            let (key, value) = entry?;
+            found.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
+        }
+        Ok(found)
     }
 
     /// Bytes the database takes on disk.

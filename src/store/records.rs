@@ -1,6 +1,8 @@
 //! What the store keeps besides leads and enrollments: the event journal, the record of every
 //! email sent, and the outbox of emails waiting to leave.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +120,30 @@ pub enum EventKind {
         reason: String,
     },
     Unsuppressed,
+    /// Something the lead did elsewhere, reported through the API (`visited-pricing`), with
+    /// what the reporter said about it.
+    Tracked {
+        name: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        properties: BTreeMap<String, serde_json::Value>,
+        by: String,
+    },
+    /// A double opt-in sign-up: a confirmation email went out; unconfirmed until `expires`.
+    ConfirmationRequested {
+        form: String,
+        expires: DateTime<Utc>,
+    },
+    /// The person confirmed through the link (the event's time is when): consent to be
+    /// mailed, given through `form`, on the consent text of version `version`.
+    Consented {
+        form: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        version: String,
+    },
+    /// An unconfirmed sign-up expired unconfirmed and was dropped.
+    ConfirmationExpired {
+        form: String,
+    },
 }
 
 /// An email that left (or may have), by Message-ID: replies are correlated through it.

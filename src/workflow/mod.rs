@@ -139,6 +139,33 @@ pub struct Mailbox {
     pub address: String,
 }
 
+impl Mailbox {
+    /// `"Ana Ortiz <ana@acme.example>"` or `"ana@acme.example"`; the reason when it is neither.
+    pub fn parse(text: &str) -> Result<Mailbox, String> {
+        let written = text.trim();
+        match written.find('<') {
+            Some(open) => match written.strip_suffix('>') {
+                Some(inside) => {
+                    let name = written[..open].trim().trim_matches('"').trim();
+                    crate::lead::normalize_email(&inside[open + 1..])
+                        .map(|address| Mailbox {
+                            name: (!name.is_empty()).then(|| name.to_string()),
+                            address,
+                        })
+                        .map_err(|error| error.to_string())
+                }
+                None => Err(format!("`{written}` has a `<` but does not end with `>`")),
+            },
+            None => crate::lead::normalize_email(written)
+                .map(|address| Mailbox {
+                    name: None,
+                    address,
+                })
+                .map_err(|error| error.to_string()),
+        }
+    }
+}
+
 impl fmt::Display for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.name {

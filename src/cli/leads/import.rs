@@ -248,6 +248,31 @@ impl Importer<'_> {
     }
 }
 
+/// What [`upsert`] did to the store's lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// Merges one lead that arrived on its own (the API, a web form) into the store's version, if
+/// any, by the import's rules, adding what must be written to `batch` (journaled, marked for
+/// enrollment).
+pub fn upsert(
+    stored: Option<Lead>,
+    row: FileLead,
+    now: DateTime<Utc>,
+    by: &str,
+    batch: &mut Batch,
+) -> Upserted {
+    match apply_row(stored, row, None, now, by, batch) {
+        Counted::Created => Upserted::Created,
+        Counted::Updated => Upserted::Updated,
+        Counted::Unchanged => Upserted::Unchanged,
+    }
+}
+
 /// Merges one file lead into the store's version (if any), adding what must be written to
 /// `batch`; returns how the address counts now.
 fn apply_row(

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::cli::CliError;
+use crate::daemon::intake::pending;
 use crate::diagnostic::did_you_mean;
 use crate::engine::{Enrollment, Status};
 use crate::lead::{Lead, Stage, SuppressionReason, Value, normalize_email};
@@ -58,6 +59,14 @@ pub fn find_lead(store: &Store, raw: &str) -> Result<Lead, CliError> {
     for lead in store.leads() {
         known.push(lead.map_err(store_error)?.email);
     }
+    if let Some(pending) = pending(store, &email).map_err(store_error)? {
+        return Err(CliError::Input(format!(
+            "no lead `{email}` yet: it signed up through form `{}` on {} and has not confirmed (the sign-up expires {})",
+            pending.form,
+            when(pending.requested_at),
+            when(pending.expires)
+        )));
+    }
     let hint = match did_you_mean(&email, known.iter().map(String::as_str)) {
         Some(close) => format!("; did you mean `{close}`?"),
         None if known.is_empty() => {
@@ -68,6 +77,15 @@ pub fn find_lead(store: &Store, raw: &str) -> Result<Lead, CliError> {
     Err(CliError::Input(format!(
         "no lead `{email}` in the store{hint}"
     )))
+}
+
+/// "through form `signup`, consent text v3".
+fn consent(form: &str, version: &str) -> String {
+    if version.is_empty() {
+        format!("confirmed through form `{form}`")
+    } else {
+        format!("confirmed through form `{form}`, consent text {version}")
+    }
 }
 
 /// The filters of `leads list`; an unset one lets every lead through.
@@ -376,6 +394,28 @@ pub fn sentence(kind: &EventKind) -> String {
         EventKind::Exited { reason } => format!("left the workflow: {reason}"),
         EventKind::Suppressed { reason } => format!("suppressed: {reason}"),
         EventKind::Unsuppressed => "no longer suppressed".to_string(),
+        EventKind::Tracked {
+            name,
+            properties,
+            by,
+        } => {
+            let properties = if properties.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", serde_json::to_string(properties).unwrap_or_default())
+            };
+            format!("event {name}{properties}, reported by {by}")
+        }
+        EventKind::ConfirmationRequested { form, expires } => format!(
+            "signed up through form `{form}`: confirmation email sent, unconfirmed until {}",
+            when(*expires)
+        ),
+        EventKind::Consented { form, version } => {
+            format!("consent given: {}", consent(form, version))
+        }
+        EventKind::ConfirmationExpired { form } => {
+            format!("sign-up through form `{form}` expired unconfirmed")
+        }
     }
 }
 
@@ -419,6 +459,27 @@ pub fn show_text(store: &Store, lead: &Lead) -> Result<String, CliError> {
         ),
     };
     fields.push(("suppressed", suppressed));
+    let events = store.events_of(&lead.email).map_err(store_error)?;
+    let given = events.iter().rev().find_map(|event| match &event.kind {
+        EventKind::Consented { form, version } => {
+            Some(format!("{}, {}", when(event.at), consent(form, version)))
+        }
+        _ => None,
+    });
+    if let Some(given) = given {
+        fields.push(("consent", given));
+    }
+    if let Some(pending) = pending(store, &lead.email).map_err(store_error)? {
+        fields.push((
+            "unconfirmed",
+            format!(
+                "signed up again through form `{}` on {}; waits for confirmation until {}",
+                pending.form,
+                when(pending.requested_at),
+                when(pending.expires)
+            ),
+        ));
+    }
     fields.push(("created", when(lead.created_at)));
     fields.push(("updated", when(lead.updated_at)));
     for (name, value) in fields {
@@ -473,7 +534,7 @@ pub fn show_text(store: &Store, lead: &Lead) -> Result<String, CliError> {
         let _ = writeln!(out, "  {}", shown(&line));
     }
     let _ = writeln!(out, "timeline");
-    for event in store.events_of(&lead.email).map_err(store_error)? {
+    for event in events {
         let workflow = event
             .workflow
             .as_ref()
