@@ -36,6 +36,7 @@ pub fn happening(
             recipient,
             status,
             permanent,
+            ..
         } => {
             let by_original = match &inbound.original_message_id {
                 Some(id) => store
@@ -71,6 +72,25 @@ pub fn happening(
                 ));
             }
             bounce
+        }
+        Kind::Complaint {
+            recipient,
+            feedback_type,
+            ..
+        } => {
+            let Some((lead, workflow)) = by_original(store, inbound, recipient.as_deref())? else {
+                return Ok(Err("a complaint about no lead of ours".into()));
+            };
+            // Not handlers' business: a complaint is never a reply, and no workflow may go on
+            // mailing someone who called it spam.
+            let mut complaint = happening(lead, workflow, None);
+            let kind = feedback_type.as_deref().unwrap_or("abuse");
+            complaint.note = Some(format!("spam complaint ({kind})"));
+            // A DMARC failure report or a "not spam" report is about us, not the person.
+            if !matches!(kind, "auth-failure" | "not-spam" | "dmarc") {
+                complaint.suppress = Some((SuppressionReason::Complained, "complained".into()));
+            }
+            complaint
         }
         Kind::Unsubscribe { token, .. } => {
             let token = token
@@ -115,6 +135,26 @@ pub fn happening(
         }
     };
     Ok(Ok(found))
+}
+
+/// The lead (and workflow) of a returned or reported message: by its Message-ID, else by
+/// its recipient.
+fn by_original(
+    store: &Store,
+    inbound: &Incoming,
+    recipient: Option<&str>,
+) -> Result<Option<(String, Option<String>)>, StoreError> {
+    if let Some(id) = &inbound.original_message_id
+        && let Some(record) = store.message(&bracketed(id))?
+    {
+        return Ok(Some((record.lead, Some(record.workflow))));
+    }
+    match recipient {
+        Some(address) => Ok(store
+            .lead(&address.to_ascii_lowercase())?
+            .map(|lead| (lead.email, None))),
+        None => Ok(None),
+    }
 }
 
 /// The lead (and workflow) a mail answers: through our Message-IDs it refers to, else its

@@ -1,12 +1,18 @@
-//! What an inbound mail is: a person's reply, an automatic answer, a bounce, an unsubscribe
-//! request, or unrelated mail. A pure function over the raw bytes ([`classify`]).
+//! What an inbound mail is: a person's reply, an automatic answer, a bounce, a spam complaint,
+//! an unsubscribe request, or unrelated mail. A pure function over the raw bytes
+//! ([`classify`]); the bounce shapes live in [`bounce`], their reasons in [`reason`], the
+//! complaints in [`complaint`].
 //!
 //! Rules:
 //! - It never panics and never fails: mail that cannot be read is [`Kind::Unknown`].
 //! - Nothing automatic is ever a [`Kind::HumanReply`]: only a human reply promotes a lead, so
-//!   every doubt leans away from it. Bounces are checked first (they often carry
-//!   `Auto-Submitted` too), then unsubscribe requests, auto-replies and bulk mail.
-//! - Signals, in order: RFC 3464 delivery reports and the common non-standard bounce shapes;
+//!   every doubt leans away from it. Complaints are checked first (a feedback report may come
+//!   from a postmaster address), then bounces (they often carry `Auto-Submitted` too), then
+//!   unsubscribe requests, auto-replies and bulk mail.
+//! - Every kind says the signal that decided it, so that `nurture mail classify` can answer
+//!   "why".
+//! - Signals, in order: ARF feedback reports; RFC 3464 delivery reports (a report of
+//!   successful delivery is not a bounce) and the common non-standard bounce shapes;
 //!   the token of our `mailto:` unsubscribe link in the subject, or a first line that says
 //!   "unsubscribe"/"stop"; RFC 3834 `Auto-Submitted` (≠ `no`), `X-Autoreply`, `X-Autorespond`,
 //!   `Precedence: auto_reply|bulk|junk|list`, an empty `Return-Path`, out-of-office subjects in
@@ -23,6 +29,12 @@ use mail_parser::{HeaderForm, HeaderValue, Message, MessageParser, MimeHeaders, 
 use serde::Serialize;
 
 use crate::unsubscribe::token_in_subject;
+
+mod bounce;
+mod complaint;
+pub mod reason;
+
+pub use reason::Reason;
 
 /// A classified inbound mail: what it is, and what correlation needs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -57,7 +69,26 @@ pub enum Kind {
         recipient: Option<String>,
         /// The enhanced status code (`5.1.1`), or the SMTP code when that is all there is.
         status: Option<String>,
+        /// Why it failed.
+        reason: Reason,
+        /// The address is gone for good (no such user or domain, answered with 5.x.x): the
+        /// lead is suppressed. False for everything the sender or the moment is to blame for.
         permanent: bool,
+        /// A warning that delivery is still being tried, not a failure.
+        delayed: bool,
+        /// The receiving server's words, on one line.
+        diagnostic: Option<String>,
+        /// What made it a bounce, and what decided the reason.
+        signal: String,
+    },
+    /// A spam complaint (a feedback-loop report) about one of our messages.
+    Complaint {
+        /// The recipient of the reported message.
+        recipient: Option<String>,
+        /// `abuse`, `fraud`, `virus`, `other`, `not-spam`, `auth-failure` (RFC 5965), when
+        /// given.
+        feedback_type: Option<String>,
+        signal: String,
     },
     Unsubscribe {
         token: Option<String>,
@@ -69,6 +100,33 @@ pub enum Kind {
     Unknown {
         reason: String,
     },
+}
+
+impl Kind {
+    /// The kind's name as `nurture mail classify` prints it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::HumanReply => "reply",
+            Kind::AutoReply { .. } => "auto-reply",
+            Kind::Bounce { .. } => "bounce",
+            Kind::Complaint { .. } => "complaint",
+            Kind::Unsubscribe { .. } => "unsubscribe",
+            Kind::Unrelated { .. } => "unrelated",
+            Kind::Unknown { .. } => "unknown",
+        }
+    }
+
+    /// The signal that decided the kind.
+    pub fn signal(&self) -> &str {
+        match self {
+            Kind::HumanReply => "no sign of an automatic sender",
+            Kind::AutoReply { reason, .. }
+            | Kind::Unsubscribe { reason, .. }
+            | Kind::Unrelated { reason }
+            | Kind::Unknown { reason } => reason,
+            Kind::Bounce { signal, .. } | Kind::Complaint { signal, .. } => signal,
+        }
+    }
 }
 
 pub const EXCERPT_CHARS: usize = 200;
@@ -114,7 +172,9 @@ pub fn classify(raw: &[u8]) -> Incoming {
     };
     let new_text = new_text(&message);
     inbound.excerpt = excerpt(&new_text);
-    inbound.kind = match bounce(&message, &mut inbound) {
+    let found = complaint::complaint(&message, &mut inbound)
+        .or_else(|| bounce::bounce(&message, &mut inbound));
+    inbound.kind = match found {
         Some(kind) => kind,
         None if inbound.from.is_none() => Kind::Unknown {
             reason: "no sender address".into(),
@@ -172,98 +232,18 @@ fn header_text<'a>(message: &'a Message<'_>, name: &'static str) -> Option<&'a s
     message.header_raw(name).map(str::trim)
 }
 
-// ---- bounces ----
+// ---- bounces and complaints ----
 
-/// Subjects of bounces that are not RFC 3464 reports (Postfix, Exim, qmail, Exchange, Gmail…).
-const BOUNCE_SUBJECTS: [&str; 12] = [
-    "undelivered mail returned to sender",
-    "delivery status notification",
-    "mail delivery failed",
-    "undeliverable:",
-    "undeliverable mail",
-    "failure notice",
-    "returned mail:",
-    "delivery failure",
-    "mail delivery subsystem",
-    "nondeliverable",
-    "message not delivered",
-    "delivery has failed",
-];
-
-fn bounce(message: &Message<'_>, inbound: &mut Incoming) -> Option<Kind> {
-    let is_report = message.content_type().is_some_and(|ct| {
+/// Whether `message` is a `multipart/report` of `report_type`.
+fn is_report(message: &Message<'_>, report_type: &str) -> bool {
+    message.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("multipart")
             && ct
                 .subtype()
                 .is_some_and(|s| s.eq_ignore_ascii_case("report"))
             && ct
                 .attribute("report-type")
-                .is_some_and(|t| t.eq_ignore_ascii_case("delivery-status"))
-    });
-    let daemon_sender = inbound.from.as_deref().is_some_and(|from| {
-        let local = from.split('@').next().unwrap_or_default();
-        local == "mailer-daemon" || local == "postmaster" || local == "mail-daemon"
-    });
-    let subject = inbound
-        .subject
-        .as_deref()
-        .unwrap_or_default()
-        .to_lowercase();
-    let bounce_subject = BOUNCE_SUBJECTS.iter().any(|s| subject.contains(s));
-    let null_sender = header_text(message, "Return-Path") == Some("<>");
-    let looks_like_bounce =
-        is_report || daemon_sender || (bounce_subject && (null_sender || inbound.from.is_none()));
-    if !looks_like_bounce {
-        return None;
-    }
-    inbound.original_message_id = returned_message_id(message, inbound.message_id.as_deref());
-    let mut recipient = None;
-    let mut status = None;
-    let mut action = None;
-    for part in &message.parts {
-        let is_status = part.content_type().is_some_and(|ct| {
-            ct.subtype().is_some_and(|s| {
-                s.eq_ignore_ascii_case("delivery-status")
-                    || s.eq_ignore_ascii_case("global-delivery-status")
-            })
-        });
-        if !is_status {
-            continue;
-        }
-        let text = String::from_utf8_lossy(part.contents());
-        for line in text.lines() {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "final-recipient" | "original-recipient" if recipient.is_none() => {
-                    let address = value.rsplit(';').next().unwrap_or(value).trim();
-                    recipient = Some(address.trim_matches(['<', '>']).to_ascii_lowercase());
-                }
-                "status" if status.is_none() => {
-                    status = value.split_whitespace().next().map(str::to_owned);
-                }
-                "action" if action.is_none() => action = Some(value.to_ascii_lowercase()),
-                _ => {}
-            }
-        }
-    }
-    if status.is_none() || recipient.is_none() {
-        let body = message.body_text(0).unwrap_or_default();
-        if status.is_none() {
-            status = status_in_text(&body);
-        }
-        if recipient.is_none() {
-            recipient = recipient_in_text(&body, inbound.to.first().map(String::as_str));
-        }
-    }
-    let permanent = action.as_deref() != Some("delayed")
-        && status.as_deref().is_some_and(|s| s.starts_with('5'));
-    Some(Kind::Bounce {
-        recipient,
-        status,
-        permanent,
+                .is_some_and(|t| t.eq_ignore_ascii_case(report_type))
     })
 }
 
@@ -319,20 +299,6 @@ fn status_in_text(text: &str) -> Option<String> {
                 && w.bytes().all(|b| b.is_ascii_digit())
         })
         .map(str::to_owned)
-}
-
-/// The first address in a bounce's text that is not the bounce's own recipient.
-fn recipient_in_text(text: &str, ours: Option<&str>) -> Option<String> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | '"' | ',' | ';'))
-        .map(|w| w.trim_end_matches([':', '.']).to_ascii_lowercase())
-        .find(|w| {
-            w.contains('@')
-                && !w.starts_with('@')
-                && !w.ends_with('@')
-                && Some(w.as_str()) != ours
-                && !w.starts_with("mailer-daemon@")
-                && !w.starts_with("postmaster@")
-        })
 }
 
 // ---- unsubscribe ----
