@@ -24,6 +24,7 @@ pub struct Config {
     pub imap: ImapConfig,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
+    pub bounces: BouncesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -239,6 +240,26 @@ pub struct DaemonConfig {
     pub rehearsal_start: String,
     /// Rehearsal: how many times faster than real time the clock runs.
     pub rehearsal_speed: u32,
+}
+
+/// When soft bounces (a full or disabled mailbox, a timeout: not the address's own failure,
+/// not the sender's) add up to an undeliverable address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BouncesConfig {
+    /// This many soft bounces of one lead within the window suppress it (0: never).
+    pub soft_limit: u32,
+    /// The window, in days, counted back from the latest soft bounce.
+    pub soft_window_days: u32,
+}
+
+impl Default for BouncesConfig {
+    fn default() -> Self {
+        BouncesConfig {
+            soft_limit: 3,
+            soft_window_days: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,10 +7,13 @@
 //! `mailto:` link; as a last resort the sender's address, if it is a lead with an active
 //! enrollment. Anything else is left alone (and logged by the caller).
 
+use chrono::{DateTime, Utc};
+
+use crate::config::BouncesConfig;
 use crate::engine::Input;
 use crate::lead::SuppressionReason;
 use crate::mail::classify::{Incoming, Kind};
-use crate::store::{Store, StoreError};
+use crate::store::{EventKind, Store, StoreError};
 use crate::unsubscribe::{Unsubscribe, token_in_subject};
 
 use super::scheduler::Happening;
@@ -36,6 +39,8 @@ pub fn happening(
             recipient,
             status,
             permanent,
+            reason,
+            delayed,
             ..
         } => {
             let by_original = match &inbound.original_message_id {
@@ -60,11 +65,16 @@ pub fn happening(
                 // A transient bounce is recorded, nothing more: the next attempt may pass.
                 permanent.then_some(Input::Bounce { permanent: true }),
             );
-            bounce.note = Some(if *permanent {
-                format!("permanent bounce ({status})")
+            let what = if *permanent {
+                "permanent bounce"
+            } else if reason.is_sender_side() {
+                SENDER_SIDE
+            } else if *delayed {
+                "delivery delayed"
             } else {
-                format!("transient bounce ({status})")
-            });
+                SOFT_BOUNCE
+            };
+            bounce.note = Some(format!("{what} ({status}, {})", reason.describe()));
             if *permanent {
                 bounce.suppress = Some((
                     SuppressionReason::Bounced,
@@ -135,6 +145,78 @@ pub fn happening(
         }
     };
     Ok(Ok(found))
+}
+
+/// How a bounce that is neither the address's fault nor the sender's begins its journal line;
+/// [`count_soft_bounces`] counts those lines.
+const SOFT_BOUNCE: &str = "soft bounce";
+/// A bounce the sender is to blame for (blocked, spam, policy, authentication).
+const SENDER_SIDE: &str = "sender-side rejection";
+
+/// After a soft bounce: when it is the `soft_limit`-th of the lead within the window, the
+/// address is suppressed as undeliverable.
+pub fn count_soft_bounces(
+    store: &Store,
+    happening: &mut Happening,
+    limits: &BouncesConfig,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let soft = happening
+        .note
+        .as_deref()
+        .is_some_and(|note| note.starts_with(SOFT_BOUNCE));
+    if !soft || happening.suppress.is_some() || limits.soft_limit == 0 {
+        return Ok(());
+    }
+    let since = now - chrono::Duration::days(i64::from(limits.soft_window_days));
+    let earlier = store
+        .events_of(&happening.lead)?
+        .iter()
+        .filter(|event| event.at >= since)
+        .filter(|event| {
+            matches!(&event.kind, EventKind::Received { what } if what.starts_with(SOFT_BOUNCE))
+        })
+        .count();
+    let count = earlier + 1;
+    if count >= limits.soft_limit as usize {
+        happening.suppress = Some((
+            SuppressionReason::Bounced,
+            format!(
+                "undeliverable: {count} soft bounces in {} days",
+                limits.soft_window_days
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What the operator must hear of a bounce the sender is to blame for: "mail to X was
+/// refused by example.com: sender blocked (5.7.1)", or `None`.
+pub fn sender_problem(inbound: &Incoming) -> Option<String> {
+    let Kind::Bounce {
+        recipient,
+        status,
+        reason,
+        diagnostic,
+        ..
+    } = &inbound.kind
+    else {
+        return None;
+    };
+    if !reason.is_sender_side() {
+        return None;
+    }
+    let recipient = recipient.as_deref().unwrap_or("a recipient");
+    let domain = recipient.rsplit_once('@').map_or(recipient, |(_, d)| d);
+    let mut warning = format!(
+        "mail to {recipient} was refused by {domain}: {} ({})",
+        reason.describe(),
+        status.as_deref().unwrap_or("no status")
+    );
+    if let Some(said) = diagnostic {
+        warning.push_str(&format!(": “{said}”"));
+    }
+    Some(warning)
 }
 
 /// The lead (and workflow) of a returned or reported message: by its Message-ID, else by

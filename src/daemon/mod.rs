@@ -186,6 +186,7 @@ pub async fn run(
                 store: &store,
                 project: &project,
                 unsubscribe: &unsubscribe,
+                bounces: &config.bounces,
                 now: clock.now(),
             };
             inbound::answer(request, &mut pipeline, &cx).await?;
