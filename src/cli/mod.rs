@@ -15,6 +15,7 @@ mod contacts;
 pub mod dry_run;
 mod enroll;
 mod leads;
+mod mail;
 mod run;
 mod send_test;
 mod status;
@@ -113,6 +114,8 @@ pub enum Command {
     Contacts(contacts::ContactsArgs),
     /// Per workflow: enrolled, active, completed, exited, sent, replies, contacts, next sends.
     Status(status::StatusArgs),
+    /// Inbound mail: `classify` says what nurture makes of a message, and why.
+    Mail(mail::MailArgs),
 }
 
 impl Cli {
@@ -180,6 +183,7 @@ pub fn main() -> i32 {
         Command::Leads(args) => leads::run(&cli, args),
         Command::Contacts(args) => contacts::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),
+        Command::Mail(args) => mail::run(&cli, args),
     };
     let code = match result {
         Ok(code) => code,

@@ -3,9 +3,14 @@
 //!
 //! Who: `In-Reply-To`/`References` → one of our Message-IDs → its lead and workflow (so a reply
 //! from another address of the same person still finds its lead); for a bounce, the returned
-//! message's Message-ID or the failed recipient; for an unsubscribe mail, the token of our
+//! message's Message-ID or the failed recipient, and likewise for a spam complaint (which
+//! suppresses at once, "complained"); for an unsubscribe mail, the token of our
 //! `mailto:` link; as a last resort the sender's address, if it is a lead with an active
 //! enrollment. Anything else is left alone (and logged by the caller).
+//!
+//! Bounces by fault: the address's own permanent failure suppresses; a refusal the sender is
+//! to blame for is journaled and the caller warns the operator ([`sender_problem`]); soft
+//! bounces are journaled and counted ([`count_soft_bounces`]).
 
 use chrono::{DateTime, Utc};
 
@@ -74,7 +79,7 @@ pub fn happening(
             } else {
                 SOFT_BOUNCE
             };
-            bounce.note = Some(format!("{what} ({status}, {})", reason.describe()));
+            bounce.note = Some(format!("{what} ({status}): {}", reason.describe()));
             if *permanent {
                 bounce.suppress = Some((
                     SuppressionReason::Bounced,
@@ -95,9 +100,11 @@ pub fn happening(
             // mailing someone who called it spam.
             let mut complaint = happening(lead, workflow, None);
             let kind = feedback_type.as_deref().unwrap_or("abuse");
-            complaint.note = Some(format!("spam complaint ({kind})"));
             // A DMARC failure report or a "not spam" report is about us, not the person.
-            if !matches!(kind, "auth-failure" | "not-spam" | "dmarc") {
+            if matches!(kind, "auth-failure" | "not-spam" | "dmarc") {
+                complaint.note = Some(format!("feedback report ({kind}), not a complaint"));
+            } else {
+                complaint.note = Some(format!("spam complaint ({kind})"));
                 complaint.suppress = Some((SuppressionReason::Complained, "complained".into()));
             }
             complaint
