@@ -469,6 +469,7 @@ mod tests {
         assert_eq!(
             sorted,
             [
+                "auto-submitted",
                 "content-type",
                 "date",
                 "from",
@@ -476,11 +477,10 @@ mod tests {
                 "list-unsubscribe-post",
                 "message-id",
                 "mime-version",
+                "precedence",
                 "reply-to",
                 "subject",
                 "to",
-                "x-nurture-step",
-                "x-nurture-workflow",
             ]
         );
     }
