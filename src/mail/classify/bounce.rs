@@ -408,14 +408,13 @@ fn fields(text: &str) -> Vec<Delivery> {
                     });
                 }
             },
-            "original-recipient" => {
-                if current.as_ref().is_none_or(|b| b.status.is_some()) {
-                    found.extend(current.take());
-                    current = Some(Delivery {
-                        recipient: Some(address_of(value)),
-                        ..Delivery::default()
-                    });
-                }
+            // A new block, unless it belongs to the block above (after its Final-Recipient).
+            "original-recipient" if current.as_ref().is_none_or(|b| b.status.is_some()) => {
+                found.extend(current.take());
+                current = Some(Delivery {
+                    recipient: Some(address_of(value)),
+                    ..Delivery::default()
+                });
             }
             "action" => {
                 if let Some(block) = current.as_mut() {

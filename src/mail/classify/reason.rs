@@ -373,9 +373,9 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "spamhaus",
             "spamcop",
             "barracudacentral",
-            "listed at",
-            "listed in",
-            "listed on",
+            "ip address is listed",
+            "your ip is listed",
+            "is listed at",
             "banned sending ip",
             "banned sender",
             "ip address is blocked",
@@ -384,7 +384,7 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "client host rejected",
             "helo command rejected",
             "sender ip address rejected",
-            "connection refused",
+            "connection refused by",
             "refused to talk to me",
             "not currently accepting mail from your ip",
             "we do not accept mail from dynamic",
@@ -817,6 +817,7 @@ const FIRST: [Reason; 17] = [
     Reason::ExceedLimit,
     Reason::Suspended,
     Reason::HasMoved,
+    Reason::Filtered,
     Reason::NoRelaying,
     Reason::AuthFailure,
     Reason::RequirePtr,
@@ -828,7 +829,6 @@ const FIRST: [Reason; 17] = [
     Reason::Blocked,
     Reason::RateLimited,
     Reason::Policy,
-    Reason::Filtered,
 ];
 
 /// What, besides "no such user", a text may say that makes a user-unknown status doubtful.
@@ -985,6 +985,21 @@ mod tests {
             Reason::UserUnknown
         );
         assert_eq!(reason(None, ""), Reason::Undefined);
+        // Words that also occur in blocks do not make one.
+        assert_eq!(
+            reason(
+                Some("5.1.1"),
+                "550 5.1.1 Recipient not listed in public directory"
+            ),
+            Reason::UserUnknown
+        );
+        assert_eq!(
+            reason(
+                Some("5.7.1"),
+                "550 5.7.1 Your message was blocked by the recipient"
+            ),
+            Reason::Filtered
+        );
         assert_eq!(judge(Some("4.4.1"), "", true).0, Reason::Expired);
     }
 
