@@ -247,8 +247,9 @@ fn is_report(message: &Message<'_>, report_type: &str) -> bool {
     })
 }
 
-/// The Message-ID of the message a bounce returns: from an attached message or its headers,
-/// else the first `Message-ID:` line quoted in the body that is not the bounce's own.
+/// The Message-ID of the message a bounce or a complaint returns: from an attached message or
+/// attached headers, else the first `Message-ID:` line quoted in the body that is not the
+/// bounce's own.
 fn returned_message_id(message: &Message<'_>, own: Option<&str>) -> Option<String> {
     for part in &message.parts {
         if let PartType::Message(returned) = &part.body
@@ -257,47 +258,65 @@ fn returned_message_id(message: &Message<'_>, own: Option<&str>) -> Option<Strin
             return Some(id.to_owned());
         }
     }
+    let headers_part = message.parts.iter().find(|part| {
+        part.content_type().is_some_and(|ct| {
+            ct.subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("rfc822-headers"))
+        })
+    });
+    let quoted = |text: &str| {
+        text.lines().find_map(|line| {
+            let (name, value) = line.trim_start().split_once(':')?;
+            if !name.eq_ignore_ascii_case("message-id") {
+                return None;
+            }
+            let id = value.trim().trim_matches(['<', '>']).to_owned();
+            (!id.is_empty() && Some(id.as_str()) != own).then_some(id)
+        })
+    };
+    if let Some(part) = headers_part
+        && let Some(id) = quoted(&String::from_utf8_lossy(part.contents()))
+    {
+        return Some(id);
+    }
     let raw = String::from_utf8_lossy(message.raw_message());
     let body = raw
         .split_once("\r\n\r\n")
         .or_else(|| raw.split_once("\n\n"))
         .map_or("", |(_, body)| body);
-    body.lines().find_map(|line| {
-        let (name, value) = line.trim_start().split_once(':')?;
-        if !name.eq_ignore_ascii_case("message-id") {
-            return None;
-        }
-        let id = value.trim().trim_matches(['<', '>']).to_owned();
-        (!id.is_empty() && Some(id.as_str()) != own).then_some(id)
-    })
+    quoted(body)
+}
+
+/// Whether `text` contains `needle` (ASCII lower case), ignoring ASCII case, without copying.
+fn contains_ignoring_case(text: &str, needle: &str) -> bool {
+    text.as_bytes()
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// An enhanced status code (`5.1.1`) in a bounce's text, else a bare SMTP code (`550`).
 fn status_in_text(text: &str) -> Option<String> {
-    let words: Vec<&str> = text
-        .split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | ',' | ';'))
-        .filter(|w| !w.is_empty())
-        .collect();
-    let words: Vec<&str> = words.iter().map(|w| w.trim_start_matches('#')).collect();
-    let enhanced = words.iter().find(|word| {
-        let parts: Vec<&str> = word.trim_end_matches(['.', ':']).split('.').collect();
-        parts.len() == 3
-            && matches!(parts[0], "4" | "5")
-            && parts[1..]
-                .iter()
-                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
-    });
-    if let Some(code) = enhanced {
-        return Some(code.trim_end_matches(['.', ':']).to_owned());
-    }
-    words
-        .iter()
-        .map(|w| w.trim_end_matches(['-', ':']))
-        .find(|w| {
-            w.len() == 3
-                && (w.starts_with('4') || w.starts_with('5'))
-                && w.bytes().all(|b| b.is_ascii_digit())
+    // "550-5.1.1", "(#5.1.1)", "<5.1.1>": the code is what the punctuation leaves.
+    let words = || {
+        text.split(|c: char| {
+            c.is_whitespace()
+                || matches!(c, '(' | ')' | '[' | ']' | ',' | ';' | '-' | '#' | '<' | '>')
         })
+        .map(|w| w.trim_end_matches(['.', ':']))
+        .filter(|w| !w.is_empty())
+    };
+    let enhanced = |word: &&str| {
+        let mut parts = word.split('.');
+        matches!(parts.next(), Some("4" | "5"))
+            && parts.clone().count() == 2
+            && parts.all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let reply = |word: &&str| {
+        word.len() == 3 && word.starts_with(['4', '5']) && word.bytes().all(|b| b.is_ascii_digit())
+    };
+    words()
+        .find(enhanced)
+        .or_else(|| words().find(reply))
         .map(str::to_owned)
 }
 
@@ -534,8 +553,21 @@ fn new_text(message: &Message<'_>) -> String {
 
 /// One line of at most [`EXCERPT_CHARS`] characters.
 fn excerpt(text: &str) -> String {
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= EXCERPT_CHARS {
+    // Only as many words as the excerpt can show are joined: a bounce's text can be long.
+    let mut flat = String::new();
+    let mut chars = 0;
+    for word in text.split_whitespace() {
+        if !flat.is_empty() {
+            flat.push(' ');
+            chars += 1;
+        }
+        flat.push_str(word);
+        chars += word.chars().count();
+        if chars > EXCERPT_CHARS {
+            break;
+        }
+    }
+    if chars <= EXCERPT_CHARS {
         return flat;
     }
     let mut cut: String = flat.chars().take(EXCERPT_CHARS - 1).collect();

@@ -16,6 +16,7 @@
 //! The diagnostic is the report's `Diagnostic-Code`, else the notice's own text with the
 //! returned message cut off; the reason is read from it and the status ([`reason::judge`]).
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
@@ -129,6 +130,8 @@ fn automaton(words: &[&str]) -> AhoCorasick {
 
 /// How much of a notice's text is read: the error is at its start.
 const NOTICE_TEXT: usize = 8 * 1024;
+/// Where a notice's own wording ([`NOTICE_WORDS`]) is looked for.
+const NOTICE_WORDS_WITHIN: usize = 2 * 1024;
 
 /// What a notice says about one recipient.
 #[derive(Debug, Default)]
@@ -200,7 +203,7 @@ pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming) -> Option<Ki
         None => {
             subject.contains("delay")
                 || subject.starts_with("warning:")
-                || notice.to_lowercase().contains("this is a warning")
+                || super::contains_ignoring_case(&notice, "this is a warning")
         }
     };
     let (mut reason, mut why) = reason::judge(status.as_deref(), &diagnostic, delayed);
@@ -248,9 +251,12 @@ fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str) -> Option<S
     if is_answer {
         return None;
     }
-    let notice_words = NOTICE
-        .find(&text[..floor_char_boundary(text, NOTICE_TEXT)])
-        .map(|hit| text[hit.range()].to_lowercase());
+    // A notice says what it is in its first lines.
+    let notice_words = || {
+        NOTICE
+            .find(&text[..floor_char_boundary(text, NOTICE_WORDS_WITHIN)])
+            .map(|hit| text[hit.range()].to_lowercase())
+    };
     if BOUNCE_SUBJECTS.iter().any(|s| lower.contains(s)) {
         let name = message
             .from()
@@ -263,12 +269,13 @@ fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str) -> Option<S
             || DAEMON_NAMES.iter().any(|n| name.contains(n))
             || header_text(message, "Auto-Submitted").is_some()
             || returns_a_message(message)
-            || notice_words.is_some();
+            || notice_words().is_some();
         if second_sign {
             return Some(format!("subject “{subject}”"));
         }
+        return None;
     }
-    notice_words.map(|words| format!("text “{words}”"))
+    notice_words().map(|words| format!("text “{words}”"))
 }
 
 /// Whether a returned message (or its headers) is attached.
@@ -283,13 +290,24 @@ fn returns_a_message(message: &Message<'_>) -> bool {
 }
 
 /// The text of the first text part (the notice itself), or of the HTML part.
-fn first_text(message: &Message<'_>) -> String {
-    match message.body_text(0) {
-        Some(text) => text.into_owned(),
-        None => message
-            .body_html(0)
-            .map(|html| super::html_to_text(&html))
-            .unwrap_or_default(),
+fn first_text<'x>(message: &'x Message<'_>) -> Cow<'x, str> {
+    match plain_text(message) {
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(
+            message
+                .body_html(0)
+                .map(|html| super::html_to_text(&html))
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// The first text/plain part as it is (no conversion from HTML).
+fn plain_text<'x>(message: &'x Message<'_>) -> Option<&'x str> {
+    // mail-parser lists an HTML part as the text body when there is no other: not this.
+    match &message.text_part(0)?.body {
+        PartType::Text(text) => Some(text.as_ref()),
+        _ => None,
     }
 }
 
@@ -377,68 +395,83 @@ fn is_status_part(part: &MessagePart<'_>) -> bool {
 /// `Final-Recipient` (or `Original-Recipient` not followed by one); folded lines continue
 /// the field above them.
 fn fields(text: &str) -> Vec<Delivery> {
-    let mut lines: Vec<String> = Vec::new();
-    for line in text.lines() {
-        if line.starts_with([' ', '\t'])
-            && let Some(last) = lines.last_mut()
-        {
-            last.push(' ');
-            last.push_str(line.trim());
-            continue;
-        }
-        lines.push(line.trim_end().to_owned());
-    }
+    const WANTED: [&str; 5] = [
+        "final-recipient",
+        "original-recipient",
+        "action",
+        "status",
+        "diagnostic-code",
+    ];
     let mut found: Vec<Delivery> = Vec::new();
     let mut current: Option<Delivery> = None;
-    for line in &lines {
-        let Some((name, value)) = line.split_once(':') else {
+    // The field being read (its name, lower case, and its value so far).
+    let mut field: Option<(&'static str, String)> = None;
+    for line in text.lines().chain([""]) {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, value)) = field.as_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
             continue;
-        };
-        let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
-            "final-recipient" => match current.as_mut() {
-                Some(block) if block.recipient.is_none() || block.status.is_none() => {
-                    block.recipient = Some(address_of(value));
-                }
-                _ => {
-                    found.extend(current.take());
-                    current = Some(Delivery {
-                        recipient: Some(address_of(value)),
-                        ..Delivery::default()
-                    });
-                }
-            },
-            // A new block, unless it belongs to the block above (after its Final-Recipient).
-            "original-recipient" if current.as_ref().is_none_or(|b| b.status.is_some()) => {
-                found.extend(current.take());
-                current = Some(Delivery {
-                    recipient: Some(address_of(value)),
-                    ..Delivery::default()
-                });
-            }
-            "action" => {
-                if let Some(block) = current.as_mut() {
-                    block.action = Some(value.to_ascii_lowercase());
-                }
-            }
-            "status" => {
-                if let Some(block) = current.as_mut() {
-                    block.status = value.split_whitespace().next().map(str::to_owned);
-                }
-            }
-            "diagnostic-code" => {
-                if let Some(block) = current.as_mut() {
-                    // "smtp; 550 5.1.1 …": the type before the first ';' is not the text.
-                    let text = value.split_once(';').map_or(value, |(_, text)| text);
-                    block.diagnostic = Some(text.trim().to_owned()).filter(|t| !t.is_empty());
-                }
-            }
-            _ => {}
+        }
+        if let Some((name, value)) = field.take() {
+            apply(&mut found, &mut current, name, value.trim());
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim();
+            field = WANTED
+                .iter()
+                .find(|wanted| name.eq_ignore_ascii_case(wanted))
+                .map(|wanted| (*wanted, value.to_owned()));
         }
     }
     found.extend(current);
     found.retain(|d| d.recipient.as_deref().is_some_and(|r| r.contains('@')) || d.status.is_some());
     found
+}
+
+/// One field of a delivery report, into the recipient block it belongs to.
+fn apply(found: &mut Vec<Delivery>, current: &mut Option<Delivery>, name: &str, value: &str) {
+    match name {
+        "final-recipient" => match current.as_mut() {
+            Some(block) if block.recipient.is_none() || block.status.is_none() => {
+                block.recipient = Some(address_of(value));
+            }
+            _ => {
+                found.extend(current.take());
+                *current = Some(Delivery {
+                    recipient: Some(address_of(value)),
+                    ..Delivery::default()
+                });
+            }
+        },
+        // A new block, unless it belongs to the block above (after its Final-Recipient).
+        "original-recipient" if current.as_ref().is_none_or(|b| b.status.is_some()) => {
+            found.extend(current.take());
+            *current = Some(Delivery {
+                recipient: Some(address_of(value)),
+                ..Delivery::default()
+            });
+        }
+        "action" => {
+            if let Some(block) = current.as_mut() {
+                block.action = Some(value.to_ascii_lowercase());
+            }
+        }
+        "status" => {
+            if let Some(block) = current.as_mut() {
+                block.status = value.split_whitespace().next().map(str::to_owned);
+            }
+        }
+        "diagnostic-code" => {
+            if let Some(block) = current.as_mut() {
+                // "smtp; 550 5.1.1 …": the type before the first ';' is not the text.
+                let text = value.split_once(';').map_or(value, |(_, text)| text);
+                block.diagnostic = Some(text.trim().to_owned()).filter(|t| !t.is_empty());
+            }
+        }
+        _ => {}
+    }
 }
 
 /// `rfc822; <a@b>` → `a@b`, lower case.
@@ -515,8 +548,7 @@ fn first_address(text: &str, not: &[String]) -> Option<String> {
 /// An Amazon SES bounce, complaint or delivery notification received by mail (the JSON of an
 /// SNS notification, or SES's own event), or `None` when `message` is not one.
 fn ses_notification(message: &Message<'_>, inbound: &mut Incoming) -> Option<Kind> {
-    let text = message.body_text(0)?;
-    let head = text.trim_start();
+    let head = plain_text(message)?.trim_start();
     if !head.starts_with('{') || !head[..floor_char_boundary(head, 4096)].contains("Type") {
         return None;
     }
