@@ -25,7 +25,11 @@
 //! - Message-IDs are given without angle brackets, as mail-parser reads them.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use mail_parser::{HeaderForm, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+use std::sync::LazyLock;
+
+use mail_parser::{
+    HeaderForm, HeaderName, HeaderValue, Message, MessageParser, MimeHeaders, PartType,
+};
 use serde::Serialize;
 
 use crate::unsubscribe::token_in_subject;
@@ -131,6 +135,18 @@ impl Kind {
 
 pub const EXCERPT_CHARS: usize = 200;
 
+/// Parses only the headers classification reads (MIME, dates, addresses, Message-IDs, the
+/// subject); the others stay raw. `Received` lines, a dozen in a returned message, are the
+/// costly ones no decision needs.
+static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
+    MessageParser::new()
+        .with_mime_headers()
+        .with_date_headers()
+        .with_address_headers()
+        .with_message_ids()
+        .header_text(HeaderName::Subject)
+});
+
 /// Classifies one raw message (RFC 5322, LF or CRLF).
 pub fn classify(raw: &[u8]) -> Incoming {
     let unknown = |reason: &str| Incoming {
@@ -149,7 +165,7 @@ pub fn classify(raw: &[u8]) -> Incoming {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return unknown("empty message");
     }
-    let Some(message) = MessageParser::default().parse(raw) else {
+    let Some(message) = PARSER.parse(raw) else {
         return unknown("not a mail message");
     };
     let from = message
@@ -553,26 +569,27 @@ fn new_text(message: &Message<'_>) -> String {
 
 /// One line of at most [`EXCERPT_CHARS`] characters.
 fn excerpt(text: &str) -> String {
-    // Only as many words as the excerpt can show are joined: a bounce's text can be long.
-    let mut flat = String::new();
-    let mut chars = 0;
+    // Built a character at a time and stopped at the first one too many: a bounce's text can
+    // be long.
+    let mut out = String::with_capacity(EXCERPT_CHARS + 8);
+    let mut count = 0;
+    let mut cut = 0;
     for word in text.split_whitespace() {
-        if !flat.is_empty() {
-            flat.push(' ');
-            chars += 1;
-        }
-        flat.push_str(word);
-        chars += word.chars().count();
-        if chars > EXCERPT_CHARS {
-            break;
+        let space = (!out.is_empty()).then_some(' ');
+        for c in space.into_iter().chain(word.chars()) {
+            if count == EXCERPT_CHARS - 1 {
+                cut = out.len();
+            }
+            if count == EXCERPT_CHARS {
+                out.truncate(cut);
+                out.push('…');
+                return out;
+            }
+            out.push(c);
+            count += 1;
         }
     }
-    if chars <= EXCERPT_CHARS {
-        return flat;
-    }
-    let mut cut: String = flat.chars().take(EXCERPT_CHARS - 1).collect();
-    cut.push('…');
-    cut
+    out
 }
 
 /// Text of an HTML reply without its quoted history (Gmail's `gmail_quote`, Apple Mail's

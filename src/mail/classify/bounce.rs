@@ -321,8 +321,8 @@ fn notice_text(text: &str) -> String {
         .take(12)
         .filter(|line| {
             line.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("rcpt to:")
+                .get(..8)
+                .is_some_and(|start| start.eq_ignore_ascii_case("rcpt to:"))
         })
         .collect::<Vec<_>>()
         .join("\n");
@@ -492,7 +492,7 @@ fn failed_recipients(message: &Message<'_>) -> Option<String> {
 /// The failed recipient in a notice's text: after `RCPT TO:` or `delivered to:`, else the
 /// first address that is neither ours, a daemon's, nor the returned message's sender.
 fn recipient_in_notice(notice: &str, inbound: &Incoming, message: &Message<'_>) -> Option<String> {
-    let lower = notice.to_lowercase();
+    let lower = notice.to_ascii_lowercase();
     for marker in ["rcpt to:", "delivered to:", "delivered to"] {
         if let Some(at) = lower.find(marker)
             && let Some(address) = first_address(&lower[at + marker.len()..], &[])
@@ -527,14 +527,15 @@ fn first_address(text: &str, not: &[String]) -> Option<String> {
                 '<' | '>' | '(' | ')' | '"' | ',' | ';' | '[' | ']' | '\''
             )
     })
+    // Most words are not addresses: only those are copied.
+    .filter(|w| w.contains('@'))
     .map(|w| {
         w.trim_end_matches([':', '.'])
             .trim_start_matches("mailto:")
             .to_ascii_lowercase()
     })
     .find(|w| {
-        w.contains('@')
-            && !w.starts_with('@')
+        !w.starts_with('@')
             && !w.ends_with('@')
             && w.matches('@').count() == 1
             && !not.contains(w)
