@@ -722,9 +722,11 @@ static MATCHER: LazyLock<Matcher> = LazyLock::new(|| {
             reasons.push(*reason);
         }
     }
+    // A contiguous NFA, not a DFA: the texts are short, and a DFA of this many phrases is
+    // megabytes of tables that each bounce would pull through the cache (and 20 ms to build).
     let automaton = AhoCorasick::builder()
         .ascii_case_insensitive(true)
-        .kind(Some(AhoCorasickKind::DFA))
+        .kind(Some(AhoCorasickKind::ContiguousNFA))
         .build(&patterns)
         .expect("the phrase list is a valid set of patterns");
     Matcher { automaton, reasons }
