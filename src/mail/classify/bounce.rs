@@ -24,7 +24,7 @@ use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 use serde_json::Value;
 
 use super::reason::{self, Reason};
-use super::{EXCERPT_CHARS, Incoming, Kind, excerpt, header_text, is_report};
+use super::{Incoming, Kind, excerpt, header_text, is_report};
 
 /// Subjects of non-delivery notices (lower case, matched anywhere in the subject).
 const BOUNCE_SUBJECTS: [&str; 32] = [
@@ -188,7 +188,9 @@ pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming) -> Option<Ki
     let status = match delivery.status.take() {
         // "5.0.0" says little; the diagnostic often has the precise code.
         Some(status) if status.ends_with(".0.0") => super::status_in_text(&diagnostic)
-            .filter(|found| found.contains('.') && found.starts_with(&status[..1]))
+            .filter(|found| {
+                found.contains('.') && status.chars().next().is_some_and(|c| found.starts_with(c))
+            })
             .or(Some(status)),
         Some(status) => Some(status),
         None => super::status_in_text(&diagnostic).or_else(|| super::status_in_text(&notice)),
@@ -685,5 +687,5 @@ fn ses_message_id(mail: &Value) -> Option<String> {
             .and_then(Value::as_str)
     })?;
     let id = id.trim().trim_matches(['<', '>']);
-    (!id.is_empty()).then(|| id.chars().take(EXCERPT_CHARS * 2).collect())
+    (!id.is_empty()).then(|| id.to_owned())
 }
