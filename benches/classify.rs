@@ -1,5 +1,6 @@
 //! `cargo bench --bench classify`: classification throughput over the golden corpus
-//! (`tests/corpus/classify/`: replies, auto-replies, bounces, unsubscribe and list mail).
+//! (`tests/corpus/classify/`: replies, auto-replies, bounces of every shape, complaints,
+//! delivery notices, unsubscribe and list mail).
 //!
 //! Classifies the whole corpus in a loop for about a second per round, five rounds, and prints
 //! the median in messages and megabytes per second.

@@ -39,6 +39,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// Web forms served at `POST /forms/<name>` (`[[forms]]` in the file).
     pub forms: Vec<FormConfig>,
+    /// When soft bounces add up to an undeliverable address (`[bounces]`).
+    pub bounces: BouncesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -440,6 +442,26 @@ impl Default for WebhookConfig {
             retry_max_seconds: 3600,
             max_attempts: 40,
             give_up_hours: 72,
+        }
+    }
+}
+
+/// When soft bounces (a full or disabled mailbox, a timeout: not the address's own failure,
+/// not the sender's) add up to an undeliverable address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BouncesConfig {
+    /// This many soft bounces of one lead within the window suppress it (0: never).
+    pub soft_limit: u32,
+    /// The window, in days, counted back from the latest soft bounce.
+    pub soft_window_days: u32,
+}
+
+impl Default for BouncesConfig {
+    fn default() -> Self {
+        BouncesConfig {
+            soft_limit: 3,
+            soft_window_days: 30,
         }
     }
 }

@@ -101,6 +101,8 @@ pub struct Suppression {
 pub enum SuppressionReason {
     Unsubscribed,
     Bounced,
+    /// The person reported our mail as spam (a feedback-loop complaint).
+    Complained,
     Manual,
 }
 

@@ -575,8 +575,9 @@ fn suppression_reason(cell: &str) -> Result<SuppressionReason, String> {
         "unsubscribed" => Ok(SuppressionReason::Unsubscribed),
         "bounced" => Ok(SuppressionReason::Bounced),
         "manual" => Ok(SuppressionReason::Manual),
+        "complained" => Ok(SuppressionReason::Complained),
         _ => Err(format!(
-            "`{cell}` is not a suppression reason (unsubscribed, bounced, manual)"
+            "`{cell}` is not a suppression reason (unsubscribed, bounced, complained, manual)"
         )),
     }
 }

@@ -36,7 +36,7 @@ use crate::store::{Event, EventKind};
 
 /// Every event type a `[[webhooks]]` entry may list (`"*"` lists all); what each reports is in
 /// the README's Webhooks section, and [`candidates`] says which journal line it comes from.
-pub const EVENTS: [&str; 14] = [
+pub const EVENTS: [&str; 15] = [
     "lead.created",
     "lead.updated",
     "lead.enrolled",
@@ -44,6 +44,7 @@ pub const EVENTS: [&str; 14] = [
     "lead.promoted",
     "lead.unsubscribed",
     "lead.bounced",
+    "lead.complained",
     "lead.suppressed",
     "lead.unsuppressed",
     "email.sent",
@@ -62,7 +63,12 @@ fn candidates(kind: &EventKind) -> &'static [&'static str] {
         EventKind::Enrolled => &["lead.enrolled"],
         EventKind::Received { what } if is_reply(what) => &["lead.replied"],
         EventKind::Promoted { .. } => &["lead.promoted"],
-        EventKind::Suppressed { .. } => &["lead.unsubscribed", "lead.bounced", "lead.suppressed"],
+        EventKind::Suppressed { .. } => &[
+            "lead.unsubscribed",
+            "lead.bounced",
+            "lead.complained",
+            "lead.suppressed",
+        ],
         EventKind::Unsuppressed => &["lead.unsuppressed"],
         EventKind::Sent { .. } => &["email.sent"],
         EventKind::SendFailed {
@@ -90,6 +96,7 @@ pub fn event_type(
         EventKind::Suppressed { .. } => Some(match suppression {
             Some(SuppressionReason::Unsubscribed) => "lead.unsubscribed",
             Some(SuppressionReason::Bounced) => "lead.bounced",
+            Some(SuppressionReason::Complained) => "lead.complained",
             Some(SuppressionReason::Manual) | None => "lead.suppressed",
         }),
         other => candidates(other).first().copied(),

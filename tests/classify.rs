@@ -45,7 +45,7 @@ fn expected_path(eml: &Path, suffix: &str) -> PathBuf {
 fn the_corpus_classifies_as_expected_with_lf_and_crlf() {
     let files = corpus();
     assert!(
-        files.len() >= 30,
+        files.len() >= 80,
         "the corpus is too small: {}",
         files.len()
     );

@@ -649,3 +649,46 @@ fn a_reply_to_the_final_email_of_a_completed_sequence_promotes_and_notifies() {
     drop(store);
     nothing_more(&dir, &stack, "tom", 2);
 }
+
+#[test]
+fn a_spam_complaint_suppresses_the_lead_it_names_and_never_promotes() {
+    let (stack, dir, daemon, welcome) =
+        welcomed("complaint", 2790, 2179, "tom@example.test", "Tom");
+    // The provider's feedback loop (ARF, RFC 5965) returns the welcome email as reported; the
+    // report comes from the provider, not from Tom, and names him only inside.
+    let report = format!(
+        "From: Feedback Loop <fbl@isp.example>\nTo: sales@example.test\n\
+         Subject: Abuse report\nDate: Mon, 23 Nov 2026 11:00:00 +0000\n\
+         Message-ID: <{}.arf@isp.example>\nMIME-Version: 1.0\n\
+         Content-Type: multipart/report; report-type=feedback-report; boundary=\"arf\"\n\n\
+         --arf\nContent-Type: text/plain\n\nThis is an email abuse report.\n\n\
+         --arf\nContent-Type: message/feedback-report\n\n\
+         Feedback-Type: abuse\nUser-Agent: ISP-FBL/1.0\nVersion: 1\n\n\
+         --arf\nContent-Type: message/rfc822\n\n{}\n--arf--\n",
+        Utc::now().timestamp_nanos_opt().unwrap_or(0),
+        String::from_utf8_lossy(&welcome).replace("\r\n", "\n"),
+    );
+    stack.inject("fbl@isp.example", "sales@example.test", &report);
+    let log = stop(daemon.wait_log("mail from a lead", 1));
+    let store = open_store(&dir);
+    let tom = store.lead("tom@example.test").unwrap().unwrap();
+    let suppression = tom.suppression.as_ref().expect("suppressed");
+    assert_eq!(
+        suppression.reason,
+        nurture::lead::SuppressionReason::Complained,
+        "{log}"
+    );
+    assert_eq!(tom.stage, Stage::Lead, "a complaint is never a reply");
+    assert!(!active(&store, "tom@example.test"), "its enrollment ends");
+    let journal = events(&store, "tom@example.test");
+    assert!(
+        journal.iter().any(|e| matches!(
+            &e.kind,
+            EventKind::Received { what } if what.starts_with("spam complaint (abuse)")
+        )),
+        "{journal:?}"
+    );
+    assert_eq!(replies(&journal), 0);
+    drop(store);
+    nothing_more(&dir, &stack, "tom", 1);
+}

@@ -29,6 +29,8 @@ mod enrollment;
 mod inbox;
 // Golden corpus of inbound mail (tests/corpus/classify/); classification never panics.
 mod classify;
+// `nurture mail classify`: golden text and JSON, with and without a store.
+mod mail_classify;
 // Sending through a real Postfix into real Dovecot mailboxes (tests/mailstack.sh).
 mod smtp;
 // Under systemd (readiness, watchdog), the shipped unit file, completions and man pages.

@@ -16,6 +16,7 @@ pub mod dry_run;
 mod enroll;
 mod generate;
 pub(crate) mod leads;
+mod mail;
 mod outbox;
 mod run;
 mod send_test;
@@ -124,6 +125,8 @@ pub enum Command {
     Man(generate::ManArgs),
     /// Emails a crash left uncertain: list them, send them again, or drop them.
     Outbox(outbox::OutboxArgs),
+    /// Inbound mail: `classify` says what nurture makes of a message, and why.
+    Mail(mail::MailArgs),
 }
 
 impl Cli {
@@ -202,6 +205,7 @@ pub fn main() -> i32 {
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),
         Command::Outbox(args) => outbox::run(&cli, args),
+        Command::Mail(args) => mail::run(&cli, args),
     };
     let code = match result {
         Ok(code) => code,

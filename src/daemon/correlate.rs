@@ -3,7 +3,8 @@
 //!
 //! Who: `In-Reply-To`/`References` → one of our Message-IDs → its lead and workflow (so a reply
 //! from another address of the same person still finds its lead); for a bounce, the returned
-//! message's Message-ID or the failed recipient; for an unsubscribe mail, the token of our
+//! message's Message-ID or the failed recipient, and likewise for a spam complaint (which
+//! suppresses at once, "complained"); for an unsubscribe mail, the token of our
 //! `mailto:` link; as a last resort the sender's address, if it is a lead nurture has emailed
 //! or is about to (an active enrollment). Anything else is left alone (and logged by the
 //! caller).
@@ -11,11 +12,18 @@
 //! Which workflow: the one whose email the mail answers, whatever its enrollment's state (a
 //! reply to the last email of a finished sequence counts). Matched by the sender alone, every
 //! active enrollment of the lead; when none is active, the one that emailed the lead last.
+//!
+//! Bounces by fault: the address's own permanent failure suppresses; a refusal the sender is
+//! to blame for is journaled and the caller warns the operator ([`sender_problem`]); soft
+//! bounces are journaled and counted ([`count_soft_bounces`]).
 
+use chrono::{DateTime, Utc};
+
+use crate::config::BouncesConfig;
 use crate::engine::Input;
 use crate::lead::SuppressionReason;
 use crate::mail::classify::{Incoming, Kind};
-use crate::store::{Store, StoreError};
+use crate::store::{EventKind, Store, StoreError};
 use crate::unsubscribe::{Unsubscribe, token_in_subject};
 
 use super::scheduler::Happening;
@@ -41,6 +49,9 @@ pub fn happening(
             recipient,
             status,
             permanent,
+            reason,
+            delayed,
+            ..
         } => {
             let by_original = match &inbound.original_message_id {
                 Some(id) => store
@@ -65,11 +76,16 @@ pub fn happening(
                 // A transient bounce is recorded, nothing more: the next attempt may pass.
                 permanent.then_some(Input::Bounce { permanent: true }),
             );
-            bounce.note = Some(if *permanent {
-                format!("permanent bounce ({status})")
+            let what = if *permanent {
+                "permanent bounce"
+            } else if reason.is_sender_side() {
+                SENDER_SIDE
+            } else if *delayed {
+                "delivery delayed"
             } else {
-                format!("transient bounce ({status})")
-            });
+                SOFT_BOUNCE
+            };
+            bounce.note = Some(format!("{what} ({status}): {}", reason.describe()));
             if *permanent {
                 bounce.suppress = Some((
                     SuppressionReason::Bounced,
@@ -77,6 +93,27 @@ pub fn happening(
                 ));
             }
             bounce
+        }
+        Kind::Complaint {
+            recipient,
+            feedback_type,
+            ..
+        } => {
+            let Some((lead, workflow)) = by_original(store, inbound, recipient.as_deref())? else {
+                return Ok(Err("a complaint about no lead of ours".into()));
+            };
+            // Not handlers' business: a complaint is never a reply, and no workflow may go on
+            // mailing someone who called it spam.
+            let mut complaint = happening(lead, workflow, None);
+            let kind = feedback_type.as_deref().unwrap_or("abuse");
+            // A DMARC failure report or a "not spam" report is about us, not the person.
+            if matches!(kind, "auth-failure" | "not-spam" | "dmarc") {
+                complaint.note = Some(format!("feedback report ({kind}), not a complaint"));
+            } else {
+                complaint.note = Some(format!("spam complaint ({kind})"));
+                complaint.suppress = Some((SuppressionReason::Complained, "complained".into()));
+            }
+            complaint
         }
         Kind::Unsubscribe { token, .. } => {
             let token = token
@@ -121,6 +158,98 @@ pub fn happening(
         }
     };
     Ok(Ok(found))
+}
+
+/// How a bounce that is neither the address's fault nor the sender's begins its journal line;
+/// [`count_soft_bounces`] counts those lines.
+const SOFT_BOUNCE: &str = "soft bounce";
+/// A bounce the sender is to blame for (blocked, spam, policy, authentication).
+const SENDER_SIDE: &str = "sender-side rejection";
+
+/// After a soft bounce: when it is the `soft_limit`-th of the lead within the window, the
+/// address is suppressed as undeliverable.
+pub fn count_soft_bounces(
+    store: &Store,
+    happening: &mut Happening,
+    limits: &BouncesConfig,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let soft = happening
+        .note
+        .as_deref()
+        .is_some_and(|note| note.starts_with(SOFT_BOUNCE));
+    if !soft || happening.suppress.is_some() || limits.soft_limit == 0 {
+        return Ok(());
+    }
+    let since = now - chrono::Duration::days(i64::from(limits.soft_window_days));
+    let earlier = store
+        .events_of(&happening.lead)?
+        .iter()
+        .filter(|event| event.at >= since)
+        .filter(|event| {
+            matches!(&event.kind, EventKind::Received { what } if what.starts_with(SOFT_BOUNCE))
+        })
+        .count();
+    let count = earlier + 1;
+    if count >= limits.soft_limit as usize {
+        happening.suppress = Some((
+            SuppressionReason::Bounced,
+            format!(
+                "undeliverable: {count} soft bounces in {} days",
+                limits.soft_window_days
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What the operator must hear of a bounce the sender is to blame for: "mail to X was
+/// refused by example.com: sender blocked (5.7.1)", or `None`.
+pub fn sender_problem(inbound: &Incoming) -> Option<String> {
+    let Kind::Bounce {
+        recipient,
+        status,
+        reason,
+        diagnostic,
+        ..
+    } = &inbound.kind
+    else {
+        return None;
+    };
+    if !reason.is_sender_side() {
+        return None;
+    }
+    let recipient = recipient.as_deref().unwrap_or("a recipient");
+    let domain = recipient.rsplit_once('@').map_or(recipient, |(_, d)| d);
+    let mut warning = format!(
+        "mail to {recipient} was refused by {domain}: {} ({})",
+        reason.describe(),
+        status.as_deref().unwrap_or("no status")
+    );
+    if let Some(said) = diagnostic {
+        warning.push_str(&format!(": “{said}”"));
+    }
+    Some(warning)
+}
+
+/// The lead (and workflow) of a returned or reported message: by its Message-ID, else by
+/// its recipient.
+fn by_original(
+    store: &Store,
+    inbound: &Incoming,
+    recipient: Option<&str>,
+) -> Result<Option<(String, Option<String>)>, StoreError> {
+    if let Some(id) = &inbound.original_message_id
+        && let Some(record) = store.message(&bracketed(id))?
+    {
+        return Ok(Some((record.lead, Some(record.workflow))));
+    }
+    match recipient {
+        Some(address) => Ok(store
+            .lead(&address.to_ascii_lowercase())?
+            .map(|lead| (lead.email, None))),
+        None => Ok(None),
+    }
 }
 
 /// The lead (and workflow) a mail answers: through our Message-IDs it refers to, else its

@@ -7,12 +7,13 @@
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::correlate;
 use super::intake::{self, DoorRequest, Reply};
 use super::pipeline::Pipeline;
 use super::scheduler::{Happening, Receipt};
+use crate::config::BouncesConfig;
 use crate::mail::classify::Incoming;
 use crate::project::Project;
 use crate::store::{Batch, Store, StoreError};
@@ -136,6 +137,8 @@ pub struct Context<'a> {
     pub store: &'a Store,
     pub project: &'a Project,
     pub unsubscribe: &'a Unsubscribe,
+    /// When soft bounces suppress.
+    pub bounces: &'a BouncesConfig,
     pub now: DateTime<Utc>,
 }
 
@@ -230,8 +233,13 @@ async fn run_mail(
         seen,
         position: (position_key(folder), encode(position)),
     };
+    if let Some(warning) = correlate::sender_problem(mail) {
+        // The lead stays; the sender has a deliverability problem the operator must hear of.
+        warn!(%warning, "mail refused for the sender's sake");
+    }
     match correlate::happening(cx.store, cx.unsubscribe, mail)? {
         Ok(mut happening) => {
+            correlate::count_soft_bounces(cx.store, &mut happening, cx.bounces, cx.now)?;
             happening.receipt = Some(receipt);
             let known = pipeline
                 .run_input(cx.project, cx.now, &happening)

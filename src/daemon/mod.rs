@@ -202,6 +202,7 @@ pub async fn run(
                 store: &store,
                 project: &project,
                 unsubscribe: &unsubscribe,
+                bounces: &config.bounces,
                 now: clock.now(),
             };
             inbound::answer_all(held.drain(..), &mut pipeline, &cx).await?;

@@ -433,7 +433,7 @@ impl<'a> Work<'a> {
         let exit = match reason {
             SuppressionReason::Unsubscribed => ExitReason::Unsubscribed,
             SuppressionReason::Bounced => ExitReason::Bounced,
-            SuppressionReason::Manual => ExitReason::Suppressed,
+            SuppressionReason::Manual | SuppressionReason::Complained => ExitReason::Suppressed,
         };
         if let Some((lead, changed)) = self.leads.get_mut(email)
             && !lead.is_suppressed()

@@ -1,12 +1,18 @@
-//! What an inbound mail is: a person's reply, an automatic answer, a bounce, an unsubscribe
-//! request, or unrelated mail. A pure function over the raw bytes ([`classify`]).
+//! What an inbound mail is: a person's reply, an automatic answer, a bounce, a spam complaint,
+//! an unsubscribe request, or unrelated mail. A pure function over the raw bytes
+//! ([`classify`]); the bounce shapes live in [`bounce`], their reasons in [`reason`], the
+//! complaints in [`complaint`].
 //!
 //! Rules:
 //! - It never panics and never fails: mail that cannot be read is [`Kind::Unknown`].
 //! - Nothing automatic is ever a [`Kind::HumanReply`]: only a human reply promotes a lead, so
-//!   every doubt leans away from it. Bounces are checked first (they often carry
-//!   `Auto-Submitted` too), then unsubscribe requests, auto-replies and bulk mail.
-//! - Signals, in order: RFC 3464 delivery reports and the common non-standard bounce shapes;
+//!   every doubt leans away from it. Complaints are checked first (a feedback report may come
+//!   from a postmaster address), then bounces (they often carry `Auto-Submitted` too), then
+//!   unsubscribe requests, auto-replies and bulk mail.
+//! - Every kind says the signal that decided it, so that `nurture mail classify` can answer
+//!   "why".
+//! - Signals, in order: ARF feedback reports; RFC 3464 delivery reports (a report of
+//!   successful delivery is not a bounce) and the common non-standard bounce shapes;
 //!   the token of our `mailto:` unsubscribe link in the subject, or a first line that says
 //!   "unsubscribe"/"stop"; RFC 3834 `Auto-Submitted` (≠ `no`), `X-Autoreply`, `X-Autorespond`,
 //!   `Precedence: auto_reply|bulk|junk|list`, an empty `Return-Path`, out-of-office subjects in
@@ -19,10 +25,20 @@
 //! - Message-IDs are given without angle brackets, as mail-parser reads them.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use mail_parser::{HeaderForm, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+use std::sync::LazyLock;
+
+use mail_parser::{
+    HeaderForm, HeaderName, HeaderValue, Message, MessageParser, MimeHeaders, PartType,
+};
 use serde::Serialize;
 
 use crate::unsubscribe::token_in_subject;
+
+mod bounce;
+mod complaint;
+pub mod reason;
+
+pub use reason::Reason;
 
 /// A classified inbound mail: what it is, and what correlation needs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -57,7 +73,26 @@ pub enum Kind {
         recipient: Option<String>,
         /// The enhanced status code (`5.1.1`), or the SMTP code when that is all there is.
         status: Option<String>,
+        /// Why it failed.
+        reason: Reason,
+        /// The address is gone for good (no such user or domain, answered with 5.x.x): the
+        /// lead is suppressed. False for everything the sender or the moment is to blame for.
         permanent: bool,
+        /// A warning that delivery is still being tried, not a failure.
+        delayed: bool,
+        /// The receiving server's words, on one line.
+        diagnostic: Option<String>,
+        /// What made it a bounce, and what decided the reason.
+        signal: String,
+    },
+    /// A spam complaint (a feedback-loop report) about one of our messages.
+    Complaint {
+        /// The recipient of the reported message.
+        recipient: Option<String>,
+        /// `abuse`, `fraud`, `virus`, `other`, `not-spam`, `auth-failure` (RFC 5965), when
+        /// given.
+        feedback_type: Option<String>,
+        signal: String,
     },
     Unsubscribe {
         token: Option<String>,
@@ -71,7 +106,46 @@ pub enum Kind {
     },
 }
 
+impl Kind {
+    /// The kind's name as `nurture mail classify` prints it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::HumanReply => "reply",
+            Kind::AutoReply { .. } => "auto-reply",
+            Kind::Bounce { .. } => "bounce",
+            Kind::Complaint { .. } => "complaint",
+            Kind::Unsubscribe { .. } => "unsubscribe",
+            Kind::Unrelated { .. } => "unrelated",
+            Kind::Unknown { .. } => "unknown",
+        }
+    }
+
+    /// The signal that decided the kind.
+    pub fn signal(&self) -> &str {
+        match self {
+            Kind::HumanReply => "no sign of an automatic sender",
+            Kind::AutoReply { reason, .. }
+            | Kind::Unsubscribe { reason, .. }
+            | Kind::Unrelated { reason }
+            | Kind::Unknown { reason } => reason,
+            Kind::Bounce { signal, .. } | Kind::Complaint { signal, .. } => signal,
+        }
+    }
+}
+
 pub const EXCERPT_CHARS: usize = 200;
+
+/// Parses only the headers classification reads (MIME, dates, addresses, Message-IDs, the
+/// subject); the others stay raw. `Received` lines, a dozen in a returned message, are the
+/// costly ones no decision needs.
+static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
+    MessageParser::new()
+        .with_mime_headers()
+        .with_date_headers()
+        .with_address_headers()
+        .with_message_ids()
+        .header_text(HeaderName::Subject)
+});
 
 /// Classifies one raw message (RFC 5322, LF or CRLF).
 pub fn classify(raw: &[u8]) -> Incoming {
@@ -91,7 +165,7 @@ pub fn classify(raw: &[u8]) -> Incoming {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return unknown("empty message");
     }
-    let Some(message) = MessageParser::default().parse(raw) else {
+    let Some(message) = PARSER.parse(raw) else {
         return unknown("not a mail message");
     };
     let from = message
@@ -114,7 +188,9 @@ pub fn classify(raw: &[u8]) -> Incoming {
     };
     let new_text = new_text(&message);
     inbound.excerpt = excerpt(&new_text);
-    inbound.kind = match bounce(&message, &mut inbound) {
+    let found = complaint::complaint(&message, &mut inbound)
+        .or_else(|| bounce::bounce(&message, &mut inbound));
+    inbound.kind = match found {
         Some(kind) => kind,
         None if inbound.from.is_none() => Kind::Unknown {
             reason: "no sender address".into(),
@@ -172,103 +248,24 @@ fn header_text<'a>(message: &'a Message<'_>, name: &'static str) -> Option<&'a s
     message.header_raw(name).map(str::trim)
 }
 
-// ---- bounces ----
+// ---- bounces and complaints ----
 
-/// Subjects of bounces that are not RFC 3464 reports (Postfix, Exim, qmail, Exchange, Gmail…).
-const BOUNCE_SUBJECTS: [&str; 12] = [
-    "undelivered mail returned to sender",
-    "delivery status notification",
-    "mail delivery failed",
-    "undeliverable:",
-    "undeliverable mail",
-    "failure notice",
-    "returned mail:",
-    "delivery failure",
-    "mail delivery subsystem",
-    "nondeliverable",
-    "message not delivered",
-    "delivery has failed",
-];
-
-fn bounce(message: &Message<'_>, inbound: &mut Incoming) -> Option<Kind> {
-    let is_report = message.content_type().is_some_and(|ct| {
+/// Whether `message` is a `multipart/report` of `report_type`.
+fn is_report(message: &Message<'_>, report_type: &str) -> bool {
+    message.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("multipart")
             && ct
                 .subtype()
                 .is_some_and(|s| s.eq_ignore_ascii_case("report"))
             && ct
                 .attribute("report-type")
-                .is_some_and(|t| t.eq_ignore_ascii_case("delivery-status"))
-    });
-    let daemon_sender = inbound.from.as_deref().is_some_and(|from| {
-        let local = from.split('@').next().unwrap_or_default();
-        local == "mailer-daemon" || local == "postmaster" || local == "mail-daemon"
-    });
-    let subject = inbound
-        .subject
-        .as_deref()
-        .unwrap_or_default()
-        .to_lowercase();
-    let bounce_subject = BOUNCE_SUBJECTS.iter().any(|s| subject.contains(s));
-    let null_sender = header_text(message, "Return-Path") == Some("<>");
-    let looks_like_bounce =
-        is_report || daemon_sender || (bounce_subject && (null_sender || inbound.from.is_none()));
-    if !looks_like_bounce {
-        return None;
-    }
-    inbound.original_message_id = returned_message_id(message, inbound.message_id.as_deref());
-    let mut recipient = None;
-    let mut status = None;
-    let mut action = None;
-    for part in &message.parts {
-        let is_status = part.content_type().is_some_and(|ct| {
-            ct.subtype().is_some_and(|s| {
-                s.eq_ignore_ascii_case("delivery-status")
-                    || s.eq_ignore_ascii_case("global-delivery-status")
-            })
-        });
-        if !is_status {
-            continue;
-        }
-        let text = String::from_utf8_lossy(part.contents());
-        for line in text.lines() {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "final-recipient" | "original-recipient" if recipient.is_none() => {
-                    let address = value.rsplit(';').next().unwrap_or(value).trim();
-                    recipient = Some(address.trim_matches(['<', '>']).to_ascii_lowercase());
-                }
-                "status" if status.is_none() => {
-                    status = value.split_whitespace().next().map(str::to_owned);
-                }
-                "action" if action.is_none() => action = Some(value.to_ascii_lowercase()),
-                _ => {}
-            }
-        }
-    }
-    if status.is_none() || recipient.is_none() {
-        let body = message.body_text(0).unwrap_or_default();
-        if status.is_none() {
-            status = status_in_text(&body);
-        }
-        if recipient.is_none() {
-            recipient = recipient_in_text(&body, inbound.to.first().map(String::as_str));
-        }
-    }
-    let permanent = action.as_deref() != Some("delayed")
-        && status.as_deref().is_some_and(|s| s.starts_with('5'));
-    Some(Kind::Bounce {
-        recipient,
-        status,
-        permanent,
+                .is_some_and(|t| t.eq_ignore_ascii_case(report_type))
     })
 }
 
-/// The Message-ID of the message a bounce returns: from an attached message or its headers,
-/// else the first `Message-ID:` line quoted in the body that is not the bounce's own.
+/// The Message-ID of the message a bounce or a complaint returns: from an attached message or
+/// attached headers, else the first `Message-ID:` line quoted in the body that is not the
+/// bounce's own.
 fn returned_message_id(message: &Message<'_>, own: Option<&str>) -> Option<String> {
     for part in &message.parts {
         if let PartType::Message(returned) = &part.body
@@ -277,62 +274,66 @@ fn returned_message_id(message: &Message<'_>, own: Option<&str>) -> Option<Strin
             return Some(id.to_owned());
         }
     }
+    let headers_part = message.parts.iter().find(|part| {
+        part.content_type().is_some_and(|ct| {
+            ct.subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("rfc822-headers"))
+        })
+    });
+    let quoted = |text: &str| {
+        text.lines().find_map(|line| {
+            let (name, value) = line.trim_start().split_once(':')?;
+            if !name.eq_ignore_ascii_case("message-id") {
+                return None;
+            }
+            let id = value.trim().trim_matches(['<', '>']).to_owned();
+            (!id.is_empty() && Some(id.as_str()) != own).then_some(id)
+        })
+    };
+    if let Some(part) = headers_part
+        && let Some(id) = quoted(&String::from_utf8_lossy(part.contents()))
+    {
+        return Some(id);
+    }
     let raw = String::from_utf8_lossy(message.raw_message());
     let body = raw
         .split_once("\r\n\r\n")
         .or_else(|| raw.split_once("\n\n"))
         .map_or("", |(_, body)| body);
-    body.lines().find_map(|line| {
-        let (name, value) = line.trim_start().split_once(':')?;
-        if !name.eq_ignore_ascii_case("message-id") {
-            return None;
-        }
-        let id = value.trim().trim_matches(['<', '>']).to_owned();
-        (!id.is_empty() && Some(id.as_str()) != own).then_some(id)
-    })
+    quoted(body)
+}
+
+/// Whether `text` contains `needle` (ASCII lower case), ignoring ASCII case, without copying.
+fn contains_ignoring_case(text: &str, needle: &str) -> bool {
+    text.as_bytes()
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// An enhanced status code (`5.1.1`) in a bounce's text, else a bare SMTP code (`550`).
 fn status_in_text(text: &str) -> Option<String> {
-    let words: Vec<&str> = text
-        .split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | ',' | ';'))
+    // "550-5.1.1", "(#5.1.1)", "<5.1.1>": the code is what the punctuation leaves.
+    let words = || {
+        text.split(|c: char| {
+            c.is_whitespace()
+                || matches!(c, '(' | ')' | '[' | ']' | ',' | ';' | '-' | '#' | '<' | '>')
+        })
+        .map(|w| w.trim_end_matches(['.', ':']))
         .filter(|w| !w.is_empty())
-        .collect();
-    let words: Vec<&str> = words.iter().map(|w| w.trim_start_matches('#')).collect();
-    let enhanced = words.iter().find(|word| {
-        let parts: Vec<&str> = word.trim_end_matches(['.', ':']).split('.').collect();
-        parts.len() == 3
-            && matches!(parts[0], "4" | "5")
-            && parts[1..]
-                .iter()
-                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
-    });
-    if let Some(code) = enhanced {
-        return Some(code.trim_end_matches(['.', ':']).to_owned());
-    }
-    words
-        .iter()
-        .map(|w| w.trim_end_matches(['-', ':']))
-        .find(|w| {
-            w.len() == 3
-                && (w.starts_with('4') || w.starts_with('5'))
-                && w.bytes().all(|b| b.is_ascii_digit())
-        })
+    };
+    let enhanced = |word: &&str| {
+        let mut parts = word.split('.');
+        matches!(parts.next(), Some("4" | "5"))
+            && parts.clone().count() == 2
+            && parts.all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let reply = |word: &&str| {
+        word.len() == 3 && word.starts_with(['4', '5']) && word.bytes().all(|b| b.is_ascii_digit())
+    };
+    words()
+        .find(enhanced)
+        .or_else(|| words().find(reply))
         .map(str::to_owned)
-}
-
-/// The first address in a bounce's text that is not the bounce's own recipient.
-fn recipient_in_text(text: &str, ours: Option<&str>) -> Option<String> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | '"' | ',' | ';'))
-        .map(|w| w.trim_end_matches([':', '.']).to_ascii_lowercase())
-        .find(|w| {
-            w.contains('@')
-                && !w.starts_with('@')
-                && !w.ends_with('@')
-                && Some(w.as_str()) != ours
-                && !w.starts_with("mailer-daemon@")
-                && !w.starts_with("postmaster@")
-        })
 }
 
 // ---- unsubscribe ----
@@ -568,13 +569,27 @@ fn new_text(message: &Message<'_>) -> String {
 
 /// One line of at most [`EXCERPT_CHARS`] characters.
 fn excerpt(text: &str) -> String {
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= EXCERPT_CHARS {
-        return flat;
+    // Built a character at a time and stopped at the first one too many: a bounce's text can
+    // be long.
+    let mut out = String::with_capacity(EXCERPT_CHARS + 8);
+    let mut count = 0;
+    let mut cut = 0;
+    for word in text.split_whitespace() {
+        let space = (!out.is_empty()).then_some(' ');
+        for c in space.into_iter().chain(word.chars()) {
+            if count == EXCERPT_CHARS - 1 {
+                cut = out.len();
+            }
+            if count == EXCERPT_CHARS {
+                out.truncate(cut);
+                out.push('…');
+                return out;
+            }
+            out.push(c);
+            count += 1;
+        }
     }
-    let mut cut: String = flat.chars().take(EXCERPT_CHARS - 1).collect();
-    cut.push('…');
-    cut
+    out
 }
 
 /// Text of an HTML reply without its quoted history (Gmail's `gmail_quote`, Apple Mail's

@@ -41,7 +41,9 @@ pub struct OutgoingEmail {
     /// Adds `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058); needs an https entry
     /// (or http to this host, for tests).
     pub one_click: bool,
-    /// Our own headers, e.g. `X-Nurture-Workflow`, for correlation.
+    /// More headers: `Auto-Submitted` and `Precedence` for bulk mail. Nothing internal (a
+    /// workflow's or a step's name): recipients see every header, and correlation needs only
+    /// our Message-IDs.
     pub extra_headers: Vec<(String, String)>,
 }
 
@@ -329,8 +331,8 @@ mod tests {
             ],
             one_click: true,
             extra_headers: vec![
-                ("X-Nurture-Workflow".into(), "trial".into()),
-                ("X-Nurture-Step".into(), "welcome".into()),
+                ("Auto-Submitted".into(), "auto-generated".into()),
+                ("Precedence".into(), "bulk".into()),
             ],
         }
     }
@@ -423,8 +425,8 @@ mod tests {
             raw("List-Unsubscribe-Post").as_deref(),
             Some("List-Unsubscribe=One-Click")
         );
-        assert_eq!(raw("X-Nurture-Workflow").as_deref(), Some("trial"));
-        assert_eq!(raw("X-Nurture-Step").as_deref(), Some("welcome"));
+        assert_eq!(raw("Auto-Submitted").as_deref(), Some("auto-generated"));
+        assert_eq!(raw("Precedence").as_deref(), Some("bulk"));
 
         let content_type = message.content_type().unwrap();
         assert_eq!(
@@ -466,6 +468,7 @@ mod tests {
         assert_eq!(
             sorted,
             [
+                "auto-submitted",
                 "content-type",
                 "date",
                 "from",
@@ -473,11 +476,10 @@ mod tests {
                 "list-unsubscribe-post",
                 "message-id",
                 "mime-version",
+                "precedence",
                 "reply-to",
                 "subject",
                 "to",
-                "x-nurture-step",
-                "x-nurture-workflow",
             ]
         );
     }
@@ -554,7 +556,7 @@ mod tests {
     #[test]
     fn our_own_headers_are_validated() {
         let mut bad = email();
-        bad.extra_headers = vec![("X-Nurture-Step".into(), "a\r\nBcc: x@y.example".into())];
+        bad.extra_headers = vec![("Precedence".into(), "a\r\nBcc: x@y.example".into())];
         assert!(matches!(
             to_message(&bad),
             Err(ComposeError::HeaderValue(_))

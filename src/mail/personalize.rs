@@ -52,17 +52,15 @@ pub fn personalize(
         date,
         list_unsubscribe: links.header_entries(),
         one_click: links.one_click.is_some(),
-        extra_headers: workflow_headers(workflow, &planned.step),
+        extra_headers: workflow_headers(workflow),
     })
 }
 
-/// Our own headers: which workflow and step (for correlation, and for a person reading the
-/// source), and, for `mark as bulk` workflows, the automated-mail markers.
-fn workflow_headers(workflow: &Workflow, step: &str) -> Vec<(String, String)> {
-    let mut headers = vec![
-        ("X-Nurture-Workflow".into(), workflow.name.clone()),
-        ("X-Nurture-Step".into(), step.to_owned()),
-    ];
+/// For `mark as bulk` workflows, the automated-mail markers. Nothing names the workflow or the
+/// step: recipients see every header (a step called "breakup"…), and replies and bounces are
+/// matched through our Message-IDs.
+fn workflow_headers(workflow: &Workflow) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
     if workflow.bulk {
         headers.push(("Auto-Submitted".into(), "auto-generated".into()));
         headers.push(("Precedence".into(), "bulk".into()));

@@ -232,6 +232,7 @@ fn reason_word(reason: SuppressionReason) -> &'static str {
         SuppressionReason::Unsubscribed => "unsubscribed",
         SuppressionReason::Bounced => "bounced",
         SuppressionReason::Manual => "manual",
+        SuppressionReason::Complained => "complained",
     }
 }
 

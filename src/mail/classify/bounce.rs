@@ -1,0 +1,691 @@
+//! Bounces: telling a non-delivery notice from other mail, and reading from it the failed
+//! recipient, the status code, the diagnostic text and the [`Reason`].
+//!
+//! Shapes read:
+//! - RFC 3464 delivery reports (`multipart/report; report-type=delivery-status`), every
+//!   recipient block, folded `Diagnostic-Code` lines included; a report whose recipients were
+//!   all delivered, relayed or expanded (status 2.x.x) is a delivery notice, not a bounce;
+//! - the non-standard notices of Postfix, Sendmail, Exim (`X-Failed-Recipients`), qmail,
+//!   Exchange, Gmail, Yahoo, Apache James (`Error message below:` / `RCPT TO:`), carriers such
+//!   as KDDI (`Could not be delivered to: <…>`) and Verizon, mail gateways, and mailing-list
+//!   managers such as fml (`X-MLServer`, a `…-admin@` sender): recognized by a daemon sender,
+//!   a bounce subject with a second sign (null sender, an automated sender name, a returned
+//!   message attached, `Auto-Submitted`, or a notice's own wording), or that wording alone;
+//! - Amazon SES notifications delivered by mail (the JSON of an SNS notification).
+//!
+//! The diagnostic is the report's `Diagnostic-Code`, else the notice's own text with the
+//! returned message cut off; the reason is read from it and the status ([`reason::judge`]).
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
+use serde_json::Value;
+
+use super::reason::{self, Reason};
+use super::{Incoming, Kind, excerpt, header_text, is_report};
+
+/// Subjects of non-delivery notices (lower case, matched anywhere in the subject).
+const BOUNCE_SUBJECTS: [&str; 32] = [
+    "undelivered mail returned to sender",
+    "delivery status notification",
+    "mail delivery failed",
+    "mail delivery failure",
+    "undeliverable",
+    "failure notice",
+    "returned mail",
+    "delivery failure",
+    "failure delivery",
+    "failed delivery",
+    "mail delivery subsystem",
+    "nondeliverable",
+    "non-deliverable",
+    "message not delivered",
+    "delivery has failed",
+    "[bounce]",
+    "delivery status",
+    "delivery notification",
+    "delivery report",
+    "mail system error",
+    "could not be delivered",
+    "permanent delivery failure",
+    "warning: message",
+    "warning: could not send message",
+    "see transcript for details",
+    "there was an error sending your mail",
+    "error(s) in forwarding",
+    "mail failure",
+    "delayed mail",
+    "non remis",
+    "non recapitabile",
+    "onbestelbaar",
+];
+
+/// Display names (lower case) of the programs that send notices.
+const DAEMON_NAMES: [&str; 9] = [
+    "mail delivery system",
+    "mail delivery subsystem",
+    "mailer-daemon",
+    "mailer daemon",
+    "mail delivery",
+    "postmaster",
+    "mail administrator",
+    "system administrator",
+    "mail system",
+];
+
+/// What a notice says in its own words (lower case): enough on its own, for notices that come
+/// from an ordinary-looking sender.
+const NOTICE_WORDS: [&str; 22] = [
+    "this is the mail system at host",
+    "this message was created automatically by mail delivery software",
+    "this is the qmail-send program",
+    "i'm afraid i wasn't able to deliver",
+    "the following addresses had permanent fatal errors",
+    "the following addresses had delivery problems",
+    "delivery to the following recipient failed",
+    "delivery to the following recipients failed",
+    "delivery to the following recipient has been delayed",
+    "your message could not be delivered",
+    "your message wasn't delivered",
+    "your message couldn't be delivered",
+    "your message did not reach some or all of the intended recipients",
+    "delivery has failed to these recipients or groups",
+    "could not be delivered to: <",
+    "error message below:",
+    "original mail as follows:",
+    "message could not be delivered to mobile",
+    "the original message was received at",
+    "unable to deliver your message",
+    "the following message to <",
+    "an error occurred while trying to deliver the mail",
+];
+
+/// Where a notice's own text ends and the returned message begins (lower case).
+const RETURNED_MESSAGE: [&str; 11] = [
+    "------ this is a copy of the message",
+    "--- below this line is a copy of the message",
+    "----- original message -----",
+    "original message follows",
+    "original mail as follows",
+    "--- the header of the original message is following",
+    "------- returned message --------",
+    "----- the following is a copy of the message",
+    "message details:",
+    "original message headers:",
+    "--- original message ---",
+];
+
+static NOTICE: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(&NOTICE_WORDS));
+static RETURNED: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(&RETURNED_MESSAGE));
+
+fn automaton(words: &[&str]) -> AhoCorasick {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .kind(Some(AhoCorasickKind::DFA))
+        .build(words)
+        .expect("a valid set of patterns")
+}
+
+/// How much of a notice's text is read: the error is at its start.
+const NOTICE_TEXT: usize = 8 * 1024;
+/// Where a notice's own wording ([`NOTICE_WORDS`]) is looked for.
+const NOTICE_WORDS_WITHIN: usize = 2 * 1024;
+
+/// What a notice says about one recipient.
+#[derive(Debug, Default)]
+struct Delivery {
+    recipient: Option<String>,
+    action: Option<String>,
+    status: Option<String>,
+    diagnostic: Option<String>,
+}
+
+/// The bounce (or delivery notice) `message` is, or `None` when it is not one.
+pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming) -> Option<Kind> {
+    if let Some(kind) = ses_notification(message, inbound) {
+        return Some(kind);
+    }
+    let text = first_text(message);
+    let signal = recognized(message, inbound, &text)?;
+    inbound.original_message_id =
+        super::returned_message_id(message, inbound.message_id.as_deref());
+    let mut deliveries = delivery_reports(message);
+    if deliveries.is_empty() {
+        // Some notices copy report fields into their text.
+        deliveries = fields(&text);
+    }
+    if !deliveries.is_empty()
+        && deliveries.iter().all(|d| {
+            d.action.as_deref().is_some_and(|a| {
+                a.starts_with("delivered") || a.starts_with("relayed") || a.starts_with("expanded")
+            }) || d.status.as_deref().is_some_and(|s| s.starts_with('2'))
+        })
+    {
+        let status = deliveries[0].status.as_deref().unwrap_or("no status");
+        return Some(Kind::Unrelated {
+            reason: format!("a delivery notice, not a bounce (status {status})"),
+        });
+    }
+    let failed = deliveries
+        .iter()
+        .position(|d| d.action.as_deref().is_some_and(|a| a.starts_with("failed")))
+        .or_else(|| (!deliveries.is_empty()).then_some(0));
+    let mut delivery = match failed {
+        Some(at) => deliveries.swap_remove(at),
+        None => Delivery::default(),
+    };
+    let notice = notice_text(&text);
+    if delivery.recipient.is_none() {
+        delivery.recipient =
+            failed_recipients(message).or_else(|| recipient_in_notice(&notice, inbound, message));
+    }
+    let diagnostic = delivery
+        .diagnostic
+        .clone()
+        .unwrap_or_else(|| collapse(focus(&notice)));
+    let status = match delivery.status.take() {
+        // "5.0.0" says little; the diagnostic often has the precise code.
+        Some(status) if status.ends_with(".0.0") => super::status_in_text(&diagnostic)
+            .filter(|found| {
+                found.contains('.') && status.chars().next().is_some_and(|c| found.starts_with(c))
+            })
+            .or(Some(status)),
+        Some(status) => Some(status),
+        None => super::status_in_text(&diagnostic).or_else(|| super::status_in_text(&notice)),
+    };
+    let subject = inbound
+        .subject
+        .as_deref()
+        .unwrap_or_default()
+        .to_lowercase();
+    let delayed = match delivery.action.as_deref() {
+        Some(action) => action.starts_with("delayed"),
+        None => {
+            subject.contains("delay")
+                || subject.starts_with("warning:")
+                || super::contains_ignoring_case(&notice, "this is a warning")
+        }
+    };
+    let (mut reason, mut why) = reason::judge(status.as_deref(), &diagnostic, delayed);
+    if reason == Reason::Undefined {
+        // The server's words said nothing; the rest of the notice, or its subject, may.
+        let everything = format!("{} {}", collapse(&notice), subject);
+        (reason, why) = reason::judge(status.as_deref(), &everything, delayed);
+    }
+    let permanent = reason::permanent(reason, status.as_deref(), delayed, &diagnostic);
+    Some(Kind::Bounce {
+        recipient: delivery.recipient,
+        status,
+        reason,
+        permanent,
+        delayed,
+        diagnostic: Some(excerpt(&diagnostic)).filter(|d| !d.is_empty()),
+        signal: format!("{signal}; {why}"),
+    })
+}
+
+/// Why `message` is taken for a notice, or `None`.
+fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str) -> Option<String> {
+    if is_report(message, "delivery-status") {
+        return Some("a delivery report (multipart/report; report-type=delivery-status)".into());
+    }
+    if header_text(message, "X-Failed-Recipients").is_some() {
+        return Some("header X-Failed-Recipients".into());
+    }
+    let from = inbound.from.as_deref().unwrap_or_default();
+    let local = from.split('@').next().unwrap_or_default();
+    if matches!(
+        local,
+        "mailer-daemon" | "postmaster" | "mail-daemon" | "mailerdaemon" | "post_master"
+    ) {
+        return Some(format!("sender {from}"));
+    }
+    if header_text(message, "X-MLServer").is_some() && local.ends_with("-admin") {
+        return Some(format!("a mailing-list manager's error (sender {from})"));
+    }
+    let subject = inbound.subject.as_deref().unwrap_or_default();
+    let lower = subject.to_lowercase();
+    let is_answer = ["re:", "aw:", "sv:", "fw:", "fwd:", "wg:", "tr:", "r:"]
+        .iter()
+        .any(|prefix| lower.starts_with(prefix));
+    if is_answer {
+        return None;
+    }
+    // A notice says what it is in its first lines.
+    let notice_words = || {
+        NOTICE
+            .find(&text[..floor_char_boundary(text, NOTICE_WORDS_WITHIN)])
+            .map(|hit| text[hit.range()].to_lowercase())
+    };
+    if BOUNCE_SUBJECTS.iter().any(|s| lower.contains(s)) {
+        let name = message
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.name())
+            .unwrap_or_default()
+            .to_lowercase();
+        let second_sign = header_text(message, "Return-Path") == Some("<>")
+            || inbound.from.is_none()
+            || DAEMON_NAMES.iter().any(|n| name.contains(n))
+            || header_text(message, "Auto-Submitted").is_some()
+            || returns_a_message(message)
+            || notice_words().is_some();
+        if second_sign {
+            return Some(format!("subject “{subject}”"));
+        }
+        return None;
+    }
+    notice_words().map(|words| format!("text “{words}”"))
+}
+
+/// Whether a returned message (or its headers) is attached.
+fn returns_a_message(message: &Message<'_>) -> bool {
+    message.parts.iter().any(|part| {
+        matches!(part.body, PartType::Message(_))
+            || part.content_type().is_some_and(|ct| {
+                ct.subtype()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("rfc822-headers"))
+            })
+    })
+}
+
+/// The text of the first text part (the notice itself), or of the HTML part.
+fn first_text<'x>(message: &'x Message<'_>) -> Cow<'x, str> {
+    match plain_text(message) {
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(
+            message
+                .body_html(0)
+                .map(|html| super::html_to_text(&html))
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// The first text/plain part as it is (no conversion from HTML).
+fn plain_text<'x>(message: &'x Message<'_>) -> Option<&'x str> {
+    // mail-parser lists an HTML part as the text body when there is no other: not this.
+    match &message.text_part(0)?.body {
+        PartType::Text(text) => Some(text.as_ref()),
+        _ => None,
+    }
+}
+
+/// The notice's own words: its text up to where the returned message starts.
+fn notice_text(text: &str) -> String {
+    let head = &text[..floor_char_boundary(text, NOTICE_TEXT)];
+    let end = RETURNED.find(head).map_or(head.len(), |hit| hit.start());
+    // Apache James and Verizon list the recipient in their "message details".
+    let details = head[end..]
+        .lines()
+        .take(12)
+        .filter(|line| {
+            line.trim_start()
+                .get(..8)
+                .is_some_and(|start| start.eq_ignore_ascii_case("rcpt to:"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!("{}\n{details}", &head[..end])
+}
+
+/// The lines of a notice that report the error: from the first one that names an address or
+/// an SMTP code, a few lines on (the boilerplate before them says nothing of the cause).
+fn focus(notice: &str) -> &str {
+    let mut offset = 0;
+    for line in notice.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let coded = trimmed
+            .split(|c: char| c.is_whitespace() || c == '-')
+            .any(|word| {
+                word.len() == 3
+                    && word.starts_with(['4', '5'])
+                    && word.bytes().all(|b| b.is_ascii_digit())
+            });
+        if line.contains('@') || coded {
+            let rest = &notice[offset..];
+            let end = rest
+                .split_inclusive('\n')
+                .take(8)
+                .map(str::len)
+                .sum::<usize>();
+            return &rest[..end];
+        }
+        offset += line.len();
+    }
+    notice
+}
+
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    if at >= text.len() {
+        return text.len();
+    }
+    (0..=at)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0)
+}
+
+/// Whitespace runs as one space, trimmed.
+fn collapse(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Every recipient block of the message's delivery-status parts.
+fn delivery_reports(message: &Message<'_>) -> Vec<Delivery> {
+    let mut found = Vec::new();
+    for part in &message.parts {
+        if is_status_part(part) {
+            found.extend(fields(&String::from_utf8_lossy(part.contents())));
+        }
+    }
+    found
+}
+
+fn is_status_part(part: &MessagePart<'_>) -> bool {
+    part.content_type().is_some_and(|ct| {
+        ct.subtype().is_some_and(|s| {
+            s.eq_ignore_ascii_case("delivery-status")
+                || s.eq_ignore_ascii_case("global-delivery-status")
+        })
+    })
+}
+
+/// Recipient blocks from RFC 3464 fields in `text`: a new block starts at each
+/// `Final-Recipient` (or `Original-Recipient` not followed by one); folded lines continue
+/// the field above them.
+fn fields(text: &str) -> Vec<Delivery> {
+    const WANTED: [&str; 5] = [
+        "final-recipient",
+        "original-recipient",
+        "action",
+        "status",
+        "diagnostic-code",
+    ];
+    let mut found: Vec<Delivery> = Vec::new();
+    let mut current: Option<Delivery> = None;
+    // The field being read (its name, lower case, and its value so far).
+    let mut field: Option<(&'static str, String)> = None;
+    for line in text.lines().chain([""]) {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, value)) = field.as_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((name, value)) = field.take() {
+            apply(&mut found, &mut current, name, value.trim());
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim();
+            field = WANTED
+                .iter()
+                .find(|wanted| name.eq_ignore_ascii_case(wanted))
+                .map(|wanted| (*wanted, value.to_owned()));
+        }
+    }
+    found.extend(current);
+    found.retain(|d| d.recipient.as_deref().is_some_and(|r| r.contains('@')) || d.status.is_some());
+    found
+}
+
+/// One field of a delivery report, into the recipient block it belongs to.
+fn apply(found: &mut Vec<Delivery>, current: &mut Option<Delivery>, name: &str, value: &str) {
+    match name {
+        "final-recipient" => match current.as_mut() {
+            Some(block) if block.recipient.is_none() || block.status.is_none() => {
+                block.recipient = Some(address_of(value));
+            }
+            _ => {
+                found.extend(current.take());
+                *current = Some(Delivery {
+                    recipient: Some(address_of(value)),
+                    ..Delivery::default()
+                });
+            }
+        },
+        // A new block, unless it belongs to the block above (after its Final-Recipient).
+        "original-recipient" if current.as_ref().is_none_or(|b| b.status.is_some()) => {
+            found.extend(current.take());
+            *current = Some(Delivery {
+                recipient: Some(address_of(value)),
+                ..Delivery::default()
+            });
+        }
+        "action" => {
+            if let Some(block) = current.as_mut() {
+                block.action = Some(value.to_ascii_lowercase());
+            }
+        }
+        "status" => {
+            if let Some(block) = current.as_mut() {
+                block.status = value.split_whitespace().next().map(str::to_owned);
+            }
+        }
+        "diagnostic-code" => {
+            if let Some(block) = current.as_mut() {
+                // "smtp; 550 5.1.1 …": the type before the first ';' is not the text.
+                let text = value.split_once(';').map_or(value, |(_, text)| text);
+                block.diagnostic = Some(text.trim().to_owned()).filter(|t| !t.is_empty());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `rfc822; <a@b>` → `a@b`, lower case.
+fn address_of(value: &str) -> String {
+    let address = value.rsplit(';').next().unwrap_or(value).trim();
+    address.trim_matches(['<', '>', ' ']).to_ascii_lowercase()
+}
+
+/// Exim names the failed addresses in a header.
+fn failed_recipients(message: &Message<'_>) -> Option<String> {
+    let value = header_text(message, "X-Failed-Recipients")?;
+    value
+        .split(',')
+        .map(|a| a.trim().trim_matches(['<', '>']).to_ascii_lowercase())
+        .find(|a| a.contains('@'))
+}
+
+/// The failed recipient in a notice's text: after `RCPT TO:` or `delivered to:`, else the
+/// first address that is neither ours, a daemon's, nor the returned message's sender.
+fn recipient_in_notice(notice: &str, inbound: &Incoming, message: &Message<'_>) -> Option<String> {
+    let lower = notice.to_ascii_lowercase();
+    for marker in ["rcpt to:", "delivered to:", "delivered to"] {
+        if let Some(at) = lower.find(marker)
+            && let Some(address) = first_address(&lower[at + marker.len()..], &[])
+        {
+            return Some(address);
+        }
+    }
+    let mut not: Vec<String> = inbound.to.clone();
+    if let Some(sender) = returned_sender(message) {
+        not.push(sender);
+    }
+    first_address(&lower, &not)
+}
+
+/// The sender of the returned message, when it is attached.
+fn returned_sender(message: &Message<'_>) -> Option<String> {
+    message.parts.iter().find_map(|part| match &part.body {
+        PartType::Message(returned) => returned
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .map(str::to_ascii_lowercase),
+        _ => None,
+    })
+}
+
+fn first_address(text: &str, not: &[String]) -> Option<String> {
+    text.split(|c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '<' | '>' | '(' | ')' | '"' | ',' | ';' | '[' | ']' | '\''
+            )
+    })
+    // Most words are not addresses: only those are copied.
+    .filter(|w| w.contains('@'))
+    .map(|w| {
+        w.trim_end_matches([':', '.'])
+            .trim_start_matches("mailto:")
+            .to_ascii_lowercase()
+    })
+    .find(|w| {
+        !w.starts_with('@')
+            && !w.ends_with('@')
+            && w.matches('@').count() == 1
+            && !not.contains(w)
+            && !w.starts_with("mailer-daemon@")
+            && !w.starts_with("postmaster@")
+    })
+}
+
+// ---- Amazon SES notifications ----
+
+/// An Amazon SES bounce, complaint or delivery notification received by mail (the JSON of an
+/// SNS notification, or SES's own event), or `None` when `message` is not one.
+fn ses_notification(message: &Message<'_>, inbound: &mut Incoming) -> Option<Kind> {
+    let head = plain_text(message)?.trim_start();
+    if !head.starts_with('{') || !head[..floor_char_boundary(head, 4096)].contains("Type") {
+        return None;
+    }
+    // The JSON ends before the SNS footer ("--" and how to unsubscribe).
+    let json: Vec<&str> = head
+        .lines()
+        .take_while(|line| line.trim() != "--")
+        .collect();
+    let value: Value = serde_json::from_str(&json.join("\n"))
+        .or_else(|_| serde_json::from_str(&json.concat()))
+        .ok()?;
+    let event = match value.get("Message").and_then(Value::as_str) {
+        Some(inner) => serde_json::from_str(inner).ok()?,
+        None => value,
+    };
+    let kind = event
+        .get("notificationType")
+        .or_else(|| event.get("eventType"))
+        .and_then(Value::as_str)?;
+    let mail = event.get("mail");
+    inbound.original_message_id = mail.and_then(ses_message_id);
+    let signal = format!("an Amazon SES notification ({kind})");
+    match kind {
+        "Bounce" => {
+            let bounce = event.get("bounce")?;
+            let first = bounce
+                .get("bouncedRecipients")
+                .and_then(Value::as_array)
+                .and_then(|list| list.first());
+            let field = |name: &str| {
+                first
+                    .and_then(|r| r.get(name))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            let recipient = field("emailAddress").map(|a| a.to_ascii_lowercase());
+            let diagnostic = field("diagnosticCode")
+                .map(|d| {
+                    d.split_once(';')
+                        .map_or(d.clone(), |(_, t)| t.trim().to_owned())
+                })
+                .unwrap_or_default();
+            let bounce_type = bounce
+                .get("bounceType")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let sub_type = bounce
+                .get("bounceSubType")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let status = field("status").or_else(|| super::status_in_text(&diagnostic));
+            let delayed =
+                bounce_type == "Transient" && field("action").as_deref() == Some("delayed");
+            let (reason, why) = match sub_type {
+                "NoEmail" => (
+                    Reason::UserUnknown,
+                    "bounce type Permanent/NoEmail".to_owned(),
+                ),
+                "MailboxFull" => (
+                    Reason::MailboxFull,
+                    "bounce type Transient/MailboxFull".into(),
+                ),
+                "MessageTooLarge" => (
+                    Reason::MessageTooBig,
+                    "bounce type Transient/MessageTooLarge".into(),
+                ),
+                "ContentRejected" | "AttachmentRejected" => (
+                    Reason::ContentError,
+                    format!("bounce type {bounce_type}/{sub_type}"),
+                ),
+                _ => reason::judge(status.as_deref(), &diagnostic, delayed),
+            };
+            // SES says Transient for what may pass later, whatever the code.
+            let permanent = bounce_type == "Permanent"
+                && reason::permanent(
+                    reason,
+                    status.as_deref().or(Some("5")),
+                    delayed,
+                    &diagnostic,
+                );
+            Some(Kind::Bounce {
+                recipient,
+                status,
+                reason,
+                permanent,
+                delayed,
+                diagnostic: Some(excerpt(&diagnostic)).filter(|d| !d.is_empty()),
+                signal: format!("{signal}; {why}"),
+            })
+        }
+        "Complaint" => {
+            let complaint = event.get("complaint")?;
+            let recipient = complaint
+                .get("complainedRecipients")
+                .and_then(Value::as_array)
+                .and_then(|list| list.first())
+                .and_then(|r| r.get("emailAddress"))
+                .and_then(Value::as_str)
+                .map(str::to_ascii_lowercase);
+            let feedback_type = complaint
+                .get("complaintFeedbackType")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            Some(Kind::Complaint {
+                recipient,
+                feedback_type,
+                signal,
+            })
+        }
+        "Delivery" => Some(Kind::Unrelated {
+            reason: format!("{signal}: delivered, not a bounce"),
+        }),
+        _ => None,
+    }
+}
+
+/// The Message-ID our message had, from the SES event's copy of its headers.
+fn ses_message_id(mail: &Value) -> Option<String> {
+    let from_headers = mail
+        .get("headers")
+        .and_then(Value::as_array)
+        .and_then(|headers| {
+            headers.iter().find_map(|h| {
+                let name = h.get("name")?.as_str()?;
+                name.eq_ignore_ascii_case("message-id")
+                    .then(|| h.get("value")?.as_str())
+                    .flatten()
+            })
+        });
+    let id = from_headers.or_else(|| {
+        mail.get("commonHeaders")
+            .and_then(|c| c.get("messageId"))
+            .and_then(Value::as_str)
+    })?;
+    let id = id.trim().trim_matches(['<', '>']);
+    (!id.is_empty()).then(|| id.to_owned())
+}
