@@ -110,7 +110,7 @@ pub fn happening(
             if matches!(kind, "auth-failure" | "not-spam" | "dmarc") {
                 complaint.note = Some(format!("feedback report ({kind}), not a complaint"));
             } else {
-                complaint.note = Some(format!("spam complaint ({kind})"));
+                complaint.note = Some(format!("{SPAM_COMPLAINT} ({kind})"));
                 complaint.suppress = Some((SuppressionReason::Complained, "complained".into()));
             }
             complaint
@@ -163,8 +163,11 @@ pub fn happening(
 /// How a bounce that is neither the address's fault nor the sender's begins its journal line;
 /// [`count_soft_bounces`] counts those lines.
 const SOFT_BOUNCE: &str = "soft bounce";
-/// A bounce the sender is to blame for (blocked, spam, policy, authentication).
-const SENDER_SIDE: &str = "sender-side rejection";
+/// How the journal line of a bounce the sender is to blame for (blocked, spam, policy,
+/// authentication) begins; `nurture status` counts those lines.
+pub const SENDER_SIDE: &str = "sender-side rejection";
+/// How the journal line of a spam complaint begins; `nurture status` counts those lines.
+pub const SPAM_COMPLAINT: &str = "spam complaint";
 
 /// After a soft bounce: when it is the `soft_limit`-th of the lead within the window, the
 /// address is suppressed as undeliverable.

@@ -23,12 +23,22 @@
 //!   - `in_flight`: emails listed as being handed to the transport: while the daemon is
 //!     stopped, those a crash caught (settled when it starts again);
 //!   - `replies`, `auto_replies`: enrollments that saw a human reply, an auto-reply;
+//!   - `complaints`: leads who reported an email of this workflow as spam (an ARF feedback
+//!     report), each counted once however many reports came;
+//!   - `complaint_rate`: `complaints` / `sent` in percent, two decimals; null with nothing sent.
+//!     Above 0.1 % the table warns (Gmail and Yahoo refuse or filter a sender past 0.3 %);
+//!   - `sender_side_rejections`: emails the receiving server refused for a reason on the
+//!     sender's side (blocked, spam, policy, authentication, reputation): the sender has a
+//!     deliverability problem; the lead is left alone;
 //!   - `promoted`: leads promoted (to contact or customer) by this workflow, each counted once;
 //!   - `contact_rate`: `promoted` / `enrolled` in percent, one decimal; null with no enrollment.
 //! - `next`: the earliest due enrollments, earliest first: `{ "at", "workflow", "lead" }`, with
 //!   `at` in RFC 3339 UTC. Due is when the engine next runs the enrollment: usually a send.
 //! - `leads`: every person in the store, whatever their stage; `contacts`: those at stage
 //!   contact or customer; `suppressed`: addresses that must not be mailed.
+//! - `complaints`, `complaint_rate`, `sender_side_rejections`: the same over every workflow,
+//!   plus those the journal does not trace to a workflow (a complaint or refusal that named
+//!   the lead's address but none of our emails).
 //! - `uncertain_emails`, `in_flight_emails`: those emails one by one, as `{ "message_id",
 //!   "workflow", "lead", "step", "subject" }` plus `at` (when it was found uncertain, RFC 3339
 //!   UTC) or `queued_at` (when it was planned).
@@ -108,6 +118,9 @@ struct Report {
     leads: u64,
     contacts: u64,
     suppressed: u64,
+    complaints: u64,
+    complaint_rate: Option<f64>,
+    sender_side_rejections: u64,
     uncertain_emails: Vec<Email>,
     in_flight_emails: Vec<Email>,
 }
@@ -172,6 +185,9 @@ struct WorkflowStatus {
     in_flight: u64,
     replies: u64,
     auto_replies: u64,
+    complaints: u64,
+    complaint_rate: Option<f64>,
+    sender_side_rejections: u64,
     promoted: u64,
     contact_rate: Option<f64>,
 }
@@ -197,6 +213,8 @@ impl WorkflowStatus {
         self.in_flight += part.in_flight;
         self.replies += part.replies;
         self.auto_replies += part.auto_replies;
+        self.complaints += part.complaints;
+        self.sender_side_rejections += part.sender_side_rejections;
         self.promoted += part.promoted;
     }
 }
@@ -213,6 +231,22 @@ fn rate(promoted: u64, enrolled: u64) -> Option<f64> {
     (enrolled > 0).then(|| (promoted as f64 * 1000.0 / enrolled as f64).round() / 10.0)
 }
 
+/// `complaints` / `sent` in percent, rounded to two decimals (the limits that matter are
+/// tenths of a percent); none with nothing sent.
+fn complaint_rate(complaints: u64, sent: u64) -> Option<f64> {
+    (sent > 0).then(|| (complaints as f64 * 10_000.0 / sent as f64).round() / 100.0)
+}
+
+/// Whether `complaints` for `sent` emails is above [`COMPLAINT_LIMIT_PER_MILLE`], compared exactly
+/// (not on the rounded rate). Complaints with nothing sent are above any rate.
+fn complaints_too_many(complaints: u64, sent: u64) -> bool {
+    complaints > 0 && u128::from(complaints) * 1000 > u128::from(sent) * COMPLAINT_LIMIT_PER_MILLE
+}
+
+/// The complaint rate above which `status` warns, per mille: 0.1 %, a third of the 0.3 % past
+/// which Gmail and Yahoo filter or refuse a bulk sender, so there is time to act.
+const COMPLAINT_LIMIT_PER_MILLE: u128 = 1;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +257,16 @@ mod tests {
         assert_eq!(rate(2, 3), Some(66.7));
         assert_eq!(rate(0, 4), Some(0.0));
         assert_eq!(rate(0, 0), None);
+    }
+
+    #[test]
+    fn complaint_rate_has_two_decimals_and_the_limit_is_exact() {
+        assert_eq!(complaint_rate(1, 400), Some(0.25));
+        assert_eq!(complaint_rate(1, 3000), Some(0.03));
+        assert_eq!(complaint_rate(0, 0), None);
+        assert!(!complaints_too_many(1, 1000), "0.1 % is not above 0.1 %");
+        assert!(complaints_too_many(1, 999));
+        assert!(!complaints_too_many(0, 0));
+        assert!(complaints_too_many(1, 0));
     }
 }

@@ -5,14 +5,15 @@
 //! number is read from the records themselves. That is fine for a command a person runs: in
 //! release, a store of 200,000 enrollments (400,000 emails, 1.1 million journal events) takes
 //! about 4 s on two cores, so a million enrollments about 20 s. Half of it is the journal, whose
-//! every event is decoded to find the promotions. Each tree is scanned on its own thread, so
+//! every event is decoded to find the promotions, complaints and sender-side rejections. Each tree is scanned on its own thread, so
 //! with enough cores the wall time is the journal's alone. Memory is one entry per workflow per
 //! tree, plus the uncertain and in-flight emails (few: a crash leaves at most two batches).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::thread::ScopedJoinHandle;
 
-use super::{Due, Email, Report, WorkflowStatus, rate};
+use super::{Due, Email, Report, WorkflowStatus, complaint_rate, rate};
+use crate::daemon::correlate::{SENDER_SIDE, SPAM_COMPLAINT};
 use crate::engine::{ExitReason, Status};
 use crate::lead::Stage;
 use crate::store::{EventKind, MessageState, Store, StoreError};
@@ -24,14 +25,15 @@ type Counts = BTreeMap<String, WorkflowStatus>;
 /// from the workflows folder) and for every other workflow the store mentions, and the next
 /// `next` enrollments due.
 pub(super) fn scan(store: &Store, loaded: &[String], next: usize) -> Result<Report, StoreError> {
-    let (enrollments, messages, promotions, people) = std::thread::scope(|scope| {
+    let (enrollments, messages, journal, people) = std::thread::scope(|scope| {
         let enrollments = scope.spawn(|| count_enrollments(store));
         let messages = scope.spawn(|| count_messages(store));
-        let promotions = scope.spawn(|| count_promotions(store));
+        let journal = scope.spawn(|| count_journal(store));
         let people = count_people(store);
-        (join(enrollments), join(messages), join(promotions), people)
+        (join(enrollments), join(messages), join(journal), people)
     });
     let (messages, uncertain) = messages?;
+    let (journal, untraced) = journal?;
     let (leads, contacts, suppressed) = people?;
     let (in_flight, in_flight_emails) = count_in_flight(store)?;
 
@@ -46,14 +48,19 @@ pub(super) fn scan(store: &Store, loaded: &[String], next: usize) -> Result<Repo
             (name.clone(), status)
         })
         .collect();
-    for part in [enrollments?, messages, promotions?, in_flight] {
+    for part in [enrollments?, messages, journal, in_flight] {
         for (name, counts) in part {
             slot(&mut workflows, &name).add(counts);
         }
     }
     let mut workflows: Vec<WorkflowStatus> = workflows.into_values().collect();
+    let mut totals = untraced;
     for counts in &mut workflows {
         counts.contact_rate = rate(counts.promoted, counts.enrolled);
+        counts.complaint_rate = complaint_rate(counts.complaints, counts.sent);
+        totals.sent += counts.sent;
+        totals.complaints += counts.complaints;
+        totals.sender_side_rejections += counts.sender_side_rejections;
     }
 
     let next = store
@@ -67,6 +74,9 @@ pub(super) fn scan(store: &Store, loaded: &[String], next: usize) -> Result<Repo
         leads,
         contacts,
         suppressed,
+        complaints: totals.complaints,
+        complaint_rate: complaint_rate(totals.complaints, totals.sent),
+        sender_side_rejections: totals.sender_side_rejections,
         uncertain_emails: uncertain,
         in_flight_emails,
     })
@@ -136,28 +146,65 @@ fn count_in_flight(store: &Store) -> Result<(Counts, Vec<Email>), StoreError> {
     Ok((workflows, emails))
 }
 
-/// Leads promoted by each workflow, once per lead: a lead promoted to contact, then to customer
-/// by the same workflow counts once. The journal is keyed lead by lead, so that only needs the
-/// workflows that promoted the current lead.
-fn count_promotions(store: &Store) -> Result<Counts, StoreError> {
+/// From the journal, per workflow: leads promoted, once per lead (a lead promoted to contact,
+/// then to customer by the same workflow counts once); spam complaints, once per lead (a
+/// feedback loop may report the same email twice); sender-side rejections, each one. The
+/// journal is keyed lead by lead, so that only needs what the current lead did. Complaints and
+/// rejections whose line names no workflow (the report named the address, not one of our
+/// emails) are counted apart, for the totals.
+fn count_journal(store: &Store) -> Result<(Counts, WorkflowStatus), StoreError> {
     let mut workflows = Counts::new();
+    let mut untraced = WorkflowStatus::default();
     let mut lead = String::new();
     let mut promoted_by: BTreeSet<String> = BTreeSet::new();
+    let mut complained_of: BTreeSet<Option<String>> = BTreeSet::new();
     for entry in store.all_events() {
         let (email, event) = entry?;
-        let (EventKind::Promoted { .. }, Some(workflow)) = (&event.kind, event.workflow) else {
-            continue;
+        let what = match &event.kind {
+            EventKind::Promoted { .. } => Line::Promoted,
+            EventKind::Received { what } if what.starts_with(SPAM_COMPLAINT) => Line::Complaint,
+            EventKind::Received { what } if what.starts_with(SENDER_SIDE) => Line::SenderSide,
+            _ => continue,
         };
         if email != lead {
             lead = email;
             promoted_by.clear();
+            complained_of.clear();
         }
-        if !promoted_by.contains(&workflow) {
-            slot(&mut workflows, &workflow).promoted += 1;
-            promoted_by.insert(workflow);
+        let workflow = event.workflow;
+        match what {
+            Line::Promoted => {
+                // A promotion by hand (`nurture leads set`) is no workflow's doing.
+                if let Some(workflow) = workflow
+                    && !promoted_by.contains(&workflow)
+                {
+                    slot(&mut workflows, &workflow).promoted += 1;
+                    promoted_by.insert(workflow);
+                }
+            }
+            Line::Complaint => {
+                if !complained_of.contains(&workflow) {
+                    match &workflow {
+                        Some(name) => slot(&mut workflows, name).complaints += 1,
+                        None => untraced.complaints += 1,
+                    }
+                    complained_of.insert(workflow);
+                }
+            }
+            Line::SenderSide => match &workflow {
+                Some(name) => slot(&mut workflows, name).sender_side_rejections += 1,
+                None => untraced.sender_side_rejections += 1,
+            },
         }
     }
-    Ok(workflows)
+    Ok((workflows, untraced))
+}
+
+/// The journal lines [`count_journal`] counts.
+enum Line {
+    Promoted,
+    Complaint,
+    SenderSide,
 }
 
 /// Everyone in the store, those at stage contact or customer, and the suppressed.

@@ -1,12 +1,12 @@
 //! The human rendering of a [`Report`]: one aligned row per workflow, then what needs a look
-//! (emails in flight, uncertain emails), exits by reason, the next enrollments due, and the
-//! totals.
+//! (complaint rates above the limit, sender-side rejections, emails in flight, uncertain
+//! emails), exits by reason, the next enrollments due, and the totals.
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use super::{Email, Report, WorkflowStatus};
+use super::{Email, Report, WorkflowStatus, complaints_too_many};
 use crate::cli::check::plural;
 
 /// The table names this many emails of a kind (uncertain, in flight); the count covers all.
@@ -20,6 +20,8 @@ fn utc(at: DateTime<Utc>) -> String {
 pub(super) fn table(report: &Report, now: DateTime<Utc>, workflows_dir: &str) -> String {
     let mut out = String::new();
     workflows(&mut out, report, workflows_dir);
+    complaints(&mut out, report);
+    sender_side(&mut out, report);
     in_flight(&mut out, report);
     uncertain(&mut out, report);
     exits(&mut out, report);
@@ -33,12 +35,28 @@ pub(super) fn table(report: &Report, now: DateTime<Utc>, workflows_dir: &str) ->
         plural(report.contacts as usize),
         report.suppressed
     );
+    if report.complaints > 0 || report.sender_side_rejections > 0 {
+        let _ = writeln!(
+            out,
+            "{} spam complaint{} ({} of the emails sent), {} sender-side rejection{}",
+            report.complaints,
+            plural(report.complaints as usize),
+            percent(report.complaint_rate, 2),
+            report.sender_side_rejections,
+            plural(report.sender_side_rejections as usize)
+        );
+    }
     out
+}
+
+/// A rate in percent with `decimals` decimals, or a dash when there is none.
+fn percent(rate: Option<f64>, decimals: usize) -> String {
+    rate.map_or_else(|| "–".to_string(), |rate| format!("{rate:.decimals$}%"))
 }
 
 /// One row per workflow, names left, numbers right-aligned under their headers.
 fn workflows(out: &mut String, report: &Report, workflows_dir: &str) {
-    const HEADERS: [&str; 14] = [
+    const HEADERS: [&str; 17] = [
         "workflow",
         "enrolled",
         "active",
@@ -51,10 +69,13 @@ fn workflows(out: &mut String, report: &Report, workflows_dir: &str) {
         "in flight",
         "replies",
         "auto-replies",
+        "complaints",
+        "complaint rate",
+        "sender-side rejections",
         "promoted",
         "contact rate",
     ];
-    let rows: Vec<[String; 14]> = report
+    let rows: Vec<[String; 17]> = report
         .workflows
         .iter()
         .map(|w| {
@@ -63,9 +84,6 @@ fn workflows(out: &mut String, report: &Report, workflows_dir: &str) {
             } else {
                 format!("{}*", w.name)
             };
-            let rate = w
-                .contact_rate
-                .map_or_else(|| "–".to_string(), |rate| format!("{rate:.1}%"));
             [
                 name,
                 w.enrolled.to_string(),
@@ -79,8 +97,11 @@ fn workflows(out: &mut String, report: &Report, workflows_dir: &str) {
                 w.in_flight.to_string(),
                 w.replies.to_string(),
                 w.auto_replies.to_string(),
+                w.complaints.to_string(),
+                percent(w.complaint_rate, 2),
+                w.sender_side_rejections.to_string(),
                 w.promoted.to_string(),
-                rate,
+                percent(w.contact_rate, 1),
             ]
         })
         .collect();
@@ -116,6 +137,73 @@ fn workflows(out: &mut String, report: &Report, workflows_dir: &str) {
              `nurture check`)"
         );
     }
+}
+
+/// A warning for every workflow whose complaint rate is above 0.1 %, and for all of them
+/// together (mailbox providers count per sender, whatever the workflow).
+fn complaints(out: &mut String, report: &Report) {
+    let sent: u64 = report.workflows.iter().map(|w| w.sent).sum();
+    let too_many: Vec<(&str, u64, u64, Option<f64>)> = report
+        .workflows
+        .iter()
+        .map(|w| (w.name.as_str(), w.complaints, w.sent, w.complaint_rate))
+        .chain([("all workflows", report.complaints, sent, report.complaint_rate)])
+        .filter(|(_, complaints, sent, _)| complaints_too_many(*complaints, *sent))
+        .collect();
+    if too_many.is_empty() {
+        return;
+    }
+    out.push('\n');
+    for (name, complaints, sent, rate) in too_many {
+        let _ = writeln!(
+            out,
+            "warning: {name}: {complaints} spam complaint{} for {sent} email{} sent, a complaint \
+             rate of {}, above 0.1%",
+            plural(complaints as usize),
+            plural(sent as usize),
+            percent(rate, 2)
+        );
+    }
+    out.push_str(
+        "  Gmail and Yahoo filter or refuse a sender whose complaint rate passes 0.3%: mail \
+         fewer people who did not ask for it, less often, with a visible unsubscribe link\n",
+    );
+}
+
+/// Emails refused for a reason on the sender's side: the leads are fine, the sender is not.
+fn sender_side(out: &mut String, report: &Report) {
+    let total = report.sender_side_rejections;
+    if total == 0 {
+        return;
+    }
+    let mut by_workflow: Vec<String> = report
+        .workflows
+        .iter()
+        .filter(|w| w.sender_side_rejections > 0)
+        .map(|w| format!("{} {}", w.name, w.sender_side_rejections))
+        .collect();
+    let traced: u64 = report
+        .workflows
+        .iter()
+        .map(|w| w.sender_side_rejections)
+        .sum();
+    if total > traced {
+        by_workflow.push(format!("no workflow known {}", total - traced));
+    }
+    let (emails, were) = if total == 1 {
+        ("email was", "it was")
+    } else {
+        ("emails were", "they were")
+    };
+    let _ = writeln!(
+        out,
+        "\nwarning: {total} {emails} refused by the receiving server for a reason on the \
+         sender's side ({}): the sender has a deliverability problem (blocked, spam, policy or \
+         authentication: SPF, DKIM, DMARC, the sending IP's reputation); the leads stay active; \
+         the journal (`nurture leads show LEAD`) and the daemon's log say who refused and why \
+         {were} refused",
+        by_workflow.join(", ")
+    );
 }
 
 /// Emails a stop caught while they were being handed over: the daemon settles them when it
