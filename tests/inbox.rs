@@ -692,3 +692,84 @@ fn a_spam_complaint_suppresses_the_lead_it_names_and_never_promotes() {
     drop(store);
     nothing_more(&dir, &stack, "tom", 1);
 }
+
+/// A delivery report (RFC 3464) from the recipient's mail system: the welcome was refused with
+/// `status` and `diagnostic`.
+fn delivery_report(welcome: &[u8], status: &str, diagnostic: &str) -> String {
+    format!(
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.test>\nTo: sales@example.test\n\
+         Subject: Undelivered Mail Returned to Sender\nDate: Mon, 23 Nov 2026 11:00:00 +0000\n\
+         Message-ID: <{}.dsn@mx.example.test>\nMIME-Version: 1.0\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"dsn\"\n\n\
+         --dsn\nContent-Type: text/plain\n\nYour message could not be delivered.\n\n\
+         --dsn\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.test\n\n\
+         Final-Recipient: rfc822; tom@example.test\nAction: failed\nStatus: {status}\n\
+         Diagnostic-Code: smtp; {diagnostic}\n\n\
+         --dsn\nContent-Type: message/rfc822\n\n{}\n--dsn--\n",
+        Utc::now().timestamp_nanos_opt().unwrap_or(0),
+        String::from_utf8_lossy(welcome).replace("\r\n", "\n"),
+    )
+}
+
+#[test]
+fn three_soft_bounces_suppress_the_lead_and_a_sender_side_rejection_leaves_it_alone() {
+    let (stack, dir, daemon, welcome) = welcomed("soft", 2810, 2186, "tom@example.test", "Tom");
+    let full = || {
+        delivery_report(
+            &welcome,
+            "5.2.2",
+            "552 5.2.2 <tom@example.test>: Mailbox full",
+        )
+    };
+    // Blocked for the sender's sake first: neither the lead's fault nor one of its soft bounces.
+    stack.inject(
+        "",
+        "sales@example.test",
+        &delivery_report(
+            &welcome,
+            "5.7.1",
+            "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
+        ),
+    );
+    let daemon = daemon.wait_log("mail from a lead", 1);
+    stack.inject("", "sales@example.test", &full());
+    let daemon = daemon.wait_log("mail from a lead", 2);
+    stack.inject("", "sales@example.test", &full());
+    let log = stop(daemon.wait_log("mail from a lead", 3));
+    assert!(
+        log.contains("mail to tom@example.test was refused by example.test: sender blocked"),
+        "the operator hears of it:\n{log}"
+    );
+
+    let store = open_store(&dir);
+    let tom = store.lead("tom@example.test").unwrap().unwrap();
+    assert!(!tom.is_suppressed(), "two soft bounces: {log}");
+    assert!(active(&store, "tom@example.test"));
+    drop(store);
+    let status = nurture_inbox(&dir, &stack, &["status", "--format", "json"], &[]);
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let welcome_row = report["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "welcome")
+        .unwrap();
+    assert_eq!(welcome_row["sender_side_rejections"], 1, "{report:#}");
+    assert_eq!(report["sender_side_rejections"], 1);
+
+    let daemon = start(&dir, &stack).wait_log("watching the inbox", 2);
+    stack.inject("", "sales@example.test", &full());
+    let log = stop(daemon.wait_log("mail from a lead", 4));
+    let store = open_store(&dir);
+    let tom = store.lead("tom@example.test").unwrap().unwrap();
+    let suppression = tom.suppression.as_ref().expect("suppressed");
+    assert_eq!(
+        (suppression.reason, suppression.detail.as_str()),
+        (
+            nurture::lead::SuppressionReason::Bounced,
+            "undeliverable: 3 soft bounces in 30 days"
+        ),
+        "{log}"
+    );
+    assert!(!active(&store, "tom@example.test"), "its sequence ends");
+}

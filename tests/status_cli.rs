@@ -298,6 +298,9 @@ fn json_counts_every_workflow_from_the_store() {
             "in_flight": 0,
             "replies": 2,
             "auto_replies": 0,
+            "complaints": 0,
+            "complaint_rate": 0.0,
+            "sender_side_rejections": 0,
             "promoted": 2,
             "contact_rate": 33.3,
         })
@@ -540,5 +543,210 @@ fn every_promotion_counts_in_a_store_with_many_events() {
             &trial["contact_rate"]
         ),
         (&json!(leads), &json!(leads), &json!(100.0))
+    );
+}
+
+/// `sent` emails of `workflow`, one per lead `{prefix}NNNN@example.test`, each lead enrolled.
+fn sent_to(batch: &mut Batch, workflow: &str, prefix: &str, sent: usize) {
+    for i in 0..sent {
+        let lead = format!("{prefix}{i:04}@example.test");
+        batch
+            .leads
+            .push(Lead::new(lead.clone(), at("2026-11-01T08:00:00Z")));
+        batch
+            .enrollments
+            .push(enrollment(workflow, &lead, Status::Active, None));
+        batch.messages.push(message(
+            &format!("{prefix}{i}"),
+            workflow,
+            &lead,
+            MessageState::Sent,
+        ));
+    }
+}
+
+/// The journal lines and suppression the daemon writes for a spam complaint about `workflow`'s
+/// email (`None`: the report named the address, not one of our emails).
+fn complaint(batch: &mut Batch, lead: &str, workflow: Option<&str>) {
+    let when = at("2026-11-06T10:00:00Z");
+    batch.event(
+        lead,
+        when,
+        workflow,
+        EventKind::Received {
+            what: "spam complaint (abuse)".into(),
+        },
+    );
+    batch.event(
+        lead,
+        when,
+        None,
+        EventKind::Suppressed {
+            reason: "complained".into(),
+        },
+    );
+    if let Some(person) = batch.leads.iter_mut().find(|person| person.email == lead) {
+        person.suppression = Some(Suppression {
+            reason: SuppressionReason::Complained,
+            detail: "complained".into(),
+            at: when,
+        });
+    }
+}
+
+#[test]
+fn complaints_show_with_their_rate_and_a_warning_above_a_tenth_of_a_percent() {
+    let dir = scratch("complaints");
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    let mut batch = Batch::default();
+    // trial-welcome: 2 complaints for 400 sent, 0.5 %; webinar-follow-up: 1 for 1,500, 0.07 %.
+    sent_to(&mut batch, "trial-welcome", "t", 400);
+    sent_to(&mut batch, "webinar-follow-up", "w", 1500);
+    complaint(&mut batch, "t0001@example.test", Some("trial-welcome"));
+    // The feedback loop reported the same email twice: one complaint.
+    complaint(&mut batch, "t0001@example.test", Some("trial-welcome"));
+    complaint(&mut batch, "t0002@example.test", Some("trial-welcome"));
+    complaint(&mut batch, "w0003@example.test", Some("webinar-follow-up"));
+    // A report that named only the address: in the totals, in no workflow.
+    complaint(&mut batch, "w0004@example.test", None);
+    store.apply(&batch).unwrap();
+    drop(store);
+
+    let report = json_of(&status(&dir, &["--format", "json"]));
+    let counts = |name: &str| {
+        let w = workflow(&report, name);
+        (
+            w["sent"].clone(),
+            w["complaints"].clone(),
+            w["complaint_rate"].clone(),
+        )
+    };
+    assert_eq!(counts("trial-welcome"), (json!(400), json!(2), json!(0.5)));
+    assert_eq!(
+        counts("webinar-follow-up"),
+        (json!(1500), json!(1), json!(0.07))
+    );
+    assert_eq!(counts("re-engagement"), (json!(0), json!(0), Value::Null));
+    // 4 complaints for 1,900 sent in all: 0.21 %.
+    assert_eq!(
+        (&report["complaints"], &report["complaint_rate"]),
+        (&json!(4), &json!(0.21))
+    );
+    assert_eq!(report["suppressed"], 4);
+
+    let output = status(&dir, &[]);
+    assert_eq!(output.status.code(), Some(0));
+    let table = String::from_utf8(output.stdout).unwrap();
+    let header = table.lines().next().unwrap();
+    let trial = table
+        .lines()
+        .find(|line| line.starts_with("trial-welcome"))
+        .unwrap();
+    // The complaint rate sits under its header.
+    let column_end = header.find("complaint rate").unwrap() + "complaint rate".len();
+    assert_eq!(&trial[column_end - 5..column_end], "0.50%", "{table}");
+    assert!(
+        table.contains(
+            "warning: trial-welcome: 2 spam complaints for 400 emails sent, a complaint rate of \
+             0.50%, above 0.1%"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("warning: all workflows: 4 spam complaints for 1900 emails sent"),
+        "{table}"
+    );
+    assert!(table.contains("Gmail and Yahoo"), "{table}");
+    // Below the limit, no warning.
+    assert!(
+        !table.contains("warning: webinar-follow-up"),
+        "0.07% is under 0.1%:\n{table}"
+    );
+    assert!(
+        table.contains("4 spam complaints (0.21% of the emails sent), 0 sender-side rejections"),
+        "{table}"
+    );
+}
+
+#[test]
+fn no_complaint_warning_at_or_under_a_tenth_of_a_percent() {
+    let dir = scratch("few-complaints");
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    let mut batch = Batch::default();
+    // 1 complaint for 1,000 sent: exactly 0.1 %, not above it.
+    sent_to(&mut batch, "trial-welcome", "t", 1000);
+    complaint(&mut batch, "t0007@example.test", Some("trial-welcome"));
+    store.apply(&batch).unwrap();
+    drop(store);
+
+    let output = status(&dir, &[]);
+    assert_eq!(output.status.code(), Some(0));
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(!table.contains("warning"), "{table}");
+    assert!(
+        table.contains("1 spam complaint (0.10% of the emails sent)"),
+        "{table}"
+    );
+    let report = json_of(&status(&dir, &["--format", "json"]));
+    assert_eq!(workflow(&report, "trial-welcome")["complaint_rate"], 0.1);
+}
+
+#[test]
+fn a_sender_side_rejection_shows_with_a_warning_and_the_lead_stays_active() {
+    let dir = scratch("sender-side");
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    let mut batch = Batch::default();
+    sent_to(&mut batch, "trial-welcome", "t", 3);
+    let refused = |batch: &mut Batch, lead: &str, workflow: Option<&str>| {
+        batch.event(
+            lead,
+            at("2026-11-06T10:00:00Z"),
+            workflow,
+            EventKind::Received {
+                what: "sender-side rejection (5.7.1): sender blocked".into(),
+            },
+        );
+    };
+    refused(&mut batch, "t0000@example.test", Some("trial-welcome"));
+    refused(&mut batch, "t0001@example.test", Some("trial-welcome"));
+    // The report named only the address.
+    refused(&mut batch, "t0002@example.test", None);
+    store.apply(&batch).unwrap();
+    drop(store);
+
+    let report = json_of(&status(&dir, &["--format", "json"]));
+    let trial = workflow(&report, "trial-welcome");
+    assert_eq!(
+        (
+            &trial["sender_side_rejections"],
+            &trial["active"],
+            &trial["complaints"]
+        ),
+        (&json!(2), &json!(3), &json!(0))
+    );
+    assert_eq!(
+        workflow(&report, "webinar-follow-up")["sender_side_rejections"],
+        0
+    );
+    assert_eq!(
+        (&report["sender_side_rejections"], &report["suppressed"]),
+        (&json!(3), &json!(0))
+    );
+
+    let output = status(&dir, &[]);
+    assert_eq!(output.status.code(), Some(0));
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        table.contains(
+            "warning: 3 emails were refused by the receiving server for a reason on the \
+             sender's side (trial-welcome 2, no workflow known 1): the sender has a \
+             deliverability problem"
+        ),
+        "{table}"
+    );
+    assert!(table.contains("the leads stay active"), "{table}");
+    assert!(
+        table.contains("0 spam complaints (0.00% of the emails sent), 3 sender-side rejections"),
+        "{table}"
     );
 }

@@ -147,7 +147,12 @@ fn complaints(out: &mut String, report: &Report) {
         .workflows
         .iter()
         .map(|w| (w.name.as_str(), w.complaints, w.sent, w.complaint_rate))
-        .chain([("all workflows", report.complaints, sent, report.complaint_rate)])
+        .chain([(
+            "all workflows",
+            report.complaints,
+            sent,
+            report.complaint_rate,
+        )])
         .filter(|(_, complaints, sent, _)| complaints_too_many(*complaints, *sent))
         .collect();
     if too_many.is_empty() {
