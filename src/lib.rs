@@ -6,7 +6,6 @@
 //!
 //! Module map:
 //! - [`lead`]: the lead model and email normalization.
-//! - [`lend`]: how a command reaches the store while the daemon holds it.
 //! - [`private`]: folders and files only their owner may read (the store, the outbox).
 //! - [`leads_file`]: leads from CSV / JSON / JSON Lines files.
 //! - [`workflow`]: the compiled program the engine runs, and cron slots.
@@ -19,11 +18,13 @@
 //! - [`store`]: the durable state in sled: leads, enrollments, due index, outbox, journal.
 //! - [`config`]: `nurture.toml` with environment overrides.
 //! - [`daemon`]: `nurture run`: the scheduler, sender, enroller and reload loop.
+//! - [`control`]: the daemon's control socket: commands typed while it runs go through it.
 //! - [`cli`]: the `nurture` command line.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod diagnostic;
 pub mod dsl;
@@ -32,7 +33,6 @@ pub mod engine;
 pub mod enrollment;
 pub mod lead;
 pub mod leads_file;
-pub mod lend;
 pub mod mail;
 pub mod private;
 pub mod project;

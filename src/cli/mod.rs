@@ -8,16 +8,20 @@
 //! - 1: the workflows or templates have errors (all of them are printed);
 //! - 2: the command line is wrong (unknown flag, bad value);
 //! - 3: an input could not be read or an output could not be written (a leads file, `--out`),
-//!   or the store cannot be opened.
+//!   or the store cannot be opened (or the running daemon stopped before the command ended).
+//!
+//! The commands that read or change the store run through a running daemon, or on the store
+//! opened here when none runs: [`session`].
 
 mod check;
 mod contacts;
 pub mod dry_run;
 mod enroll;
 mod generate;
-mod leads;
+pub(crate) mod leads;
 mod run;
 mod send_test;
+pub mod session;
 mod status;
 
 use std::io::Write;
@@ -25,10 +29,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use self::session::StoreCommand;
 use crate::config::Config;
-use crate::lend;
 pub use crate::project::Project;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// The process exit codes `nurture` documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +56,7 @@ pub enum CliError {
 }
 
 impl CliError {
-    fn exit_code(&self) -> ExitCode {
+    pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Invalid(_) => ExitCode::Invalid,
             CliError::Usage(_) => ExitCode::Usage,
@@ -126,46 +130,23 @@ impl Cli {
         Config::load(self.config.as_deref()).map_err(|e| CliError::Usage(e.to_string()))
     }
 
-    /// Opens the store the configuration names.
-    /// Opens the store the configuration names. When a running daemon holds it, the daemon
-    /// is asked to lend it for the rest of this command (see [`crate::lend`]).
+    /// Opens the store the configuration names, in this process. While a daemon runs, it
+    /// holds the store and this fails: store commands go through [`session::run`] instead.
     pub fn open_store(&self) -> Result<(Config, Store), CliError> {
         let config = self.load_config()?;
-        let open = || Store::open(&config.store.path, config.cache_bytes());
-        let store = match open() {
-            Err(StoreError::Locked { .. }) => match lend::borrow(&config.store.path) {
-                Ok(Some(lease)) => {
-                    // Held until the process exits: the daemon takes the store back then.
-                    *LEASE.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
-                    open_released(open)
-                }
-                _ => open(),
-            },
-            other => other,
-        };
-        let store = store.map_err(|e| CliError::Input(e.to_string()))?;
+        let store = self.open_store_with(&config)?;
+        Ok((config, store))
+    }
+
+    /// Opens the store `config` names, in this process.
+    pub fn open_store_with(&self, config: &Config) -> Result<Store, CliError> {
+        let store = Store::open(&config.store.path, config.cache_bytes())
+            .map_err(|e| CliError::Input(e.to_string()))?;
         for merged in store.merged() {
             eprintln!("note: store upgraded: {merged}");
         }
-        Ok((config, store))
+        Ok(store)
     }
-}
-
-/// The connection that keeps the store lent by a running daemon, for the whole process.
-static LEASE: std::sync::Mutex<Option<std::os::unix::net::UnixStream>> =
-    std::sync::Mutex::new(None);
-
-/// Opens a store the daemon has just let go of (its lock may take a moment to be released).
-fn open_released(open: impl Fn() -> Result<Store, StoreError>) -> Result<Store, StoreError> {
-    for _ in 0..100 {
-        match open() {
-            Err(StoreError::Locked { .. }) => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
-    open()
 }
 
 /// Parses the command line, runs the command, prints any error, and returns the exit code.
@@ -182,12 +163,12 @@ pub fn main() -> i32 {
         Command::Check(args) => check::run(&cli, args),
         Command::DryRun(args) => dry_run::run(&cli, args),
         Command::Run(args) => run::run(&cli, args),
-        Command::Enroll(args) => enroll::enroll(&cli, args),
-        Command::Unenroll(args) => enroll::unenroll(&cli, args),
+        Command::Enroll(args) => session::run(&cli, StoreCommand::Enroll(args.clone())),
+        Command::Unenroll(args) => session::run(&cli, StoreCommand::Unenroll(args.clone())),
         Command::SendTest(args) => send_test::run(&cli, args),
-        Command::Leads(args) => leads::run(&cli, args),
-        Command::Contacts(args) => contacts::run(&cli, args),
-        Command::Status(args) => status::run(&cli, args),
+        Command::Leads(args) => leads::dispatch(&cli, args),
+        Command::Contacts(args) => session::run(&cli, StoreCommand::Contacts(args.clone())),
+        Command::Status(args) => session::run(&cli, StoreCommand::Status(args.clone())),
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),
     };

@@ -27,7 +27,7 @@ use crate::engine::Input;
 use crate::lead::SuppressionReason;
 use crate::unsubscribe::Unsubscribe;
 
-/// How long a click waits for the work loop (it may be lending the store to a command).
+/// How long a click waits for the work loop (it answers between two batches).
 const ANSWER_WITHIN: Duration = Duration::from_secs(20);
 
 struct Endpoint {

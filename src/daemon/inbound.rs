@@ -1,9 +1,9 @@
 //! What reaches the daemon from outside its schedule (an unsubscribe click, mail from the
-//! inbox watcher) waits here for the work loop.
+//! inbox watcher, a command typed while it runs) waits here for the work loop.
 //!
-//! The store has one writer, the work loop, and it is lent to commands now and then; so the
-//! HTTP endpoint and the watcher never touch it themselves: they send a [`Request`] and wait
-//! for the loop to run it (between two batches) and answer once the result is durable.
+//! The store has one writer, the work loop; so the HTTP endpoint, the watcher and the control
+//! socket never write to it themselves: they send a [`Request`] and wait for the loop to run it
+//! (between two batches) and answer once the result is written.
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
@@ -52,7 +52,14 @@ pub enum Request {
         position: Position,
         answer: oneshot::Sender<Answer>,
     },
+    /// A store command from the control socket ([`crate::control`]), or one chunk of an
+    /// import: run in the loop so that what it reads and what it writes see no other change
+    /// in between. The job answers its command itself.
+    Command(Job),
 }
+
+/// A store command's work, run by the loop with the store, the workflows and the time.
+pub type Job = Box<dyn FnOnce(&Context<'_>) + Send>;
 
 /// The sending end, cloned into each task that receives things from outside.
 #[derive(Clone)]
@@ -106,6 +113,14 @@ impl Inbound {
         let folder = folder.to_owned();
         self.ask(|answer| Request::Position { folder, answer })
             .await
+    }
+
+    /// Hands a command's job to the work loop; `Err` when the loop has stopped.
+    pub async fn command(&self, job: Job) -> Result<(), String> {
+        self.sender
+            .send(Request::Command(job))
+            .await
+            .map_err(|_| STOPPING.to_owned())
     }
 
     pub async fn set_position(&self, folder: &str, position: Position) -> Answer {
@@ -170,6 +185,11 @@ pub async fn answer(
             };
             let result = cx.store.apply(&batch).and_then(|()| cx.store.flush());
             reply(answer, result.map(|()| true))
+        }
+        Request::Command(job) => {
+            // A command's failure is its own (the job answers it), never the daemon's.
+            tokio::task::block_in_place(|| job(cx));
+            Ok(())
         }
     }
 }
