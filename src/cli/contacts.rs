@@ -3,7 +3,6 @@
 //! workflow) and the input received just before it ("reply received"). Newest promotion first;
 //! leads that arrived already promoted (an import with a stage column) come last.
 
-
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};

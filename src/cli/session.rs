@@ -60,7 +60,11 @@ impl StoreCommand {
     }
 
     /// Runs the command on `session`, writing to `out`.
-    pub fn execute(&self, session: &Session<'_>, out: &mut Output<'_>) -> Result<ExitCode, CliError> {
+    pub fn execute(
+        &self,
+        session: &Session<'_>,
+        out: &mut Output<'_>,
+    ) -> Result<ExitCode, CliError> {
         match self {
             StoreCommand::Leads(command) => leads::run(command, session, out),
             StoreCommand::Status(args) => status::run(args, session, out),
@@ -181,12 +185,12 @@ pub fn run(cli: &Cli, command: StoreCommand) -> Result<ExitCode, CliError> {
 /// The command's standard output: the file `leads export --out` names, or stdout.
 fn standard_output(command: &StoreCommand) -> Result<BufWriter<Box<dyn Write>>, CliError> {
     let sink: Box<dyn Write> = match command {
-        StoreCommand::Leads(LeadsCommand::Export(leads::ExportArgs { out: Some(path), .. })) => {
-            Box::new(
-                std::fs::File::create(path)
-                    .map_err(|e| CliError::Input(format!("cannot write {}: {e}", path.display())))?,
-            )
-        }
+        StoreCommand::Leads(LeadsCommand::Export(leads::ExportArgs {
+            out: Some(path), ..
+        })) => Box::new(
+            std::fs::File::create(path)
+                .map_err(|e| CliError::Input(format!("cannot write {}: {e}", path.display())))?,
+        ),
         _ => Box::new(std::io::stdout()),
     };
     Ok(BufWriter::new(sink))

@@ -166,7 +166,18 @@ impl Daemon {
     }
 
     fn send<T: serde::Serialize>(&mut self, frame: &T) -> Result<(), CliError> {
-        protocol::send(&mut self.writer, frame).map_err(|e| self.stopped(&e.to_string()))
+        let Err(error) = protocol::send(&mut self.writer, frame) else {
+            return Ok(());
+        };
+        // The daemon may have said why before it closed the connection (a refusal).
+        if let Ok(Some(Reply::Exit {
+            code,
+            error: Some(why),
+        })) = protocol::receive(&mut self.reader)
+        {
+            protocol::result(code, Some(why))?;
+        }
+        Err(self.stopped(&error.to_string()))
     }
 
     fn receive(&mut self) -> Result<Reply, CliError> {

@@ -125,9 +125,9 @@ pub fn result(code: i32, error: Option<String>) -> Result<ExitCode, CliError> {
         (0, None) => Ok(ExitCode::Success),
         (1, error) => Err(CliError::Invalid(error.unwrap_or_default())),
         (2, error) => Err(CliError::Usage(error.unwrap_or_default())),
-        (_, error) => Err(CliError::Input(
-            error.unwrap_or_else(|| format!("the daemon ended the command with exit code {code}")),
-        )),
+        (_, error) => Err(CliError::Input(error.unwrap_or_else(|| {
+            format!("the daemon ended the command with exit code {code}")
+        }))),
     }
 }
 

@@ -173,7 +173,9 @@ async fn read_command(command: StoreCommand, shared: &Shared, mut write: OwnedWr
     }
     if !exited {
         let why = match worker.await {
-            Err(error) if error.is_panic() => "the command failed inside the daemon (a bug: see its log)",
+            Err(error) if error.is_panic() => {
+                "the command failed inside the daemon (a bug: see its log)"
+            }
             _ => "the command ended without a result",
         };
         reply(&mut write, &Reply::failed(why)).await;
@@ -311,7 +313,10 @@ async fn import(
             }
             None => {
                 // The chunks written stay written, as when an import without a daemon stops.
-                warn!(file, leads, "an import through the control socket stopped early");
+                warn!(
+                    file,
+                    leads, "an import through the control socket stopped early"
+                );
                 return;
             }
         };
