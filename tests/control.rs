@@ -277,6 +277,20 @@ fn commands_read_and_change_the_store_of_the_running_daemon() {
     let exported = fs::read_to_string(&out).unwrap();
     assert_eq!(exported.lines().count(), 2);
     assert!(exported.contains("\"vip\""), "{exported}");
+    // A test send rendered for a stored lead reads it through the daemon.
+    let test = run(
+        &dir,
+        &[
+            "send-test",
+            "blast",
+            "--to",
+            "me@example.test",
+            "--lead",
+            "ana@example.test",
+        ],
+    );
+    assert!(test.status.success(), "{}", text(&test.stderr));
+    assert_eq!(emails_to(&dir, "me@example.test"), 2);
     let missing = run(&dir, &["leads", "show", "nobody@example.test"]);
     assert_eq!(missing.status.code(), Some(3));
     assert!(

@@ -16,9 +16,8 @@ use serde::{Deserialize, Serialize};
 use self::import::{ImportOptions, ImportSummary};
 use self::view::{CsvOut, Filter, store_error, write_error};
 use super::check::plural;
-use super::session::{Output, Session, StoreCommand};
+use super::session::{Output, Session, StoreCommand, Target};
 use super::{Cli, CliError, ExitCode};
-use crate::control::client;
 use crate::lead::{Lead, Stage};
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
@@ -392,13 +391,10 @@ fn run_import(cli: &Cli, args: &ImportArgs) -> Result<ExitCode, CliError> {
         }
         progress.show(sofar);
     };
-    let summary = match client::connect(&config.store.path)? {
-        Some(daemon) => daemon.import(&args.file, &options, on_chunk),
-        None => {
-            let store = cli.open_store_with(&config)?;
-            import::import(&store, &args.file, &options, Utc::now(), on_chunk)
-                .map_err(|e| CliError::Input(e.to_string()))
-        }
+    let summary = match super::session::target(&config)? {
+        Target::Daemon(daemon) => daemon.import(&args.file, &options, on_chunk),
+        Target::Here(store) => import::import(&store, &args.file, &options, Utc::now(), on_chunk)
+            .map_err(|e| CliError::Input(e.to_string())),
     };
     progress.clear();
     println!("{}", summary_line(&summary?));

@@ -32,7 +32,7 @@ use clap::{Parser, Subcommand};
 use self::session::StoreCommand;
 use crate::config::Config;
 pub use crate::project::Project;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// The process exit codes `nurture` documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,24 +129,16 @@ impl Cli {
     pub fn load_config(&self) -> Result<Config, CliError> {
         Config::load(self.config.as_deref()).map_err(|e| CliError::Usage(e.to_string()))
     }
+}
 
-    /// Opens the store the configuration names, in this process. While a daemon runs, it
-    /// holds the store and this fails: store commands go through [`session::run`] instead.
-    pub fn open_store(&self) -> Result<(Config, Store), CliError> {
-        let config = self.load_config()?;
-        let store = self.open_store_with(&config)?;
-        Ok((config, store))
+/// A store this process opened (no daemon runs: [`session::target`]), after saying what the
+/// upgrade its opening ran merged.
+fn opened(store: Result<Store, StoreError>) -> Result<Store, CliError> {
+    let store = store.map_err(|e| CliError::Input(e.to_string()))?;
+    for merged in store.merged() {
+        eprintln!("note: store upgraded: {merged}");
     }
-
-    /// Opens the store `config` names, in this process.
-    pub fn open_store_with(&self, config: &Config) -> Result<Store, CliError> {
-        let store = Store::open(&config.store.path, config.cache_bytes())
-            .map_err(|e| CliError::Input(e.to_string()))?;
-        for merged in store.merged() {
-            eprintln!("note: store upgraded: {merged}");
-        }
-        Ok(store)
-    }
+    Ok(store)
 }
 
 /// Parses the command line, runs the command, prints any error, and returns the exit code.

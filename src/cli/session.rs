@@ -20,18 +20,21 @@
 use std::cell::OnceCell;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::contacts::ContactsArgs;
 use super::enroll::EnrollArgs;
-use super::leads::{LeadsCommand, view::write_error};
+use super::leads::{LeadsCommand, ShowArgs, ShowFormat, view::write_error};
 use super::status::StatusArgs;
 use super::{Cli, CliError, ExitCode, contacts, enroll, leads, status};
+use crate::config::Config;
 use crate::control::client;
+use crate::lead::Lead;
 use crate::project::Project;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// A command that reads or changes the store, with its arguments: what travels to a running
 /// daemon.
@@ -163,10 +166,9 @@ impl Output<'_> {
 pub fn run(cli: &Cli, command: StoreCommand) -> Result<ExitCode, CliError> {
     let config = cli.load_config()?;
     let mut stdout = standard_output(&command)?;
-    let result = match client::connect(&config.store.path)? {
-        Some(daemon) => daemon.run(&command, &mut stdout),
-        None => {
-            let store = cli.open_store_with(&config)?;
+    let result = match target(&config)? {
+        Target::Daemon(daemon) => daemon.run(&command, &mut stdout),
+        Target::Here(store) => {
             let session = Session::local(&store, cli);
             let mut stderr = std::io::stderr();
             let mut out = Output {
@@ -180,6 +182,65 @@ pub fn run(cli: &Cli, command: StoreCommand) -> Result<ExitCode, CliError> {
     let code = result?;
     flushed?;
     Ok(code)
+}
+
+/// One stored lead, for a command that needs a lead but is no store command itself
+/// (`send-test --lead`): read through the running daemon (as `leads show --format json`), or
+/// from the store opened here.
+pub fn lead(cli: &Cli, email: &str) -> Result<Lead, CliError> {
+    let config = cli.load_config()?;
+    match target(&config)? {
+        Target::Daemon(daemon) => {
+            let show = LeadsCommand::Show(ShowArgs {
+                email: email.to_string(),
+                format: ShowFormat::Json,
+            });
+            let mut json = Vec::new();
+            daemon.run(&StoreCommand::Leads(show), &mut json)?;
+            serde_json::from_slice::<serde_json::Value>(&json)
+                .ok()
+                .and_then(|shown| serde_json::from_value(shown.get("lead")?.clone()).ok())
+                .ok_or_else(|| {
+                    CliError::Input(format!(
+                        "the running daemon sent `{email}` in a shape this nurture cannot read"
+                    ))
+                })
+        }
+        Target::Here(store) => leads::view::find_lead(&store, email),
+    }
+}
+
+/// Where a store command runs.
+pub enum Target {
+    /// In the running daemon.
+    Daemon(client::Daemon),
+    /// Here, on the store this process opened (no daemon runs).
+    Here(Store),
+}
+
+/// How long a command waits for a store another process holds without a daemon listening:
+/// a daemon starting (it opens the store before it listens) or stopping, or another command.
+const WAIT_FOR_STORE: Duration = Duration::from_secs(30);
+
+/// The running daemon, else the store opened here.
+pub fn target(config: &Config) -> Result<Target, CliError> {
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        if let Some(daemon) = client::connect(&config.store.path)? {
+            return Ok(Target::Daemon(daemon));
+        }
+        match Store::open(&config.store.path, config.cache_bytes()) {
+            Err(StoreError::Locked { .. }) if started.elapsed() < WAIT_FOR_STORE => {
+                if !told && started.elapsed() > Duration::from_secs(1) {
+                    eprintln!("note: waiting for another nurture process to let go of the store");
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => return super::opened(result).map(Target::Here),
+        }
+    }
 }
 
 /// The command's standard output: the file `leads export --out` names, or stdout.

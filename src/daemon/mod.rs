@@ -120,6 +120,26 @@ pub async fn run(
     if project.count(crate::diagnostic::Severity::Error) > 0 {
         return Err(DaemonError::Invalid);
     }
+    let mut project = Arc::new(project);
+    // Commands that read beside the loop see the workflows it runs, reloads included.
+    let (running, project_now) = tokio::sync::watch::channel(project.clone());
+    let (inbound, mut requests) = inbound::channel();
+    // `inbound` lives as long as the loop, so `requests` never reports a closed channel (which
+    // would wake the idle loop at once, again and again).
+    // Commands are taken from now on; those that write wait for the loop.
+    let shared = control::server::Shared {
+        store: store.clone(),
+        project: project_now,
+        inbound: inbound.clone(),
+        clock: clock.clone(),
+        workflows_dir: paths.workflows.display().to_string(),
+    };
+    let _control = control::server::start(&config.store.path, shared).map_err(|e| {
+        DaemonError::Setup(format!(
+            "cannot listen on {}: {e}",
+            control::socket_path(&config.store.path).display()
+        ))
+    })?;
     let uncertain = sender::recover(&store, clock.now())?;
     if uncertain > 0 {
         warn!(
@@ -134,32 +154,13 @@ pub async fn run(
         leads = store.lead_count(),
         "nurture is running"
     );
-    let mut project = Arc::new(project);
-    // Commands that read beside the loop see the workflows it runs, reloads included.
-    let (running, project_now) = tokio::sync::watch::channel(project.clone());
     let mut watcher = Watcher::new(&paths, config.daemon.watch_seconds);
     let mut next_slot = enroller::plan_scans(&store, &project, clock.now())?;
     let throttle = Throttle::load(&store, config.limits.clone(), clock.now())?;
     let unsubscribe = Arc::new(
         Unsubscribe::load(&config.http, &store).map_err(|e| DaemonError::Setup(e.to_string()))?,
     );
-    let (inbound, mut requests) = inbound::channel();
-    // `inbound` lives as long as the loop, so `requests` never reports a closed channel (which
-    // would wake the idle loop at once, again and again).
     let _endpoint = start_http(&config, unsubscribe.clone(), inbound.clone()).await?;
-    let shared = control::server::Shared {
-        store: store.clone(),
-        project: project_now,
-        inbound: inbound.clone(),
-        clock: clock.clone(),
-        workflows_dir: paths.workflows.display().to_string(),
-    };
-    let _control = control::server::start(&config.store.path, shared).map_err(|e| {
-        DaemonError::Setup(format!(
-            "cannot listen on {}: {e}",
-            control::socket_path(&config.store.path).display()
-        ))
-    })?;
     let _watchers: Vec<AbortOnDrop> = Account::from_config(&config.imap)
         .map_err(DaemonError::Setup)?
         .into_iter()
