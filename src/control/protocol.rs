@@ -162,3 +162,50 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> std::io::Result<T> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exit_frame_carries_the_commands_exit_code_and_error() {
+        for error in [
+            CliError::Invalid("bad workflow".into()),
+            CliError::Usage("`x` is not key=value".into()),
+            CliError::Input("no lead `a@b.test` in the store".into()),
+        ] {
+            let expected = (error.exit_code(), error.to_string());
+            let Reply::Exit { code, error } =
+                parse(std::str::from_utf8(&line(&Reply::exit(Err(error)))).unwrap()).unwrap()
+            else {
+                panic!("not an exit frame")
+            };
+            let back = result(code, error).unwrap_err();
+            assert_eq!((back.exit_code(), back.to_string()), expected);
+        }
+        assert_eq!(
+            result(0, None).unwrap(),
+            ExitCode::Success,
+            "success has no error"
+        );
+    }
+
+    #[test]
+    fn a_lead_travels_with_what_its_row_set() {
+        let mut lead = Lead::new("Dana.Scully@example.test".into(), chrono::Utc::now());
+        lead.attributes
+            .insert("plan".into(), crate::lead::Value::Text("007".into()));
+        lead.attributes
+            .insert("seats".into(), crate::lead::Value::Number(12.0));
+        let row = FileLead {
+            lead,
+            score_set: true,
+            stage_set: false,
+        };
+        let frame = line(&Chunk::Leads(vec![WireLead::from(row.clone())]));
+        let Chunk::Leads(mut leads) = parse(std::str::from_utf8(&frame).unwrap()).unwrap() else {
+            panic!("not a chunk of leads")
+        };
+        assert_eq!(FileLead::from(leads.remove(0)), row);
+    }
+}

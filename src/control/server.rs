@@ -427,3 +427,78 @@ impl Write for Port<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect() -> RefCell<Sink> {
+        RefCell::new(Sink {
+            target: Target::Collect(Vec::new()),
+            pending: Vec::new(),
+            to_err: false,
+        })
+    }
+
+    fn frames(sink: RefCell<Sink>) -> Vec<String> {
+        let mut sink = sink.into_inner();
+        sink.flush().unwrap();
+        let Target::Collect(frames) = sink.target else {
+            unreachable!("a collecting sink")
+        };
+        frames
+            .iter()
+            .map(|frame| String::from_utf8(protocol::line(frame)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn output_and_errors_keep_the_order_they_were_written_in() {
+        let sink = collect();
+        let mut out = Port {
+            sink: &sink,
+            err: false,
+        };
+        let mut err = Port {
+            sink: &sink,
+            err: true,
+        };
+        writeln!(out, "one").unwrap();
+        writeln!(out, "two").unwrap();
+        writeln!(err, "warning: three").unwrap();
+        write!(out, "four").unwrap();
+        assert_eq!(
+            frames(sink),
+            [
+                "{\"out\":\"one\\ntwo\\n\"}\n",
+                "{\"err\":\"warning: three\\n\"}\n",
+                "{\"out\":\"four\"}\n"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_large_output_goes_in_frames_of_whole_lines() {
+        let sink = collect();
+        let mut out = Port {
+            sink: &sink,
+            err: false,
+        };
+        // Two-byte characters, so a frame cut anywhere but a line's end would split one.
+        let line = format!("{}\n", "é".repeat(99));
+        for _ in 0..400 {
+            out.write_all(line.as_bytes()).unwrap();
+        }
+        let frames = frames(sink);
+        assert!(frames.len() > 1, "{} frames", frames.len());
+        let mut text = String::new();
+        for frame in &frames {
+            let Reply::Out(part) = protocol::parse::<Reply>(frame).unwrap() else {
+                panic!("{frame}")
+            };
+            assert!(part.ends_with('\n'));
+            text.push_str(&part);
+        }
+        assert_eq!(text, line.repeat(400));
+    }
+}
