@@ -32,7 +32,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     // Enough due emails that the stream lasts through the baseline and the whole import.
-    let backlog = 40_000 + leads * 3 / 10;
+    let backlog = 80_000 + leads * 7 / 10;
     let root = std::env::temp_dir().join(format!("nurture-bench-control-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("temp dir");

@@ -20,7 +20,7 @@ use super::session::{Output, Session, StoreCommand, Target};
 use super::{Cli, CliError, ExitCode};
 use crate::lead::{Lead, Stage};
 
-#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[derive(Debug, Args)]
 pub struct LeadsArgs {
     #[command(subcommand)]
     pub command: LeadsCommand,
