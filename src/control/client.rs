@@ -22,7 +22,7 @@ use crate::leads_file::{LeadsReader, RejectedRow};
 /// Leads per import chunk, merged and written in one turn of the daemon's work loop, between
 /// two batches of emails. Measured with `cargo bench --bench control` (100,000 leads, 256
 /// emails a batch): 1,000 a turn left sending at about half its rate; 500 at about 70 %, the
-/// import at some 7,000 leads/s.
+/// import at some 7,000 leads/s (at 1,000,000 leads, as the store grows: 54 %, 4,800/s).
 pub const CHUNK_LEADS: usize = 500;
 
 /// Import chunks sent ahead of the daemon's answers.
