@@ -6,7 +6,6 @@
 //!
 //! Module map:
 //! - [`lead`]: the lead model and email normalization.
-//! - [`lend`]: how a command reaches the store while the daemon holds it.
 //! - [`token`]: signed tokens (unsubscribe and opt-in links) under the store's key.
 //! - [`private`]: folders and files only their owner may read (the store, the outbox).
 //! - [`leads_file`]: leads from CSV / JSON / JSON Lines files.
@@ -22,11 +21,13 @@
 //! - [`config`]: `nurture.toml` with environment overrides.
 //! - [`daemon`]: `nurture run`: the scheduler, sender, enroller and reload loop.
 //! - [`webhooks`]: webhooks out: subscriptions, bodies, the queue record, signatures.
+//! - [`control`]: the daemon's control socket: commands typed while it runs go through it.
 //! - [`cli`]: the `nurture` command line.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod diagnostic;
 pub mod dsl;
@@ -35,7 +36,6 @@ pub mod engine;
 pub mod enrollment;
 pub mod lead;
 pub mod leads_file;
-pub mod lend;
 pub mod mail;
 pub mod private;
 pub mod project;

@@ -543,12 +543,12 @@ fn commands_work_while_the_daemon_runs() {
     let log = dir.join("daemon.log");
     let mut daemon = setup.start(&[], "daemon.log");
     wait_for_log(&log, "nurture is running", Duration::from_secs(20));
-    let socket = dir.join("data").join(nurture::lend::SOCKET);
+    let socket = dir.join("data").join(nurture::control::SOCKET);
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "only the owner may ask for the store");
 
-    // An import while the daemon holds the store: it is lent, then the daemon enrolls and
+    // An import while the daemon holds the store goes through it; the daemon enrolls and
     // sends to the new leads at once.
     let csv = dir.join("leads.csv");
     let rows: String = (0..20)

@@ -5,20 +5,23 @@
 
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::leads::view::{aligned, cell, sentence, store_error, when};
-use super::{Cli, CliError, ExitCode};
+use super::leads::view::{aligned, cell, sentence, store_error, when, write_error};
+use super::session::{Output, Session};
+use super::{CliError, ExitCode};
 use crate::lead::{Lead, Stage};
 use crate::store::{EventKind, Store};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct ContactsArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     Table,
     Json,
@@ -34,11 +37,17 @@ struct Contact {
     why: Option<String>,
 }
 
-pub fn run(cli: &Cli, args: &ContactsArgs) -> Result<ExitCode, CliError> {
-    let (_, store) = cli.open_store()?;
-    let contacts = contacts(&store)?;
+pub fn run(
+    args: &ContactsArgs,
+    session: &Session<'_>,
+    out: &mut Output<'_>,
+) -> Result<ExitCode, CliError> {
+    let contacts = contacts(session.store)?;
     match args.format {
-        Format::Table => print!("{}", table(&contacts)),
+        Format::Table => out
+            .out
+            .write_all(table(&contacts).as_bytes())
+            .map_err(write_error)?,
         Format::Json => {
             let items: Vec<serde_json::Value> = contacts
                 .iter()
@@ -55,10 +64,7 @@ pub fn run(cli: &Cli, args: &ContactsArgs) -> Result<ExitCode, CliError> {
                     })
                 })
                 .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&items).unwrap_or_default()
-            );
+            out.line(serde_json::to_string_pretty(&items).unwrap_or_default())?;
         }
     }
     Ok(ExitCode::Success)

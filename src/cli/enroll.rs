@@ -3,18 +3,22 @@
 //! `enroll` skips the workflow's `enroll when` but keeps every other rule (see
 //! [`crate::enrollment`]): a suppressed lead, or one already in the workflow, is reported and
 //! left alone. `unenroll` ends an active enrollment with the reason "unenrolled by hand".
+//!
+//! Through a running daemon, the workflow is the one the daemon runs, and the enrollment is
+//! written by its work loop ([`super::session`]).
 
-use chrono::Utc;
 use clap::Args;
+use serde::{Deserialize, Serialize};
 
-use super::{Cli, CliError, ExitCode, Project};
+use super::session::{Output, Session};
+use super::{CliError, ExitCode, Project};
 use crate::engine::{ExitReason, Status};
 use crate::enrollment::{self, Decision, Trigger};
 use crate::lead::normalize_email;
 use crate::store::{Batch, EventKind, Store};
 use crate::workflow::Workflow;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct EnrollArgs {
     /// The workflow's name.
     pub workflow: String,
@@ -23,15 +27,17 @@ pub struct EnrollArgs {
     pub emails: Vec<String>,
 }
 
-pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode, CliError> {
-    let project = Project::load(std::slice::from_ref(&cli.workflows), &cli.templates);
-    let workflow = find(&project, &args.workflow)?;
-    let (_, store) = cli.open_store()?;
-    let now = Utc::now();
+pub fn enroll(
+    args: &EnrollArgs,
+    session: &Session<'_>,
+    out: &mut Output<'_>,
+) -> Result<ExitCode, CliError> {
+    let workflow = find(session.project(), &args.workflow)?;
+    let (store, now) = (session.store, session.now);
     let mut batch = Batch::default();
     let mut refused = 0;
     for raw in &args.emails {
-        let Some((email, lead)) = lookup(&store, raw)? else {
+        let Some((email, lead)) = lookup(store, raw, out)? else {
             refused += 1;
             continue;
         };
@@ -39,11 +45,11 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode, CliError> {
         match enrollment::decide(workflow, &lead, existing.as_ref(), Trigger::Manual) {
             Decision::Enroll => {
                 enrollment::enroll_into(&mut batch, workflow, &lead, now);
-                println!("enrolled {email} in {}", workflow.name);
+                out.line(format!("enrolled {email} in {}", workflow.name))?;
             }
             Decision::Skip(why) => {
                 refused += 1;
-                eprintln!("not enrolled: {email}: {why}");
+                out.note(format!("not enrolled: {email}: {why}"));
             }
         }
     }
@@ -52,13 +58,16 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode, CliError> {
     outcome(refused)
 }
 
-pub fn unenroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode, CliError> {
-    let (_, store) = cli.open_store()?;
-    let now = Utc::now();
+pub fn unenroll(
+    args: &EnrollArgs,
+    session: &Session<'_>,
+    out: &mut Output<'_>,
+) -> Result<ExitCode, CliError> {
+    let (store, now) = (session.store, session.now);
     let mut batch = Batch::default();
     let mut refused = 0;
     for raw in &args.emails {
-        let Some((email, _)) = lookup(&store, raw)? else {
+        let Some((email, _)) = lookup(store, raw, out)? else {
             refused += 1;
             continue;
         };
@@ -76,18 +85,18 @@ pub fn unenroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode, CliError> {
                         reason: ExitReason::Manual,
                     },
                 );
-                println!("unenrolled {email} from {}", args.workflow);
+                out.line(format!("unenrolled {email} from {}", args.workflow))?;
             }
             Some(_) => {
                 refused += 1;
-                eprintln!(
+                out.note(format!(
                     "{email}: its enrollment in {} has already ended",
                     args.workflow
-                );
+                ));
             }
             None => {
                 refused += 1;
-                eprintln!("{email} is not enrolled in {}", args.workflow);
+                out.note(format!("{email} is not enrolled in {}", args.workflow));
             }
         }
     }
@@ -108,11 +117,15 @@ fn find<'a>(project: &'a Project, name: &str) -> Result<&'a Workflow, CliError> 
 }
 
 /// The lead behind `raw`, or `None` after saying why there is none.
-fn lookup(store: &Store, raw: &str) -> Result<Option<(String, crate::lead::Lead)>, CliError> {
+fn lookup(
+    store: &Store,
+    raw: &str,
+    out: &mut Output<'_>,
+) -> Result<Option<(String, crate::lead::Lead)>, CliError> {
     let email = match normalize_email(raw) {
         Ok(email) => email,
         Err(error) => {
-            eprintln!("`{raw}`: {error}");
+            out.note(format!("`{raw}`: {error}"));
             return Ok(None);
         }
     };
@@ -120,7 +133,9 @@ fn lookup(store: &Store, raw: &str) -> Result<Option<(String, crate::lead::Lead)
         // The lead's own spelling: the one typed may differ in case.
         Some(lead) => Ok(Some((lead.email.clone(), lead))),
         None => {
-            eprintln!("no lead {email}; import it first (`nurture leads import`)");
+            out.note(format!(
+                "no lead {email}; import it first (`nurture leads import`)"
+            ));
             Ok(None)
         }
     }

@@ -3,18 +3,20 @@
 
 mod edit;
 pub(crate) mod import;
-pub(super) mod view;
+pub(crate) mod view;
 
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
 
 use self::import::{ImportOptions, ImportSummary};
 use self::view::{CsvOut, Filter, store_error, write_error};
 use super::check::plural;
+use super::session::{Output, Session, StoreCommand, Target};
 use super::{Cli, CliError, ExitCode};
 use crate::lead::{Lead, Stage};
 use crate::leads_file::CsvOptions;
@@ -25,7 +27,8 @@ pub struct LeadsArgs {
     pub command: LeadsCommand,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LeadsCommand {
     /// Import leads from a CSV, JSON or JSON Lines file: new addresses are created, known ones
     /// updated.
@@ -71,7 +74,7 @@ once: created, updated, unchanged, merged (an earlier row had the address) or re
 exit code is 0 once the good rows are in, 3 when the file cannot be read or the store cannot \
 be written.";
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct ImportArgs {
     /// The leads file: `.csv`, `.json`, `.jsonl` or `.ndjson`.
     pub file: PathBuf,
@@ -83,14 +86,17 @@ pub struct ImportArgs {
     pub tags: Vec<String>,
     /// CSV: the separator, one character (`,` `;` `|`) or `tab` (default: from the header).
     #[arg(long, value_name = "C", value_parser = CsvOptions::parse_delimiter)]
+    // The side that reads the file uses these; they never travel to a daemon.
+    #[serde(skip)]
     pub delimiter: Option<u8>,
     /// CSV: the encoding of every row, e.g. `utf-8`, `windows-1252`, `latin1` (default: each
     /// row UTF-8 when it is, else Windows-1252).
     #[arg(long, value_name = "NAME", value_parser = CsvOptions::parse_encoding)]
+    #[serde(skip)]
     pub encoding: Option<&'static encoding_rs::Encoding>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct ListArgs {
     #[arg(long, value_enum)]
     pub stage: Option<StageArg>,
@@ -111,7 +117,7 @@ pub struct ListArgs {
     pub format: ListFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum StageArg {
     Lead,
     Contact,
@@ -128,27 +134,27 @@ impl StageArg {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum ListFormat {
     Table,
     Json,
     Csv,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct ShowArgs {
     pub email: String,
     #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
     pub format: ShowFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum ShowFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct SetArgs {
     pub email: String,
     /// `field=value`: first_name, last_name, company, source, timezone, score, or any attribute.
@@ -156,27 +162,27 @@ pub struct SetArgs {
     pub pairs: Vec<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct TagArgs {
     pub email: String,
     #[arg(required = true, value_name = "TAG")]
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct PromoteArgs {
     pub email: String,
     #[arg(long, value_enum, default_value_t = PromoteTo::Contact)]
     pub to: PromoteTo,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum PromoteTo {
     Contact,
     Customer,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct SuppressArgs {
     pub email: String,
     /// Why, for the journal (default "by hand").
@@ -184,12 +190,12 @@ pub struct SuppressArgs {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct EmailArg {
     pub email: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct ExportArgs {
     #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
     pub format: ExportFormat,
@@ -198,57 +204,72 @@ pub struct ExportArgs {
     pub out: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum ExportFormat {
     Csv,
     Json,
     Jsonl,
 }
 
-pub fn run(cli: &Cli, args: &LeadsArgs) -> Result<ExitCode, CliError> {
-    let now = Utc::now();
-    let outcome = match &args.command {
-        LeadsCommand::Import(args) => return run_import(cli, args),
-        LeadsCommand::List(args) => return run_list(cli, args),
-        LeadsCommand::Export(args) => return run_export(cli, args),
+/// `nurture leads …`: an import reads its file here; every other subcommand is a store command
+/// ([`super::session`]).
+pub fn dispatch(cli: &Cli, args: &LeadsArgs) -> Result<ExitCode, CliError> {
+    match &args.command {
+        LeadsCommand::Import(args) => run_import(cli, args),
+        command => super::session::run(cli, StoreCommand::Leads(command.clone())),
+    }
+}
+
+/// Runs a `leads` subcommand other than `import` on `session`.
+pub fn run(
+    command: &LeadsCommand,
+    session: &Session<'_>,
+    out: &mut Output<'_>,
+) -> Result<ExitCode, CliError> {
+    let (store, now) = (session.store, session.now);
+    let outcome = match command {
+        LeadsCommand::Import(_) => {
+            return Err(CliError::Usage(
+                "`leads import` reads its file where it runs; it cannot be sent as one command"
+                    .into(),
+            ));
+        }
+        LeadsCommand::List(args) => return run_list(args, session, out),
+        LeadsCommand::Export(args) => return run_export(args, session, out),
         LeadsCommand::Show(args) => {
-            let (_, store) = cli.open_store()?;
-            let lead = view::find_lead(&store, &args.email)?;
+            let lead = view::find_lead(store, &args.email)?;
             let text = match args.format {
-                ShowFormat::Text => view::show_text(&store, &lead)?,
-                ShowFormat::Json => view::show_json(&store, &lead)? + "\n",
+                ShowFormat::Text => view::show_text(store, &lead)?,
+                ShowFormat::Json => view::show_json(store, &lead)? + "\n",
             };
-            print!("{text}");
+            out.out.write_all(text.as_bytes()).map_err(write_error)?;
             return Ok(ExitCode::Success);
         }
-        LeadsCommand::Set(args) => edit::set(&cli.open_store()?.1, &args.email, &args.pairs, now)?,
-        LeadsCommand::Tag(args) => {
-            edit::tags(&cli.open_store()?.1, &args.email, &args.tags, true, now)?
-        }
-        LeadsCommand::Untag(args) => {
-            edit::tags(&cli.open_store()?.1, &args.email, &args.tags, false, now)?
-        }
+        LeadsCommand::Set(args) => edit::set(store, &args.email, &args.pairs, now)?,
+        LeadsCommand::Tag(args) => edit::tags(store, &args.email, &args.tags, true, now)?,
+        LeadsCommand::Untag(args) => edit::tags(store, &args.email, &args.tags, false, now)?,
         LeadsCommand::Promote(args) => {
             let stage = match args.to {
                 PromoteTo::Contact => Stage::Contact,
                 PromoteTo::Customer => Stage::Customer,
             };
-            edit::promote(&cli.open_store()?.1, &args.email, stage, now)?
+            edit::promote(store, &args.email, stage, now)?
         }
-        LeadsCommand::Suppress(args) => edit::suppress(
-            &cli.open_store()?.1,
-            &args.email,
-            args.reason.as_deref(),
-            now,
-        )?,
-        LeadsCommand::Unsuppress(args) => edit::unsuppress(&cli.open_store()?.1, &args.email, now)?,
+        LeadsCommand::Suppress(args) => {
+            edit::suppress(store, &args.email, args.reason.as_deref(), now)?
+        }
+        LeadsCommand::Unsuppress(args) => edit::unsuppress(store, &args.email, now)?,
     };
-    println!("{}", outcome.message);
+    out.line(outcome.message)?;
     Ok(ExitCode::Success)
 }
 
-fn run_list(cli: &Cli, args: &ListArgs) -> Result<ExitCode, CliError> {
-    let (_, store) = cli.open_store()?;
+fn run_list(
+    args: &ListArgs,
+    session: &Session<'_>,
+    out: &mut Output<'_>,
+) -> Result<ExitCode, CliError> {
+    let store = session.store;
     let filter = Filter {
         stage: args.stage.map(StageArg::stage),
         workflow: args.workflow.clone(),
@@ -263,40 +284,38 @@ fn run_list(cli: &Cli, args: &ListArgs) -> Result<ExitCode, CliError> {
             break;
         }
         let lead = lead.map_err(store_error)?;
-        if filter.matches(&store, &lead)? {
+        if filter.matches(store, &lead)? {
             leads.push(lead);
         }
     }
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
     match args.format {
         ListFormat::Table => {
             if leads.is_empty() {
-                eprintln!("no leads match");
+                out.note("no leads match");
             } else {
-                out.write_all(view::table(&leads).as_bytes())
+                out.out
+                    .write_all(view::table(&leads).as_bytes())
                     .map_err(write_error)?;
             }
         }
         ListFormat::Json => {
-            write_json_array(&mut out, leads.iter().map(Ok))?;
+            write_json_array(out.out, leads.iter().map(Ok))?;
         }
         ListFormat::Csv => {
-            let mut csv = CsvOut::new(&mut out, view::attribute_names(&leads))?;
+            let mut csv = CsvOut::new(&mut *out.out, view::attribute_names(&leads))?;
             for lead in &leads {
                 csv.write(lead)?;
             }
             csv.finish()?;
         }
     }
-    out.flush().map_err(write_error)?;
     Ok(ExitCode::Success)
 }
 
 /// A JSON array with one lead per line: valid JSON that still diffs and greps line by line.
 /// Returns how many leads it wrote.
 fn write_json_array<L: std::borrow::Borrow<Lead>>(
-    out: &mut impl Write,
+    out: &mut dyn Write,
     leads: impl IntoIterator<Item = Result<L, CliError>>,
 ) -> Result<usize, CliError> {
     let mut count = 0;
@@ -310,16 +329,15 @@ fn write_json_array<L: std::borrow::Borrow<Lead>>(
     Ok(count)
 }
 
-fn run_export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode, CliError> {
-    let (_, store) = cli.open_store()?;
-    let sink: Box<dyn Write> = match &args.out {
-        Some(path) => Box::new(
-            std::fs::File::create(path)
-                .map_err(|e| CliError::Input(format!("cannot write {}: {e}", path.display())))?,
-        ),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    let mut out = BufWriter::new(sink);
+/// `leads export`: to the command's standard output, which is the `--out` file when there is
+/// one (opened where the command runs: [`super::session::run`]).
+fn run_export(
+    args: &ExportArgs,
+    session: &Session<'_>,
+    output: &mut Output<'_>,
+) -> Result<ExitCode, CliError> {
+    let store = session.store;
+    let out = &mut *output.out;
     // Leads stream from the store one at a time, so an export of a million leads stays small;
     // CSV needs one pass first to learn every attribute name for its header.
     let leads = || store.leads().map(|lead| lead.map_err(store_error));
@@ -330,14 +348,14 @@ fn run_export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode, CliError> {
             for lead in leads() {
                 names.extend(lead?.attributes.into_keys());
             }
-            let mut csv = CsvOut::new(&mut out, names)?;
+            let mut csv = CsvOut::new(&mut *out, names)?;
             for lead in leads() {
                 csv.write(&lead?)?;
                 count += 1;
             }
             csv.finish()?;
         }
-        ExportFormat::Json => count = write_json_array(&mut out, leads())?,
+        ExportFormat::Json => count = write_json_array(out, leads())?,
         ExportFormat::Jsonl => {
             for lead in leads() {
                 writeln!(out, "{}", view::lead_json(&lead?)).map_err(write_error)?;
@@ -347,15 +365,17 @@ fn run_export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode, CliError> {
     }
     out.flush().map_err(write_error)?;
     if let Some(path) = &args.out {
-        eprintln!(
+        output.note(format!(
             "{count} lead{} written to {}",
             plural(count),
             path.display()
-        );
+        ));
     }
     Ok(ExitCode::Success)
 }
 
+/// `leads import`: the file is read and checked here; its leads are merged and written by the
+/// running daemon, chunk by chunk, or into the store opened here when no daemon runs.
 fn run_import(cli: &Cli, args: &ImportArgs) -> Result<ExitCode, CliError> {
     let options = ImportOptions {
         source: args.source.clone().filter(|s| !s.trim().is_empty()),
@@ -377,28 +397,27 @@ fn run_import(cli: &Cli, args: &ImportArgs) -> Result<ExitCode, CliError> {
             args.file.display()
         )));
     }
-    let (_, store) = cli.open_store()?;
+    let config = cli.load_config()?;
     let mut progress = Progress::new();
-    let summary = import::import(
-        &store,
-        &args.file,
-        &options,
-        Utc::now(),
-        |sofar, rejected| {
-            progress.clear();
-            for row in rejected {
-                eprintln!(
-                    "warning: {}:{}: {}",
-                    args.file.display(),
-                    row.line,
-                    row.reason
-                );
-            }
-            progress.show(sofar);
-        },
-    );
+    let on_chunk = |sofar: &ImportSummary, rejected: &[crate::leads_file::RejectedRow]| {
+        progress.clear();
+        for row in rejected {
+            eprintln!(
+                "warning: {}:{}: {}",
+                args.file.display(),
+                row.line,
+                row.reason
+            );
+        }
+        progress.show(sofar);
+    };
+    let summary = match super::session::target(&config)? {
+        Target::Daemon(daemon) => daemon.import(&args.file, &options, on_chunk),
+        Target::Here(store) => import::import(&store, &args.file, &options, Utc::now(), on_chunk)
+            .map_err(|e| CliError::Input(e.to_string())),
+    };
     progress.clear();
-    let summary = summary.map_err(|e| CliError::Input(e.to_string()))?;
+    let summary = summary?;
     for note in &summary.notes {
         eprintln!("note: {}: {note}", args.file.display());
     }

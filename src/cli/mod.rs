@@ -8,7 +8,10 @@
 //! - 1: the workflows or templates have errors (all of them are printed);
 //! - 2: the command line is wrong (unknown flag, bad value);
 //! - 3: an input could not be read or an output could not be written (a leads file, `--out`),
-//!   or the store cannot be opened.
+//!   or the store cannot be opened (or the running daemon stopped before the command ended).
+//!
+//! The commands that read or change the store run through a running daemon, or on the store
+//! opened here when none runs: [`session`].
 
 mod check;
 mod contacts;
@@ -20,6 +23,7 @@ mod mail;
 mod outbox;
 mod run;
 mod send_test;
+pub mod session;
 mod status;
 mod webhooks;
 
@@ -28,8 +32,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use self::session::StoreCommand;
 use crate::config::Config;
-use crate::lend;
 pub use crate::project::Project;
 use crate::store::{Store, StoreError};
 
@@ -55,7 +59,7 @@ pub enum CliError {
 }
 
 impl CliError {
-    fn exit_code(&self) -> ExitCode {
+    pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Invalid(_) => ExitCode::Invalid,
             CliError::Usage(_) => ExitCode::Usage,
@@ -135,50 +139,27 @@ impl Cli {
         Config::load(self.config.as_deref()).map_err(|e| CliError::Usage(e.to_string()))
     }
 
-    /// Opens the store the configuration names.
-    /// Opens the store the configuration names. When a running daemon holds it, the daemon
-    /// is asked to lend it for the rest of this command (see [`crate::lend`]).
+    /// Opens the store the configuration names, for the commands that do not go through a
+    /// running daemon yet (`outbox`, `webhooks`, `mail classify`): with a daemon running, the
+    /// store is in use and they say so.
     pub fn open_store(&self) -> Result<(Config, Store), CliError> {
         let config = self.load_config()?;
-        let open = || Store::open(&config.store.path, config.cache_bytes());
-        let store = match open() {
-            Err(StoreError::Locked { .. }) => match lend::borrow(&config.store.path) {
-                Ok(Some(lease)) => {
-                    // Held until the process exits: the daemon takes the store back then.
-                    *LEASE.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
-                    open_released(open)
-                }
-                _ => open(),
-            },
-            other => other,
-        };
-        let store = store.map_err(|e| CliError::Input(e.to_string()))?;
+        let store = opened(Store::open(&config.store.path, config.cache_bytes()))?;
         // What a command journals is reported to the webhooks that want it, like the daemon's.
         let routes =
             crate::webhooks::Routes::from_config(&config.webhooks).map_err(CliError::Usage)?;
-        let store = store.with_webhooks(routes);
-        for merged in store.merged() {
-            eprintln!("note: store upgraded: {merged}");
-        }
-        Ok((config, store))
+        Ok((config, store.with_webhooks(routes)))
     }
 }
 
-/// The connection that keeps the store lent by a running daemon, for the whole process.
-static LEASE: std::sync::Mutex<Option<std::os::unix::net::UnixStream>> =
-    std::sync::Mutex::new(None);
-
-/// Opens a store the daemon has just let go of (its lock may take a moment to be released).
-fn open_released(open: impl Fn() -> Result<Store, StoreError>) -> Result<Store, StoreError> {
-    for _ in 0..100 {
-        match open() {
-            Err(StoreError::Locked { .. }) => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other,
-        }
+/// A store this process opened (no daemon runs: [`session::target`]), after saying what the
+/// upgrade its opening ran merged.
+fn opened(store: Result<Store, StoreError>) -> Result<Store, CliError> {
+    let store = store.map_err(|e| CliError::Input(e.to_string()))?;
+    for merged in store.merged() {
+        eprintln!("note: store upgraded: {merged}");
     }
-    open()
+    Ok(store)
 }
 
 /// Parses the command line, runs the command, prints any error, and returns the exit code.
@@ -195,12 +176,12 @@ pub fn main() -> i32 {
         Command::Check(args) => check::run(&cli, args),
         Command::DryRun(args) => dry_run::run(&cli, args),
         Command::Run(args) => run::run(&cli, args),
-        Command::Enroll(args) => enroll::enroll(&cli, args),
-        Command::Unenroll(args) => enroll::unenroll(&cli, args),
+        Command::Enroll(args) => session::run(&cli, StoreCommand::Enroll(args.clone())),
+        Command::Unenroll(args) => session::run(&cli, StoreCommand::Unenroll(args.clone())),
         Command::SendTest(args) => send_test::run(&cli, args),
-        Command::Leads(args) => leads::run(&cli, args),
-        Command::Contacts(args) => contacts::run(&cli, args),
-        Command::Status(args) => status::run(&cli, args),
+        Command::Leads(args) => leads::dispatch(&cli, args),
+        Command::Contacts(args) => session::run(&cli, StoreCommand::Contacts(args.clone())),
+        Command::Status(args) => session::run(&cli, StoreCommand::Status(args.clone())),
         Command::Webhooks(args) => webhooks::run(&cli, args),
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),

@@ -46,11 +46,8 @@ pub fn run(cli: &Cli, args: &SendTestArgs) -> Result<ExitCode, CliError> {
         Some(email) => {
             let email = normalize_email(email)
                 .map_err(|e| CliError::Usage(format!("--lead `{email}`: {e}")))?;
-            let (_, store) = cli.open_store()?;
-            store
-                .lead(&email)
-                .map_err(|e| CliError::Input(e.to_string()))?
-                .ok_or_else(|| CliError::Input(format!("no lead {email} in the store")))?
+            // Through the running daemon when there is one.
+            super::session::lead(cli, &email)?
         }
         None => Lead::new(to.clone(), Utc::now()),
     };

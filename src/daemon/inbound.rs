@@ -1,9 +1,10 @@
 //! What reaches the daemon from outside its schedule (an unsubscribe click, mail from the
-//! inbox watcher, a lead from the API or a web form) waits here for the work loop.
+//! inbox watcher, a lead from the API or a web form, a command typed while it runs) waits
+//! here for the work loop.
 //!
-//! The store has one writer, the work loop, and it is lent to commands now and then; so the
-//! HTTP endpoint and the watcher never touch it themselves: they send a [`Request`] and wait
-//! for the loop to run it (between two batches) and answer once the result is durable.
+//! The store has one writer, the work loop; so the HTTP endpoint, the watcher and the control
+//! socket never write to it themselves: they send a [`Request`] and wait for the loop to run it
+//! (between two batches) and answer once the result is written.
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
@@ -60,7 +61,14 @@ pub enum Request {
         request: DoorRequest,
         answer: oneshot::Sender<Result<Reply, String>>,
     },
+    /// A store command from the control socket ([`crate::control`]), or one chunk of an
+    /// import: run in the loop so that what it reads and what it writes see no other change
+    /// in between. The job answers its command itself.
+    Command(Job),
 }
+
+/// A store command's work, run by the loop with the store, the workflows and the time.
+pub type Job = Box<dyn FnOnce(&Context<'_>) + Send>;
 
 /// The sending end, cloned into each task that receives things from outside.
 #[derive(Clone)]
@@ -119,6 +127,14 @@ impl Inbound {
     /// Hands a door's request to the work loop; the reply comes once it is durable.
     pub async fn door(&self, request: DoorRequest) -> Result<Reply, String> {
         self.ask(|answer| Request::Door { request, answer }).await
+    }
+
+    /// Hands a command's job to the work loop; `Err` when the loop has stopped.
+    pub async fn command(&self, job: Job) -> Result<(), String> {
+        self.sender
+            .send(Request::Command(job))
+            .await
+            .map_err(|_| STOPPING.to_owned())
     }
 
     pub async fn set_position(&self, folder: &str, position: Position) -> Answer {
@@ -209,6 +225,11 @@ pub async fn answer(
         }
         Request::Door { request, answer } => {
             tokio::task::block_in_place(|| intake::answer_group(vec![(request, answer)], cx))
+        }
+        Request::Command(job) => {
+            // A command's failure is its own (the job answers it), never the daemon's.
+            tokio::task::block_in_place(|| job(cx));
+            Ok(())
         }
     }
 }

@@ -20,6 +20,8 @@
 //! - [`http`]: the HTTP server: one-click unsubscribe, the `/v1` API, web forms, opt-in links;
 //!   [`intake`]: what the loop does with their leads, a group per turn (group commit);
 //! - [`webhooks`]: delivering the webhooks the store queued, outcomes recorded by the loop;
+//! - the control socket ([`crate::control`]): commands typed while the daemon runs read its
+//!   store beside the loop, and write through the loop, as [`inbound`] requests;
 //! - [`systemd`]: readiness and the watchdog under a `Type=notify` unit.
 //!
 //! Stopping: the first SIGINT/SIGTERM stops taking work; the batch in hand finishes, the store
@@ -59,7 +61,7 @@ use self::systemd::Systemd;
 use self::throttle::Throttle;
 use self::transport::Transport;
 use crate::config::Config;
-use crate::lend::{self, Lender};
+use crate::control;
 use crate::mail::imap::Account;
 use crate::project::Project;
 use crate::store::{Store, StoreError};
@@ -118,21 +120,33 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let mut systemd = Systemd::from_env();
     let routes = Routes::from_config(&config.webhooks).map_err(DaemonError::Setup)?;
-    let mut store =
+    let store =
         Store::open(&config.store.path, config.cache_bytes())?.with_webhooks(routes.clone());
-    let waker = control.clone();
-    let mut lender =
-        Lender::listen(&config.store.path, move || waker.wake.notify_one()).map_err(|e| {
-            DaemonError::Setup(format!(
-                "cannot listen on {}: {e}",
-                lend::socket_path(&config.store.path).display()
-            ))
-        })?;
     let project = Project::load(std::slice::from_ref(&paths.workflows), &paths.templates);
     reload::log_diagnostics(&project);
     if project.count(crate::diagnostic::Severity::Error) > 0 {
         return Err(DaemonError::Invalid);
     }
+    let mut project = Arc::new(project);
+    // Commands that read beside the loop see the workflows it runs, reloads included.
+    let (running, project_now) = tokio::sync::watch::channel(project.clone());
+    let (inbound, mut requests) = inbound::channel();
+    // `inbound` lives as long as the loop, so `requests` never reports a closed channel (which
+    // would wake the idle loop at once, again and again).
+    // Commands are taken from now on; those that write wait for the loop.
+    let shared = control::server::Shared {
+        store: store.clone(),
+        project: project_now,
+        inbound: inbound.clone(),
+        clock: clock.clone(),
+        workflows_dir: paths.workflows.display().to_string(),
+    };
+    let _control = control::server::start(&config.store.path, shared).map_err(|e| {
+        DaemonError::Setup(format!(
+            "cannot listen on {}: {e}",
+            control::socket_path(&config.store.path).display()
+        ))
+    })?;
     let recovered = sender::recover(&store, &transport, clock.now())?;
     if recovered != sender::Recovered::default() {
         warn!(
@@ -149,7 +163,6 @@ pub async fn run(
         leads = store.lead_count(),
         "nurture is running"
     );
-    let mut project = Arc::new(project);
     let mut watcher = Watcher::new(&paths, config.daemon.watch_seconds);
     let mut next_slot = enroller::plan_scans(&store, &project, clock.now())?;
     let throttle = Throttle::load(&store, config.limits.clone(), clock.now())?;
@@ -157,9 +170,6 @@ pub async fn run(
         Unsubscribe::load(&config.http, &store).map_err(|e| DaemonError::Setup(e.to_string()))?,
     );
     let mut deliverer = webhooks::Deliverer::new(&config.webhooks).map_err(DaemonError::Setup)?;
-    let (inbound, mut requests) = inbound::channel();
-    // `inbound` lives as long as the loop, so `requests` never reports a closed channel (which
-    // would wake the idle loop at once, again and again).
     let _endpoint = start_http(&config, &project, unsubscribe.clone(), inbound.clone()).await?;
     let _watchers: Vec<AbortOnDrop> = Account::from_config(&config.imap)
         .map_err(DaemonError::Setup)?
@@ -180,20 +190,6 @@ pub async fn run(
 
     while !control.is_stopping() {
         systemd.alive();
-        if let Some(request) = lender.pending() {
-            // A command needs the store (see `crate::lend`): close it, wait, open it again.
-            let (transport, throttle) = pipeline.close().await?;
-            store.flush()?;
-            drop(store);
-            info!("store lent to a command");
-            if let Err(error) = systemd.alive_while(lend::lend(request)).await {
-                warn!(%error, "lending the store to a command");
-            }
-            store = reopen(&config).await?.with_webhooks(routes.clone());
-            info!("store back from the command");
-            pipeline = Pipeline::new(store.clone(), transport, throttle, unsubscribe.clone());
-            continue;
-        }
         while let Ok(request) = requests.try_recv() {
             held.push(request);
         }
@@ -210,6 +206,7 @@ pub async fn run(
         if control.reload.swap(false, Ordering::SeqCst) || watcher.changed() {
             if let Some(reloaded) = reload::reload(&store, &paths, &project)? {
                 project = Arc::new(reloaded);
+                running.send_replace(project.clone());
             }
             next_slot = enroller::plan_scans(&store, &project, clock.now())?;
         }
@@ -336,20 +333,6 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Opens the store again after lending it: the command may still be closing it.
-async fn reopen(config: &Config) -> Result<Store, DaemonError> {
-    let mut waited = StdDuration::ZERO;
-    loop {
-        match Store::open(&config.store.path, config.cache_bytes()) {
-            Err(StoreError::Locked { .. }) if waited < StdDuration::from_secs(60) => {
-                tokio::time::sleep(StdDuration::from_millis(50)).await;
-                waited += StdDuration::from_millis(50);
-            }
-            result => return Ok(result?),
-        }
     }
 }
 

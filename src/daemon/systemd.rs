@@ -8,7 +8,6 @@
 //! hangs (a store that never answers, a deadlock) stops the pings, and systemd restarts the
 //! service, which loses nothing (see [`super::sender`] on crash safety).
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
@@ -55,21 +54,6 @@ impl Systemd {
     /// The longest the loop may sleep and still feed the watchdog in time.
     pub fn max_sleep(&self) -> Option<Duration> {
         self.ping_every
-    }
-
-    /// Waits for `work` that legitimately takes long (a command borrowing the store), feeding
-    /// the watchdog meanwhile: the loop is waiting, not hung.
-    pub async fn alive_while<F: Future>(&mut self, work: F) -> F::Output {
-        let Some(every) = self.ping_every else {
-            return work.await;
-        };
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                output = &mut work => return output,
-                () = tokio::time::sleep(every) => self.alive(),
-            }
-        }
     }
 
     /// A graceful stop has begun.

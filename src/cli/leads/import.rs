@@ -20,6 +20,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::lead::{Lead, email_key};
 use crate::leads_file::{CsvOptions, FileLead, LeadsFileError, LeadsReader, RejectedRow};
@@ -31,13 +32,15 @@ use crate::store::{Batch, EventKind, Store, StoreError};
 pub const CHUNK_ROWS: usize = 250;
 
 /// What the command line adds to every row.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ImportOptions {
     /// The source of leads whose row names none.
     pub source: Option<String>,
     /// Tags added to every lead in the file.
     pub tags: Vec<String>,
-    /// A CSV file's separator and encoding, when chosen.
+    /// A CSV file's separator and encoding, when chosen (used by the side that reads the
+    /// file, never sent to a daemon).
+    #[serde(skip)]
     pub csv: CsvOptions,
 }
 
@@ -77,26 +80,26 @@ enum Counted {
     Unchanged,
 }
 
-/// Imports `path` into `store`. After each chunk, `on_chunk` gets the counts so far and the
-/// rows that chunk rejected (for progress and line-numbered warnings). Rejected rows do not
-/// fail the import; an unreadable file or a store error does, after the chunks before it were
-/// written.
+/// Imports `path` into `store`, which this process opened. After each chunk, `on_chunk` gets
+/// the counts so far and the rows that chunk rejected (for progress and line-numbered
+/// warnings). Rejected rows do not fail the import; an unreadable file or a store error does,
+/// after the chunks before it were written.
 ///
 /// Two threads share the work: this one reads, merges and looks leads up while a writer thread
 /// applies the previous chunk's batch. sled runs one transaction at a time, so the writes are
-/// the bottleneck and everything else hides behind them.
+/// the bottleneck and everything else hides behind them. (Through a running daemon, the file
+/// is read by the command and each chunk merged and written by the daemon: [`Merger`].)
 pub fn import(
     store: &Store,
     path: &Path,
     options: &ImportOptions,
     now: DateTime<Utc>,
-    on_chunk: impl FnMut(&ImportSummary, &[RejectedRow]),
+    mut on_chunk: impl FnMut(&ImportSummary, &[RejectedRow]),
 ) -> Result<ImportSummary, ImportError> {
-    let reader = LeadsReader::open_with(path, now, options.csv)?;
-    let file_name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let mut reader = LeadsReader::open_with(path, now, options.csv)?;
+    // An empty store has no lead this import did not create: no need to look one up.
+    let was_empty = store.leads().next().is_none();
+    let mut merger = Merger::new(options.clone(), &file_name(path), was_empty);
     let summary = std::thread::scope(|scope| {
         let (batches, to_write) = std::sync::mpsc::sync_channel::<Batch>(1);
         let (acks, written) = std::sync::mpsc::channel::<Result<(), StoreError>>();
@@ -119,17 +122,23 @@ pub fn import(
             written,
             in_flight: 0,
         };
-        let result = Importer {
-            store,
-            options,
-            now,
-            by: format!("import of {file_name}"),
-            hasher: RandomState::new(),
-            seen: HashMap::new(),
-            // An empty store has no lead this import did not create: no need to look one up.
-            was_empty: store.leads().next().is_none(),
-        }
-        .run(reader, &mut writer, on_chunk);
+        let mut read = || -> Result<ImportSummary, ImportError> {
+            let mut summary = ImportSummary::default();
+            let mut merged_in_chunks = 0;
+            while let Some(chunk) = reader.next_chunk(CHUNK_ROWS)? {
+                summary.rows += chunk.rows;
+                summary.rejected += chunk.rejected.len();
+                merged_in_chunks += chunk.rows - chunk.rejected.len() - chunk.leads.len();
+                // An address from an earlier chunk: its write may still be in flight.
+                let batch = merger.merge(store, chunk.leads, now, &mut || writer.drain())?;
+                writer.send(batch)?;
+                merger.counts().add_to(&mut summary, merged_in_chunks);
+                on_chunk(&summary, &chunk.rejected);
+            }
+            summary.notes = reader.notes();
+            Ok(summary)
+        };
+        let result = read();
         // Whatever happened, wait for the batches already handed over (and report their error
         // first: a failed write explains a read that stopped).
         let drained = writer.drain();
@@ -137,6 +146,14 @@ pub fn import(
     })?;
     store.flush()?;
     Ok(summary)
+}
+
+/// The name an import is journaled under ("import of leads.csv").
+pub fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// The hand-over to the writer thread.
@@ -177,74 +194,121 @@ impl Writer {
     }
 }
 
-/// The reading side of an import.
-struct Importer<'a> {
-    store: &'a Store,
-    options: &'a ImportOptions,
-    now: DateTime<Utc>,
+/// Leads by outcome so far, each address counted once (the part of [`ImportSummary`] the side
+/// that merges knows; rows are counted by the side that reads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    /// Rows whose address an earlier chunk had (those within one chunk are merged by the
+    /// reader, and counted by the side that reads).
+    pub merged: usize,
+}
+
+impl Counts {
+    /// Sets the summary's counts; `merged_in_chunks` is what the reading side counted.
+    pub fn add_to(self, summary: &mut ImportSummary, merged_in_chunks: usize) {
+        summary.created = self.created;
+        summary.updated = self.updated;
+        summary.unchanged = self.unchanged;
+        summary.merged = merged_in_chunks + self.merged;
+    }
+}
+
+/// The merging side of an import, chunk after chunk: the merge rule, and how each address was
+/// counted so far. Used by the two-thread import above, and by a running daemon for an import
+/// that streams in over its control socket (it merges and writes each chunk in its work loop,
+/// between two batches of emails).
+pub struct Merger {
+    options: ImportOptions,
     by: String,
     /// How each address already imported was counted, keyed by a hash of the address: a
     /// million addresses cost a few megabytes. A collision (about one in 10^7 for a million
     /// addresses) only skews the counts.
     hasher: RandomState,
     seen: HashMap<u64, Counted>,
+    /// The store held no lead when the import began, so an address not seen in this import
+    /// needs no look-up (only true where nothing else writes leads meanwhile).
     was_empty: bool,
+    counts: Counts,
 }
 
-impl Importer<'_> {
-    fn run(
-        &mut self,
-        mut reader: LeadsReader<'_>,
-        writer: &mut Writer,
-        mut on_chunk: impl FnMut(&ImportSummary, &[RejectedRow]),
-    ) -> Result<ImportSummary, ImportError> {
-        let mut summary = ImportSummary::default();
-        while let Some(chunk) = reader.next_chunk(CHUNK_ROWS)? {
-            summary.rows += chunk.rows;
-            summary.rejected += chunk.rejected.len();
-            // Rows the chunk merged by address; an address of an earlier chunk counts below.
-            summary.merged += chunk.rows - chunk.rejected.len() - chunk.leads.len();
-            let mut batch = Batch::default();
-            for mut row in chunk.leads {
-                if row.lead.source.is_none() {
-                    row.lead.source.clone_from(&self.options.source);
-                }
-                row.lead.tags.extend(self.options.tags.iter().cloned());
-                let hash = self.hasher.hash_one(email_key(&row.lead.email));
-                let before = self.seen.get(&hash).copied();
-                if before.is_some() {
-                    summary.merged += 1;
-                }
-                let stored = match before {
-                    None if self.was_empty => None,
-                    None => self.store.lead(&row.lead.email)?,
-                    Some(_) => {
-                        // An address from an earlier chunk: its write may still be in flight.
-                        writer.drain()?;
-                        self.store.lead(&row.lead.email)?
-                    }
-                };
-                let counted = apply_row(stored, row, before, self.now, &self.by, &mut batch);
-                if before != Some(counted) {
-                    match before {
-                        Some(Counted::Unchanged) => summary.unchanged -= 1,
-                        Some(Counted::Updated) => summary.updated -= 1,
-                        Some(Counted::Created) => summary.created -= 1,
-                        None => {}
-                    }
-                    match counted {
-                        Counted::Created => summary.created += 1,
-                        Counted::Updated => summary.updated += 1,
-                        Counted::Unchanged => summary.unchanged += 1,
-                    }
-                    self.seen.insert(hash, counted);
-                }
-            }
-            writer.send(batch)?;
-            on_chunk(&summary, &chunk.rejected);
+impl Merger {
+    pub fn new(options: ImportOptions, file_name: &str, was_empty: bool) -> Merger {
+        Merger {
+            options,
+            by: format!("import of {file_name}"),
+            hasher: RandomState::new(),
+            seen: HashMap::new(),
+            was_empty,
+            counts: Counts::default(),
         }
-        summary.notes = reader.notes();
-        Ok(summary)
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Merges one chunk's leads with their stored versions into one batch. `settle` makes the
+    /// batches handed over before visible in `store` (it is called before an address seen in
+    /// an earlier chunk is looked up again).
+    pub fn merge(
+        &mut self,
+        store: &Store,
+        leads: Vec<FileLead>,
+        now: DateTime<Utc>,
+        settle: &mut dyn FnMut() -> Result<(), ImportError>,
+    ) -> Result<Batch, ImportError> {
+        let mut batch = Batch::default();
+        for mut row in leads {
+            if row.lead.source.is_none() {
+                row.lead.source.clone_from(&self.options.source);
+            }
+            row.lead.tags.extend(self.options.tags.iter().cloned());
+            let hash = self.hasher.hash_one(email_key(&row.lead.email));
+            let before = self.seen.get(&hash).copied();
+            if before.is_some() {
+                self.counts.merged += 1;
+            }
+            let stored = match before {
+                None if self.was_empty => None,
+                None => store.lead(&row.lead.email)?,
+                Some(_) => {
+                    settle()?;
+                    store.lead(&row.lead.email)?
+                }
+            };
+            let counted = apply_row(stored, row, before, now, &self.by, &mut batch);
+            if before != Some(counted) {
+                let counts = &mut self.counts;
+                match before {
+                    Some(Counted::Unchanged) => counts.unchanged -= 1,
+                    Some(Counted::Updated) => counts.updated -= 1,
+                    Some(Counted::Created) => counts.created -= 1,
+                    None => {}
+                }
+                match counted {
+                    Counted::Created => counts.created += 1,
+                    Counted::Updated => counts.updated += 1,
+                    Counted::Unchanged => counts.unchanged += 1,
+                }
+                self.seen.insert(hash, counted);
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Merges and writes one chunk (the daemon's way: nothing is in flight between chunks).
+    pub fn merge_and_apply(
+        &mut self,
+        store: &Store,
+        leads: Vec<FileLead>,
+        now: DateTime<Utc>,
+    ) -> Result<Counts, ImportError> {
+        let batch = self.merge(store, leads, now, &mut || Ok(()))?;
+        store.apply(&batch)?;
+        Ok(self.counts)
     }
 }
 

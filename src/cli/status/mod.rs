@@ -47,17 +47,17 @@ mod scan;
 mod table;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Cli, CliError, ExitCode, Project};
+use super::session::{Output, Session};
+use super::{CliError, ExitCode};
 use crate::diagnostic::Severity;
 use crate::store::{MessageRecord, OutboxEmail};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct StatusArgs {
     /// `table` for people; `json` for scripts, with stable field names.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -67,30 +67,35 @@ pub struct StatusArgs {
     pub next: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     Table,
     Json,
 }
 
-pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
-    let (_config, store) = cli.open_store()?;
-    let project = Project::load(std::slice::from_ref(&cli.workflows), &cli.templates);
+pub fn run(
+    args: &StatusArgs,
+    session: &Session<'_>,
+    out: &mut Output<'_>,
+) -> Result<ExitCode, CliError> {
+    let store = session.store;
+    let project = session.project();
     let errors = project.count(Severity::Error);
     if errors > 0 {
         // Stderr, so the JSON on stdout stays parseable.
-        eprintln!(
+        out.note(format!(
             "warning: the workflows or templates have {errors} error{}: a workflow that did not \
              compile shows as not loaded, or not at all if the store has no enrollment in it; \
              run `nurture check`",
             super::check::plural(errors)
-        );
+        ));
     }
     let names: Vec<String> = project.workflows.iter().map(|w| w.name.clone()).collect();
     let report =
-        scan::scan(&store, &names, args.next).map_err(|e| CliError::Input(e.to_string()))?;
+        scan::scan(store, &names, args.next).map_err(|e| CliError::Input(e.to_string()))?;
     let text = match args.format {
-        Format::Table => table::table(&report, Utc::now(), &cli.workflows.display().to_string()),
+        Format::Table => table::table(&report, session.now, &session.workflows_dir),
         Format::Json => {
             let mut json = serde_json::to_string_pretty(&report)
                 .map_err(|e| CliError::Input(format!("cannot write the report as JSON: {e}")))?;
@@ -98,7 +103,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
             json
         }
     };
-    let mut stdout = std::io::stdout().lock();
+    let stdout = &mut *out.out;
     match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
