@@ -95,7 +95,7 @@ enum Workflows<'a> {
     Folders {
         workflows: &'a Path,
         templates: &'a Path,
-        loaded: OnceCell<Project>,
+        loaded: OnceCell<Box<Project>>,
     },
 }
 
@@ -137,7 +137,8 @@ impl<'a> Session<'a> {
                 workflows,
                 templates,
                 loaded,
-            } => loaded.get_or_init(|| Project::load(&[workflows.to_path_buf()], templates)),
+            } => loaded
+                .get_or_init(|| Box::new(Project::load(&[workflows.to_path_buf()], templates))),
         }
     }
 }
