@@ -138,18 +138,6 @@ impl Cli {
     pub fn load_config(&self) -> Result<Config, CliError> {
         Config::load(self.config.as_deref()).map_err(|e| CliError::Usage(e.to_string()))
     }
-
-    /// Opens the store the configuration names, for the commands that do not go through a
-    /// running daemon yet (`outbox`, `webhooks`, `mail classify`): with a daemon running, the
-    /// store is in use and they say so.
-    pub fn open_store(&self) -> Result<(Config, Store), CliError> {
-        let config = self.load_config()?;
-        let store = opened(Store::open(&config.store.path, config.cache_bytes()))?;
-        // What a command journals is reported to the webhooks that want it, like the daemon's.
-        let routes =
-            crate::webhooks::Routes::from_config(&config.webhooks).map_err(CliError::Usage)?;
-        Ok((config, store.with_webhooks(routes)))
-    }
 }
 
 /// A store this process opened (no daemon runs: [`session::target`]), after saying what the
@@ -182,10 +170,10 @@ pub fn main() -> i32 {
         Command::Leads(args) => leads::dispatch(&cli, args),
         Command::Contacts(args) => session::run(&cli, StoreCommand::Contacts(args.clone())),
         Command::Status(args) => session::run(&cli, StoreCommand::Status(args.clone())),
-        Command::Webhooks(args) => webhooks::run(&cli, args),
+        Command::Webhooks(args) => session::run(&cli, StoreCommand::Webhooks(args.clone())),
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),
-        Command::Outbox(args) => outbox::run(&cli, args),
+        Command::Outbox(args) => session::run(&cli, StoreCommand::Outbox(args.clone())),
         Command::Mail(args) => mail::run(&cli, args),
     };
     let code = match result {

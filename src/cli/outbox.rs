@@ -12,18 +12,19 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Cli, CliError, ExitCode};
+use super::session::{Output, Session};
+use super::{CliError, ExitCode};
 use crate::store::{Batch, EventKind, MessageState, OutboxEmail, Store};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct OutboxArgs {
     #[command(subcommand)]
     pub command: OutboxCommand,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
 pub enum OutboxCommand {
     /// List the uncertain emails: the daemon stopped while the mail server had them.
     Uncertain(ListArgs),
@@ -33,20 +34,20 @@ pub enum OutboxCommand {
     Drop(ChooseArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct ListArgs {
     /// `table` for people; `json` for scripts.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum Format {
     Table,
     Json,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 #[command(group = clap::ArgGroup::new("which").required(true).args(["ids", "all"]))]
 pub struct ChooseArgs {
     /// Message-IDs, as `nurture outbox uncertain` lists them (the angle brackets may be left
@@ -58,16 +59,32 @@ pub struct ChooseArgs {
     pub all: bool,
 }
 
-pub fn run(cli: &Cli, args: &OutboxArgs) -> Result<ExitCode, CliError> {
-    let (_, store) = cli.open_store()?;
-    let uncertain = uncertain(&store)?;
+impl OutboxArgs {
+    /// Whether it changes the store (`resend`, `drop`): a running daemon runs it in its work
+    /// loop.
+    pub fn writes(&self) -> bool {
+        !matches!(self.command, OutboxCommand::Uncertain(_))
+    }
+}
+
+/// Runs in a running daemon or on a store opened here ([`super::session`]).
+pub fn run(
+    args: &OutboxArgs,
+    session: &Session<'_>,
+    out: &mut Output<'_>,
+) -> Result<ExitCode, CliError> {
+    let store = session.store;
+    let uncertain = uncertain(store)?;
+    let now = session.now;
     match &args.command {
         OutboxCommand::Uncertain(list) => {
-            print!("{}", show(&uncertain, list.format)?);
+            out.line(show(&uncertain, list.format)?.trim_end())?;
             Ok(ExitCode::Success)
         }
-        OutboxCommand::Resend(choose) => settle(&store, &uncertain, choose, Verdict::Resend),
-        OutboxCommand::Drop(choose) => settle(&store, &uncertain, choose, Verdict::Drop),
+        OutboxCommand::Resend(choose) => {
+            settle(store, &uncertain, choose, Verdict::Resend, now, out)
+        }
+        OutboxCommand::Drop(choose) => settle(store, &uncertain, choose, Verdict::Drop, now, out),
     }
 }
 
@@ -169,6 +186,8 @@ fn settle(
     uncertain: &[Uncertain],
     choose: &ChooseArgs,
     verdict: Verdict,
+    now: DateTime<Utc>,
+    out: &mut Output<'_>,
 ) -> Result<ExitCode, CliError> {
     let chosen: Vec<&Uncertain> = if choose.all {
         uncertain.iter().collect()
@@ -197,7 +216,6 @@ fn settle(
             email.message_id
         )));
     }
-    let now = Utc::now();
     let mut batch = Batch::default();
     for email in &chosen {
         batch.uncertain_remove.push(email.message_id.clone());
@@ -237,10 +255,10 @@ fn settle(
         Verdict::Resend => ("back in the outbox", ": the daemon sends them"),
         Verdict::Drop => ("dropped", ""),
     };
-    println!(
+    out.line(format_args!(
         "{} uncertain email{} {done}{next}",
         chosen.len(),
         super::check::plural(chosen.len())
-    );
+    ))?;
     Ok(ExitCode::Success)
 }

@@ -1,6 +1,7 @@
 //! Store commands, and where they run.
 //!
-//! `leads …`, `status`, `contacts`, `enroll` and `unenroll` read or change the store. Each is
+//! `leads …`, `status`, `contacts`, `enroll`, `unenroll`, `outbox` and `webhooks` read or
+//! change the store. Each is
 //! written once, as a function of a [`Session`] (the store, the workflows, the time) and an
 //! [`Output`] (its standard output and error), and [`run`] runs it in one of two places:
 //! - while `nurture run` holds the store, inside the daemon ([`crate::control`]): the
@@ -28,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use super::contacts::ContactsArgs;
 use super::enroll::EnrollArgs;
 use super::leads::{LeadsCommand, ShowArgs, ShowFormat, view::write_error};
+use super::outbox::{self, OutboxArgs};
 use super::status::StatusArgs;
+use super::webhooks::{self, WebhooksArgs};
 use super::{Cli, CliError, ExitCode, contacts, enroll, leads, status};
 use crate::config::Config;
 use crate::control::client;
@@ -46,6 +49,8 @@ pub enum StoreCommand {
     Contacts(ContactsArgs),
     Enroll(EnrollArgs),
     Unenroll(EnrollArgs),
+    Webhooks(WebhooksArgs),
+    Outbox(OutboxArgs),
 }
 
 impl StoreCommand {
@@ -59,6 +64,8 @@ impl StoreCommand {
             ),
             StoreCommand::Status(_) | StoreCommand::Contacts(_) => false,
             StoreCommand::Enroll(_) | StoreCommand::Unenroll(_) => true,
+            StoreCommand::Webhooks(args) => args.writes(),
+            StoreCommand::Outbox(args) => args.writes(),
         }
     }
 
@@ -72,6 +79,8 @@ impl StoreCommand {
             StoreCommand::Leads(command) => leads::run(command, session, out),
             StoreCommand::Status(args) => status::run(args, session, out),
             StoreCommand::Contacts(args) => contacts::run(args, session, out),
+            StoreCommand::Webhooks(args) => webhooks::run(args, session, out),
+            StoreCommand::Outbox(args) => outbox::run(args, session, out),
             StoreCommand::Enroll(args) => enroll::enroll(args, session, out),
             StoreCommand::Unenroll(args) => enroll::unenroll(args, session, out),
         }
@@ -244,7 +253,8 @@ pub fn target(config: &Config) -> Result<Target, CliError> {
                 // daemon's writes are.
                 let routes = crate::webhooks::Routes::from_config(&config.webhooks)
                     .map_err(CliError::Usage)?;
-                return super::opened(result).map(|store| Target::Here(store.with_webhooks(routes)));
+                return super::opened(result)
+                    .map(|store| Target::Here(store.with_webhooks(routes)));
             }
         }
     }

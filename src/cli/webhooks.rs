@@ -5,13 +5,15 @@
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::leads::view::{store_error, when};
-use super::{Cli, CliError, ExitCode};
+use super::session::{Output, Session};
+use super::{CliError, ExitCode};
 use crate::store::{Batch, Delivery, Store};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct WebhooksArgs {
     #[command(subcommand)]
     pub action: Option<Action>,
@@ -19,13 +21,13 @@ pub struct WebhooksArgs {
     pub format: Format,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
 pub enum Action {
     /// Queue given-up webhooks again, due now (the daemon sends them).
     Retry(RetryArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct RetryArgs {
     /// The `webhook-id`s to retry (the ID column of `nurture webhooks`).
     #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
@@ -35,28 +37,37 @@ pub struct RetryArgs {
     pub all_failed: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum Format {
     Table,
     Json,
 }
 
-pub fn run(cli: &Cli, args: &WebhooksArgs) -> Result<ExitCode, CliError> {
-    let (_, store) = cli.open_store()?;
+impl WebhooksArgs {
+    /// Whether it changes the store (`retry`): a running daemon runs it in its work loop.
+    pub fn writes(&self) -> bool {
+        self.action.is_some()
+    }
+}
+
+/// Runs in a running daemon or on a store opened here ([`super::session`]).
+pub fn run(
+    args: &WebhooksArgs,
+    session: &Session<'_>,
+    out: &mut Output<'_>,
+) -> Result<ExitCode, CliError> {
+    let store = session.store;
     match &args.action {
-        Some(Action::Retry(retry_args)) => retry(&store, retry_args, Utc::now()),
+        Some(Action::Retry(retry_args)) => retry(store, retry_args, session.now, out),
         None => {
             let pending = collect(store.webhooks_pending())?;
             let failed = collect(store.webhooks_failed())?;
             match args.format {
-                Format::Table => print!("{}", table(&pending, &failed)),
+                Format::Table => out.line(table(&pending, &failed).trim_end())?,
                 Format::Json => {
                     let list = |all: &[Delivery]| all.iter().map(delivery_json).collect::<Vec<_>>();
                     let report = json!({ "pending": list(&pending), "failed": list(&failed) });
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&report).unwrap_or_default()
-                    );
+                    out.line(serde_json::to_string_pretty(&report).unwrap_or_default())?;
                 }
             }
             Ok(ExitCode::Success)
@@ -71,7 +82,12 @@ fn collect(
 }
 
 /// Moves the chosen given-up deliveries back into the queue, in one batch.
-fn retry(store: &Store, args: &RetryArgs, now: DateTime<Utc>) -> Result<ExitCode, CliError> {
+fn retry(
+    store: &Store,
+    args: &RetryArgs,
+    now: DateTime<Utc>,
+    out: &mut Output<'_>,
+) -> Result<ExitCode, CliError> {
     let failed = collect(store.webhooks_failed())?;
     let chosen: Vec<&Delivery> = if args.all_failed {
         failed.iter().collect()
@@ -104,12 +120,12 @@ fn retry(store: &Store, args: &RetryArgs, now: DateTime<Utc>) -> Result<ExitCode
     }
     store.apply(&batch).map_err(store_error)?;
     store.flush().map_err(store_error)?;
-    println!(
+    out.line(format_args!(
         "{} webhook{} queued again; the daemon sends {} now",
         chosen.len(),
         if chosen.len() == 1 { "" } else { "s" },
         if chosen.len() == 1 { "it" } else { "them" }
-    );
+    ))?;
     Ok(ExitCode::Success)
 }
 

@@ -101,9 +101,8 @@ impl Daemon {
         options: &ImportOptions,
         mut on_chunk: impl FnMut(&ImportSummary, &[RejectedRow]),
     ) -> Result<ImportSummary, CliError> {
-        let mut reader =
-            LeadsReader::open_with(path, Utc::now(), options.csv)
-                .map_err(|e| CliError::Input(e.to_string()))?;
+        let mut reader = LeadsReader::open_with(path, Utc::now(), options.csv)
+            .map_err(|e| CliError::Input(e.to_string()))?;
         self.send(&Hello {
             version: VERSION,
             request: Request::Import {
@@ -123,7 +122,12 @@ impl Daemon {
                     let leads = chunk.leads.into_iter().map(WireLead::from).collect();
                     self.send(&Chunk::Leads(leads))?;
                     while unanswered.len() > WINDOW {
-                        self.written(&mut unanswered, &mut summary, &mut merged_in_chunks, &mut on_chunk)?;
+                        self.written(
+                            &mut unanswered,
+                            &mut summary,
+                            &mut merged_in_chunks,
+                            &mut on_chunk,
+                        )?;
                     }
                 }
                 Ok(None) => break None,
@@ -133,7 +137,12 @@ impl Daemon {
         };
         self.send(&Chunk::End)?;
         while !unanswered.is_empty() {
-            self.written(&mut unanswered, &mut summary, &mut merged_in_chunks, &mut on_chunk)?;
+            self.written(
+                &mut unanswered,
+                &mut summary,
+                &mut merged_in_chunks,
+                &mut on_chunk,
+            )?;
         }
         match self.receive()? {
             Reply::Exit { code, error } => protocol::result(code, error)?,
