@@ -15,6 +15,8 @@
 //!
 //! Target (issue 12): sending during the import at ≥ 50 % of the rate without it.
 
+mod leads_csv;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,7 +43,7 @@ fn main() {
     let started = Instant::now();
     support::enrolled_store(&root.join("data"), &project, backlog, Utc::now());
     let csv = root.join("leads.csv");
-    write_csv(&csv, leads);
+    leads_csv::write(&csv, leads, "new");
     println!(
         "setup: {backlog} leads due now in the drip workflow, a CSV of {leads} new leads ({:.0} MB), in {:.1} s",
         std::fs::metadata(&csv).map_or(0, |m| m.len()) as f64 / 1e6,
@@ -130,32 +132,6 @@ fn measure(outbox: &Path, phase: impl FnOnce()) -> (usize, Duration) {
 
 fn emails(outbox: &Path) -> usize {
     std::fs::read_dir(outbox).map_or(0, |d| d.count())
-}
-
-/// New leads, shaped like the import bench's, with a source no workflow enrolls.
-fn write_csv(path: &Path, rows: usize) {
-    use std::io::Write;
-    let file = std::fs::File::create(path).expect("create the CSV");
-    let mut out = std::io::BufWriter::new(file);
-    writeln!(
-        out,
-        "email,first_name,last_name,company,source,tags,timezone,score,plan,country"
-    )
-    .expect("write the CSV");
-    let zones = ["Europe/Berlin", "America/New_York", "Asia/Tokyo"];
-    for i in 0..rows {
-        writeln!(
-            out,
-            "new{i}@example{}.com,Ana{},Ortiz,Company {} Ltd,website-form,trial;newsletter,{},{},pro,DE",
-            i % 97,
-            i % 1000,
-            i % 5000,
-            zones[i % zones.len()],
-            i % 100,
-        )
-        .expect("write the CSV");
-    }
-    out.flush().expect("write the CSV");
 }
 
 fn stop(child: &mut Child) {

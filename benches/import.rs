@@ -6,7 +6,8 @@
 //! flush. The import function lives in the binary's private `cli` module, out of a bench's
 //! reach. Run with `cargo bench --bench import`; `NURTURE_BENCH_ROWS` changes the row count.
 
-use std::io::{BufWriter, Write};
+mod leads_csv;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -19,7 +20,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("nurture-bench-import-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create the bench folder");
     let csv = dir.join("leads.csv");
-    write_csv(&csv, rows);
+    leads_csv::write(&csv, rows, "lead");
     let size = std::fs::metadata(&csv).map_or(0, |m| m.len());
     println!(
         "import: {rows} rows, {:.1} MB CSV, into a fresh store",
@@ -42,32 +43,6 @@ fn main() {
     );
     report("re-import (unchanged)", rows, again.0);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Leads shaped like a real export: names, company, source, two tags, time zone, score and
-/// two attributes.
-fn write_csv(path: &Path, rows: usize) {
-    let file = std::fs::File::create(path).expect("create the CSV");
-    let mut out = BufWriter::new(file);
-    writeln!(
-        out,
-        "email,first_name,last_name,company,source,tags,timezone,score,plan,country"
-    )
-    .expect("write the CSV");
-    let zones = ["Europe/Berlin", "America/New_York", "Asia/Tokyo"];
-    for i in 0..rows {
-        writeln!(
-            out,
-            "lead{i}@example{}.com,Ana{},Ortiz,Company {} Ltd,website-form,trial;newsletter,{},{},pro,DE",
-            i % 97,
-            i % 1000,
-            i % 5000,
-            zones[i % zones.len()],
-            i % 100,
-        )
-        .expect("write the CSV");
-    }
-    out.flush().expect("write the CSV");
 }
 
 /// Runs one import; returns its wall time in seconds and its summary line.
