@@ -209,6 +209,42 @@ pub struct Store {
     merged: Arc<Vec<Merged>>,
 }
 
+/// How long an open waits for a lock that is being released: sled 0.34 drops its `Db` before
+/// its flusher thread lets go of the lock file (spacejam/sled#1234), so a store closed a moment
+/// ago in this process (a test reopening, a command run right after a daemon stopped) is still
+/// locked for a few milliseconds. A daemon that really holds the store holds it far longer.
+const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled in `path`, waiting up to [`LOCK_RELEASE_WAIT`] for a lock on its way out.
+fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                if started.elapsed() >= LOCK_RELEASE_WAIT {
+                    return Err(StoreError::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            Err(error) => {
+                return Err(StoreError::Open {
+                    path: path.to_path_buf(),
+                    error,
+                })
+            }
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `path` with a page cache of `cache_bytes`, upgrading
     /// a store written by an older nurture ([`Store::merged`] says what that merged).
@@ -226,21 +262,7 @@ impl Store {
         if !path.exists() {
             crate::private::private_dir(path).map_err(private)?;
         }
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|error| match error {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked {
-                        path: path.to_path_buf(),
-                    }
-                }
-                error => StoreError::Open {
-                    path: path.to_path_buf(),
-                    error,
-                },
-            })?;
+        let db = open_sled(path, cache_bytes)?;
         let store = Store {
             leads: db.open_tree("leads")?,
             enrollments: db.open_tree("enrollments")?,
