@@ -111,26 +111,29 @@ pub fn run(cli: &Cli, args: &DryRunArgs) -> Result<ExitCode, CliError> {
     if let Some(dir) = &args.out {
         write_emails(dir, workflow, &previews)?;
     }
-    match args.format {
+    let text = match args.format {
         Format::Text => {
-            for preview in &previews {
-                print!("{}", render_text(workflow, preview));
-            }
+            let mut text: String = previews
+                .iter()
+                .map(|preview| render_text(workflow, preview))
+                .collect();
             if skipped > 0 {
-                println!(
-                    "{skipped} lead{} in the file not enrolled: `enroll when` does not match them",
+                text.push_str(&format!(
+                    "{skipped} lead{} in the file not enrolled: `enroll when` does not match them\n",
                     super::check::plural(skipped)
-                );
+                ));
             }
+            text
         }
         Format::Json => {
             let timelines: Vec<serde_json::Value> =
                 previews.iter().map(|p| render_json(workflow, p)).collect();
             let out =
                 json!({ "workflow": workflow.name, "leads": timelines, "not_enrolled": skipped });
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            serde_json::to_string_pretty(&out).unwrap_or_default() + "\n"
         }
-    }
+    };
+    super::write_output(&mut std::io::stdout().lock(), &text)?;
     let failed: usize = previews
         .iter()
         .flat_map(|p| &p.emails)

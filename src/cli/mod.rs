@@ -68,6 +68,17 @@ impl CliError {
     }
 }
 
+/// Writes a command's whole output to `sink`. A reader that closed the pipe early
+/// (`nurture dry-run … | head`) is not a failure: what it wanted, it got.
+pub(crate) fn write_output(sink: &mut dyn Write, text: &str) -> Result<(), CliError> {
+    match sink.write_all(text.as_bytes()).and_then(|()| sink.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Input(
+            format!("cannot write to standard output: {error}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nurture",

@@ -103,17 +103,8 @@ pub fn run(
             json
         }
     };
-    let stdout = &mut *out.out;
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        // `nurture status | head` closing the pipe early is not a failure.
-        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Input(
-            format!("cannot write to standard output: {error}"),
-        )),
-        _ => Ok(ExitCode::Success),
-    }
+    super::write_output(&mut *out.out, &text)?;
+    Ok(ExitCode::Success)
 }
 
 #[derive(Debug, Serialize)]
