@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use handlebars::Handlebars;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use ring::digest::{SHA256, digest};
 use serde::Serialize;
 
@@ -33,11 +33,11 @@ const PROMOTIONS_LISTED: usize = 5;
 const REPLY_CHARS: usize = 280;
 
 /// The funnel's drawing, in SVG user units (the SVG scales to the page's width).
-const FUNNEL_WIDTH: u32 = 640;
-const ROW_HEIGHT: u32 = 44;
-const BAR_X: u32 = 130;
+const FUNNEL_WIDTH: u32 = 480;
+const ROW_HEIGHT: u32 = 40;
+const BAR_X: u32 = 105;
 /// Room right of the longest bar for its number.
-const BAR_MAX: u32 = FUNNEL_WIDTH - BAR_X - 90;
+const BAR_MAX: u32 = FUNNEL_WIDTH - BAR_X - 75;
 
 /// The compiled templates.
 pub struct Views {
@@ -302,10 +302,17 @@ fn percent(part: u64, whole: u64) -> String {
     format!("{:.1} %", part as f64 * 100.0 / whole as f64)
 }
 
-/// The lead page's address: every character but letters and digits percent-encoded, so an
-/// address with `/`, `?` or `#` stays one path segment.
+/// What a lead's address keeps unencoded in its page's address: letters, digits, `@ . - _`.
+const IN_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'@')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_');
+
+/// The lead page's address: the lead's address percent-encoded but for [`IN_SEGMENT`], so an
+/// address with `/`, `?`, `#` or `%` stays one path segment.
 pub fn lead_href(email: &str) -> String {
-    format!("/leads/{}", utf8_percent_encode(email, NON_ALPHANUMERIC))
+    format!("/leads/{}", utf8_percent_encode(email, IN_SEGMENT))
 }
 
 /// An HTML id from a workflow name: letters, digits and `-`.
