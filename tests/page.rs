@@ -74,8 +74,8 @@ fn people_log_in_with_a_signed_cookie_and_out_again_and_others_are_kept_out() {
     let dir = scratch("page-login");
     let daemon = start(&dir, None);
     let http = client();
-    let origin = daemon.url("");
-    let origin = Some(origin.as_str());
+    let page = daemon.url("");
+    let origin = Some(page.as_str());
 
     // Nobody signed in: the login form, 401, nothing cached, a policy that allows no script.
     let answer = get(&http, &daemon, "/", None);
@@ -159,7 +159,7 @@ fn people_log_in_with_a_signed_cookie_and_out_again_and_others_are_kept_out() {
     let answer = http
         .post(daemon.url("/logout"))
         .header(header::COOKIE, &session)
-        .header(header::ORIGIN, origin.unwrap())
+        .header(header::ORIGIN, &page)
         .send()
         .unwrap();
     assert_eq!(answer.status(), 303);

@@ -138,24 +138,24 @@ pub fn router() -> Router<Arc<Doors>> {
         .layer(DefaultBodyLimit::max(MAX_LOGIN_BYTES))
 }
 
-/// `Ok` when the request may see the page: a valid API key in `Authorization`, or a session
-/// cookie; else the answer (the login form, or the API's 401 or 429 for a bad key).
-fn admit(doors: &Doors, page: &Page, headers: &HeaderMap) -> Result<(), Response> {
+/// `None` when the request may see the page: a valid API key in `Authorization`, or a session
+/// cookie; else the answer instead (the login form, or the API's 401 or 429 for a bad key).
+fn refusal(doors: &Doors, page: &Page, headers: &HeaderMap) -> Option<Response> {
     if headers.contains_key(header::AUTHORIZATION) {
         return doors
             .api
             .as_ref()
             .ok_or(ApiError::Unauthorized)
             .and_then(|keys| keys.authorize(headers))
-            .map(|_| ())
-            .map_err(|error| page.headers(error.into_response()));
+            .err()
+            .map(|error| page.headers(error.into_response()));
     }
     match page
         .login
         .session(headers, doors.unsubscribe.signer(), Utc::now())
     {
-        Some(_) => Ok(()),
-        None => Err(page.login_form(StatusCode::UNAUTHORIZED, None)),
+        Some(_) => None,
+        None => Some(page.login_form(StatusCode::UNAUTHORIZED, None)),
     }
 }
 
@@ -163,7 +163,7 @@ async fn status(State(doors): State<Arc<Doors>>, headers: HeaderMap) -> Response
     let Some(page) = &doors.page else {
         return super::unsubscribe::not_found().await;
     };
-    if let Err(answer) = admit(&doors, page, &headers) {
+    if let Some(answer) = refusal(&doors, page, &headers) {
         return answer;
     }
     let store = page.store.clone();
@@ -185,7 +185,7 @@ async fn lead(
     let Some(page) = &doors.page else {
         return super::unsubscribe::not_found().await;
     };
-    if let Err(answer) = admit(&doors, page, &headers) {
+    if let Some(answer) = refusal(&doors, page, &headers) {
         return answer;
     }
     let no_lead = || {
