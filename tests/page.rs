@@ -411,6 +411,14 @@ fn the_status_page_in_headless_chromium_shows_the_numbers_of_status() {
         .send()
         .unwrap();
     assert_eq!(answer.status(), 201);
+    // emil reports one from before he enrolled: that is no engagement in the workflow.
+    let answer = client()
+        .post(daemon.url("/v1/leads/emil@example.test/events"))
+        .bearer_auth(KEY)
+        .json(&json!({"event": "downloaded the whitepaper", "at": "2026-11-01T12:00:00Z"}))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 201);
 
     let browser = Browser::start();
     browser.open(&daemon.url("/"));
@@ -497,9 +505,14 @@ fn the_status_page_in_headless_chromium_shows_the_numbers_of_status() {
     }
     browser.screenshot(&artifacts.join("4-lead.png"));
 
-    // A lead whose name is markup: shown as text, never run or rendered as markup.
-    browser.open(&daemon.url("/leads/eve@example.test"));
+    // A lead whose name is markup, opened with the page's lookup form: shown as text, never
+    // run or rendered as markup.
+    browser.open(&daemon.url("/"));
+    browser.wait_for("#lookup");
+    browser.type_into("#lookup", "Eve@Example.test");
+    browser.click("#open-lead");
     browser.wait_for("#lead");
+    assert_eq!(browser.text_of("#lead"), "eve@example.test");
     let text = browser.text();
     assert!(
         text.contains("<b>Eve</b>") && text.contains("<script>alert(1)</script>"),

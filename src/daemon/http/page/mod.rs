@@ -1,7 +1,8 @@
 //! The status page, for people: `GET /` shows per workflow the funnel (enrolled → emailed →
 //! engaged → replied → contact) as an SVG chart with its numbers, the exits by reason, the
 //! other figures of `nurture status` and the latest promotions with the reply that earned
-//! them; `GET /leads/{email}` shows a lead, its enrollments and its timeline.
+//! them; `GET /leads/{email}` shows a lead, its enrollments and its timeline (a form on the
+//! page, `GET /leads?email=`, leads there).
 //!
 //! - `POST /login` (the form's password) and `POST /logout`: [`login`] owns who gets in;
 //!   scripts send an API key as `Authorization: Bearer` instead.
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -128,10 +129,11 @@ impl Page {
     }
 }
 
-/// `/`, `/leads/{email}`, `/login`, `/logout`.
+/// `/`, `/leads/{email}`, `/leads?email=` (the page's lookup form), `/login`, `/logout`.
 pub fn router() -> Router<Arc<Doors>> {
     Router::new()
         .route("/", get(status))
+        .route("/leads", get(find))
         .route("/leads/{email}", get(lead))
         .route("/login", post(log_in))
         .route("/logout", post(log_out))
@@ -204,6 +206,28 @@ async fn lead(
         Ok(Ok(None)) => no_lead(),
         Ok(Err(problem)) => page.failed(&problem),
         Err(panic) => page.failed(&panic.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct Lookup {
+    #[serde(default)]
+    email: String,
+}
+
+/// The lookup form's `GET /leads?email=…`: on to the lead's page (303). It changes nothing;
+/// the lead page asks for the login itself.
+async fn find(State(doors): State<Arc<Doors>>, RawQuery(query): RawQuery) -> Response {
+    if doors.page.is_none() {
+        return super::unsubscribe::not_found().await;
+    }
+    let lookup = serde_urlencoded::from_str::<Lookup>(query.as_deref().unwrap_or_default())
+        .unwrap_or(Lookup {
+            email: String::new(),
+        });
+    match lookup.email.trim() {
+        "" => see_other("/"),
+        email => see_other(&view::lead_href(email)),
     }
 }
 
