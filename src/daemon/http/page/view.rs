@@ -498,8 +498,8 @@ mod tests {
     #[test]
     fn lead_links_keep_the_address_in_one_segment() {
         assert_eq!(
-            lead_href("a+b/c?d#e@x.test"),
-            "/leads/a%2Bb%2Fc%3Fd%23e%40x%2Etest"
+            lead_href("a+b/c?d#e%f@x.test"),
+            "/leads/a%2Bb%2Fc%3Fd%23e%25f@x.test"
         );
     }
 }
