@@ -42,6 +42,8 @@ const SESSION_KIND: &str = "page-session";
 pub const SESSION_HOURS: i64 = 12;
 /// Login posts one client address may make per minute.
 pub const LOGINS_PER_MINUTE: u32 = 5;
+/// Client addresses whose login tries are remembered before the replenished ones are dropped.
+const ADDRESSES_KEPT: usize = 4096;
 /// The shortest page password taken: a short one can be guessed.
 const MIN_PASSWORD_CHARS: usize = 12;
 
@@ -109,6 +111,11 @@ impl Login {
 
     /// `Err(wait)` when `client` made too many login posts.
     pub fn limit(&self, client: IpAddr) -> Result<(), Duration> {
+        // Addresses are cheap to change (IPv6): forget those whose tries are all replenished
+        // before their count grows without bound.
+        if self.limiter.len() > ADDRESSES_KEPT {
+            self.limiter.retain_recent();
+        }
         self.limiter
             .check_key(&client)
             .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
