@@ -139,6 +139,9 @@ pub struct HttpConfig {
     pub api_key_file: String,
     /// Or: the name of an environment variable holding the keys (separated by commas).
     pub api_key_env: String,
+    /// The status page's password (`GET /`), one line, at least 12 characters: it opens the
+    /// page and nothing else. The API keys open it too; neither: no page.
+    pub page_password_file: String,
     /// Requests per second one API key may make (bursts up to as many); 0: no limit.
     pub api_requests_per_second: u32,
     /// The largest API request body, in bytes.
@@ -159,6 +162,7 @@ impl Default for HttpConfig {
             secret_env: String::new(),
             api_key_file: String::new(),
             api_key_env: String::new(),
+            page_password_file: String::new(),
             api_requests_per_second: 1000,
             api_max_body_bytes: 64 * 1024,
             timeout_seconds: 30,

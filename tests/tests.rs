@@ -2,6 +2,8 @@
 
 // Scratch folders and seeded stores, shared by the modules below.
 mod support;
+// Headless Chromium over WebDriver, for the pages people use.
+mod browser;
 // Postfix and Dovecot on loopback (tests/mailstack.sh), and nurture run against them.
 mod mail_system;
 
@@ -43,3 +45,5 @@ mod webhooks;
 mod api;
 // Web forms, double opt-in (through Postfix + Dovecot) and the example page in headless Chromium.
 mod forms;
+// The status page over real HTTP (login, cookie, logout, CSRF) and in headless Chromium.
+mod page;

@@ -14,7 +14,7 @@
 //! opened here when none runs: [`session`].
 
 mod check;
-mod contacts;
+pub(crate) mod contacts;
 pub mod dry_run;
 mod enroll;
 mod generate;
@@ -24,7 +24,7 @@ mod outbox;
 mod run;
 mod send_test;
 pub mod session;
-mod status;
+pub(crate) mod status;
 mod webhooks;
 
 use std::io::Write;

@@ -136,7 +136,7 @@ pub async fn run(
     // Commands are taken from now on; those that write wait for the loop.
     let shared = control::server::Shared {
         store: store.clone(),
-        project: project_now,
+        project: project_now.clone(),
         inbound: inbound.clone(),
         clock: clock.clone(),
         workflows_dir: paths.workflows.display().to_string(),
@@ -170,7 +170,14 @@ pub async fn run(
         Unsubscribe::load(&config.http, &store).map_err(|e| DaemonError::Setup(e.to_string()))?,
     );
     let mut deliverer = webhooks::Deliverer::new(&config.webhooks).map_err(DaemonError::Setup)?;
-    let _endpoint = start_http(&config, &project, unsubscribe.clone(), inbound.clone()).await?;
+    let _endpoint = start_http(
+        &config,
+        &project,
+        unsubscribe.clone(),
+        inbound.clone(),
+        (store.clone(), project_now),
+    )
+    .await?;
     let _watchers: Vec<AbortOnDrop> = Account::from_config(&config.imap)
         .map_err(DaemonError::Setup)?
         .into_iter()
@@ -294,6 +301,8 @@ async fn start_http(
     project: &Project,
     unsubscribe: Arc<Unsubscribe>,
     inbound: inbound::Inbound,
+    // What the status page reads: the daemon's store and the workflows it runs.
+    (store, running): (Store, tokio::sync::watch::Receiver<Arc<Project>>),
 ) -> Result<Option<AbortOnDrop>, DaemonError> {
     let http = &config.http;
     if http.listen.is_empty() {
@@ -306,8 +315,9 @@ async fn start_http(
         }
         return Ok(None);
     }
-    let doors =
-        http::Doors::new(config, project, unsubscribe, inbound).map_err(DaemonError::Setup)?;
+    let doors = http::Doors::new(config, project, unsubscribe, inbound)
+        .and_then(|doors| doors.with_page(config, store, running))
+        .map_err(DaemonError::Setup)?;
     let listener = tokio::net::TcpListener::bind(&http.listen)
         .await
         .map_err(|e| DaemonError::Setup(format!("http.listen {}: {e}", http.listen)))?;
@@ -316,6 +326,7 @@ async fn start_http(
         base_url = %http.base_url,
         api = doors.api.is_some(),
         forms = doors.forms.len(),
+        page = doors.page.is_some(),
         "HTTP server"
     );
     let config = config.clone();

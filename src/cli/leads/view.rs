@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::cli::CliError;
 use crate::daemon::intake::pending;
 use crate::diagnostic::did_you_mean;
-use crate::engine::{Enrollment, Status};
+use crate::engine::{Enrollment, Facts, Status};
 use crate::lead::{Lead, Stage, SuppressionReason, Value, normalize_email};
 use crate::store::{EventKind, Store};
 
@@ -227,7 +227,8 @@ pub fn table(leads: &[Lead]) -> String {
     aligned(header, &rows, &[4])
 }
 
-fn reason_word(reason: SuppressionReason) -> &'static str {
+/// A suppression's reason in one word.
+pub fn reason_word(reason: SuppressionReason) -> &'static str {
     match reason {
         SuppressionReason::Unsubscribed => "unsubscribed",
         SuppressionReason::Bounced => "bounced",
@@ -420,12 +421,31 @@ pub fn sentence(kind: &EventKind) -> String {
     }
 }
 
-fn status_text(enrollment: &Enrollment) -> String {
+/// An enrollment's status in words: "active", "completed", "exited: the lead replied".
+pub fn status_text(enrollment: &Enrollment) -> String {
     match &enrollment.status {
         Status::Active => "active".to_string(),
         Status::Completed => "completed".to_string(),
         Status::Exited(reason) => format!("exited: {reason}"),
     }
+}
+
+/// What an enrollment has seen, in words: "replied", "clicked", "sent welcome, nudge".
+pub fn facts_words(facts: &Facts) -> Vec<String> {
+    let mut words = Vec::new();
+    if facts.replied {
+        words.push("replied".to_string());
+    }
+    if facts.auto_replied {
+        words.push("auto-replied".to_string());
+    }
+    if facts.clicked {
+        words.push("clicked".to_string());
+    }
+    if !facts.sent.is_empty() {
+        words.push(format!("sent {}", facts.sent.join(", ")));
+    }
+    words
 }
 
 /// `leads show` as text: fields, attributes, enrollments, then the timeline.
@@ -507,19 +527,7 @@ pub fn show_text(store: &Store, lead: &Lead) -> Result<String, CliError> {
             || "nothing due".to_string(),
             |due| format!("next due {}", when(due)),
         );
-        let mut facts = Vec::new();
-        if e.facts.replied {
-            facts.push("replied".to_string());
-        }
-        if e.facts.auto_replied {
-            facts.push("auto-replied".to_string());
-        }
-        if e.facts.clicked {
-            facts.push("clicked".to_string());
-        }
-        if !e.facts.sent.is_empty() {
-            facts.push(format!("sent {}", e.facts.sent.join(", ")));
-        }
+        let facts = facts_words(&e.facts);
         let facts = if facts.is_empty() {
             String::new()
         } else {

@@ -12,6 +12,12 @@
 //!   - `loaded`: false when the store has enrollments for a workflow that did not compile from
 //!     the workflows folder (deleted, renamed, or its file has errors);
 //!   - `enrolled`: enrollments (one per lead); `active`, `completed`;
+//!   - `emailed`: enrollments that were sent at least one email (counted when the engine hands
+//!     it on; an email that failed for good is taken back);
+//!   - `engaged`: enrollments whose lead showed interest: clicked a link of the workflow, or
+//!     reported an event through the API (`POST /v1/leads/{email}/events`) at or after
+//!     enrolling. The funnel of the status page is `enrolled`, `emailed`, `engaged`,
+//!     `replies`, `promoted`;
 //!   - `exited`: enrollments that ended early, by reason (`replied`, `bounced`, `step_removed`…:
 //!     the snake_case name of the engine's `ExitReason`); reasons with no exit are absent;
 //!   - `sent`, `failed`, `uncertain`, `dropped`: emails by outcome; `failed` ones never left
@@ -91,9 +97,7 @@ pub fn run(
             super::check::plural(errors)
         ));
     }
-    let names: Vec<String> = project.workflows.iter().map(|w| w.name.clone()).collect();
-    let report =
-        scan::scan(store, &names, args.next).map_err(|e| CliError::Input(e.to_string()))?;
+    let report = report(store, project, args.next).map_err(|e| CliError::Input(e.to_string()))?;
     let text = match args.format {
         Format::Table => table::table(&report, session.now, &session.workflows_dir),
         Format::Json => {
@@ -107,16 +111,29 @@ pub fn run(
     Ok(ExitCode::Success)
 }
 
+/// The report on `store`, with a row for every workflow of `project` and every other one the
+/// store mentions, and the next `next` enrollments due: what `--format json` writes, and what
+/// the status page shows (`crate::daemon::http::page`).
+pub(crate) fn report(
+    store: &crate::store::Store,
+    project: &crate::project::Project,
+    next: usize,
+) -> Result<Report, crate::store::StoreError> {
+    let names: Vec<String> = project.workflows.iter().map(|w| w.name.clone()).collect();
+    scan::scan(store, &names, next)
+}
+
+/// The report; its fields are read by the status page, never changed outside this module.
 #[derive(Debug, Serialize)]
-struct Report {
-    workflows: Vec<WorkflowStatus>,
-    next: Vec<Due>,
-    leads: u64,
-    contacts: u64,
-    suppressed: u64,
-    complaints: u64,
-    complaint_rate: Option<f64>,
-    sender_side_rejections: u64,
+pub(crate) struct Report {
+    pub workflows: Vec<WorkflowStatus>,
+    pub next: Vec<Due>,
+    pub leads: u64,
+    pub contacts: u64,
+    pub suppressed: u64,
+    pub complaints: u64,
+    pub complaint_rate: Option<f64>,
+    pub sender_side_rejections: u64,
     uncertain_emails: Vec<Email>,
     in_flight_emails: Vec<Email>,
 }
@@ -166,26 +183,28 @@ impl From<OutboxEmail> for Email {
 }
 
 #[derive(Debug, Default, Serialize)]
-struct WorkflowStatus {
-    name: String,
-    loaded: bool,
-    enrolled: u64,
-    active: u64,
-    completed: u64,
-    exited: BTreeMap<String, u64>,
-    sent: u64,
-    failed: u64,
-    uncertain: u64,
-    dropped: u64,
-    queued: u64,
-    in_flight: u64,
-    replies: u64,
-    auto_replies: u64,
-    complaints: u64,
-    complaint_rate: Option<f64>,
-    sender_side_rejections: u64,
-    promoted: u64,
-    contact_rate: Option<f64>,
+pub(crate) struct WorkflowStatus {
+    pub name: String,
+    pub loaded: bool,
+    pub enrolled: u64,
+    pub active: u64,
+    pub completed: u64,
+    pub exited: BTreeMap<String, u64>,
+    pub emailed: u64,
+    pub engaged: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub uncertain: u64,
+    pub dropped: u64,
+    pub queued: u64,
+    pub in_flight: u64,
+    pub replies: u64,
+    pub auto_replies: u64,
+    pub complaints: u64,
+    pub complaint_rate: Option<f64>,
+    pub sender_side_rejections: u64,
+    pub promoted: u64,
+    pub contact_rate: Option<f64>,
 }
 
 impl WorkflowStatus {
@@ -201,6 +220,8 @@ impl WorkflowStatus {
         for (reason, count) in part.exited {
             *self.exited.entry(reason).or_default() += count;
         }
+        self.emailed += part.emailed;
+        self.engaged += part.engaged;
         self.sent += part.sent;
         self.failed += part.failed;
         self.uncertain += part.uncertain;
@@ -216,10 +237,10 @@ impl WorkflowStatus {
 }
 
 #[derive(Debug, Serialize)]
-struct Due {
-    at: DateTime<Utc>,
-    workflow: String,
-    lead: String,
+pub(crate) struct Due {
+    pub at: DateTime<Utc>,
+    pub workflow: String,
+    pub lead: String,
 }
 
 /// `promoted` / `enrolled` in percent, rounded to one decimal; none without enrollments.

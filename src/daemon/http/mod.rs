@@ -4,7 +4,8 @@
 //! - [`unsubscribe`]: one-click unsubscribe links (always, once the server runs);
 //! - [`api`]: `/v1`, JSON, behind API keys (`http.api_key_file` / `http.api_key_env`);
 //! - [`forms`]: `POST /forms/<name>` for the `[[forms]]` of the configuration;
-//! - [`optin`]: `/confirm/<token>`, when a form asks for double opt-in.
+//! - [`optin`]: `/confirm/<token>`, when a form asks for double opt-in;
+//! - [`page`]: the status page (`/`, `/leads/<email>`), behind the API keys or its password.
 //!
 //! Limits are layers: a request timeout and request tracing around everything, a body limit on
 //! the API (each form checks its own); rate limits are per API key and per client address
@@ -16,6 +17,7 @@ pub mod api;
 pub mod error;
 pub mod forms;
 pub mod optin;
+pub mod page;
 pub mod unsubscribe;
 
 use std::collections::HashMap;
@@ -27,12 +29,14 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use super::inbound::Inbound;
 use crate::config::Config;
 use crate::project::Project;
+use crate::store::Store;
 use crate::unsubscribe::Unsubscribe;
 
 /// How long a request waits for the work loop.
@@ -48,6 +52,8 @@ pub struct Doors {
     pub forms: HashMap<String, forms::Form>,
     /// Where a proxy in front puts the client's address; `None`: the connection's.
     pub client_ip_header: Option<HeaderName>,
+    /// `None`: no key or password configured, no status page.
+    pub page: Option<page::Page>,
 }
 
 impl Doors {
@@ -100,7 +106,26 @@ impl Doors {
             api,
             forms,
             client_ip_header,
+            page: None,
         })
+    }
+
+    /// With the status page, which reads `store` (the daemon's) for the workflows `project`
+    /// holds, when an API key or the page password is configured.
+    pub fn with_page(
+        mut self,
+        config: &Config,
+        store: Store,
+        project: watch::Receiver<Arc<Project>>,
+    ) -> Result<Doors, String> {
+        self.page = page::Page::new(
+            &config.http,
+            self.api.as_ref(),
+            self.unsubscribe.signer(),
+            store,
+            project,
+        )?;
+        Ok(self)
     }
 
     /// The client's address: the last entry of the proxy's header when one is configured (the
@@ -131,6 +156,9 @@ pub async fn serve(
     }
     if doors.forms.values().any(|form| form.config.double_opt_in) {
         app = app.merge(optin::router());
+    }
+    if doors.page.is_some() {
+        app = app.merge(page::router());
     }
     let app = app
         .fallback(unsubscribe::not_found)
