@@ -6,6 +6,7 @@
 //!
 //! Module map:
 //! - [`lead`]: the lead model and email normalization.
+//! - [`dates`]: ISO dates in lead data: reading, moving, printing for a reader.
 //! - [`token`]: signed tokens (unsubscribe and opt-in links) under the store's key.
 //! - [`private`]: folders and files only their owner may read (the store, the outbox).
 //! - [`leads_file`]: leads from CSV / JSON / JSON Lines files.
@@ -28,6 +29,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod dates;
 pub mod daemon;
 pub mod diagnostic;
 pub mod dsl;

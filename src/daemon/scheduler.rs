@@ -594,6 +594,17 @@ impl<'a> Work<'a> {
                     debug!(workflow = %workflow.name, lead = %email, %until, %reason, "waiting");
                     continue;
                 }
+                Effect::Expired {
+                    step,
+                    template,
+                    expired,
+                    expires,
+                } => EventKind::Expired {
+                    step: step.clone(),
+                    template: template.clone(),
+                    expired: *expired,
+                    expires: expires.clone(),
+                },
                 Effect::Paused { until, reason } => EventKind::Paused {
                     until: *until,
                     reason: reason.clone(),

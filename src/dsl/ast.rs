@@ -161,12 +161,19 @@ pub enum StmtKind {
     Send {
         template: Spanned<String>,
         subject: Spanned<String>,
+        /// `expires DATE`.
+        expires: Option<DateExprAst>,
     },
     Wait(WaitAst),
     If(IfAst),
     Set {
         field: Spanned<String>,
         value: Spanned<Value>,
+    },
+    /// `set lead.offer_ends to now + 7 days`.
+    SetDate {
+        field: Spanned<String>,
+        value: DateExprAst,
     },
     Tag(Spanned<String>),
     Untag(Spanned<String>),
@@ -188,7 +195,7 @@ impl StmtKind {
             StmtKind::Send { .. } => "send",
             StmtKind::Wait(_) => "wait",
             StmtKind::If(_) => "if",
-            StmtKind::Set { .. } => "set",
+            StmtKind::Set { .. } | StmtKind::SetDate { .. } => "set",
             StmtKind::Tag(_) => "tag",
             StmtKind::Untag(_) => "untag",
             StmtKind::Score(_) => "score",
@@ -216,6 +223,25 @@ pub enum WaitAst {
     },
     /// `wait until cron "…"`.
     Cron(Spanned<String>),
+    /// `wait until lead.trial_ends - 2 days`.
+    UntilDate(DateExprAst),
+}
+
+/// A date as written: `now + 7 days`, `lead.trial_ends - 2 days`.
+#[derive(Debug, Clone)]
+pub struct DateExprAst {
+    /// `None`: `now`; else the field's name.
+    pub field: Option<Spanned<String>>,
+    pub shifts: Vec<ShiftAst>,
+    pub span: Span,
+}
+
+/// `+ 7 days`: the sign, and the count and unit as written.
+#[derive(Debug, Clone)]
+pub struct ShiftAst {
+    pub forward: bool,
+    pub count: Spanned<String>,
+    pub unit: Spanned<String>,
 }
 
 /// `if … { } else if … { } else { }`.
@@ -244,6 +270,12 @@ pub enum CondKind {
         field: Spanned<String>,
         op: CompareOp,
         value: Spanned<Value>,
+    },
+    /// `lead.trial_ends < now + 3 days`.
+    CompareDate {
+        field: Spanned<String>,
+        op: CompareOp,
+        value: DateExprAst,
     },
     HasTag {
         field: Spanned<String>,

@@ -12,10 +12,12 @@ use std::str::FromStr;
 use chrono::{NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
 
+use crate::dates::{DATE_FORMS, DateValue};
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::lead::{BUILT_IN_FIELDS, Lead, Stage, Value};
 use crate::workflow::{
-    Action, CompareOp, Condition, CronSlot, Engagement, Goal, Handlers, Instr, Mailbox,
+    Action, CompareOp, Condition, CronSlot, DateBase, DateExpr, DateShift, Engagement, Goal,
+    Handlers, Instr, Mailbox,
     NotifyTarget, Send, SendWindow, Step, Wait, WaitLength, Weekdays, WindowZone, Workflow,
 };
 
@@ -26,7 +28,7 @@ use super::ast::*;
 const MAX_SCORE_CHANGE: i64 = 1_000_000;
 /// What to write instead of ordering text.
 const TEXT_ORDER_HINT: &str = "text is compared with `is`, `is not`, `in [...]` or `contains`; \
-     comparing dates comes in a later version of nurture";
+     a date is written `\"2026-12-24\"`, `now` or `now + 3 days`";
 /// The largest count in `wait N UNIT`: 10000 weeks is already two centuries.
 const MAX_WAIT_COUNT: u32 = 10_000;
 
@@ -65,6 +67,7 @@ pub fn compile(
         cx,
         diagnostics: Vec::new(),
         steps: BTreeMap::new(),
+        dates: date_fields(ast),
     };
     for (index, step) in ast.steps().enumerate() {
         compiler
@@ -81,6 +84,8 @@ struct Compiler<'a> {
     diagnostics: Vec<Diagnostic>,
     /// Step name → index (the first, when a name is used twice: validation reports that).
     steps: BTreeMap<&'a str, usize>,
+    /// Custom fields the file uses as dates → where it first does (see [`date_fields`]).
+    dates: BTreeMap<String, Span>,
 }
 
 /// The header, as resolved so far: the first of each setting wins (validation reports repeats).
@@ -492,10 +497,25 @@ impl<'a> Compiler<'a> {
     /// A simple statement → one instruction; `None` after reporting what does not resolve.
     fn instr(&mut self, kind: &'a StmtKind) -> Option<Instr> {
         Some(match kind {
-            StmtKind::Send { template, subject } => Instr::Send(Send {
+            StmtKind::Send {
+                template,
+                subject,
+                expires,
+            } => Instr::Send(Send {
                 template: template.value.clone(),
                 subject: subject.value.clone(),
+                expires: match expires {
+                    Some(expires) => Some(self.date_expr(expires)?),
+                    None => None,
+                },
             }),
+            StmtKind::SetDate { field, value } => {
+                let name = self.date_field(field)?;
+                Instr::Act(Action::SetDate {
+                    field: name,
+                    value: self.date_expr(value)?,
+                })
+            }
             StmtKind::Wait(wait) => Instr::Wait(self.wait(wait)?),
             StmtKind::Set { field, value } => {
                 let name = self.field(field)?;
@@ -515,6 +535,7 @@ impl<'a> Compiler<'a> {
                     return None;
                 }
                 self.settable(&name, field, value)?;
+                self.not_a_date(&name, value)?;
                 Instr::Act(Action::Set {
                     field: name,
                     value: value.value.clone(),
@@ -538,51 +559,8 @@ impl<'a> Compiler<'a> {
 
     fn wait(&mut self, wait: &WaitAst) -> Option<Wait> {
         match wait {
-            WaitAst::For { count, unit } => {
-                let unit_text = unit
-                    .value
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .to_lowercase();
-                let number = match count.value.parse::<u32>() {
-                    Ok(number) if number <= MAX_WAIT_COUNT => Some(number),
-                    _ => {
-                        self.push(
-                            self.cx
-                                .error(
-                                    format!("`wait {}` is too long", count.value),
-                                    count.span.clone(),
-                                )
-                                .with_label(format!("at most {MAX_WAIT_COUNT}")),
-                        );
-                        None
-                    }
-                };
-                let length: fn(u32) -> Wait = match unit_text.as_str() {
-                    "minute" | "minutes" => |n| Wait::For(WaitLength::Minutes(n)),
-                    "hour" | "hours" => |n| Wait::For(WaitLength::Hours(n)),
-                    "day" | "days" => |n| Wait::For(WaitLength::Days(n)),
-                    "week" | "weeks" => |n| Wait::For(WaitLength::Weeks(n)),
-                    "business day" | "business days" => Wait::BusinessDays,
-                    _ => {
-                        let hint = match did_you_mean(&unit_text, UNITS) {
-                            Some(name) => format!("did you mean `{name}`?"),
-                            None => "the units are `minutes`, `hours`, `days`, `weeks` and \
-                                     `business days`"
-                                .to_string(),
-                        };
-                        self.push(
-                            self.cx
-                                .error(format!("unknown unit `{unit_text}`"), unit.span.clone())
-                                .with_label("not a unit of time")
-                                .with_hint(hint),
-                        );
-                        return None;
-                    }
-                };
-                number.map(length)
-            }
+            WaitAst::UntilDate(date) => self.date_expr(date).map(Wait::UntilDate),
+            WaitAst::For { count, unit } => self.length("wait", count, unit),
             WaitAst::Until { days, time } => {
                 let days = match days {
                     Some(days) => self.days(days),
@@ -593,6 +571,59 @@ impl<'a> Compiler<'a> {
             }
             WaitAst::Cron(cron) => self.cron(cron).map(Wait::UntilCron),
         }
+    }
+
+    /// `2 days`, `3 business days`: a wait's length, or a date's shift.
+    /// `what` leads the count in messages: `wait`, `+` or `-`.
+    fn length(
+        &mut self,
+        what: &str,
+        count: &Spanned<String>,
+        unit: &Spanned<String>,
+    ) -> Option<Wait> {
+        let unit_text = unit
+            .value
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase();
+        let number = match count.value.parse::<u32>() {
+            Ok(number) if number <= MAX_WAIT_COUNT => Some(number),
+            _ => {
+                self.push(
+                    self.cx
+                        .error(
+                            format!("`{what} {}` is too long", count.value),
+                            count.span.clone(),
+                        )
+                        .with_label(format!("at most {MAX_WAIT_COUNT}")),
+                );
+                None
+            }
+        };
+        let length: fn(u32) -> Wait = match unit_text.as_str() {
+            "minute" | "minutes" => |n| Wait::For(WaitLength::Minutes(n)),
+            "hour" | "hours" => |n| Wait::For(WaitLength::Hours(n)),
+            "day" | "days" => |n| Wait::For(WaitLength::Days(n)),
+            "week" | "weeks" => |n| Wait::For(WaitLength::Weeks(n)),
+            "business day" | "business days" => Wait::BusinessDays,
+            _ => {
+                let hint = match did_you_mean(&unit_text, UNITS) {
+                    Some(name) => format!("did you mean `{name}`?"),
+                    None => "the units are `minutes`, `hours`, `days`, `weeks` and \
+                             `business days`"
+                        .to_string(),
+                };
+                self.push(
+                    self.cx
+                        .error(format!("unknown unit `{unit_text}`"), unit.span.clone())
+                        .with_label("not a unit of time")
+                        .with_hint(hint),
+                );
+                return None;
+            }
+        };
+        number.map(length)
     }
 
     fn score(&mut self, change: &Spanned<String>) -> Option<i64> {
@@ -752,6 +783,9 @@ impl<'a> Compiler<'a> {
                 value,
             } => {
                 let field = self.field(written)?;
+                if let Some(date) = self.date_literal(&field, written, *op, value) {
+                    return date;
+                }
                 if let Value::Number(n) = value.value
                     && !n.is_finite()
                 {
@@ -767,6 +801,15 @@ impl<'a> Compiler<'a> {
                     field,
                     op: *op,
                     value: value.value.clone(),
+                })
+            }
+            CondKind::CompareDate { field, op, value } => {
+                let name = self.date_field(field);
+                self.orders_dates(*op, field, value.span.clone())?;
+                Some(Condition::CompareDate {
+                    field: name?,
+                    op: *op,
+                    value: self.date_expr(value)?,
                 })
             }
             CondKind::HasTag { field, tag } => {
@@ -857,6 +900,177 @@ impl<'a> Compiler<'a> {
         None
     }
 
+    // -----------------------------------------------------------------------------------------
+    // Dates
+    // -----------------------------------------------------------------------------------------
+
+    /// `now + 7 days`, `lead.trial_ends - 2 days` → a date expression.
+    fn date_expr(&mut self, date: &DateExprAst) -> Option<DateExpr> {
+        let base = match &date.field {
+            None => Some(DateBase::Now),
+            Some(field) => self.date_field(field).map(DateBase::Field),
+        };
+        let mut shifts = Some(Vec::new());
+        for shift in &date.shifts {
+            let what = if shift.forward { "+" } else { "-" };
+            let length = match self.length(what, &shift.count, &shift.unit) {
+                Some(Wait::For(length)) => Some(length),
+                Some(_) => {
+                    self.push(
+                        self.cx
+                            .error("a date moves by calendar time", shift.unit.span.clone())
+                            .with_label("business days cannot move a date")
+                            .with_hint(
+                                "write `days` or `weeks`; to land on a working day, `wait \
+                                 until` the date and then `wait until Mon-Fri 09:00`",
+                            ),
+                    );
+                    None
+                }
+                None => None,
+            };
+            let forward = shift.forward;
+            shifts = shifts
+                .zip(length)
+                .map(|(mut shifts, length)| {
+                    shifts.push(DateShift { forward, length });
+                    shifts
+                });
+        }
+        Some(DateExpr {
+            base: base?,
+            shifts: shifts?,
+            text: self.one_line(date.span.clone()),
+        })
+    }
+
+    /// The source text of `span` on one line, for timelines.
+    fn one_line(&self, span: Span) -> String {
+        self.cx.source[span]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// A field used as a date: a custom one (the built-in fields hold text or a number).
+    fn date_field(&mut self, field: &Spanned<String>) -> Option<String> {
+        let name = self.field(field)?;
+        if !BUILT_IN_FIELDS.contains(&name.as_str()) {
+            return Some(name);
+        }
+        let kind = if name == "score" { "a number" } else { "text" };
+        self.push(
+            self.cx
+                .error(
+                    format!("`lead.{name}` is {kind}, not a date"),
+                    field.span.clone(),
+                )
+                .with_label("not a date")
+                .with_hint(
+                    "dates live in fields of their own, such as `lead.trial_ends`: a column of \
+                     the leads file, or `set lead.trial_ends to now + 14 days`",
+                ),
+        );
+        None
+    }
+
+    /// Dates are ordered, never equal: two moments to the second almost never are.
+    fn orders_dates(&mut self, op: CompareOp, field: &Spanned<String>, value: Span) -> Option<()> {
+        if matches!(
+            op,
+            CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge
+        ) {
+            return Some(());
+        }
+        let name = &field.value;
+        self.push(
+            self.cx
+                .error(
+                    format!("`{}` does not compare dates", op.symbol()),
+                    field.span.start..value.end,
+                )
+                .with_label("dates are compared with `<`, `<=`, `>` or `>=`")
+                .with_hint(format!(
+                    "to ask about one day, write `lead.{name} >= \"2026-12-24\" and lead.{name} \
+                     < \"2026-12-25\"`; to ask whether it is set, `lead.{name} is set`"
+                )),
+        );
+        None
+    }
+
+    /// A comparison of a field with a written value that is about a date: `lead.trial_ends <
+    /// "2026-12-24"` becomes a date comparison; a number or text compared with a field this file
+    /// uses as a date is a type error. `None`: not about a date, compare as before.
+    fn date_literal(
+        &mut self,
+        name: &str,
+        field: &Spanned<String>,
+        op: CompareOp,
+        value: &Spanned<Value>,
+    ) -> Option<Option<Condition>> {
+        let written = match &value.value {
+            Value::Text(text) => DateValue::parse(text),
+            _ => None,
+        };
+        let ordering = matches!(
+            op,
+            CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge
+        );
+        match written {
+            Some(date) if ordering => {
+                let Some(name) = self.date_field(field) else {
+                    return Some(None);
+                };
+                Some(Some(Condition::CompareDate {
+                    field: name,
+                    op,
+                    value: DateExpr {
+                        base: DateBase::Fixed(date),
+                        shifts: Vec::new(),
+                        text: self.one_line(value.span.clone()),
+                    },
+                }))
+            }
+            Some(_) if self.dates.contains_key(name) => {
+                self.orders_dates(op, field, value.span.clone());
+                Some(None)
+            }
+            _ if self.dates.contains_key(name) => {
+                self.not_a_date(name, value);
+                Some(None)
+            }
+            _ => None,
+        }
+    }
+
+    /// A number or text given to a field this file uses as a date: a type error.
+    fn not_a_date(&mut self, name: &str, value: &Spanned<Value>) -> Option<()> {
+        let Some(first) = self.dates.get(name) else {
+            return Some(());
+        };
+        let kind = match &value.value {
+            Value::Text(text) if DateValue::parse(text).is_some() => return Some(()),
+            Value::Text(_) => "text",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "true or false",
+        };
+        let line = self.cx.line(first.start);
+        let shown = self.one_line(value.span.clone());
+        self.push(
+            self.cx
+                .error(
+                    format!("`lead.{name}` is a date, but `{shown}` is {kind}"),
+                    value.span.clone(),
+                )
+                .with_label(format!("{kind}, not a date"))
+                .with_hint(format!(
+                    "`lead.{name}` is used as a date on line {line}: write `now`, `now + 3 days` \
+                     or a date such as `\"2026-12-24\"` ({DATE_FORMS})"
+                )),
+        );
+        None
+    }
+
     /// `a and b and c` as a balanced tree, so a long chain stays shallow for everything that
     /// walks it recursively (evaluation, cloning, dropping).
     fn operands(
@@ -872,6 +1086,74 @@ impl<'a> Compiler<'a> {
         let resolved: Vec<Condition> = resolved.into_iter().collect::<Option<_>>()?;
         Some(balanced(resolved, join))
     }
+}
+
+/// The custom fields a file uses as dates (compared with a date, moved, set to one, waited for,
+/// or an email's expiry), each with where it first does: the same field compared with a number
+/// or text elsewhere in the file is then a type error that can say where the date use is.
+fn date_fields(ast: &WorkflowAst) -> BTreeMap<String, Span> {
+    let mut found: BTreeMap<String, Span> = BTreeMap::new();
+    // The first use in the file, whatever order the walk below finds them in.
+    let mut note = |field: &Spanned<String>| {
+        if BUILT_IN_FIELDS.contains(&field.value.as_str()) {
+            return;
+        }
+        let first = found
+            .entry(field.value.clone())
+            .or_insert_with(|| field.span.clone());
+        if field.span.start < first.start {
+            *first = field.span.clone();
+        }
+    };
+    let mut conditions: Vec<&CondAst> = Vec::new();
+    let mut bodies: Vec<&[Stmt]> = Vec::new();
+    for item in &ast.items {
+        match item {
+            Item::Setting(setting) => {
+                if let SettingKind::Enroll(condition) | SettingKind::Goal(condition) = &setting.kind {
+                    conditions.push(condition);
+                }
+            }
+            Item::Handler(handler) => bodies.push(&handler.body),
+            Item::Step(step) => bodies.push(&step.body),
+        }
+    }
+    let mut dates: Vec<&DateExprAst> = Vec::new();
+    for body in bodies {
+        for_each_stmt(body, &mut |stmt, _| match &stmt.kind {
+            StmtKind::If(chain) => conditions.extend(chain.branches.iter().map(|(c, _)| c)),
+            StmtKind::SetDate { field, value } => {
+                note(field);
+                dates.push(value);
+            }
+            StmtKind::Send {
+                expires: Some(date),
+                ..
+            }
+            | StmtKind::Wait(WaitAst::UntilDate(date)) => dates.push(date),
+            _ => {}
+        });
+    }
+    for condition in conditions {
+        condition.for_each(&mut |part| match &part.kind {
+            CondKind::CompareDate { field, value, .. } => {
+                note(field);
+                dates.push(value);
+            }
+            CondKind::Compare {
+                field,
+                op: CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge,
+                value,
+            } if matches!(&value.value, Value::Text(text) if DateValue::parse(text).is_some()) => {
+                note(field)
+            }
+            _ => {}
+        });
+    }
+    for field in dates.into_iter().filter_map(|date| date.field.as_ref()) {
+        note(field);
+    }
+    found
 }
 
 fn balanced(

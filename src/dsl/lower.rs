@@ -213,12 +213,20 @@ fn statement(pair: Pair<'_, Rule>) -> Stmt {
         Rule::send => StmtKind::Send {
             template: text(child(&inner, Rule::template_name)),
             subject: text(child(&inner, Rule::subject)),
+            expires: find(&inner, Rule::send_expires)
+                .map(|expires| date_expr(child(&expires, Rule::date_expr))),
         },
         Rule::wait => StmtKind::Wait(wait(&inner)),
         Rule::if_chain => StmtKind::If(if_chain(&inner)),
-        Rule::set_field => StmtKind::Set {
-            field: field(child(&inner, Rule::field)),
-            value: value(child(&inner, Rule::value)),
+        Rule::set_field => match find(&inner, Rule::date_expr) {
+            Some(date) => StmtKind::SetDate {
+                field: field(child(&inner, Rule::field)),
+                value: date_expr(date),
+            },
+            None => StmtKind::Set {
+                field: field(child(&inner, Rule::field)),
+                value: value(child(&inner, Rule::value)),
+            },
         },
         Rule::tag => StmtKind::Tag(text(child(&inner, Rule::tag_name))),
         Rule::untag => StmtKind::Untag(text(child(&inner, Rule::tag_name))),
@@ -240,6 +248,9 @@ fn statement(pair: Pair<'_, Rule>) -> Stmt {
 fn wait(pair: &Pair<'_, Rule>) -> WaitAst {
     if let Some(cron) = find(pair, Rule::wait_until_cron) {
         return WaitAst::Cron(text(child(&cron, Rule::cron_text)));
+    }
+    if let Some(until) = find(pair, Rule::wait_until_date) {
+        return WaitAst::UntilDate(date_expr(child(&until, Rule::date_expr)));
     }
     if let Some(until) = find(pair, Rule::wait_until) {
         return WaitAst::Until {
@@ -332,10 +343,18 @@ fn test(pair: Pair<'_, Rule>) -> CondAst {
             negated: find(&is_set, Rule::kw_not).is_some(),
         }
     } else if let Some(compare) = find(&pair, Rule::compare) {
-        CondKind::Compare {
-            field,
-            op: operator(child(&compare, Rule::operator).as_str()),
-            value: value(child(&compare, Rule::value)),
+        let op = operator(child(&compare, Rule::operator).as_str());
+        match find(&compare, Rule::date_expr) {
+            Some(date) => CondKind::CompareDate {
+                field,
+                op,
+                value: date_expr(date),
+            },
+            None => CondKind::Compare {
+                field,
+                op,
+                value: value(child(&compare, Rule::value)),
+            },
         }
     } else if let Some(list) = find(&pair, Rule::in_list) {
         CondKind::In {
@@ -377,6 +396,21 @@ fn engagement(pair: Pair<'_, Rule>) -> CondAst {
         CondKind::Clicked
     };
     CondAst { kind, span }
+}
+
+/// `now + 7 days`, `lead.trial_ends - 2 days`.
+fn date_expr(pair: Pair<'_, Rule>) -> DateExprAst {
+    DateExprAst {
+        field: find(&pair, Rule::field).map(field),
+        shifts: children(&pair, Rule::date_shift)
+            .map(|shift| ShiftAst {
+                forward: child(&shift, Rule::shift_sign).as_str() == "+",
+                count: word(child(&shift, Rule::count)),
+                unit: word(child(&shift, Rule::unit)),
+            })
+            .collect(),
+        span: span(&pair),
+    }
 }
 
 /// `lead.NAME` → `NAME`, spanning only the name.

@@ -284,6 +284,13 @@ pub fn describe(rule: Rule) -> &'static str {
         Rule::kw_auto_replied => "`auto-replied`",
         Rule::kw_clicked => "`clicked`",
         Rule::kw_sent => "`sent`",
+        Rule::kw_now => "`now`",
+        Rule::kw_expires => "`expires`",
+        Rule::date_expr => "a date such as `now + 7 days` or `lead.trial_ends`",
+        Rule::date_shift => "`+ N days` or `- N days`",
+        Rule::shift_sign => "`+` or `-`",
+        Rule::wait_until_date => "`until` and a date",
+        Rule::send_expires => "`expires` and a date",
         Rule::file | Rule::workflow => "`workflow \"NAME\" { … }`",
         Rule::workflow_name => "the workflow's name in quotes",
         Rule::setting => "a setting",
@@ -343,7 +350,7 @@ pub fn describe(rule: Rule) -> &'static str {
         Rule::operator => "an operator (`is`, `is not`, `=`, `>=`, `contains`…)",
         Rule::in_list => "`in [ … ]`",
         Rule::has_tag => "`has`",
-        Rule::value => "a value (text in quotes or a number)",
+        Rule::value => "a value (text in quotes, a number, or a date such as `now`)",
         Rule::engagement => "`replied`, `auto-replied`, `clicked` or `sent \"TEMPLATE\"`",
     }
 }

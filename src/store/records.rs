@@ -69,6 +69,14 @@ pub enum EventKind {
         message_id: String,
         step: String,
     },
+    /// A `send … expires` came after its expiry: the email was not sent (`expires`: the
+    /// expiry as written, `lead.offer_ends`).
+    Expired {
+        step: String,
+        template: String,
+        expired: DateTime<Utc>,
+        expires: String,
+    },
     /// An input arrived (reply, auto-reply, bounce, unsubscribe request, click).
     Received {
         what: String,

@@ -69,6 +69,7 @@ impl Workflow {
                 }
                 Condition::Not(inner) => visit(inner, out),
                 Condition::Compare { field, .. }
+                | Condition::CompareDate { field, .. }
                 | Condition::In { field, .. }
                 | Condition::IsSet { field, .. } => {
                     out.insert(field);
@@ -94,7 +95,7 @@ impl Workflow {
             for instr in code {
                 match instr {
                     Instr::Branch { condition, .. } => visit(condition, &mut fields),
-                    Instr::Act(Action::Set { field, .. }) => {
+                    Instr::Act(Action::Set { field, .. } | Action::SetDate { field, .. }) => {
                         fields.insert(field);
                     }
                     _ => {}
@@ -319,6 +320,9 @@ pub struct Send {
     pub template: String,
     /// A handlebars template rendered for the lead (never HTML-escaped; CR/LF removed).
     pub subject: String,
+    /// `expires lead.offer_ends`: from this moment on the email is not sent (an offer that
+    /// ended is never announced); `None`: it never expires.
+    pub expires: Option<DateExpr>,
 }
 
 // A cron slot is large, but there is one `Wait` per `wait` statement: boxing it would buy nothing.
@@ -333,6 +337,37 @@ pub enum Wait {
     UntilWeekday { days: Weekdays, time: NaiveTime },
     /// `wait until cron "0 9 * * MON"`, read on the lead's clock.
     UntilCron(CronSlot),
+    /// `wait until lead.trial_ends - 2 days`: a moment computed from the lead's data when the
+    /// wait starts (no wait when it has passed or the lead has no such date).
+    UntilDate(DateExpr),
+}
+
+/// A moment written in the language: `now`, `lead.trial_ends`, `"2026-12-24"`, each optionally
+/// moved: `now + 7 days`, `lead.trial_ends - 2 days`. It is worked out on the lead's clock when
+/// the statement runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DateExpr {
+    pub base: DateBase,
+    pub shifts: Vec<DateShift>,
+    /// As written, on one line, for timelines ("lead.trial_ends - 2 days").
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DateBase {
+    /// The moment the statement runs.
+    Now,
+    /// A lead field holding a date (see `crate::dates`).
+    Field(String),
+    /// A date written in the workflow: `"2026-12-24"`.
+    Fixed(crate::dates::DateValue),
+}
+
+/// `+ 7 days`, `- 2 hours`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateShift {
+    pub forward: bool,
+    pub length: WaitLength,
 }
 
 /// A length of time as the marketer wrote it (kept for display: "2 days", not "172800 s").
@@ -352,6 +387,11 @@ pub enum Action {
     Set {
         field: String,
         value: Value,
+    },
+    /// `set lead.offer_ends to now + 7 days`: the moment, stored as RFC 3339 text in UTC.
+    SetDate {
+        field: String,
+        value: DateExpr,
     },
     Tag(String),
     Untag(String),
@@ -380,6 +420,13 @@ pub enum Condition {
         field: String,
         op: CompareOp,
         value: Value,
+    },
+    /// `lead.trial_ends < now + 3 days`: orders two moments. A lead whose field holds no date
+    /// (unset, or text that is not a date) compares false.
+    CompareDate {
+        field: String,
+        op: CompareOp,
+        value: DateExpr,
     },
     /// `lead.tags has "trial"`.
     HasTag(String),

@@ -362,6 +362,15 @@ pub fn sentence(kind: &EventKind) -> String {
             format!("uncertain email of step {step} dropped by the operator: not sent again")
         }
         EventKind::Received { what } => format!("{what} received"),
+        EventKind::Expired {
+            step,
+            template,
+            expired,
+            expires,
+        } => format!(
+            "email \"{template}\" of step {step} not sent: it expired {} ({expires})",
+            when(*expired)
+        ),
         EventKind::Paused { until, reason } => format!("{reason}, until {until}"),
         EventKind::Decision {
             step,
