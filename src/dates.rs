@@ -30,7 +30,7 @@ pub enum DateValue {
 
 /// What a date field is written as, for hints.
 pub const DATE_FORMS: &str =
-    "`YYYY-MM-DD`, `YYYY-MM-DDTHH:MM` or `YYYY-MM-DDTHH:MM:SSZ` (or with `+01:00`)";
+    "`YYYY-MM-DD`, `YYYY-MM-DDTHH:MM`, or `YYYY-MM-DDTHH:MM:SS` ending in `Z` or an offset such as `+01:00`";
 
 impl DateValue {
     /// Reads ISO 8601 text in one of the three shapes; `None` for anything else.

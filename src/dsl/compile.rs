@@ -84,8 +84,8 @@ struct Compiler<'a> {
     diagnostics: Vec<Diagnostic>,
     /// Step name → index (the first, when a name is used twice: validation reports that).
     steps: BTreeMap<&'a str, usize>,
-    /// Custom fields the file uses as dates → where it first does (see [`date_fields`]).
-    dates: BTreeMap<String, Span>,
+    /// Custom fields the file uses as dates → where and how often (see [`date_fields`]).
+    dates: BTreeMap<String, DateUses>,
 }
 
 /// The header, as resolved so far: the first of each setting wins (validation reports repeats).
@@ -868,6 +868,14 @@ impl<'a> Compiler<'a> {
         let symbol = op.symbol();
         let text_field = BUILT_IN_FIELDS.contains(&name) && name != "score";
         let diagnostic = match &value.value {
+            Value::Text(text) if crate::dates::looks_like_date(text) => self
+                .cx
+                .error(
+                    format!("`\"{text}\"` is not a date"),
+                    value.span.clone(),
+                )
+                .with_label("no such day or time")
+                .with_hint(format!("write a date as {DATE_FORMS}")),
             Value::Text(text) => {
                 let hint = match text.trim().parse::<f64>() {
                     Ok(number) if number.is_finite() => {
@@ -952,10 +960,33 @@ impl<'a> Compiler<'a> {
             .join(" ")
     }
 
-    /// A field used as a date: a custom one (the built-in fields hold text or a number).
+    /// A field used as a date: a custom one (the built-in fields hold text or a number), and
+    /// not a one-off near miss of another date field of the file (`expires lead.offer_end`
+    /// where the file sets `lead.offer_ends`).
     fn date_field(&mut self, field: &Spanned<String>) -> Option<String> {
         let name = self.field(field)?;
         if !BUILT_IN_FIELDS.contains(&name.as_str()) {
+            let typo_of = self
+                .dates
+                .get(&name)
+                .filter(|uses| uses.count == 1)
+                .and_then(|_| {
+                    let others = self
+                        .dates
+                        .iter()
+                        .filter(|(_, uses)| uses.count > 1)
+                        .map(|(other, _)| other.clone());
+                    crate::mail::templates::near_miss(&name, others)
+                });
+            if let Some(other) = typo_of {
+                self.push(
+                    self.cx
+                        .error(format!("`lead.{name}` is used as a date only here"), field.span.clone())
+                        .with_label(format!("looks like a typo of `{other}`"))
+                        .with_hint(format!("did you mean `lead.{other}`?")),
+                );
+                return None;
+            }
             return Some(name);
         }
         let kind = if name == "score" { "a number" } else { "text" };
@@ -1050,11 +1081,20 @@ impl<'a> Compiler<'a> {
         };
         let kind = match &value.value {
             Value::Text(text) if DateValue::parse(text).is_some() => return Some(()),
+            Value::Text(text) if crate::dates::looks_like_date(text) => {
+                self.push(
+                    self.cx
+                        .error(format!("`\"{text}\"` is not a date"), value.span.clone())
+                        .with_label("no such day or time")
+                        .with_hint(format!("write a date as {DATE_FORMS}")),
+                );
+                return None;
+            }
             Value::Text(_) => "text",
             Value::Number(_) => "a number",
             Value::Bool(_) => "true or false",
         };
-        let line = self.cx.line(first.start);
+        let line = self.cx.line(first.first.start);
         let shown = self.one_line(value.span.clone());
         self.push(
             self.cx
@@ -1064,8 +1104,8 @@ impl<'a> Compiler<'a> {
                 )
                 .with_label(format!("{kind}, not a date"))
                 .with_hint(format!(
-                    "`lead.{name}` is used as a date on line {line}: write `now`, `now + 3 days` \
-                     or a date such as `\"2026-12-24\"` ({DATE_FORMS})"
+                    "`lead.{name}` is used as a date on line {line}: compare it with `now`, \
+                     `now + 3 days` or a date such as `\"2026-12-24\"`"
                 )),
         );
         None
@@ -1088,21 +1128,29 @@ impl<'a> Compiler<'a> {
     }
 }
 
+/// Where a file uses a custom field as a date first, and how many times.
+struct DateUses {
+    first: Span,
+    count: usize,
+}
+
 /// The custom fields a file uses as dates (compared with a date, moved, set to one, waited for,
 /// or an email's expiry), each with where it first does: the same field compared with a number
 /// or text elsewhere in the file is then a type error that can say where the date use is.
-fn date_fields(ast: &WorkflowAst) -> BTreeMap<String, Span> {
-    let mut found: BTreeMap<String, Span> = BTreeMap::new();
+fn date_fields(ast: &WorkflowAst) -> BTreeMap<String, DateUses> {
+    let mut found: BTreeMap<String, DateUses> = BTreeMap::new();
     // The first use in the file, whatever order the walk below finds them in.
     let mut note = |field: &Spanned<String>| {
         if BUILT_IN_FIELDS.contains(&field.value.as_str()) {
             return;
         }
-        let first = found
-            .entry(field.value.clone())
-            .or_insert_with(|| field.span.clone());
-        if field.span.start < first.start {
-            *first = field.span.clone();
+        let uses = found.entry(field.value.clone()).or_insert(DateUses {
+            first: field.span.clone(),
+            count: 0,
+        });
+        uses.count += 1;
+        if field.span.start < uses.first.start {
+            uses.first = field.span.clone();
         }
     };
     let mut conditions: Vec<&CondAst> = Vec::new();
