@@ -17,6 +17,7 @@
 //! - [`enrollment`]: which leads enter which workflows, and when.
 //! - [`mail`]: templates, rendering, MIME composition.
 //! - [`project`]: a folder of workflows and templates, loaded and checked together.
+//! - [`scoring`]: points for what leads do, fading scores, hot / warm / cold / inactive.
 //! - [`retry`]: exponential backoff with jitter, for emails and webhooks that wait.
 //! - [`store`]: the durable state in sled: leads, enrollments, due index, outbox, journal.
 //! - [`config`]: `nurture.toml` with environment overrides.
@@ -42,6 +43,7 @@ pub mod mail;
 pub mod private;
 pub mod project;
 pub mod retry;
+pub mod scoring;
 pub mod secret;
 pub mod store;
 pub mod tls;

@@ -88,6 +88,34 @@ pub enum SettingKind {
     Owner(Spanned<String>),
     Timezone(Spanned<String>),
     Window(WindowAst),
+    /// `scoring { … }`: its lines in order.
+    Scoring(Vec<ScoringItemAst>),
+}
+
+/// One line of a `scoring` block, as written.
+#[derive(Debug, Clone)]
+pub enum ScoringItemAst {
+    /// `+20 on event "visited-pricing"`: the change, the signal word, the event name.
+    Rule {
+        change: Spanned<String>,
+        signal: Spanned<String>,
+        name: Option<Spanned<String>>,
+    },
+    /// `halve every 30 days`.
+    Decay {
+        count: Spanned<String>,
+        unit: Spanned<String>,
+    },
+    /// `inactive after 90 days`.
+    Inactivity {
+        count: Spanned<String>,
+        unit: Spanned<String>,
+    },
+    /// `hot at 50`.
+    Threshold {
+        temperature: Spanned<String>,
+        score: Spanned<String>,
+    },
 }
 
 impl SettingKind {
@@ -104,6 +132,7 @@ impl SettingKind {
             SettingKind::Owner(_) => "owner",
             SettingKind::Timezone(_) => "timezone",
             SettingKind::Window(_) => "send on",
+            SettingKind::Scoring(_) => "scoring",
         }
     }
 }
@@ -134,7 +163,8 @@ pub struct DayRange {
     pub last: Option<Spanned<String>>,
 }
 
-/// `on EVENT { … }`.
+/// `on EVENT { … }`, or `when lead becomes TEMPERATURE { … }` (its event is then
+/// `becomes TEMPERATURE`).
 #[derive(Debug, Clone)]
 pub struct HandlerAst {
     pub event: Spanned<String>,
@@ -270,6 +300,8 @@ pub enum CondKind {
         field: Spanned<String>,
         op: CompareOp,
         value: Spanned<Value>,
+        /// The value is a word without quotes (`lead.temperature is hot`).
+        bare: bool,
     },
     /// `lead.trial_ends < now + 3 days`.
     CompareDate {
@@ -331,6 +363,9 @@ impl CondAst {
     }
 }
 
+/// How a `when lead becomes …` handler's event starts.
+pub const BECOMES: &str = "becomes ";
+
 /// The events a handler can react to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -338,6 +373,8 @@ pub enum Event {
     AutoReply,
     Bounce,
     Unsubscribe,
+    /// `when lead becomes hot`.
+    Became(crate::scoring::Temperature),
 }
 
 impl Event {
@@ -349,7 +386,10 @@ impl Event {
             "auto-reply" => Some(Event::AutoReply),
             "bounce" => Some(Event::Bounce),
             "unsubscribe" => Some(Event::Unsubscribe),
-            _ => None,
+            other => other
+                .strip_prefix(BECOMES)
+                .and_then(crate::scoring::Temperature::parse)
+                .map(Event::Became),
         }
     }
 }

@@ -8,11 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
 
 use crate::dates::{DATE_FORMS, DateValue};
+use crate::scoring::{Rule, Scoring, SignalKind, Temperature};
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::lead::{BUILT_IN_FIELDS, Lead, Stage, Value};
 use crate::workflow::{
@@ -24,6 +26,8 @@ use crate::workflow::{
 use super::Context;
 use super::ast::*;
 
+/// `lead.temperature`: worked out from the score and recent actions, never stored.
+pub const TEMPERATURE: &str = "temperature";
 /// The largest `score +N` / `score -N`: keeps scores far from overflow, whatever loops do.
 const MAX_SCORE_CHANGE: i64 = 1_000_000;
 /// What to write instead of ordering text.
@@ -102,6 +106,7 @@ struct Header {
     owner: Option<Mailbox>,
     timezone: Option<Tz>,
     window: Option<SendWindow>,
+    scoring: Option<Scoring>,
 }
 
 impl<'a> Compiler<'a> {
@@ -134,6 +139,7 @@ impl<'a> Compiler<'a> {
             auto_reply: Vec::new(),
             bounce: vec![Instr::Exit],
             unsubscribe: vec![Instr::Exit],
+            became: Vec::new(),
         };
         if header.owner.is_some() {
             handlers
@@ -151,7 +157,13 @@ impl<'a> Compiler<'a> {
                 continue;
             }
             handled.push(event);
+            if let Event::Became(temperature) = event {
+                handlers.became.push((temperature, code));
+                continue;
+            }
             *match event {
+                // Taken above.
+                Event::Became(_) => continue,
                 Event::Reply => &mut handlers.reply,
                 Event::AutoReply => &mut handlers.auto_reply,
                 Event::Bounce => &mut handlers.bounce,
@@ -189,6 +201,8 @@ impl<'a> Compiler<'a> {
             window: header.window,
             handlers,
             steps,
+            defines_scoring: header.scoring.is_some(),
+            scoring: Arc::new(header.scoring.unwrap_or_default()),
         })
     }
 
@@ -216,6 +230,7 @@ impl<'a> Compiler<'a> {
             SettingKind::Owner(text) => header.owner = self.mailbox(text, "owner"),
             SettingKind::Timezone(zone) => header.timezone = self.timezone(zone),
             SettingKind::Window(window) => header.window = self.window(window),
+            SettingKind::Scoring(items) => header.scoring = Some(self.scoring(items)),
         }
     }
 
@@ -406,6 +421,29 @@ impl<'a> Compiler<'a> {
 
     fn event(&mut self, event: &Spanned<String>) -> Option<Event> {
         let parsed = Event::parse(&event.value);
+        if let Some(Event::Became(falling @ (Temperature::Cold | Temperature::Inactive))) = parsed {
+            // Scores fade as they are read, never by an event: nothing would run this.
+            self.push(
+                self.cx
+                    .error(
+                        format!("a lead does not *become* {falling} at a moment nurture sees"),
+                        event.span.clone(),
+                    )
+                    .with_label("scores fade over time, not by an event")
+                    .with_hint(format!(
+                        "`when lead becomes` reacts to `hot` and `warm`; to stop mailing a {falling} \
+                         lead, write `exit when lead.temperature is {falling}` (checked before \
+                         every email)"
+                    )),
+            );
+            return None;
+        }
+        if parsed.is_none()
+            && let Some(word) = event.value.strip_prefix(BECOMES)
+        {
+            self.unknown_temperature(word, event.span.clone());
+            return None;
+        }
         if parsed.is_none() {
             let hint = match did_you_mean(&event.value, Event::NAMES) {
                 Some(name) => format!("did you mean `{name}`?"),
@@ -781,8 +819,27 @@ impl<'a> Compiler<'a> {
                 field: written,
                 op,
                 value,
+                bare,
             } => {
                 let field = self.field(written)?;
+                if field == TEMPERATURE {
+                    return self.temperature_test(*op, value);
+                }
+                if *bare {
+                    self.push(
+                        self.cx
+                            .error(
+                                format!("text goes in quotes: `\"{}\"`", value.value),
+                                value.span.clone(),
+                            )
+                            .with_label("a word without quotes")
+                            .with_hint(
+                                "only a temperature (`lead.temperature is hot`) is written \
+                                 without quotes",
+                            ),
+                    );
+                    return None;
+                }
                 if let Some(date) = self.date_literal(&field, written, *op, value) {
                     return date;
                 }
@@ -906,6 +963,232 @@ impl<'a> Compiler<'a> {
         };
         self.push(diagnostic);
         None
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Scoring
+    // -----------------------------------------------------------------------------------------
+
+    /// A `scoring { … }` block → the rules; what does not resolve is reported and left out.
+    fn scoring(&mut self, items: &[ScoringItemAst]) -> Scoring {
+        let mut scoring = Scoring::default();
+        for item in items {
+            match item {
+                ScoringItemAst::Rule {
+                    change,
+                    signal,
+                    name,
+                } => {
+                    let points = self.score(change);
+                    let on = self.signal(signal, name.as_ref());
+                    if let (Some(points), Some(on)) = (points, on) {
+                        scoring.rules.push(Rule { points, on });
+                    }
+                }
+                ScoringItemAst::Decay { count, unit } => {
+                    scoring.half_life_days = self.whole_days("halve every", count, unit);
+                }
+                ScoringItemAst::Inactivity { count, unit } => {
+                    if let Some(days) = self.whole_days("inactive after", count, unit) {
+                        scoring.inactive_after_days = days;
+                    }
+                }
+                ScoringItemAst::Threshold { temperature, score } => {
+                    let Some(level) = self.score_level(score) else {
+                        continue;
+                    };
+                    match Temperature::parse(&temperature.value) {
+                        Some(Temperature::Hot) => scoring.hot = level,
+                        Some(Temperature::Warm) => scoring.warm = level,
+                        Some(other) => self.push(
+                            self.cx
+                                .error(
+                                    format!("`{other}` has no score threshold"),
+                                    temperature.span.clone(),
+                                )
+                                .with_label("only `hot at N` and `warm at N`")
+                                .with_hint(
+                                    "below `warm at` a lead is cold; `inactive after N days` \
+                                     says when it is inactive",
+                                ),
+                        ),
+                        None => self.unknown_temperature(&temperature.value, temperature.span.clone()),
+                    }
+                }
+            }
+        }
+        if scoring.warm > scoring.hot {
+            let span = items
+                .iter()
+                .find_map(|item| match item {
+                    ScoringItemAst::Threshold { score, .. } => Some(score.span.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            self.push(
+                self.cx
+                    .error(
+                        format!(
+                            "`warm at {}` is above `hot at {}`",
+                            scoring.warm, scoring.hot
+                        ),
+                        span,
+                    )
+                    .with_label("warm starts below hot")
+                    .with_hint(format!(
+                        "the defaults are `hot at {}` and `warm at {}`",
+                        crate::scoring::DEFAULT_HOT,
+                        crate::scoring::DEFAULT_WARM
+                    )),
+            );
+        }
+        scoring
+    }
+
+    /// `open`, `click`, `reply`, `event "NAME"`.
+    fn signal(
+        &mut self,
+        signal: &Spanned<String>,
+        name: Option<&Spanned<String>>,
+    ) -> Option<SignalKind> {
+        let kind = match (signal.value.as_str(), name) {
+            ("open", None) => SignalKind::Open,
+            ("click", None) => SignalKind::Click,
+            ("reply", None) => SignalKind::Reply,
+            ("event", Some(name)) if !name.value.trim().is_empty() => {
+                SignalKind::Event(name.value.clone())
+            }
+            ("event", _) => {
+                self.push(
+                    self.cx
+                        .error("`event` needs the event's name", signal.span.clone())
+                        .with_label("which event?")
+                        .with_hint(
+                            "write `+20 on event \"visited-pricing\"`: the name the API \
+                             reports (`POST /v1/leads/{email}/events`)",
+                        ),
+                );
+                return None;
+            }
+            (word, Some(name)) if SignalKind::NAMES.contains(&word) => {
+                self.push(
+                    self.cx
+                        .error(format!("`{word}` takes no name"), name.span.clone())
+                        .with_label("only `event` is named")
+                        .with_hint(format!("write `on {word}`")),
+                );
+                return None;
+            }
+            (word, _) => {
+                let hint = match did_you_mean(word, SignalKind::NAMES) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => "points are given `on open`, `on click`, `on reply` or `on event \
+                             \"NAME\"`"
+                        .to_string(),
+                };
+                self.push(
+                    self.cx
+                        .error(format!("unknown signal `{word}`"), signal.span.clone())
+                        .with_label("nothing scores this")
+                        .with_hint(hint),
+                );
+                return None;
+            }
+        };
+        Some(kind)
+    }
+
+    /// `30 days` in a scoring block: whole days or weeks.
+    fn whole_days(
+        &mut self,
+        what: &str,
+        count: &Spanned<String>,
+        unit: &Spanned<String>,
+    ) -> Option<u32> {
+        let days = match self.length(what, count, unit)? {
+            Wait::For(WaitLength::Days(n)) => Some(n),
+            Wait::For(WaitLength::Weeks(n)) => Some(n * 7),
+            _ => None,
+        };
+        match days {
+            Some(days) if days > 0 => Some(days),
+            _ => {
+                self.push(
+                    self.cx
+                        .error(format!("`{what}` counts whole days"), unit.span.clone())
+                        .with_label("days or weeks, at least one")
+                        .with_hint(format!("write `{what} 30 days`")),
+                );
+                None
+            }
+        }
+    }
+
+    fn score_level(&mut self, score: &Spanned<String>) -> Option<i64> {
+        let parsed = score
+            .value
+            .parse::<i64>()
+            .ok()
+            .filter(|n| n.abs() <= MAX_SCORE_CHANGE);
+        if parsed.is_none() {
+            self.push(
+                self.cx
+                    .error(
+                        format!("`{}` is not a score", score.value),
+                        score.span.clone(),
+                    )
+                    .with_label(format!("a whole number up to {MAX_SCORE_CHANGE}")),
+            );
+        }
+        parsed
+    }
+
+    fn unknown_temperature(&mut self, word: &str, span: Span) {
+        let names = Temperature::ALL.map(Temperature::as_str);
+        let hint = match did_you_mean(word, names) {
+            Some(close) => format!("did you mean `{close}`?"),
+            None => "the temperatures are `hot`, `warm`, `cold` and `inactive`".to_string(),
+        };
+        self.push(
+            self.cx
+                .error(format!("unknown temperature `{word}`"), span)
+                .with_label("not a temperature")
+                .with_hint(hint),
+        );
+    }
+
+    /// `lead.temperature is hot`, `lead.temperature is not "cold"`.
+    fn temperature_test(&mut self, op: CompareOp, value: &Spanned<Value>) -> Option<Condition> {
+        let negated = match op {
+            CompareOp::Eq => false,
+            CompareOp::Ne => true,
+            other => {
+                self.push(
+                    self.cx
+                        .error(
+                            format!("`{}` does not compare temperatures", other.symbol()),
+                            value.span.clone(),
+                        )
+                        .with_label("a temperature is one of four")
+                        .with_hint(
+                            "write `lead.temperature is hot` or `lead.temperature is not cold`; \
+                             to compare scores, `lead.score >= 50`",
+                        ),
+                );
+                return None;
+            }
+        };
+        let word = value.value.to_string();
+        match Temperature::parse(&word) {
+            Some(temperature) => Some(Condition::Temperature {
+                temperature,
+                negated,
+            }),
+            None => {
+                self.unknown_temperature(&word, value.span.clone());
+                None
+            }
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1192,6 +1475,7 @@ fn date_fields(ast: &WorkflowAst) -> BTreeMap<String, DateUses> {
                 field,
                 op: CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge,
                 value,
+                ..
             } if matches!(&value.value, Value::Text(text) if DateValue::parse(text).is_some()) => {
                 note(field)
             }

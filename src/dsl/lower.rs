@@ -22,6 +22,7 @@ pub fn lower(file: Pair<'_, Rule>) -> WorkflowAst {
         .filter_map(|pair| match pair.as_rule() {
             Rule::setting => Some(Item::Setting(setting(pair))),
             Rule::handler => Some(Item::Handler(handler(pair))),
+            Rule::trigger => Some(Item::Handler(trigger(pair))),
             Rule::step => Some(Item::Step(step(pair))),
             _ => None,
         })
@@ -138,6 +139,14 @@ fn setting(pair: Pair<'_, Rule>) -> Setting {
             SettingKind::Window(window(&inner)),
             head_span(&inner, Rule::kw_on),
         ),
+        Rule::scoring => (
+            SettingKind::Scoring(
+                children(&inner, Rule::scoring_item)
+                    .map(scoring_item)
+                    .collect(),
+            ),
+            head_span(&inner, Rule::kw_scoring),
+        ),
         other => unreachable!("not a setting: {other:?}"),
     };
     Setting {
@@ -189,6 +198,43 @@ fn handler(pair: Pair<'_, Rule>) -> HandlerAst {
         event: word(child(&pair, Rule::event_name)),
         head_span: head_span(&pair, Rule::event_name),
         body: block(child(&pair, Rule::block)),
+    }
+}
+
+/// `when lead becomes hot { … }`: a handler whose event is `becomes hot`.
+fn trigger(pair: Pair<'_, Rule>) -> HandlerAst {
+    let word = child(&pair, Rule::bare_word);
+    HandlerAst {
+        event: Spanned::new(format!("{BECOMES}{}", word.as_str()), span(&word)),
+        head_span: head_span(&pair, Rule::bare_word),
+        body: block(child(&pair, Rule::block)),
+    }
+}
+
+fn scoring_item(pair: Pair<'_, Rule>) -> ScoringItemAst {
+    let inner = pair
+        .into_inner()
+        .next()
+        .expect("a scoring item has one alternative");
+    match inner.as_rule() {
+        Rule::score_rule => ScoringItemAst::Rule {
+            change: word(child(&inner, Rule::score_change)),
+            signal: word(child(&inner, Rule::signal_name)),
+            name: find(&inner, Rule::string).map(text),
+        },
+        Rule::decay => ScoringItemAst::Decay {
+            count: word(child(&inner, Rule::count)),
+            unit: word(child(&inner, Rule::unit)),
+        },
+        Rule::inactivity => ScoringItemAst::Inactivity {
+            count: word(child(&inner, Rule::count)),
+            unit: word(child(&inner, Rule::unit)),
+        },
+        Rule::threshold => ScoringItemAst::Threshold {
+            temperature: word(child(&inner, Rule::bare_word)),
+            score: word(child(&inner, Rule::number)),
+        },
+        other => unreachable!("not a scoring item: {other:?}"),
     }
 }
 
@@ -350,10 +396,22 @@ fn test(pair: Pair<'_, Rule>) -> CondAst {
                 op,
                 value: date_expr(date),
             },
-            None => CondKind::Compare {
-                field,
-                op,
-                value: value(child(&compare, Rule::value)),
+            None => match find(&compare, Rule::bare_word) {
+                Some(bare) => CondKind::Compare {
+                    field,
+                    op,
+                    value: Spanned::new(
+                        Value::Text(bare.as_str().to_string()),
+                        bare.as_span().start()..bare.as_span().end(),
+                    ),
+                    bare: true,
+                },
+                None => CondKind::Compare {
+                    field,
+                    op,
+                    value: value(child(&compare, Rule::value)),
+                    bare: false,
+                },
             },
         }
     } else if let Some(list) = find(&pair, Rule::in_list) {

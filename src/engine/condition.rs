@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::dates::{self, DateValue};
 use crate::lead::{Lead, Value};
+use crate::scoring::Scoring;
 use crate::workflow::{CompareOp, Condition, DateBase, DateExpr, Engagement};
 
 use super::state::Facts;
@@ -26,12 +27,14 @@ pub struct Observation {
     pub value: String,
 }
 
-/// When a condition is asked, and on whose clock: what `now` is and where a day starts.
+/// When a condition is asked, and on whose clock: what `now` is, where a day starts, and how
+/// scores fade (`lead.score` and `lead.temperature` are read at `now`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Clock {
+pub struct Clock<'a> {
     pub now: DateTime<Utc>,
     /// The lead's zone, else the workflow's (`calendar::zone_for`).
     pub zone: Tz,
+    pub scoring: &'a Scoring,
 }
 
 /// Evaluates `condition`, appending what it read to `observed` (each thing once).
@@ -39,7 +42,7 @@ pub fn evaluate(
     condition: &Condition,
     lead: &Lead,
     facts: &Facts,
-    clock: Clock,
+    clock: Clock<'_>,
     observed: &mut Vec<Observation>,
 ) -> bool {
     match condition {
@@ -50,9 +53,22 @@ pub fn evaluate(
             evaluate(a, lead, facts, clock, observed) || evaluate(b, lead, facts, clock, observed)
         }
         Condition::Not(inner) => !evaluate(inner, lead, facts, clock, observed),
+        Condition::Compare { field, op, value } if field == "score" => {
+            let score = clock.scoring.score(lead, clock.now);
+            observe(observed, "lead.score", score.to_string());
+            compare(Some(&Value::Number(score as f64)), *op, value)
+        }
         Condition::Compare { field, op, value } => {
             let actual = read_field(lead, field, observed);
             compare(actual.as_ref(), *op, value)
+        }
+        Condition::Temperature {
+            temperature,
+            negated,
+        } => {
+            let actual = clock.scoring.temperature(lead, clock.now);
+            observe(observed, "lead.temperature", actual.to_string());
+            (actual == *temperature) != *negated
         }
         Condition::CompareDate { field, op, value } => {
             let actual = read_field(lead, field, observed).and_then(|value| date_in(&value));
@@ -110,7 +126,7 @@ pub fn evaluate(
 pub fn date_of(
     date: &DateExpr,
     lead: &Lead,
-    clock: Clock,
+    clock: Clock<'_>,
     observed: &mut Vec<Observation>,
 ) -> Option<DateTime<Utc>> {
     let base = match &date.base {
@@ -227,9 +243,11 @@ mod tests {
 
     fn check(condition: &Condition) -> (bool, Vec<Observation>) {
         let mut observed = Vec::new();
+        let scoring = Scoring::default();
         let clock = Clock {
             now: Utc::now(),
             zone: Tz::UTC,
+            scoring: &scoring,
         };
         let result = evaluate(condition, &lead(), &Facts::default(), clock, &mut observed);
         (result, observed)

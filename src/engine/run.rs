@@ -23,6 +23,7 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
 
 use crate::lead::{Lead, Stage, Value};
+use crate::scoring::Temperature;
 use crate::workflow::{
     Action, DateExpr, Instr, NotifyTarget, Wait, WaitLength, Weekdays, WindowZone, Workflow,
 };
@@ -58,6 +59,8 @@ pub enum Input {
     Unsubscribe,
     /// A tracked link was clicked.
     Click,
+    /// The lead's temperature changed to this one (`when lead becomes …`).
+    Became(Temperature),
     /// The lead's data changed outside this enrollment (an import, an edit by hand, another
     /// workflow's action): only the goal is checked.
     LeadChanged,
@@ -174,10 +177,11 @@ pub fn goal_reached(workflow: &Workflow, lead: &Lead, facts: &Facts, now: DateTi
 
 /// The clock `lead`'s conditions and dates are read on at `now`: the lead's zone, else the
 /// workflow's.
-pub fn clock(workflow: &Workflow, lead: &Lead, now: DateTime<Utc>) -> Clock {
+pub fn clock<'a>(workflow: &'a Workflow, lead: &Lead, now: DateTime<Utc>) -> Clock<'a> {
     Clock {
         now,
         zone: calendar::zone_for(workflow, lead, WindowZone::Lead),
+        scoring: &workflow.scoring,
     }
 }
 
@@ -283,6 +287,20 @@ impl Run<'_> {
             Input::Click => {
                 self.received("click");
                 self.enrollment.facts.clicked = true;
+            }
+            Input::Became(temperature) => {
+                let Some((_, code)) = self
+                    .workflow
+                    .handlers
+                    .became
+                    .iter()
+                    .find(|(when, _)| when == temperature)
+                else {
+                    return;
+                };
+                self.received(&format!("lead became {temperature}"));
+                let handler = format!("when lead becomes {temperature}");
+                self.run_handler(&handler, code, ExitReason::WorkflowExit, None);
             }
             // The goal check after every input is all there is to do.
             Input::LeadChanged => {}
@@ -599,7 +617,12 @@ impl Run<'_> {
                 format!("untag \"{tag}\"")
             }
             Action::Score(delta) => {
-                let before = self.lead.score;
+                // A fading score fades up to now before the change, and fades from now on.
+                let scoring = &self.workflow.scoring;
+                let before = scoring.score(&self.lead, self.now);
+                if scoring.half_life_days.is_some() {
+                    self.lead.score_at = Some(self.now);
+                }
                 self.lead.score = before.saturating_add(*delta);
                 format!("score {delta:+} ({before} → {})", self.lead.score)
             }

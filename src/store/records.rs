@@ -136,6 +136,16 @@ pub enum EventKind {
         properties: BTreeMap<String, serde_json::Value>,
         by: String,
     },
+    /// A scoring rule moved the lead's score (`signal`: `reply`, `event "visited-pricing"`):
+    /// the score history `nurture leads show` prints.
+    Scored {
+        signal: String,
+        points: i64,
+        /// The score before (faded to this moment) and after.
+        before: i64,
+        after: i64,
+        temperature: crate::scoring::Temperature,
+    },
     /// A double opt-in sign-up: a confirmation email went out; unconfirmed until `expires`.
     ConfirmationRequested {
         form: String,

@@ -11,11 +11,13 @@ pub mod cron;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{NaiveTime, Weekday};
 use chrono_tz::Tz;
 
 use crate::lead::{Stage, Value};
+use crate::scoring::{Scoring, Temperature};
 
 pub use self::cron::CronSlot;
 
@@ -51,6 +53,11 @@ pub struct Workflow {
     pub handlers: Handlers,
     /// In source order; execution starts at the first and falls through to the next.
     pub steps: Vec<Step>,
+    /// The project's scoring rules (one workflow's `scoring` block, shared by all: see
+    /// `dsl::load`); the defaults when no workflow has one.
+    pub scoring: Arc<Scoring>,
+    /// This file holds the `scoring` block.
+    pub defines_scoring: bool,
 }
 
 impl Workflow {
@@ -74,7 +81,7 @@ impl Workflow {
                 | Condition::IsSet { field, .. } => {
                     out.insert(field);
                 }
-                Condition::HasTag(_) | Condition::Engaged(_) => {}
+                Condition::HasTag(_) | Condition::Engaged(_) | Condition::Temperature { .. } => {}
             }
         }
         let mut fields = BTreeSet::new();
@@ -90,6 +97,7 @@ impl Workflow {
         ];
         for code in codes
             .into_iter()
+            .chain(handlers.became.iter().map(|(_, code)| code))
             .chain(self.steps.iter().map(|step| &step.code))
         {
             for instr in code {
@@ -272,6 +280,9 @@ pub struct Handlers {
     pub bounce: Vec<Instr>,
     /// Default: exit. (The address is always suppressed.)
     pub unsubscribe: Vec<Instr>,
+    /// `when lead becomes hot { … }`: run when the lead's temperature changes to this one.
+    /// Default: nothing.
+    pub became: Vec<(Temperature, Vec<Instr>)>,
 }
 
 /// A named step.
@@ -430,6 +441,11 @@ pub enum Condition {
     },
     /// `lead.tags has "trial"`.
     HasTag(String),
+    /// `lead.temperature is hot` (`negated`: `is not`).
+    Temperature {
+        temperature: Temperature,
+        negated: bool,
+    },
     /// `lead.country in ["DE", "AT", "CH"]`.
     In {
         field: String,
