@@ -43,3 +43,5 @@ mod webhooks;
 mod api;
 // Web forms, double opt-in (through Postfix + Dovecot) and the example page in headless Chromium.
 mod forms;
+// Time-limited offers and scoring: an ended offer is not sent, API events make a lead hot.
+mod offers;

@@ -527,7 +527,7 @@ pub fn show_text(
     fields.push(("created", when(lead.created_at)));
     fields.push(("updated", when(lead.updated_at)));
     for (name, value) in fields {
-        let _ = writeln!(out, "  {name:<11}{}", shown(&value));
+        let _ = writeln!(out, "  {name:<10} {}", shown(&value));
     }
     if !lead.attributes.is_empty() {
         let _ = writeln!(out, "attributes");
