@@ -173,6 +173,16 @@ pub struct HandlerAst {
     pub head_span: Span,
 }
 
+impl HandlerAst {
+    /// `on reply`, `when lead becomes hot`: the handler as written, for messages.
+    pub fn head(&self) -> String {
+        match self.event.value.strip_prefix(BECOMES) {
+            Some(temperature) => format!("when lead becomes {temperature}"),
+            None => format!("on {}", self.event.value),
+        }
+    }
+}
+
 /// `step NAME { … }`.
 #[derive(Debug, Clone)]
 pub struct StepAst {

@@ -1020,8 +1020,13 @@ impl<'a> Compiler<'a> {
         if scoring.warm > scoring.hot {
             let span = items
                 .iter()
+                .rev()
                 .find_map(|item| match item {
-                    ScoringItemAst::Threshold { score, .. } => Some(score.span.clone()),
+                    ScoringItemAst::Threshold { temperature, score }
+                        if Temperature::parse(&temperature.value) == Some(Temperature::Warm) =>
+                    {
+                        Some(score.span.clone())
+                    }
                     _ => None,
                 })
                 .unwrap_or_default();
@@ -1080,7 +1085,7 @@ impl<'a> Compiler<'a> {
                 return None;
             }
             (word, _) => {
-                let hint = match did_you_mean(word, SignalKind::NAMES) {
+                let hint = match close_word(word, &SignalKind::NAMES) {
                     Some(close) => format!("did you mean `{close}`?"),
                     None => "points are given `on open`, `on click`, `on reply` or `on event \
                              \"NAME\"`"
@@ -1145,7 +1150,7 @@ impl<'a> Compiler<'a> {
 
     fn unknown_temperature(&mut self, word: &str, span: Span) {
         let names = Temperature::ALL.map(Temperature::as_str);
-        let hint = match did_you_mean(word, names) {
+        let hint = match close_word(word, &names) {
             Some(close) => format!("did you mean `{close}`?"),
             None => "the temperatures are `hot`, `warm`, `cold` and `inactive`".to_string(),
         };
@@ -1486,6 +1491,17 @@ fn date_fields(ast: &WorkflowAst) -> BTreeMap<String, DateUses> {
         note(field);
     }
     found
+}
+
+/// The name `word` is likely a slip of: [`did_you_mean`], or one swapped pair of letters
+/// (`opne`, `hto`: short words are where that happens).
+fn close_word<'n>(word: &str, names: &[&'n str]) -> Option<&'n str> {
+    did_you_mean(word, names.iter().copied()).or_else(|| {
+        names
+            .iter()
+            .copied()
+            .find(|name| strsim::osa_distance(word, name) == 1)
+    })
 }
 
 fn balanced(

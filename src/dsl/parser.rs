@@ -384,7 +384,7 @@ mod tests {
         let diagnostic = error("workflow \"x\" {\n  from \"a@b.example\"\n  stpe a { exit }\n}\n");
         assert_eq!(
             diagnostic.message,
-            "expected a setting, `on`, `step` or `}`, but found `stpe`"
+            "expected a setting, `when`, `on`, `step` or `}`, but found `stpe`"
         );
         assert_eq!(diagnostic.hint.as_deref(), Some("did you mean `step`?"));
     }
