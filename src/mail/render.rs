@@ -142,6 +142,8 @@ pub(crate) mod tests {
             window: None,
             handlers: Handlers::default(),
             steps: Vec::new(),
+            scoring: Default::default(),
+            defines_scoring: false,
         }
     }
 
