@@ -29,8 +29,7 @@ pub enum DateValue {
 }
 
 /// What a date field is written as, for hints.
-pub const DATE_FORMS: &str =
-    "`YYYY-MM-DD`, `YYYY-MM-DDTHH:MM`, or `YYYY-MM-DDTHH:MM:SS` ending in `Z` or an offset such as `+01:00`";
+pub const DATE_FORMS: &str = "`YYYY-MM-DD`, `YYYY-MM-DDTHH:MM`, or `YYYY-MM-DDTHH:MM:SS` ending in `Z` or an offset such as `+01:00`";
 
 impl DateValue {
     /// Reads ISO 8601 text in one of the three shapes; `None` for anything else.
@@ -156,7 +155,13 @@ mod tests {
             let value = DateValue::parse(text).unwrap_or_else(|| panic!("{text}"));
             assert_eq!(value.canonical(), canonical, "{text}");
         }
-        for text in ["2026-02-30", "2026-13-01", "24.12.2026", "2026-12-24T25:00", ""] {
+        for text in [
+            "2026-02-30",
+            "2026-13-01",
+            "24.12.2026",
+            "2026-12-24T25:00",
+            "",
+        ] {
             assert_eq!(DateValue::parse(text), None, "{text}");
         }
     }
@@ -177,7 +182,14 @@ mod tests {
         for text in ["2026-02-30", "2026-1-5", "2026-12-24T25:00", "2026-12-24 x"] {
             assert!(looks_like_date(text), "{text}");
         }
-        for text in ["ACME-2026", "2026", "20261224", "2026-12", "12026-12-24", "2026-555-1234"] {
+        for text in [
+            "ACME-2026",
+            "2026",
+            "20261224",
+            "2026-12",
+            "12026-12-24",
+            "2026-555-1234",
+        ] {
             assert!(!looks_like_date(text), "{text}");
         }
     }
@@ -188,7 +200,10 @@ mod tests {
         let before = Utc.with_ymd_and_hms(2026, 10, 24, 7, 0, 0).unwrap(); // 09:00 CEST
         let after = shift(before, Berlin, WaitLength::Days(2), true).unwrap();
         assert_eq!(after, Utc.with_ymd_and_hms(2026, 10, 26, 8, 0, 0).unwrap()); // 09:00 CET
-        assert_eq!(shift(after, Berlin, WaitLength::Days(2), false), Some(before));
+        assert_eq!(
+            shift(after, Berlin, WaitLength::Days(2), false),
+            Some(before)
+        );
         let last = DateTime::<Utc>::MAX_UTC;
         assert_eq!(shift(last, Berlin, WaitLength::Minutes(1), true), None);
     }

@@ -137,7 +137,13 @@ mod tests {
         ));
         let reentry = workflow("enroll when lead.source is \"web\"\n  allow re-entry");
         assert_eq!(
-            decide(&reentry, &lead("web"), Some(&enrolled), Trigger::Changed, now),
+            decide(
+                &reentry,
+                &lead("web"),
+                Some(&enrolled),
+                Trigger::Changed,
+                now
+            ),
             Decision::Enroll
         );
     }
@@ -201,7 +207,13 @@ mod tests {
         let mut exited = engine::enroll(&by_hand, &lead("web"), Utc::now());
         exited.status = Status::Exited(ExitReason::Manual);
         assert!(matches!(
-            decide(&by_hand, &lead("web"), Some(&exited), Trigger::Manual, now()),
+            decide(
+                &by_hand,
+                &lead("web"),
+                Some(&exited),
+                Trigger::Manual,
+                now()
+            ),
             Decision::Skip(_)
         ));
         assert_eq!(

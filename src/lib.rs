@@ -30,8 +30,8 @@
 pub mod cli;
 pub mod config;
 pub mod control;
-pub mod dates;
 pub mod daemon;
+pub mod dates;
 pub mod diagnostic;
 pub mod dsl;
 pub mod endpoint;

@@ -253,7 +253,10 @@ mod tests {
     #[test]
     fn points_come_from_the_rules_for_the_signal() {
         let scoring = scoring();
-        assert_eq!(scoring.points(&Signal::Event("Visited-Pricing".into())), Some(20));
+        assert_eq!(
+            scoring.points(&Signal::Event("Visited-Pricing".into())),
+            Some(20)
+        );
         assert_eq!(scoring.points(&Signal::Reply), Some(30));
         assert_eq!(scoring.points(&Signal::Open), Some(5));
         assert_eq!(scoring.points(&Signal::Click), None);
@@ -285,7 +288,10 @@ mod tests {
         let first = scoring
             .record(&mut lead, &Signal::Event("visited-pricing".into()), at(1))
             .unwrap();
-        assert_eq!((first.was, first.now), (Temperature::Cold, Temperature::Warm));
+        assert_eq!(
+            (first.was, first.now),
+            (Temperature::Cold, Temperature::Warm)
+        );
         let second = scoring.record(&mut lead, &Signal::Reply, at(1)).unwrap();
         assert_eq!(second.now, Temperature::Hot);
         // 50 halves to 25 in 30 days: warm again.

@@ -1165,7 +1165,10 @@ fn dates_import_in_their_canonical_form_and_a_bad_one_is_reported_at_its_line() 
     let attributes = &shown["lead"]["attributes"];
     assert_eq!(attributes["trial_ends"], "2026-12-04", "{shown}");
     assert_eq!(attributes["offer_ends"], "2026-12-24T17:00:00Z", "{shown}");
-    assert_eq!(attributes["order_ref"], "ACME-2026", "text that is not a date stays text");
+    assert_eq!(
+        attributes["order_ref"], "ACME-2026",
+        "text that is not a date stays text"
+    );
 
     // JSON Lines go through the same rules, with the line of the object.
     let jsonl = scratch.write(

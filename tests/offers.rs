@@ -66,6 +66,11 @@ fn an_ended_offer_is_not_sent_and_api_events_hand_a_hot_lead_to_sales() {
         let (status, body) = answer(post(&http, &leads, Some(KEY), &lead));
         assert_eq!(status, 201, "{body}");
     }
+    // A date that is not one is refused, naming the field.
+    let bad = json!({"email": "bad@example.test", "offer_ends": "2026-02-30"});
+    let (status, body) = answer(post(&http, &leads, Some(KEY), &bad));
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "offer_ends", "{body}");
     eventually("the current offer is sent", &daemon, || {
         outbox(&dir)
             .iter()
@@ -76,7 +81,8 @@ fn an_ended_offer_is_not_sent_and_api_events_hand_a_hot_lead_to_sales() {
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     eventually("the ended offer is journaled as not sent", &daemon, || {
-        show("ended@example.test").contains("email \"trial-offer\" of step offer not sent: it expired")
+        show("ended@example.test")
+            .contains("email \"trial-offer\" of step offer not sent: it expired")
     });
     let sent = outbox(&dir);
     assert!(
@@ -121,11 +127,18 @@ fn an_ended_offer_is_not_sent_and_api_events_hand_a_hot_lead_to_sales() {
     eventually("the owner is told", &daemon, || {
         outbox(&dir).iter().any(|eml| {
             eml.contains("To: \"Sales team\" <sales@example.test>")
-                && eml.contains("Subject: [nurture] current@example.test: hand-off, when lead becomes hot")
+                && eml.contains(
+                    "Subject: [nurture] current@example.test: hand-off, when lead becomes hot",
+                )
         })
     });
     // An event nobody scores moves nothing and runs nothing.
-    let (status, _) = answer(post(&http, &events, Some(KEY), &json!({"event": "webinar"})));
+    let (status, _) = answer(post(
+        &http,
+        &events,
+        Some(KEY),
+        &json!({"event": "webinar"}),
+    ));
     assert_eq!(status, 201);
 
     let shown = show("current@example.test");

@@ -238,9 +238,8 @@ pub async fn answer(
             reply(answer, result.map(|()| true))
         }
         Request::Door { request, answer } => {
-            let became = tokio::task::block_in_place(|| {
-                intake::answer_group(vec![(request, answer)], cx)
-            })?;
+            let became =
+                tokio::task::block_in_place(|| intake::answer_group(vec![(request, answer)], cx))?;
             run_became(became, pipeline, cx).await
         }
         Request::Command(job) => {

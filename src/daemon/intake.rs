@@ -27,16 +27,16 @@ use tracing::{info, warn};
 
 use super::http::error::body as error_body;
 use super::inbound::Context;
+use super::scheduler::Happening;
 use crate::cli::leads::import::{Upserted, upsert};
 use crate::config::FormConfig;
-use super::scheduler::Happening;
 use crate::lead::{Lead, SuppressionReason, email_key};
-use crate::scoring::Signal;
 use crate::leads_file::FileLead;
 use crate::mail::RenderedBody;
 use crate::mail::compose::{
     OutgoingEmail, domain_of, lead_mailbox, new_message_id, sequenced_message_id, to_eml,
 };
+use crate::scoring::Signal;
 use crate::store::{Batch, EventKind, OutboxEmail, StoreError};
 use crate::workflow::Mailbox;
 

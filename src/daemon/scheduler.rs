@@ -18,13 +18,13 @@ use super::pipeline::contain_panic;
 use super::throttle::Throttle;
 use crate::engine::{self, Effect, Enrollment, ExitReason, Input, Status};
 use crate::lead::{Lead, Suppression, SuppressionReason};
-use crate::scoring::{Signal, Temperature};
 use crate::mail::RenderedBody;
 use crate::mail::compose::{
     OutgoingEmail, domain_of, new_message_id, sequenced_message_id, to_eml,
 };
 use crate::mail::personalize::personalize;
 use crate::project::Project;
+use crate::scoring::{Signal, Temperature};
 use crate::store::{Batch, EventKind, MessageRecord, MessageState, OutboxEmail, Store, StoreError};
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::{Mailbox, Workflow};
@@ -415,7 +415,12 @@ impl<'a> Work<'a> {
             let Some(workflow) = self.project.workflow(&stored.workflow) else {
                 continue;
             };
-            if !workflow.handlers.became.iter().any(|(t, _)| *t == temperature) {
+            if !workflow
+                .handlers
+                .became
+                .iter()
+                .any(|(t, _)| *t == temperature)
+            {
                 continue;
             }
             // The version this batch already advanced, if it did.

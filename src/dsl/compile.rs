@@ -14,13 +14,13 @@ use chrono::{NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
 
 use crate::dates::{DATE_FORMS, DateValue};
-use crate::scoring::{Rule, Scoring, SignalKind, Temperature};
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::lead::{BUILT_IN_FIELDS, Lead, Stage, Value};
+use crate::scoring::{Rule, Scoring, SignalKind, Temperature};
 use crate::workflow::{
     Action, CompareOp, Condition, CronSlot, DateBase, DateExpr, DateShift, Engagement, Goal,
-    Handlers, Instr, Mailbox,
-    NotifyTarget, Send, SendWindow, Step, Wait, WaitLength, Weekdays, WindowZone, Workflow,
+    Handlers, Instr, Mailbox, NotifyTarget, Send, SendWindow, Step, Wait, WaitLength, Weekdays,
+    WindowZone, Workflow,
 };
 
 use super::Context;
@@ -927,10 +927,7 @@ impl<'a> Compiler<'a> {
         let diagnostic = match &value.value {
             Value::Text(text) if crate::dates::looks_like_date(text) => self
                 .cx
-                .error(
-                    format!("`\"{text}\"` is not a date"),
-                    value.span.clone(),
-                )
+                .error(format!("`\"{text}\"` is not a date"), value.span.clone())
                 .with_label("no such day or time")
                 .with_hint(format!("write a date as {DATE_FORMS}")),
             Value::Text(text) => {
@@ -1012,7 +1009,9 @@ impl<'a> Compiler<'a> {
                                      says when it is inactive",
                                 ),
                         ),
-                        None => self.unknown_temperature(&temperature.value, temperature.span.clone()),
+                        None => {
+                            self.unknown_temperature(&temperature.value, temperature.span.clone())
+                        }
                     }
                 }
             }
@@ -1226,12 +1225,10 @@ impl<'a> Compiler<'a> {
                 None => None,
             };
             let forward = shift.forward;
-            shifts = shifts
-                .zip(length)
-                .map(|(mut shifts, length)| {
-                    shifts.push(DateShift { forward, length });
-                    shifts
-                });
+            shifts = shifts.zip(length).map(|(mut shifts, length)| {
+                shifts.push(DateShift { forward, length });
+                shifts
+            });
         }
         Some(DateExpr {
             base: base?,
@@ -1269,7 +1266,10 @@ impl<'a> Compiler<'a> {
             if let Some(other) = typo_of {
                 self.push(
                     self.cx
-                        .error(format!("`lead.{name}` is used as a date only here"), field.span.clone())
+                        .error(
+                            format!("`lead.{name}` is used as a date only here"),
+                            field.span.clone(),
+                        )
                         .with_label(format!("looks like a typo of `{other}`"))
                         .with_hint(format!("did you mean `lead.{other}`?")),
                 );
@@ -1446,7 +1446,8 @@ fn date_fields(ast: &WorkflowAst) -> BTreeMap<String, DateUses> {
     for item in &ast.items {
         match item {
             Item::Setting(setting) => {
-                if let SettingKind::Enroll(condition) | SettingKind::Goal(condition) = &setting.kind {
+                if let SettingKind::Enroll(condition) | SettingKind::Goal(condition) = &setting.kind
+                {
                     conditions.push(condition);
                 }
             }

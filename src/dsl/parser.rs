@@ -294,7 +294,9 @@ pub fn describe(rule: Rule) -> &'static str {
         Rule::kw_at => "`at`",
         Rule::kw_becomes => "`becomes`",
         Rule::scoring => "`scoring`",
-        Rule::scoring_item => "a score rule (`+10 on reply`), `halve every N days`, `hot at N`, `warm at N` or `inactive after N days`",
+        Rule::scoring_item => {
+            "a score rule (`+10 on reply`), `halve every N days`, `hot at N`, `warm at N` or `inactive after N days`"
+        }
         Rule::score_rule => "a score rule such as `+10 on reply`",
         Rule::signal_name => "`open`, `click`, `reply` or `event \"NAME\"`",
         Rule::decay => "`halve every N days`",

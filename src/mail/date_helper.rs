@@ -161,7 +161,10 @@ mod tests {
             print(day, Berlin, Some("de-DE"), "full").unwrap(),
             "Donnerstag, 24. Dezember 2026"
         );
-        assert_eq!(print(day, Berlin, Some("en-GB"), "short").unwrap(), "24/12/2026");
+        assert_eq!(
+            print(day, Berlin, Some("en-GB"), "short").unwrap(),
+            "24/12/2026"
+        );
     }
 
     #[test]

@@ -11,9 +11,9 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::fmt::Write as _;
 use std::io::Write;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
