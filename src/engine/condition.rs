@@ -297,6 +297,67 @@ mod tests {
     }
 
     #[test]
+    fn dates_order_on_the_leads_clock_and_a_missing_date_never_matches() {
+        use crate::workflow::DateShift;
+        let scoring = Scoring::default();
+        let now = "2026-12-01T12:00:00Z".parse().unwrap();
+        let clock = Clock {
+            now,
+            zone: chrono_tz::Europe::Berlin,
+            scoring: &scoring,
+        };
+        let within = |field: &str| Condition::CompareDate {
+            field: field.into(),
+            op: CompareOp::Lt,
+            value: DateExpr {
+                base: DateBase::Now,
+                shifts: vec![DateShift {
+                    forward: true,
+                    length: crate::workflow::WaitLength::Days(3),
+                }],
+                text: "now + 3 days".into(),
+            },
+        };
+        let mut lead = lead();
+        for (stored, expected) in [
+            ("2026-12-04", true),            // midnight in Berlin: 23:00 UTC on the 3rd
+            ("2026-12-04T12:00:00Z", false), // exactly three days: not before
+            ("2026-12-05", false),
+            ("soon", false),
+        ] {
+            lead.attributes
+                .insert("trial_ends".into(), Value::Text(stored.into()));
+            let mut observed = Vec::new();
+            let result = evaluate(
+                &within("trial_ends"),
+                &lead,
+                &Facts::default(),
+                clock,
+                &mut observed,
+            );
+            assert_eq!(result, expected, "{stored}");
+            assert_eq!(observed[1].value, "Fri 2026-12-04 13:00 CET");
+        }
+        let mut observed = Vec::new();
+        let missing = within("renewal_on");
+        assert!(!evaluate(
+            &missing,
+            &lead,
+            &Facts::default(),
+            clock,
+            &mut observed
+        ));
+        let negated = Condition::Not(Box::new(missing));
+        assert!(evaluate(
+            &negated,
+            &lead,
+            &Facts::default(),
+            clock,
+            &mut observed
+        ));
+    }
+
+    #[test]
     fn tags_in_and_engagement() {
         assert!(check(&Condition::HasTag("trial".into())).0);
         let dach = Condition::In {

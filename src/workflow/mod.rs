@@ -75,13 +75,21 @@ impl Workflow {
                     visit(b, out);
                 }
                 Condition::Not(inner) => visit(inner, out),
+                Condition::CompareDate { field, value, .. } => {
+                    out.insert(field);
+                    date(value, out);
+                }
                 Condition::Compare { field, .. }
-                | Condition::CompareDate { field, .. }
                 | Condition::In { field, .. }
                 | Condition::IsSet { field, .. } => {
                     out.insert(field);
                 }
                 Condition::HasTag(_) | Condition::Engaged(_) | Condition::Temperature { .. } => {}
+            }
+        }
+        fn date<'a>(expr: &'a DateExpr, out: &mut BTreeSet<&'a str>) {
+            if let DateBase::Field(field) = &expr.base {
+                out.insert(field);
             }
         }
         let mut fields = BTreeSet::new();
@@ -103,9 +111,18 @@ impl Workflow {
             for instr in code {
                 match instr {
                     Instr::Branch { condition, .. } => visit(condition, &mut fields),
-                    Instr::Act(Action::Set { field, .. } | Action::SetDate { field, .. }) => {
+                    Instr::Act(Action::Set { field, .. }) => {
                         fields.insert(field);
                     }
+                    Instr::Act(Action::SetDate { field, value }) => {
+                        fields.insert(field);
+                        date(value, &mut fields);
+                    }
+                    Instr::Wait(Wait::UntilDate(value))
+                    | Instr::Send(Send {
+                        expires: Some(value),
+                        ..
+                    }) => date(value, &mut fields),
                     _ => {}
                 }
             }
