@@ -365,7 +365,7 @@ fn one_scoring_block_serves_every_workflow_and_a_second_is_refused() {
     }
 
     fs::write(dir.join("c.flow"), scored.replace("\"a\"", "\"c\"")).unwrap();
-    let loaded = dsl::load(&[dir.clone()], &templates());
+    let loaded = dsl::load(std::slice::from_ref(&dir), &templates());
     assert_eq!(loaded.diagnostics.len(), 1, "{:?}", loaded.diagnostics);
     let second = &loaded.diagnostics[0];
     assert_eq!(second.message, "a second `scoring` block");
