@@ -27,6 +27,8 @@ mod daemon;
 mod control;
 // Automatic enrollment by the daemon, `nurture enroll` and `nurture unenroll`.
 mod enrollment;
+// Time-limited offers and scoring: an ended offer is not sent, API events make a lead hot.
+mod offers;
 // Replies, auto-replies and bounces through Postfix → Dovecot → the daemon's IMAP watcher.
 mod inbox;
 // Golden corpus of inbound mail (tests/corpus/classify/); classification never panics.
@@ -43,5 +45,3 @@ mod webhooks;
 mod api;
 // Web forms, double opt-in (through Postfix + Dovecot) and the example page in headless Chromium.
 mod forms;
-// Time-limited offers and scoring: an ended offer is not sent, API events make a lead hot.
-mod offers;
