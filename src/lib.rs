@@ -6,6 +6,7 @@
 //!
 //! Module map:
 //! - [`lead`]: the lead model and email normalization.
+//! - [`dates`]: ISO dates in lead data: reading, moving, printing for a reader.
 //! - [`token`]: signed tokens (unsubscribe and opt-in links) under the store's key.
 //! - [`private`]: folders and files only their owner may read (the store, the outbox).
 //! - [`leads_file`]: leads from CSV / JSON / JSON Lines files.
@@ -16,6 +17,7 @@
 //! - [`enrollment`]: which leads enter which workflows, and when.
 //! - [`mail`]: templates, rendering, MIME composition.
 //! - [`project`]: a folder of workflows and templates, loaded and checked together.
+//! - [`scoring`]: points for what leads do, fading scores, hot / warm / cold / inactive.
 //! - [`retry`]: exponential backoff with jitter, for emails and webhooks that wait.
 //! - [`store`]: the durable state in sled: leads, enrollments, due index, outbox, journal.
 //! - [`config`]: `nurture.toml` with environment overrides.
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dates;
 pub mod diagnostic;
 pub mod dsl;
 pub mod endpoint;
@@ -40,6 +43,7 @@ pub mod mail;
 pub mod private;
 pub mod project;
 pub mod retry;
+pub mod scoring;
 pub mod secret;
 pub mod store;
 pub mod tls;

@@ -29,6 +29,8 @@ mod daemon;
 mod control;
 // Automatic enrollment by the daemon, `nurture enroll` and `nurture unenroll`.
 mod enrollment;
+// Time-limited offers and scoring: an ended offer is not sent, API events make a lead hot.
+mod offers;
 // Replies, auto-replies and bounces through Postfix → Dovecot → the daemon's IMAP watcher.
 mod inbox;
 // Golden corpus of inbound mail (tests/corpus/classify/); classification never panics.

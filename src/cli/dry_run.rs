@@ -366,7 +366,7 @@ fn select_leads(
         let total = from_file.len();
         let enrolled: Vec<Lead> = from_file
             .into_iter()
-            .filter(|lead| matches_enrollment(workflow, lead))
+            .filter(|lead| matches_enrollment(workflow, lead, now))
             .collect();
         let skipped = total - enrolled.len();
         return Ok((enrolled, skipped));
@@ -384,10 +384,11 @@ fn select_leads(
     Ok((chosen, 0))
 }
 
-fn matches_enrollment(workflow: &Workflow, lead: &Lead) -> bool {
+fn matches_enrollment(workflow: &Workflow, lead: &Lead, now: DateTime<Utc>) -> bool {
+    let clock = crate::engine::clock(workflow, lead, now);
     !lead.is_suppressed()
         && workflow.enroll.as_ref().is_none_or(|condition| {
-            condition::evaluate(condition, lead, &Default::default(), &mut Vec::new())
+            condition::evaluate(condition, lead, &Default::default(), clock, &mut Vec::new())
         })
 }
 
@@ -465,6 +466,15 @@ fn render_text(workflow: &Workflow, preview: &LeadPreview) -> String {
                     seen.join(", ")
                 )
             }
+            Effect::Expired {
+                step,
+                template,
+                expired,
+                expires,
+            } => format!(
+                "    not sent: \"{template}\" (step {step}) expired {} (expires {expires})",
+                local_time(zone, *expired)
+            ),
             Effect::Received { what } => format!("    {what} received"),
             Effect::LeadChanged { change } => format!("    {change}"),
             Effect::Promoted { stage } => format!("    promoted to {stage}"),

@@ -20,6 +20,7 @@ use super::session::{Output, Session, StoreCommand, Target};
 use super::{Cli, CliError, ExitCode};
 use crate::lead::{Lead, Stage};
 use crate::leads_file::CsvOptions;
+use crate::scoring::Temperature;
 
 #[derive(Debug, Args)]
 pub struct LeadsArgs {
@@ -110,11 +111,33 @@ pub struct ListArgs {
     /// Only suppressed leads.
     #[arg(long)]
     pub suppressed: bool,
+    /// Only leads this warm now (by the workflows' `scoring` rules).
+    #[arg(long, value_enum)]
+    pub temperature: Option<TemperatureArg>,
     /// At most N leads (in address order).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
     #[arg(long, value_enum, default_value_t = ListFormat::Table)]
     pub format: ListFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum TemperatureArg {
+    Hot,
+    Warm,
+    Cold,
+    Inactive,
+}
+
+impl TemperatureArg {
+    fn temperature(self) -> Temperature {
+        match self {
+            TemperatureArg::Hot => Temperature::Hot,
+            TemperatureArg::Warm => Temperature::Warm,
+            TemperatureArg::Cold => Temperature::Cold,
+            TemperatureArg::Inactive => Temperature::Inactive,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -239,8 +262,12 @@ pub fn run(
         LeadsCommand::Show(args) => {
             let lead = view::find_lead(store, &args.email)?;
             let text = match args.format {
-                ShowFormat::Text => view::show_text(store, &lead)?,
-                ShowFormat::Json => view::show_json(store, &lead)? + "\n",
+                ShowFormat::Text => {
+                    view::show_text(store, &lead, &session.project().scoring(), now)?
+                }
+                ShowFormat::Json => {
+                    view::show_json(store, &lead, &session.project().scoring(), now)? + "\n"
+                }
             };
             out.out.write_all(text.as_bytes()).map_err(write_error)?;
             return Ok(ExitCode::Success);
@@ -276,6 +303,9 @@ fn run_list(
         tag: args.tag.clone(),
         source: args.source.clone(),
         suppressed: args.suppressed,
+        temperature: args
+            .temperature
+            .map(|t| (t.temperature(), session.project().scoring(), session.now)),
     };
     let limit = args.limit.unwrap_or(usize::MAX);
     let mut leads: Vec<Lead> = Vec::new();

@@ -176,7 +176,21 @@ pub async fn answer_all(
     if doors.is_empty() {
         return Ok(());
     }
-    tokio::task::block_in_place(|| intake::answer_group(doors, cx))
+    let became = tokio::task::block_in_place(|| intake::answer_group(doors, cx))?;
+    run_became(became, pipeline, cx).await
+}
+
+/// Runs the `when lead becomes …` handlers a group of door requests called for, each in its
+/// own transaction after the group's.
+async fn run_became(
+    became: Vec<Happening>,
+    pipeline: &mut Pipeline,
+    cx: &Context<'_>,
+) -> Result<(), StoreError> {
+    for happening in became {
+        pipeline.run_input(cx.project, cx.now, &happening).await?;
+    }
+    Ok(())
 }
 
 /// Runs one request and answers it. A store error is answered and returned: the daemon stops.
@@ -224,7 +238,9 @@ pub async fn answer(
             reply(answer, result.map(|()| true))
         }
         Request::Door { request, answer } => {
-            tokio::task::block_in_place(|| intake::answer_group(vec![(request, answer)], cx))
+            let became =
+                tokio::task::block_in_place(|| intake::answer_group(vec![(request, answer)], cx))?;
+            run_became(became, pipeline, cx).await
         }
         Request::Command(job) => {
             // A command's failure is its own (the job answers it), never the daemon's.

@@ -24,6 +24,7 @@ use crate::mail::compose::{
 };
 use crate::mail::personalize::personalize;
 use crate::project::Project;
+use crate::scoring::{Signal, Temperature};
 use crate::store::{Batch, EventKind, MessageRecord, MessageState, OutboxEmail, Store, StoreError};
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::{Mailbox, Workflow};
@@ -227,6 +228,12 @@ pub fn run_input(
         store.apply(&work.batch)?;
         return Ok(None);
     }
+    // A human reply is worth points; a temperature it changes runs `when lead becomes …`
+    // in the same transaction.
+    let became = match happening.input {
+        Some(Input::Reply) => work.score(&happening.lead, &Signal::Reply)?,
+        _ => None,
+    };
     let mut ran = 0;
     let mut untouched = Vec::new();
     for enrollment in store.enrollments_of(&happening.lead)? {
@@ -253,6 +260,9 @@ pub fn run_input(
             happening.workflow.as_deref(),
             EventKind::Received { what: note.clone() },
         );
+    }
+    if let Some(temperature) = became {
+        ran += work.became(&happening.lead, temperature)?;
     }
     if let Some((reason, detail)) = &happening.suppress {
         work.suppress(&happening.lead, *reason, detail, untouched);
@@ -369,6 +379,62 @@ impl<'a> Work<'a> {
             return Ok(());
         };
         self.advance(workflow, enrollment, &Input::Due)
+    }
+
+    /// Scores `signal` for the lead now, journaled; the temperature it moved the lead to, if
+    /// it changed.
+    fn score(&mut self, email: &str, signal: &Signal) -> Result<Option<Temperature>, StoreError> {
+        let Some(mut lead) = self.lead(email)? else {
+            return Ok(None);
+        };
+        let scored = self.project.scoring().record(&mut lead, signal, self.now);
+        self.leads.insert(email.to_string(), (lead, true));
+        let Some(scored) = scored else {
+            return Ok(None);
+        };
+        self.batch.event(
+            email,
+            self.now,
+            None,
+            EventKind::Scored {
+                signal: signal.to_string(),
+                points: scored.points,
+                before: scored.before,
+                after: scored.after,
+                temperature: scored.now,
+            },
+        );
+        Ok((scored.now != scored.was).then_some(scored.now))
+    }
+
+    /// Runs `when lead becomes TEMPERATURE` for each of the lead's enrollments whose workflow
+    /// has it (as this batch left them); how many ran.
+    fn became(&mut self, email: &str, temperature: Temperature) -> Result<usize, StoreError> {
+        let mut ran = 0;
+        for stored in self.store.enrollments_of(email)? {
+            let Some(workflow) = self.project.workflow(&stored.workflow) else {
+                continue;
+            };
+            if !workflow
+                .handlers
+                .became
+                .iter()
+                .any(|(t, _)| *t == temperature)
+            {
+                continue;
+            }
+            // The version this batch already advanced, if it did.
+            let latest = self
+                .batch
+                .enrollments
+                .iter()
+                .rposition(|e| e.workflow == stored.workflow && e.lead == stored.lead)
+                .map(|at| self.batch.enrollments.remove(at))
+                .unwrap_or(stored);
+            self.advance(workflow, latest, &Input::Became(temperature))?;
+            ran += 1;
+        }
+        Ok(ran)
     }
 
     /// One `advance` of `enrollment` for `input`, recorded; the lead must be cached.
@@ -594,6 +660,17 @@ impl<'a> Work<'a> {
                     debug!(workflow = %workflow.name, lead = %email, %until, %reason, "waiting");
                     continue;
                 }
+                Effect::Expired {
+                    step,
+                    template,
+                    expired,
+                    expires,
+                } => EventKind::Expired {
+                    step: step.clone(),
+                    template: template.clone(),
+                    expired: *expired,
+                    expires: expires.clone(),
+                },
                 Effect::Paused { until, reason } => EventKind::Paused {
                     until: *until,
                     reason: reason.clone(),

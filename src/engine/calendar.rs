@@ -93,6 +93,8 @@ pub fn wait_end(wait: &Wait, zone: Tz, now: DateTime<Utc>) -> DateTime<Utc> {
                 .unwrap_or(now)
         }
         Wait::UntilCron(slot) => slot.next_after(&now.with_timezone(&zone)).unwrap_or(now),
+        // It depends on the lead's data: the interpreter works it out (`run.rs`).
+        Wait::UntilDate(_) => now,
     }
 }
 

@@ -6,6 +6,7 @@
 //!   warnings about fields a lead may lack.
 //! - [`render`]: what a template sees (the context built from a lead), the rendered body, and the
 //!   render error a marketer can act on.
+//! - [`date_helper`]: `{{date offer_ends "long"}}`, a date on the lead's clock in their language.
 //! - [`personalize`]: one planned email rendered for one lead (daemon and dry-run alike).
 //! - [`compose`]: the outgoing email (headers, Message-ID, List-Unsubscribe) and its RFC 5322
 //!   form through lettre.
@@ -15,6 +16,7 @@
 
 pub mod classify;
 pub mod compose;
+pub mod date_helper;
 pub mod imap;
 pub mod personalize;
 pub mod render;

@@ -224,6 +224,7 @@ impl Templates {
                         ReferenceKind::Helper => {
                             HELPERS.contains(&reference.name.as_str())
                                 || reference.name == "default"
+                                || reference.name == super::date_helper::NAME
                         }
                     };
                     if known {
@@ -239,9 +240,9 @@ impl Templates {
                             )),
                         _ => Diagnostic::error(format!("no helper named `{partial}`"))
                             .with_label("unknown helper")
-                            .with_hint(match crate::diagnostic::did_you_mean(partial, HELPERS.iter().copied().chain(["default"])) {
+                            .with_hint(match crate::diagnostic::did_you_mean(partial, HELPERS.iter().copied().chain(["default", super::date_helper::NAME])) {
                                 Some(close) => format!("did you mean `{close}`?"),
-                                None => "helpers are `default`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`".to_string(),
+                                None => "helpers are `default`, `date`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`".to_string(),
                             }),
                     };
                     diagnostics.push(diagnostic.at(&source.path, &source.text, span));
@@ -530,6 +531,10 @@ fn registry(escape: bool) -> Handlebars<'static> {
         registry.register_escape_fn(handlebars::no_escape);
     }
     registry.register_helper("default", Box::new(DefaultHelper));
+    registry.register_helper(
+        super::date_helper::NAME,
+        Box::new(super::date_helper::DateHelper),
+    );
     registry
 }
 
@@ -1261,7 +1266,7 @@ mod tests {
         assert_eq!(
             shown,
             [
-                "templates/t.html.hbs:2:26 no helper named `upper` Some(\"helpers are `default`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`\")",
+                "templates/t.html.hbs:2:26 no helper named `upper` Some(\"helpers are `default`, `date`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`\")",
                 "templates/t.txt.hbs:1:3 no helper named `defualt` Some(\"did you mean `default`?\")",
             ]
         );
