@@ -3,10 +3,12 @@
 
 use chrono::{TimeZone, Utc};
 
+use std::io::Write;
+
 use super::*;
 use crate::engine::{Enrollment, Facts, Position, Status};
 use crate::lead::Lead;
-use crate::store::{Batch, DEFAULT_CACHE_BYTES, EventKind, OutboxEmail, keys};
+use crate::store::{Batch, DEFAULT_CACHE_BYTES, EventKind, OutboxEmail};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("nurture-backup-{name}-{}", std::process::id()));
@@ -135,70 +137,88 @@ fn a_restored_store_holds_every_tree_and_numbers_above_the_backup() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A sink that says when the snapshot starts writing, then waits for a go.
+struct Paused {
+    started: Option<std::sync::mpsc::Sender<()>>,
+    go: std::sync::mpsc::Receiver<()>,
+    bytes: Vec<u8>,
+}
+
+impl Write for Paused {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(started) = self.started.take() {
+            started.send(()).unwrap();
+            self.go.recv().unwrap();
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[test]
-fn a_snapshot_taken_while_batches_commit_is_consistent_across_trees() {
+fn a_batch_committed_during_a_snapshot_waits_for_it_and_is_not_half_in_it() {
     let dir = scratch("consistent");
     let store = Store::open(&dir.join("store"), DEFAULT_CACHE_BYTES).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // A writer moving 200 enrollments' due entries, each with a journal line, over and over.
-    let writer = {
+    let lead = "ana@example.com";
+    store
+        .apply(&Batch {
+            enrollments: vec![enrollment(lead, 9)],
+            ..Batch::default()
+        })
+        .unwrap();
+    let (started, on_start) = std::sync::mpsc::channel();
+    let (go, on_go) = std::sync::mpsc::channel();
+    let snapshot = {
         let store = store.clone();
-        let stop = stop.clone();
         std::thread::spawn(move || {
-            let mut round = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                round += 1;
-                let mut batch = Batch::default();
-                for n in 0..200 {
-                    let lead = format!("lead{n}@example.com");
-                    batch.enrollments.push(enrollment(&lead, round % 24));
-                    batch.event(
-                        &lead,
-                        Utc::now(),
-                        Some("trial"),
-                        EventKind::Updated {
-                            by: format!("round {round}"),
-                            fields: vec![],
-                        },
-                    );
-                }
-                store.apply(&batch).unwrap();
-            }
+            let mut sink = Paused {
+                started: Some(started),
+                go: on_go,
+                bytes: Vec::new(),
+            };
+            store.backup(&mut sink).unwrap();
+            sink.bytes
         })
     };
-    for attempt in 0..5 {
-        let file = dir.join(format!("{attempt}.backup"));
-        write_backup(&store, &file);
-        let target = dir.join(format!("restored{attempt}"));
-        let restored = Store::open(&target, DEFAULT_CACHE_BYTES).unwrap();
-        restored.restore(&file).unwrap();
-        // Every enrollment has exactly its due entry, and every lead as many journal lines.
-        let enrollments: Vec<Enrollment> = restored.enrollments().map(|e| e.unwrap()).collect();
-        let due: Vec<Vec<u8>> = restored.due.iter().map(|e| e.unwrap().0.to_vec()).collect();
-        assert_eq!(due.len(), enrollments.len(), "attempt {attempt}");
-        for e in &enrollments {
-            let key = keys::enrollment(&e.workflow, &e.lead);
-            assert!(
-                due.contains(&keys::due(e.due.unwrap(), &key)),
-                "attempt {attempt}: {e:?}"
-            );
-        }
-        let counts: std::collections::BTreeSet<usize> = (0..200)
-            .map(|n| {
-                restored
-                    .events_of(&format!("lead{n}@example.com"))
-                    .unwrap()
-                    .len()
-            })
-            .collect();
-        assert!(
-            counts.len() <= 1,
-            "attempt {attempt}: journals of unequal length {counts:?}"
-        );
-        drop(restored);
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    on_start.recv().unwrap();
+    // The step moves the enrollment (and so its due entry) and journals it: one transaction.
+    let committed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let store = store.clone();
+        let committed = committed.clone();
+        std::thread::spawn(move || {
+            let mut batch = Batch {
+                enrollments: vec![enrollment(lead, 10)],
+                ..Batch::default()
+            };
+            batch.event(lead, Utc::now(), Some("trial"), EventKind::Enrolled);
+            store.apply(&batch).unwrap();
+            committed.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !committed.load(std::sync::atomic::Ordering::SeqCst),
+        "a batch committed while the snapshot was being read"
+    );
+    go.send(()).unwrap();
+    let bytes = snapshot.join().unwrap();
     writer.join().unwrap();
+    assert!(committed.load(std::sync::atomic::Ordering::SeqCst));
+
+    let file = dir.join("store.backup");
+    std::fs::write(&file, bytes).unwrap();
+    let restored = Store::open(&dir.join("restored"), DEFAULT_CACHE_BYTES).unwrap();
+    restored.restore(&file).unwrap();
+    let before = enrollment(lead, 9).due;
+    assert_eq!(restored.enrollment("trial", lead).unwrap().unwrap().due, before);
+    assert_eq!(restored.next_due().unwrap(), before, "its due entry agrees");
+    assert_eq!(restored.upcoming(10).unwrap().len(), 1);
+    assert!(restored.events_of(lead).unwrap().is_empty(), "nor its journal line");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
