@@ -23,6 +23,8 @@ mod settings_cli;
 mod status_cli;
 // `nurture run`: the daemon sends on time, survives SIGKILL, reloads, stops gracefully.
 mod daemon;
+// `nurture backup` through the running daemon, `nurture restore` into a new store.
+mod backup;
 // Commands while the daemon runs: through its control socket, sending never stops.
 mod control;
 // Automatic enrollment by the daemon, `nurture enroll` and `nurture unenroll`.

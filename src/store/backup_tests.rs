@@ -215,10 +215,16 @@ fn a_batch_committed_during_a_snapshot_waits_for_it_and_is_not_half_in_it() {
     let restored = Store::open(&dir.join("restored"), DEFAULT_CACHE_BYTES).unwrap();
     restored.restore(&file).unwrap();
     let before = enrollment(lead, 9).due;
-    assert_eq!(restored.enrollment("trial", lead).unwrap().unwrap().due, before);
+    assert_eq!(
+        restored.enrollment("trial", lead).unwrap().unwrap().due,
+        before
+    );
     assert_eq!(restored.next_due().unwrap(), before, "its due entry agrees");
     assert_eq!(restored.upcoming(10).unwrap().len(), 1);
-    assert!(restored.events_of(lead).unwrap().is_empty(), "nor its journal line");
+    assert!(
+        restored.events_of(lead).unwrap().is_empty(),
+        "nor its journal line"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
