@@ -17,6 +17,8 @@ mod examples;
 mod fuzz;
 // `nurture leads …` and `nurture contacts` against a real store in a scratch folder.
 mod leads_cli;
+// Progress bars on imports and exports: on a terminal only.
+mod progress;
 // Settings checked like workflows (ranges, unknown variables) and flags that cannot overflow.
 mod settings_cli;
 // `nurture status` on a store with enrollments, sends, replies and exits.

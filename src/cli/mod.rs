@@ -22,6 +22,7 @@ mod generate;
 pub(crate) mod leads;
 mod mail;
 mod outbox;
+mod progress;
 mod run;
 mod send_test;
 pub mod session;
