@@ -37,6 +37,8 @@ mod inbox;
 mod classify;
 // `nurture mail classify`: golden text and JSON, with and without a store.
 mod mail_classify;
+// DKIM-signed emails through Postfix into Dovecot, verified against the published key.
+mod dkim;
 // Sending through a real Postfix into real Dovecot mailboxes (tests/mailstack.sh).
 mod smtp;
 // Under systemd (readiness, watchdog), the shipped unit file, completions and man pages.
