@@ -75,8 +75,11 @@ fn filled(dir: &Path) -> Store {
     store
 }
 
-/// Every tree's entries, by tree name.
-fn contents(store: &Store) -> Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> {
+/// A tree's entries, key and value.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Every non-empty tree's entries, by tree name.
+fn contents(store: &Store) -> Vec<(Vec<u8>, Entries)> {
     store
         .db
         .tree_names()
@@ -90,7 +93,7 @@ fn contents(store: &Store) -> Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> {
                 .collect();
             (name.to_vec(), entries)
         })
-        .filter(|(_, entries): &(Vec<u8>, Vec<_>)| !entries.is_empty())
+        .filter(|(_, entries): &(Vec<u8>, Entries)| !entries.is_empty())
         .collect::<std::collections::BTreeMap<_, _>>()
         .into_iter()
         .collect()
