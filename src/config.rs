@@ -41,6 +41,20 @@ pub struct Config {
     pub forms: Vec<FormConfig>,
     /// When soft bounces add up to an undeliverable address (`[bounces]`).
     pub bounces: BouncesConfig,
+    /// DKIM signing of outgoing emails (`[dkim]`; see `crate::mail::dkim`).
+    pub dkim: DkimConfig,
+}
+
+/// DKIM signing: all three set, or none (no signing).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DkimConfig {
+    /// The selector: the key is published at `SELECTOR._domainkey.DOMAIN`.
+    pub selector: String,
+    /// The signing domain (`d=`), usually the sender address's domain.
+    pub domain: String,
+    /// The private key, PEM (RSA or Ed25519); read when the daemon starts.
+    pub key_file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

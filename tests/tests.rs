@@ -19,12 +19,16 @@ mod examples;
 mod fuzz;
 // `nurture leads …` and `nurture contacts` against a real store in a scratch folder.
 mod leads_cli;
+// Progress bars on imports and exports: on a terminal only.
+mod progress;
 // Settings checked like workflows (ranges, unknown variables) and flags that cannot overflow.
 mod settings_cli;
 // `nurture status` on a store with enrollments, sends, replies and exits.
 mod status_cli;
 // `nurture run`: the daemon sends on time, survives SIGKILL, reloads, stops gracefully.
 mod daemon;
+// `nurture backup` through the running daemon, `nurture restore` into a new store.
+mod backup;
 // Commands while the daemon runs: through its control socket, sending never stops.
 mod control;
 // Automatic enrollment by the daemon, `nurture enroll` and `nurture unenroll`.
@@ -37,6 +41,8 @@ mod inbox;
 mod classify;
 // `nurture mail classify`: golden text and JSON, with and without a store.
 mod mail_classify;
+// DKIM-signed emails through Postfix into Dovecot, verified against the published key.
+mod dkim;
 // Sending through a real Postfix into real Dovecot mailboxes (tests/mailstack.sh).
 mod smtp;
 // Under systemd (readiness, watchdog), the shipped unit file, completions and man pages.

@@ -5,9 +5,8 @@ mod edit;
 pub(crate) mod import;
 pub(crate) mod view;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
@@ -428,25 +427,26 @@ fn run_import(cli: &Cli, args: &ImportArgs) -> Result<ExitCode, CliError> {
         )));
     }
     let config = cli.load_config()?;
-    let mut progress = Progress::new();
+    let progress = super::progress::import(&args.file);
     let on_chunk = |sofar: &ImportSummary, rejected: &[crate::leads_file::RejectedRow]| {
-        progress.clear();
-        for row in rejected {
-            eprintln!(
-                "warning: {}:{}: {}",
-                args.file.display(),
-                row.line,
-                row.reason
-            );
-        }
-        progress.show(sofar);
+        progress.suspend(|| {
+            for row in rejected {
+                eprintln!(
+                    "warning: {}:{}: {}",
+                    args.file.display(),
+                    row.line,
+                    row.reason
+                );
+            }
+        });
+        super::progress::rows_read(&progress, sofar.rows);
     };
     let summary = match super::session::target(&config)? {
         Target::Daemon(daemon) => daemon.import(&args.file, &options, on_chunk),
         Target::Here(store) => import::import(&store, &args.file, &options, Utc::now(), on_chunk)
             .map_err(|e| CliError::Input(e.to_string())),
     };
-    progress.clear();
+    progress.finish_and_clear();
     let summary = summary?;
     for note in &summary.notes {
         eprintln!("note: {}: {note}", args.file.display());
@@ -470,39 +470,4 @@ fn summary_line(summary: &ImportSummary) -> String {
         summary.unchanged,
         summary.rejected
     )
-}
-
-/// A one-line progress report on stderr, only when stderr is a terminal (never in a log) and
-/// only once the import has run for a moment, so small files print nothing extra.
-struct Progress {
-    terminal: bool,
-    started: Instant,
-    shown: bool,
-}
-
-impl Progress {
-    fn new() -> Progress {
-        Progress {
-            terminal: std::io::stderr().is_terminal(),
-            started: Instant::now(),
-            shown: false,
-        }
-    }
-
-    fn show(&mut self, sofar: &ImportSummary) {
-        let elapsed = self.started.elapsed();
-        if self.terminal && elapsed >= Duration::from_secs(1) {
-            let rate = sofar.rows as f64 / elapsed.as_secs_f64();
-            eprint!("\rimporting: {} rows ({rate:.0} rows/s)", sofar.rows);
-            self.shown = true;
-        }
-    }
-
-    /// Erases the progress line before anything else is printed.
-    fn clear(&mut self) {
-        if self.shown {
-            eprint!("\r\x1b[2K");
-            self.shown = false;
-        }
-    }
 }

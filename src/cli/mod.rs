@@ -13,6 +13,7 @@
 //! The commands that read or change the store run through a running daemon, or on the store
 //! opened here when none runs: [`session`].
 
+mod backup;
 mod check;
 pub(crate) mod contacts;
 pub mod dry_run;
@@ -21,6 +22,7 @@ mod generate;
 pub(crate) mod leads;
 mod mail;
 mod outbox;
+mod progress;
 mod run;
 mod send_test;
 pub mod session;
@@ -142,6 +144,10 @@ pub enum Command {
     Outbox(outbox::OutboxArgs),
     /// Inbound mail: `classify` says what nurture makes of a message, and why.
     Mail(mail::MailArgs),
+    /// Write a consistent snapshot of the store to a file (through the running daemon, if any).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty or absent store (no daemon may hold it).
+    Restore(backup::RestoreArgs),
 }
 
 impl Cli {
@@ -186,6 +192,8 @@ pub fn main() -> i32 {
         Command::Man(args) => generate::man(args),
         Command::Outbox(args) => session::run(&cli, StoreCommand::Outbox(args.clone())),
         Command::Mail(args) => mail::run(&cli, args),
+        Command::Backup(args) => backup::backup(&cli, args),
+        Command::Restore(args) => backup::restore(&cli, args),
     };
     let code = match result {
         Ok(code) => code,

@@ -260,15 +260,22 @@ pub fn target(config: &Config) -> Result<Target, CliError> {
     }
 }
 
-/// The command's standard output: the file `leads export --out` names, or stdout.
+/// The command's standard output: the file `leads export --out` names, or stdout; an export
+/// moves a progress bar on a terminal ([`super::progress`]).
 fn standard_output(command: &StoreCommand) -> Result<BufWriter<Box<dyn Write>>, CliError> {
     let sink: Box<dyn Write> = match command {
-        StoreCommand::Leads(LeadsCommand::Export(leads::ExportArgs {
-            out: Some(path), ..
-        })) => Box::new(
-            std::fs::File::create(path)
-                .map_err(|e| CliError::Input(format!("cannot write {}: {e}", path.display())))?,
-        ),
+        StoreCommand::Leads(LeadsCommand::Export(leads::ExportArgs { out, .. })) => {
+            let inner: Box<dyn Write> = match out {
+                Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
+                    CliError::Input(format!("cannot write {}: {e}", path.display()))
+                })?),
+                None => Box::new(std::io::stdout()),
+            };
+            Box::new(super::progress::Counting {
+                inner,
+                bar: super::progress::export(out.is_none()),
+            })
+        }
         _ => Box::new(std::io::stdout()),
     };
     Ok(BufWriter::new(sink))

@@ -10,6 +10,7 @@
 //! - [`personalize`]: one planned email rendered for one lead (daemon and dry-run alike).
 //! - [`compose`]: the outgoing email (headers, Message-ID, List-Unsubscribe) and its RFC 5322
 //!   form through lettre.
+//! - [`dkim`]: the DKIM signature put on each email as it leaves, when `[dkim]` is set.
 //!
 //! Rule of the module: lead data is escaped in HTML, never in text, and can never create a
 //! header: every header value that may carry lead data goes through [`compose::header_text`].
@@ -17,6 +18,7 @@
 pub mod classify;
 pub mod compose;
 pub mod date_helper;
+pub mod dkim;
 pub mod imap;
 pub mod personalize;
 pub mod render;

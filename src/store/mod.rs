@@ -29,10 +29,14 @@
 //! moved); the daemon's delivery task never writes (`crate::daemon::webhooks`). A store
 //! opened without subscriptions (tests, tools) queues nothing, and leaves the queue alone.
 //!
+//! Backups ([`backup`]): every write goes through the write gate, held shared by writers and
+//! alone by a snapshot, so `nurture backup` sees the store between two transactions.
+//!
 //! The store holds personal data and the unsubscribe key: its folder is the owner's alone
 //! ([`crate::private`]). A store written by an older nurture is upgraded when opened
 //! ([`migrate`]).
 
+pub mod backup;
 mod codec;
 pub mod keys;
 mod migrate;
@@ -96,6 +100,10 @@ pub enum StoreError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error(
+        "a restore into the store at {path} did not finish: it holds part of a backup; delete the folder and run `nurture restore` again"
+    )]
+    RestoreIncomplete { path: PathBuf },
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
 }
@@ -207,6 +215,8 @@ pub struct Store {
     routes: Arc<Routes>,
     /// What the upgrade run by this open merged (empty when there was none). Shared by clones.
     merged: Arc<Vec<Merged>>,
+    /// Held shared by every write, alone by a backup's snapshot ([`backup`]). Shared by clones.
+    gate: Arc<std::sync::RwLock<()>>,
 }
 
 /// How long an open waits for a lock that is being released: sled 0.34 drops its `Db` before
@@ -277,6 +287,7 @@ impl Store {
             webhooks_failed: db.open_tree("webhooks_failed")?,
             routes: Arc::default(),
             merged: Arc::default(),
+            gate: Arc::default(),
             db,
         };
         let merged = store.check_schema(path)?;
@@ -305,6 +316,11 @@ impl Store {
     /// Checks the schema version; upgrades an older store (returning what that merged) and
     /// stamps a new one.
     fn check_schema(&self, path: &Path) -> Result<Vec<Merged>> {
+        if self.meta.contains_key(backup::RESTORING_KEY)? {
+            return Err(StoreError::RestoreIncomplete {
+                path: path.to_path_buf(),
+            });
+        }
         match self.meta.get(SCHEMA_KEY)? {
             Some(bytes) => {
                 let found = bytes
@@ -360,6 +376,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
+        let _shared = self.write_gate();
         // Encode outside the transaction: its closure may run more than once on a conflict.
         let leads: Vec<(Vec<u8>, Vec<u8>)> = batch
             .leads
@@ -857,6 +874,7 @@ impl Store {
     }
 
     pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<()> {
+        let _shared = self.write_gate();
         self.meta.insert(key.as_bytes(), value)?;
         Ok(())
     }
@@ -869,6 +887,13 @@ impl Store {
             found.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
         }
         Ok(found)
+    }
+
+    /// The write gate, held shared (see [`backup`]).
+    fn write_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Bytes the database takes on disk.
