@@ -10,6 +10,7 @@
 #             (users are local parts @example.test, password "secret")
 #         tests/mailstack.sh down DIR   (graceful)   |   tests/mailstack.sh kill DIR   (instant)
 #         tests/mailstack.sh restart-imap DIR   (Dovecot only: SIGKILL, then started again)
+#         tests/mailstack.sh stop-imap DIR | start-imap DIR   (Dovecot only: SIGKILL | start)
 #         NO_IDLE=1 tests/mailstack.sh up ...   (Dovecot does not announce IDLE: clients must poll)
 # Needs root (the Postfix master starts as root) and the Debian packages postfix, dovecot-imapd
 # and dovecot-lmtpd (.ci/run installs them). No systemd, no syslog; nothing outside DIR is written.
@@ -143,11 +144,17 @@ EOF
   echo "mailstack: not up; see $D/dv/dovecot.log $D/pf/postfix.log $D/pf/start.log" >&2; exit 1
 fi
 
-if [ "$cmd" = restart-imap ]; then
+if [ "$cmd" = restart-imap ] || [ "$cmd" = stop-imap ]; then
   p=$(sed -n '1{s/ //g;p}' "$D"/dv/run/master.pid)
   kill -KILL -- -"$p"
   for i in $(seq 500); do ps -o stat= -p "$p" 2>/dev/null | grep -qv '^Z' || break; sleep 0.01; done
   rm -f "$D"/dv/run/master.pid
+  [ "$cmd" = stop-imap ] && exit 0
+  dovecot -c "$D"/dv/dovecot.conf </dev/null >/dev/null 2>>"$D"/dv/start.log
+  exit 0
+fi
+
+if [ "$cmd" = start-imap ]; then
   dovecot -c "$D"/dv/dovecot.conf </dev/null >/dev/null 2>>"$D"/dv/start.log
   exit 0
 fi
@@ -165,4 +172,4 @@ if [ "$cmd" = down ] || [ "$cmd" = kill ]; then      # down: graceful SIGTERM (~
   done
   echo "mailstack: still running after 5 s" >&2; exit 1
 fi
-echo "usage: $0 up DIR SMTP_PORT IMAP_PORT users... | down DIR | kill DIR | restart-imap DIR" >&2; exit 2
+echo "usage: $0 up DIR SMTP_PORT IMAP_PORT users... | down DIR | kill DIR | restart-imap DIR | stop-imap DIR | start-imap DIR" >&2; exit 2

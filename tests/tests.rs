@@ -43,3 +43,5 @@ mod webhooks;
 mod api;
 // Web forms, double opt-in (through Postfix + Dovecot) and the example page in headless Chromium.
 mod forms;
+// `/metrics`, `/healthz` and `/readyz` of the daemon, with real sends and replies.
+mod metrics;

@@ -4,7 +4,8 @@
 //! - [`unsubscribe`]: one-click unsubscribe links (always, once the server runs);
 //! - [`api`]: `/v1`, JSON, behind API keys (`http.api_key_file` / `http.api_key_env`);
 //! - [`forms`]: `POST /forms/<name>` for the `[[forms]]` of the configuration;
-//! - [`optin`]: `/confirm/<token>`, when a form asks for double opt-in.
+//! - [`optin`]: `/confirm/<token>`, when a form asks for double opt-in;
+//! - [`health`]: `/healthz`, `/readyz` and `/metrics` (always), and the layer timing requests.
 //!
 //! Limits are layers: a request timeout and request tracing around everything, a body limit on
 //! the API (each form checks its own); rate limits are per API key and per client address
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod error;
 pub mod forms;
+pub mod health;
 pub mod optin;
 pub mod unsubscribe;
 
@@ -120,9 +122,12 @@ impl Doors {
 pub async fn serve(
     listener: TcpListener,
     doors: Arc<Doors>,
+    health: Arc<health::Health>,
     config: &Config,
 ) -> std::io::Result<()> {
-    let mut app = Router::new().merge(unsubscribe::router());
+    let mut app = Router::new()
+        .merge(unsubscribe::router())
+        .merge(health::router(health));
     if doors.api.is_some() {
         app = app.merge(api::router(config.http.api_max_body_bytes));
     }
@@ -135,6 +140,7 @@ pub async fn serve(
     let app = app
         .fallback(unsubscribe::not_found)
         .with_state(doors)
+        .layer(axum::middleware::from_fn(health::timed))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.http.timeout_seconds.max(1)),
