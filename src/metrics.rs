@@ -9,8 +9,8 @@
 //!   loop once what the mail caused is durable; one-click unsubscribes likewise;
 //! - the inbox watchers' connections and reconnects, per folder;
 //! - SMTP send latency (one histogram, by outcome) and HTTP request latency (by method, route
-//!   template and status; the route is the template, `/u/{token}`, never the path, so no token
-//!   or address reaches a label);
+//!   template and status; the route is the template, `/unsubscribe/{token}`, never the path,
+//!   so no token or address reaches a label);
 //! - depths (active enrollments per workflow, the due index, the outbox): read at each scrape
 //!   from the counts the store keeps in memory ([`crate::store::depths`]), which cost nothing
 //!   to read; absent until the daemon's first count is over.

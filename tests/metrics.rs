@@ -11,7 +11,7 @@ use mail_parser::MessageParser;
 use nurture::lead::Lead;
 use prometheus_parse::{Scrape, Value};
 
-use crate::api::free_port;
+use crate::api::{KEY, free_port};
 use crate::mail_system::{MailStack, REPO, nurture_command};
 use crate::support::{scratch, seed};
 
@@ -57,6 +57,8 @@ impl Daemon {
                 ("NURTURE_IMAP_PASSWORD_ENV", "TEST_IMAP_PASSWORD"),
                 ("TEST_IMAP_PASSWORD", "secret"),
                 ("NURTURE_HTTP_LISTEN", &listen),
+                ("NURTURE_HTTP_API_KEY_ENV", "TEST_API_KEY"),
+                ("TEST_API_KEY", KEY),
             ],
         )
         .stdout(Stdio::null())
@@ -326,10 +328,63 @@ fn the_figures_move_with_real_sends_and_replies_and_readiness_follows_dovecot() 
     daemon.wait("/readyz says 200 again", |d| d.ready().0 == 200);
     let (_, ready) = daemon.ready();
     assert_eq!(ready["ready"], true, "{ready}");
+    let up = daemon.scrape();
     assert_eq!(
-        daemon
-            .scrape()
-            .value("nurture_imap_connected", &[("folder", folder)]),
+        up.value("nurture_imap_connected", &[("folder", folder)]),
         1.0
     );
+
+    // Postfix goes away and a new lead arrives through the API: its welcome email cannot be
+    // handed over, waits in the outbox for a retry, and nurture is not ready.
+    let port = stack.smtp_port.to_string();
+    stack.run(&["stop-smtp", &port], &[]);
+    let created = daemon
+        .http
+        .post(format!("{}/v1/leads", daemon.base))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({
+            "email": "ben@example.test", "first_name": "Ben", "source": "inbox-test"
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    daemon.wait("/readyz says 503 for SMTP", |d| d.ready().0 == 503);
+    let (_, ready) = daemon.ready();
+    assert_eq!(ready["checks"]["smtp"], "failing", "{ready}");
+    assert_eq!(ready["checks"]["imap"], "ok", "{ready}");
+    assert!(ready["reasons"].to_string().contains("SMTP"), "{ready}");
+    daemon.wait("the deferred email counted", |d| {
+        d.scrape().emails("deferred") == 1.0
+    });
+    let failing = daemon.scrape();
+    assert_eq!(failing.emails("sent"), up.emails("sent"));
+    assert_eq!(failing.emails("deferred") - up.emails("deferred"), 1.0);
+    assert_eq!(failing.value("nurture_outbox_depth", &[]), 1.0);
+    assert_eq!(
+        failing.value("nurture_enrollments_active", &[("workflow", "welcome")]),
+        2.0
+    );
+    assert_eq!(
+        failing.value(
+            "nurture_smtp_send_duration_seconds_count",
+            &[("outcome", "failed")]
+        ),
+        1.0,
+        "{}",
+        failing.text
+    );
+    assert_eq!(
+        failing.value(
+            "nurture_http_request_duration_seconds_count",
+            &[
+                ("route", "/v1/leads"),
+                ("method", "POST"),
+                ("status", "201")
+            ]
+        ),
+        1.0,
+        "{}",
+        failing.text
+    );
+    stack.run(&["start-smtp"], &[]);
 }

@@ -99,7 +99,7 @@ async fn scrape() -> Response {
 }
 
 /// Times a request for `nurture_http_request_duration_seconds`, labelled by the route's
-/// template (`/u/{token}`, never the path itself), or `unmatched`.
+/// template (`/unsubscribe/{token}`, never the path itself), or `unmatched`.
 pub async fn timed(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
