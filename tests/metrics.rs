@@ -191,7 +191,7 @@ fn answer(stack: &MailStack, from: &str, welcome: &[u8], subject: &str, extra: &
 }
 
 #[test]
-fn the_figures_move_with_real_sends_and_replies_and_readiness_follows_dovecot() {
+fn the_figures_move_with_real_sends_and_replies_and_readiness_follows_dovecot_and_postfix() {
     let stack = MailStack::up("metrics", 2940, 2194, &USERS);
     let dir = scratch("metrics");
     seed(
