@@ -22,6 +22,7 @@
 //! - [`store`]: the durable state in sled: leads, enrollments, due index, outbox, journal.
 //! - [`config`]: `nurture.toml` with environment overrides.
 //! - [`daemon`]: `nurture run`: the scheduler, sender, enroller and reload loop.
+//! - [`metrics`]: the daemon's figures for Prometheus (`GET /metrics`).
 //! - [`webhooks`]: webhooks out: subscriptions, bodies, the queue record, signatures.
 //! - [`control`]: the daemon's control socket: commands typed while it runs go through it.
 //! - [`cli`]: the `nurture` command line.
@@ -40,6 +41,7 @@ pub mod enrollment;
 pub mod lead;
 pub mod leads_file;
 pub mod mail;
+pub mod metrics;
 pub mod private;
 pub mod project;
 pub mod retry;

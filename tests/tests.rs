@@ -55,3 +55,5 @@ mod api;
 mod forms;
 // The status page over real HTTP (login, cookie, logout, CSRF) and in headless Chromium.
 mod page;
+// `/metrics`, `/healthz` and `/readyz` of the daemon, with real sends and replies.
+mod metrics;

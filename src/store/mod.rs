@@ -38,6 +38,7 @@
 
 pub mod backup;
 mod codec;
+pub mod depths;
 pub mod keys;
 mod migrate;
 mod records;
@@ -49,7 +50,7 @@ use chrono::{DateTime, Utc};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
-use crate::engine::Enrollment;
+use crate::engine::{Enrollment, Status};
 use crate::lead::{Lead, email_key};
 use crate::webhooks::Routes;
 
@@ -217,6 +218,8 @@ pub struct Store {
     merged: Arc<Vec<Merged>>,
     /// Held shared by every write, alone by a backup's snapshot ([`backup`]). Shared by clones.
     gate: Arc<std::sync::RwLock<()>>,
+    /// The queues' depths for the daemon's gauges ([`depths`]). Shared by clones.
+    depths: Arc<depths::Depths>,
 }
 
 /// How long an open waits for a lock that is being released: sled 0.34 drops its `Db` before
@@ -288,6 +291,7 @@ impl Store {
             routes: Arc::default(),
             merged: Arc::default(),
             gate: Arc::default(),
+            depths: Arc::default(),
             db,
         };
         let merged = store.check_schema(path)?;
@@ -492,6 +496,8 @@ impl Store {
             &self.webhooks,
             &self.webhooks_failed,
         );
+        // The depths' count does not read a chunk while this commits ([`depths`]).
+        let progress = self.depths.writing();
         let result = trees.transaction(
             |(
                 leads_t,
@@ -509,34 +515,56 @@ impl Store {
                 for (key, value) in &leads {
                     leads_t.insert(key.as_slice(), value.as_slice())?;
                 }
+                let mut delta = depths::Delta::default();
                 for (enrollment, key, value) in &enrollments {
                     let previous = enrollments_t.insert(key.as_slice(), value.as_slice())?;
-                    match previous {
+                    let was_active = match previous {
                         Some(old) => {
-                            let old: DueOnly = codec::decode("enrollment", &old)
+                            let old: Replaced = codec::decode("enrollment", &old)
                                 .map_err(ConflictableTransactionError::Abort)?;
                             if let Some(due) = old.due {
-                                due_t.remove(keys::due(due, key))?;
+                                let due_key = keys::due(due, key);
+                                if due_t.remove(due_key.as_slice())?.is_some()
+                                    && progress.due.tracks(&due_key)
+                                {
+                                    delta.due(-1);
+                                }
                             }
+                            old.status == Status::Active
                         }
                         None => {
                             let index =
                                 keys::lead_enrollment(&enrollment.lead, &enrollment.workflow);
                             lead_enrollments_t.insert(index, &[])?;
+                            false
                         }
+                    };
+                    if progress.enrollments.tracks(key) {
+                        delta.enrollment(&enrollment.workflow, was_active, enrollment.is_active());
                     }
                     if let Some(due) = enrollment.due {
-                        due_t.insert(keys::due(due, key), &[])?;
+                        let due_key = keys::due(due, key);
+                        if due_t.insert(due_key.as_slice(), &[])?.is_none()
+                            && progress.due.tracks(&due_key)
+                        {
+                            delta.due(1);
+                        }
                     }
                 }
                 for (key, value) in &events {
                     events_t.insert(key.as_slice(), value.as_slice())?;
                 }
                 for key in &outbox_remove {
-                    outbox_t.remove(key.as_slice())?;
+                    if outbox_t.remove(key.as_slice())?.is_some() && progress.outbox.tracks(key) {
+                        delta.outbox(-1);
+                    }
                 }
                 for (key, value) in &outbox_put {
-                    outbox_t.insert(key.as_slice(), value.as_slice())?;
+                    if outbox_t.insert(key.as_slice(), value.as_slice())?.is_none()
+                        && progress.outbox.tracks(key)
+                    {
+                        delta.outbox(1);
+                    }
                 }
                 for id in &batch.messages_remove {
                     messages_t.remove(id.as_bytes())?;
@@ -580,13 +608,17 @@ impl Store {
                 for key in &batch.meta_remove {
                     meta_t.remove(key.as_bytes())?;
                 }
-                Ok(())
+                Ok(delta)
             },
         );
-        result.map_err(|error| match error {
+        let delta = result.map_err(|error| match error {
             TransactionError::Abort(error) => error,
             TransactionError::Storage(error) => StoreError::Sled(error),
-        })
+        })?;
+        self.depths.add(delta);
+        drop(progress);
+        crate::metrics::journal(&batch.events);
+        Ok(())
     }
 
     // ---- leads ----
@@ -959,11 +991,12 @@ fn decode_in_flight(bytes: &[u8]) -> Result<Vec<OutboxEmail>> {
     Ok(emails)
 }
 
-/// The one field of a stored enrollment that moving its due entry needs: decoding only it
-/// skips building the rest.
+/// The fields of a stored enrollment that a write replacing it needs (to move its due entry,
+/// and for the active count of [`depths`]): decoding only them skips building the rest.
 #[derive(serde::Deserialize)]
-struct DueOnly {
+struct Replaced {
     due: Option<DateTime<Utc>>,
+    status: Status,
 }
 
 fn decode_outbox(bytes: &[u8]) -> Result<OutboxEmail> {

@@ -5,7 +5,8 @@
 //! - [`api`]: `/v1`, JSON, behind API keys (`http.api_key_file` / `http.api_key_env`);
 //! - [`forms`]: `POST /forms/<name>` for the `[[forms]]` of the configuration;
 //! - [`optin`]: `/confirm/<token>`, when a form asks for double opt-in;
-//! - [`page`]: the status page (`/`, `/leads/<email>`), behind the API keys or its password.
+//! - [`page`]: the status page (`/`, `/leads/<email>`), behind the API keys or its password;
+//! - [`health`]: `/healthz`, `/readyz` and `/metrics` (always), and the layer timing requests.
 //!
 //! Limits are layers: a request timeout and request tracing around everything, a body limit on
 //! the API (each form checks its own); rate limits are per API key and per client address
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod error;
 pub mod forms;
+pub mod health;
 pub mod optin;
 pub mod page;
 pub mod unsubscribe;
@@ -145,9 +147,12 @@ impl Doors {
 pub async fn serve(
     listener: TcpListener,
     doors: Arc<Doors>,
+    health: Arc<health::Health>,
     config: &Config,
 ) -> std::io::Result<()> {
-    let mut app = Router::new().merge(unsubscribe::router());
+    let mut app = Router::new()
+        .merge(unsubscribe::router())
+        .merge(health::router(health));
     if doors.api.is_some() {
         app = app.merge(api::router(config.http.api_max_body_bytes));
     }
@@ -163,6 +168,7 @@ pub async fn serve(
     let app = app
         .fallback(unsubscribe::not_found)
         .with_state(doors)
+        .layer(axum::middleware::from_fn(health::timed))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.http.timeout_seconds.max(1)),
