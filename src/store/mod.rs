@@ -36,6 +36,7 @@
 mod codec;
 pub mod keys;
 mod migrate;
+pub mod postgres;
 mod records;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,1 @@
+//! PostgreSQL-only behaviour: schema, claims, wake-ups, the watcher lease.
