@@ -949,4 +949,6 @@ fn decode_outbox(bytes: &[u8]) -> Result<OutboxEmail> {
 }
 
 #[cfg(test)]
+mod contract;
+#[cfg(test)]
 mod tests;

@@ -85,3 +85,17 @@ impl Cluster {
 pub fn store(name: &str) -> PgStore {
     PgStore::open(&cluster().database(name), None).expect("the store opens")
 }
+
+/// Puts the enrollment (workflow, email) under another daemon's lease for an hour, creating a
+/// placeholder for it if it does not exist: any batch of `store` that writes it is refused.
+pub fn lease_elsewhere(store: &PgStore, workflow: &str, email: &str) {
+    store
+        .rows(
+            "INSERT INTO enrollments (workflow, lead_key, body, lease_owner, lease_until) \
+             VALUES ($1, $2, '{}', 'another daemon', clock_timestamp() + interval '1 hour') \
+             ON CONFLICT (workflow, lead_key) DO UPDATE \
+             SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until",
+            &[&workflow, &crate::lead::email_key(email).as_ref()],
+        )
+        .expect("the lease is set");
+}
