@@ -41,7 +41,7 @@ use super::StoreError;
 use crate::secret::Secret;
 use crate::webhooks::Routes;
 
-pub use self::pool::Settings;
+pub use self::pool::{Session, Settings};
 use self::pool::{Conn, Manager};
 pub use self::shared::{Waker, WatcherLease};
 
@@ -160,7 +160,7 @@ impl PgStore {
     fn rows(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let mut conn = self.conn()?;
         let Conn { client, statements } = &mut *conn;
-        let statement = statements.get(client, sql)?;
+        let statement = statements.get(&mut **client, sql)?;
         Ok(client.query(&statement, params)?)
     }
 }

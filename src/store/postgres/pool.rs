@@ -3,6 +3,7 @@
 //! the store's operations borrow from, each connection keeping its prepared statements.
 
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -62,12 +63,12 @@ impl Settings {
     }
 
     /// A new connection of its own (not from the pool): for LISTEN and session locks.
-    pub fn connect(&self) -> Result<Client, PgError> {
+    pub fn connect(&self) -> Result<Session, PgError> {
         let connected = match &self.tls {
             Some(tls) => self.config.connect(tls.clone()),
             None => self.config.connect(postgres::NoTls),
         };
-        connected.map_err(PgError::Connect)
+        connected.map(|client| Session(Some(client))).map_err(PgError::Connect)
     }
 
     /// The database's name (for error messages).
@@ -76,9 +77,39 @@ impl Settings {
     }
 }
 
+/// A connection that may be dropped anywhere. The synchronous client closes its connection by
+/// blocking on a small runtime of its own, which tokio forbids on a runtime's thread (the last
+/// clone of a store dropped in async code would panic): there it is closed on a thread of its
+/// own.
+pub struct Session(Option<Client>);
+
+impl Deref for Session {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.0.as_ref().expect("a session is emptied only when dropped")
+    }
+}
+
+impl DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0.as_mut().expect("a session is emptied only when dropped")
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            std::thread::spawn(move || drop(client));
+        }
+    }
+}
+
 /// A pooled connection with the statements prepared on it so far.
 pub struct Conn {
-    pub client: Client,
+    pub client: Session,
     pub statements: Statements,
 }
 

@@ -14,10 +14,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 
-use super::{PgStore, Result, Settings, column, millis};
+use super::{PgStore, Result, Session, Settings, column, millis};
 use crate::lead::email_key;
 
 const CLAIM: &str = "WITH picked AS ( \
@@ -98,7 +97,7 @@ impl PgStore {
 /// Listens for the notifications that work may have appeared. Dropping it closes its
 /// connection.
 pub struct Waker {
-    client: Client,
+    client: Session,
 }
 
 impl Waker {
@@ -130,7 +129,7 @@ impl Waker {
 /// on a connection of its own. It ends when dropped or when the connection dies (its daemon
 /// killed, the network cut): then another daemon's [`PgStore::try_watch`] gets it.
 pub struct WatcherLease {
-    client: Client,
+    client: Session,
     mailbox: String,
 }
 
