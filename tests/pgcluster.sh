@@ -3,7 +3,9 @@
 # Unix socket in DIR too, with fsync off (tests only: speed, no durability wanted). Used by the
 # store tests (src/store/postgres/testing.rs): one cluster per test binary run, one database
 # per test. The superuser is `nurture`, trusted on loopback (-A trust: tests only).
-# Usage:  tests/pgcluster.sh start DIR PORT [OWNER_PID]
+# Usage:  [NURTURE_PG_DURABLE=1] tests/pgcluster.sh start DIR PORT [OWNER_PID]
+#             NURTURE_PG_DURABLE=1 keeps PostgreSQL's durable defaults (fsync, synchronous
+#             commit): for benchmarks, which compare with sled flushing to disk.
 #             With OWNER_PID, a watcher stops the cluster once that process is gone, so a test
 #             binary that ends (or is killed) never leaves a server behind.
 #         tests/pgcluster.sh stop DIR     (fast shutdown: open transactions are rolled back)
@@ -34,8 +36,10 @@ start)
   [ "$(id -u)" = 0 ] && chown postgres "$D"
   as_owner "$PGBIN/initdb" -D "$D/db" -A trust -U nurture --no-sync >"$D/initdb.log" 2>&1 \
     || { cat "$D/initdb.log" >&2; exit 1; }
+  fast="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [ "${NURTURE_PG_DURABLE:-}" = 1 ] && fast=""
   as_owner "$PGBIN/pg_ctl" -D "$D/db" -l "$D/server.log" -w start \
-    -o "-p $PORT -k $D -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+    -o "-p $PORT -k $D -c listen_addresses=127.0.0.1 -c max_connections=200 $fast" \
     >"$D/start.log" 2>&1 || { cat "$D/start.log" "$D/server.log" >&2; exit 1; }
   if [ -n "$OWNER" ]; then
     # Detached from the caller's output, so a test harness waiting on it does not hang.

@@ -65,7 +65,10 @@ macro_rules! alike {
             self.store.lead(email).unwrap()
         }
         fn leads(&self) -> Vec<Lead> {
-            self.store.leads().collect::<std::result::Result<_, _>>().unwrap()
+            self.store
+                .leads()
+                .collect::<std::result::Result<_, _>>()
+                .unwrap()
         }
         fn enrollment(&self, workflow: &str, email: &str) -> Option<Enrollment> {
             self.store.enrollment(workflow, email).unwrap()
@@ -167,10 +170,8 @@ pub struct Sled {
 
 impl Contract for Sled {
     fn open(name: &str) -> Sled {
-        let dir = std::env::temp_dir().join(format!(
-            "nurture-contract-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("nurture-contract-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         Sled {
             store: Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap(),
@@ -516,7 +517,9 @@ fn a_failed_batch_changes_nothing<S: Contract>(name: &str) {
         .outbox_put
         .push(outbox_email("<3@example.test>", at(2)));
     batch.changed.push("a@example.com".into());
-    batch.meta_put.push(("watcher".into(), b"position".to_vec()));
+    batch
+        .meta_put
+        .push(("watcher".into(), b"position".to_vec()));
     assert!(store.apply(&batch).is_err());
     assert_eq!(store.lead("a@example.com"), None);
     assert_eq!(store.next_due(), None);
@@ -638,7 +641,10 @@ fn a_subscribed_event_queues_its_webhook_in_the_same_transaction<S: Contract>(na
     assert_eq!(pending.len(), 2);
     let body: serde_json::Value = serde_json::from_str(&pending[1].body).unwrap();
     assert_eq!(body["data"]["lead"]["email"], "Ana@example.com");
-    assert_ne!(pending[0].id, pending[1].id, "every delivery has its own id");
+    assert_ne!(
+        pending[0].id, pending[1].id,
+        "every delivery has its own id"
+    );
 
     // A batch that fails queues nothing, as it journals nothing.
     store.break_enrollment("trial", "b@example.com");
@@ -701,7 +707,10 @@ fn a_batch_that_writes_a_key_twice_keeps_its_last_write<S: Contract>(name: &str)
     }];
     store.apply(&batch).unwrap();
     assert_eq!(store.lead("ana@example.com").unwrap().score, 2);
-    assert_eq!(store.upcoming(10), vec![(at(4), "trial".into(), "ana@example.com".into())]);
+    assert_eq!(
+        store.upcoming(10),
+        vec![(at(4), "trial".into(), "ana@example.com".into())]
+    );
     assert_eq!(store.meta_get("k"), Some(b"2".to_vec()));
     assert_eq!(store.outbox().len(), 1);
     assert_eq!(store.outbox()[0].attempts, 1);
@@ -717,11 +726,15 @@ fn walks_return_everything_in_key_order<S: Contract>(name: &str) {
     for i in (0..LEADS).rev() {
         let email = format!("lead{i:05}@example.test");
         batch.leads.push(Lead::new(email.clone(), at(1)));
-        batch.enrollments.push(enrollment("drip", &email, Some(at(2))));
+        batch
+            .enrollments
+            .push(enrollment("drip", &email, Some(at(2))));
         batch.event(&email, at(1), None, EventKind::Enrolled);
         batch.event(&email, at(2), None, EventKind::Completed);
         if i % 2 == 0 {
-            batch.outbox_put.push(outbox_email(&format!("<{i:05}@x>"), at(3)));
+            batch
+                .outbox_put
+                .push(outbox_email(&format!("<{i:05}@x>"), at(3)));
         }
     }
     store.apply(&batch).unwrap();
@@ -741,7 +754,10 @@ fn walks_return_everything_in_key_order<S: Contract>(name: &str) {
         assert_eq!(pair[1].1.kind, EventKind::Completed);
     }
     let ids: Vec<String> = store.outbox().into_iter().map(|e| e.message_id).collect();
-    let expected_ids: Vec<String> = (0..LEADS).step_by(2).map(|i| format!("<{i:05}@x>")).collect();
+    let expected_ids: Vec<String> = (0..LEADS)
+        .step_by(2)
+        .map(|i| format!("<{i:05}@x>"))
+        .collect();
     assert_eq!(ids, expected_ids);
     assert_eq!(store.outbox_ready(at(3), 3).len(), 3);
 

@@ -41,8 +41,8 @@ use super::StoreError;
 use crate::secret::Secret;
 use crate::webhooks::Routes;
 
-pub use self::pool::{Session, Settings};
 use self::pool::{Conn, Manager};
+pub use self::pool::{Session, Settings};
 pub use self::shared::{Waker, WatcherLease};
 
 /// Connections a store keeps open at most: the daemon's scheduler, sender, inbox watcher,

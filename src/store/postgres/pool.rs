@@ -50,8 +50,8 @@ impl Settings {
         // nothing.
         let tls = match config.get_ssl_mode() {
             SslMode::Require => {
-                let client = crate::tls::client_config(ca_file)
-                    .map_err(|detail| PgError::Url { detail })?;
+                let client =
+                    crate::tls::client_config(ca_file).map_err(|detail| PgError::Url { detail })?;
                 Some(MakeRustlsConnect::new((*client).clone()))
             }
             _ => {
@@ -68,7 +68,9 @@ impl Settings {
             Some(tls) => self.config.connect(tls.clone()),
             None => self.config.connect(postgres::NoTls),
         };
-        connected.map(|client| Session(Some(client))).map_err(PgError::Connect)
+        connected
+            .map(|client| Session(Some(client)))
+            .map_err(PgError::Connect)
     }
 
     /// The database's name (for error messages).
@@ -87,13 +89,17 @@ impl Deref for Session {
     type Target = Client;
 
     fn deref(&self) -> &Client {
-        self.0.as_ref().expect("a session is emptied only when dropped")
+        self.0
+            .as_ref()
+            .expect("a session is emptied only when dropped")
     }
 }
 
 impl DerefMut for Session {
     fn deref_mut(&mut self) -> &mut Client {
-        self.0.as_mut().expect("a session is emptied only when dropped")
+        self.0
+            .as_mut()
+            .expect("a session is emptied only when dropped")
     }
 }
 

@@ -79,6 +79,31 @@ impl PgStore {
         .collect()
     }
 
+    /// These enrollments (workflow, email), each with its lead, in one query: what a daemon
+    /// reads for the work it claimed. Those that no longer exist are left out.
+    pub fn enrollments_with_leads(
+        &self,
+        enrollments: &[(String, String)],
+    ) -> Result<Vec<(Enrollment, Option<Lead>)>> {
+        let (workflows, keys): (Vec<&str>, Vec<String>) = enrollments
+            .iter()
+            .map(|(workflow, email)| (workflow.as_str(), email_key(email).into_owned()))
+            .unzip();
+        self.rows(
+            "SELECT e.body, l.body FROM unnest($1::text[], $2::text[]) WITH ORDINALITY \
+             AS wanted (workflow, lead_key, n) \
+             JOIN enrollments e USING (workflow, lead_key) \
+             LEFT JOIN leads l ON l.lead_key = wanted.lead_key ORDER BY wanted.n",
+            &[&workflows, &keys],
+        )?
+        .iter()
+        .map(|row| {
+            let lead: Option<postgres::types::Json<Lead>> = column(row, 1, "lead")?;
+            Ok((record(row, 0, "enrollment")?, lead.map(|json| json.0)))
+        })
+        .collect()
+    }
+
     /// Every enrollment, by workflow then lead.
     pub fn enrollments(&self) -> Pages<(String, String), Enrollment> {
         self.pages(
@@ -308,13 +333,10 @@ impl PgStore {
 
     /// The kept copies of uncertain emails, by Message-ID.
     pub fn uncertain(&self) -> Result<Vec<OutboxEmail>> {
-        self.rows(
-            "SELECT header, eml FROM uncertain ORDER BY message_id",
-            &[],
-        )?
-        .iter()
-        .map(|row| email(row, 0))
-        .collect()
+        self.rows("SELECT header, eml FROM uncertain ORDER BY message_id", &[])?
+            .iter()
+            .map(|row| email(row, 0))
+            .collect()
     }
 
     // ---- webhooks ----

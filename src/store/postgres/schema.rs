@@ -28,10 +28,7 @@ pub fn migrate(client: &mut Client, database: &str) -> Result<i32, PgError> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     let recorded: bool = tx
-        .query_one(
-            "SELECT to_regclass('nurture_migrations') IS NOT NULL",
-            &[],
-        )?
+        .query_one("SELECT to_regclass('nurture_migrations') IS NOT NULL", &[])?
         .get(0);
     if !recorded {
         let tables: i64 = tx

@@ -48,10 +48,7 @@ impl PgStore {
     ) -> Result<Vec<(String, String)>> {
         let owner: &str = &self.owner;
         let lease_ms = lease.as_millis() as f64;
-        let rows = self.rows(
-            CLAIM,
-            &[&millis(now), &(limit as i64), &owner, &lease_ms],
-        )?;
+        let rows = self.rows(CLAIM, &[&millis(now), &(limit as i64), &owner, &lease_ms])?;
         let mut claimed = rows
             .iter()
             .map(|row| {

@@ -51,8 +51,15 @@ fn due_leads(store: &PgStore, count: usize) {
 /// The batch a step makes: the enrollment moved past its step, a journal line.
 fn step(store: &PgStore, claimed: &[(String, String)]) -> Batch {
     let mut batch = Batch::default();
-    for (workflow, email) in claimed {
-        let mut enrollment = store.enrollment(workflow, email).unwrap().unwrap();
+    let found = store.enrollments_with_leads(claimed).unwrap();
+    assert_eq!(
+        found.len(),
+        claimed.len(),
+        "each claimed enrollment, in order"
+    );
+    for ((workflow, email), (mut enrollment, lead)) in claimed.iter().zip(found) {
+        assert_eq!(enrollment.workflow, *workflow);
+        assert_eq!(lead.map(|lead| lead.email).as_ref(), Some(email));
         enrollment.position.pc += 1;
         enrollment.due = Some(at(23));
         batch.event(email, at(9), Some(workflow), EventKind::Enrolled);
@@ -80,9 +87,7 @@ fn claimers_sharing_the_queue_take_each_due_enrollment_exactly_once() {
                     .unwrap()
                     .with_owner(&format!("daemon {claimer}"));
                 loop {
-                    let claimed = store
-                        .claim_due(at(9), 50, Duration::from_secs(60))
-                        .unwrap();
+                    let claimed = store.claim_due(at(9), 50, Duration::from_secs(60)).unwrap();
                     if claimed.is_empty() {
                         break;
                     }
@@ -125,7 +130,11 @@ fn a_claim_takes_the_earliest_and_hides_them_from_other_claimers() {
     let others = two.claim_due(at(9), 100, Duration::from_secs(60)).unwrap();
     assert_eq!(others.len(), 15);
     assert!(others.iter().all(|e| !claimed.contains(e)));
-    assert!(two.claim_due(at(9), 100, Duration::from_secs(60)).unwrap().is_empty());
+    assert!(
+        two.claim_due(at(9), 100, Duration::from_secs(60))
+            .unwrap()
+            .is_empty()
+    );
     let three = PgStore::open(&url, None).unwrap().with_owner("three");
     assert_eq!(
         three.next_due().unwrap(),
@@ -191,7 +200,10 @@ fn a_claimer_that_dies_mid_batch_leaves_its_work_to_another_once_its_leases_expi
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(terminated, "the dying daemon's batch was waiting mid-transaction");
+    assert!(
+        terminated,
+        "the dying daemon's batch was waiting mid-transaction"
+    );
     assert!(
         applying.join().unwrap().is_err(),
         "its batch failed with its connection"
@@ -249,7 +261,10 @@ fn a_batch_whose_lease_was_taken_over_is_refused_whole() {
         matches!(&error, PgError::Leased { owner, .. } if owner == "quick"),
         "{error}"
     );
-    assert!(error.to_string().contains("lead00000@example.test"), "{error}");
+    assert!(
+        error.to_string().contains("lead00000@example.test"),
+        "{error}"
+    );
     assert!(slow.events_of("lead00000@example.test").unwrap().is_empty());
     quick.apply(&step(&quick, &claimed)).unwrap();
     assert_eq!(quick.events_of("lead00000@example.test").unwrap().len(), 1);
@@ -359,7 +374,10 @@ fn migrations_run_once_and_a_newer_or_foreign_database_is_refused() {
     }
     let mut client = Settings::new(&url, None, "").unwrap().connect().unwrap();
     let versions: Vec<i32> = client
-        .query("SELECT version FROM nurture_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version FROM nurture_migrations ORDER BY version",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|row| row.get(0))
@@ -395,7 +413,12 @@ fn connection_settings_keep_the_password_out_and_tls_when_required() {
     let error = Settings::new("postgres://nurture:hunter2@127.0.0.1/db", None, "")
         .err()
         .unwrap();
-    assert!(error.to_string().contains("file or an environment variable"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("file or an environment variable"),
+        "{error}"
+    );
     assert!(!error.to_string().contains("hunter2"), "{error}");
     let error = Settings::new("postgres://127.0.0.1/db?sslmode=sometimes", None, "")
         .err()
