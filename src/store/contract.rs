@@ -693,18 +693,18 @@ fn a_batch_that_writes_a_key_twice_keeps_its_last_write<S: Contract>(name: &str)
     first.score = 1;
     let mut second = first.clone();
     second.score = 2;
-    let mut batch = Batch::default();
-    batch.leads = vec![first, second];
-    batch.enrollments = vec![
-        enrollment("trial", "ana@example.com", Some(at(3))),
-        enrollment("trial", "ana@example.com", Some(at(4))),
-    ];
-    batch.meta_put = vec![("k".into(), b"1".to_vec()), ("k".into(), b"2".to_vec())];
-    batch.outbox_put = vec![outbox_email("<4@example.test>", at(5)), {
-        let mut again = outbox_email("<4@example.test>", at(5));
-        again.attempts = 1;
-        again
-    }];
+    let mut again = outbox_email("<4@example.test>", at(5));
+    again.attempts = 1;
+    let batch = Batch {
+        leads: vec![first, second],
+        enrollments: vec![
+            enrollment("trial", "ana@example.com", Some(at(3))),
+            enrollment("trial", "ana@example.com", Some(at(4))),
+        ],
+        meta_put: vec![("k".into(), b"1".to_vec()), ("k".into(), b"2".to_vec())],
+        outbox_put: vec![outbox_email("<4@example.test>", at(5)), again],
+        ..Batch::default()
+    };
     store.apply(&batch).unwrap();
     assert_eq!(store.lead("ana@example.com").unwrap().score, 2);
     assert_eq!(

@@ -20,7 +20,7 @@ pub const VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// The advisory lock key opening stores take while they migrate (any constant unlikely to be
 /// used by another application on the same database: "nurture" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6e75_7274_7572_65;
+const MIGRATION_LOCK: i64 = 0x006e_7572_7475_7265;
 
 /// Brings the database (named `database` in errors) up to [`VERSION`], returning the version
 /// it found.
