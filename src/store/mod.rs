@@ -41,6 +41,7 @@ mod codec;
 pub mod depths;
 pub mod keys;
 mod migrate;
+pub mod postgres;
 mod records;
 
 use std::path::{Path, PathBuf};
@@ -1005,5 +1006,7 @@ fn decode_outbox(bytes: &[u8]) -> Result<OutboxEmail> {
     Ok(email)
 }
 
+#[cfg(test)]
+mod contract;
 #[cfg(test)]
 mod tests;
