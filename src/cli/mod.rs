@@ -24,7 +24,7 @@ mod outbox;
 mod run;
 mod send_test;
 pub mod session;
-mod status;
+pub mod status;
 mod webhooks;
 
 use std::io::Write;
