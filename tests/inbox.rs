@@ -344,7 +344,10 @@ fn a_bounce_from_the_mail_system_suppresses_the_lead() {
     );
     let counters = counters_agree(&store);
     assert_eq!(counters.suppressed, 1);
-    assert_eq!(counters.workflows["welcome"].exited().get("bounced"), Some(&1));
+    assert_eq!(
+        counters.workflows["welcome"].exited().get("bounced"),
+        Some(&1)
+    );
 }
 
 #[test]

@@ -30,7 +30,7 @@ mod recount;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 use tracing::warn;
@@ -42,7 +42,7 @@ use crate::lead::{Lead, Stage, email_key};
 pub use self::recount::recount;
 
 /// The figures of the whole store, as the counters (or a recount) give them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {
     /// Per workflow, by name.
     pub workflows: BTreeMap<String, WorkflowCounts>,
@@ -57,16 +57,14 @@ pub struct Counters {
     /// Sender-side rejections that named a lead's address but none of our emails.
     pub untraced_sender_side_rejections: u64,
     /// The emails now uncertain, by Message-ID (their records).
-    #[serde(skip)]
     pub uncertain: Vec<MessageRecord>,
     /// The emails listed as being handed to a transport (read from their marks, which hold at
     /// most a batch or two).
-    #[serde(skip)]
     pub in_flight: Vec<OutboxEmail>,
 }
 
 /// One workflow's figures.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkflowCounts {
     /// Enrollments, one per lead.
     pub enrolled: u64,
@@ -84,7 +82,7 @@ pub struct WorkflowCounts {
 }
 
 /// One step's figures.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StepCounts {
     /// Enrollments standing in this step, still running.
     pub active: u64,
