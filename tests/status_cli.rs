@@ -290,6 +290,9 @@ fn json_counts_every_workflow_from_the_store() {
             "active": 2,
             "completed": 1,
             "exited": { "replied": 2, "bounced": 1 },
+            // The seed records neither which emails each enrollment got nor a click.
+            "emailed": 0,
+            "engaged": 0,
             "sent": 4,
             "failed": 1,
             "uncertain": 1,

@@ -388,7 +388,24 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let _writing = self.writers.read().unwrap_or_else(|e| e.into_inner());
+        // The latest event each lead reports through the API in this batch: it may make the
+        // lead's other enrollments engaged, which are read before the transaction (it cannot
+        // scan), with every other batch held back so that they stay as read.
+        let reported = if self.counting {
+            counters::reported(batch)
+        } else {
+            Default::default()
+        };
+        let (_shared, _alone);
+        let mut others = std::collections::HashMap::new();
+        if reported.is_empty() {
+            _shared = self.writers.read().unwrap_or_else(|e| e.into_inner());
+        } else {
+            _alone = self.writers.write().unwrap_or_else(|e| e.into_inner());
+            for lead in reported.keys() {
+                others.insert(lead.clone(), counters::others(self, batch, lead)?);
+            }
+        }
         // Encode outside the transaction: its closure may run more than once on a conflict.
         let leads: Vec<(Vec<u8>, Vec<u8>)> = batch
             .leads
@@ -540,7 +557,13 @@ impl Store {
                                 Some(deltas) => {
                                     let old: counters::StoredEnrollment =
                                         codec::decode("enrollment", &old).map_err(abort)?;
-                                    deltas.enrollment(Some(&old), enrollment);
+                                    let now = reported.get(email_key(&enrollment.lead).as_ref());
+                                    deltas.enrollment(
+                                        counters_index_t,
+                                        Some(&old),
+                                        enrollment,
+                                        now.copied(),
+                                    )?;
                                     old.due
                                 }
                                 None => {
@@ -555,7 +578,13 @@ impl Store {
                         }
                         None => {
                             if let Some(deltas) = &mut deltas {
-                                deltas.enrollment(None, enrollment);
+                                let now = reported.get(email_key(&enrollment.lead).as_ref());
+                                deltas.enrollment(
+                                    counters_index_t,
+                                    None,
+                                    enrollment,
+                                    now.copied(),
+                                )?;
                             }
                             let index =
                                 keys::lead_enrollment(&enrollment.lead, &enrollment.workflow);
@@ -564,6 +593,12 @@ impl Store {
                     }
                     if let Some(due) = enrollment.due {
                         due_t.insert(keys::due(due, key), &[])?;
+                    }
+                }
+                if let Some(deltas) = &mut deltas {
+                    for (lead, latest) in &reported {
+                        let others = others.get(lead).map_or(&[][..], Vec::as_slice);
+                        deltas.tracked(counters_index_t, lead, *latest, others)?;
                     }
                 }
                 for ((lead, event), (key, value)) in batch.events.iter().zip(&events) {

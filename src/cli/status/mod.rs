@@ -20,6 +20,11 @@
 //!   - `loaded`: false when the store has enrollments for a workflow that did not compile from
 //!     the workflows folder (deleted, renamed, or its file has errors);
 //!   - `enrolled`: enrollments (one per lead); `active`, `completed`;
+//!   - `emailed`: enrollments that were sent at least one email (counted when the engine hands
+//!     it on; an email that failed for good is taken back);
+//!   - `engaged`: enrollments whose lead showed interest: clicked a link of the workflow, or
+//!     reported an event through the API (`POST /v1/leads/{email}/events`) at or after
+//!     enrolling;
 //!   - `exited`: enrollments that ended early, by reason (`replied`, `bounced`, `step_removed`…:
 //!     the snake_case name of the engine's `ExitReason`); reasons with no exit are absent;
 //!   - `sent`, `failed`, `uncertain`, `dropped`: emails by outcome; `failed` ones never left
@@ -245,6 +250,8 @@ pub struct WorkflowStatus {
     pub active: u64,
     pub completed: u64,
     pub exited: BTreeMap<String, u64>,
+    pub emailed: u64,
+    pub engaged: u64,
     pub sent: u64,
     pub failed: u64,
     pub uncertain: u64,

@@ -34,6 +34,8 @@ pub(super) fn report_of(
         status.active = counts.total(|step| step.active);
         status.completed = counts.total(|step| step.completed);
         status.exited = counts.exited();
+        status.emailed = counts.emailed;
+        status.engaged = counts.engaged;
         status.sent = counts.total(|step| step.sent);
         status.failed = counts.total(|step| step.failed);
         status.uncertain = counts.total(|step| step.uncertain);

@@ -6,15 +6,17 @@
 //!   `W ‖ workflow ‖ 0 ‖ step ‖ 0 ‖ figure`: those of an enrollment's place (`active`,
 //!   `completed`, `exited:<reason>`) under the step it stands in, those of an email (`sent`,
 //!   `failed`, `uncertain`, `dropped`, `queued`) under the step that wrote it, the rest
-//!   (`enrolled`, `replies`, `auto_replies`, `promoted`, `complaints`,
+//!   (`enrolled`, `emailed`, `engaged`, `replies`, `auto_replies`, `promoted`, `complaints`,
 //!   `sender_side_rejections`) under the empty step. Store-wide figures are `S ‖ figure`:
 //!   `leads`, `contacts`, `suppressed`, and the `complaints` and `sender_side_rejections` the
 //!   journal traces to no workflow. A figure at zero has no key.
 //! - `counters_index`: what counting needs to remember item by item: the promotions counted
 //!   (`p ‖ lead ‖ 0 ‖ workflow`: a lead counts once per workflow however often it is promoted),
 //!   the complaints counted (`c ‖ lead`, then `0 ‖ workflow` when the report named one of our
-//!   emails: once per lead and workflow), and the emails now uncertain (`u ‖ Message-ID`, so
-//!   `status` can name them without reading every email record).
+//!   emails: once per lead and workflow), the emails now uncertain (`u ‖ Message-ID`, so
+//!   `status` can name them without reading every email record), and when each lead last
+//!   reported an event through the API (`t ‖ lead` → time: an enrollment is engaged by an
+//!   event at or after its start).
 //!
 //! [`Store::apply`] works out a batch's [`Deltas`] from what it writes (each lead, enrollment,
 //! email record and outbox entry against the value it replaces, each journal line) and adds
@@ -30,8 +32,11 @@ mod recount;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
+};
 use sled::{Transactional, Tree};
 use tracing::warn;
 
@@ -68,6 +73,11 @@ pub struct Counters {
 pub struct WorkflowCounts {
     /// Enrollments, one per lead.
     pub enrolled: u64,
+    /// Enrollments that were sent at least one email.
+    pub emailed: u64,
+    /// Enrollments whose lead showed interest: clicked a link of the workflow, or reported an
+    /// event through the API at or after enrolling.
+    pub engaged: u64,
     /// Enrollments that saw a human reply, an auto-reply.
     pub replies: u64,
     pub auto_replies: u64,
@@ -117,6 +127,8 @@ impl WorkflowCounts {
     fn figure(&mut self, name: &str) -> Option<&mut u64> {
         Some(match name {
             ENROLLED => &mut self.enrolled,
+            EMAILED => &mut self.emailed,
+            ENGAGED => &mut self.engaged,
             REPLIES => &mut self.replies,
             AUTO_REPLIES => &mut self.auto_replies,
             PROMOTED => &mut self.promoted,
@@ -126,9 +138,11 @@ impl WorkflowCounts {
         })
     }
 
-    fn figures(&self) -> [(&'static str, u64); 6] {
+    fn figures(&self) -> [(&'static str, u64); 8] {
         [
             (ENROLLED, self.enrolled),
+            (EMAILED, self.emailed),
+            (ENGAGED, self.engaged),
             (REPLIES, self.replies),
             (AUTO_REPLIES, self.auto_replies),
             (PROMOTED, self.promoted),
@@ -256,6 +270,8 @@ const LEADS: &str = "leads";
 const CONTACTS: &str = "contacts";
 const SUPPRESSED: &str = "suppressed";
 const ENROLLED: &str = "enrolled";
+const EMAILED: &str = "emailed";
+const ENGAGED: &str = "engaged";
 const REPLIES: &str = "replies";
 const AUTO_REPLIES: &str = "auto_replies";
 const PROMOTED: &str = "promoted";
@@ -276,6 +292,7 @@ const SEPARATOR: u8 = 0;
 const PROMOTION_MARK: u8 = b'p';
 const COMPLAINT_MARK: u8 = b'c';
 const UNCERTAIN_MARK: u8 = b'u';
+const TRACKED_MARK: u8 = b't';
 
 fn store_key(figure: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + figure.len());
@@ -312,6 +329,13 @@ fn complaint_mark(lead: &str, workflow: Option<&str>) -> Vec<u8> {
         key.push(SEPARATOR);
         key.extend_from_slice(workflow.as_bytes());
     }
+    key
+}
+
+/// The mark of the latest event `lead` reported through the API (its value: the time).
+fn tracked_mark(lead: &str) -> Vec<u8> {
+    let mut key = vec![TRACKED_MARK];
+    key.extend_from_slice(email_key(lead).as_bytes());
     key
 }
 
@@ -377,9 +401,10 @@ fn line(event: &Event) -> Option<Line> {
 /// skips building the rest.
 #[derive(Deserialize)]
 pub(super) struct StoredEnrollment {
-    pub due: Option<chrono::DateTime<chrono::Utc>>,
+    pub due: Option<DateTime<Utc>>,
     status: Status,
     position: StepOnly,
+    enrolled_at: DateTime<Utc>,
     facts: Engaged,
 }
 
@@ -392,6 +417,15 @@ struct StepOnly {
 struct Engaged {
     replied: bool,
     auto_replied: bool,
+    clicked: bool,
+    /// Only how many (the templates' names are skipped, not built).
+    sent: Vec<serde::de::IgnoredAny>,
+}
+
+/// Whether an enrollment counts as engaged: a click, or an event its lead reported through
+/// the API (`tracked`: the latest one's time) at or after it began.
+fn engaged(clicked: bool, enrolled_at: DateTime<Utc>, tracked: Option<DateTime<Utc>>) -> bool {
+    clicked || tracked.is_some_and(|at| enrolled_at <= at)
 }
 
 /// The fields of a stored lead its counters need.
@@ -450,17 +484,85 @@ impl Deltas {
         }
     }
 
-    /// An enrollment written over `old`.
-    pub(super) fn enrollment(&mut self, old: Option<&StoredEnrollment>, new: &Enrollment) {
+    /// An enrollment written over `old`; `reported` is the latest event its lead reports
+    /// through the API in this batch, if it does.
+    pub(super) fn enrollment(
+        &mut self,
+        index: &TransactionalTree,
+        old: Option<&StoredEnrollment>,
+        new: &Enrollment,
+        reported: Option<DateTime<Utc>>,
+    ) -> Step {
+        // Whether it is engaged by a reported event depends on when its lead last reported
+        // one, read only when that can change what it counts (the usual step changes neither
+        // the click nor the start, and nothing is reported).
+        let depends = old.is_none_or(|old| {
+            old.facts.clicked != new.facts.clicked || old.enrolled_at != new.enrolled_at
+        }) || reported.is_some();
+        let before = if depends {
+            Self::tracked_before(index, &new.lead)?
+        } else {
+            None
+        };
+        let after = before.max(reported);
+        let tracked = (before, after);
         let workflow = &new.workflow;
         if let Some(old) = old {
+            let facts = &old.facts;
             self.place(workflow, &old.position.step, &old.status, -1);
-            self.engaged(workflow, old.facts.replied, old.facts.auto_replied, -1);
+            self.engaged(workflow, facts.replied, facts.auto_replied, -1);
+            let engaged = engaged(facts.clicked, old.enrolled_at, tracked.0);
+            self.funnel(workflow, !facts.sent.is_empty(), engaged, -1);
         } else {
             self.add(workflow_key(workflow, "", ENROLLED), 1);
         }
+        let facts = &new.facts;
         self.place(workflow, &new.position.step, &new.status, 1);
-        self.engaged(workflow, new.facts.replied, new.facts.auto_replied, 1);
+        self.engaged(workflow, facts.replied, facts.auto_replied, 1);
+        let engaged = engaged(facts.clicked, new.enrolled_at, tracked.1);
+        self.funnel(workflow, !facts.sent.is_empty(), engaged, 1);
+        Ok(())
+    }
+
+    fn funnel(&mut self, workflow: &str, emailed: bool, engaged: bool, by: i64) {
+        if emailed {
+            self.add(workflow_key(workflow, "", EMAILED), by);
+        }
+        if engaged {
+            self.add(workflow_key(workflow, "", ENGAGED), by);
+        }
+    }
+
+    /// When `lead` last reported an event through the API, as the index holds it.
+    pub(super) fn tracked_before(
+        index: &TransactionalTree,
+        lead: &str,
+    ) -> std::result::Result<Option<DateTime<Utc>>, UnabortableTransactionError> {
+        Ok(index
+            .get(tracked_mark(lead))?
+            .and_then(|value| super::keys::time_from_bytes(&value)))
+    }
+
+    /// `lead` reported events through the API, the latest at `latest`: its mark moves, and its
+    /// enrollments this batch does not write (`others`: workflow, clicked, began) may become
+    /// engaged.
+    pub(super) fn tracked(
+        &mut self,
+        index: &TransactionalTree,
+        lead: &str,
+        latest: DateTime<Utc>,
+        others: &[(String, bool, DateTime<Utc>)],
+    ) -> Step {
+        let before = Self::tracked_before(index, lead)?;
+        let after = before.map_or(latest, |at| at.max(latest));
+        index.insert(tracked_mark(lead), &super::keys::time_bytes(after))?;
+        for (workflow, clicked, enrolled_at) in others {
+            let was = engaged(*clicked, *enrolled_at, before);
+            let is = engaged(*clicked, *enrolled_at, Some(after));
+            self.funnel(workflow, false, is, 1);
+            self.funnel(workflow, false, was, -1);
+        }
+        Ok(())
     }
 
     fn place(&mut self, workflow: &str, step: &str, status: &Status, by: i64) {
@@ -596,6 +698,40 @@ impl Deltas {
     }
 }
 
+/// The latest event each lead reports through the API in `batch`, by the lead's key.
+pub(super) fn reported(batch: &super::Batch) -> HashMap<String, DateTime<Utc>> {
+    let mut reported: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for (lead, event) in &batch.events {
+        if let super::EventKind::Tracked { .. } = event.kind {
+            let latest = reported
+                .entry(email_key(lead).into_owned())
+                .or_insert(event.at);
+            *latest = (*latest).max(event.at);
+        }
+    }
+    reported
+}
+
+/// The enrollments of `lead` that `batch` does not write, as (workflow, clicked, began).
+pub(super) fn others(
+    store: &Store,
+    batch: &super::Batch,
+    lead: &str,
+) -> Result<Vec<(String, bool, DateTime<Utc>)>> {
+    let written: BTreeSet<&str> = batch
+        .enrollments
+        .iter()
+        .filter(|e| email_key(&e.lead) == lead)
+        .map(|e| e.workflow.as_str())
+        .collect();
+    Ok(store
+        .enrollments_of(lead)?
+        .into_iter()
+        .filter(|e| !written.contains(e.workflow.as_str()))
+        .map(|e| (e.workflow, e.facts.clicked, e.enrolled_at))
+        .collect())
+}
+
 /// A counter's value; a damaged one counts as zero, with a warning.
 fn count_of(key: &[u8], bytes: &[u8]) -> u64 {
     match bytes.try_into() {
@@ -683,13 +819,18 @@ impl Store {
                 differences.push((describe(key), was, is));
             }
         }
-        let kept_index: BTreeSet<Vec<u8>> = self
+        let kept_index: BTreeMap<Vec<u8>, Vec<u8>> = self
             .counters_index
             .iter()
-            .keys()
-            .map(|key| key.map(|key| key.to_vec()))
+            .map(|entry| entry.map(|(key, value)| (key.to_vec(), value.to_vec())))
             .collect::<std::result::Result<_, _>>()?;
-        let index_differences = kept_index.symmetric_difference(&index).count();
+        let index_differences = kept_index
+            .keys()
+            .chain(index.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|key| kept_index.get(*key) != index.get(*key))
+            .count();
         let repaired = repair && (!differences.is_empty() || index_differences > 0);
         if repaired {
             write_all(self, &entries, &index)?;
@@ -726,7 +867,7 @@ fn read_entries(tree: &Tree) -> Result<BTreeMap<Vec<u8>, u64>> {
 fn write_all(
     store: &Store,
     entries: &BTreeMap<Vec<u8>, u64>,
-    index: &BTreeSet<Vec<u8>>,
+    index: &BTreeMap<Vec<u8>, Vec<u8>>,
 ) -> Result<()> {
     // Nothing else writes meanwhile (the caller holds the writers' lock, or the store is being
     // opened), so the keys to drop can be listed before the transaction.
@@ -751,8 +892,8 @@ fn write_all(
             for (key, count) in entries {
                 counters.insert(key.as_slice(), &count.to_be_bytes())?;
             }
-            for key in index {
-                counters_index.insert(key.as_slice(), &[])?;
+            for (key, value) in index {
+                counters_index.insert(key.as_slice(), value.as_slice())?;
             }
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })

@@ -11,16 +11,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::thread::ScopedJoinHandle;
 
+use chrono::{DateTime, Utc};
+
 use super::{
-    Counters, Line, StepCounts, WorkflowCounts, complaint_mark, line, promotion_mark, reason_key,
-    uncertain_mark,
+    Counters, Line, StepCounts, WorkflowCounts, complaint_mark, engaged, line, promotion_mark,
+    reason_key, tracked_mark, uncertain_mark,
 };
 use crate::engine::Status;
 use crate::lead::Stage;
+use crate::store::EventKind;
+use crate::store::keys::time_bytes;
 use crate::store::{MessageRecord, MessageState, Store, StoreError};
 
 type Workflows = BTreeMap<String, WorkflowCounts>;
-type Index = BTreeSet<Vec<u8>>;
+/// Index entries: key → value (empty but for the latest reported event's time).
+type Index = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Every figure counted from the records (without the in-flight emails, which the counters do
 /// not keep either), and the index entries that go with them.
@@ -35,17 +40,23 @@ pub fn recount(store: &Store) -> Result<(Counters, Index), StoreError> {
     let mut counters = people?;
     let mut index = Index::new();
     let (messages, uncertain) = messages?;
-    let (journal, untraced, marks) = journal?;
+    let (journal, untraced, marks, tracked) = journal?;
     counters.untraced_complaints = untraced.complaints;
     counters.untraced_sender_side_rejections = untraced.sender_side_rejections;
     index.extend(
         uncertain
             .iter()
-            .map(|record| uncertain_mark(&record.message_id)),
+            .map(|record| (uncertain_mark(&record.message_id), Vec::new())),
     );
-    index.extend(marks);
+    index.extend(marks.into_iter().map(|mark| (mark, Vec::new())));
+    let reported = count_reported_engagement(store, &tracked)?;
+    index.extend(
+        tracked
+            .iter()
+            .map(|(lead, at)| (tracked_mark(lead), time_bytes(*at).to_vec())),
+    );
     counters.uncertain = uncertain;
-    for part in [enrollments?, messages, journal] {
+    for part in [enrollments?, messages, journal, reported] {
         for (name, counts) in part {
             add(counters.workflows.entry(name).or_default(), counts);
         }
@@ -63,6 +74,8 @@ fn join<T>(handle: ScopedJoinHandle<'_, T>) -> T {
 /// Adds `part` (one pass's counts of a workflow) to `total`.
 fn add(total: &mut WorkflowCounts, part: WorkflowCounts) {
     total.enrolled += part.enrolled;
+    total.emailed += part.emailed;
+    total.engaged += part.engaged;
     total.replies += part.replies;
     total.auto_replies += part.auto_replies;
     total.promoted += part.promoted;
@@ -104,6 +117,8 @@ fn count_enrollments(store: &Store) -> Result<Workflows, StoreError> {
         let enrollment = enrollment?;
         let counts = workflow_counts(&mut workflows, &enrollment.workflow);
         counts.enrolled += 1;
+        counts.emailed += u64::from(!enrollment.facts.sent.is_empty());
+        counts.engaged += u64::from(enrollment.facts.clicked);
         counts.replies += u64::from(enrollment.facts.replied);
         counts.auto_replies += u64::from(enrollment.facts.auto_replied);
         let place = step(
@@ -115,6 +130,25 @@ fn count_enrollments(store: &Store) -> Result<Workflows, StoreError> {
             Status::Active => place.active += 1,
             Status::Completed => place.completed += 1,
             Status::Exited(reason) => *place.exited.entry(reason_key(reason)).or_default() += 1,
+        }
+    }
+    Ok(workflows)
+}
+
+/// Enrollments engaged by an event their lead reported through the API (a journal `tracked`
+/// line, which names no workflow) at or after enrolling, and not already by a click. `tracked`
+/// holds each such lead's latest event, so only those leads are read again.
+fn count_reported_engagement(
+    store: &Store,
+    tracked: &[(String, DateTime<Utc>)],
+) -> Result<Workflows, StoreError> {
+    let mut workflows = Workflows::new();
+    for (lead, latest) in tracked {
+        for enrollment in store.enrollments_of(lead)? {
+            let facts = &enrollment.facts;
+            if !facts.clicked && engaged(false, enrollment.enrolled_at, Some(*latest)) {
+                workflow_counts(&mut workflows, &enrollment.workflow).engaged += 1;
+            }
         }
     }
     Ok(workflows)
@@ -149,16 +183,26 @@ fn count_messages(store: &Store) -> Result<(Workflows, Vec<MessageRecord>), Stor
 /// feedback loop may report the same email twice); sender-side rejections, each one. The
 /// journal is keyed lead by lead, so that only needs what the current lead did. Complaints and
 /// rejections whose line names no workflow (the report named the address, not one of our
-/// emails) are counted apart, in the returned totals.
-fn count_journal(store: &Store) -> Result<(Workflows, WorkflowCounts, Index), StoreError> {
+/// emails) are counted apart, in the returned totals. Also the latest event each lead reported
+/// through the API, for [`count_reported_engagement`].
+fn count_journal(store: &Store) -> Result<Journal, StoreError> {
     let mut workflows = Workflows::new();
     let mut untraced = WorkflowCounts::default();
-    let mut marks = Index::new();
+    let mut marks = BTreeSet::new();
+    let mut tracked: Vec<(String, DateTime<Utc>)> = Vec::new();
     let mut lead = String::new();
     let mut promoted_by: BTreeSet<String> = BTreeSet::new();
     let mut complained_of: BTreeSet<Option<String>> = BTreeSet::new();
     for entry in store.all_events() {
         let (email, event) = entry?;
+        if let EventKind::Tracked { .. } = event.kind {
+            // The journal is in order lead by lead: one entry per lead, at its latest.
+            match tracked.last_mut() {
+                Some((seen, at)) if *seen == email => *at = (*at).max(event.at),
+                _ => tracked.push((email, event.at)),
+            }
+            continue;
+        }
         let Some(what) = line(&event) else {
             continue;
         };
@@ -195,8 +239,17 @@ fn count_journal(store: &Store) -> Result<(Workflows, WorkflowCounts, Index), St
             },
         }
     }
-    Ok((workflows, untraced, marks))
+    Ok((workflows, untraced, marks, tracked))
 }
+
+/// What the journal's pass gives: counts by workflow, those traced to none, the marks of the
+/// promotions and complaints counted, and each reporting lead's latest event.
+type Journal = (
+    Workflows,
+    WorkflowCounts,
+    BTreeSet<Vec<u8>>,
+    Vec<(String, DateTime<Utc>)>,
+);
 
 /// Everyone in the store, those at stage contact or customer, and the suppressed.
 fn count_people(store: &Store) -> Result<Counters, StoreError> {

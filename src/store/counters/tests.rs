@@ -519,3 +519,65 @@ fn counter_keys_read_back_as_the_figures_they_name() {
     );
     assert_eq!(reason_key(&ExitReason::AutoReplied), "auto_replied");
 }
+
+#[test]
+fn emailed_and_engaged_follow_sends_clicks_and_events_reported_through_the_api() {
+    let store = Store::open(&scratch("funnel"), DEFAULT_CACHE_BYTES).unwrap();
+    let started = |workflow: &str, minute: u32| {
+        let mut enrollment = enrollment(workflow, "Eve@example.com", "welcome", Status::Active);
+        enrollment.enrolled_at = at(minute);
+        enrollment
+    };
+    let tracked = |batch: &mut Batch, minute: u32| {
+        batch.event(
+            "eve@example.com",
+            at(minute),
+            None,
+            EventKind::Tracked {
+                name: "visited-pricing".into(),
+                properties: BTreeMap::new(),
+                by: "api".into(),
+            },
+        );
+    };
+    let funnel = |counters: &Counters, workflow: &str| {
+        let counts = &counters.workflows[workflow];
+        (counts.emailed, counts.engaged)
+    };
+    apply(
+        &store,
+        &Batch {
+            leads: vec![Lead::new("Eve@example.com".into(), at(0))],
+            enrollments: vec![started("trial", 0), started("news", 10)],
+            ..Batch::default()
+        },
+    );
+    // An event at 9:05 engages the enrollment begun at 9:00, not the one begun at 9:10.
+    let mut batch = Batch::default();
+    tracked(&mut batch, 5);
+    let counters = apply(&store, &batch);
+    assert_eq!(funnel(&counters, "trial"), (0, 1));
+    assert_eq!(funnel(&counters, "news"), (0, 0));
+    // The news enrollment sends, and a later event comes in the same batch.
+    let mut news = started("news", 10);
+    news.facts.sent.push("welcome".into());
+    let mut batch = Batch {
+        enrollments: vec![news],
+        ..Batch::default()
+    };
+    tracked(&mut batch, 20);
+    assert_eq!(funnel(&apply(&store, &batch), "news"), (1, 1));
+    // A click on an enrollment already engaged counts it once; one begun after every event
+    // is not engaged.
+    let mut trial = started("trial", 0);
+    trial.facts.clicked = true;
+    let counters = apply(
+        &store,
+        &Batch {
+            enrollments: vec![trial, started("later", 30)],
+            ..Batch::default()
+        },
+    );
+    assert_eq!(funnel(&counters, "trial"), (0, 1));
+    assert_eq!(funnel(&counters, "later"), (0, 0));
+}
