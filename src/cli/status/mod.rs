@@ -113,14 +113,13 @@ pub fn run(
             super::check::plural(errors)
         ));
     }
-    let names: Vec<String> = project.workflows.iter().map(|w| w.name.clone()).collect();
     let failed = |e: crate::store::StoreError| CliError::Input(e.to_string());
     let report = if args.recount {
         let recounted = store.recount(true).map_err(failed)?;
         out.note(recount_note(&recounted));
-        report::report_of(store, recounted.counted, &names, args.next)
+        report::report_of(store, recounted.counted, &names(project), args.next)
     } else {
-        report::report(store, &names, args.next)
+        report(store, project, args.next)
     }
     .map_err(failed)?;
     let text = match args.format {
@@ -143,6 +142,23 @@ pub fn run(
         )),
         _ => Ok(ExitCode::Success),
     }
+}
+
+/// The report on `store`, with a row for every workflow of `project` and every other one the
+/// store counts, and the next `next` enrollments due: what `--format json` writes, and what
+/// other views of the same figures (the status page) show. From the counters: milliseconds at
+/// a million leads.
+pub fn report(
+    store: &crate::store::Store,
+    project: &crate::project::Project,
+    next: usize,
+) -> Result<Report, crate::store::StoreError> {
+    report::report(store, &names(project), next)
+}
+
+/// The names of the workflows that compiled.
+fn names(project: &crate::project::Project) -> Vec<String> {
+    project.workflows.iter().map(|w| w.name.clone()).collect()
 }
 
 /// What `--recount` tells on standard error: whether the counters agreed with the count, and
