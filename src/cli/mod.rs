@@ -26,7 +26,7 @@ mod progress;
 mod run;
 mod send_test;
 pub mod session;
-pub(crate) mod status;
+pub mod status;
 mod webhooks;
 
 use std::io::Write;

@@ -62,7 +62,9 @@ impl StoreCommand {
                 command,
                 LeadsCommand::List(_) | LeadsCommand::Show(_) | LeadsCommand::Export(_)
             ),
-            StoreCommand::Status(_) | StoreCommand::Contacts(_) => false,
+            // A recount holds every batch back while it counts, and may repair the counters.
+            StoreCommand::Status(args) => args.recount,
+            StoreCommand::Contacts(_) => false,
             StoreCommand::Enroll(_) | StoreCommand::Unenroll(_) => true,
             StoreCommand::Webhooks(args) => args.writes(),
             StoreCommand::Outbox(args) => args.writes(),

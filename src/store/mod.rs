@@ -17,6 +17,8 @@
 //!   unconfirmed sign-ups and idempotency keys (`daemon::intake`)
 //! - `webhooks`: next attempt ‖ webhook-id → [`Delivery`] (webhooks waiting to be delivered)
 //! - `webhooks_failed`: webhook-id → [`Delivery`] (given up; kept until retried by hand)
+//! - `counters`, `counters_index`: the figures `nurture status` shows, kept by every batch
+//!   ([`counters`])
 //!
 //! Every change that must agree is one [`Batch`], applied as one transaction across the trees:
 //! an enrollment and its due entry never disagree, and an email enters the outbox in the same
@@ -38,6 +40,7 @@
 
 pub mod backup;
 mod codec;
+pub mod counters;
 pub mod depths;
 pub mod keys;
 mod migrate;
@@ -45,7 +48,7 @@ pub mod postgres;
 mod records;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -55,13 +58,15 @@ use crate::engine::{Enrollment, Status};
 use crate::lead::{Lead, email_key};
 use crate::webhooks::Routes;
 
+pub use self::counters::{Counters, Recounted, StepCounts, WorkflowCounts};
 pub use self::migrate::Merged;
 pub use self::records::{Event, EventKind, MessageRecord, MessageState, OutboxEmail};
 pub use crate::webhooks::Delivery;
 
 /// The layout version this build reads and writes. Bump it with a migration when trees or
-/// keys change meaning. 2: leads are keyed by their address folded to lower case.
-pub const SCHEMA_VERSION: u32 = 2;
+/// keys change meaning. 2: leads are keyed by their address folded to lower case. 3: the
+/// figures of `nurture status` are kept as counters.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// sled's page cache. Its own default (1 GB) is far more than a daemon holding a million leads
 /// needs. sled keeps a few hundred MB of its own beside the cache at that size (measured:
@@ -213,6 +218,15 @@ pub struct Store {
     meta: Tree,
     webhooks: Tree,
     webhooks_failed: Tree,
+    counters: Tree,
+    counters_index: Tree,
+    /// Every batch holds it shared while it commits; reading several trees as of one instant
+    /// (the counters with the emails in flight, a recount) holds it alone. sled commits one
+    /// transaction at a time, but offers no consistent read across keys.
+    writers: Arc<RwLock<()>>,
+    /// Whether batches keep the counters (always, but in the benchmark that measures what
+    /// keeping them costs: see [`Store::without_counters_for_benchmark`]).
+    counting: bool,
     /// The webhook subscriptions the journal lines of a batch are routed by (none by default).
     routes: Arc<Routes>,
     /// What the upgrade run by this open merged (empty when there was none). Shared by clones.
@@ -289,6 +303,10 @@ impl Store {
             meta: db.open_tree("meta")?,
             webhooks: db.open_tree("webhooks")?,
             webhooks_failed: db.open_tree("webhooks_failed")?,
+            counters: db.open_tree("counters")?,
+            counters_index: db.open_tree("counters_index")?,
+            writers: Arc::default(),
+            counting: true,
             routes: Arc::default(),
             merged: Arc::default(),
             gate: Arc::default(),
@@ -308,6 +326,16 @@ impl Store {
     pub fn with_webhooks(self, routes: Routes) -> Store {
         Store {
             routes: Arc::new(routes),
+            ..self
+        }
+    }
+
+    /// This store, its batches no longer keeping the counters, which go wrong from then on:
+    /// only for the engine benchmark, which measures the cost of keeping them in the same run.
+    #[doc(hidden)]
+    pub fn without_counters_for_benchmark(self) -> Store {
+        Store {
+            counting: false,
             ..self
         }
     }
@@ -382,6 +410,24 @@ impl Store {
             return Ok(());
         }
         let _shared = self.write_gate();
+        // The latest event each lead reports through the API in this batch: it may make the
+        // lead's other enrollments engaged, which are read before the transaction (it cannot
+        // scan), with every other batch held back so that they stay as read.
+        let reported = if self.counting {
+            counters::reported(batch)
+        } else {
+            Default::default()
+        };
+        let (_shared, _alone);
+        let mut others = std::collections::HashMap::new();
+        if reported.is_empty() {
+            _shared = self.writers.read().unwrap_or_else(|e| e.into_inner());
+        } else {
+            _alone = self.writers.write().unwrap_or_else(|e| e.into_inner());
+            for lead in reported.keys() {
+                others.insert(lead.clone(), counters::others(self, batch, lead)?);
+            }
+        }
         // Encode outside the transaction: its closure may run more than once on a conflict.
         let leads: Vec<(Vec<u8>, Vec<u8>)> = batch
             .leads
@@ -496,6 +542,8 @@ impl Store {
             &self.meta,
             &self.webhooks,
             &self.webhooks_failed,
+            &self.counters,
+            &self.counters_index,
         );
         // The depths' count does not read a chunk while this commits ([`depths`]).
         let progress = self.depths.writing();
@@ -512,18 +560,44 @@ impl Store {
                 meta_t,
                 webhooks_t,
                 webhooks_failed_t,
+                counters_t,
+                counters_index_t,
             )| {
-                for (key, value) in &leads {
-                    leads_t.insert(key.as_slice(), value.as_slice())?;
+                // What the batch changes in the counters, worked out from each write against
+                // the value it replaces.
+                let mut deltas = self.counting.then(counters::Deltas::default);
+                for (lead, (key, value)) in batch.leads.iter().zip(&leads) {
+                    let old = leads_t.insert(key.as_slice(), value.as_slice())?;
+                    if let Some(deltas) = &mut deltas {
+                        deltas.lead(old.as_deref(), lead)?;
+                    }
                 }
                 let mut delta = depths::Delta::default();
                 for (enrollment, key, value) in &enrollments {
                     let previous = enrollments_t.insert(key.as_slice(), value.as_slice())?;
+                    let abort = ConflictableTransactionError::Abort;
                     let was_active = match previous {
                         Some(old) => {
-                            let old: Replaced = codec::decode("enrollment", &old)
-                                .map_err(ConflictableTransactionError::Abort)?;
-                            if let Some(due) = old.due {
+                            let (due, status) = match &mut deltas {
+                                Some(deltas) => {
+                                    let old: counters::StoredEnrollment =
+                                        codec::decode("enrollment", &old).map_err(abort)?;
+                                    let now = reported.get(email_key(&enrollment.lead).as_ref());
+                                    deltas.enrollment(
+                                        counters_index_t,
+                                        Some(&old),
+                                        enrollment,
+                                        now.copied(),
+                                    )?;
+                                    (old.due, old.status)
+                                }
+                                None => {
+                                    let old: Replaced =
+                                        codec::decode("enrollment", &old).map_err(abort)?;
+                                    (old.due, old.status)
+                                }
+                            };
+                            if let Some(due) = due {
                                 let due_key = keys::due(due, key);
                                 if due_t.remove(due_key.as_slice())?.is_some()
                                     && progress.due.tracks(&due_key)
@@ -531,9 +605,18 @@ impl Store {
                                     delta.due(-1);
                                 }
                             }
-                            old.status == Status::Active
+                            status == Status::Active
                         }
                         None => {
+                            if let Some(deltas) = &mut deltas {
+                                let now = reported.get(email_key(&enrollment.lead).as_ref());
+                                deltas.enrollment(
+                                    counters_index_t,
+                                    None,
+                                    enrollment,
+                                    now.copied(),
+                                )?;
+                            }
                             let index =
                                 keys::lead_enrollment(&enrollment.lead, &enrollment.workflow);
                             lead_enrollments_t.insert(index, &[])?;
@@ -552,26 +635,47 @@ impl Store {
                         }
                     }
                 }
-                for (key, value) in &events {
-                    events_t.insert(key.as_slice(), value.as_slice())?;
-                }
-                for key in &outbox_remove {
-                    if outbox_t.remove(key.as_slice())?.is_some() && progress.outbox.tracks(key) {
-                        delta.outbox(-1);
+                if let Some(deltas) = &mut deltas {
+                    for (lead, latest) in &reported {
+                        let others = others.get(lead).map_or(&[][..], Vec::as_slice);
+                        deltas.tracked(counters_index_t, lead, *latest, others)?;
                     }
                 }
-                for (key, value) in &outbox_put {
-                    if outbox_t.insert(key.as_slice(), value.as_slice())?.is_none()
-                        && progress.outbox.tracks(key)
-                    {
+                for ((lead, event), (key, value)) in batch.events.iter().zip(&events) {
+                    events_t.insert(key.as_slice(), value.as_slice())?;
+                    if let Some(deltas) = &mut deltas {
+                        deltas.event(counters_index_t, lead, event)?;
+                    }
+                }
+                for key in &outbox_remove {
+                    let old = outbox_t.remove(key.as_slice())?;
+                    if old.is_some() && progress.outbox.tracks(key) {
+                        delta.outbox(-1);
+                    }
+                    if let Some(deltas) = &mut deltas {
+                        deltas.outbox(old.as_deref(), None)?;
+                    }
+                }
+                for (email, (key, value)) in batch.outbox_put.iter().zip(&outbox_put) {
+                    let old = outbox_t.insert(key.as_slice(), value.as_slice())?;
+                    if old.is_none() && progress.outbox.tracks(key) {
                         delta.outbox(1);
+                    }
+                    if let Some(deltas) = &mut deltas {
+                        deltas.outbox(old.as_deref(), Some(email))?;
                     }
                 }
                 for id in &batch.messages_remove {
-                    messages_t.remove(id.as_bytes())?;
+                    let old = messages_t.remove(id.as_bytes())?;
+                    if let Some(deltas) = &mut deltas {
+                        deltas.message(id, old.as_deref(), None)?;
+                    }
                 }
-                for (key, value) in &messages {
-                    messages_t.insert(key.as_slice(), value.as_slice())?;
+                for (record, (key, value)) in batch.messages.iter().zip(&messages) {
+                    let old = messages_t.insert(key.as_slice(), value.as_slice())?;
+                    if let Some(deltas) = &mut deltas {
+                        deltas.message(&record.message_id, old.as_deref(), Some(record))?;
+                    }
                 }
                 for email in &batch.changed_done {
                     changed_t.remove(keys::lead(email))?;
@@ -609,13 +713,13 @@ impl Store {
                 for key in &batch.meta_remove {
                     meta_t.remove(key.as_bytes())?;
                 }
+                if let Some(deltas) = deltas {
+                    deltas.write(counters_t, counters_index_t)?;
+                }
                 Ok(delta)
             },
         );
-        let delta = result.map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => StoreError::Sled(error),
-        })?;
+        let delta = result.map_err(flatten)?;
         self.depths.add(delta);
         drop(progress);
         crate::metrics::journal(&batch.events);
@@ -932,6 +1036,14 @@ impl Store {
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// A transaction's error as the store's.
+fn flatten(error: TransactionError<StoreError>) -> StoreError {
+    match error {
+        TransactionError::Abort(error) => error,
+        TransactionError::Storage(error) => StoreError::Sled(error),
     }
 }
 

@@ -219,6 +219,12 @@ fn upgrading_a_version_1_store_merges_case_duplicates() {
         "merged `dana.scully@fbi.example` into `Dana.Scully@fbi.example`: the same address in another case is the same person (their histories are kept)"
     );
 
+    // The counters of `nurture status` (schema 3) count the merged store.
+    let recounted = store.recount(false).unwrap();
+    assert!(recounted.differences.is_empty(), "{recounted:?}");
+    assert_eq!(recounted.index_differences, 0);
+    assert_eq!(store.counters().unwrap().leads, 3);
+
     // One lead, spelled as first created, with what both knew.
     assert_eq!(store.lead_count(), 3);
     let dana = store.lead("DANA.SCULLY@fbi.example").unwrap().unwrap();
