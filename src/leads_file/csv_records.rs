@@ -16,6 +16,10 @@
 //! - read rows that are not UTF-8 as Windows-1252 (what "Latin-1" files from Excel are), or
 //!   every row in an encoding chosen by label (any ASCII-compatible one `encoding_rs` knows).
 //!
+//! It is the bulk path of an import (a million rows): a cell is found with `memchr`, not a
+//! byte at a time, a row is checked for UTF-8 once and its cells are slices of it, and the
+//! buffers are reused from row to row.
+//!
 //! Quoting follows RFC 4180: a cell that starts with `"` ends at the next lone `"`, `""`
 //! inside it is one quote, and the closing quote must be followed by the separator or the end
 //! of the row. A quote inside an unquoted cell (`5" screen`) is kept as text, as spreadsheets
@@ -25,6 +29,7 @@ use std::borrow::Cow;
 use std::io::{self, BufRead};
 
 use encoding_rs::{Encoding, WINDOWS_1252};
+use memchr::{memchr, memchr2};
 
 /// The most bytes one cell may hold. Far above any real name, note or address, and small
 /// enough that a table of leads stays readable and a runaway quote is caught early.
@@ -89,16 +94,6 @@ struct Quote {
     column: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// At the start of a cell.
-    Start,
-    Unquoted,
-    Quoted,
-    /// Just after a `"` inside a quoted cell: the end of the cell, or the first of `""`.
-    AfterQuote,
-}
-
 /// A CSV file read a record at a time.
 pub struct Records<'a> {
     lines: Lines<'a>,
@@ -119,6 +114,11 @@ pub struct Records<'a> {
     cut: Vec<usize>,
     cells: Vec<u8>,
     ends: Vec<usize>,
+    /// The cells' bytes once they were found to be UTF-8 (`in_text`; `cells` is then empty):
+    /// checked once per row, each cell is then a slice of it. The two buffers trade places,
+    /// never copied.
+    text: String,
+    in_text: bool,
     /// Whether the current record is decoded as Windows-1252 (detection only).
     legacy: bool,
 }
@@ -171,6 +171,8 @@ impl<'a> Records<'a> {
             cut: Vec::new(),
             cells: Vec::new(),
             ends: Vec::new(),
+            text: String::new(),
+            in_text: false,
             legacy: false,
         })
     }
@@ -194,6 +196,10 @@ impl<'a> Records<'a> {
         loop {
             self.raw.clear();
             self.cut.clear();
+            if self.in_text {
+                self.cells = std::mem::take(&mut self.text).into_bytes();
+                self.in_text = false;
+            }
             self.cells.clear();
             self.ends.clear();
             self.legacy = false;
@@ -208,14 +214,24 @@ impl<'a> Records<'a> {
             }
             let row = self.scan(line)?;
             if let Row::Cells(_) = row
-                && self.encoding.is_none()
-                && std::str::from_utf8(&self.cells).is_err()
+                && self.encoding.is_none_or(|e| e == encoding_rs::UTF_8)
             {
-                self.legacy = true;
-                if self.legacy_rows == 0 {
-                    self.legacy_first = line;
+                match String::from_utf8(std::mem::take(&mut self.cells)) {
+                    Ok(text) => {
+                        self.text = text;
+                        self.in_text = true;
+                    }
+                    Err(error) => {
+                        self.cells = error.into_bytes();
+                        if self.encoding.is_none() {
+                            self.legacy = true;
+                            if self.legacy_rows == 0 {
+                                self.legacy_first = line;
+                            }
+                            self.legacy_rows += 1;
+                        }
+                    }
                 }
-                self.legacy_rows += 1;
             }
             return Ok(Some(row));
         }
@@ -229,21 +245,34 @@ impl<'a> Records<'a> {
     /// The current record's cell `index` as text; `Err` says why it cannot be read.
     pub fn cell(&self, index: usize) -> Result<Cow<'_, str>, String> {
         let start = index.checked_sub(1).map_or(0, |i| self.ends[i]);
-        let bytes = &self.cells[start..self.ends[index]];
+        let end = self.ends[index];
+        // For rows read as UTF-8: detected (`None`) or chosen (`Some(UTF_8)`).
+        let not_utf8 = || match self.encoding {
+            None => format!("{} is not UTF-8 text", self.column(index + 1)),
+            Some(_) => format!(
+                "{} is not UTF-8 text; if the file is Windows-1252 (Latin-1), import it with \
+                 --encoding windows-1252",
+                self.column(index + 1)
+            ),
+        };
+        if self.in_text {
+            // The row is UTF-8; a cell is too unless it splits a character, which a slice
+            // that does not end on character boundaries tells.
+            return self
+                .text
+                .get(start..end)
+                .map(Cow::Borrowed)
+                .ok_or_else(not_utf8);
+        }
+        let bytes = &self.cells[start..end];
         match self.encoding {
             None if self.legacy => Ok(WINDOWS_1252.decode_without_bom_handling(bytes).0),
             None => std::str::from_utf8(bytes)
                 .map(Cow::Borrowed)
-                .map_err(|_| format!("{} is not UTF-8 text", self.column(index + 1))),
-            Some(encoding) if encoding == encoding_rs::UTF_8 => {
-                std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(|_| {
-                    format!(
-                        "{} is not UTF-8 text; if the file is Windows-1252 (Latin-1), import it \
-                         with --encoding windows-1252",
-                        self.column(index + 1)
-                    )
-                })
-            }
+                .map_err(|_| not_utf8()),
+            Some(encoding) if encoding == encoding_rs::UTF_8 => std::str::from_utf8(bytes)
+                .map(Cow::Borrowed)
+                .map_err(|_| not_utf8()),
             Some(encoding) => encoding
                 .decode_without_bom_handling_and_without_replacement(bytes)
                 .ok_or_else(|| {
@@ -262,61 +291,115 @@ impl<'a> Records<'a> {
 
     /// Splits the record that starts on `line` (already in `raw`) into cells, reading more
     /// lines while a quoted cell runs on.
+    ///
+    /// A cell at a time, not a byte at a time: an unquoted cell is copied up to the next
+    /// separator or newline and a quoted one up to its next quote, both found with `memchr`
+    /// (a million-row import spends most of its reading here).
     fn scan(&mut self, line: usize) -> io::Result<Row> {
-        let mut state = State::Start;
         let mut at = 0;
         let mut current = line;
-        let mut quote = Quote { line, column: 1 };
         // The first quoted cell that ran past the end of a line.
         let mut spanning: Option<Quote> = None;
         loop {
-            let Some(&byte) = self.raw.get(at) else {
-                if state != State::Quoted {
-                    // The end of the file, without a final newline.
-                    self.ends.push(self.cells.len());
-                    break;
+            let start = self.cells.len();
+            let column = self.ends.len() + 1;
+            if self.raw.get(at) != Some(&b'"') {
+                // An unquoted cell (a quote inside it is text): up to the separator, or the
+                // end of the line without the CR of a CRLF.
+                let rest = &self.raw[at..];
+                let (len, newline) = match memchr2(self.delimiter, b'\n', rest) {
+                    Some(i) => (i, rest[i] == b'\n'),
+                    None => (rest.len(), true),
+                };
+                let text = &rest[..len];
+                let text = match text.strip_suffix(b"\r") {
+                    Some(text) if newline => text,
+                    _ => text,
+                };
+                if text.len() > MAX_CELL {
+                    return Ok(self.too_big(line, column));
                 }
-                spanning.get_or_insert(quote);
-                let next = self.lines.next;
-                match self.lines.read(&mut self.raw)? {
-                    None => {
-                        return Ok(self.unclosed(line, quote, "it runs to the end of the file"));
-                    }
-                    Some(was_cut) => {
-                        if was_cut {
-                            self.cut.push(next);
-                        }
-                        current = next;
-                    }
+                self.cells.extend_from_slice(text);
+                self.ends.push(self.cells.len());
+                at += len + 1;
+                if newline {
+                    break;
                 }
                 continue;
+            }
+            // A quoted cell: up to the next lone quote, reading on past the end of a line.
+            let quote = Quote {
+                line: current,
+                column,
             };
             at += 1;
-            match (state, byte) {
-                (State::Quoted, b'"') => state = State::AfterQuote,
-                (State::Quoted, _) => self.cells.push(byte),
-                (State::AfterQuote, b'"') => {
-                    self.cells.push(b'"');
-                    state = State::Quoted;
+            loop {
+                let rest = &self.raw[at..];
+                let found = memchr(b'"', rest);
+                self.cells
+                    .extend_from_slice(&rest[..found.unwrap_or(rest.len())]);
+                let doubled = match found {
+                    Some(i) => {
+                        at += i + 1;
+                        // `""` is one quote in the text; a lone quote closes the cell.
+                        let doubled = self.raw.get(at) == Some(&b'"');
+                        if doubled {
+                            self.cells.push(b'"');
+                            at += 1;
+                        }
+                        doubled
+                    }
+                    None => {
+                        at = self.raw.len();
+                        true
+                    }
+                };
+                if self.cells.len() - start > MAX_CELL {
+                    if current != quote.line {
+                        return Ok(self.unclosed(line, quote, "it runs past 64 KiB"));
+                    }
+                    return Ok(self.too_big(line, column));
                 }
-                // A CR before the newline (or the end of the file) is part of the line end.
-                (_, b'\r') if matches!(self.raw.get(at), None | Some(b'\n')) => {}
-                (_, b'\n') => {
+                if found.is_some() && !doubled {
+                    break;
+                }
+                if found.is_none() {
+                    spanning.get_or_insert(quote);
+                    let next = self.lines.next;
+                    match self.lines.read(&mut self.raw)? {
+                        None => {
+                            return Ok(self.unclosed(
+                                line,
+                                quote,
+                                "it runs to the end of the file",
+                            ));
+                        }
+                        Some(was_cut) => {
+                            if was_cut {
+                                self.cut.push(next);
+                            }
+                            current = next;
+                        }
+                    }
+                }
+            }
+            // After the closing quote: the separator or the end of the row (a CR before the
+            // newline belongs to the line end), nothing else.
+            if self.raw.get(at) == Some(&b'\r')
+                && matches!(self.raw.get(at + 1), None | Some(b'\n'))
+            {
+                at += 1;
+            }
+            match self.raw.get(at) {
+                None | Some(b'\n') => {
                     self.ends.push(self.cells.len());
                     break;
                 }
-                (_, byte) if byte == self.delimiter => {
+                Some(&byte) if byte == self.delimiter => {
                     self.ends.push(self.cells.len());
-                    state = State::Start;
+                    at += 1;
                 }
-                (State::Start, b'"') => {
-                    state = State::Quoted;
-                    quote = Quote {
-                        line: current,
-                        column: self.ends.len() + 1,
-                    };
-                }
-                (State::AfterQuote, _) => {
+                Some(_) => {
                     if let Some(open) = spanning {
                         let detail = format!(
                             "the quote that would close it, on line {current}, is followed by \
@@ -327,27 +410,18 @@ impl<'a> Records<'a> {
                     let reason = format!(
                         "{}: text after the closing quote; a quote inside a quoted cell is \
                          written twice (\"\")",
-                        self.column(self.ends.len() + 1)
+                        self.column(column)
                     );
                     return Ok(Row::Bad(line, reason));
                 }
-                (State::Start | State::Unquoted, _) => {
-                    self.cells.push(byte);
-                    state = State::Unquoted;
-                }
-            }
-            let cell_start = self.ends.last().copied().unwrap_or(0);
-            if self.cells.len() - cell_start > MAX_CELL {
-                if state == State::Quoted && current != quote.line {
-                    return Ok(self.unclosed(line, quote, "it runs past 64 KiB"));
-                }
-                let reason = format!(
-                    "{} holds more than 64 KiB; a cell may hold at most 64 KiB",
-                    self.column(self.ends.len() + 1)
-                );
-                return Ok(Row::Bad(line, reason));
             }
         }
+        self.finish(line, current, spanning)
+    }
+
+    /// A record read to its end: refused if one of its lines was cut, or if a quoted cell ran
+    /// on to leave it with another cell count than the header's.
+    fn finish(&mut self, line: usize, current: usize, spanning: Option<Quote>) -> io::Result<Row> {
         if let Some(&cut) = self.cut.first() {
             return Ok(Row::Bad(
                 line,
@@ -367,11 +441,20 @@ impl<'a> Records<'a> {
         Ok(Row::Cells(line))
     }
 
+    /// Refuses the record that starts on `line` for its cell in `column` over [`MAX_CELL`].
+    fn too_big(&self, line: usize, column: usize) -> Row {
+        let reason = format!(
+            "{} holds more than 64 KiB; a cell may hold at most 64 KiB",
+            self.column(column)
+        );
+        Row::Bad(line, reason)
+    }
+
     /// Refuses the record that starts on `line` for the quote `open`, and hands the lines after
     /// `line` back to be read again as rows of their own.
     fn unclosed(&mut self, line: usize, open: Quote, detail: &str) -> Row {
         let resume = line + 1;
-        if let Some(end) = self.raw.iter().position(|&b| b == b'\n') {
+        if let Some(end) = memchr(b'\n', &self.raw) {
             let cut: Vec<usize> = self.cut.iter().copied().filter(|&n| n > line).collect();
             self.lines.push_back(&self.raw[end + 1..], resume, &cut);
         }
@@ -429,7 +512,7 @@ pub fn read_line(inner: &mut dyn BufRead, out: &mut Vec<u8>) -> io::Result<Optio
         if buffer.is_empty() {
             break;
         }
-        let (len, ends) = match buffer.iter().position(|&b| b == b'\n') {
+        let (len, ends) = match memchr(b'\n', buffer) {
             Some(i) => (i + 1, true),
             None => (buffer.len(), false),
         };
@@ -483,10 +566,7 @@ impl<'a> Lines<'a> {
         let number = self.next;
         if self.replay_at < self.replay.len() {
             let rest = &self.replay[self.replay_at..];
-            let len = rest
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(rest.len(), |i| i + 1);
+            let len = memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
             out.extend_from_slice(&rest[..len]);
             self.replay_at += len;
             if self.replay_at == self.replay.len() {

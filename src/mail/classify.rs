@@ -25,6 +25,7 @@
 //! - Message-IDs are given without angle brackets, as mail-parser reads them.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use memchr::{memchr, memchr2, memmem, memrchr};
 use std::sync::LazyLock;
 
 use mail_parser::{
@@ -280,34 +281,67 @@ fn returned_message_id(message: &Message<'_>, own: Option<&str>) -> Option<Strin
                 .is_some_and(|s| s.eq_ignore_ascii_case("rfc822-headers"))
         })
     });
-    let quoted = |text: &str| {
-        text.lines().find_map(|line| {
-            let (name, value) = line.trim_start().split_once(':')?;
-            if !name.eq_ignore_ascii_case("message-id") {
-                return None;
-            }
-            let id = value.trim().trim_matches(['<', '>']).to_owned();
-            (!id.is_empty() && Some(id.as_str()) != own).then_some(id)
-        })
-    };
     if let Some(part) = headers_part
-        && let Some(id) = quoted(&String::from_utf8_lossy(part.contents()))
+        && let Some(id) = quoted_message_id(part.contents(), own)
     {
         return Some(id);
     }
-    let raw = String::from_utf8_lossy(message.raw_message());
-    let body = raw
-        .split_once("\r\n\r\n")
-        .or_else(|| raw.split_once("\n\n"))
-        .map_or("", |(_, body)| body);
-    quoted(body)
+    let raw = message.raw_message();
+    let body = memmem::find(raw, b"\r\n\r\n")
+        .map(|at| at + 4)
+        .or_else(|| memmem::find(raw, b"\n\n").map(|at| at + 2))
+        .map_or(&[][..], |at| &raw[at..]);
+    quoted_message_id(body, own)
+}
+
+/// The id of the first `Message-ID:` line of `text` (leading blanks allowed, the name in any
+/// case) that is neither empty nor `own`. Only lines holding the name are decoded: a returned
+/// message can be long.
+fn quoted_message_id(text: &[u8], own: Option<&str>) -> Option<String> {
+    let mut from = 0;
+    while let Some(at) = find_ignoring_case(&text[from..], b"message-id:") {
+        let at = from + at;
+        let start = memrchr(b'\n', &text[..at]).map_or(0, |i| i + 1);
+        let end = memchr(b'\n', &text[at..]).map_or(text.len(), |i| at + i);
+        from = end;
+        let line = String::from_utf8_lossy(&text[start..end]);
+        let Some((name, value)) = line.trim_start().split_once(':') else {
+            continue;
+        };
+        if !name.eq_ignore_ascii_case("message-id") {
+            continue;
+        }
+        let id = value.trim().trim_matches(['<', '>']);
+        if !id.is_empty() && Some(id) != own {
+            return Some(id.to_owned());
+        }
+    }
+    None
+}
+
+/// Where `needle` (ASCII lower case) first occurs in `text`, ignoring ASCII case, without
+/// copying: candidates are found by the needle's first byte in either case.
+fn find_ignoring_case(text: &[u8], needle: &[u8]) -> Option<usize> {
+    let Some(&first) = needle.first() else {
+        return Some(0);
+    };
+    let mut from = 0;
+    while let Some(at) = memchr2(first, first.to_ascii_uppercase(), &text[from..]) {
+        let at = from + at;
+        if text
+            .get(at..at + needle.len())
+            .is_some_and(|window| window.eq_ignore_ascii_case(needle))
+        {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// Whether `text` contains `needle` (ASCII lower case), ignoring ASCII case, without copying.
 fn contains_ignoring_case(text: &str, needle: &str) -> bool {
-    text.as_bytes()
-        .windows(needle.len())
-        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
+    find_ignoring_case(text.as_bytes(), needle.as_bytes()).is_some()
 }
 
 /// An enhanced status code (`5.1.1`) in a bounce's text, else a bare SMTP code (`550`).
@@ -518,6 +552,15 @@ fn is_attribution(line: &str, next: Option<&str>) -> bool {
         "escreveu",
         "schreef",
     ];
+    // Every shape below ends with `:` or starts with `-`, `_`, `f`, `v` or `d` in either
+    // case (no other character lower-cases to those): most lines are settled without a copy.
+    if !(line.trim_end().ends_with(':')
+        || line
+            .trim_start()
+            .starts_with(['-', '_', 'f', 'F', 'v', 'V', 'd', 'D']))
+    {
+        return false;
+    }
     let lower = line.trim().to_lowercase();
     (lower.ends_with(':') && VERBS.iter().any(|verb| lower.contains(verb)))
         || lower.starts_with("-----original message-----")

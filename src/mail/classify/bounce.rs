@@ -21,6 +21,7 @@ use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
+use memchr::memchr;
 use serde_json::Value;
 
 use super::reason::{self, Reason};
@@ -522,28 +523,39 @@ fn returned_sender(message: &Message<'_>) -> Option<String> {
 }
 
 fn first_address(text: &str, not: &[String]) -> Option<String> {
-    text.split(|c: char| {
+    let separator = |c: char| {
         c.is_whitespace()
             || matches!(
                 c,
                 '<' | '>' | '(' | ')' | '"' | ',' | ';' | '[' | ']' | '\''
             )
-    })
-    // Most words are not addresses: only those are copied.
-    .filter(|w| w.contains('@'))
-    .map(|w| {
-        w.trim_end_matches([':', '.'])
+    };
+    // Most words are not addresses: only the word around each `@` is read, from the separator
+    // before it to the one after it.
+    let mut from = 0;
+    while let Some(at) = memchr(b'@', &text.as_bytes()[from..]) {
+        let at = from + at;
+        let start = text[..at]
+            .char_indices()
+            .rfind(|&(_, c)| separator(c))
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let end = text[at..].find(separator).map_or(text.len(), |i| at + i);
+        from = end;
+        let word = text[start..end]
+            .trim_end_matches([':', '.'])
             .trim_start_matches("mailto:")
-            .to_ascii_lowercase()
-    })
-    .find(|w| {
-        !w.starts_with('@')
-            && !w.ends_with('@')
-            && w.matches('@').count() == 1
-            && !not.contains(w)
-            && !w.starts_with("mailer-daemon@")
-            && !w.starts_with("postmaster@")
-    })
+            .to_ascii_lowercase();
+        if !word.starts_with('@')
+            && !word.ends_with('@')
+            && word.matches('@').count() == 1
+            && !not.contains(&word)
+            && !word.starts_with("mailer-daemon@")
+            && !word.starts_with("postmaster@")
+        {
+            return Some(word);
+        }
+    }
+    None
 }
 
 // ---- Amazon SES notifications ----
