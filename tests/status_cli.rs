@@ -13,9 +13,10 @@ use nurture::store::{
 };
 use serde_json::{Value, json};
 
-const SHIPPED: [&str; 4] = [
+const SHIPPED: [&str; 5] = [
     "newsletter-welcome",
     "re-engagement",
+    "trial-offer",
     "trial-welcome",
     "webinar-follow-up",
 ];
@@ -378,6 +379,7 @@ fn json_counts_every_workflow_from_the_store() {
             "newsletter-welcome",
             "re-engagement",
             "spring-promo-2024",
+            "trial-offer",
             "trial-welcome",
             "webinar-follow-up"
         ]
