@@ -53,7 +53,10 @@ pub fn decide(
         }
         _ => {}
     }
-    if engine::goal_reached(workflow, lead, &engine::Facts::default()) {
+    // A lead not yet enrolled has no engagement facts, so no condition reads the time: the
+    // lead's own last change stands in for it.
+    let at = lead.updated_at;
+    if engine::goal_reached(workflow, lead, &engine::Facts::default(), at) {
         return Decision::Skip("already reached the workflow's goal (`exit when`)");
     }
     let condition = match (trigger, &workflow.enroll, &workflow.every) {
@@ -67,7 +70,7 @@ pub fn decide(
         (_, Some(condition), _) => condition,
     };
     let facts = engine::Facts::default();
-    if condition::evaluate(condition, lead, &facts, &mut Vec::new()) {
+    if condition::evaluate(condition, lead, &facts, at, &mut Vec::new()) {
         Decision::Enroll
     } else {
         Decision::Skip("does not match `enroll when`")

@@ -43,3 +43,5 @@ mod webhooks;
 mod api;
 // Web forms, double opt-in (through Postfix + Dovecot) and the example page in headless Chromium.
 mod forms;
+// Click and open tracking over real HTTP, and end to end through Postfix and Dovecot.
+mod track;

@@ -17,6 +17,7 @@ use crate::engine::{Effect, PlannedEmail, condition};
 use crate::lead::{Lead, normalize_email};
 use crate::leads_file;
 use crate::mail::compose::{OutgoingEmail, lead_mailbox, to_eml};
+use crate::mail::links::Tracker;
 use crate::mail::personalize::personalize;
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::{WindowZone, Workflow};
@@ -203,8 +204,9 @@ pub fn preview_lead(
                     event.at,
                     &options.unsubscribe,
                     &snapshot.email,
+                    preview_tracker(workflow, &options.unsubscribe).as_ref(),
                 )
-                .and_then(|email| match to_eml(&email) {
+                .and_then(|(email, _)| match to_eml(&email) {
                     Ok(_) => Ok(email),
                     Err(error) => Err(format!("cannot compose the email: {error}")),
                 }),
@@ -381,10 +383,30 @@ fn select_leads(
     Ok((chosen, 0))
 }
 
+/// A tracked workflow's previews show tracked links (under the preview key, message 0: they
+/// lead nowhere), so the preview looks like what leaves.
+fn preview_tracker<'a>(workflow: &Workflow, unsubscribe: &'a Unsubscribe) -> Option<Tracker<'a>> {
+    Some(Tracker {
+        signer: unsubscribe.signer(),
+        base_url: unsubscribe.base_url()?,
+        message: 0,
+        clicks: workflow.tracking.clicks,
+        opens: workflow.tracking.opens,
+    })
+    .filter(|_| workflow.tracking.any())
+}
+
 fn matches_enrollment(workflow: &Workflow, lead: &Lead) -> bool {
     !lead.is_suppressed()
         && workflow.enroll.as_ref().is_none_or(|condition| {
-            condition::evaluate(condition, lead, &Default::default(), &mut Vec::new())
+            // No engagement facts before enrolling: no condition reads the time.
+            condition::evaluate(
+                condition,
+                lead,
+                &Default::default(),
+                lead.updated_at,
+                &mut Vec::new(),
+            )
         })
 }
 

@@ -269,7 +269,14 @@ fn describe(happening: &Happening) -> String {
         },
         Some(Input::Bounce { .. }) => format!("runs the `on bounce` handler for {scope}"),
         Some(Input::Unsubscribe) => format!("runs the `on unsubscribe` handler for {scope}"),
-        Some(Input::Due | Input::Click | Input::LeadChanged) | None => format!(
+        Some(
+            Input::Due
+            | Input::Click { .. }
+            | Input::Open { .. }
+            | Input::Did { .. }
+            | Input::LeadChanged,
+        )
+        | None => format!(
             "journaled (“{}”); no handler runs",
             happening.note.as_deref().unwrap_or("received")
         ),

@@ -30,11 +30,13 @@
 
 pub mod clock;
 pub mod correlate;
+pub mod engage;
 pub mod enroller;
 pub mod http;
 pub mod inbound;
 pub mod inbox;
 pub mod intake;
+pub mod judge;
 pub mod pipeline;
 pub mod reload;
 pub mod scheduler;

@@ -88,6 +88,8 @@ pub enum SettingKind {
     Owner(Spanned<String>),
     Timezone(Spanned<String>),
     Window(WindowAst),
+    /// `track clicks and opens`: the words as written.
+    Track(Vec<Spanned<String>>),
 }
 
 impl SettingKind {
@@ -104,6 +106,7 @@ impl SettingKind {
             SettingKind::Owner(_) => "owner",
             SettingKind::Timezone(_) => "timezone",
             SettingKind::Window(_) => "send on",
+            SettingKind::Track(_) => "track",
         }
     }
 }
@@ -216,6 +219,31 @@ pub enum WaitAst {
     },
     /// `wait until cron "…"`.
     Cron(Spanned<String>),
+    /// `wait until lead clicked "offer" or 3 days`.
+    UntilAction {
+        action: ActionAst,
+        count: Spanned<String>,
+        unit: Spanned<String>,
+    },
+}
+
+/// Something a lead does, as written: `clicked "offer"`, `opened "welcome"`,
+/// `did "visited-pricing" within 7 days`.
+#[derive(Debug, Clone)]
+pub enum ActionAst {
+    /// `clicked`: any tracked link of this workflow (its span).
+    Clicked(Span),
+    /// `clicked "STEP"`: a link of that step's email.
+    ClickedStep(Spanned<String>),
+    /// `clicked link "NAME"`.
+    ClickedLink(Spanned<String>),
+    /// `opened "STEP"`.
+    Opened(Spanned<String>),
+    /// `did "EVENT"`, optionally `within N UNIT` (count and unit as written).
+    Did {
+        event: Spanned<String>,
+        within: Option<(Spanned<String>, Spanned<String>)>,
+    },
 }
 
 /// `if … { } else if … { } else { }`.
@@ -259,7 +287,7 @@ pub enum CondKind {
     },
     Replied,
     AutoReplied,
-    Clicked,
+    Action(ActionAst),
     Sent(Spanned<String>),
 }
 
@@ -306,10 +334,12 @@ pub enum Event {
     AutoReply,
     Bounce,
     Unsubscribe,
+    /// A person (not a machine) clicked a tracked link of this workflow.
+    Click,
 }
 
 impl Event {
-    pub const NAMES: [&'static str; 4] = ["reply", "auto-reply", "bounce", "unsubscribe"];
+    pub const NAMES: [&'static str; 5] = ["reply", "auto-reply", "bounce", "unsubscribe", "click"];
 
     pub fn parse(name: &str) -> Option<Event> {
         match name {
@@ -317,6 +347,7 @@ impl Event {
             "auto-reply" => Some(Event::AutoReply),
             "bounce" => Some(Event::Bounce),
             "unsubscribe" => Some(Event::Unsubscribe),
+            "click" => Some(Event::Click),
             _ => None,
         }
     }

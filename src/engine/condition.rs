@@ -8,11 +8,14 @@
 
 use std::cmp::Ordering;
 
+use chrono::{DateTime, Utc};
+
 use serde::Serialize;
 
 use crate::lead::{Lead, Value};
 use crate::workflow::{CompareOp, Condition, Engagement};
 
+use super::calendar;
 use super::state::Facts;
 
 /// One value a condition read: `lead.score` = `12`.
@@ -22,21 +25,22 @@ pub struct Observation {
     pub value: String,
 }
 
-/// Evaluates `condition`, appending what it read to `observed` (each thing once).
+/// Evaluates `condition` at `now`, appending what it read to `observed` (each thing once).
 pub fn evaluate(
     condition: &Condition,
     lead: &Lead,
     facts: &Facts,
+    now: DateTime<Utc>,
     observed: &mut Vec<Observation>,
 ) -> bool {
     match condition {
         Condition::And(a, b) => {
-            evaluate(a, lead, facts, observed) && evaluate(b, lead, facts, observed)
+            evaluate(a, lead, facts, now, observed) && evaluate(b, lead, facts, now, observed)
         }
         Condition::Or(a, b) => {
-            evaluate(a, lead, facts, observed) || evaluate(b, lead, facts, observed)
+            evaluate(a, lead, facts, now, observed) || evaluate(b, lead, facts, now, observed)
         }
-        Condition::Not(inner) => !evaluate(inner, lead, facts, observed),
+        Condition::Not(inner) => !evaluate(inner, lead, facts, now, observed),
         Condition::Compare { field, op, value } => {
             let actual = read_field(lead, field, observed);
             compare(actual.as_ref(), *op, value)
@@ -56,22 +60,33 @@ pub fn evaluate(
             set != *negated
         }
         Condition::Engaged(fact) => {
-            let (what, result) = match fact {
-                Engagement::Replied => ("replied".to_string(), facts.replied),
-                Engagement::AutoReplied => ("auto-replied".to_string(), facts.auto_replied),
-                Engagement::Clicked => ("clicked".to_string(), facts.clicked),
-                Engagement::Sent(template) => (
-                    format!("sent \"{template}\""),
-                    facts.sent.iter().any(|t| t == template),
-                ),
-            };
+            let result = engaged(fact, facts, now);
             observe(
                 observed,
-                &what,
+                &fact.to_string(),
                 if result { "yes" } else { "no" }.to_string(),
             );
             result
         }
+    }
+}
+
+/// Whether the enrollment has seen `fact` by `now` (clicks and opens are people's, never
+/// machines': the daemon does not report those to the engine).
+pub fn engaged(fact: &Engagement, facts: &Facts, now: DateTime<Utc>) -> bool {
+    let has = |list: &[String], name: &str| list.iter().any(|item| item == name);
+    match fact {
+        Engagement::Replied => facts.replied,
+        Engagement::AutoReplied => facts.auto_replied,
+        Engagement::Clicked => facts.clicked,
+        Engagement::ClickedStep(step) => has(&facts.clicked_steps, step),
+        Engagement::ClickedLink(name) => has(&facts.clicked_links, name),
+        Engagement::Opened(step) => has(&facts.opened, step),
+        Engagement::Did { event, within } => facts.did.iter().any(|(name, at)| {
+            name == event
+                && within.is_none_or(|length| *at >= now - calendar::length(&length) && *at <= now)
+        }),
+        Engagement::Sent(template) => has(&facts.sent, template),
     }
 }
 
@@ -160,7 +175,13 @@ mod tests {
 
     fn check(condition: &Condition) -> (bool, Vec<Observation>) {
         let mut observed = Vec::new();
-        let result = evaluate(condition, &lead(), &Facts::default(), &mut observed);
+        let result = evaluate(
+            condition,
+            &lead(),
+            &Facts::default(),
+            Utc::now(),
+            &mut observed,
+        );
         (result, observed)
     }
 

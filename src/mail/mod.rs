@@ -7,6 +7,7 @@
 //! - [`render`]: what a template sees (the context built from a lead), the rendered body, and the
 //!   render error a marketer can act on.
 //! - [`personalize`]: one planned email rendered for one lead (daemon and dry-run alike).
+//! - [`links`]: named links, and click and open tracking (links rewritten to signed tokens).
 //! - [`compose`]: the outgoing email (headers, Message-ID, List-Unsubscribe) and its RFC 5322
 //!   form through lettre.
 //!
@@ -16,6 +17,7 @@
 pub mod classify;
 pub mod compose;
 pub mod imap;
+pub mod links;
 pub mod personalize;
 pub mod render;
 pub mod templates;

@@ -130,6 +130,7 @@ pub(crate) mod tests {
             timezone: chrono_tz::UTC,
             window: None,
             handlers: Handlers::default(),
+            tracking: Default::default(),
             steps: Vec::new(),
         }
     }

@@ -239,7 +239,7 @@ fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
                 return Err(StoreError::Open {
                     path: path.to_path_buf(),
                     error,
-                })
+                });
             }
         }
     }

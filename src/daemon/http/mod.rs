@@ -2,6 +2,8 @@
 //! capability, each mounted only when configured:
 //!
 //! - [`unsubscribe`]: one-click unsubscribe links (always, once the server runs);
+//! - [`track`]: tracked links and the open image (always: tokens exist only for workflows
+//!   that `track clicks` or `track opens`);
 //! - [`api`]: `/v1`, JSON, behind API keys (`http.api_key_file` / `http.api_key_env`);
 //! - [`forms`]: `POST /forms/<name>` for the `[[forms]]` of the configuration;
 //! - [`optin`]: `/confirm/<token>`, when a form asks for double opt-in.
@@ -16,6 +18,7 @@ pub mod api;
 pub mod error;
 pub mod forms;
 pub mod optin;
+pub mod track;
 pub mod unsubscribe;
 
 use std::collections::HashMap;
@@ -48,6 +51,8 @@ pub struct Doors {
     pub forms: HashMap<String, forms::Form>,
     /// Where a proxy in front puts the client's address; `None`: the connection's.
     pub client_ip_header: Option<HeaderName>,
+    /// The tracked links followed lately (a scanner's burst: [`track`]).
+    pub recent: crate::daemon::judge::Recent,
 }
 
 impl Doors {
@@ -100,6 +105,7 @@ impl Doors {
             api,
             forms,
             client_ip_header,
+            recent: Default::default(),
         })
     }
 
@@ -122,7 +128,9 @@ pub async fn serve(
     doors: Arc<Doors>,
     config: &Config,
 ) -> std::io::Result<()> {
-    let mut app = Router::new().merge(unsubscribe::router());
+    let mut app = Router::new()
+        .merge(unsubscribe::router())
+        .merge(track::router());
     if doors.api.is_some() {
         app = app.merge(api::router(config.http.api_max_body_bytes));
     }
