@@ -687,12 +687,14 @@ impl<'a> Compiler<'a> {
                 Some(Engagement::Clicked)
             }
             ActionAst::ClickedStep(step) => {
-                let clicks = self.tracking.clicks;
-                self.tracked(clicks, "clicks", &step.span)?;
-                Some(Engagement::ClickedStep(self.sending_step(step, "clicked")?))
+                // Both checked, so both mistakes are reported at once.
+                let tracked = self.tracked(self.tracking.clicks, "clicks", &step.span);
+                let step = self.sending_step(step, "clicked");
+                tracked?;
+                Some(Engagement::ClickedStep(step?))
             }
             ActionAst::ClickedLink(name) => {
-                self.tracked(self.tracking.clicks, "clicks", &name.span)?;
+                let tracked = self.tracked(self.tracking.clicks, "clicks", &name.span);
                 if !is_link_name(&name.value) {
                     self.push(
                         self.cx
@@ -702,31 +704,39 @@ impl<'a> Compiler<'a> {
                             )
                             .with_label("letters, digits, `-` and `_` only")
                             .with_hint(
-                                "name the link in its template the same way:                                  `{{link \"pricing\" \"https://…\"}}`",
+                                "name the link in its template the same way: \
+                                 `{{link \"pricing\" \"https://…\"}}`",
                             ),
                     );
                     return None;
                 }
+                tracked?;
                 Some(Engagement::ClickedLink(name.value.clone()))
             }
             ActionAst::Opened(step) => {
-                self.tracked(self.tracking.opens, "opens", &step.span)?;
-                Some(Engagement::Opened(self.sending_step(step, "opened")?))
+                let tracked = self.tracked(self.tracking.opens, "opens", &step.span);
+                let step = self.sending_step(step, "opened");
+                tracked?;
+                Some(Engagement::Opened(step?))
             }
             ActionAst::Did { event, within } => {
+                let within = match within {
+                    Some((count, unit)) => Some(self.length(count, unit)),
+                    None => None,
+                };
                 if event.value.trim().is_empty() {
                     self.push(
                         self.cx
                             .error("an event has a name", event.span.clone())
                             .with_label("empty")
                             .with_hint(
-                                "the name the API reported it under:                                  `did \"visited-pricing\"`",
+                                "the name the API reported it under: `did \"visited-pricing\"`",
                             ),
                     );
                     return None;
                 }
                 let within = match within {
-                    Some((count, unit)) => Some(self.length(count, unit)?),
+                    Some(length) => Some(length?),
                     None => None,
                 };
                 Some(Engagement::Did {
