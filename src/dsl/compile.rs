@@ -720,10 +720,9 @@ impl<'a> Compiler<'a> {
                 Some(Engagement::Opened(step?))
             }
             ActionAst::Did { event, within } => {
-                let within = match within {
-                    Some((count, unit)) => Some(self.length(count, unit)),
-                    None => None,
-                };
+                let within = within
+                    .as_ref()
+                    .map(|(count, unit)| self.length(count, unit));
                 if event.value.trim().is_empty() {
                     self.push(
                         self.cx
