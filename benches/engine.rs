@@ -5,7 +5,11 @@
 //! 2. Engine throughput: due steps executed per second through the daemon's own scheduler
 //!    (read, `advance`, render subject + HTML + text, MIME, one store transaction with the
 //!    in-flight mark, a flush) and sender (null transport, sent record and journal line), over `STEPS` steps. Beside it, in the same
-//!    run, the raw cost of one handlebars render plus one sled insert, and the ratio.
+//!    run, the raw cost of one handlebars render plus one sled insert, and the ratio. And the
+//!    same steps with click and open tracking on (`track clicks and opens`: every link
+//!    rewritten to a signed token, the open image, the links kept with the email), in rounds
+//!    alternating with the untracked ones, and the ratio. Target (issue 13): tracking costs
+//!    ≤ 10 % of the steps/s.
 //! 3. The real daemon (`nurture run`, release) on that store: time from start to the first
 //!    email in the outbox folder, its resident memory while it works through the backlog, and
 //!    its CPU use when idle.
@@ -72,26 +76,43 @@ fn main() {
         .build()
         .expect("runtime");
     // Half at most: the daemon figures below need a backlog still due.
-    let steps = STEPS.min(leads / 2) / ROUNDS;
+    // Untracked and tracked rounds take a quarter of the leads each at most.
+    let steps = STEPS.min(leads / 4) / ROUNDS;
     let mut pipeline = Pipeline::new(
         store.clone(),
         std::sync::Arc::new(Transport::Null),
         Throttle::new(Limits::default()),
         std::sync::Arc::new(nurture::unsubscribe::Unsubscribe::preview("")),
     );
-    let mut rounds = Vec::new();
-    for _ in 0..ROUNDS {
+    // The same workflow, tracked, with a public address to report to.
+    let tracked_project = tracked_drip_project();
+    let mut tracked_pipeline = Pipeline::new(
+        store.clone(),
+        std::sync::Arc::new(Transport::Null),
+        Throttle::new(Limits::default()),
+        std::sync::Arc::new(nurture::unsubscribe::Unsubscribe::preview(
+            "https://nurture.example.test",
+        )),
+    );
+    let mut round = |pipeline: &mut Pipeline, project: &Project| {
         let started = Instant::now();
         let mut done = 0;
         while done < steps {
             let limit = CHUNK.min(steps - done);
             done += runtime
-                .block_on(pipeline.run_due(&project, now, limit))
+                .block_on(pipeline.run_due(project, now, limit))
                 .expect("run");
         }
         runtime.block_on(pipeline.finish()).expect("send");
-        rounds.push(started.elapsed());
+        started.elapsed()
+    };
+    let mut rounds = Vec::new();
+    let mut tracked_rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        rounds.push(round(&mut pipeline, &project));
+        tracked_rounds.push(round(&mut tracked_pipeline, &tracked_project));
     }
+    tracked_rounds.sort();
     rounds.sort();
     let median = rounds[ROUNDS / 2];
     let per_step = median.as_secs_f64() / steps as f64;
@@ -103,6 +124,15 @@ fn main() {
         1.0 / per_step,
         per_step * 1e6
     );
+
+    let tracked_median = tracked_rounds[ROUNDS / 2];
+    println!(
+        "engine, tracked (links rewritten, open image, links kept): median {:.3} s: {:.0} steps/s, {:.1}% fewer than untracked in the same run",
+        tracked_median.as_secs_f64(),
+        steps as f64 / tracked_median.as_secs_f64(),
+        (1.0 - median.as_secs_f64() / tracked_median.as_secs_f64()) * 100.0
+    );
+    drop(tracked_pipeline);
 
     let raw = raw_render_and_insert(&project, &root.join("raw"));
     println!(
@@ -120,6 +150,22 @@ fn main() {
     } else {
         let _ = std::fs::remove_dir_all(&root);
     }
+}
+
+/// The benchmark workflow with `track clicks and opens` (`benches/fixtures/workflows-tracked`),
+/// named `drip` too, so the same enrollments run under it.
+fn tracked_drip_project() -> Project {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures");
+    let project = Project::load(
+        &[fixtures.join("workflows-tracked")],
+        &fixtures.join("templates"),
+    );
+    assert!(
+        project.diagnostics.is_empty(),
+        "{}",
+        project.render_diagnostics()
+    );
+    project
 }
 
 /// Seconds for one render of the benchmark template plus one insert of the result.

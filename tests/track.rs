@@ -136,7 +136,8 @@ fn client() -> Client {
         .unwrap()
 }
 
-/// The `.eml` files in `dir`, oldest first, as bytes; waits up to 15 s for `count`.
+/// The `.eml` files in `dir`, oldest first, as bytes; waits up to 15 s for `count` (0: looks
+/// once).
 fn emails(dir: &Path, count: usize) -> Vec<Vec<u8>> {
     let started = Instant::now();
     loop {
@@ -276,7 +277,7 @@ fn tracked_links_redirect_to_their_target_forgeries_404_and_machines_move_nothin
     assert_eq!(location(&scanner), PRICING);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
-        emails(&dir.join("outbox"), 2).len(),
+        emails(&dir.join("outbox"), 0).len(),
         1,
         "a machine moved it"
     );
@@ -315,6 +316,19 @@ fn tracked_links_redirect_to_their_target_forgeries_404_and_machines_move_nothin
     assert!(shown.contains("opened `offer` (a person)"), "{shown}");
     // The address and the agent are judged, never kept.
     assert!(!shown.contains("python-requests") && !shown.contains("127.0.0.1"));
+    // `status` counts people per step, machines apart.
+    let status = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .arg("status")
+        .current_dir(&dir)
+        .env("NURTURE_WORKFLOWS", dir.join("workflows"))
+        .env("NURTURE_TEMPLATES", dir.join("templates"))
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("tracked / offer: 1 sent, 1 open, 2 clicks (machines: 0 opens, 2 clicks)"),
+        "{status}"
+    );
     drop(daemon);
     let _ = fs::remove_dir_all(&dir);
 }
@@ -353,6 +367,63 @@ fn a_link_read_from_dovecot_is_followed_and_the_branch_waiting_for_it_sends() {
         .map(|raw| parts(raw).0)
         .collect();
     assert_eq!(subjects, ["Our offer", "About pricing"]);
+    drop(daemon);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+const DID_FLOW: &str = r#"workflow "pricing-watch" {
+  enroll when lead.source is "track-test"
+  from "Ana Ortiz <sales@example.test>"
+
+  step start {
+    send "track-nudge" subject "Hello"
+    wait until lead did "visited-pricing" or 3 days
+  }
+
+  step after {
+    if lead did "visited-pricing" within 1 day {
+      send "track-pricing" subject "About pricing"
+    }
+  }
+}
+"#;
+
+#[test]
+fn an_event_through_the_api_wakes_the_sequence_that_waits_for_it() {
+    let dir = scratch("track-did");
+    project(&dir);
+    fs::remove_file(dir.join("workflows/tracked.flow")).unwrap();
+    fs::write(dir.join("workflows/pricing-watch.flow"), DID_FLOW).unwrap();
+    seed(&dir, vec![lead("ana@example.test")]);
+    let port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nurture"));
+    command
+        .arg("run")
+        .env("NURTURE_TRANSPORT_OUTBOX", dir.join("outbox"))
+        .env("NURTURE_HTTP_API_KEY_ENV", "NURTURE_TEST_API_KEYS")
+        .env("NURTURE_TEST_API_KEYS", "track-key-0123456789abcdef");
+    let daemon = Running::start(command, &dir, port);
+    assert_eq!(emails(&dir.join("outbox"), 1).len(), 1, "{}", daemon.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        emails(&dir.join("outbox"), 0).len(),
+        1,
+        "nothing happened yet"
+    );
+
+    let response = client()
+        .post(format!(
+            "http://127.0.0.1:{port}/v1/leads/ana@example.test/events"
+        ))
+        .bearer_auth("track-key-0123456789abcdef")
+        .header("content-type", "application/json")
+        .body(r#"{"event": "visited-pricing"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let sent = emails(&dir.join("outbox"), 2);
+    assert_eq!(sent.len(), 2, "{}", daemon.log());
+    assert_eq!(parts(&sent[1]).0, "About pricing");
     drop(daemon);
     let _ = fs::remove_dir_all(&dir);
 }

@@ -171,6 +171,14 @@ pub async fn run(
     let unsubscribe = Arc::new(
         Unsubscribe::load(&config.http, &store).map_err(|e| DaemonError::Setup(e.to_string()))?,
     );
+    if unsubscribe.base_url().is_none() {
+        for workflow in project.workflows.iter().filter(|w| w.tracking.any()) {
+            warn!(
+                workflow = %workflow.name,
+                "`track` needs http.base_url, the public address tracked links lead to: this workflow's emails go out untracked, and its conditions on clicks and opens stay false"
+            );
+        }
+    }
     let mut deliverer = webhooks::Deliverer::new(&config.webhooks).map_err(DaemonError::Setup)?;
     let _endpoint = start_http(&config, &project, unsubscribe.clone(), inbound.clone()).await?;
     let _watchers: Vec<AbortOnDrop> = Account::from_config(&config.imap)

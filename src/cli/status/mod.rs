@@ -32,6 +32,10 @@
 //!     deliverability problem; the lead is left alone;
 //!   - `promoted`: leads promoted (to contact or customer) by this workflow, each counted once;
 //!   - `contact_rate`: `promoted` / `enrolled` in percent, one decimal; null with no enrollment.
+//! - `steps`: one object per workflow step that sent email, sorted by workflow then step:
+//!   `{ "workflow", "step", "sent", "opens", "clicks", "machine_opens", "machine_clicks" }`:
+//!   `opens` and `clicks` are people's (tracked workflows: `track opens`, `track clicks`);
+//!   what image proxies and link scanners fetched is counted apart, as `machine_…`.
 //! - `next`: the earliest due enrollments, earliest first: `{ "at", "workflow", "lead" }`, with
 //!   `at` in RFC 3339 UTC. Due is when the engine next runs the enrollment: usually a send.
 //! - `leads`: every person in the store, whatever their stage; `contacts`: those at stage
@@ -119,6 +123,7 @@ pub fn run(
 #[derive(Debug, Serialize)]
 struct Report {
     workflows: Vec<WorkflowStatus>,
+    steps: Vec<StepStatus>,
     next: Vec<Due>,
     leads: u64,
     contacts: u64,
@@ -222,6 +227,20 @@ impl WorkflowStatus {
         self.sender_side_rejections += part.sender_side_rejections;
         self.promoted += part.promoted;
     }
+}
+
+/// Sends and engagement of one step's email.
+#[derive(Debug, Default, Serialize)]
+struct StepStatus {
+    workflow: String,
+    step: String,
+    sent: u64,
+    /// A person's opens and clicks.
+    opens: u64,
+    clicks: u64,
+    /// What machines fetched (image proxies, link scanners): not counted above.
+    machine_opens: u64,
+    machine_clicks: u64,
 }
 
 #[derive(Debug, Serialize)]

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::thread::ScopedJoinHandle;
 
-use super::{Due, Email, Report, WorkflowStatus, complaint_rate, rate};
+use super::{Due, Email, Report, StepStatus, WorkflowStatus, complaint_rate, rate};
 use crate::daemon::correlate::{SENDER_SIDE, SPAM_COMPLAINT};
 use crate::engine::{ExitReason, Status};
 use crate::lead::Stage;
@@ -25,12 +25,19 @@ type Counts = BTreeMap<String, WorkflowStatus>;
 /// from the workflows folder) and for every other workflow the store mentions, and the next
 /// `next` enrollments due.
 pub(super) fn scan(store: &Store, loaded: &[String], next: usize) -> Result<Report, StoreError> {
-    let (enrollments, messages, journal, people) = std::thread::scope(|scope| {
+    let (enrollments, messages, journal, people, steps) = std::thread::scope(|scope| {
         let enrollments = scope.spawn(|| count_enrollments(store));
         let messages = scope.spawn(|| count_messages(store));
         let journal = scope.spawn(|| count_journal(store));
+        let steps = scope.spawn(|| count_steps(store));
         let people = count_people(store);
-        (join(enrollments), join(messages), join(journal), people)
+        (
+            join(enrollments),
+            join(messages),
+            join(journal),
+            people,
+            join(steps),
+        )
     });
     let (messages, uncertain) = messages?;
     let (journal, untraced) = journal?;
@@ -70,6 +77,7 @@ pub(super) fn scan(store: &Store, loaded: &[String], next: usize) -> Result<Repo
         .collect();
     Ok(Report {
         workflows,
+        steps: steps?,
         next,
         leads,
         contacts,
@@ -129,6 +137,56 @@ fn count_messages(store: &Store) -> Result<(Counts, Vec<Email>), StoreError> {
         slot(&mut workflows, &email?.workflow).queued += 1;
     }
     Ok((workflows, uncertain))
+}
+
+/// Per step that sent email: sends, and people's and machines' opens and clicks (journaled
+/// as they arrived, judged: `crate::daemon::judge`).
+fn count_steps(store: &Store) -> Result<Vec<StepStatus>, StoreError> {
+    let mut steps: BTreeMap<(String, String), StepStatus> = BTreeMap::new();
+    for message in store.messages() {
+        let message = message?;
+        // Notifications to our side are no step's email.
+        if message.state == MessageState::Sent && !message.step.starts_with("notify ") {
+            step_slot(&mut steps, &message.workflow, &message.step).sent += 1;
+        }
+    }
+    for entry in store.all_events() {
+        let (_, event) = entry?;
+        let (
+            EventKind::Engaged {
+                kind,
+                step,
+                machine,
+                ..
+            },
+            Some(workflow),
+        ) = (&event.kind, &event.workflow)
+        else {
+            continue;
+        };
+        let counts = step_slot(&mut steps, workflow, step);
+        match (kind.as_str(), machine.is_some()) {
+            ("open", false) => counts.opens += 1,
+            ("open", true) => counts.machine_opens += 1,
+            (_, false) => counts.clicks += 1,
+            (_, true) => counts.machine_clicks += 1,
+        }
+    }
+    Ok(steps.into_values().collect())
+}
+
+fn step_slot<'a>(
+    steps: &'a mut BTreeMap<(String, String), StepStatus>,
+    workflow: &str,
+    step: &str,
+) -> &'a mut StepStatus {
+    steps
+        .entry((workflow.to_string(), step.to_string()))
+        .or_insert_with(|| StepStatus {
+            workflow: workflow.to_string(),
+            step: step.to_string(),
+            ..StepStatus::default()
+        })
 }
 
 /// Emails listed as being handed to the transport. A running daemon lends the store only
