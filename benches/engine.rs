@@ -94,7 +94,7 @@ fn main() {
             "https://nurture.example.test",
         )),
     );
-    let mut round = |pipeline: &mut Pipeline, project: &Project| {
+    let round = |pipeline: &mut Pipeline, project: &Project| {
         let started = Instant::now();
         let mut done = 0;
         while done < steps {
