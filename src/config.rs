@@ -41,6 +41,20 @@ pub struct Config {
     pub forms: Vec<FormConfig>,
     /// When soft bounces add up to an undeliverable address (`[bounces]`).
     pub bounces: BouncesConfig,
+    /// DKIM signing of outgoing emails (`[dkim]`; see `crate::mail::dkim`).
+    pub dkim: DkimConfig,
+}
+
+/// DKIM signing: all three set, or none (no signing).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DkimConfig {
+    /// The selector: the key is published at `SELECTOR._domainkey.DOMAIN`.
+    pub selector: String,
+    /// The signing domain (`d=`), usually the sender address's domain.
+    pub domain: String,
+    /// The private key, PEM (RSA or Ed25519); read when the daemon starts.
+    pub key_file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +153,9 @@ pub struct HttpConfig {
     pub api_key_file: String,
     /// Or: the name of an environment variable holding the keys (separated by commas).
     pub api_key_env: String,
+    /// The status page's password (`GET /`), one line, at least 12 characters: it opens the
+    /// page and nothing else. The API keys open it too; neither: no page.
+    pub page_password_file: String,
     /// Requests per second one API key may make (bursts up to as many); 0: no limit.
     pub api_requests_per_second: u32,
     /// The largest API request body, in bytes.
@@ -159,6 +176,7 @@ impl Default for HttpConfig {
             secret_env: String::new(),
             api_key_file: String::new(),
             api_key_env: String::new(),
+            page_password_file: String::new(),
             api_requests_per_second: 1000,
             api_max_body_bytes: 64 * 1024,
             timeout_seconds: 30,

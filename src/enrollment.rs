@@ -40,6 +40,7 @@ pub fn decide(
     lead: &Lead,
     existing: Option<&Enrollment>,
     trigger: Trigger,
+    now: DateTime<Utc>,
 ) -> Decision {
     if lead.is_suppressed() {
         return Decision::Skip("the address is suppressed");
@@ -53,10 +54,7 @@ pub fn decide(
         }
         _ => {}
     }
-    // A lead not yet enrolled has no engagement facts, so no condition reads the time: the
-    // lead's own last change stands in for it.
-    let at = lead.updated_at;
-    if engine::goal_reached(workflow, lead, &engine::Facts::default(), at) {
+    if engine::goal_reached(workflow, lead, &engine::Facts::default(), now) {
         return Decision::Skip("already reached the workflow's goal (`exit when`)");
     }
     let condition = match (trigger, &workflow.enroll, &workflow.every) {
@@ -70,7 +68,8 @@ pub fn decide(
         (_, Some(condition), _) => condition,
     };
     let facts = engine::Facts::default();
-    if condition::evaluate(condition, lead, &facts, at, &mut Vec::new()) {
+    let clock = engine::clock(workflow, lead, now);
+    if condition::evaluate(condition, lead, &facts, clock, &mut Vec::new()) {
         Decision::Enroll
     } else {
         Decision::Skip("does not match `enroll when`")
@@ -104,9 +103,12 @@ mod tests {
             .unwrap_or_else(|| panic!("{:?}", compiled.diagnostics))
     }
 
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap()
+    }
+
     fn lead(source: &str) -> Lead {
-        let now = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
-        let mut lead = Lead::new("ana@example.com".into(), now);
+        let mut lead = Lead::new("ana@example.com".into(), now());
         lead.source = Some(source.into());
         lead
     }
@@ -115,27 +117,33 @@ mod tests {
     fn a_matching_changed_lead_enters_once() {
         let flow = workflow("enroll when lead.source is \"web\"");
         assert_eq!(
-            decide(&flow, &lead("web"), None, Trigger::Changed),
+            decide(&flow, &lead("web"), None, Trigger::Changed, now()),
             Decision::Enroll
         );
         assert!(matches!(
-            decide(&flow, &lead("event"), None, Trigger::Changed),
+            decide(&flow, &lead("event"), None, Trigger::Changed, now()),
             Decision::Skip(_)
         ));
         let now = Utc::now();
         let mut enrolled = engine::enroll(&flow, &lead("web"), now);
         assert_eq!(
-            decide(&flow, &lead("web"), Some(&enrolled), Trigger::Changed),
+            decide(&flow, &lead("web"), Some(&enrolled), Trigger::Changed, now),
             Decision::Skip("already enrolled")
         );
         enrolled.status = Status::Completed;
         assert!(matches!(
-            decide(&flow, &lead("web"), Some(&enrolled), Trigger::Changed),
+            decide(&flow, &lead("web"), Some(&enrolled), Trigger::Changed, now),
             Decision::Skip(_)
         ));
         let reentry = workflow("enroll when lead.source is \"web\"\n  allow re-entry");
         assert_eq!(
-            decide(&reentry, &lead("web"), Some(&enrolled), Trigger::Changed),
+            decide(
+                &reentry,
+                &lead("web"),
+                Some(&enrolled),
+                Trigger::Changed,
+                now
+            ),
             Decision::Enroll
         );
     }
@@ -148,12 +156,12 @@ mod tests {
         customer.promote(crate::lead::Stage::Customer);
         for trigger in [Trigger::Changed, Trigger::Manual] {
             assert_eq!(
-                decide(&flow, &customer, None, trigger),
+                decide(&flow, &customer, None, trigger, now()),
                 Decision::Skip("already reached the workflow's goal (`exit when`)")
             );
         }
         assert_eq!(
-            decide(&flow, &lead("web"), None, Trigger::Changed),
+            decide(&flow, &lead("web"), None, Trigger::Changed, now()),
             Decision::Enroll
         );
     }
@@ -169,7 +177,7 @@ mod tests {
         });
         for trigger in [Trigger::Changed, Trigger::Manual] {
             assert_eq!(
-                decide(&flow, &suppressed, None, trigger),
+                decide(&flow, &suppressed, None, trigger, now()),
                 Decision::Skip("the address is suppressed")
             );
         }
@@ -179,31 +187,37 @@ mod tests {
     fn recurring_workflows_enroll_at_slots_and_manual_ones_by_hand() {
         let recurring = workflow("every \"0 9 * * MON\"\n  enroll when lead.source is \"web\"");
         assert!(matches!(
-            decide(&recurring, &lead("web"), None, Trigger::Changed),
+            decide(&recurring, &lead("web"), None, Trigger::Changed, now()),
             Decision::Skip(_)
         ));
         assert_eq!(
-            decide(&recurring, &lead("web"), None, Trigger::Slot),
+            decide(&recurring, &lead("web"), None, Trigger::Slot, now()),
             Decision::Enroll
         );
         assert!(matches!(
-            decide(&recurring, &lead("x"), None, Trigger::Slot),
+            decide(&recurring, &lead("x"), None, Trigger::Slot, now()),
             Decision::Skip(_)
         ));
 
         let by_hand = workflow("");
         assert!(matches!(
-            decide(&by_hand, &lead("web"), None, Trigger::Changed),
+            decide(&by_hand, &lead("web"), None, Trigger::Changed, now()),
             Decision::Skip(_)
         ));
         let mut exited = engine::enroll(&by_hand, &lead("web"), Utc::now());
         exited.status = Status::Exited(ExitReason::Manual);
         assert!(matches!(
-            decide(&by_hand, &lead("web"), Some(&exited), Trigger::Manual),
+            decide(
+                &by_hand,
+                &lead("web"),
+                Some(&exited),
+                Trigger::Manual,
+                now()
+            ),
             Decision::Skip(_)
         ));
         assert_eq!(
-            decide(&by_hand, &lead("web"), None, Trigger::Manual),
+            decide(&by_hand, &lead("web"), None, Trigger::Manual, now()),
             Decision::Enroll
         );
     }

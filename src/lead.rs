@@ -121,6 +121,14 @@ pub struct Lead {
     /// An IANA zone name ("Europe/Berlin"); validated when the lead is loaded.
     pub timezone: Option<String>,
     pub score: i64,
+    /// When `score` was last set by a scoring rule: a score fades from then on (see
+    /// `crate::scoring`); `None`: it does not fade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_at: Option<DateTime<Utc>>,
+    /// The last thing the person did (a reply, a click, an event): how recent it is decides
+    /// whether the lead is inactive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acted_at: Option<DateTime<Utc>>,
     pub stage: Stage,
     /// Every other column or field, by its lower-cased name.
     pub attributes: BTreeMap<String, Value>,
@@ -158,6 +166,8 @@ impl Lead {
             tags: BTreeSet::new(),
             timezone: None,
             score: 0,
+            score_at: None,
+            acted_at: None,
             stage: Stage::Lead,
             attributes: BTreeMap::new(),
             suppression: None,
@@ -203,6 +213,13 @@ impl Lead {
         match name {
             "email" => return Err("the email address is the lead's key and cannot be set".into()),
             "tags" => return Err("use `tag` and `untag` to change tags".into()),
+            "temperature" => {
+                return Err(
+                    "the temperature comes from the score and the lead's last action; it \
+                     cannot be set"
+                        .into(),
+                );
+            }
             "name" => return Err("set `first_name` and `last_name` instead of `name`".into()),
             "first_name" => self.first_name = Some(as_text(&value)),
             "last_name" => self.last_name = Some(as_text(&value)),
@@ -214,8 +231,12 @@ impl Lead {
                     .map_err(|_| format!("`{zone}` is not a time zone name"))?;
                 self.timezone = Some(zone);
             }
+            // A score set by hand or by an import does not fade until a scoring rule moves it.
             "score" => match value {
-                Value::Number(n) if n.fract() == 0.0 => self.score = n as i64,
+                Value::Number(n) if n.fract() == 0.0 => {
+                    self.score = n as i64;
+                    self.score_at = None;
+                }
                 other => return Err(format!("score must be a whole number, not `{other}`")),
             },
             "stage" => {

@@ -10,6 +10,10 @@
 //! spaces as `_`. Rows for the same address in one file merge: a later row's non-empty fields win
 //! and tags add up.
 //!
+//! An attribute shaped like a date (`2026-12-24`, `2026-12-24T17:00:00Z`) is read as one and kept
+//! in its canonical form (`crate::dates`); one that is not a real date (`2026-02-30`) rejects its
+//! row, naming the field.
+//!
 //! A CSV cell that starts with `'` followed by `=`, `+`, `-`, `@`, a tab or a carriage return
 //! is read without the `'`: that is how `nurture leads export` keeps spreadsheets from running a
 //! cell as a formula, and taking it off again makes an export import back to the same values (a
@@ -497,6 +501,14 @@ impl FileLead {
                     detail: "from a leads file".to_string(),
                     at: lead.created_at,
                 });
+            }
+            // A date is kept in its canonical form; one shaped like a date that is not one
+            // (`2026-02-30`) is a mistake to report, not text to keep.
+            Column::Attribute(key) if crate::dates::looks_like_date(cell) => {
+                let date = crate::dates::DateValue::parse(cell)
+                    .ok_or_else(|| format!("`{key}`: {}", crate::dates::why_not_a_date(cell)))?;
+                lead.attributes
+                    .insert(key.clone(), Value::Text(date.canonical()));
             }
             Column::Attribute(key) => {
                 lead.attributes.insert(key.clone(), Value::from_cell(cell));

@@ -19,6 +19,36 @@ pub struct Project {
 }
 
 impl Project {
+    /// The scoring rules every lead is scored by (see `dsl::load`).
+    pub fn scoring(&self) -> std::sync::Arc<crate::scoring::Scoring> {
+        self.workflows
+            .first()
+            .map(|workflow| workflow.scoring.clone())
+            .unwrap_or_default()
+    }
+
+    /// For a lead whose temperature just changed to `temperature`: the `when lead becomes …`
+    /// handlers to run, as happenings (each workflow that has one, for the lead's enrollment in
+    /// it, whatever its state).
+    pub fn became(
+        &self,
+        lead: &str,
+        temperature: crate::scoring::Temperature,
+    ) -> Vec<crate::daemon::scheduler::Happening> {
+        self.workflows
+            .iter()
+            .filter(|w| w.handlers.became.iter().any(|(t, _)| *t == temperature))
+            .map(|w| crate::daemon::scheduler::Happening {
+                lead: lead.to_string(),
+                workflow: Some(w.name.clone()),
+                input: Some(crate::engine::Input::Became(temperature)),
+                suppress: None,
+                note: None,
+                receipt: None,
+            })
+            .collect()
+    }
+
     /// Compiles the templates in `templates_dir`, then the workflow files or folders in
     /// `workflow_paths` against them, then looks for template fields a lead may lack.
     pub fn load(workflow_paths: &[PathBuf], templates_dir: &Path) -> Project {

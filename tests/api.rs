@@ -130,7 +130,7 @@ pub fn client() -> Client {
         .unwrap()
 }
 
-fn post(client: &Client, url: &str, key: Option<&str>, body: &Value) -> Response {
+pub fn post(client: &Client, url: &str, key: Option<&str>, body: &Value) -> Response {
     let mut request = client.post(url).json(body);
     if let Some(key) = key {
         request = request.bearer_auth(key);
@@ -139,7 +139,7 @@ fn post(client: &Client, url: &str, key: Option<&str>, body: &Value) -> Response
 }
 
 /// Status and JSON body.
-fn answer(response: Response) -> (u16, Value) {
+pub fn answer(response: Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().unwrap();
     let body = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }));

@@ -357,6 +357,14 @@ fn sigkill_during_thousands_of_sends_loses_nothing_sends_nothing_twice_and_leave
         .collect();
     assert!(not_sent.is_empty(), "after {kills} kills: {not_sent:?}");
     assert!(store.uncertain().unwrap().is_empty());
+    // The counters `nurture status` reads were kept by the same transactions, kills and all.
+    let recounted = store.recount(false).unwrap();
+    assert!(
+        recounted.differences.is_empty() && recounted.index_differences == 0,
+        "after {kills} kills: {recounted:?}"
+    );
+    let blast = &store.counters().unwrap().workflows["blast"];
+    assert_eq!(blast.total(|step| step.sent), (leads * 2) as u64);
 
     // Every lead's two emails are on disk exactly once, whole; no partial file is left.
     let (on_disk, others) = eml_files(&dir);

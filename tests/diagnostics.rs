@@ -344,6 +344,36 @@ fn load_reports_duplicate_names_across_files() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
+// Issue 13: a lead has one score, so one `scoring` block holds the rules for every workflow.
+#[test]
+fn one_scoring_block_serves_every_workflow_and_a_second_is_refused() {
+    let dir = std::env::temp_dir().join(format!("nurture-dsl-scoring-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let scored = "workflow \"a\" {\n  from \"a@b.example\"\n  scoring { +20 on event \"visited-pricing\"; hot at 40 }\n}\n";
+    fs::write(dir.join("a.flow"), scored).unwrap();
+    fs::write(
+        dir.join("b.flow"),
+        "workflow \"b\" {\n  from \"a@b.example\"\n  when lead becomes hot { tag \"sales-ready\" }\n}\n",
+    )
+    .unwrap();
+    let loaded = dsl::load(std::slice::from_ref(&dir), &templates());
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    for workflow in &loaded.workflows {
+        assert_eq!(workflow.scoring.hot, 40, "{}", workflow.name);
+        assert_eq!(workflow.scoring.rules.len(), 1, "{}", workflow.name);
+    }
+
+    fs::write(dir.join("c.flow"), scored.replace("\"a\"", "\"c\"")).unwrap();
+    let loaded = dsl::load(std::slice::from_ref(&dir), &templates());
+    assert_eq!(loaded.diagnostics.len(), 1, "{:?}", loaded.diagnostics);
+    let second = &loaded.diagnostics[0];
+    assert_eq!(second.message, "a second `scoring` block");
+    assert_eq!(second.location.as_ref().unwrap().path, dir.join("c.flow"));
+    assert!(second.hint.as_ref().unwrap().contains("a.flow"));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn files_larger_than_the_limit_are_refused() {
     // Generated rather than a fixture: a golden file over a megabyte would bloat the repository.

@@ -205,3 +205,28 @@ fn a_missing_leads_file_is_an_input_error() {
     ]);
     assert_eq!(output.status.code(), Some(3));
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_a_crash() {
+    // `nurture dry-run … | head -1`: the pipe closes after the first line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args([
+            "dry-run",
+            "trial-welcome",
+            "--leads",
+            "workflows/sample-leads.csv",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the nurture binary runs");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("nurture ends");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stderr.is_empty());
+}

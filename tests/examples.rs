@@ -97,7 +97,7 @@ fn check_passes_on_the_examples() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok: 4 workflows"));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok: 5 workflows"));
 }
 
 #[test]

@@ -7,7 +7,6 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mail_parser::MessageParser;
@@ -15,6 +14,7 @@ use reqwest::blocking::{Client, Response};
 use serde_json::{Value, json};
 
 use crate::api::{Daemon, KEY, client, free_port, outbox, token_in_mail, token_in_outbox};
+use crate::browser::Browser;
 use crate::mail_system::{MailStack, REPO};
 use crate::support::scratch;
 use nurture::store::{DEFAULT_CACHE_BYTES, EventKind, Store};
@@ -406,158 +406,6 @@ fn serve_examples(daemon_port: u16) -> u16 {
         }
     });
     port
-}
-
-/// A headless Chromium session over W3C WebDriver (chromedriver), ended when dropped.
-struct Browser {
-    driver: Child,
-    http: Client,
-    session: String,
-    base: String,
-}
-
-impl Browser {
-    fn start() -> Browser {
-        let port = free_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver runs (tests/run installs Debian's chromium and chromium-driver)");
-        let http = client();
-        let base = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        let session = loop {
-            let answer = http
-                .post(format!("{base}/session"))
-                .json(
-                    &json!({"capabilities": {"alwaysMatch": {"browserName": "chrome",
-                    "goog:chromeOptions": {"args": ["--headless=new", "--no-sandbox",
-                    "--disable-gpu", "--window-size=1200,900"]}}}}),
-                )
-                .send()
-                .and_then(Response::json::<Value>);
-            match answer {
-                Ok(value) if value["value"]["sessionId"].is_string() => {
-                    break value["value"]["sessionId"].as_str().unwrap().to_owned();
-                }
-                other => assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "no WebDriver session: {other:?}"
-                ),
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        Browser {
-            driver,
-            http,
-            session,
-            base,
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Value) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let request = match method {
-            "GET" => self.http.get(url),
-            _ => self.http.post(url).json(&body),
-        };
-        let value: Value = request.send().unwrap().json().unwrap();
-        assert!(value["value"].get("error").is_none(), "{path}: {value}");
-        value["value"].clone()
-    }
-
-    fn open(&self, url: &str) {
-        self.call("POST", "/url", json!({ "url": url }));
-    }
-
-    fn element(&self, css: &str) -> String {
-        let found = self.call(
-            "POST",
-            "/element",
-            json!({"using": "css selector", "value": css}),
-        );
-        found
-            .as_object()
-            .and_then(|object| object.values().next())
-            .and_then(Value::as_str)
-            .unwrap()
-            .to_owned()
-    }
-
-    fn type_into(&self, css: &str, text: &str) {
-        let element = self.element(css);
-        self.call(
-            "POST",
-            &format!("/element/{element}/value"),
-            json!({ "text": text }),
-        );
-    }
-
-    fn click(&self, css: &str) {
-        let element = self.element(css);
-        self.call("POST", &format!("/element/{element}/click"), json!({}));
-    }
-
-    fn url(&self) -> String {
-        self.call("GET", "/url", Value::Null)
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    fn text(&self) -> String {
-        let body = self.element("body");
-        self.call("GET", &format!("/element/{body}/text"), Value::Null)
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    /// Waits (10 s at most) until the page's address ends with `suffix`.
-    fn wait_for_url(&self, suffix: &str) -> String {
-        let started = Instant::now();
-        loop {
-            let url = self.url();
-            // The address changes before the new page has loaded: wait for both.
-            if url.ends_with(suffix)
-                && self.call(
-                    "POST",
-                    "/execute/sync",
-                    json!({ "script": "return document.readyState", "args": [] }),
-                ) == "complete"
-            {
-                return url;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "still at {url}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Keeps a screenshot of the page as a test artifact.
-    fn screenshot(&self, path: &Path) {
-        use base64::Engine as _;
-        let png = self.call("GET", "/screenshot", Value::Null);
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(png.as_str().unwrap_or_default())
-            .unwrap();
-        fs::write(path, bytes).unwrap();
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self
-            .http
-            .delete(format!("{}/session/{}", self.base, self.session))
-            .send();
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
 }
 
 #[test]

@@ -152,6 +152,16 @@ fn open_store(dir: &Path) -> Store {
     Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap()
 }
 
+/// The counters `nurture status` reads agree with a count of every record.
+fn counters_agree(store: &Store) -> nurture::store::Counters {
+    let recounted = store.recount(false).unwrap();
+    assert!(
+        recounted.differences.is_empty() && recounted.index_differences == 0,
+        "{recounted:?}"
+    );
+    store.counters().unwrap()
+}
+
 fn events(store: &Store, email: &str) -> Vec<Event> {
     store.events_of(email).unwrap()
 }
@@ -236,6 +246,8 @@ fn a_reply_promotes_the_lead_stops_its_sequence_and_tells_the_owner() {
     assert_eq!(tom.stage, Stage::Contact, "{log}");
     assert!(!active(&store, "tom@example.test"));
     assert_eq!(replies(&events(&store, "tom@example.test")), 1);
+    let welcome = &counters_agree(&store).workflows["welcome"];
+    assert_eq!((welcome.replies, welcome.promoted), (1, 1));
     drop(store);
     // `nurture contacts` says when and why: the reply, quoted.
     let contacts = nurture_inbox(&dir, &stack, &["contacts", "--format", "json"], &[]);
@@ -329,6 +341,12 @@ fn a_bounce_from_the_mail_system_suppresses_the_lead() {
             EventKind::Received { what } if what.contains("permanent bounce (5.1.1)")
         )),
         "{journal:?}"
+    );
+    let counters = counters_agree(&store);
+    assert_eq!(counters.suppressed, 1);
+    assert_eq!(
+        counters.workflows["welcome"].exited().get("bounced"),
+        Some(&1)
     );
 }
 
@@ -689,6 +707,9 @@ fn a_spam_complaint_suppresses_the_lead_it_names_and_never_promotes() {
         "{journal:?}"
     );
     assert_eq!(replies(&journal), 0);
+    let counters = counters_agree(&store);
+    assert_eq!(counters.workflows["welcome"].complaints, 1);
+    assert_eq!(counters.workflows["welcome"].promoted, 0);
     drop(store);
     nothing_more(&dir, &stack, "tom", 1);
 }

@@ -1134,3 +1134,53 @@ fn csv_export_neutralizes_formulas_and_imports_back_to_the_same_values() {
         "=HYPERLINK(\"http://evil.example\")"
     );
 }
+
+// Issue 13: dates in leads files are read as dates, kept in one form, and a malformed one is
+// reported at its line with its field instead of being kept as text no condition can order.
+#[test]
+fn dates_import_in_their_canonical_form_and_a_bad_one_is_reported_at_its_line() {
+    let scratch = Scratch::new("import-dates");
+    let file = scratch.write(
+        "leads.csv",
+        "email,trial_ends,offer_ends,order_ref\n\
+         ana@acme.example,2026-12-04,2026-12-24 18:00:00+01:00,ACME-2026\n\
+         bo@acme.example,2026-02-30,,\n\
+         cy@acme.example,2026-12-10,2026-13-01T10:00,\n",
+    );
+    let run = scratch.run(&["leads", "import", file.to_str().unwrap()]);
+    assert_eq!(run.code(), 0, "rejected rows do not fail the import");
+    assert_eq!(
+        run.stdout().trim(),
+        "3 rows read: 1 created, 0 updated, 0 unchanged, 2 rejected"
+    );
+    let stderr = run.stderr();
+    for expected in [
+        "leads.csv:3: `trial_ends`: `2026-02-30` is not a valid date",
+        "leads.csv:4: `offer_ends`: `2026-13-01T10:00` is not a valid date",
+    ] {
+        assert!(stderr.contains(expected), "{expected}\n{stderr}");
+    }
+    let shown = scratch.ok(&["leads", "show", "ana@acme.example", "--format", "json"]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let attributes = &shown["lead"]["attributes"];
+    assert_eq!(attributes["trial_ends"], "2026-12-04", "{shown}");
+    assert_eq!(attributes["offer_ends"], "2026-12-24T17:00:00Z", "{shown}");
+    assert_eq!(
+        attributes["order_ref"], "ACME-2026",
+        "text that is not a date stays text"
+    );
+
+    // JSON Lines go through the same rules, with the line of the object.
+    let jsonl = scratch.write(
+        "leads.jsonl",
+        "{\"email\": \"dy@acme.example\", \"trial_ends\": \"2026-12-04T09:00\"}\n\
+         {\"email\": \"ed@acme.example\", \"attributes\": {\"trial_ends\": \"2026-11-31\"}}\n",
+    );
+    let run = scratch.run(&["leads", "import", jsonl.to_str().unwrap()]);
+    assert!(
+        run.stderr()
+            .contains("leads.jsonl:2: `trial_ends`: `2026-11-31` is not a valid date"),
+        "{}",
+        run.stderr()
+    );
+}

@@ -10,6 +10,8 @@
 #             (users are local parts @example.test, password "secret")
 #         tests/mailstack.sh down DIR   (graceful)   |   tests/mailstack.sh kill DIR   (instant)
 #         tests/mailstack.sh restart-imap DIR   (Dovecot only: SIGKILL, then started again)
+#         tests/mailstack.sh stop-imap DIR | start-imap DIR   (Dovecot only: SIGKILL | start)
+#         tests/mailstack.sh stop-smtp DIR SMTP_PORT | start-smtp DIR   (Postfix only)
 #         NO_IDLE=1 tests/mailstack.sh up ...   (Dovecot does not announce IDLE: clients must poll)
 # Needs root (the Postfix master starts as root) and the Debian packages postfix, dovecot-imapd
 # and dovecot-lmtpd (.ci/run installs them). No systemd, no syslog; nothing outside DIR is written.
@@ -143,11 +145,28 @@ EOF
   echo "mailstack: not up; see $D/dv/dovecot.log $D/pf/postfix.log $D/pf/start.log" >&2; exit 1
 fi
 
-if [ "$cmd" = restart-imap ]; then
+if [ "$cmd" = restart-imap ] || [ "$cmd" = stop-imap ]; then
   p=$(sed -n '1{s/ //g;p}' "$D"/dv/run/master.pid)
   kill -KILL -- -"$p"
   for i in $(seq 500); do ps -o stat= -p "$p" 2>/dev/null | grep -qv '^Z' || break; sleep 0.01; done
   rm -f "$D"/dv/run/master.pid
+  [ "$cmd" = stop-imap ] && exit 0
+  dovecot -c "$D"/dv/dovecot.conf </dev/null >/dev/null 2>>"$D"/dv/start.log
+  exit 0
+fi
+
+if [ "$cmd" = stop-smtp ]; then
+  postfix -c "$D"/pf/conf stop </dev/null >/dev/null 2>>"$D"/pf/start.log
+  for i in $(seq 500); do (exec 3<>/dev/tcp/127.0.0.1/"$3") 2>/dev/null || exit 0; sleep 0.01; done
+  echo "mailstack: Postfix still listens after 5 s" >&2; exit 1
+fi
+
+if [ "$cmd" = start-smtp ]; then
+  postfix -c "$D"/pf/conf start </dev/null >/dev/null 2>>"$D"/pf/start.log
+  exit 0
+fi
+
+if [ "$cmd" = start-imap ]; then
   dovecot -c "$D"/dv/dovecot.conf </dev/null >/dev/null 2>>"$D"/dv/start.log
   exit 0
 fi
@@ -165,4 +184,4 @@ if [ "$cmd" = down ] || [ "$cmd" = kill ]; then      # down: graceful SIGTERM (~
   done
   echo "mailstack: still running after 5 s" >&2; exit 1
 fi
-echo "usage: $0 up DIR SMTP_PORT IMAP_PORT users... | down DIR | kill DIR | restart-imap DIR" >&2; exit 2
+echo "usage: $0 up DIR SMTP_PORT IMAP_PORT users... | down DIR | kill DIR | restart-imap DIR | stop-imap DIR | start-imap DIR | stop-smtp DIR SMTP_PORT | start-smtp DIR" >&2; exit 2

@@ -13,9 +13,10 @@ use nurture::store::{
 };
 use serde_json::{Value, json};
 
-const SHIPPED: [&str; 4] = [
+const SHIPPED: [&str; 5] = [
     "newsletter-welcome",
     "re-engagement",
+    "trial-offer",
     "trial-welcome",
     "webinar-follow-up",
 ];
@@ -290,6 +291,9 @@ fn json_counts_every_workflow_from_the_store() {
             "active": 2,
             "completed": 1,
             "exited": { "replied": 2, "bounced": 1 },
+            // The seed records neither which emails each enrollment got nor a click.
+            "emailed": 0,
+            "engaged": 0,
             "sent": 4,
             "failed": 1,
             "uncertain": 1,
@@ -303,6 +307,39 @@ fn json_counts_every_workflow_from_the_store() {
             "sender_side_rejections": 0,
             "promoted": 2,
             "contact_rate": 33.3,
+            // Enrollments by the step they stand in, emails by the step that wrote them.
+            "steps": {
+                "welcome": {
+                    "active": 2,
+                    "completed": 1,
+                    "exited": { "replied": 2, "bounced": 1 },
+                    "sent": 4,
+                    "failed": 1,
+                    "uncertain": 1,
+                    "dropped": 0,
+                    "queued": 0,
+                    "in_flight": 0,
+                    "opens": 0,
+                    "clicks": 0,
+                    "machine_opens": 0,
+                    "machine_clicks": 0,
+                },
+                "tips": {
+                    "active": 0,
+                    "completed": 0,
+                    "exited": {},
+                    "sent": 0,
+                    "failed": 0,
+                    "uncertain": 0,
+                    "dropped": 0,
+                    "queued": 1,
+                    "in_flight": 0,
+                    "opens": 0,
+                    "clicks": 0,
+                    "machine_opens": 0,
+                    "machine_clicks": 0,
+                },
+            },
         })
     );
     let webinar = workflow(&report, "webinar-follow-up");
@@ -350,6 +387,7 @@ fn json_counts_every_workflow_from_the_store() {
             "newsletter-welcome",
             "re-engagement",
             "spring-promo-2024",
+            "trial-offer",
             "trial-welcome",
             "webinar-follow-up"
         ]
@@ -749,4 +787,152 @@ fn a_sender_side_rejection_shows_with_a_warning_and_the_lead_stays_active() {
         table.contains("0 spam complaints (0.00% of the emails sent), 3 sender-side rejections"),
         "{table}"
     );
+}
+
+// ---- status from counters (issue 14) ----
+
+/// `nurture ARGS` in `dir` on the daemon test workflow (`blast`: two emails to each lead whose
+/// source is `load-test`), its store in `dir/data`.
+fn blast(dir: &Path, args: &[&str]) -> Command {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/daemon");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nurture"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("NURTURE_STORE_PATH", dir.join("data"))
+        .env("NURTURE_WORKFLOWS", format!("{fixtures}/workflows"))
+        .env("NURTURE_TEMPLATES", format!("{fixtures}/templates"))
+        .env_remove("NURTURE_CONFIG")
+        .env_remove("RUST_LOG");
+    command
+}
+
+/// `nurture status --format json [--recount]`: the report, and what it said on standard error.
+fn blast_status(dir: &Path, recount: bool) -> (Value, String) {
+    let mut args = vec!["status", "--format", "json"];
+    if recount {
+        args.push("--recount");
+    }
+    let output = blast(dir, &args).output().unwrap();
+    (
+        json_of(&output),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn emails_written(dir: &Path) -> usize {
+    fs::read_dir(dir.join("outbox")).map_or(0, |entries| entries.count())
+}
+
+#[test]
+fn status_from_the_counters_equals_a_recount_of_the_daemons_work() {
+    let dir = scratch("counters");
+    let leads = 1500;
+    let now = Utc::now();
+    crate::support::seed(
+        &dir,
+        (0..leads)
+            .map(|i| {
+                let mut lead = Lead::new(format!("lead{i:05}@example.test"), now);
+                lead.source = Some("load-test".into());
+                lead
+            })
+            .collect(),
+    );
+    let log = fs::File::create(dir.join("daemon.log")).unwrap();
+    let mut daemon = blast(&dir, &["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let socket = nurture::control::socket_path(&dir.join("data"));
+    let started = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() || emails_written(&dir) == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the daemon did not start sending:\n{}",
+            fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    // While it sends, through its control socket: a recount holds its batches back while it
+    // counts, so the counters it compares are of the same instant.
+    let (_, said) = blast_status(&dir, true);
+    assert!(
+        said.contains("the counters agree with a count of every record"),
+        "{said}"
+    );
+    // Commands the daemon runs in its loop write through the same batches.
+    for args in [
+        ["unenroll", "blast", "lead01499@example.test"].as_slice(),
+        &["leads", "promote", "lead00007@example.test"],
+        &["leads", "suppress", "lead01498@example.test"],
+    ] {
+        let output = blast(&dir, args).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+    }
+    // Until every enrollment ended and every email is out, as status itself tells.
+    loop {
+        let (report, _) = blast_status(&dir, false);
+        let blast = &report["workflows"][0];
+        if blast["active"] == json!(0)
+            && blast["queued"] == json!(0)
+            && blast["in_flight"] == json!(0)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "{report}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (through_daemon, said) = blast_status(&dir, false);
+    assert!(said.is_empty(), "{said}");
+    let (recounted, said) = blast_status(&dir, true);
+    assert!(
+        said.contains("the counters agree with a count of every record"),
+        "{said}"
+    );
+    assert_eq!(through_daemon, recounted);
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+
+    let workflow = &through_daemon["workflows"][0];
+    assert_eq!(workflow["name"], "blast");
+    assert_eq!(workflow["enrolled"], json!(leads));
+    assert_eq!(workflow["sent"], json!(emails_written(&dir)));
+    assert_eq!(
+        (&through_daemon["contacts"], &through_daemon["suppressed"]),
+        (&json!(1), &json!(1))
+    );
+
+    // Without the daemon: the same report, from the counters and from a recount.
+    let (local, said) = blast_status(&dir, false);
+    assert!(said.is_empty(), "{said}");
+    assert_eq!(local["workflows"], through_daemon["workflows"]);
+    let (recounted, said) = blast_status(&dir, true);
+    assert!(said.contains("agree"), "{said}");
+    assert_eq!(recounted, local);
+
+    // The store as the nurture before counters left it (schema 2, no counters trees): opening
+    // it counts them, and status says the same.
+    {
+        let db = sled::open(dir.join("data")).unwrap();
+        db.drop_tree("counters").unwrap();
+        db.drop_tree("counters_index").unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", &2u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let (upgraded, said) = blast_status(&dir, false);
+    assert!(said.is_empty(), "{said}");
+    assert_eq!(upgraded, local);
+    let (_, said) = blast_status(&dir, true);
+    assert!(said.contains("agree"), "{said}");
 }

@@ -27,6 +27,10 @@ const FLOW: &str = r#"workflow "tracked" {
   enroll when lead.source is "track-test"
   from "Ana Ortiz <sales@example.test>"
   track clicks and opens
+  scoring {
+    +7 on click
+    +3 on open
+  }
 
   step offer {
     send "track-offer" subject "Our offer"
@@ -314,6 +318,9 @@ fn tracked_links_redirect_to_their_target_forgeries_404_and_machines_move_nothin
         "{shown}"
     );
     assert!(shown.contains("opened `offer` (a person)"), "{shown}");
+    // People's clicks and opens score (`scoring { +7 on click … }`); machines' do not.
+    assert_eq!(shown.matches("score +7 on click").count(), 2, "{shown}");
+    assert_eq!(shown.matches("score +3 on open").count(), 1, "{shown}");
     // The address and the agent are judged, never kept.
     assert!(!shown.contains("python-requests") && !shown.contains("127.0.0.1"));
     // `status` counts people per step, machines apart.
@@ -330,6 +337,26 @@ fn tracked_links_redirect_to_their_target_forgeries_404_and_machines_move_nothin
         "{status}"
     );
     drop(daemon);
+    // Those figures are counters kept with each write; a count of every journal line agrees.
+    let recount = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(["status", "--recount"])
+        .current_dir(&dir)
+        .env("NURTURE_WORKFLOWS", dir.join("workflows"))
+        .env("NURTURE_TEMPLATES", dir.join("templates"))
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&recount.stdout),
+        String::from_utf8_lossy(&recount.stderr),
+    );
+    assert!(
+        err.contains("recount: the counters agree with a count of every record"),
+        "{err}"
+    );
+    assert!(
+        out.contains("tracked / offer: 1 sent, 1 open, 2 clicks (machines: 0 opens, 2 clicks)"),
+        "{out}"
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 

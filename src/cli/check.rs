@@ -66,7 +66,23 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<ExitCode, CliError> {
         return Err(CliError::Invalid(format!("check failed: {summary}")));
     }
     println!("ok: {summary}");
+    print_dkim_record(cli);
     Ok(ExitCode::Success)
+}
+
+/// With `[dkim]` set (and its key loaded: a bad one is an error above), the DNS record that
+/// lets receivers verify the signatures.
+fn print_dkim_record(cli: &Cli) {
+    let Ok(config) = cli.load_config() else {
+        return;
+    };
+    if let Ok(Some(signer)) = crate::mail::dkim::Signer::load(&config.dkim) {
+        let (name, value) = signer.dns_record();
+        println!(
+            "dkim: the key loads; publish this DNS record for receivers to verify the signatures:"
+        );
+        println!("{name} TXT \"{value}\"");
+    }
 }
 
 /// What `nurture run` would refuse at start-up in the configuration.
@@ -94,6 +110,9 @@ fn configuration_errors(cli: &Cli) -> Vec<Diagnostic> {
         errors.push(configuration_error(error));
     }
     if let Err(error) = crate::daemon::http::api::Keys::load(&config.http) {
+        errors.push(configuration_error(error));
+    }
+    if let Err(error) = crate::mail::dkim::Signer::load(&config.dkim) {
         errors.push(configuration_error(error));
     }
     for form in &config.forms {

@@ -28,13 +28,13 @@ pub enum Format {
 }
 
 /// One contact and the story of its promotion.
-struct Contact {
-    lead: Lead,
-    promoted_at: Option<DateTime<Utc>>,
-    by: Option<String>,
-    workflow: Option<String>,
+pub(crate) struct Contact {
+    pub lead: Lead,
+    pub promoted_at: Option<DateTime<Utc>>,
+    pub by: Option<String>,
+    pub workflow: Option<String>,
     /// What was received just before the promotion, as a sentence ("reply received").
-    why: Option<String>,
+    pub why: Option<String>,
 }
 
 pub fn run(
@@ -70,7 +70,8 @@ pub fn run(
     Ok(ExitCode::Success)
 }
 
-fn contacts(store: &Store) -> Result<Vec<Contact>, CliError> {
+/// Every contact, newest promotion first (also the status page's latest promotions).
+pub(crate) fn contacts(store: &Store) -> Result<Vec<Contact>, CliError> {
     let mut found = Vec::new();
     for lead in store.leads() {
         let lead = lead.map_err(store_error)?;

@@ -122,26 +122,29 @@ pub fn run(cli: &Cli, args: &DryRunArgs) -> Result<ExitCode, CliError> {
     if let Some(dir) = &args.out {
         write_emails(dir, workflow, &previews)?;
     }
-    match args.format {
+    let text = match args.format {
         Format::Text => {
-            for preview in &previews {
-                print!("{}", render_text(workflow, preview));
-            }
+            let mut text: String = previews
+                .iter()
+                .map(|preview| render_text(workflow, preview))
+                .collect();
             if skipped > 0 {
-                println!(
-                    "{skipped} lead{} in the file not enrolled: `enroll when` does not match them",
+                text.push_str(&format!(
+                    "{skipped} lead{} in the file not enrolled: `enroll when` does not match them\n",
                     super::check::plural(skipped)
-                );
+                ));
             }
+            text
         }
         Format::Json => {
             let timelines: Vec<serde_json::Value> =
                 previews.iter().map(|p| render_json(workflow, p)).collect();
             let out =
                 json!({ "workflow": workflow.name, "leads": timelines, "not_enrolled": skipped });
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            serde_json::to_string_pretty(&out).unwrap_or_default() + "\n"
         }
-    }
+    };
+    super::write_output(&mut std::io::stdout().lock(), &text)?;
     let failed: usize = previews
         .iter()
         .flat_map(|p| &p.emails)
@@ -400,7 +403,7 @@ fn select_leads(
         let total = from_file.len();
         let enrolled: Vec<Lead> = from_file
             .into_iter()
-            .filter(|lead| matches_enrollment(workflow, lead))
+            .filter(|lead| matches_enrollment(workflow, lead, now))
             .collect();
         let skipped = total - enrolled.len();
         return Ok((enrolled, skipped));
@@ -431,17 +434,11 @@ fn preview_tracker<'a>(workflow: &Workflow, unsubscribe: &'a Unsubscribe) -> Opt
     .filter(|_| workflow.tracking.any())
 }
 
-fn matches_enrollment(workflow: &Workflow, lead: &Lead) -> bool {
+fn matches_enrollment(workflow: &Workflow, lead: &Lead, now: DateTime<Utc>) -> bool {
+    let clock = crate::engine::clock(workflow, lead, now);
     !lead.is_suppressed()
         && workflow.enroll.as_ref().is_none_or(|condition| {
-            // No engagement facts before enrolling: no condition reads the time.
-            condition::evaluate(
-                condition,
-                lead,
-                &Default::default(),
-                lead.updated_at,
-                &mut Vec::new(),
-            )
+            condition::evaluate(condition, lead, &Default::default(), clock, &mut Vec::new())
         })
 }
 
@@ -519,6 +516,15 @@ fn render_text(workflow: &Workflow, preview: &LeadPreview) -> String {
                     seen.join(", ")
                 )
             }
+            Effect::Expired {
+                step,
+                template,
+                expired,
+                expires,
+            } => format!(
+                "    not sent: \"{template}\" (step {step}) expired {} (expires {expires})",
+                local_time(zone, *expired)
+            ),
             Effect::Received { what } => format!("    {what} received"),
             Effect::LeadChanged { change } => format!("    {change}"),
             Effect::Promoted { stage } => format!("    promoted to {stage}"),

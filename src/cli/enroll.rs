@@ -42,7 +42,7 @@ pub fn enroll(
             continue;
         };
         let existing = store.enrollment(&workflow.name, &email).map_err(input)?;
-        match enrollment::decide(workflow, &lead, existing.as_ref(), Trigger::Manual) {
+        match enrollment::decide(workflow, &lead, existing.as_ref(), Trigger::Manual, now) {
             Decision::Enroll => {
                 enrollment::enroll_into(&mut batch, workflow, &lead, now);
                 out.line(format!("enrolled {email} in {}", workflow.name))?;

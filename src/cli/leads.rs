@@ -5,9 +5,8 @@ mod edit;
 pub(crate) mod import;
 pub(crate) mod view;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
@@ -20,6 +19,7 @@ use super::session::{Output, Session, StoreCommand, Target};
 use super::{Cli, CliError, ExitCode};
 use crate::lead::{Lead, Stage};
 use crate::leads_file::CsvOptions;
+use crate::scoring::Temperature;
 
 #[derive(Debug, Args)]
 pub struct LeadsArgs {
@@ -110,11 +110,33 @@ pub struct ListArgs {
     /// Only suppressed leads.
     #[arg(long)]
     pub suppressed: bool,
+    /// Only leads this warm now (by the workflows' `scoring` rules).
+    #[arg(long, value_enum)]
+    pub temperature: Option<TemperatureArg>,
     /// At most N leads (in address order).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
     #[arg(long, value_enum, default_value_t = ListFormat::Table)]
     pub format: ListFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum TemperatureArg {
+    Hot,
+    Warm,
+    Cold,
+    Inactive,
+}
+
+impl TemperatureArg {
+    fn temperature(self) -> Temperature {
+        match self {
+            TemperatureArg::Hot => Temperature::Hot,
+            TemperatureArg::Warm => Temperature::Warm,
+            TemperatureArg::Cold => Temperature::Cold,
+            TemperatureArg::Inactive => Temperature::Inactive,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -239,8 +261,12 @@ pub fn run(
         LeadsCommand::Show(args) => {
             let lead = view::find_lead(store, &args.email)?;
             let text = match args.format {
-                ShowFormat::Text => view::show_text(store, &lead)?,
-                ShowFormat::Json => view::show_json(store, &lead)? + "\n",
+                ShowFormat::Text => {
+                    view::show_text(store, &lead, &session.project().scoring(), now)?
+                }
+                ShowFormat::Json => {
+                    view::show_json(store, &lead, &session.project().scoring(), now)? + "\n"
+                }
             };
             out.out.write_all(text.as_bytes()).map_err(write_error)?;
             return Ok(ExitCode::Success);
@@ -276,6 +302,9 @@ fn run_list(
         tag: args.tag.clone(),
         source: args.source.clone(),
         suppressed: args.suppressed,
+        temperature: args
+            .temperature
+            .map(|t| (t.temperature(), session.project().scoring(), session.now)),
     };
     let limit = args.limit.unwrap_or(usize::MAX);
     let mut leads: Vec<Lead> = Vec::new();
@@ -398,25 +427,26 @@ fn run_import(cli: &Cli, args: &ImportArgs) -> Result<ExitCode, CliError> {
         )));
     }
     let config = cli.load_config()?;
-    let mut progress = Progress::new();
+    let progress = super::progress::import(&args.file);
     let on_chunk = |sofar: &ImportSummary, rejected: &[crate::leads_file::RejectedRow]| {
-        progress.clear();
-        for row in rejected {
-            eprintln!(
-                "warning: {}:{}: {}",
-                args.file.display(),
-                row.line,
-                row.reason
-            );
-        }
-        progress.show(sofar);
+        progress.suspend(|| {
+            for row in rejected {
+                eprintln!(
+                    "warning: {}:{}: {}",
+                    args.file.display(),
+                    row.line,
+                    row.reason
+                );
+            }
+        });
+        super::progress::rows_read(&progress, sofar.rows);
     };
     let summary = match super::session::target(&config)? {
         Target::Daemon(daemon) => daemon.import(&args.file, &options, on_chunk),
         Target::Here(store) => import::import(&store, &args.file, &options, Utc::now(), on_chunk)
             .map_err(|e| CliError::Input(e.to_string())),
     };
-    progress.clear();
+    progress.finish_and_clear();
     let summary = summary?;
     for note in &summary.notes {
         eprintln!("note: {}: {note}", args.file.display());
@@ -440,39 +470,4 @@ fn summary_line(summary: &ImportSummary) -> String {
         summary.unchanged,
         summary.rejected
     )
-}
-
-/// A one-line progress report on stderr, only when stderr is a terminal (never in a log) and
-/// only once the import has run for a moment, so small files print nothing extra.
-struct Progress {
-    terminal: bool,
-    started: Instant,
-    shown: bool,
-}
-
-impl Progress {
-    fn new() -> Progress {
-        Progress {
-            terminal: std::io::stderr().is_terminal(),
-            started: Instant::now(),
-            shown: false,
-        }
-    }
-
-    fn show(&mut self, sofar: &ImportSummary) {
-        let elapsed = self.started.elapsed();
-        if self.terminal && elapsed >= Duration::from_secs(1) {
-            let rate = sofar.rows as f64 / elapsed.as_secs_f64();
-            eprint!("\rimporting: {} rows ({rate:.0} rows/s)", sofar.rows);
-            self.shown = true;
-        }
-    }
-
-    /// Erases the progress line before anything else is printed.
-    fn clear(&mut self) {
-        if self.shown {
-            eprint!("\r\x1b[2K");
-            self.shown = false;
-        }
-    }
 }

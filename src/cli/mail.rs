@@ -269,6 +269,9 @@ fn describe(happening: &Happening) -> String {
         },
         Some(Input::Bounce { .. }) => format!("runs the `on bounce` handler for {scope}"),
         Some(Input::Unsubscribe) => format!("runs the `on unsubscribe` handler for {scope}"),
+        Some(Input::Became(temperature)) => {
+            format!("runs the `when lead becomes {temperature}` handler for {scope}")
+        }
         Some(
             Input::Due
             | Input::Click { .. }

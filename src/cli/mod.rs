@@ -13,18 +13,20 @@
 //! The commands that read or change the store run through a running daemon, or on the store
 //! opened here when none runs: [`session`].
 
+mod backup;
 mod check;
-mod contacts;
+pub(crate) mod contacts;
 pub mod dry_run;
 mod enroll;
 mod generate;
 pub(crate) mod leads;
 mod mail;
 mod outbox;
+mod progress;
 mod run;
 mod send_test;
 pub mod session;
-mod status;
+pub mod status;
 mod webhooks;
 
 use std::io::Write;
@@ -65,6 +67,17 @@ impl CliError {
             CliError::Usage(_) => ExitCode::Usage,
             CliError::Input(_) => ExitCode::Input,
         }
+    }
+}
+
+/// Writes a command's whole output to `sink`. A reader that closed the pipe early
+/// (`nurture dry-run … | head`) is not a failure: what it wanted, it got.
+pub(crate) fn write_output(sink: &mut dyn Write, text: &str) -> Result<(), CliError> {
+    match sink.write_all(text.as_bytes()).and_then(|()| sink.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Input(
+            format!("cannot write to standard output: {error}"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -131,6 +144,10 @@ pub enum Command {
     Outbox(outbox::OutboxArgs),
     /// Inbound mail: `classify` says what nurture makes of a message, and why.
     Mail(mail::MailArgs),
+    /// Write a consistent snapshot of the store to a file (through the running daemon, if any).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty or absent store (no daemon may hold it).
+    Restore(backup::RestoreArgs),
 }
 
 impl Cli {
@@ -175,6 +192,8 @@ pub fn main() -> i32 {
         Command::Man(args) => generate::man(args),
         Command::Outbox(args) => session::run(&cli, StoreCommand::Outbox(args.clone())),
         Command::Mail(args) => mail::run(&cli, args),
+        Command::Backup(args) => backup::backup(&cli, args),
+        Command::Restore(args) => backup::restore(&cli, args),
     };
     let code = match result {
         Ok(code) => code,

@@ -52,7 +52,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode, CliError> {
 
 /// The transport the configuration names.
 pub(super) fn transport(config: &Config) -> Result<Transport, CliError> {
-    Ok(match config.transport.kind {
+    let transport = match config.transport.kind {
         TransportKind::File => Transport::file(&config.transport.outbox).map_err(|e| {
             CliError::Input(format!(
                 "cannot create the outbox folder {}: {e}",
@@ -62,7 +62,14 @@ pub(super) fn transport(config: &Config) -> Result<Transport, CliError> {
         TransportKind::Smtp => Transport::Smtp(Box::new(
             Smtp::new(config.smtp.clone()).map_err(CliError::Usage)?,
         )),
-    })
+    };
+    // Signed as they leave, whatever the transport (see crate::mail::dkim).
+    Ok(
+        match crate::mail::dkim::Signer::load(&config.dkim).map_err(CliError::Usage)? {
+            Some(signer) => Transport::Signed(Box::new(transport), Box::new(signer)),
+            None => transport,
+        },
+    )
 }
 
 fn init_logging(config: &Config) {

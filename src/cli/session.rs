@@ -62,7 +62,9 @@ impl StoreCommand {
                 command,
                 LeadsCommand::List(_) | LeadsCommand::Show(_) | LeadsCommand::Export(_)
             ),
-            StoreCommand::Status(_) | StoreCommand::Contacts(_) => false,
+            // A recount holds every batch back while it counts, and may repair the counters.
+            StoreCommand::Status(args) => args.recount,
+            StoreCommand::Contacts(_) => false,
             StoreCommand::Enroll(_) | StoreCommand::Unenroll(_) => true,
             StoreCommand::Webhooks(args) => args.writes(),
             StoreCommand::Outbox(args) => args.writes(),
@@ -260,15 +262,22 @@ pub fn target(config: &Config) -> Result<Target, CliError> {
     }
 }
 
-/// The command's standard output: the file `leads export --out` names, or stdout.
+/// The command's standard output: the file `leads export --out` names, or stdout; an export
+/// moves a progress bar on a terminal ([`super::progress`]).
 fn standard_output(command: &StoreCommand) -> Result<BufWriter<Box<dyn Write>>, CliError> {
     let sink: Box<dyn Write> = match command {
-        StoreCommand::Leads(LeadsCommand::Export(leads::ExportArgs {
-            out: Some(path), ..
-        })) => Box::new(
-            std::fs::File::create(path)
-                .map_err(|e| CliError::Input(format!("cannot write {}: {e}", path.display())))?,
-        ),
+        StoreCommand::Leads(LeadsCommand::Export(leads::ExportArgs { out, .. })) => {
+            let inner: Box<dyn Write> = match out {
+                Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
+                    CliError::Input(format!("cannot write {}: {e}", path.display()))
+                })?),
+                None => Box::new(std::io::stdout()),
+            };
+            Box::new(super::progress::Counting {
+                inner,
+                bar: super::progress::export(out.is_none()),
+            })
+        }
         _ => Box::new(std::io::stdout()),
     };
     Ok(BufWriter::new(sink))

@@ -68,14 +68,22 @@ pub fn connect(store: &Path) -> Result<Option<Daemon>, CliError> {
 impl Daemon {
     /// Runs `command` in the daemon: its output goes to `stdout` and this process's stderr as
     /// it arrives; its result is the command's.
-    pub fn run(
-        mut self,
-        command: &StoreCommand,
-        stdout: &mut dyn Write,
-    ) -> Result<ExitCode, CliError> {
+    pub fn run(self, command: &StoreCommand, stdout: &mut dyn Write) -> Result<ExitCode, CliError> {
+        self.relay(Request::Run(command.clone()), stdout)
+    }
+
+    /// Has the daemon take a consistent snapshot of its store: the backup's lines go to `out`
+    /// as they arrive.
+    pub fn backup(self, out: &mut dyn Write) -> Result<ExitCode, CliError> {
+        self.relay(Request::Backup, out)
+    }
+
+    /// Sends `request` and relays the answer: standard output to `stdout`, errors to this
+    /// process's stderr, the result last.
+    fn relay(mut self, request: Request, stdout: &mut dyn Write) -> Result<ExitCode, CliError> {
         self.send(&Hello {
             version: VERSION,
-            request: Request::Run(command.clone()),
+            request,
         })?;
         loop {
             match self.receive()? {

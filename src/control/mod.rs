@@ -14,7 +14,10 @@
 //! - `leads import` streams: the command reads and checks the file itself (its warnings, with
 //!   line numbers, are the same as without a daemon) and sends the good leads in chunks; the
 //!   loop merges and writes one chunk per turn, between batches, so emails keep leaving, and
-//!   imported leads are enrolled as they arrive.
+//!   imported leads are enrolled as they arrive;
+//! - `backup` asks the daemon for a consistent snapshot of its store
+//!   ([`crate::store::backup`]), which it writes to a spool file in its own folder and streams
+//!   back; the command writes the backup file.
 //!
 //! With no daemon (nothing listens on the socket), commands open the store themselves.
 //!

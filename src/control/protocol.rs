@@ -41,6 +41,8 @@ pub enum Request {
         file: String,
         options: ImportOptions,
     },
+    /// A consistent snapshot of the store, in the backup format (`crate::store::backup`).
+    Backup,
 }
 
 /// What follows an import's [`Hello`].

@@ -8,6 +8,11 @@
 //!   answered between two batches; its output (a few lines) is collected and sent after.
 //! - An import's chunks run in the loop one per request, in order; the next chunk is parsed
 //!   while the loop writes the one before.
+//! - A backup's snapshot is written on a blocking thread into a spool file in the store's
+//!   folder (unlinked as soon as it is created: nothing is left behind if the daemon dies),
+//!   which is then streamed back. Writers wait only while the snapshot is written to this
+//!   disk, never for the command reading it (a stalled `nurture backup` holds no lock); and
+//!   the daemon writes only in its own folder, which its sandbox allows.
 //!
 //! Connections live in the listener's task: when the daemon stops, the [`Server`] goes, and
 //! with it every connection (a command still running gets no `Exit` and reports the stop).
@@ -78,17 +83,18 @@ pub fn start(store: &Path, shared: Shared) -> std::io::Result<Server> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     // The socket is this process's: its owner is the one user commands are taken from.
     let owner = std::fs::metadata(&path)?.uid();
-    let task = tokio::spawn(accept(listener, owner, Arc::new(shared)));
+    let spool_dir = store.to_path_buf();
+    let task = tokio::spawn(accept(listener, owner, Arc::new(shared), spool_dir));
     Ok(Server { task, path })
 }
 
-async fn accept(listener: UnixListener, owner: u32, shared: Arc<Shared>) {
+async fn accept(listener: UnixListener, owner: u32, shared: Arc<Shared>, spool_dir: PathBuf) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(connection(stream, owner, shared.clone()));
+                    connections.spawn(connection(stream, owner, shared.clone(), spool_dir.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors, most likely: wait rather than spin.
@@ -101,7 +107,7 @@ async fn accept(listener: UnixListener, owner: u32, shared: Arc<Shared>) {
     }
 }
 
-async fn connection(stream: UnixStream, owner: u32, shared: Arc<Shared>) {
+async fn connection(stream: UnixStream, owner: u32, shared: Arc<Shared>, spool_dir: PathBuf) {
     let peer = stream.peer_cred().map(|cred| cred.uid());
     let (read, mut write) = stream.into_split();
     match peer {
@@ -142,7 +148,102 @@ async fn connection(stream: UnixStream, owner: u32, shared: Arc<Shared>) {
         Request::Run(command) if command.writes() => write_command(command, &shared, write).await,
         Request::Run(command) => read_command(command, &shared, write).await,
         Request::Import { file, options } => import(&file, options, lines, &shared, write).await,
+        Request::Backup => backup(&shared, &spool_dir, write).await,
     }
+}
+
+/// Writes a snapshot of the store into a spool file in `spool_dir`, then streams it.
+async fn backup(shared: &Shared, spool_dir: &Path, mut write: OwnedWriteHalf) {
+    let (frames, mut output) = mpsc::channel::<Reply>(16);
+    let store = shared.store.clone();
+    let spool = spool_dir.join(format!("backup-{}.spool", std::process::id()));
+    let worker = tokio::task::spawn_blocking(move || {
+        let sink = RefCell::new(Sink {
+            target: Target::Stream(frames),
+            pending: Vec::new(),
+            to_err: false,
+        });
+        let result = spool_and_stream(&store, &spool, &sink);
+        let mut sink = sink.into_inner();
+        let _ = sink.send(Reply::exit(result));
+    });
+    let started = std::time::Instant::now();
+    let mut exited = false;
+    while let Some(frame) = output.recv().await {
+        exited = matches!(frame, Reply::Exit { .. });
+        if !reply(&mut write, &frame).await {
+            return;
+        }
+    }
+    if !exited {
+        let _ = worker.await;
+        reply(
+            &mut write,
+            &Reply::failed("the backup ended without a result"),
+        )
+        .await;
+        return;
+    }
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "backup through the control socket"
+    );
+}
+
+/// The snapshot into the spool file (created `0600` and unlinked at once), then the file into
+/// `sink` in frames of whole lines.
+fn spool_and_stream(
+    store: &Store,
+    spool: &Path,
+    sink: &RefCell<Sink>,
+) -> Result<ExitCode, CliError> {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |e: std::io::Error| {
+        CliError::Input(format!(
+            "the daemon cannot write its spool file {}: {e}",
+            spool.display()
+        ))
+    };
+    let _ = std::fs::remove_file(spool);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(crate::private::FILE_MODE)
+        .open(spool)
+        .map_err(failed)?;
+    let _ = std::fs::remove_file(spool);
+    let started = std::time::Instant::now();
+    let summary = {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
+        let summary = store
+            .backup(&mut out)
+            .map_err(|e| CliError::Input(e.to_string()))?;
+        out.flush().map_err(failed)?;
+        summary
+    };
+    info!(
+        records = summary.records,
+        leads = summary.leads,
+        snapshot_ms = started.elapsed().as_millis() as u64,
+        "backup snapshot written (writers waited for it)"
+    );
+    file.rewind().map_err(failed)?;
+    let mut buffer = vec![0; FRAME_BYTES];
+    loop {
+        let read = file.read(&mut buffer).map_err(failed)?;
+        if read == 0 {
+            break;
+        }
+        sink.borrow_mut()
+            .write(&buffer[..read], false)
+            .map_err(crate::cli::leads::view::write_error)?;
+    }
+    sink.borrow_mut()
+        .flush()
+        .map_err(crate::cli::leads::view::write_error)?;
+    Ok(ExitCode::Success)
 }
 
 /// Runs a command that only reads on a blocking thread, streaming its output.

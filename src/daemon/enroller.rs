@@ -81,7 +81,7 @@ fn consider(
             batch.enrollments.push(enrollment.clone());
         }
     }
-    if enrollment::decide(workflow, lead, existing.as_ref(), trigger) == Decision::Enroll {
+    if enrollment::decide(workflow, lead, existing.as_ref(), trigger, now) == Decision::Enroll {
         enrollment::enroll_into(batch, workflow, lead, now);
     }
     Ok(())

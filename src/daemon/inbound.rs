@@ -4,7 +4,8 @@
 //!
 //! The store has one writer, the work loop; so the HTTP endpoint, the watcher and the control
 //! socket never write to it themselves: they send a [`Request`] and wait for the loop to run it
-//! (between two batches) and answer once the result is written.
+//! (between two batches) and answer once the result is written. What a lead's mail or click
+//! was is counted for `/metrics` once it is durable.
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
@@ -17,7 +18,8 @@ use super::pipeline::Pipeline;
 use super::scheduler::{Happening, Receipt};
 use crate::config::BouncesConfig;
 use crate::engine::Input;
-use crate::mail::classify::Incoming;
+use crate::mail::classify::{Incoming, Kind};
+use crate::metrics;
 use crate::project::Project;
 use crate::store::{Batch, Store, StoreError};
 use crate::unsubscribe::Unsubscribe;
@@ -217,13 +219,27 @@ pub async fn answer_all(
             _ => None,
         })
         .collect();
-    tokio::task::block_in_place(|| intake::answer_group(doors, cx))?;
+    let became = tokio::task::block_in_place(|| intake::answer_group(doors, cx))?;
+    run_became(became, pipeline, cx).await?;
     if did.is_empty() {
         return Ok(());
     }
     pipeline
         .run_inputs(cx.project, cx.now, &did, Batch::default())
         .await
+}
+
+/// Runs the `when lead becomes …` handlers a group of door requests called for, each in its
+/// own transaction after the group's.
+async fn run_became(
+    became: Vec<Happening>,
+    pipeline: &mut Pipeline,
+    cx: &Context<'_>,
+) -> Result<(), StoreError> {
+    for happening in became {
+        pipeline.run_input(cx.project, cx.now, &happening).await?;
+    }
+    Ok(())
 }
 
 /// Runs one request and answers it. A store error is answered and returned: the daemon stops.
@@ -235,6 +251,9 @@ pub async fn answer(
     match request {
         Request::Happening { happening, answer } => {
             let result = pipeline.run_input(cx.project, cx.now, &happening).await;
+            if let (Ok(Some(_)), Some(Input::Unsubscribe)) = (&result, &happening.input) {
+                metrics::get().inbound("unsubscribe");
+            }
             reply(answer, result.map(|ran| ran.is_some()))
         }
         Request::Mail {
@@ -271,7 +290,9 @@ pub async fn answer(
             reply(answer, result.map(|()| true))
         }
         Request::Door { request, answer } => {
-            tokio::task::block_in_place(|| intake::answer_group(vec![(request, answer)], cx))
+            let became =
+                tokio::task::block_in_place(|| intake::answer_group(vec![(request, answer)], cx))?;
+            run_became(became, pipeline, cx).await
         }
         Request::Engage { engagement, answer } => {
             engage::answer_group(vec![(engagement, answer)], pipeline, cx).await
@@ -316,6 +337,9 @@ async fn run_mail(
                 .run_input(cx.project, cx.now, &happening)
                 .await?
                 .is_some();
+            if let Some(kind) = kind_label(&mail.kind) {
+                metrics::get().inbound(kind);
+            }
             // Logged once what the mail caused is durable (the latency bench listens for it).
             info!(
                 lead = %happening.lead,
@@ -341,6 +365,21 @@ async fn run_mail(
             Ok(false)
         }
     }
+}
+
+/// A mail's kind as `/metrics` labels it; `None` for mail that is no lead's.
+fn kind_label(kind: &Kind) -> Option<&'static str> {
+    Some(match kind {
+        Kind::HumanReply => "reply",
+        Kind::AutoReply { .. } => "auto_reply",
+        Kind::Bounce {
+            permanent: true, ..
+        } => "bounce",
+        Kind::Bounce { .. } => "soft_bounce",
+        Kind::Complaint { .. } => "complaint",
+        Kind::Unsubscribe { .. } => "unsubscribe",
+        Kind::Unrelated { .. } | Kind::Unknown { .. } => return None,
+    })
 }
 
 fn reply<T>(

@@ -7,7 +7,8 @@
 //! crash is recognized by its Message-ID and not run twice. The first time a folder is seen,
 //! the mail already in it is left alone (it predates nurture). Any error (the server went
 //! away, a timeout, a refused login) closes the session and opens a new one after a backoff
-//! of 1 s, doubling up to a minute.
+//! of 1 s, doubling up to a minute. Whether the session is open, and how often it was lost,
+//! are figures of `/metrics` and a check of `/readyz`.
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tracing::{info, warn};
 use super::inbound::{Inbound, Position};
 use crate::mail::classify::classify;
 use crate::mail::imap::Account;
+use crate::metrics;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -31,6 +33,7 @@ pub async fn watch(account: Account, inbound: Inbound) {
             Ok(never) => match never {},
             Err(error) => error,
         };
+        metrics::get().imap_connected(&folder, false);
         warn!(%folder, %error, retry_in_ms = backoff.as_millis() as u64, "inbox watcher");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -46,6 +49,7 @@ async fn session(
 ) -> Result<std::convert::Infallible, String> {
     let mut folder = account.open().await?;
     *backoff = FIRST_BACKOFF;
+    metrics::get().imap_connected(folder_name, true);
     let mut last = match inbound.position(folder_name).await? {
         Some(kept) if kept.uid_validity == folder.uid_validity => kept.uid,
         Some(_) => {

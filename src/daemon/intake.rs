@@ -27,6 +27,7 @@ use tracing::{info, warn};
 
 use super::http::error::body as error_body;
 use super::inbound::Context;
+use super::scheduler::Happening;
 use crate::cli::leads::import::{Upserted, upsert};
 use crate::config::FormConfig;
 use crate::lead::{Lead, SuppressionReason, email_key};
@@ -35,6 +36,7 @@ use crate::mail::RenderedBody;
 use crate::mail::compose::{
     OutgoingEmail, domain_of, lead_mailbox, new_message_id, sequenced_message_id, to_eml,
 };
+use crate::scoring::Signal;
 use crate::store::{Batch, EventKind, OutboxEmail, StoreError};
 use crate::workflow::Mailbox;
 
@@ -140,15 +142,18 @@ pub fn pending(store: &crate::store::Store, email: &str) -> Result<Option<Pendin
 
 /// Applies a group of door requests as one transaction, flushes once, then answers each. A
 /// store error is returned (the daemon stops).
+/// Returns the `when lead becomes …` handlers the group's events call for, to run once it is
+/// committed.
 pub fn answer_group(
     requests: Vec<(DoorRequest, oneshot::Sender<Result<Reply, String>>)>,
     cx: &Context<'_>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Happening>, StoreError> {
     let mut group = Group {
         cx,
         batch: Batch::default(),
         leads: HashMap::new(),
         meta: HashMap::new(),
+        became: Vec::new(),
     };
     group.sweep()?;
     let mut answers = Vec::with_capacity(requests.len());
@@ -168,7 +173,7 @@ pub fn answer_group(
     for (reply, answer) in answers {
         let _ = answer.send(Ok(reply));
     }
-    Ok(())
+    Ok(group.became)
 }
 
 /// One group in the making: its batch, and the leads and meta entries it changed (so later
@@ -180,6 +185,8 @@ struct Group<'a, 'b> {
     leads: HashMap<String, Option<Lead>>,
     /// Meta key → its new value (`None`: removed).
     meta: HashMap<String, Option<Vec<u8>>>,
+    /// Handlers to run after the commit: leads whose temperature an event changed.
+    became: Vec<Happening>,
 }
 
 impl Group<'_, '_> {
@@ -289,6 +296,7 @@ impl Group<'_, '_> {
                         by,
                     },
                 );
+                self.score(lead.clone(), &Signal::Event(name.clone()), at);
                 Ok(Reply::new(
                     201,
                     json!({"email": lead.email, "event": name, "properties": properties, "at": at}),
@@ -301,6 +309,35 @@ impl Group<'_, '_> {
                 expires,
             } => self.confirm(&email, &form, expires),
         }
+    }
+
+    /// Scores what the lead did (in this group's transaction, with its journal line), and
+    /// notes the handlers to run when its temperature changed.
+    fn score(&mut self, mut lead: Lead, signal: &Signal, at: DateTime<Utc>) {
+        let scoring = self.cx.project.scoring();
+        let scored = scoring.record(&mut lead, signal, at);
+        if let Some(scored) = &scored {
+            self.batch.event(
+                &lead.email,
+                at,
+                None,
+                EventKind::Scored {
+                    signal: signal.to_string(),
+                    points: scored.points,
+                    before: scored.before,
+                    after: scored.after,
+                    temperature: scored.now,
+                },
+            );
+            if scored.now != scored.was {
+                self.became
+                    .extend(self.cx.project.became(&lead.email, scored.now));
+            }
+        }
+        self.batch.leads.push(lead.clone());
+        self.batch.changed.push(lead.email.clone());
+        self.leads
+            .insert(email_key(&lead.email).into_owned(), Some(lead));
     }
 
     /// Merges `row` by the import's rules; the lead as it is now, and what happened.

@@ -17,7 +17,8 @@
 //! - [`inbound`]: what arrives from outside (an unsubscribe click, a reply) waits for the loop,
 //!   which runs the workflows' handlers for it between two batches;
 //! - [`inbox`]: the IMAP watcher; [`correlate`]: which lead a mail is about, and what it means;
-//! - [`http`]: the HTTP server: one-click unsubscribe, the `/v1` API, web forms, opt-in links;
+//! - [`http`]: the HTTP server: one-click unsubscribe, the `/v1` API, web forms, opt-in links,
+//!   health checks and the figures for Prometheus ([`crate::metrics`]);
 //!   [`intake`]: what the loop does with their leads, a group per turn (group commit);
 //! - [`webhooks`]: delivering the webhooks the store queued, outcomes recorded by the loop;
 //! - the control socket ([`crate::control`]): commands typed while the daemon runs read its
@@ -65,6 +66,7 @@ use self::transport::Transport;
 use crate::config::Config;
 use crate::control;
 use crate::mail::imap::Account;
+use crate::metrics;
 use crate::project::Project;
 use crate::store::{Store, StoreError};
 use crate::unsubscribe::Unsubscribe;
@@ -138,7 +140,7 @@ pub async fn run(
     // Commands are taken from now on; those that write wait for the loop.
     let shared = control::server::Shared {
         store: store.clone(),
-        project: project_now,
+        project: project_now.clone(),
         inbound: inbound.clone(),
         clock: clock.clone(),
         workflows_dir: paths.workflows.display().to_string(),
@@ -180,9 +182,32 @@ pub async fn run(
         }
     }
     let mut deliverer = webhooks::Deliverer::new(&config.webhooks).map_err(DaemonError::Setup)?;
-    let _endpoint = start_http(&config, &project, unsubscribe.clone(), inbound.clone()).await?;
-    let _watchers: Vec<AbortOnDrop> = Account::from_config(&config.imap)
-        .map_err(DaemonError::Setup)?
+    // The gauges' depths are counted in the background (O(n)), then kept by every write.
+    metrics::get().show_depths(&store);
+    let counting = store.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = counting.count_depths() {
+            error!(%error, "cannot count the queues for /metrics");
+        }
+    });
+    let accounts = Account::from_config(&config.imap).map_err(DaemonError::Setup)?;
+    for account in &accounts {
+        // Known to `/readyz` before the server answers.
+        metrics::get().imap_watching(&account.name());
+    }
+    let health = Arc::new(http::health::Health {
+        store: store.clone(),
+    });
+    let _endpoint = start_http(
+        &config,
+        &project,
+        unsubscribe.clone(),
+        inbound.clone(),
+        (store.clone(), project_now),
+        health,
+    )
+    .await?;
+    let _watchers: Vec<AbortOnDrop> = accounts
         .into_iter()
         .map(|account| {
             info!(folder = %account.name(), "watching the inbox for replies");
@@ -304,6 +329,9 @@ async fn start_http(
     project: &Project,
     unsubscribe: Arc<Unsubscribe>,
     inbound: inbound::Inbound,
+    // What the status page reads: the daemon's store and the workflows it runs.
+    (store, running): (Store, tokio::sync::watch::Receiver<Arc<Project>>),
+    health: Arc<http::health::Health>,
 ) -> Result<Option<AbortOnDrop>, DaemonError> {
     let http = &config.http;
     if http.listen.is_empty() {
@@ -316,8 +344,9 @@ async fn start_http(
         }
         return Ok(None);
     }
-    let doors =
-        http::Doors::new(config, project, unsubscribe, inbound).map_err(DaemonError::Setup)?;
+    let doors = http::Doors::new(config, project, unsubscribe, inbound)
+        .and_then(|doors| doors.with_page(config, store, running))
+        .map_err(DaemonError::Setup)?;
     let listener = tokio::net::TcpListener::bind(&http.listen)
         .await
         .map_err(|e| DaemonError::Setup(format!("http.listen {}: {e}", http.listen)))?;
@@ -326,11 +355,12 @@ async fn start_http(
         base_url = %http.base_url,
         api = doors.api.is_some(),
         forms = doors.forms.len(),
+        page = doors.page.is_some(),
         "HTTP server"
     );
     let config = config.clone();
     let task = tokio::spawn(async move {
-        if let Err(error) = http::serve(listener, Arc::new(doors), &config).await {
+        if let Err(error) = http::serve(listener, Arc::new(doors), health, &config).await {
             error!(%error, "the HTTP endpoint stopped");
         }
     });

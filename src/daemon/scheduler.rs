@@ -26,6 +26,7 @@ use crate::mail::compose::{
 use crate::mail::links::{TrackedLink, Tracker};
 use crate::mail::personalize::personalize;
 use crate::project::Project;
+use crate::scoring::{Signal, Temperature};
 use crate::store::{Batch, EventKind, MessageRecord, MessageState, OutboxEmail, Store, StoreError};
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::{Mailbox, Workflow};
@@ -230,6 +231,12 @@ pub fn run_input(
         store.apply(&work.batch)?;
         return Ok(None);
     }
+    // A human reply is worth points; a temperature it changes runs `when lead becomes …`
+    // in the same transaction.
+    let became = match happening.input {
+        Some(Input::Reply) => work.score(&happening.lead, &Signal::Reply)?,
+        _ => None,
+    };
     let mut ran = 0;
     let mut untouched = Vec::new();
     for enrollment in store.enrollments_of(&happening.lead)? {
@@ -257,6 +264,9 @@ pub fn run_input(
             EventKind::Received { what: note.clone() },
         );
     }
+    if let Some(temperature) = became {
+        ran += work.became(&happening.lead, temperature)?;
+    }
     if let Some((reason, detail)) = &happening.suppress {
         work.suppress(&happening.lead, *reason, detail, untouched);
     }
@@ -283,7 +293,18 @@ pub fn run_inputs(
     work.quiet = true;
     let mut ran = 0;
     for happening in happenings {
-        let (Some(input), Some(lead)) = (&happening.input, work.lead(&happening.lead)?) else {
+        let Some(input) = &happening.input else {
+            continue;
+        };
+        // A person's open or click is worth points (`scoring { +5 on open }`); a temperature
+        // it changes runs `when lead becomes …` in the same transaction, as a reply's does.
+        // (Machines' never reach here: `engage` journals them and runs nothing.)
+        let became = match input {
+            Input::Click { .. } => work.score(&happening.lead, &Signal::Click)?,
+            Input::Open { .. } => work.score(&happening.lead, &Signal::Open)?,
+            _ => None,
+        };
+        let Some(lead) = work.lead(&happening.lead)? else {
             continue;
         };
         // The named workflow's enrollment, whatever its state; else every active one.
@@ -312,6 +333,9 @@ pub fn run_inputs(
                 work.advance(workflow, enrollment, input)?;
                 ran += 1;
             }
+        }
+        if let Some(temperature) = became {
+            ran += work.became(&happening.lead, temperature)?;
         }
     }
     let (batch, emails) = work.finish();
@@ -429,6 +453,62 @@ impl<'a> Work<'a> {
             return Ok(());
         };
         self.advance(workflow, enrollment, &Input::Due)
+    }
+
+    /// Scores `signal` for the lead now, journaled; the temperature it moved the lead to, if
+    /// it changed.
+    fn score(&mut self, email: &str, signal: &Signal) -> Result<Option<Temperature>, StoreError> {
+        let Some(mut lead) = self.lead(email)? else {
+            return Ok(None);
+        };
+        let scored = self.project.scoring().record(&mut lead, signal, self.now);
+        self.leads.insert(email.to_string(), (lead, true));
+        let Some(scored) = scored else {
+            return Ok(None);
+        };
+        self.batch.event(
+            email,
+            self.now,
+            None,
+            EventKind::Scored {
+                signal: signal.to_string(),
+                points: scored.points,
+                before: scored.before,
+                after: scored.after,
+                temperature: scored.now,
+            },
+        );
+        Ok((scored.now != scored.was).then_some(scored.now))
+    }
+
+    /// Runs `when lead becomes TEMPERATURE` for each of the lead's enrollments whose workflow
+    /// has it (as this batch left them); how many ran.
+    fn became(&mut self, email: &str, temperature: Temperature) -> Result<usize, StoreError> {
+        let mut ran = 0;
+        for stored in self.store.enrollments_of(email)? {
+            let Some(workflow) = self.project.workflow(&stored.workflow) else {
+                continue;
+            };
+            if !workflow
+                .handlers
+                .became
+                .iter()
+                .any(|(t, _)| *t == temperature)
+            {
+                continue;
+            }
+            // The version this batch already advanced, if it did.
+            let latest = self
+                .batch
+                .enrollments
+                .iter()
+                .rposition(|e| e.workflow == stored.workflow && e.lead == stored.lead)
+                .map(|at| self.batch.enrollments.remove(at))
+                .unwrap_or(stored);
+            self.advance(workflow, latest, &Input::Became(temperature))?;
+            ran += 1;
+        }
+        Ok(ran)
     }
 
     /// One `advance` of `enrollment` for `input`, recorded; the lead must be cached.
@@ -671,6 +751,17 @@ impl<'a> Work<'a> {
                     debug!(workflow = %workflow.name, lead = %email, %until, %reason, "waiting");
                     continue;
                 }
+                Effect::Expired {
+                    step,
+                    template,
+                    expired,
+                    expires,
+                } => EventKind::Expired {
+                    step: step.clone(),
+                    template: template.clone(),
+                    expired: *expired,
+                    expires: expires.clone(),
+                },
                 Effect::Paused { until, reason } => EventKind::Paused {
                     until: *until,
                     reason: reason.clone(),

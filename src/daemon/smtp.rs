@@ -11,9 +11,12 @@
 //! `tls = "starttls"` upgrades after EHLO (lettre's rustls); both verify the certificate, with
 //! no fallback to plain. AUTH (PLAIN, LOGIN) only over an encrypted session or to this host.
 //! The password is read once at start-up ([`crate::secret`]) and never printed.
+//!
+//! Each hand-over is timed and its outcome noted for `/metrics` and `/readyz`
+//! ([`crate::metrics`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -25,6 +28,7 @@ use tokio_rustls::rustls::ClientConfig;
 use super::transport::SendError;
 use crate::config::SmtpConfig;
 use crate::endpoint::{Endpoint, SMTP, Security};
+use crate::metrics::{self, SmtpOutcome};
 use crate::secret;
 
 /// The login of `config`, if `smtp.user` is set.
@@ -102,23 +106,46 @@ impl Smtp {
             message: "the SMTP transport is closed".into(),
             permanent: false,
         })?;
+        let started = Instant::now();
+        let (outcome, result) = self.hand_over(envelope, eml).await;
+        metrics::get().smtp_attempt(outcome, started.elapsed());
+        result
+    }
+
+    /// One email over a pooled or new session, and what came of it for the figures.
+    async fn hand_over(
+        &self,
+        envelope: &Envelope,
+        eml: &[u8],
+    ) -> (SmtpOutcome, Result<(), SendError>) {
         let reused = self.idle.lock().await.pop();
         let mut connection = match reused {
             Some(connection) if !connection.has_broken() => connection,
-            _ => self.connect().await?,
+            _ => match self.connect().await {
+                Ok(connection) => connection,
+                Err(error) => return (SmtpOutcome::Failed, Err(error)),
+            },
         };
         match connection.send(envelope, eml).await {
             Ok(_) => {
                 self.idle.lock().await.push(connection);
-                Ok(())
+                (SmtpOutcome::Sent, Ok(()))
             }
             Err(error) => {
                 // The session's state after a refusal is not worth repairing: drop it.
                 connection.abort().await;
-                Err(SendError {
+                // A 4xx or 5xx is an answer: the server is up. Anything else (a broken
+                // session, a timeout) is not.
+                let outcome = if error.is_permanent() || error.is_transient() {
+                    SmtpOutcome::Refused
+                } else {
+                    SmtpOutcome::Failed
+                };
+                let error = SendError {
                     permanent: error.is_permanent(),
                     message: format!("SMTP {}: {error}", self.describe()),
-                })
+                };
+                (outcome, Err(error))
             }
         }
     }

@@ -90,6 +90,34 @@ pub enum SettingKind {
     Window(WindowAst),
     /// `track clicks and opens`: the words as written.
     Track(Vec<Spanned<String>>),
+    /// `scoring { … }`: its lines in order.
+    Scoring(Vec<ScoringItemAst>),
+}
+
+/// One line of a `scoring` block, as written.
+#[derive(Debug, Clone)]
+pub enum ScoringItemAst {
+    /// `+20 on event "visited-pricing"`: the change, the signal word, the event name.
+    Rule {
+        change: Spanned<String>,
+        signal: Spanned<String>,
+        name: Option<Spanned<String>>,
+    },
+    /// `halve every 30 days`.
+    Decay {
+        count: Spanned<String>,
+        unit: Spanned<String>,
+    },
+    /// `inactive after 90 days`.
+    Inactivity {
+        count: Spanned<String>,
+        unit: Spanned<String>,
+    },
+    /// `hot at 50`.
+    Threshold {
+        temperature: Spanned<String>,
+        score: Spanned<String>,
+    },
 }
 
 impl SettingKind {
@@ -107,6 +135,7 @@ impl SettingKind {
             SettingKind::Timezone(_) => "timezone",
             SettingKind::Window(_) => "send on",
             SettingKind::Track(_) => "track",
+            SettingKind::Scoring(_) => "scoring",
         }
     }
 }
@@ -137,13 +166,24 @@ pub struct DayRange {
     pub last: Option<Spanned<String>>,
 }
 
-/// `on EVENT { … }`.
+/// `on EVENT { … }`, or `when lead becomes TEMPERATURE { … }` (its event is then
+/// `becomes TEMPERATURE`).
 #[derive(Debug, Clone)]
 pub struct HandlerAst {
     pub event: Spanned<String>,
     pub body: Vec<Stmt>,
     /// `on EVENT`: what messages about the handler point at.
     pub head_span: Span,
+}
+
+impl HandlerAst {
+    /// `on reply`, `when lead becomes hot`: the handler as written, for messages.
+    pub fn head(&self) -> String {
+        match self.event.value.strip_prefix(BECOMES) {
+            Some(temperature) => format!("when lead becomes {temperature}"),
+            None => format!("on {}", self.event.value),
+        }
+    }
 }
 
 /// `step NAME { … }`.
@@ -164,12 +204,19 @@ pub enum StmtKind {
     Send {
         template: Spanned<String>,
         subject: Spanned<String>,
+        /// `expires DATE`.
+        expires: Option<DateExprAst>,
     },
     Wait(WaitAst),
     If(IfAst),
     Set {
         field: Spanned<String>,
         value: Spanned<Value>,
+    },
+    /// `set lead.offer_ends to now + 7 days`.
+    SetDate {
+        field: Spanned<String>,
+        value: DateExprAst,
     },
     Tag(Spanned<String>),
     Untag(Spanned<String>),
@@ -191,7 +238,7 @@ impl StmtKind {
             StmtKind::Send { .. } => "send",
             StmtKind::Wait(_) => "wait",
             StmtKind::If(_) => "if",
-            StmtKind::Set { .. } => "set",
+            StmtKind::Set { .. } | StmtKind::SetDate { .. } => "set",
             StmtKind::Tag(_) => "tag",
             StmtKind::Untag(_) => "untag",
             StmtKind::Score(_) => "score",
@@ -219,6 +266,8 @@ pub enum WaitAst {
     },
     /// `wait until cron "…"`.
     Cron(Spanned<String>),
+    /// `wait until lead.trial_ends - 2 days`.
+    UntilDate(DateExprAst),
     /// `wait until lead clicked "offer" or 3 days`.
     UntilAction {
         action: ActionAst,
@@ -244,6 +293,23 @@ pub enum ActionAst {
         event: Spanned<String>,
         within: Option<(Spanned<String>, Spanned<String>)>,
     },
+}
+
+/// A date as written: `now + 7 days`, `lead.trial_ends - 2 days`.
+#[derive(Debug, Clone)]
+pub struct DateExprAst {
+    /// `None`: `now`; else the field's name.
+    pub field: Option<Spanned<String>>,
+    pub shifts: Vec<ShiftAst>,
+    pub span: Span,
+}
+
+/// `+ 7 days`: the sign, and the count and unit as written.
+#[derive(Debug, Clone)]
+pub struct ShiftAst {
+    pub forward: bool,
+    pub count: Spanned<String>,
+    pub unit: Spanned<String>,
 }
 
 /// `if … { } else if … { } else { }`.
@@ -272,6 +338,14 @@ pub enum CondKind {
         field: Spanned<String>,
         op: CompareOp,
         value: Spanned<Value>,
+        /// The value is a word without quotes (`lead.temperature is hot`).
+        bare: bool,
+    },
+    /// `lead.trial_ends < now + 3 days`.
+    CompareDate {
+        field: Spanned<String>,
+        op: CompareOp,
+        value: DateExprAst,
     },
     HasTag {
         field: Spanned<String>,
@@ -327,6 +401,9 @@ impl CondAst {
     }
 }
 
+/// How a `when lead becomes …` handler's event starts.
+pub const BECOMES: &str = "becomes ";
+
 /// The events a handler can react to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -336,6 +413,8 @@ pub enum Event {
     Unsubscribe,
     /// A person (not a machine) clicked a tracked link of this workflow.
     Click,
+    /// `when lead becomes hot`.
+    Became(crate::scoring::Temperature),
 }
 
 impl Event {
@@ -348,7 +427,10 @@ impl Event {
             "bounce" => Some(Event::Bounce),
             "unsubscribe" => Some(Event::Unsubscribe),
             "click" => Some(Event::Click),
-            _ => None,
+            other => other
+                .strip_prefix(BECOMES)
+                .and_then(crate::scoring::Temperature::parse)
+                .map(Event::Became),
         }
     }
 }

@@ -8,26 +8,31 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
 
+use crate::dates::{DATE_FORMS, DateValue};
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::lead::{BUILT_IN_FIELDS, Lead, Stage, Value};
+use crate::scoring::{Rule, Scoring, SignalKind, Temperature};
 use crate::workflow::{
-    Action, CompareOp, Condition, CronSlot, Engagement, Goal, Handlers, Instr, Mailbox,
-    NotifyTarget, Send, SendWindow, Step, Tracking, Wait, WaitLength, Weekdays, WindowZone,
-    Workflow,
+    Action, CompareOp, Condition, CronSlot, DateBase, DateExpr, DateShift, Engagement, Goal,
+    Handlers, Instr, Mailbox, NotifyTarget, Send, SendWindow, Step, Tracking, Wait, WaitLength,
+    Weekdays, WindowZone, Workflow,
 };
 
 use super::Context;
 use super::ast::*;
 
+/// `lead.temperature`: worked out from the score and recent actions, never stored.
+pub const TEMPERATURE: &str = "temperature";
 /// The largest `score +N` / `score -N`: keeps scores far from overflow, whatever loops do.
 const MAX_SCORE_CHANGE: i64 = 1_000_000;
 /// What to write instead of ordering text.
 const TEXT_ORDER_HINT: &str = "text is compared with `is`, `is not`, `in [...]` or `contains`; \
-     comparing dates comes in a later version of nurture";
+     a date is written `\"2026-12-24\"`, `now` or `now + 3 days`";
 /// The largest count in `wait N UNIT`: 10000 weeks is already two centuries.
 const MAX_WAIT_COUNT: u32 = 10_000;
 
@@ -68,6 +73,7 @@ pub fn compile(
         steps: BTreeMap::new(),
         sending: Vec::new(),
         tracking: Tracking::default(),
+        dates: date_fields(ast),
     };
     for (index, step) in ast.steps().enumerate() {
         compiler
@@ -95,6 +101,8 @@ struct Compiler<'a> {
     sending: Vec<&'a str>,
     /// `track …`, read before anything else: conditions on clicks and opens need it.
     tracking: Tracking,
+    /// Custom fields the file uses as dates → where and how often (see [`date_fields`]).
+    dates: BTreeMap<String, DateUses>,
 }
 
 /// The header, as resolved so far: the first of each setting wins (validation reports repeats).
@@ -111,6 +119,7 @@ struct Header {
     owner: Option<Mailbox>,
     timezone: Option<Tz>,
     window: Option<SendWindow>,
+    scoring: Option<Scoring>,
 }
 
 impl<'a> Compiler<'a> {
@@ -149,6 +158,7 @@ impl<'a> Compiler<'a> {
             bounce: vec![Instr::Exit],
             unsubscribe: vec![Instr::Exit],
             click: Vec::new(),
+            became: Vec::new(),
         };
         if header.owner.is_some() {
             handlers
@@ -166,7 +176,13 @@ impl<'a> Compiler<'a> {
                 continue;
             }
             handled.push(event);
+            if let Event::Became(temperature) = event {
+                handlers.became.push((temperature, code));
+                continue;
+            }
             *match event {
+                // Taken above.
+                Event::Became(_) => continue,
                 Event::Reply => &mut handlers.reply,
                 Event::AutoReply => &mut handlers.auto_reply,
                 Event::Bounce => &mut handlers.bounce,
@@ -206,6 +222,8 @@ impl<'a> Compiler<'a> {
             handlers,
             tracking: self.tracking,
             steps,
+            defines_scoring: header.scoring.is_some(),
+            scoring: Arc::new(header.scoring.unwrap_or_default()),
         })
     }
 
@@ -235,6 +253,7 @@ impl<'a> Compiler<'a> {
             SettingKind::Window(window) => header.window = self.window(window),
             // Read first, by `track`.
             SettingKind::Track(_) => {}
+            SettingKind::Scoring(items) => header.scoring = Some(self.scoring(items)),
         }
     }
 
@@ -448,6 +467,29 @@ impl<'a> Compiler<'a> {
 
     fn event(&mut self, event: &Spanned<String>) -> Option<Event> {
         let parsed = Event::parse(&event.value);
+        if let Some(Event::Became(falling @ (Temperature::Cold | Temperature::Inactive))) = parsed {
+            // Scores fade as they are read, never by an event: nothing would run this.
+            self.push(
+                self.cx
+                    .error(
+                        format!("a lead does not *become* {falling} at a moment nurture sees"),
+                        event.span.clone(),
+                    )
+                    .with_label("scores fade over time, not by an event")
+                    .with_hint(format!(
+                        "`when lead becomes` reacts to `hot` and `warm`; to stop mailing a {falling} \
+                         lead, write `exit when lead.temperature is {falling}` (checked before \
+                         every email)"
+                    )),
+            );
+            return None;
+        }
+        if parsed.is_none()
+            && let Some(word) = event.value.strip_prefix(BECOMES)
+        {
+            self.unknown_temperature(word, event.span.clone());
+            return None;
+        }
         if parsed.is_none() {
             let hint = match did_you_mean(&event.value, Event::NAMES) {
                 Some(name) => format!("did you mean `{name}`?"),
@@ -539,10 +581,25 @@ impl<'a> Compiler<'a> {
     /// A simple statement → one instruction; `None` after reporting what does not resolve.
     fn instr(&mut self, kind: &'a StmtKind) -> Option<Instr> {
         Some(match kind {
-            StmtKind::Send { template, subject } => Instr::Send(Send {
+            StmtKind::Send {
+                template,
+                subject,
+                expires,
+            } => Instr::Send(Send {
                 template: template.value.clone(),
                 subject: subject.value.clone(),
+                expires: match expires {
+                    Some(expires) => Some(self.date_expr(expires)?),
+                    None => None,
+                },
             }),
+            StmtKind::SetDate { field, value } => {
+                let name = self.date_field(field)?;
+                Instr::Act(Action::SetDate {
+                    field: name,
+                    value: self.date_expr(value)?,
+                })
+            }
             StmtKind::Wait(wait) => Instr::Wait(self.wait(wait)?),
             StmtKind::Set { field, value } => {
                 let name = self.field(field)?;
@@ -562,6 +619,7 @@ impl<'a> Compiler<'a> {
                     return None;
                 }
                 self.settable(&name, field, value)?;
+                self.not_a_date(&name, value)?;
                 Instr::Act(Action::Set {
                     field: name,
                     value: value.value.clone(),
@@ -585,51 +643,8 @@ impl<'a> Compiler<'a> {
 
     fn wait(&mut self, wait: &WaitAst) -> Option<Wait> {
         match wait {
-            WaitAst::For { count, unit } => {
-                let unit_text = unit
-                    .value
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .to_lowercase();
-                let number = match count.value.parse::<u32>() {
-                    Ok(number) if number <= MAX_WAIT_COUNT => Some(number),
-                    _ => {
-                        self.push(
-                            self.cx
-                                .error(
-                                    format!("`wait {}` is too long", count.value),
-                                    count.span.clone(),
-                                )
-                                .with_label(format!("at most {MAX_WAIT_COUNT}")),
-                        );
-                        None
-                    }
-                };
-                let length: fn(u32) -> Wait = match unit_text.as_str() {
-                    "minute" | "minutes" => |n| Wait::For(WaitLength::Minutes(n)),
-                    "hour" | "hours" => |n| Wait::For(WaitLength::Hours(n)),
-                    "day" | "days" => |n| Wait::For(WaitLength::Days(n)),
-                    "week" | "weeks" => |n| Wait::For(WaitLength::Weeks(n)),
-                    "business day" | "business days" => Wait::BusinessDays,
-                    _ => {
-                        let hint = match did_you_mean(&unit_text, UNITS) {
-                            Some(name) => format!("did you mean `{name}`?"),
-                            None => "the units are `minutes`, `hours`, `days`, `weeks` and \
-                                     `business days`"
-                                .to_string(),
-                        };
-                        self.push(
-                            self.cx
-                                .error(format!("unknown unit `{unit_text}`"), unit.span.clone())
-                                .with_label("not a unit of time")
-                                .with_hint(hint),
-                        );
-                        return None;
-                    }
-                };
-                number.map(length)
-            }
+            WaitAst::UntilDate(date) => self.date_expr(date).map(Wait::UntilDate),
+            WaitAst::For { count, unit } => self.length("wait", count, unit),
             WaitAst::Until { days, time } => {
                 let days = match days {
                     Some(days) => self.days(days),
@@ -645,7 +660,7 @@ impl<'a> Compiler<'a> {
                 unit,
             } => {
                 let action = self.action(action);
-                let timeout = self.length(count, unit);
+                let timeout = self.time_limit(count, unit);
                 Some(Wait::UntilAction {
                     action: action?,
                     timeout: timeout?,
@@ -656,7 +671,11 @@ impl<'a> Compiler<'a> {
 
     /// `7 days` after `within` or `or`: a plain length of time (business days count on a
     /// calendar, which a deadline does not need).
-    fn length(&mut self, count: &Spanned<String>, unit: &Spanned<String>) -> Option<WaitLength> {
+    fn time_limit(
+        &mut self,
+        count: &Spanned<String>,
+        unit: &Spanned<String>,
+    ) -> Option<WaitLength> {
         let wait = WaitAst::For {
             count: count.clone(),
             unit: unit.clone(),
@@ -676,6 +695,59 @@ impl<'a> Compiler<'a> {
                 None
             }
         }
+    }
+
+    /// `2 days`, `3 business days`: a wait's length, or a date's shift.
+    /// `what` leads the count in messages: `wait`, `+` or `-`.
+    fn length(
+        &mut self,
+        what: &str,
+        count: &Spanned<String>,
+        unit: &Spanned<String>,
+    ) -> Option<Wait> {
+        let unit_text = unit
+            .value
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase();
+        let number = match count.value.parse::<u32>() {
+            Ok(number) if number <= MAX_WAIT_COUNT => Some(number),
+            _ => {
+                self.push(
+                    self.cx
+                        .error(
+                            format!("`{what} {}` is too long", count.value),
+                            count.span.clone(),
+                        )
+                        .with_label(format!("at most {MAX_WAIT_COUNT}")),
+                );
+                None
+            }
+        };
+        let length: fn(u32) -> Wait = match unit_text.as_str() {
+            "minute" | "minutes" => |n| Wait::For(WaitLength::Minutes(n)),
+            "hour" | "hours" => |n| Wait::For(WaitLength::Hours(n)),
+            "day" | "days" => |n| Wait::For(WaitLength::Days(n)),
+            "week" | "weeks" => |n| Wait::For(WaitLength::Weeks(n)),
+            "business day" | "business days" => Wait::BusinessDays,
+            _ => {
+                let hint = match did_you_mean(&unit_text, UNITS) {
+                    Some(name) => format!("did you mean `{name}`?"),
+                    None => "the units are `minutes`, `hours`, `days`, `weeks` and \
+                             `business days`"
+                        .to_string(),
+                };
+                self.push(
+                    self.cx
+                        .error(format!("unknown unit `{unit_text}`"), unit.span.clone())
+                        .with_label("not a unit of time")
+                        .with_hint(hint),
+                );
+                return None;
+            }
+        };
+        number.map(length)
     }
 
     /// What a lead did, resolved: steps must exist and send an email, and what it asks about
@@ -722,7 +794,7 @@ impl<'a> Compiler<'a> {
             ActionAst::Did { event, within } => {
                 let within = within
                     .as_ref()
-                    .map(|(count, unit)| self.length(count, unit));
+                    .map(|(count, unit)| self.time_limit(count, unit));
                 if event.value.trim().is_empty() {
                     self.push(
                         self.cx
@@ -942,8 +1014,30 @@ impl<'a> Compiler<'a> {
                 field: written,
                 op,
                 value,
+                bare,
             } => {
                 let field = self.field(written)?;
+                if field == TEMPERATURE {
+                    return self.temperature_test(*op, value);
+                }
+                if *bare {
+                    self.push(
+                        self.cx
+                            .error(
+                                format!("text goes in quotes: `\"{}\"`", value.value),
+                                value.span.clone(),
+                            )
+                            .with_label("a word without quotes")
+                            .with_hint(
+                                "only a temperature (`lead.temperature is hot`) is written \
+                                 without quotes",
+                            ),
+                    );
+                    return None;
+                }
+                if let Some(date) = self.date_literal(&field, written, *op, value) {
+                    return date;
+                }
                 if let Value::Number(n) = value.value
                     && !n.is_finite()
                 {
@@ -959,6 +1053,15 @@ impl<'a> Compiler<'a> {
                     field,
                     op: *op,
                     value: value.value.clone(),
+                })
+            }
+            CondKind::CompareDate { field, op, value } => {
+                let name = self.date_field(field);
+                self.orders_dates(*op, field, value.span.clone())?;
+                Some(Condition::CompareDate {
+                    field: name?,
+                    op: *op,
+                    value: self.date_expr(value)?,
                 })
             }
             CondKind::HasTag { field, tag } => {
@@ -1017,6 +1120,11 @@ impl<'a> Compiler<'a> {
         let symbol = op.symbol();
         let text_field = BUILT_IN_FIELDS.contains(&name) && name != "score";
         let diagnostic = match &value.value {
+            Value::Text(text) if crate::dates::looks_like_date(text) => self
+                .cx
+                .error(format!("`\"{text}\"` is not a date"), value.span.clone())
+                .with_label("no such day or time")
+                .with_hint(format!("write a date as {DATE_FORMS}")),
             Value::Text(text) => {
                 let hint = match text.trim().parse::<f64>() {
                     Ok(number) if number.is_finite() => {
@@ -1049,6 +1157,443 @@ impl<'a> Compiler<'a> {
         None
     }
 
+    // -----------------------------------------------------------------------------------------
+    // Scoring
+    // -----------------------------------------------------------------------------------------
+
+    /// A `scoring { … }` block → the rules; what does not resolve is reported and left out.
+    fn scoring(&mut self, items: &[ScoringItemAst]) -> Scoring {
+        let mut scoring = Scoring::default();
+        for item in items {
+            match item {
+                ScoringItemAst::Rule {
+                    change,
+                    signal,
+                    name,
+                } => {
+                    let points = self.score(change);
+                    let on = self.signal(signal, name.as_ref());
+                    if let (Some(points), Some(on)) = (points, on) {
+                        scoring.rules.push(Rule { points, on });
+                    }
+                }
+                ScoringItemAst::Decay { count, unit } => {
+                    scoring.half_life_days = self.whole_days("halve every", count, unit);
+                }
+                ScoringItemAst::Inactivity { count, unit } => {
+                    if let Some(days) = self.whole_days("inactive after", count, unit) {
+                        scoring.inactive_after_days = days;
+                    }
+                }
+                ScoringItemAst::Threshold { temperature, score } => {
+                    let Some(level) = self.score_level(score) else {
+                        continue;
+                    };
+                    match Temperature::parse(&temperature.value) {
+                        Some(Temperature::Hot) => scoring.hot = level,
+                        Some(Temperature::Warm) => scoring.warm = level,
+                        Some(other) => self.push(
+                            self.cx
+                                .error(
+                                    format!("`{other}` has no score threshold"),
+                                    temperature.span.clone(),
+                                )
+                                .with_label("only `hot at N` and `warm at N`")
+                                .with_hint(
+                                    "below `warm at` a lead is cold; `inactive after N days` \
+                                     says when it is inactive",
+                                ),
+                        ),
+                        None => {
+                            self.unknown_temperature(&temperature.value, temperature.span.clone())
+                        }
+                    }
+                }
+            }
+        }
+        if scoring.warm > scoring.hot {
+            let span = items
+                .iter()
+                .rev()
+                .find_map(|item| match item {
+                    ScoringItemAst::Threshold { temperature, score }
+                        if Temperature::parse(&temperature.value) == Some(Temperature::Warm) =>
+                    {
+                        Some(score.span.clone())
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default();
+            self.push(
+                self.cx
+                    .error(
+                        format!(
+                            "`warm at {}` is above `hot at {}`",
+                            scoring.warm, scoring.hot
+                        ),
+                        span,
+                    )
+                    .with_label("warm starts below hot")
+                    .with_hint(format!(
+                        "the defaults are `hot at {}` and `warm at {}`",
+                        crate::scoring::DEFAULT_HOT,
+                        crate::scoring::DEFAULT_WARM
+                    )),
+            );
+        }
+        scoring
+    }
+
+    /// `open`, `click`, `reply`, `event "NAME"`.
+    fn signal(
+        &mut self,
+        signal: &Spanned<String>,
+        name: Option<&Spanned<String>>,
+    ) -> Option<SignalKind> {
+        let kind = match (signal.value.as_str(), name) {
+            ("open", None) => SignalKind::Open,
+            ("click", None) => SignalKind::Click,
+            ("reply", None) => SignalKind::Reply,
+            ("event", Some(name)) if !name.value.trim().is_empty() => {
+                SignalKind::Event(name.value.clone())
+            }
+            ("event", _) => {
+                self.push(
+                    self.cx
+                        .error("`event` needs the event's name", signal.span.clone())
+                        .with_label("which event?")
+                        .with_hint(
+                            "write `+20 on event \"visited-pricing\"`: the name the API \
+                             reports (`POST /v1/leads/{email}/events`)",
+                        ),
+                );
+                return None;
+            }
+            (word, Some(name)) if SignalKind::NAMES.contains(&word) => {
+                self.push(
+                    self.cx
+                        .error(format!("`{word}` takes no name"), name.span.clone())
+                        .with_label("only `event` is named")
+                        .with_hint(format!("write `on {word}`")),
+                );
+                return None;
+            }
+            (word, _) => {
+                let hint = match close_word(word, &SignalKind::NAMES) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => "points are given `on open`, `on click`, `on reply` or `on event \
+                             \"NAME\"`"
+                        .to_string(),
+                };
+                self.push(
+                    self.cx
+                        .error(format!("unknown signal `{word}`"), signal.span.clone())
+                        .with_label("nothing scores this")
+                        .with_hint(hint),
+                );
+                return None;
+            }
+        };
+        Some(kind)
+    }
+
+    /// `30 days` in a scoring block: whole days or weeks.
+    fn whole_days(
+        &mut self,
+        what: &str,
+        count: &Spanned<String>,
+        unit: &Spanned<String>,
+    ) -> Option<u32> {
+        let days = match self.length(what, count, unit)? {
+            Wait::For(WaitLength::Days(n)) => Some(n),
+            Wait::For(WaitLength::Weeks(n)) => Some(n * 7),
+            _ => None,
+        };
+        match days {
+            Some(days) if days > 0 => Some(days),
+            _ => {
+                self.push(
+                    self.cx
+                        .error(format!("`{what}` counts whole days"), unit.span.clone())
+                        .with_label("days or weeks, at least one")
+                        .with_hint(format!("write `{what} 30 days`")),
+                );
+                None
+            }
+        }
+    }
+
+    fn score_level(&mut self, score: &Spanned<String>) -> Option<i64> {
+        let parsed = score
+            .value
+            .parse::<i64>()
+            .ok()
+            .filter(|n| n.abs() <= MAX_SCORE_CHANGE);
+        if parsed.is_none() {
+            self.push(
+                self.cx
+                    .error(
+                        format!("`{}` is not a score", score.value),
+                        score.span.clone(),
+                    )
+                    .with_label(format!("a whole number up to {MAX_SCORE_CHANGE}")),
+            );
+        }
+        parsed
+    }
+
+    fn unknown_temperature(&mut self, word: &str, span: Span) {
+        let names = Temperature::ALL.map(Temperature::as_str);
+        let hint = match close_word(word, &names) {
+            Some(close) => format!("did you mean `{close}`?"),
+            None => "the temperatures are `hot`, `warm`, `cold` and `inactive`".to_string(),
+        };
+        self.push(
+            self.cx
+                .error(format!("unknown temperature `{word}`"), span)
+                .with_label("not a temperature")
+                .with_hint(hint),
+        );
+    }
+
+    /// `lead.temperature is hot`, `lead.temperature is not "cold"`.
+    fn temperature_test(&mut self, op: CompareOp, value: &Spanned<Value>) -> Option<Condition> {
+        let negated = match op {
+            CompareOp::Eq => false,
+            CompareOp::Ne => true,
+            other => {
+                self.push(
+                    self.cx
+                        .error(
+                            format!("`{}` does not compare temperatures", other.symbol()),
+                            value.span.clone(),
+                        )
+                        .with_label("a temperature is one of four")
+                        .with_hint(
+                            "write `lead.temperature is hot` or `lead.temperature is not cold`; \
+                             to compare scores, `lead.score >= 50`",
+                        ),
+                );
+                return None;
+            }
+        };
+        let word = value.value.to_string();
+        match Temperature::parse(&word) {
+            Some(temperature) => Some(Condition::Temperature {
+                temperature,
+                negated,
+            }),
+            None => {
+                self.unknown_temperature(&word, value.span.clone());
+                None
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Dates
+    // -----------------------------------------------------------------------------------------
+
+    /// `now + 7 days`, `lead.trial_ends - 2 days` → a date expression.
+    fn date_expr(&mut self, date: &DateExprAst) -> Option<DateExpr> {
+        let base = match &date.field {
+            None => Some(DateBase::Now),
+            Some(field) => self.date_field(field).map(DateBase::Field),
+        };
+        let mut shifts = Some(Vec::new());
+        for shift in &date.shifts {
+            let what = if shift.forward { "+" } else { "-" };
+            let length = match self.length(what, &shift.count, &shift.unit) {
+                Some(Wait::For(length)) => Some(length),
+                Some(_) => {
+                    self.push(
+                        self.cx
+                            .error("a date moves by calendar time", shift.unit.span.clone())
+                            .with_label("business days cannot move a date")
+                            .with_hint(
+                                "write `days` or `weeks`; to land on a working day, `wait \
+                                 until` the date and then `wait until Mon-Fri 09:00`",
+                            ),
+                    );
+                    None
+                }
+                None => None,
+            };
+            let forward = shift.forward;
+            shifts = shifts.zip(length).map(|(mut shifts, length)| {
+                shifts.push(DateShift { forward, length });
+                shifts
+            });
+        }
+        Some(DateExpr {
+            base: base?,
+            shifts: shifts?,
+            text: self.one_line(date.span.clone()),
+        })
+    }
+
+    /// The source text of `span` on one line, for timelines.
+    fn one_line(&self, span: Span) -> String {
+        self.cx.source[span]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// A field used as a date: a custom one (the built-in fields hold text or a number), and
+    /// not a one-off near miss of another date field of the file (`expires lead.offer_end`
+    /// where the file sets `lead.offer_ends`).
+    fn date_field(&mut self, field: &Spanned<String>) -> Option<String> {
+        let name = self.field(field)?;
+        if !BUILT_IN_FIELDS.contains(&name.as_str()) {
+            let typo_of = self
+                .dates
+                .get(&name)
+                .filter(|uses| uses.count == 1)
+                .and_then(|_| {
+                    let others = self
+                        .dates
+                        .iter()
+                        .filter(|(_, uses)| uses.count > 1)
+                        .map(|(other, _)| other.clone());
+                    crate::mail::templates::near_miss(&name, others)
+                });
+            if let Some(other) = typo_of {
+                self.push(
+                    self.cx
+                        .error(
+                            format!("`lead.{name}` is used as a date only here"),
+                            field.span.clone(),
+                        )
+                        .with_label(format!("looks like a typo of `{other}`"))
+                        .with_hint(format!("did you mean `lead.{other}`?")),
+                );
+                return None;
+            }
+            return Some(name);
+        }
+        let kind = if name == "score" { "a number" } else { "text" };
+        self.push(
+            self.cx
+                .error(
+                    format!("`lead.{name}` is {kind}, not a date"),
+                    field.span.clone(),
+                )
+                .with_label("not a date")
+                .with_hint(
+                    "dates live in fields of their own, such as `lead.trial_ends`: a column of \
+                     the leads file, or `set lead.trial_ends to now + 14 days`",
+                ),
+        );
+        None
+    }
+
+    /// Dates are ordered, never equal: two moments to the second almost never are.
+    fn orders_dates(&mut self, op: CompareOp, field: &Spanned<String>, value: Span) -> Option<()> {
+        if matches!(
+            op,
+            CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge
+        ) {
+            return Some(());
+        }
+        let name = &field.value;
+        self.push(
+            self.cx
+                .error(
+                    format!("`{}` does not compare dates", op.symbol()),
+                    field.span.start..value.end,
+                )
+                .with_label("dates are compared with `<`, `<=`, `>` or `>=`")
+                .with_hint(format!(
+                    "to ask about one day, write `lead.{name} >= \"2026-12-24\" and lead.{name} \
+                     < \"2026-12-25\"`; to ask whether it is set, `lead.{name} is set`"
+                )),
+        );
+        None
+    }
+
+    /// A comparison of a field with a written value that is about a date: `lead.trial_ends <
+    /// "2026-12-24"` becomes a date comparison; a number or text compared with a field this file
+    /// uses as a date is a type error. `None`: not about a date, compare as before.
+    fn date_literal(
+        &mut self,
+        name: &str,
+        field: &Spanned<String>,
+        op: CompareOp,
+        value: &Spanned<Value>,
+    ) -> Option<Option<Condition>> {
+        let written = match &value.value {
+            Value::Text(text) => DateValue::parse(text),
+            _ => None,
+        };
+        let ordering = matches!(
+            op,
+            CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge
+        );
+        match written {
+            Some(date) if ordering => {
+                let Some(name) = self.date_field(field) else {
+                    return Some(None);
+                };
+                Some(Some(Condition::CompareDate {
+                    field: name,
+                    op,
+                    value: DateExpr {
+                        base: DateBase::Fixed(date),
+                        shifts: Vec::new(),
+                        text: self.one_line(value.span.clone()),
+                    },
+                }))
+            }
+            Some(_) if self.dates.contains_key(name) => {
+                self.orders_dates(op, field, value.span.clone());
+                Some(None)
+            }
+            _ if self.dates.contains_key(name) => {
+                self.not_a_date(name, value);
+                Some(None)
+            }
+            _ => None,
+        }
+    }
+
+    /// A number or text given to a field this file uses as a date: a type error.
+    fn not_a_date(&mut self, name: &str, value: &Spanned<Value>) -> Option<()> {
+        let Some(first) = self.dates.get(name) else {
+            return Some(());
+        };
+        let kind = match &value.value {
+            Value::Text(text) if DateValue::parse(text).is_some() => return Some(()),
+            Value::Text(text) if crate::dates::looks_like_date(text) => {
+                self.push(
+                    self.cx
+                        .error(format!("`\"{text}\"` is not a date"), value.span.clone())
+                        .with_label("no such day or time")
+                        .with_hint(format!("write a date as {DATE_FORMS}")),
+                );
+                return None;
+            }
+            Value::Text(_) => "text",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "true or false",
+        };
+        let line = self.cx.line(first.first.start);
+        let shown = self.one_line(value.span.clone());
+        self.push(
+            self.cx
+                .error(
+                    format!("`lead.{name}` is a date, but `{shown}` is {kind}"),
+                    value.span.clone(),
+                )
+                .with_label(format!("{kind}, not a date"))
+                .with_hint(format!(
+                    "`lead.{name}` is used as a date on line {line}: compare it with `now`, \
+                     `now + 3 days` or a date such as `\"2026-12-24\"`"
+                )),
+        );
+        None
+    }
+
     /// `a and b and c` as a balanced tree, so a long chain stays shallow for everything that
     /// walks it recursively (evaluation, cloning, dropping).
     fn operands(
@@ -1064,6 +1609,95 @@ impl<'a> Compiler<'a> {
         let resolved: Vec<Condition> = resolved.into_iter().collect::<Option<_>>()?;
         Some(balanced(resolved, join))
     }
+}
+
+/// Where a file uses a custom field as a date first, and how many times.
+struct DateUses {
+    first: Span,
+    count: usize,
+}
+
+/// The custom fields a file uses as dates (compared with a date, moved, set to one, waited for,
+/// or an email's expiry), each with where it first does: the same field compared with a number
+/// or text elsewhere in the file is then a type error that can say where the date use is.
+fn date_fields(ast: &WorkflowAst) -> BTreeMap<String, DateUses> {
+    let mut found: BTreeMap<String, DateUses> = BTreeMap::new();
+    // The first use in the file, whatever order the walk below finds them in.
+    let mut note = |field: &Spanned<String>| {
+        if BUILT_IN_FIELDS.contains(&field.value.as_str()) {
+            return;
+        }
+        let uses = found.entry(field.value.clone()).or_insert(DateUses {
+            first: field.span.clone(),
+            count: 0,
+        });
+        uses.count += 1;
+        if field.span.start < uses.first.start {
+            uses.first = field.span.clone();
+        }
+    };
+    let mut conditions: Vec<&CondAst> = Vec::new();
+    let mut bodies: Vec<&[Stmt]> = Vec::new();
+    for item in &ast.items {
+        match item {
+            Item::Setting(setting) => {
+                if let SettingKind::Enroll(condition) | SettingKind::Goal(condition) = &setting.kind
+                {
+                    conditions.push(condition);
+                }
+            }
+            Item::Handler(handler) => bodies.push(&handler.body),
+            Item::Step(step) => bodies.push(&step.body),
+        }
+    }
+    let mut dates: Vec<&DateExprAst> = Vec::new();
+    for body in bodies {
+        for_each_stmt(body, &mut |stmt, _| match &stmt.kind {
+            StmtKind::If(chain) => conditions.extend(chain.branches.iter().map(|(c, _)| c)),
+            StmtKind::SetDate { field, value } => {
+                note(field);
+                dates.push(value);
+            }
+            StmtKind::Send {
+                expires: Some(date),
+                ..
+            }
+            | StmtKind::Wait(WaitAst::UntilDate(date)) => dates.push(date),
+            _ => {}
+        });
+    }
+    for condition in conditions {
+        condition.for_each(&mut |part| match &part.kind {
+            CondKind::CompareDate { field, value, .. } => {
+                note(field);
+                dates.push(value);
+            }
+            CondKind::Compare {
+                field,
+                op: CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge,
+                value,
+                ..
+            } if matches!(&value.value, Value::Text(text) if DateValue::parse(text).is_some()) => {
+                note(field)
+            }
+            _ => {}
+        });
+    }
+    for field in dates.into_iter().filter_map(|date| date.field.as_ref()) {
+        note(field);
+    }
+    found
+}
+
+/// The name `word` is likely a slip of: [`did_you_mean`], or one swapped pair of letters
+/// (`opne`, `hto`: short words are where that happens).
+fn close_word<'n>(word: &str, names: &[&'n str]) -> Option<&'n str> {
+    did_you_mean(word, names.iter().copied()).or_else(|| {
+        names
+            .iter()
+            .copied()
+            .find(|name| strsim::osa_distance(word, name) == 1)
+    })
 }
 
 fn balanced(

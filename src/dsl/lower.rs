@@ -22,6 +22,7 @@ pub fn lower(file: Pair<'_, Rule>) -> WorkflowAst {
         .filter_map(|pair| match pair.as_rule() {
             Rule::setting => Some(Item::Setting(setting(pair))),
             Rule::handler => Some(Item::Handler(handler(pair))),
+            Rule::trigger => Some(Item::Handler(trigger(pair))),
             Rule::step => Some(Item::Step(step(pair))),
             _ => None,
         })
@@ -142,6 +143,14 @@ fn setting(pair: Pair<'_, Rule>) -> Setting {
             SettingKind::Track(children(&inner, Rule::track_word).map(word).collect()),
             head_span(&inner, Rule::kw_track),
         ),
+        Rule::scoring => (
+            SettingKind::Scoring(
+                children(&inner, Rule::scoring_item)
+                    .map(scoring_item)
+                    .collect(),
+            ),
+            head_span(&inner, Rule::kw_scoring),
+        ),
         other => unreachable!("not a setting: {other:?}"),
     };
     Setting {
@@ -196,6 +205,43 @@ fn handler(pair: Pair<'_, Rule>) -> HandlerAst {
     }
 }
 
+/// `when lead becomes hot { … }`: a handler whose event is `becomes hot`.
+fn trigger(pair: Pair<'_, Rule>) -> HandlerAst {
+    let word = child(&pair, Rule::bare_word);
+    HandlerAst {
+        event: Spanned::new(format!("{BECOMES}{}", word.as_str()), span(&word)),
+        head_span: head_span(&pair, Rule::bare_word),
+        body: block(child(&pair, Rule::block)),
+    }
+}
+
+fn scoring_item(pair: Pair<'_, Rule>) -> ScoringItemAst {
+    let inner = pair
+        .into_inner()
+        .next()
+        .expect("a scoring item has one alternative");
+    match inner.as_rule() {
+        Rule::score_rule => ScoringItemAst::Rule {
+            change: word(child(&inner, Rule::score_change)),
+            signal: word(child(&inner, Rule::signal_name)),
+            name: find(&inner, Rule::string).map(text),
+        },
+        Rule::decay => ScoringItemAst::Decay {
+            count: word(child(&inner, Rule::count)),
+            unit: word(child(&inner, Rule::unit)),
+        },
+        Rule::inactivity => ScoringItemAst::Inactivity {
+            count: word(child(&inner, Rule::count)),
+            unit: word(child(&inner, Rule::unit)),
+        },
+        Rule::threshold => ScoringItemAst::Threshold {
+            temperature: word(child(&inner, Rule::bare_word)),
+            score: word(child(&inner, Rule::number)),
+        },
+        other => unreachable!("not a scoring item: {other:?}"),
+    }
+}
+
 fn step(pair: Pair<'_, Rule>) -> StepAst {
     StepAst {
         name: word(child(&pair, Rule::step_name)),
@@ -217,12 +263,20 @@ fn statement(pair: Pair<'_, Rule>) -> Stmt {
         Rule::send => StmtKind::Send {
             template: text(child(&inner, Rule::template_name)),
             subject: text(child(&inner, Rule::subject)),
+            expires: find(&inner, Rule::send_expires)
+                .map(|expires| date_expr(child(&expires, Rule::date_expr))),
         },
         Rule::wait => StmtKind::Wait(wait(&inner)),
         Rule::if_chain => StmtKind::If(if_chain(&inner)),
-        Rule::set_field => StmtKind::Set {
-            field: field(child(&inner, Rule::field)),
-            value: value(child(&inner, Rule::value)),
+        Rule::set_field => match find(&inner, Rule::date_expr) {
+            Some(date) => StmtKind::SetDate {
+                field: field(child(&inner, Rule::field)),
+                value: date_expr(date),
+            },
+            None => StmtKind::Set {
+                field: field(child(&inner, Rule::field)),
+                value: value(child(&inner, Rule::value)),
+            },
         },
         Rule::tag => StmtKind::Tag(text(child(&inner, Rule::tag_name))),
         Rule::untag => StmtKind::Untag(text(child(&inner, Rule::tag_name))),
@@ -251,6 +305,9 @@ fn wait(pair: &Pair<'_, Rule>) -> WaitAst {
     }
     if let Some(cron) = find(pair, Rule::wait_until_cron) {
         return WaitAst::Cron(text(child(&cron, Rule::cron_text)));
+    }
+    if let Some(until) = find(pair, Rule::wait_until_date) {
+        return WaitAst::UntilDate(date_expr(child(&until, Rule::date_expr)));
     }
     if let Some(until) = find(pair, Rule::wait_until) {
         return WaitAst::Until {
@@ -343,10 +400,30 @@ fn test(pair: Pair<'_, Rule>) -> CondAst {
             negated: find(&is_set, Rule::kw_not).is_some(),
         }
     } else if let Some(compare) = find(&pair, Rule::compare) {
-        CondKind::Compare {
-            field,
-            op: operator(child(&compare, Rule::operator).as_str()),
-            value: value(child(&compare, Rule::value)),
+        let op = operator(child(&compare, Rule::operator).as_str());
+        match find(&compare, Rule::date_expr) {
+            Some(date) => CondKind::CompareDate {
+                field,
+                op,
+                value: date_expr(date),
+            },
+            None => match find(&compare, Rule::bare_word) {
+                Some(bare) => CondKind::Compare {
+                    field,
+                    op,
+                    value: Spanned::new(
+                        Value::Text(bare.as_str().to_string()),
+                        bare.as_span().start()..bare.as_span().end(),
+                    ),
+                    bare: true,
+                },
+                None => CondKind::Compare {
+                    field,
+                    op,
+                    value: value(child(&compare, Rule::value)),
+                    bare: false,
+                },
+            },
         }
     } else if let Some(list) = find(&pair, Rule::in_list) {
         CondKind::In {
@@ -410,6 +487,21 @@ fn action(pair: Pair<'_, Rule>) -> ActionAst {
         Some(step) if find(&pair, Rule::kw_opened).is_some() => ActionAst::Opened(text(step)),
         Some(step) => ActionAst::ClickedStep(text(step)),
         None => ActionAst::Clicked(span(&pair)),
+    }
+}
+
+/// `now + 7 days`, `lead.trial_ends - 2 days`.
+fn date_expr(pair: Pair<'_, Rule>) -> DateExprAst {
+    DateExprAst {
+        field: find(&pair, Rule::field).map(field),
+        shifts: children(&pair, Rule::date_shift)
+            .map(|shift| ShiftAst {
+                forward: child(&shift, Rule::shift_sign).as_str() == "+",
+                count: word(child(&shift, Rule::count)),
+                unit: word(child(&shift, Rule::unit)),
+            })
+            .collect(),
+        span: span(&pair),
     }
 }
 

@@ -104,7 +104,32 @@ pub fn load(paths: &[PathBuf], templates: &BTreeSet<String>) -> Loaded {
         names.insert(workflow.name.clone(), file.clone());
         loaded.workflows.push(workflow);
     }
+    share_scoring(&mut loaded);
     loaded
+}
+
+/// A lead has one score: the `scoring` block of one workflow applies to every lead, and so to
+/// every workflow's conditions and triggers. A second block is an error.
+fn share_scoring(loaded: &mut Loaded) {
+    let mut defining = loaded.workflows.iter().filter(|w| w.defines_scoring);
+    let Some(first) = defining.next() else {
+        return;
+    };
+    let (scoring, first_path) = (first.scoring.clone(), first.path.clone());
+    let second: Vec<std::path::PathBuf> = defining.map(|w| w.path.clone()).collect();
+    for path in second {
+        loaded.diagnostics.push(
+            Diagnostic::error("a second `scoring` block")
+                .in_file(&path)
+                .with_hint(format!(
+                    "a lead has one score: keep the rules in one place (`{}` has them)",
+                    first_path.display()
+                )),
+        );
+    }
+    for workflow in &mut loaded.workflows {
+        workflow.scoring = scoring.clone();
+    }
 }
 
 /// The files named by `paths`: files as given, directories as their `*.flow` files, sorted.

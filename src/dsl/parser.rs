@@ -196,7 +196,7 @@ fn keywords(rule: Rule) -> Vec<&'static str> {
     match rule {
         Rule::setting => vec![
             "enroll", "exit", "allow", "every", "from", "reply", "owner", "timezone", "send",
-            "track",
+            "track", "scoring",
         ],
         Rule::statement => vec![
             "send", "wait", "if", "set", "tag", "untag", "score", "promote", "notify", "goto",
@@ -307,6 +307,30 @@ pub fn describe(rule: Rule) -> &'static str {
         Rule::event_ref => "an event name in quotes",
         Rule::within => "`within`",
         Rule::wait_until_action => "`until lead …`",
+        Rule::kw_now => "`now`",
+        Rule::kw_expires => "`expires`",
+        Rule::kw_scoring => "`scoring`",
+        Rule::kw_halve => "`halve`",
+        Rule::kw_inactive => "`inactive`",
+        Rule::kw_after => "`after`",
+        Rule::kw_at => "`at`",
+        Rule::kw_becomes => "`becomes`",
+        Rule::scoring => "`scoring`",
+        Rule::scoring_item => {
+            "a score rule (`+10 on reply`), `halve every N days`, `hot at N`, `warm at N` or `inactive after N days`"
+        }
+        Rule::score_rule => "a score rule such as `+10 on reply`",
+        Rule::signal_name => "`open`, `click`, `reply` or `event \"NAME\"`",
+        Rule::decay => "`halve every N days`",
+        Rule::inactivity => "`inactive after N days`",
+        Rule::threshold => "`hot at N` or `warm at N`",
+        Rule::trigger => "`when lead becomes …`",
+        Rule::bare_word => "a word such as `hot`",
+        Rule::date_expr => "a date such as `now + 7 days` or `lead.trial_ends`",
+        Rule::date_shift => "`+ N days` or `- N days`",
+        Rule::shift_sign => "`+` or `-`",
+        Rule::wait_until_date => "`until` and a date",
+        Rule::send_expires => "`expires` and a date",
         Rule::file | Rule::workflow => "`workflow \"NAME\" { … }`",
         Rule::workflow_name => "the workflow's name in quotes",
         Rule::setting => "a setting",
@@ -366,7 +390,7 @@ pub fn describe(rule: Rule) -> &'static str {
         Rule::operator => "an operator (`is`, `is not`, `=`, `>=`, `contains`…)",
         Rule::in_list => "`in [ … ]`",
         Rule::has_tag => "`has`",
-        Rule::value => "a value (text in quotes or a number)",
+        Rule::value => "a value (text in quotes, a number, or a date such as `now`)",
         Rule::engagement => {
             "`replied`, `auto-replied`, `clicked`, `opened`, `did` or `sent \"TEMPLATE\"`"
         }
@@ -386,7 +410,7 @@ mod tests {
         let diagnostic = error("workflow \"x\" {\n  from \"a@b.example\"\n  stpe a { exit }\n}\n");
         assert_eq!(
             diagnostic.message,
-            "expected a setting, `on`, `step` or `}`, but found `stpe`"
+            "expected a setting, `when`, `on`, `step` or `}`, but found `stpe`"
         );
         assert_eq!(diagnostic.hint.as_deref(), Some("did you mean `step`?"));
     }

@@ -135,12 +135,13 @@ fn handlers_once(cx: &Context, workflow: &WorkflowAst) -> Vec<Diagnostic> {
         match first.get(event) {
             Some(earlier) => diagnostics.push(
                 cx.error(
-                    format!("`on {event}` is handled twice"),
+                    format!("`{}` is handled twice", handler.head()),
                     handler.head_span.clone(),
                 )
                 .with_label("second handler")
                 .with_hint(format!(
-                    "the first `on {event}` is on line {}; merge them",
+                    "the first `{}` is on line {}; merge them",
+                    handler.head(),
                     cx.line(earlier.head_span.start)
                 )),
             ),
@@ -162,7 +163,7 @@ fn handler_statements(cx: &Context, workflow: &WorkflowAst) -> Vec<Diagnostic> {
                 let keyword = stmt.kind.keyword();
                 diagnostics.push(
                     cx.error(format!("a handler cannot `{keyword}`"), stmt.span.clone())
-                        .with_label(format!("`{keyword}` in `on {}`", handler.event.value))
+                        .with_label(format!("`{keyword}` in `{}`", handler.head()))
                         .with_hint(
                             "handlers react at once; use `goto STEP` to continue at a step that \
                              does this",
@@ -175,7 +176,7 @@ fn handler_statements(cx: &Context, workflow: &WorkflowAst) -> Vec<Diagnostic> {
                         "`pause until return` only works in `on auto-reply`",
                         stmt.span.clone(),
                     )
-                    .with_label(format!("in `on {}`", handler.event.value))
+                    .with_label(format!("in `{}`", handler.head()))
                     .with_hint("only an out-of-office message has a return date to wait for"),
                 );
             }

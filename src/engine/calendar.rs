@@ -95,6 +95,8 @@ pub fn wait_end(wait: &Wait, zone: Tz, now: DateTime<Utc>) -> DateTime<Utc> {
         Wait::UntilCron(slot) => slot.next_after(&now.with_timezone(&zone)).unwrap_or(now),
         // The time limit; the action itself wakes the enrollment earlier (`engine::run`).
         Wait::UntilAction { timeout, .. } => wait_end(&Wait::For(*timeout), zone, now),
+        // It depends on the lead's data: the interpreter works it out (`run.rs`).
+        Wait::UntilDate(_) => now,
     }
 }
 

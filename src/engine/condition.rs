@@ -4,16 +4,19 @@
 //! why a branch was taken ("lead.score = 12"). Rules: numbers compare as numbers when both sides
 //! are numbers; otherwise as text, case-insensitively for `is`/`is not`/`contains`; ordering a
 //! non-number is false. A missing field is "not set": every comparison with it is false except
-//! `is not`, which is true.
+//! `is not`, which is true. Dates (see `crate::dates`) are read on the [`Clock`] the condition
+//! is asked on; a field that holds no date makes a date comparison false.
 
 use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
-
+use chrono_tz::Tz;
 use serde::Serialize;
 
+use crate::dates::{self, DateValue};
 use crate::lead::{Lead, Value};
-use crate::workflow::{CompareOp, Condition, Engagement};
+use crate::scoring::Scoring;
+use crate::workflow::{CompareOp, Condition, DateBase, DateExpr, Engagement};
 
 use super::calendar;
 use super::state::Facts;
@@ -25,25 +28,64 @@ pub struct Observation {
     pub value: String,
 }
 
-/// Evaluates `condition` at `now`, appending what it read to `observed` (each thing once).
+/// When a condition is asked, and on whose clock: what `now` is, where a day starts, and how
+/// scores fade (`lead.score` and `lead.temperature` are read at `now`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clock<'a> {
+    pub now: DateTime<Utc>,
+    /// The lead's zone, else the workflow's (`calendar::zone_for`).
+    pub zone: Tz,
+    pub scoring: &'a Scoring,
+}
+
+/// Evaluates `condition`, appending what it read to `observed` (each thing once).
 pub fn evaluate(
     condition: &Condition,
     lead: &Lead,
     facts: &Facts,
-    now: DateTime<Utc>,
+    clock: Clock<'_>,
     observed: &mut Vec<Observation>,
 ) -> bool {
     match condition {
         Condition::And(a, b) => {
-            evaluate(a, lead, facts, now, observed) && evaluate(b, lead, facts, now, observed)
+            evaluate(a, lead, facts, clock, observed) && evaluate(b, lead, facts, clock, observed)
         }
         Condition::Or(a, b) => {
-            evaluate(a, lead, facts, now, observed) || evaluate(b, lead, facts, now, observed)
+            evaluate(a, lead, facts, clock, observed) || evaluate(b, lead, facts, clock, observed)
         }
-        Condition::Not(inner) => !evaluate(inner, lead, facts, now, observed),
+        Condition::Not(inner) => !evaluate(inner, lead, facts, clock, observed),
+        Condition::Compare { field, op, value } if field == "score" => {
+            let score = clock.scoring.score(lead, clock.now);
+            observe(observed, "lead.score", score.to_string());
+            compare(Some(&Value::Number(score as f64)), *op, value)
+        }
         Condition::Compare { field, op, value } => {
             let actual = read_field(lead, field, observed);
             compare(actual.as_ref(), *op, value)
+        }
+        Condition::Temperature {
+            temperature,
+            negated,
+        } => {
+            let actual = clock.scoring.temperature(lead, clock.now);
+            observe(observed, "lead.temperature", actual.to_string());
+            (actual == *temperature) != *negated
+        }
+        Condition::CompareDate { field, op, value } => {
+            let actual = read_field(lead, field, observed).and_then(|value| date_in(&value));
+            let expected = date_of(value, lead, clock, observed);
+            let Some((actual, expected)) = actual.map(|a| a.at(clock.zone)).zip(expected) else {
+                return false;
+            };
+            let ordering = actual.cmp(&expected);
+            match op {
+                CompareOp::Lt => ordering == Ordering::Less,
+                CompareOp::Le => ordering != Ordering::Greater,
+                CompareOp::Gt => ordering == Ordering::Greater,
+                CompareOp::Ge => ordering != Ordering::Less,
+                // The compiler only lets the four orderings through.
+                CompareOp::Eq | CompareOp::Ne | CompareOp::Contains => false,
+            }
         }
         Condition::HasTag(tag) => {
             observe(observed, "lead.tags", tags_text(lead));
@@ -60,7 +102,7 @@ pub fn evaluate(
             set != *negated
         }
         Condition::Engaged(fact) => {
-            let result = engaged(fact, facts, now);
+            let result = engaged(fact, facts, clock.now);
             observe(
                 observed,
                 &fact.to_string(),
@@ -87,6 +129,44 @@ pub fn engaged(fact: &Engagement, facts: &Facts, now: DateTime<Utc>) -> bool {
                 && within.is_none_or(|length| *at >= now - calendar::length(&length) && *at <= now)
         }),
         Engagement::Sent(template) => has(&facts.sent, template),
+    }
+}
+
+/// The moment `date` names for `lead` on `clock`, recording what it read (a field, or the
+/// expression's value when it is more than a field); `None` when the lead has no such date or
+/// the result is past the range of dates.
+pub fn date_of(
+    date: &DateExpr,
+    lead: &Lead,
+    clock: Clock<'_>,
+    observed: &mut Vec<Observation>,
+) -> Option<DateTime<Utc>> {
+    let base = match &date.base {
+        DateBase::Now => clock.now,
+        DateBase::Fixed(value) => value.at(clock.zone),
+        DateBase::Field(field) => read_field(lead, field, observed)
+            .and_then(|value| date_in(&value))?
+            .at(clock.zone),
+    };
+    let moved = date.shifts.iter().try_fold(base, |at, shift| {
+        dates::shift(at, clock.zone, shift.length, shift.forward)
+    });
+    let plain_field = matches!(date.base, DateBase::Field(_)) && date.shifts.is_empty();
+    if let Some(at) = moved
+        && !plain_field
+        && !matches!(date.base, DateBase::Fixed(_))
+    {
+        let local = at.with_timezone(&clock.zone).format("%a %Y-%m-%d %H:%M %Z");
+        observe(observed, &date.text, local.to_string());
+    }
+    moved
+}
+
+/// A date a field's value holds, if it holds one.
+fn date_in(value: &Value) -> Option<DateValue> {
+    match value {
+        Value::Text(text) => DateValue::parse(text),
+        Value::Number(_) | Value::Bool(_) => None,
     }
 }
 
@@ -175,13 +255,13 @@ mod tests {
 
     fn check(condition: &Condition) -> (bool, Vec<Observation>) {
         let mut observed = Vec::new();
-        let result = evaluate(
-            condition,
-            &lead(),
-            &Facts::default(),
-            Utc::now(),
-            &mut observed,
-        );
+        let scoring = Scoring::default();
+        let clock = Clock {
+            now: Utc::now(),
+            zone: Tz::UTC,
+            scoring: &scoring,
+        };
+        let result = evaluate(condition, &lead(), &Facts::default(), clock, &mut observed);
         (result, observed)
     }
 
@@ -226,6 +306,67 @@ mod tests {
         });
         assert!(!set);
         assert_eq!(observed[0].value, "(not set)");
+    }
+
+    #[test]
+    fn dates_order_on_the_leads_clock_and_a_missing_date_never_matches() {
+        use crate::workflow::DateShift;
+        let scoring = Scoring::default();
+        let now = "2026-12-01T12:00:00Z".parse().unwrap();
+        let clock = Clock {
+            now,
+            zone: chrono_tz::Europe::Berlin,
+            scoring: &scoring,
+        };
+        let within = |field: &str| Condition::CompareDate {
+            field: field.into(),
+            op: CompareOp::Lt,
+            value: DateExpr {
+                base: DateBase::Now,
+                shifts: vec![DateShift {
+                    forward: true,
+                    length: crate::workflow::WaitLength::Days(3),
+                }],
+                text: "now + 3 days".into(),
+            },
+        };
+        let mut lead = lead();
+        for (stored, expected) in [
+            ("2026-12-04", true),            // midnight in Berlin: 23:00 UTC on the 3rd
+            ("2026-12-04T12:00:00Z", false), // exactly three days: not before
+            ("2026-12-05", false),
+            ("soon", false),
+        ] {
+            lead.attributes
+                .insert("trial_ends".into(), Value::Text(stored.into()));
+            let mut observed = Vec::new();
+            let result = evaluate(
+                &within("trial_ends"),
+                &lead,
+                &Facts::default(),
+                clock,
+                &mut observed,
+            );
+            assert_eq!(result, expected, "{stored}");
+            assert_eq!(observed[1].value, "Fri 2026-12-04 13:00 CET");
+        }
+        let mut observed = Vec::new();
+        let missing = within("renewal_on");
+        assert!(!evaluate(
+            &missing,
+            &lead,
+            &Facts::default(),
+            clock,
+            &mut observed
+        ));
+        let negated = Condition::Not(Box::new(missing));
+        assert!(evaluate(
+            &negated,
+            &lead,
+            &Facts::default(),
+            clock,
+            &mut observed
+        ));
     }
 
     #[test]

@@ -17,6 +17,6 @@ pub mod state;
 
 pub use self::run::{
     Effect, INSTRUCTION_BUDGET, Input, Outcome, PlannedEmail, RETURN_DATE_CAP_DAYS, Shift, advance,
-    enroll, goal_reached,
+    clock, enroll, goal_reached,
 };
 pub use self::state::{Enrollment, ExitReason, Facts, Position, Status};

@@ -22,13 +22,14 @@
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
 
-use crate::lead::{Lead, Stage};
+use crate::lead::{Lead, Stage, Value};
+use crate::scoring::Temperature;
 use crate::workflow::{
-    Action, Instr, NotifyTarget, Wait, WaitLength, Weekdays, WindowZone, Workflow,
+    Action, DateExpr, Instr, NotifyTarget, Wait, WaitLength, Weekdays, WindowZone, Workflow,
 };
 
 use super::calendar;
-use super::condition::{self, Observation};
+use super::condition::{self, Clock, Observation};
 use super::resume::{self, Resume};
 use super::state::{Enrollment, ExitReason, Facts, Position, Status};
 
@@ -71,6 +72,8 @@ pub enum Input {
         event: String,
         at: DateTime<Utc>,
     },
+    /// The lead's temperature changed to this one (`when lead becomes …`).
+    Became(Temperature),
     /// The lead's data changed outside this enrollment (an import, an edit by hand, another
     /// workflow's action): only the goal is checked.
     LeadChanged,
@@ -109,6 +112,15 @@ pub enum Effect {
     Waiting {
         until: DateTime<Utc>,
         reason: String,
+    },
+    /// A `send … expires` reached after its expiry: the email is not sent, the sequence goes on.
+    Expired {
+        step: String,
+        template: String,
+        /// The moment it expired.
+        expired: DateTime<Utc>,
+        /// Its expiry as written (`lead.offer_ends`).
+        expires: String,
     },
     /// An out-of-office paused the sequence until `until` (journaled, unlike a step's `wait`).
     Paused {
@@ -168,12 +180,22 @@ pub fn enroll(workflow: &Workflow, lead: &Lead, now: DateTime<Utc>) -> Enrollmen
     }
 }
 
-/// Whether `lead` meets `workflow`'s goal (`exit when …`); `false` without a goal.
+/// Whether `lead` meets `workflow`'s goal (`exit when …`) at `now`; `false` without a goal.
 pub fn goal_reached(workflow: &Workflow, lead: &Lead, facts: &Facts, now: DateTime<Utc>) -> bool {
-    workflow
-        .goal
-        .as_ref()
-        .is_some_and(|goal| condition::evaluate(&goal.condition, lead, facts, now, &mut Vec::new()))
+    workflow.goal.as_ref().is_some_and(|goal| {
+        let clock = clock(workflow, lead, now);
+        condition::evaluate(&goal.condition, lead, facts, clock, &mut Vec::new())
+    })
+}
+
+/// The clock `lead`'s conditions and dates are read on at `now`: the lead's zone, else the
+/// workflow's.
+pub fn clock<'a>(workflow: &'a Workflow, lead: &Lead, now: DateTime<Utc>) -> Clock<'a> {
+    Clock {
+        now,
+        zone: calendar::zone_for(workflow, lead, WindowZone::Lead),
+        scoring: &workflow.scoring,
+    }
 }
 
 /// Applies `input` at `now`: runs the program or a handler and returns what to do.
@@ -303,6 +325,20 @@ impl Run<'_> {
                     None => did.push((event.clone(), *at)),
                 }
                 self.wake_on_action();
+            }
+            Input::Became(temperature) => {
+                let Some((_, code)) = self
+                    .workflow
+                    .handlers
+                    .became
+                    .iter()
+                    .find(|(when, _)| when == temperature)
+                else {
+                    return;
+                };
+                self.received(&format!("lead became {temperature}"));
+                let handler = format!("when lead becomes {temperature}");
+                self.run_handler(&handler, code, ExitReason::WorkflowExit, None);
             }
             // The goal check after every input is all there is to do.
             Input::LeadChanged => {}
@@ -460,6 +496,21 @@ impl Run<'_> {
             match instr {
                 Instr::Send(send) => {
                     self.replay = None;
+                    if let Some(expired) = self.expired(send) {
+                        // Checked when the send is reached and again when a closed send window
+                        // opens, so an offer that ended in between is not announced.
+                        self.enrollment.deferred_from = None;
+                        self.effects.push(Effect::Expired {
+                            step: step.name.clone(),
+                            template: send.template.clone(),
+                            expired,
+                            expires: send
+                                .expires
+                                .as_ref()
+                                .map_or_else(String::new, |date| date.text.clone()),
+                        });
+                        continue;
+                    }
                     if let Some(window) = &self.workflow.window {
                         let zone = calendar::zone_for(self.workflow, &self.lead, window.zone);
                         let opens = calendar::next_window_opening(window, zone, self.now);
@@ -510,8 +561,18 @@ impl Run<'_> {
                     {
                         continue;
                     }
-                    let zone = calendar::zone_for(self.workflow, &self.lead, WindowZone::Lead);
-                    let until = calendar::wait_end(wait, zone, self.now);
+                    let until = match wait {
+                        // A date that has passed, or that the lead does not have: no wait.
+                        Wait::UntilDate(date) => match self.date(date) {
+                            Some(until) if until > self.now => until,
+                            _ => continue,
+                        },
+                        _ => {
+                            let zone =
+                                calendar::zone_for(self.workflow, &self.lead, WindowZone::Lead);
+                            calendar::wait_end(wait, zone, self.now)
+                        }
+                    };
                     self.enrollment.due = Some(until);
                     self.effects.push(Effect::Waiting {
                         until,
@@ -566,13 +627,27 @@ impl Run<'_> {
         position.shape = Some(step.shape.clone());
     }
 
+    /// The moment `date` names for this lead now; `None` without it.
+    fn date(&self, date: &DateExpr) -> Option<DateTime<Utc>> {
+        let clock = clock(self.workflow, &self.lead, self.now);
+        condition::date_of(date, &self.lead, clock, &mut Vec::new())
+    }
+
+    /// When `send` has an expiry that is not after now, that expiry. An expiry the lead has no
+    /// date for does not hold the email back.
+    fn expired(&self, send: &crate::workflow::Send) -> Option<DateTime<Utc>> {
+        let expired = self.date(send.expires.as_ref()?)?;
+        (expired <= self.now).then_some(expired)
+    }
+
     fn decide(&mut self, step: &str, condition: &crate::workflow::Condition, text: &str) -> bool {
         let mut observed = Vec::new();
+        let clock = clock(self.workflow, &self.lead, self.now);
         let result = condition::evaluate(
             condition,
             &self.lead,
             &self.enrollment.facts,
-            self.now,
+            clock,
             &mut observed,
         );
         self.effects.push(Effect::Decision {
@@ -590,6 +665,15 @@ impl Run<'_> {
                 Ok(()) => format!("set lead.{field} to {value}"),
                 Err(error) => format!("could not set lead.{field}: {error}"),
             },
+            Action::SetDate { field, value } => match self.date(value) {
+                Some(at) => {
+                    let text = crate::dates::canonical_instant(at);
+                    // Only built-in fields refuse a value, and the compiler refuses those.
+                    let _ = self.lead.set_field(field, Value::Text(text.clone()));
+                    format!("set lead.{field} to {text} ({})", value.text)
+                }
+                None => format!("could not set lead.{field}: {} has no date", value.text),
+            },
             Action::Tag(tag) => {
                 self.lead.tags.insert(tag.clone());
                 format!("tag \"{tag}\"")
@@ -599,7 +683,12 @@ impl Run<'_> {
                 format!("untag \"{tag}\"")
             }
             Action::Score(delta) => {
-                let before = self.lead.score;
+                // A fading score fades up to now before the change, and fades from now on.
+                let scoring = &self.workflow.scoring;
+                let before = scoring.score(&self.lead, self.now);
+                if scoring.half_life_days.is_some() {
+                    self.lead.score_at = Some(self.now);
+                }
                 self.lead.score = before.saturating_add(*delta);
                 format!("score {delta:+} ({before} → {})", self.lead.score)
             }
@@ -666,6 +755,7 @@ pub fn describe_wait(wait: &Wait) -> String {
             format!("wait until {days} {}", time.format("%H:%M"))
         }
         Wait::UntilCron(slot) => format!("wait until cron \"{slot}\""),
+        Wait::UntilDate(date) => format!("wait until {}", date.text),
         Wait::UntilAction { action, timeout } => format!("wait until lead {action} or {timeout}"),
     }
 }

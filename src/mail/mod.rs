@@ -6,16 +6,20 @@
 //!   warnings about fields a lead may lack.
 //! - [`render`]: what a template sees (the context built from a lead), the rendered body, and the
 //!   render error a marketer can act on.
+//! - [`date_helper`]: `{{date offer_ends "long"}}`, a date on the lead's clock in their language.
 //! - [`personalize`]: one planned email rendered for one lead (daemon and dry-run alike).
 //! - [`links`]: named links, and click and open tracking (links rewritten to signed tokens).
 //! - [`compose`]: the outgoing email (headers, Message-ID, List-Unsubscribe) and its RFC 5322
 //!   form through lettre.
+//! - [`dkim`]: the DKIM signature put on each email as it leaves, when `[dkim]` is set.
 //!
 //! Rule of the module: lead data is escaped in HTML, never in text, and can never create a
 //! header: every header value that may carry lead data goes through [`compose::header_text`].
 
 pub mod classify;
 pub mod compose;
+pub mod date_helper;
+pub mod dkim;
 pub mod imap;
 pub mod links;
 pub mod personalize;

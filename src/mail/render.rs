@@ -11,7 +11,13 @@ use crate::lead::{BUILT_IN_FIELDS, Lead, Value};
 use crate::workflow::Workflow;
 
 /// Names the context always has besides the lead's own fields.
-pub const CONTEXT_EXTRAS: [&str; 4] = ["unsubscribe_url", "sender_name", "workflow", "step"];
+pub const CONTEXT_EXTRAS: [&str; 5] = [
+    "unsubscribe_url",
+    "sender_name",
+    "workflow",
+    "step",
+    super::date_helper::WORKFLOW_ZONE_KEY,
+];
 
 /// A rendered template: both parts of the multipart/alternative email.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +93,11 @@ pub fn context(lead: &Lead, workflow: &Workflow, step: &str, unsubscribe_url: &s
         .unwrap_or_else(|| workflow.from.address.clone());
     map.insert("sender_name".into(), Json::String(sender));
     map.insert("workflow".into(), Json::String(workflow.name.clone()));
+    // The `date` helper's clock for a lead without a zone of its own.
+    map.insert(
+        super::date_helper::WORKFLOW_ZONE_KEY.into(),
+        Json::String(workflow.timezone.name().into()),
+    );
     map.insert("step".into(), Json::String(step.into()));
     Json::Object(map)
 }
@@ -132,6 +143,8 @@ pub(crate) mod tests {
             handlers: Handlers::default(),
             tracking: Default::default(),
             steps: Vec::new(),
+            scoring: Default::default(),
+            defines_scoring: false,
         }
     }
 

@@ -224,6 +224,7 @@ impl Templates {
                         ReferenceKind::Helper => {
                             HELPERS.contains(&reference.name.as_str())
                                 || reference.name == "default"
+                                || reference.name == super::date_helper::NAME
                         }
                     };
                     if known {
@@ -239,9 +240,9 @@ impl Templates {
                             )),
                         _ => Diagnostic::error(format!("no helper named `{partial}`"))
                             .with_label("unknown helper")
-                            .with_hint(match crate::diagnostic::did_you_mean(partial, HELPERS.iter().copied().chain(["default"])) {
+                            .with_hint(match crate::diagnostic::did_you_mean(partial, HELPERS.iter().copied().chain(["default", super::date_helper::NAME])) {
                                 Some(close) => format!("did you mean `{close}`?"),
-                                None => "helpers are `default`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`, `link`".to_string(),
+                                None => "helpers are `default`, `date`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`, `link`".to_string(),
                             }),
                     };
                     diagnostics.push(diagnostic.at(&source.path, &source.text, span));
@@ -531,6 +532,10 @@ fn registry(escape: bool) -> Handlebars<'static> {
     }
     registry.register_helper("default", Box::new(DefaultHelper));
     registry.register_helper(super::links::HELPER, Box::new(super::links::LinkHelper));
+    registry.register_helper(
+        super::date_helper::NAME,
+        Box::new(super::date_helper::DateHelper),
+    );
     registry
 }
 
@@ -1262,7 +1267,7 @@ mod tests {
         assert_eq!(
             shown,
             [
-                "templates/t.html.hbs:2:26 no helper named `upper` Some(\"helpers are `default`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`, `link`\")",
+                "templates/t.html.hbs:2:26 no helper named `upper` Some(\"helpers are `default`, `date`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`, `link`\")",
                 "templates/t.txt.hbs:1:3 no helper named `defualt` Some(\"did you mean `default`?\")",
             ]
         );

@@ -21,11 +21,7 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    let body = payload(what, bytes)?;
-    serde_json::from_slice(body).map_err(|error| StoreError::Corrupt {
-        what,
-        detail: error.to_string(),
-    })
+    parse(what, payload(what, bytes)?)
 }
 
 /// A JSON header followed by raw bytes: `format ‖ header length (u32 BE) ‖ header ‖ raw`.
@@ -43,18 +39,42 @@ pub fn decode_with_raw<T: DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
 ) -> Result<(T, Vec<u8>), StoreError> {
+    let (json, raw) = split_raw(what, bytes)?;
+    Ok((parse(what, json)?, raw.to_vec()))
+}
+
+/// Only the JSON header of a value written by [`encode_with_raw`], its raw bytes left unread.
+pub fn decode_header<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let (json, _) = split_raw(what, bytes)?;
+    parse(what, json)
+}
+
+/// The JSON header and the raw bytes of a value written by [`encode_with_raw`].
+fn split_raw<'a>(what: &'static str, bytes: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), StoreError> {
     let body = payload(what, bytes)?;
-    let corrupt = |detail: String| StoreError::Corrupt { what, detail };
+    let corrupt = |detail: &str| StoreError::Corrupt {
+        what,
+        detail: detail.to_string(),
+    };
     let length: [u8; 4] = body
         .get(..4)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| corrupt("truncated header length".into()))?;
+        .ok_or_else(|| corrupt("truncated header length"))?;
     let end = 4 + u32::from_be_bytes(length) as usize;
     let json = body
         .get(4..end)
-        .ok_or_else(|| corrupt("truncated header".into()))?;
-    let header = serde_json::from_slice(json).map_err(|e| corrupt(e.to_string()))?;
-    Ok((header, body[end..].to_vec()))
+        .ok_or_else(|| corrupt("truncated header"))?;
+    Ok((json, &body[end..]))
+}
+
+fn parse<T: DeserializeOwned>(what: &'static str, json: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(json).map_err(|error| StoreError::Corrupt {
+        what,
+        detail: error.to_string(),
+    })
 }
 
 fn payload<'a>(what: &'static str, bytes: &'a [u8]) -> Result<&'a [u8], StoreError> {
@@ -87,6 +107,8 @@ mod tests {
         let (header, back): (String, Vec<u8>) = decode_with_raw("outbox", &bytes).unwrap();
         assert_eq!(header, "header");
         assert_eq!(back, raw);
+        let header: String = decode_header("outbox", &bytes).unwrap();
+        assert_eq!(header, "header");
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //!   the one that sent more, then the earliest), with the engagement facts of both;
 //! - sent-email records, the outbox and in-flight lists name the kept spelling.
 //!
+//! Version 2 → 3: the figures of `nurture status` are kept as counters ([`super::counters`]);
+//! one pass over the store counts them and writes them, in one transaction.
+//!
 //! Each step is its own transaction and can run again, so an upgrade cut short by a crash
 //! resumes at the next open; the version is written last. Merges done so far are kept in
 //! `meta` until then, so the report of a resumed upgrade is still whole.
@@ -22,7 +25,7 @@ use std::fmt;
 
 use chrono::Utc;
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::ConflictableTransactionError;
 use tracing::info;
 
 use super::{
@@ -59,13 +62,18 @@ impl fmt::Display for Merged {
 /// Brings the store from version `found` to [`SCHEMA_VERSION`]; `None` when no migration
 /// reaches it from there.
 pub(super) fn upgrade(store: &Store, found: u32) -> Option<Result<Vec<Merged>>> {
-    match found {
-        1 => Some(fold_addresses(store).and_then(|merged| {
-            finish(store, &merged)?;
+    let upgraded = match found {
+        1 => fold_addresses(store).and_then(|merged| {
+            super::counters::build(store)?;
             Ok(merged)
-        })),
-        _ => None,
-    }
+        }),
+        2 => super::counters::build(store).map(|()| Vec::new()),
+        _ => return None,
+    };
+    Some(upgraded.and_then(|merged| {
+        finish(store, &merged)?;
+        Ok(merged)
+    }))
 }
 
 fn finish(store: &Store, merged: &[Merged]) -> Result<()> {
@@ -412,7 +420,7 @@ fn rekey(tree: &sled::Tree, raw: &[u8], key: Vec<u8>) -> Result<()> {
         t.insert(key.as_slice(), value.clone())?;
         Ok::<_, ConflictableTransactionError<StoreError>>(())
     })
-    .map_err(flatten)
+    .map_err(super::flatten)
 }
 
 /// The trees a lead's move touches, inside one transaction.
@@ -451,12 +459,5 @@ fn transact(store: &Store, work: impl Fn(&Trees<'_>) -> Step) -> Result<()> {
                 })
             },
         )
-        .map_err(flatten)
-}
-
-fn flatten(error: TransactionError<StoreError>) -> StoreError {
-    match error {
-        TransactionError::Abort(error) => error,
-        TransactionError::Storage(error) => StoreError::Sled(error),
-    }
+        .map_err(super::flatten)
 }

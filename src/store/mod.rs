@@ -17,6 +17,8 @@
 //!   unconfirmed sign-ups and idempotency keys (`daemon::intake`)
 //! - `webhooks`: next attempt ‖ webhook-id → [`Delivery`] (webhooks waiting to be delivered)
 //! - `webhooks_failed`: webhook-id → [`Delivery`] (given up; kept until retried by hand)
+//! - `counters`, `counters_index`: the figures `nurture status` shows, kept by every batch
+//!   ([`counters`])
 //!
 //! Every change that must agree is one [`Batch`], applied as one transaction across the trees:
 //! an enrollment and its due entry never disagree, and an email enters the outbox in the same
@@ -29,33 +31,42 @@
 //! moved); the daemon's delivery task never writes (`crate::daemon::webhooks`). A store
 //! opened without subscriptions (tests, tools) queues nothing, and leaves the queue alone.
 //!
+//! Backups ([`backup`]): every write goes through the write gate, held shared by writers and
+//! alone by a snapshot, so `nurture backup` sees the store between two transactions.
+//!
 //! The store holds personal data and the unsubscribe key: its folder is the owner's alone
 //! ([`crate::private`]). A store written by an older nurture is upgraded when opened
 //! ([`migrate`]).
 
+pub mod backup;
 mod codec;
+pub mod counters;
+pub mod depths;
 pub mod keys;
 mod migrate;
+pub mod postgres;
 mod records;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
-use crate::engine::Enrollment;
+use crate::engine::{Enrollment, Status};
 use crate::lead::{Lead, email_key};
 use crate::webhooks::Routes;
 
+pub use self::counters::{Counters, Recounted, StepCounts, WorkflowCounts};
 pub use self::migrate::Merged;
 pub use self::records::{Event, EventKind, MessageRecord, MessageState, OutboxEmail};
 pub use crate::webhooks::Delivery;
 
 /// The layout version this build reads and writes. Bump it with a migration when trees or
-/// keys change meaning. 2: leads are keyed by their address folded to lower case.
-pub const SCHEMA_VERSION: u32 = 2;
+/// keys change meaning. 2: leads are keyed by their address folded to lower case. 3: the
+/// figures of `nurture status` are kept as counters.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// sled's page cache. Its own default (1 GB) is far more than a daemon holding a million leads
 /// needs. sled keeps a few hundred MB of its own beside the cache at that size (measured:
@@ -96,6 +107,10 @@ pub enum StoreError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error(
+        "a restore into the store at {path} did not finish: it holds part of a backup; delete the folder and run `nurture restore` again"
+    )]
+    RestoreIncomplete { path: PathBuf },
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
 }
@@ -203,10 +218,23 @@ pub struct Store {
     meta: Tree,
     webhooks: Tree,
     webhooks_failed: Tree,
+    counters: Tree,
+    counters_index: Tree,
+    /// Every batch holds it shared while it commits; reading several trees as of one instant
+    /// (the counters with the emails in flight, a recount) holds it alone. sled commits one
+    /// transaction at a time, but offers no consistent read across keys.
+    writers: Arc<RwLock<()>>,
+    /// Whether batches keep the counters (always, but in the benchmark that measures what
+    /// keeping them costs: see [`Store::without_counters_for_benchmark`]).
+    counting: bool,
     /// The webhook subscriptions the journal lines of a batch are routed by (none by default).
     routes: Arc<Routes>,
     /// What the upgrade run by this open merged (empty when there was none). Shared by clones.
     merged: Arc<Vec<Merged>>,
+    /// Held shared by every write, alone by a backup's snapshot ([`backup`]). Shared by clones.
+    gate: Arc<std::sync::RwLock<()>>,
+    /// The queues' depths for the daemon's gauges ([`depths`]). Shared by clones.
+    depths: Arc<depths::Depths>,
 }
 
 /// How long an open waits for a lock that is being released: sled 0.34 drops its `Db` before
@@ -275,8 +303,14 @@ impl Store {
             meta: db.open_tree("meta")?,
             webhooks: db.open_tree("webhooks")?,
             webhooks_failed: db.open_tree("webhooks_failed")?,
+            counters: db.open_tree("counters")?,
+            counters_index: db.open_tree("counters_index")?,
+            writers: Arc::default(),
+            counting: true,
             routes: Arc::default(),
             merged: Arc::default(),
+            gate: Arc::default(),
+            depths: Arc::default(),
             db,
         };
         let merged = store.check_schema(path)?;
@@ -296,6 +330,16 @@ impl Store {
         }
     }
 
+    /// This store, its batches no longer keeping the counters, which go wrong from then on:
+    /// only for the engine benchmark, which measures the cost of keeping them in the same run.
+    #[doc(hidden)]
+    pub fn without_counters_for_benchmark(self) -> Store {
+        Store {
+            counting: false,
+            ..self
+        }
+    }
+
     /// Leads that were one person under several spellings of their address, merged by the
     /// upgrade this open ran. The daemon logs them and commands print them.
     pub fn merged(&self) -> &[Merged] {
@@ -305,6 +349,11 @@ impl Store {
     /// Checks the schema version; upgrades an older store (returning what that merged) and
     /// stamps a new one.
     fn check_schema(&self, path: &Path) -> Result<Vec<Merged>> {
+        if self.meta.contains_key(backup::RESTORING_KEY)? {
+            return Err(StoreError::RestoreIncomplete {
+                path: path.to_path_buf(),
+            });
+        }
         match self.meta.get(SCHEMA_KEY)? {
             Some(bytes) => {
                 let found = bytes
@@ -359,6 +408,25 @@ impl Store {
     pub fn apply(&self, batch: &Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
+        }
+        let _shared = self.write_gate();
+        // The latest event each lead reports through the API in this batch: it may make the
+        // lead's other enrollments engaged, which are read before the transaction (it cannot
+        // scan), with every other batch held back so that they stay as read.
+        let reported = if self.counting {
+            counters::reported(batch)
+        } else {
+            Default::default()
+        };
+        let (_shared, _alone);
+        let mut others = std::collections::HashMap::new();
+        if reported.is_empty() {
+            _shared = self.writers.read().unwrap_or_else(|e| e.into_inner());
+        } else {
+            _alone = self.writers.write().unwrap_or_else(|e| e.into_inner());
+            for lead in reported.keys() {
+                others.insert(lead.clone(), counters::others(self, batch, lead)?);
+            }
         }
         // Encode outside the transaction: its closure may run more than once on a conflict.
         let leads: Vec<(Vec<u8>, Vec<u8>)> = batch
@@ -474,7 +542,11 @@ impl Store {
             &self.meta,
             &self.webhooks,
             &self.webhooks_failed,
+            &self.counters,
+            &self.counters_index,
         );
+        // The depths' count does not read a chunk while this commits ([`depths`]).
+        let progress = self.depths.writing();
         let result = trees.transaction(
             |(
                 leads_t,
@@ -488,44 +560,122 @@ impl Store {
                 meta_t,
                 webhooks_t,
                 webhooks_failed_t,
+                counters_t,
+                counters_index_t,
             )| {
-                for (key, value) in &leads {
-                    leads_t.insert(key.as_slice(), value.as_slice())?;
+                // What the batch changes in the counters, worked out from each write against
+                // the value it replaces.
+                let mut deltas = self.counting.then(counters::Deltas::default);
+                for (lead, (key, value)) in batch.leads.iter().zip(&leads) {
+                    let old = leads_t.insert(key.as_slice(), value.as_slice())?;
+                    if let Some(deltas) = &mut deltas {
+                        deltas.lead(old.as_deref(), lead)?;
+                    }
                 }
+                let mut delta = depths::Delta::default();
                 for (enrollment, key, value) in &enrollments {
                     let previous = enrollments_t.insert(key.as_slice(), value.as_slice())?;
-                    match previous {
+                    let abort = ConflictableTransactionError::Abort;
+                    let was_active = match previous {
                         Some(old) => {
-                            let old: DueOnly = codec::decode("enrollment", &old)
-                                .map_err(ConflictableTransactionError::Abort)?;
-                            if let Some(due) = old.due {
-                                due_t.remove(keys::due(due, key))?;
+                            let (due, status) = match &mut deltas {
+                                Some(deltas) => {
+                                    let old: counters::StoredEnrollment =
+                                        codec::decode("enrollment", &old).map_err(abort)?;
+                                    let now = reported.get(email_key(&enrollment.lead).as_ref());
+                                    deltas.enrollment(
+                                        counters_index_t,
+                                        Some(&old),
+                                        enrollment,
+                                        now.copied(),
+                                    )?;
+                                    (old.due, old.status)
+                                }
+                                None => {
+                                    let old: Replaced =
+                                        codec::decode("enrollment", &old).map_err(abort)?;
+                                    (old.due, old.status)
+                                }
+                            };
+                            if let Some(due) = due {
+                                let due_key = keys::due(due, key);
+                                if due_t.remove(due_key.as_slice())?.is_some()
+                                    && progress.due.tracks(&due_key)
+                                {
+                                    delta.due(-1);
+                                }
                             }
+                            status == Status::Active
                         }
                         None => {
+                            if let Some(deltas) = &mut deltas {
+                                let now = reported.get(email_key(&enrollment.lead).as_ref());
+                                deltas.enrollment(
+                                    counters_index_t,
+                                    None,
+                                    enrollment,
+                                    now.copied(),
+                                )?;
+                            }
                             let index =
                                 keys::lead_enrollment(&enrollment.lead, &enrollment.workflow);
                             lead_enrollments_t.insert(index, &[])?;
+                            false
                         }
+                    };
+                    if progress.enrollments.tracks(key) {
+                        delta.enrollment(&enrollment.workflow, was_active, enrollment.is_active());
                     }
                     if let Some(due) = enrollment.due {
-                        due_t.insert(keys::due(due, key), &[])?;
+                        let due_key = keys::due(due, key);
+                        if due_t.insert(due_key.as_slice(), &[])?.is_none()
+                            && progress.due.tracks(&due_key)
+                        {
+                            delta.due(1);
+                        }
                     }
                 }
-                for (key, value) in &events {
+                if let Some(deltas) = &mut deltas {
+                    for (lead, latest) in &reported {
+                        let others = others.get(lead).map_or(&[][..], Vec::as_slice);
+                        deltas.tracked(counters_index_t, lead, *latest, others)?;
+                    }
+                }
+                for ((lead, event), (key, value)) in batch.events.iter().zip(&events) {
                     events_t.insert(key.as_slice(), value.as_slice())?;
+                    if let Some(deltas) = &mut deltas {
+                        deltas.event(counters_index_t, lead, event)?;
+                    }
                 }
                 for key in &outbox_remove {
-                    outbox_t.remove(key.as_slice())?;
+                    let old = outbox_t.remove(key.as_slice())?;
+                    if old.is_some() && progress.outbox.tracks(key) {
+                        delta.outbox(-1);
+                    }
+                    if let Some(deltas) = &mut deltas {
+                        deltas.outbox(old.as_deref(), None)?;
+                    }
                 }
-                for (key, value) in &outbox_put {
-                    outbox_t.insert(key.as_slice(), value.as_slice())?;
+                for (email, (key, value)) in batch.outbox_put.iter().zip(&outbox_put) {
+                    let old = outbox_t.insert(key.as_slice(), value.as_slice())?;
+                    if old.is_none() && progress.outbox.tracks(key) {
+                        delta.outbox(1);
+                    }
+                    if let Some(deltas) = &mut deltas {
+                        deltas.outbox(old.as_deref(), Some(email))?;
+                    }
                 }
                 for id in &batch.messages_remove {
-                    messages_t.remove(id.as_bytes())?;
+                    let old = messages_t.remove(id.as_bytes())?;
+                    if let Some(deltas) = &mut deltas {
+                        deltas.message(id, old.as_deref(), None)?;
+                    }
                 }
-                for (key, value) in &messages {
-                    messages_t.insert(key.as_slice(), value.as_slice())?;
+                for (record, (key, value)) in batch.messages.iter().zip(&messages) {
+                    let old = messages_t.insert(key.as_slice(), value.as_slice())?;
+                    if let Some(deltas) = &mut deltas {
+                        deltas.message(&record.message_id, old.as_deref(), Some(record))?;
+                    }
                 }
                 for email in &batch.changed_done {
                     changed_t.remove(keys::lead(email))?;
@@ -563,13 +713,17 @@ impl Store {
                 for key in &batch.meta_remove {
                     meta_t.remove(key.as_bytes())?;
                 }
-                Ok(())
+                if let Some(deltas) = deltas {
+                    deltas.write(counters_t, counters_index_t)?;
+                }
+                Ok(delta)
             },
         );
-        result.map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => StoreError::Sled(error),
-        })
+        let delta = result.map_err(flatten)?;
+        self.depths.add(delta);
+        drop(progress);
+        crate::metrics::journal(&batch.events);
+        Ok(())
     }
 
     // ---- leads ----
@@ -857,6 +1011,7 @@ impl Store {
     }
 
     pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<()> {
+        let _shared = self.write_gate();
         self.meta.insert(key.as_bytes(), value)?;
         Ok(())
     }
@@ -871,9 +1026,24 @@ impl Store {
         Ok(found)
     }
 
+    /// The write gate, held shared (see [`backup`]).
+    fn write_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// A transaction's error as the store's.
+fn flatten(error: TransactionError<StoreError>) -> StoreError {
+    match error {
+        TransactionError::Abort(error) => error,
+        TransactionError::Storage(error) => StoreError::Sled(error),
     }
 }
 
@@ -934,11 +1104,12 @@ fn decode_in_flight(bytes: &[u8]) -> Result<Vec<OutboxEmail>> {
     Ok(emails)
 }
 
-/// The one field of a stored enrollment that moving its due entry needs: decoding only it
-/// skips building the rest.
+/// The fields of a stored enrollment that a write replacing it needs (to move its due entry,
+/// and for the active count of [`depths`]): decoding only them skips building the rest.
 #[derive(serde::Deserialize)]
-struct DueOnly {
+struct Replaced {
     due: Option<DateTime<Utc>>,
+    status: Status,
 }
 
 fn decode_outbox(bytes: &[u8]) -> Result<OutboxEmail> {
@@ -947,5 +1118,7 @@ fn decode_outbox(bytes: &[u8]) -> Result<OutboxEmail> {
     Ok(email)
 }
 
+#[cfg(test)]
+mod contract;
 #[cfg(test)]
 mod tests;

@@ -69,6 +69,14 @@ pub enum EventKind {
         message_id: String,
         step: String,
     },
+    /// A `send … expires` came after its expiry: the email was not sent (`expires`: the
+    /// expiry as written, `lead.offer_ends`).
+    Expired {
+        step: String,
+        template: String,
+        expired: DateTime<Utc>,
+        expires: String,
+    },
     /// An input arrived (reply, auto-reply, bounce, unsubscribe request, click).
     Received {
         what: String,
@@ -145,6 +153,16 @@ pub enum EventKind {
         name: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         machine: Option<String>,
+    },
+    /// A scoring rule moved the lead's score (`signal`: `reply`, `event "visited-pricing"`):
+    /// the score history `nurture leads show` prints.
+    Scored {
+        signal: String,
+        points: i64,
+        /// The score before (faded to this moment) and after.
+        before: i64,
+        after: i64,
+        temperature: crate::scoring::Temperature,
     },
     /// A double opt-in sign-up: a confirmation email went out; unconfirmed until `expires`.
     ConfirmationRequested {

@@ -1,4 +1,5 @@
-//! The store's contract: atomic batches, a due index that follows enrollments, schema checks.
+//! What only the sled store does: its lock, its schema checks and upgrades, its private folder.
+//! The contract both backends keep is tested in `contract.rs`.
 
 use chrono::{TimeZone, Utc};
 
@@ -47,151 +48,6 @@ fn outbox_email(id: &str, not_before: DateTime<Utc>) -> OutboxEmail {
 }
 
 #[test]
-fn the_due_index_follows_each_enrollment() {
-    let dir = scratch("due");
-    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
-    let mut batch = Batch::default();
-    batch
-        .enrollments
-        .push(enrollment("trial", "b@example.com", Some(at(10))));
-    batch
-        .enrollments
-        .push(enrollment("trial", "a@example.com", Some(at(9))));
-    batch
-        .enrollments
-        .push(enrollment("news", "a@example.com", None));
-    store.apply(&batch).unwrap();
-
-    assert_eq!(store.next_due().unwrap(), Some(at(9)));
-    assert_eq!(store.due(at(8), 10).unwrap(), vec![]);
-    assert_eq!(
-        store.due(at(9), 10).unwrap(),
-        vec![("trial".to_string(), "a@example.com".to_string())]
-    );
-    assert_eq!(store.due(at(12), 10).unwrap().len(), 2);
-
-    // Moving an enrollment's due time moves its index entry; ending it removes the entry.
-    let mut moved = enrollment("trial", "a@example.com", Some(at(11)));
-    moved.position.pc = 2;
-    let mut ended = enrollment("trial", "b@example.com", None);
-    ended.status = Status::Completed;
-    store
-        .apply(&Batch {
-            enrollments: vec![moved.clone(), ended],
-            ..Batch::default()
-        })
-        .unwrap();
-    assert_eq!(
-        store.upcoming(10).unwrap(),
-        vec![(at(11), "trial".into(), "a@example.com".into())]
-    );
-    assert_eq!(
-        store.enrollment("trial", "a@example.com").unwrap(),
-        Some(moved)
-    );
-
-    let of_a: Vec<String> = store
-        .enrollments_of("a@example.com")
-        .unwrap()
-        .into_iter()
-        .map(|e| e.workflow)
-        .collect();
-    assert_eq!(of_a, ["news", "trial"]);
-    assert_eq!(store.enrollments().count(), 3);
-}
-
-#[test]
-fn everything_survives_a_reopen_and_events_keep_their_order() {
-    let dir = scratch("reopen");
-    {
-        let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
-        let mut batch = Batch::default();
-        batch.leads.push(Lead::new("ana@example.com".into(), at(8)));
-        batch.changed.push("ana@example.com".into());
-        for hour in [9, 10, 11] {
-            batch.event(
-                "ana@example.com",
-                at(hour),
-                Some("trial"),
-                EventKind::Enrolled,
-            );
-        }
-        batch.event("ana@example.com.au", at(12), None, EventKind::Unsuppressed);
-        batch
-            .outbox_put
-            .push(outbox_email("<1@example.test>", at(9)));
-        store.apply(&batch).unwrap();
-        store.flush().unwrap();
-    }
-    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
-    assert_eq!(
-        store.lead("ana@example.com").unwrap().unwrap().created_at,
-        at(8)
-    );
-    assert_eq!(store.changed(10).unwrap(), ["ana@example.com"]);
-    let times: Vec<_> = store
-        .events_of("ana@example.com")
-        .unwrap()
-        .iter()
-        .map(|e| e.at)
-        .collect();
-    assert_eq!(times, [at(9), at(10), at(11)]);
-    let outbox = store.outbox_ready(at(9), 10).unwrap();
-    assert_eq!(outbox, vec![outbox_email("<1@example.test>", at(9))]);
-    assert!(store.outbox_ready(at(8), 10).unwrap().is_empty());
-}
-
-#[test]
-fn an_outbox_email_moves_to_the_messages_in_one_batch() {
-    let dir = scratch("outbox");
-    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
-    let email = outbox_email("<2@example.test>", at(9));
-    store
-        .apply(&Batch {
-            outbox_put: vec![email.clone()],
-            ..Batch::default()
-        })
-        .unwrap();
-    store
-        .apply(&Batch {
-            in_flight_set: Some((7, vec![email.clone()])),
-            ..Batch::default()
-        })
-        .unwrap();
-    let marks = store.in_flight().unwrap();
-    assert_eq!(marks.len(), 1);
-    let (id, listed) = &marks[0];
-    assert_eq!(*id, 7);
-    assert_eq!(listed[0].message_id, email.message_id);
-    assert_eq!(
-        listed[0], email,
-        "the in-flight list keeps the MIME bytes, to send again what never left"
-    );
-    let record = MessageRecord {
-        message_id: email.message_id.clone(),
-        workflow: email.workflow.clone(),
-        lead: email.lead.clone(),
-        sender: email.envelope_from.clone(),
-        step: email.step.clone(),
-        subject: email.subject.clone(),
-        state: MessageState::Sent,
-        queued_at: at(9),
-        at: at(9),
-    };
-    store
-        .apply(&Batch {
-            outbox_remove: vec![(at(9), email.message_id.clone())],
-            messages: vec![record.clone()],
-            in_flight_clear: vec![7],
-            ..Batch::default()
-        })
-        .unwrap();
-    assert_eq!(store.outbox_len(), 0);
-    assert!(store.in_flight().unwrap().is_empty());
-    assert_eq!(store.message("<2@example.test>").unwrap(), Some(record));
-}
-
-#[test]
 fn a_second_process_gets_a_clear_locked_error() {
     let dir = scratch("locked");
     let _held = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
@@ -231,85 +87,6 @@ fn a_newer_schema_or_a_foreign_directory_is_refused() {
     }
     let error = Store::open(&foreign, DEFAULT_CACHE_BYTES).err().unwrap();
     assert!(matches!(error, StoreError::Foreign { .. }), "{error}");
-}
-
-#[test]
-fn a_failed_batch_changes_nothing() {
-    let dir = scratch("abort");
-    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
-    // A damaged enrollment makes the transaction abort when it tries to move its due entry.
-    store
-        .enrollments
-        .insert(
-            keys::enrollment("trial", "a@example.com"),
-            b"\x07junk".as_slice(),
-        )
-        .unwrap();
-    let mut batch = Batch::default();
-    batch.leads.push(Lead::new("a@example.com".into(), at(1)));
-    batch
-        .enrollments
-        .push(enrollment("trial", "a@example.com", Some(at(2))));
-    let error = store.apply(&batch).unwrap_err();
-    assert!(
-        matches!(error, StoreError::UnknownFormat { format: 7, .. }),
-        "{error}"
-    );
-    assert_eq!(store.lead("a@example.com").unwrap(), None);
-    assert_eq!(store.next_due().unwrap(), None);
-}
-
-// ---- one person, one lead (issue 10) ----
-
-#[test]
-fn every_spelling_of_an_address_reaches_one_lead() {
-    let dir = scratch("spelling");
-    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
-    let mut batch = Batch::default();
-    batch
-        .leads
-        .push(Lead::new("Dana.Scully@fbi.example".into(), at(1)));
-    batch.changed.push("Dana.Scully@fbi.example".into());
-    batch
-        .enrollments
-        .push(enrollment("trial", "Dana.Scully@fbi.example", Some(at(9))));
-    batch.event("DANA.SCULLY@fbi.example", at(2), None, EventKind::Enrolled);
-    store.apply(&batch).unwrap();
-
-    let lead = store.lead("dana.scully@fbi.example").unwrap().unwrap();
-    assert_eq!(
-        lead.email, "Dana.Scully@fbi.example",
-        "the spelling is kept"
-    );
-    assert!(
-        store
-            .enrollment("trial", "DANA.SCULLY@FBI.EXAMPLE")
-            .unwrap()
-            .is_some()
-    );
-    assert_eq!(
-        store
-            .enrollments_of("dana.scully@fbi.example")
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(store.events_of("dana.SCULLY@fbi.example").unwrap().len(), 1);
-    assert_eq!(store.changed(10).unwrap(), ["dana.scully@fbi.example"]);
-    // Reports show the spelling, not the key.
-    assert_eq!(store.upcoming(5).unwrap()[0].2, "Dana.Scully@fbi.example");
-
-    // Writing the other spelling updates the one lead.
-    let mut other = lead.clone();
-    other.email = "dana.scully@fbi.example".into();
-    other.score = 5;
-    store
-        .apply(&Batch {
-            leads: vec![other],
-            ..Batch::default()
-        })
-        .unwrap();
-    assert_eq!(store.lead_count(), 1);
 }
 
 /// Writes a store as nurture 1 left it: every key with the address as spelled.
@@ -442,6 +219,12 @@ fn upgrading_a_version_1_store_merges_case_duplicates() {
         "merged `dana.scully@fbi.example` into `Dana.Scully@fbi.example`: the same address in another case is the same person (their histories are kept)"
     );
 
+    // The counters of `nurture status` (schema 3) count the merged store.
+    let recounted = store.recount(false).unwrap();
+    assert!(recounted.differences.is_empty(), "{recounted:?}");
+    assert_eq!(recounted.index_differences, 0);
+    assert_eq!(store.counters().unwrap().leads, 3);
+
     // One lead, spelled as first created, with what both knew.
     assert_eq!(store.lead_count(), 3);
     let dana = store.lead("DANA.SCULLY@fbi.example").unwrap().unwrap();
@@ -556,89 +339,4 @@ fn the_store_is_its_owners_alone() {
     Store::open(&fresh, DEFAULT_CACHE_BYTES).unwrap();
     assert_eq!(mode(&fresh), 0o700);
     assert_eq!(mode(&fresh.join("db")), 0o600);
-}
-
-// ---- webhooks (issue 12) ----
-
-fn routes(events: &[&str]) -> Routes {
-    Routes::from_config(&[crate::config::WebhookConfig {
-        url: "https://crm.example/hook".into(),
-        events: events.iter().map(|e| e.to_string()).collect(),
-        ..Default::default()
-    }])
-    .unwrap()
-}
-
-fn promotion(email: &str) -> Batch {
-    let mut lead = Lead::new(email.into(), at(1));
-    lead.stage = crate::lead::Stage::Contact;
-    let mut batch = Batch::default();
-    batch.event(
-        email,
-        at(2),
-        Some("trial"),
-        EventKind::Promoted {
-            stage: crate::lead::Stage::Contact,
-            by: "workflow `trial`".into(),
-        },
-    );
-    batch.event(email, at(2), Some("trial"), EventKind::Completed);
-    batch.leads.push(lead);
-    batch
-}
-
-#[test]
-fn a_subscribed_event_queues_its_webhook_in_the_same_transaction() {
-    let dir = scratch("webhooks");
-    let store = Store::open(&dir, DEFAULT_CACHE_BYTES)
-        .unwrap()
-        .with_webhooks(routes(&["lead.promoted"]));
-    store.apply(&promotion("Ana@example.com")).unwrap();
-    let pending: Vec<Delivery> = store.webhooks_pending().map(Result::unwrap).collect();
-    assert_eq!(pending.len(), 1, "the completion is not subscribed");
-    let delivery = &pending[0];
-    assert_eq!(delivery.event, "lead.promoted");
-    assert_eq!(delivery.lead, "Ana@example.com");
-    assert_eq!(delivery.next_attempt, at(2));
-    let body: serde_json::Value = serde_json::from_str(&delivery.body).unwrap();
-    assert_eq!(
-        body["data"]["lead"]["stage"], "contact",
-        "the lead as this batch left it"
-    );
-    assert_eq!(body["data"]["workflow"], "trial");
-
-    // A batch that fails queues nothing, as it journals nothing.
-    store
-        .enrollments
-        .insert(
-            keys::enrollment("trial", "b@example.com"),
-            b"\x07junk".as_slice(),
-        )
-        .unwrap();
-    let mut failing = promotion("b@example.com");
-    failing
-        .enrollments
-        .push(enrollment("trial", "b@example.com", Some(at(3))));
-    assert!(store.apply(&failing).is_err());
-    assert_eq!(store.webhooks_pending().count(), 1);
-
-    // Delivered elsewhere and given up: the entry moves in one batch, and survives a reopen.
-    let mut given_up = delivery.clone();
-    given_up.failed_at = Some(at(4));
-    let mut batch = Batch::default();
-    batch
-        .webhooks_remove
-        .push((delivery.next_attempt, delivery.id.clone()));
-    batch.webhooks_failed_put.push(given_up);
-    store.apply(&batch).unwrap();
-    drop(store);
-    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
-    assert_eq!(store.webhooks_pending().count(), 0);
-    let failed: Vec<Delivery> = store.webhooks_failed().map(Result::unwrap).collect();
-    assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].id, delivery.id);
-
-    // Without subscriptions a store queues nothing.
-    store.apply(&promotion("c@example.com")).unwrap();
-    assert_eq!(store.webhooks_pending().count(), 0);
 }

@@ -11,11 +11,13 @@ pub mod cron;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{NaiveTime, Weekday};
 use chrono_tz::Tz;
 
 use crate::lead::{Stage, Value};
+use crate::scoring::{Scoring, Temperature};
 
 pub use self::cron::CronSlot;
 
@@ -53,6 +55,11 @@ pub struct Workflow {
     pub tracking: Tracking,
     /// In source order; execution starts at the first and falls through to the next.
     pub steps: Vec<Step>,
+    /// The project's scoring rules (one workflow's `scoring` block, shared by all: see
+    /// `dsl::load`); the defaults when no workflow has one.
+    pub scoring: Arc<Scoring>,
+    /// This file holds the `scoring` block.
+    pub defines_scoring: bool,
 }
 
 impl Workflow {
@@ -70,12 +77,21 @@ impl Workflow {
                     visit(b, out);
                 }
                 Condition::Not(inner) => visit(inner, out),
+                Condition::CompareDate { field, value, .. } => {
+                    out.insert(field);
+                    date(value, out);
+                }
                 Condition::Compare { field, .. }
                 | Condition::In { field, .. }
                 | Condition::IsSet { field, .. } => {
                     out.insert(field);
                 }
-                Condition::HasTag(_) | Condition::Engaged(_) => {}
+                Condition::HasTag(_) | Condition::Engaged(_) | Condition::Temperature { .. } => {}
+            }
+        }
+        fn date<'a>(expr: &'a DateExpr, out: &mut BTreeSet<&'a str>) {
+            if let DateBase::Field(field) = &expr.base {
+                out.insert(field);
             }
         }
         let mut fields = BTreeSet::new();
@@ -92,6 +108,7 @@ impl Workflow {
         ];
         for code in codes
             .into_iter()
+            .chain(handlers.became.iter().map(|(_, code)| code))
             .chain(self.steps.iter().map(|step| &step.code))
         {
             for instr in code {
@@ -100,6 +117,15 @@ impl Workflow {
                     Instr::Act(Action::Set { field, .. }) => {
                         fields.insert(field);
                     }
+                    Instr::Act(Action::SetDate { field, value }) => {
+                        fields.insert(field);
+                        date(value, &mut fields);
+                    }
+                    Instr::Wait(Wait::UntilDate(value))
+                    | Instr::Send(Send {
+                        expires: Some(value),
+                        ..
+                    }) => date(value, &mut fields),
                     _ => {}
                 }
             }
@@ -292,6 +318,9 @@ pub struct Handlers {
     pub unsubscribe: Vec<Instr>,
     /// A person clicked a tracked link. Default: continue.
     pub click: Vec<Instr>,
+    /// `when lead becomes hot { … }`: run when the lead's temperature changes to this one.
+    /// Default: nothing.
+    pub became: Vec<(Temperature, Vec<Instr>)>,
 }
 
 /// A named step.
@@ -340,6 +369,9 @@ pub struct Send {
     pub template: String,
     /// A handlebars template rendered for the lead (never HTML-escaped; CR/LF removed).
     pub subject: String,
+    /// `expires lead.offer_ends`: from this moment on the email is not sent (an offer that
+    /// ended is never announced); `None`: it never expires.
+    pub expires: Option<DateExpr>,
 }
 
 // A cron slot is large, but there is one `Wait` per `wait` statement: boxing it would buy nothing.
@@ -360,6 +392,37 @@ pub enum Wait {
         action: Engagement,
         timeout: WaitLength,
     },
+    /// `wait until lead.trial_ends - 2 days`: a moment computed from the lead's data when the
+    /// wait starts (no wait when it has passed or the lead has no such date).
+    UntilDate(DateExpr),
+}
+
+/// A moment written in the language: `now`, `lead.trial_ends`, `"2026-12-24"`, each optionally
+/// moved: `now + 7 days`, `lead.trial_ends - 2 days`. It is worked out on the lead's clock when
+/// the statement runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DateExpr {
+    pub base: DateBase,
+    pub shifts: Vec<DateShift>,
+    /// As written, on one line, for timelines ("lead.trial_ends - 2 days").
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DateBase {
+    /// The moment the statement runs.
+    Now,
+    /// A lead field holding a date (see `crate::dates`).
+    Field(String),
+    /// A date written in the workflow: `"2026-12-24"`.
+    Fixed(crate::dates::DateValue),
+}
+
+/// `+ 7 days`, `- 2 hours`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateShift {
+    pub forward: bool,
+    pub length: WaitLength,
 }
 
 /// A length of time as the marketer wrote it (kept for display: "2 days", not "172800 s").
@@ -379,6 +442,11 @@ pub enum Action {
     Set {
         field: String,
         value: Value,
+    },
+    /// `set lead.offer_ends to now + 7 days`: the moment, stored as RFC 3339 text in UTC.
+    SetDate {
+        field: String,
+        value: DateExpr,
     },
     Tag(String),
     Untag(String),
@@ -408,8 +476,20 @@ pub enum Condition {
         op: CompareOp,
         value: Value,
     },
+    /// `lead.trial_ends < now + 3 days`: orders two moments. A lead whose field holds no date
+    /// (unset, or text that is not a date) compares false.
+    CompareDate {
+        field: String,
+        op: CompareOp,
+        value: DateExpr,
+    },
     /// `lead.tags has "trial"`.
     HasTag(String),
+    /// `lead.temperature is hot` (`negated`: `is not`).
+    Temperature {
+        temperature: Temperature,
+        negated: bool,
+    },
     /// `lead.country in ["DE", "AT", "CH"]`.
     In {
         field: String,

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -20,8 +21,9 @@ use serde_json::json;
 use crate::cli::CliError;
 use crate::daemon::intake::pending;
 use crate::diagnostic::did_you_mean;
-use crate::engine::{Enrollment, Status};
+use crate::engine::{Enrollment, Facts, Status};
 use crate::lead::{Lead, Stage, SuppressionReason, Value, normalize_email};
+use crate::scoring::{Scoring, Temperature};
 use crate::store::{EventKind, Store};
 
 /// The columns every CSV starts with, in this order; attributes follow, by name.
@@ -96,6 +98,8 @@ pub struct Filter {
     pub tag: Option<String>,
     pub source: Option<String>,
     pub suppressed: bool,
+    /// `--temperature hot`: read at `now` by the project's scoring.
+    pub temperature: Option<(Temperature, Arc<Scoring>, DateTime<Utc>)>,
 }
 
 impl Filter {
@@ -106,7 +110,11 @@ impl Filter {
                 .source
                 .as_ref()
                 .is_none_or(|source| lead.source.as_ref() == Some(source))
-            && (!self.suppressed || lead.is_suppressed());
+            && (!self.suppressed || lead.is_suppressed())
+            && self
+                .temperature
+                .as_ref()
+                .is_none_or(|(wanted, scoring, now)| scoring.temperature(lead, *now) == *wanted);
         if !simple {
             return Ok(false);
         }
@@ -227,7 +235,8 @@ pub fn table(leads: &[Lead]) -> String {
     aligned(header, &rows, &[4])
 }
 
-fn reason_word(reason: SuppressionReason) -> &'static str {
+/// A suppression's reason in one word.
+pub fn reason_word(reason: SuppressionReason) -> &'static str {
     match reason {
         SuppressionReason::Unsubscribed => "unsubscribed",
         SuppressionReason::Bounced => "bounced",
@@ -323,6 +332,19 @@ pub fn lead_json(lead: &Lead) -> String {
     serde_json::to_string(lead).unwrap_or_default()
 }
 
+/// `42`, or `25 (50 on 2026-11-01 …, halving every 30 days)` when it has faded.
+fn score_text(lead: &Lead, scoring: &Scoring, now: DateTime<Utc>) -> String {
+    let score = scoring.score(lead, now);
+    match (lead.score_at, scoring.half_life_days) {
+        (Some(at), Some(days)) if score != lead.score => format!(
+            "{score} ({} on {}, halving every {days} days)",
+            lead.score,
+            when(at)
+        ),
+        _ => score.to_string(),
+    }
+}
+
 /// A time as the reports show it.
 pub fn when(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
@@ -362,6 +384,22 @@ pub fn sentence(kind: &EventKind) -> String {
             format!("uncertain email of step {step} dropped by the operator: not sent again")
         }
         EventKind::Received { what } => format!("{what} received"),
+        EventKind::Scored {
+            signal,
+            points,
+            before,
+            after,
+            temperature,
+        } => format!("score {points:+} on {signal} ({before} → {after}, {temperature})"),
+        EventKind::Expired {
+            step,
+            template,
+            expired,
+            expires,
+        } => format!(
+            "email \"{template}\" of step {step} not sent: it expired {} ({expires})",
+            when(*expired)
+        ),
         EventKind::Paused { until, reason } => format!("{reason}, until {until}"),
         EventKind::Decision {
             step,
@@ -439,7 +477,8 @@ pub fn sentence(kind: &EventKind) -> String {
     }
 }
 
-fn status_text(enrollment: &Enrollment) -> String {
+/// An enrollment's status in words: "active", "completed", "exited: the lead replied".
+pub fn status_text(enrollment: &Enrollment) -> String {
     match &enrollment.status {
         Status::Active => "active".to_string(),
         Status::Completed => "completed".to_string(),
@@ -447,8 +486,31 @@ fn status_text(enrollment: &Enrollment) -> String {
     }
 }
 
+/// What an enrollment has seen, in words: "replied", "clicked", "sent welcome, nudge".
+pub fn facts_words(facts: &Facts) -> Vec<String> {
+    let mut words = Vec::new();
+    if facts.replied {
+        words.push("replied".to_string());
+    }
+    if facts.auto_replied {
+        words.push("auto-replied".to_string());
+    }
+    if facts.clicked {
+        words.push("clicked".to_string());
+    }
+    if !facts.sent.is_empty() {
+        words.push(format!("sent {}", facts.sent.join(", ")));
+    }
+    words
+}
+
 /// `leads show` as text: fields, attributes, enrollments, then the timeline.
-pub fn show_text(store: &Store, lead: &Lead) -> Result<String, CliError> {
+pub fn show_text(
+    store: &Store,
+    lead: &Lead,
+    scoring: &Scoring,
+    now: DateTime<Utc>,
+) -> Result<String, CliError> {
     let mut out = String::new();
     let none = || "-".to_string();
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(none);
@@ -466,7 +528,8 @@ pub fn show_text(store: &Store, lead: &Lead) -> Result<String, CliError> {
                 lead.tags.iter().cloned().collect::<Vec<_>>().join(", ")
             },
         ),
-        ("score", lead.score.to_string()),
+        ("score", score_text(lead, scoring, now)),
+        ("temperature", scoring.temperature(lead, now).to_string()),
         ("stage", lead.stage.to_string()),
     ];
     let suppressed = match &lead.suppression {
@@ -503,7 +566,7 @@ pub fn show_text(store: &Store, lead: &Lead) -> Result<String, CliError> {
     fields.push(("created", when(lead.created_at)));
     fields.push(("updated", when(lead.updated_at)));
     for (name, value) in fields {
-        let _ = writeln!(out, "  {name:<11}{}", shown(&value));
+        let _ = writeln!(out, "  {name:<10} {}", shown(&value));
     }
     if !lead.attributes.is_empty() {
         let _ = writeln!(out, "attributes");
@@ -526,19 +589,7 @@ pub fn show_text(store: &Store, lead: &Lead) -> Result<String, CliError> {
             || "nothing due".to_string(),
             |due| format!("next due {}", when(due)),
         );
-        let mut facts = Vec::new();
-        if e.facts.replied {
-            facts.push("replied".to_string());
-        }
-        if e.facts.auto_replied {
-            facts.push("auto-replied".to_string());
-        }
-        if e.facts.clicked {
-            facts.push("clicked".to_string());
-        }
-        if !e.facts.sent.is_empty() {
-            facts.push(format!("sent {}", e.facts.sent.join(", ")));
-        }
+        let facts = facts_words(&e.facts);
         let facts = if facts.is_empty() {
             String::new()
         } else {
@@ -585,9 +636,25 @@ fn shown(text: &str) -> String {
 }
 
 /// `leads show` as JSON: the lead, its enrollments and its events in the store's shapes.
-pub fn show_json(store: &Store, lead: &Lead) -> Result<String, CliError> {
+pub fn show_json(
+    store: &Store,
+    lead: &Lead,
+    scoring: &Scoring,
+    now: DateTime<Utc>,
+) -> Result<String, CliError> {
     let enrollments = store.enrollments_of(&lead.email).map_err(store_error)?;
     let events = store.events_of(&lead.email).map_err(store_error)?;
-    let value = json!({ "lead": lead, "enrollments": enrollments, "events": events });
+    let history: Vec<&crate::store::Event> = events
+        .iter()
+        .filter(|event| matches!(event.kind, EventKind::Scored { .. }))
+        .collect();
+    let value = json!({
+        "lead": lead,
+        "score_now": scoring.score(lead, now),
+        "temperature": scoring.temperature(lead, now),
+        "score_history": history,
+        "enrollments": enrollments,
+        "events": events,
+    });
     Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
 }

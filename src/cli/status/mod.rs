@@ -1,9 +1,17 @@
-//! `nurture status [--format table|json] [--next N]`: what the store says about each workflow,
-//! the next enrollments due, and how many leads, contacts and suppressed addresses it holds.
+//! `nurture status [--format table|json] [--next N] [--recount]`: what the store says about each
+//! workflow, the next enrollments due, and how many leads, contacts and suppressed addresses it
+//! holds.
 //!
-//! This module owns the command and the report's shape; `scan` counts (one pass over each store
-//! tree), `table` renders it for people. It only reads the store; the workflows folder is loaded
-//! only for the names of the workflows, so a workflow with errors never stops `status`.
+//! This module owns the command and the report's shape; `report` makes it from the figures the
+//! store keeps as counters (milliseconds, whatever the number of leads: [`report::report`] is
+//! what other views of the same figures call), `table` renders it for people. The workflows
+//! folder is loaded only for the names of the workflows, so a workflow with errors never stops
+//! `status`.
+//!
+//! `--recount` counts every figure again from the records (seconds per million leads), reports
+//! from that count, says on standard error whether the counters agreed, and rewrites them when
+//! they did not. It writes, so with a daemon running it runs in the daemon's work loop, and the
+//! daemon's batches wait while it counts.
 //!
 //! JSON (`--format json`), one object; the field names are stable, scripts may rely on them:
 //! - `workflows`: one object per workflow, sorted by name: every workflow that compiled from the
@@ -12,6 +20,11 @@
 //!   - `loaded`: false when the store has enrollments for a workflow that did not compile from
 //!     the workflows folder (deleted, renamed, or its file has errors);
 //!   - `enrolled`: enrollments (one per lead); `active`, `completed`;
+//!   - `emailed`: enrollments that were sent at least one email (counted when the engine hands
+//!     it on; an email that failed for good is taken back);
+//!   - `engaged`: enrollments whose lead showed interest: clicked a link of the workflow, or
+//!     reported an event through the API (`POST /v1/leads/{email}/events`) at or after
+//!     enrolling;
 //!   - `exited`: enrollments that ended early, by reason (`replied`, `bounced`, `step_removed`…:
 //!     the snake_case name of the engine's `ExitReason`); reasons with no exit are absent;
 //!   - `sent`, `failed`, `uncertain`, `dropped`: emails by outcome; `failed` ones never left
@@ -31,11 +44,14 @@
 //!     sender's side (blocked, spam, policy, authentication, reputation): the sender has a
 //!     deliverability problem; the lead is left alone;
 //!   - `promoted`: leads promoted (to contact or customer) by this workflow, each counted once;
-//!   - `contact_rate`: `promoted` / `enrolled` in percent, one decimal; null with no enrollment.
-//! - `steps`: one object per workflow step that sent email, sorted by workflow then step:
-//!   `{ "workflow", "step", "sent", "opens", "clicks", "machine_opens", "machine_clicks" }`:
-//!   `opens` and `clicks` are people's (tracked workflows: `track opens`, `track clicks`);
-//!   what image proxies and link scanners fetched is counted apart, as `machine_…`.
+//!   - `contact_rate`: `promoted` / `enrolled` in percent, one decimal; null with no enrollment;
+//!   - `steps`: an object by step name (steps with nothing to count are absent): `active`,
+//!     `completed` and `exited` (by reason) count the enrollments standing in the step now;
+//!     `sent`, `failed`, `uncertain`, `dropped`, `queued` and `in_flight` the step's emails.
+//!     Summed over the steps they give the workflow's figures of the same names. `opens` and
+//!     `clicks` are people's opens and clicks of the step's email (tracked workflows:
+//!     `track opens`, `track clicks`); what image proxies and link scanners fetched is counted
+//!     apart, as `machine_opens` and `machine_clicks`.
 //! - `next`: the earliest due enrollments, earliest first: `{ "at", "workflow", "lead" }`, with
 //!   `at` in RFC 3339 UTC. Due is when the engine next runs the enrollment: usually a send.
 //! - `leads`: every person in the store, whatever their stage; `contacts`: those at stage
@@ -47,7 +63,7 @@
 //!   "workflow", "lead", "step", "subject" }` plus `at` (when it was found uncertain, RFC 3339
 //!   UTC) or `queued_at` (when it was planned).
 
-mod scan;
+pub mod report;
 mod table;
 
 use std::collections::BTreeMap;
@@ -59,7 +75,7 @@ use serde::{Deserialize, Serialize};
 use super::session::{Output, Session};
 use super::{CliError, ExitCode};
 use crate::diagnostic::Severity;
-use crate::store::{MessageRecord, OutboxEmail};
+use crate::store::{MessageRecord, OutboxEmail, Recounted, StepCounts};
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct StatusArgs {
@@ -69,6 +85,11 @@ pub struct StatusArgs {
     /// How many of the next enrollments due to list.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub next: usize,
+    /// Count every figure again from the records (seconds per million leads) and repair the
+    /// counters `status` reads if they differ.
+    #[arg(long)]
+    #[serde(default)]
+    pub recount: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -95,9 +116,15 @@ pub fn run(
             super::check::plural(errors)
         ));
     }
-    let names: Vec<String> = project.workflows.iter().map(|w| w.name.clone()).collect();
-    let report =
-        scan::scan(store, &names, args.next).map_err(|e| CliError::Input(e.to_string()))?;
+    let failed = |e: crate::store::StoreError| CliError::Input(e.to_string());
+    let report = if args.recount {
+        let recounted = store.recount(true).map_err(failed)?;
+        out.note(recount_note(&recounted));
+        report::report_of(store, recounted.counted, &names(project), args.next)
+    } else {
+        report(store, project, args.next)
+    }
+    .map_err(failed)?;
     let text = match args.format {
         Format::Table => table::table(&report, session.now, &session.workflows_dir),
         Format::Json => {
@@ -107,48 +134,93 @@ pub fn run(
             json
         }
     };
-    let stdout = &mut *out.out;
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        // `nurture status | head` closing the pipe early is not a failure.
-        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Input(
-            format!("cannot write to standard output: {error}"),
-        )),
-        _ => Ok(ExitCode::Success),
-    }
+    super::write_output(&mut *out.out, &text)?;
+    Ok(ExitCode::Success)
 }
 
+/// The report on `store`, with a row for every workflow of `project` and every other one the
+/// store counts, and the next `next` enrollments due: what `--format json` writes, and what
+/// other views of the same figures (the status page) show. From the counters: milliseconds at
+/// a million leads.
+pub fn report(
+    store: &crate::store::Store,
+    project: &crate::project::Project,
+    next: usize,
+) -> Result<Report, crate::store::StoreError> {
+    report::report(store, &names(project), next)
+}
+
+/// The names of the workflows that compiled.
+fn names(project: &crate::project::Project) -> Vec<String> {
+    project.workflows.iter().map(|w| w.name.clone()).collect()
+}
+
+/// What `--recount` tells on standard error: whether the counters agreed with the count, and
+/// what was repaired.
+fn recount_note(recounted: &Recounted) -> String {
+    if recounted.differences.is_empty() && recounted.index_differences == 0 {
+        return "recount: the counters agree with a count of every record".to_string();
+    }
+    let mut note = format!(
+        "recount: the counters differed from a count of every record in {} figure{} and {}          index entr{}",
+        recounted.differences.len(),
+        super::check::plural(recounted.differences.len()),
+        recounted.index_differences,
+        if recounted.index_differences == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+    );
+    for (figure, kept, counted) in recounted.differences.iter().take(RECOUNT_LISTED) {
+        note.push_str(&format!("\n  {figure}: kept {kept}, counted {counted}"));
+    }
+    if recounted.differences.len() > RECOUNT_LISTED {
+        note.push_str(&format!(
+            "\n  and {} more",
+            recounted.differences.len() - RECOUNT_LISTED
+        ));
+    }
+    if recounted.repaired {
+        note.push_str(
+            "\nthe counters were rewritten from the count; the report below is the count",
+        );
+    }
+    note
+}
+
+/// Differences `--recount` lists one by one; the count covers all.
+const RECOUNT_LISTED: usize = 20;
+
+/// What `nurture status` shows (its JSON is the serialization of this; see the module header).
 #[derive(Debug, Serialize)]
-struct Report {
-    workflows: Vec<WorkflowStatus>,
-    steps: Vec<StepStatus>,
-    next: Vec<Due>,
-    leads: u64,
-    contacts: u64,
-    suppressed: u64,
-    complaints: u64,
-    complaint_rate: Option<f64>,
-    sender_side_rejections: u64,
-    uncertain_emails: Vec<Email>,
-    in_flight_emails: Vec<Email>,
+pub struct Report {
+    pub workflows: Vec<WorkflowStatus>,
+    pub next: Vec<Due>,
+    pub leads: u64,
+    pub contacts: u64,
+    pub suppressed: u64,
+    pub complaints: u64,
+    pub complaint_rate: Option<f64>,
+    pub sender_side_rejections: u64,
+    pub uncertain_emails: Vec<Email>,
+    pub in_flight_emails: Vec<Email>,
 }
 
 /// One email that needs a look, as the report names it.
 #[derive(Debug, Serialize)]
-struct Email {
-    message_id: String,
-    workflow: String,
-    lead: String,
-    step: String,
-    subject: String,
+pub struct Email {
+    pub message_id: String,
+    pub workflow: String,
+    pub lead: String,
+    pub step: String,
+    pub subject: String,
     /// When it was found uncertain.
     #[serde(skip_serializing_if = "Option::is_none")]
-    at: Option<DateTime<Utc>>,
+    pub at: Option<DateTime<Utc>>,
     /// When it was planned (an email in flight).
     #[serde(skip_serializing_if = "Option::is_none")]
-    queued_at: Option<DateTime<Utc>>,
+    pub queued_at: Option<DateTime<Utc>>,
 }
 
 impl From<MessageRecord> for Email {
@@ -179,75 +251,93 @@ impl From<OutboxEmail> for Email {
     }
 }
 
+/// One workflow's row.
 #[derive(Debug, Default, Serialize)]
-struct WorkflowStatus {
-    name: String,
-    loaded: bool,
-    enrolled: u64,
-    active: u64,
-    completed: u64,
-    exited: BTreeMap<String, u64>,
-    sent: u64,
-    failed: u64,
-    uncertain: u64,
-    dropped: u64,
-    queued: u64,
-    in_flight: u64,
-    replies: u64,
-    auto_replies: u64,
-    complaints: u64,
-    complaint_rate: Option<f64>,
-    sender_side_rejections: u64,
-    promoted: u64,
-    contact_rate: Option<f64>,
+pub struct WorkflowStatus {
+    pub name: String,
+    pub loaded: bool,
+    pub enrolled: u64,
+    pub active: u64,
+    pub completed: u64,
+    pub exited: BTreeMap<String, u64>,
+    pub emailed: u64,
+    pub engaged: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub uncertain: u64,
+    pub dropped: u64,
+    pub queued: u64,
+    pub in_flight: u64,
+    pub replies: u64,
+    pub auto_replies: u64,
+    pub complaints: u64,
+    pub complaint_rate: Option<f64>,
+    pub sender_side_rejections: u64,
+    pub promoted: u64,
+    pub contact_rate: Option<f64>,
+    pub steps: BTreeMap<String, StepStatus>,
 }
 
 impl WorkflowStatus {
+    fn named(name: &str, loaded: bool) -> WorkflowStatus {
+        WorkflowStatus {
+            name: name.to_string(),
+            loaded,
+            ..WorkflowStatus::default()
+        }
+    }
+
     fn exited_total(&self) -> u64 {
         self.exited.values().sum()
     }
+}
 
-    /// Adds the counts of `part`, which one tree's pass made for the same workflow.
-    fn add(&mut self, part: WorkflowStatus) {
-        self.enrolled += part.enrolled;
-        self.active += part.active;
-        self.completed += part.completed;
-        for (reason, count) in part.exited {
-            *self.exited.entry(reason).or_default() += count;
+/// One step's figures: where enrollments stand, and the step's emails.
+#[derive(Debug, Default, Serialize)]
+pub struct StepStatus {
+    pub active: u64,
+    pub completed: u64,
+    pub exited: BTreeMap<String, u64>,
+    pub sent: u64,
+    pub failed: u64,
+    pub uncertain: u64,
+    pub dropped: u64,
+    pub queued: u64,
+    pub in_flight: u64,
+    /// A person's opens and clicks of the step's email.
+    pub opens: u64,
+    pub clicks: u64,
+    /// What machines fetched (image proxies, link scanners): not counted above.
+    pub machine_opens: u64,
+    pub machine_clicks: u64,
+}
+
+impl From<&StepCounts> for StepStatus {
+    fn from(counts: &StepCounts) -> StepStatus {
+        StepStatus {
+            active: counts.active,
+            completed: counts.completed,
+            exited: counts.exited.clone(),
+            sent: counts.sent,
+            failed: counts.failed,
+            uncertain: counts.uncertain,
+            dropped: counts.dropped,
+            queued: counts.queued,
+            in_flight: 0,
+            opens: counts.opens,
+            clicks: counts.clicks,
+            machine_opens: counts.machine_opens,
+            machine_clicks: counts.machine_clicks,
         }
-        self.sent += part.sent;
-        self.failed += part.failed;
-        self.uncertain += part.uncertain;
-        self.dropped += part.dropped;
-        self.queued += part.queued;
-        self.in_flight += part.in_flight;
-        self.replies += part.replies;
-        self.auto_replies += part.auto_replies;
-        self.complaints += part.complaints;
-        self.sender_side_rejections += part.sender_side_rejections;
-        self.promoted += part.promoted;
     }
 }
 
-/// Sends and engagement of one step's email.
-#[derive(Debug, Default, Serialize)]
-struct StepStatus {
-    workflow: String,
-    step: String,
-    sent: u64,
-    /// A person's opens and clicks.
-    opens: u64,
-    clicks: u64,
-    /// What machines fetched (image proxies, link scanners): not counted above.
-    machine_opens: u64,
-    machine_clicks: u64,
-}
-
+/// An enrollment due soon.
 #[derive(Debug, Serialize)]
-struct Due {
-    at: DateTime<Utc>,
-    workflow: String,
-    lead: String,
+pub struct Due {
+    pub at: DateTime<Utc>,
+    pub workflow: String,
+    pub lead: String,
 }
 
 /// `promoted` / `enrolled` in percent, rounded to one decimal; none without enrollments.

@@ -58,9 +58,10 @@ fn percent(rate: Option<f64>, decimals: usize) -> String {
 /// Engagement per step of the tracked workflows: people's opens and clicks, machines' apart.
 fn steps(out: &mut String, report: &Report) {
     let engaged: Vec<_> = report
-        .steps
+        .workflows
         .iter()
-        .filter(|s| s.opens + s.clicks + s.machine_opens + s.machine_clicks > 0)
+        .flat_map(|w| w.steps.iter().map(move |(step, s)| (&w.name, step, s)))
+        .filter(|(_, _, s)| s.opens + s.clicks + s.machine_opens + s.machine_clicks > 0)
         .collect();
     if engaged.is_empty() {
         return;
@@ -69,12 +70,12 @@ fn steps(out: &mut String, report: &Report) {
         out,
         "\nper step (opens and clicks by people; machines' apart: image proxies, link scanners):"
     );
-    for s in engaged {
+    for (workflow, step, s) in engaged {
         let _ = writeln!(
             out,
             "  {} / {}: {} sent, {} open{}, {} click{} (machines: {} open{}, {} click{})",
-            s.workflow,
-            s.step,
+            workflow,
+            step,
             s.sent,
             s.opens,
             plural(s.opens as usize),

@@ -96,7 +96,7 @@ impl Keys {
     }
 
     /// Which key `headers` present (its index), under its rate limit.
-    fn authorize(&self, headers: &HeaderMap) -> Result<usize, ApiError> {
+    pub(super) fn authorize(&self, headers: &HeaderMap) -> Result<usize, ApiError> {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
@@ -119,6 +119,11 @@ impl Keys {
             return Err(ApiError::RateLimited(wait));
         }
         Ok(index)
+    }
+
+    /// The keys' SHA-256 digests: the status page's login form takes the keys too.
+    pub(super) fn digests(&self) -> &[[u8; 32]] {
+        &self.digests
     }
 
     /// What scopes a key's idempotency keys: a prefix of its digest (never the key).
@@ -363,12 +368,12 @@ async fn relay(doors: &Doors, request: DoorRequest) -> Result<Response, ApiError
     }
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0; 32];
     out.copy_from_slice(digest(&SHA256, bytes).as_ref());
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -83,7 +83,7 @@ impl Form {
 }
 
 /// `scheme://host[:port]` of a URL, lower case.
-fn origin_of(url: &str) -> Option<String> {
+pub(super) fn origin_of(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
     (!authority.is_empty()).then(|| format!("{scheme}://{authority}").to_ascii_lowercase())

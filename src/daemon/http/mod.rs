@@ -6,7 +6,9 @@
 //!   that `track clicks` or `track opens`);
 //! - [`api`]: `/v1`, JSON, behind API keys (`http.api_key_file` / `http.api_key_env`);
 //! - [`forms`]: `POST /forms/<name>` for the `[[forms]]` of the configuration;
-//! - [`optin`]: `/confirm/<token>`, when a form asks for double opt-in.
+//! - [`optin`]: `/confirm/<token>`, when a form asks for double opt-in;
+//! - [`page`]: the status page (`/`, `/leads/<email>`), behind the API keys or its password;
+//! - [`health`]: `/healthz`, `/readyz` and `/metrics` (always), and the layer timing requests.
 //!
 //! Limits are layers: a request timeout and request tracing around everything, a body limit on
 //! the API (each form checks its own); rate limits are per API key and per client address
@@ -17,7 +19,9 @@
 pub mod api;
 pub mod error;
 pub mod forms;
+pub mod health;
 pub mod optin;
+pub mod page;
 pub mod track;
 pub mod unsubscribe;
 
@@ -30,12 +34,14 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use super::inbound::Inbound;
 use crate::config::Config;
 use crate::project::Project;
+use crate::store::Store;
 use crate::unsubscribe::Unsubscribe;
 
 /// How long a request waits for the work loop.
@@ -53,6 +59,8 @@ pub struct Doors {
     pub client_ip_header: Option<HeaderName>,
     /// The tracked links followed lately (a scanner's burst: [`track`]).
     pub recent: crate::daemon::judge::Recent,
+    /// `None`: no key or password configured, no status page.
+    pub page: Option<page::Page>,
 }
 
 impl Doors {
@@ -106,7 +114,26 @@ impl Doors {
             forms,
             client_ip_header,
             recent: Default::default(),
+            page: None,
         })
+    }
+
+    /// With the status page, which reads `store` (the daemon's) for the workflows `project`
+    /// holds, when an API key or the page password is configured.
+    pub fn with_page(
+        mut self,
+        config: &Config,
+        store: Store,
+        project: watch::Receiver<Arc<Project>>,
+    ) -> Result<Doors, String> {
+        self.page = page::Page::new(
+            &config.http,
+            self.api.as_ref(),
+            self.unsubscribe.signer(),
+            store,
+            project,
+        )?;
+        Ok(self)
     }
 
     /// The client's address: the last entry of the proxy's header when one is configured (the
@@ -126,11 +153,13 @@ impl Doors {
 pub async fn serve(
     listener: TcpListener,
     doors: Arc<Doors>,
+    health: Arc<health::Health>,
     config: &Config,
 ) -> std::io::Result<()> {
     let mut app = Router::new()
         .merge(unsubscribe::router())
-        .merge(track::router());
+        .merge(track::router())
+        .merge(health::router(health));
     if doors.api.is_some() {
         app = app.merge(api::router(config.http.api_max_body_bytes));
     }
@@ -140,9 +169,13 @@ pub async fn serve(
     if doors.forms.values().any(|form| form.config.double_opt_in) {
         app = app.merge(optin::router());
     }
+    if doors.page.is_some() {
+        app = app.merge(page::router());
+    }
     let app = app
         .fallback(unsubscribe::not_found)
         .with_state(doors)
+        .layer(axum::middleware::from_fn(health::timed))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.http.timeout_seconds.max(1)),

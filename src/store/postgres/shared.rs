@@ -1,0 +1,158 @@
+//! What several daemons sharing one database need (the approach of River, Oban and pg-boss):
+//!
+//! - Due work is claimed, not just read: [`PgStore::claim_due`] takes due enrollments no one
+//!   holds (`FOR UPDATE SKIP LOCKED`: claimers never wait for each other nor take the same row)
+//!   and leases them to this store's owner. A leased enrollment is invisible to other claimers
+//!   until the batch that moves it commits (writing an enrollment ends its lease) or the lease
+//!   runs out (its daemon died: another takes it over). Leases are timed by the database's
+//!   clock, the one clock all daemons share.
+//! - A sleeping daemon is woken through `LISTEN/NOTIFY` ([`Waker`]): the tables' triggers
+//!   notify when a due time is written, a lead changes or an email is queued.
+//! - One inbox watcher per mailbox: [`WatcherLease`] is a session advisory lock, held as long
+//!   as its connection lives, so it passes to another daemon when its holder dies.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use postgres::fallible_iterator::FallibleIterator;
+
+use super::{PgStore, Result, Session, Settings, column, millis};
+use crate::lead::email_key;
+
+const CLAIM: &str = "WITH picked AS ( \
+         SELECT workflow, lead_key FROM enrollments \
+         WHERE due IS NOT NULL AND due <= $1 \
+         AND (lease_until IS NULL OR lease_until <= clock_timestamp()) \
+         ORDER BY due, workflow, lead_key LIMIT $2 \
+         FOR UPDATE SKIP LOCKED) \
+     UPDATE enrollments e \
+     SET lease_owner = $3, lease_until = clock_timestamp() + $4 * interval '1 millisecond' \
+     FROM picked WHERE e.workflow = picked.workflow AND e.lead_key = picked.lead_key \
+     RETURNING e.due, e.workflow, e.lead_key";
+const RELEASE: &str = "UPDATE enrollments SET lease_owner = NULL, lease_until = NULL \
+     WHERE (workflow, lead_key) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
+     AND lease_owner = $3";
+
+/// The channel the tables' triggers notify (migrations/0001_initial.sql).
+const WAKE_CHANNEL: &str = "nurture_wake";
+
+impl PgStore {
+    /// Claims up to `limit` enrollments due at or before `now` that no live lease holds,
+    /// earliest first, leasing them to this store's owner for `lease`; returns them as
+    /// (workflow, email key). Each due enrollment is claimed by one claimer at a time.
+    pub fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(String, String)>> {
+        let owner: &str = &self.owner;
+        let lease_ms = lease.as_millis() as f64;
+        let rows = self.rows(CLAIM, &[&millis(now), &(limit as i64), &owner, &lease_ms])?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    column::<DateTime<Utc>>(row, 0, "due time")?,
+                    column(row, 1, "enrollment")?,
+                    column(row, 2, "enrollment")?,
+                ))
+            })
+            .collect::<Result<Vec<(DateTime<Utc>, String, String)>>>()?;
+        // UPDATE … RETURNING does not keep the order the rows were picked in.
+        claimed.sort();
+        Ok(claimed
+            .into_iter()
+            .map(|(_, workflow, email)| (workflow, email))
+            .collect())
+    }
+
+    /// Lets go of this owner's leases on these enrollments (workflow, email) without writing
+    /// them: work claimed but not done (a daemon stopping) goes back to the others at once.
+    pub fn release(&self, enrollments: &[(String, String)]) -> Result<()> {
+        let (workflows, keys): (Vec<&str>, Vec<String>) = enrollments
+            .iter()
+            .map(|(workflow, email)| (workflow.as_str(), email_key(email).into_owned()))
+            .unzip();
+        let owner: &str = &self.owner;
+        self.rows(RELEASE, &[&workflows, &keys, &owner])?;
+        Ok(())
+    }
+
+    /// A wake-up channel on a connection of its own (see [`Waker`]).
+    pub fn waker(&self) -> Result<Waker> {
+        Waker::listen(&self.settings)
+    }
+
+    /// The inbox watcher's lease for `mailbox`, if no other daemon holds it (see
+    /// [`WatcherLease`]).
+    pub fn try_watch(&self, mailbox: &str) -> Result<Option<WatcherLease>> {
+        WatcherLease::try_acquire(&self.settings, mailbox)
+    }
+}
+
+/// Listens for the notifications that work may have appeared. Dropping it closes its
+/// connection.
+pub struct Waker {
+    client: Session,
+}
+
+impl Waker {
+    fn listen(settings: &Settings) -> Result<Waker> {
+        let mut client = settings.connect()?;
+        client.batch_execute(&format!("LISTEN {WAKE_CHANNEL}"))?;
+        Ok(Waker { client })
+    }
+
+    /// Waits until a notification arrives (true; the ones already waiting are taken with it)
+    /// or `timeout` passes (false). An error means the connection is gone: listen again.
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        let woken = {
+            let mut notifications = self.client.notifications();
+            let woken = notifications.timeout_iter(timeout).next()?.is_some();
+            // Several commits may have notified: one wake-up answers them all.
+            while notifications.iter().next()?.is_some() {}
+            woken
+        };
+        if !woken && self.client.is_closed() {
+            // timeout_iter ends the same way on a timeout and on a lost connection.
+            self.client.simple_query("")?;
+        }
+        Ok(woken)
+    }
+}
+
+/// The right to watch one mailbox, held by one daemon at a time: a session-level advisory lock
+/// on a connection of its own. It ends when dropped or when the connection dies (its daemon
+/// killed, the network cut): then another daemon's [`PgStore::try_watch`] gets it.
+pub struct WatcherLease {
+    client: Session,
+    mailbox: String,
+}
+
+impl WatcherLease {
+    fn try_acquire(settings: &Settings, mailbox: &str) -> Result<Option<WatcherLease>> {
+        let mut client = settings.connect()?;
+        let key = format!("nurture inbox watcher {mailbox}");
+        let held: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                &[&key],
+            )?
+            .get(0);
+        Ok(held.then(|| WatcherLease {
+            client,
+            mailbox: mailbox.to_owned(),
+        }))
+    }
+
+    pub fn mailbox(&self) -> &str {
+        &self.mailbox
+    }
+
+    /// Whether the lease still holds: its connection answers. A watcher checks before acting
+    /// on what it read, and stops watching once this is false.
+    pub fn held(&mut self) -> bool {
+        !self.client.is_closed() && self.client.is_valid(Duration::from_secs(5)).is_ok()
+    }
+}
