@@ -7,6 +7,9 @@
 //!    in-flight mark, a flush) and sender (null transport, sent record and journal line), over
 //!    `STEPS` steps. The same with the store's batches not keeping the `status` counters, in
 //!    rounds taken in turn with the others, and the ratio: what keeping the counters costs.
+//!    And the same steps with click and open tracking on (`track clicks and opens`: every link
+//!    rewritten to a signed token, the open image, the links kept with the email), in the same
+//!    rounds, and the ratio. Target (issue 13): tracking costs ≤ 10 % of the steps/s.
 //!    Beside it, in the same run, the raw cost of one handlebars render plus one sled insert,
 //!    and the ratio.
 //! 3. The real daemon (`nurture run`, release) on that store: time from start to the first
@@ -74,38 +77,43 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    // Half at most, both kinds of rounds together: the daemon figures below need a backlog
-    // still due.
-    let steps = STEPS.min(leads / 4) / ROUNDS;
-    let pipeline = |store: Store| {
+    // Half at most, all kinds of rounds together: the daemon figures below need a backlog
+    // still due. Untracked, uncounted and tracked rounds take a sixth of the leads each at most.
+    let steps = STEPS.min(leads / 6) / ROUNDS;
+    let pipeline = |store: Store, base_url: &str| {
         Pipeline::new(
             store,
             std::sync::Arc::new(Transport::Null),
             Throttle::new(Limits::default()),
-            std::sync::Arc::new(nurture::unsubscribe::Unsubscribe::preview("")),
+            std::sync::Arc::new(nurture::unsubscribe::Unsubscribe::preview(base_url)),
         )
     };
-    let mut counting = pipeline(store.clone());
-    let mut not_counting = pipeline(store.clone().without_counters_for_benchmark());
-    let (mut rounds, mut rounds_without) = (Vec::new(), Vec::new());
-    // In turn, so that whatever else the machine does weighs on both alike.
+    let mut counting = pipeline(store.clone(), "");
+    let mut not_counting = pipeline(store.clone().without_counters_for_benchmark(), "");
+    // The same workflow, tracked, with a public address to report to.
+    let tracked_project = tracked_drip_project();
+    let mut tracked = pipeline(store.clone(), "https://nurture.example.test");
+    let (mut rounds, mut rounds_without, mut tracked_rounds) = (Vec::new(), Vec::new(), Vec::new());
+    // In turn, so that whatever else the machine does weighs on all alike.
     for _ in 0..ROUNDS {
-        for (pipeline, rounds) in [
-            (&mut counting, &mut rounds),
-            (&mut not_counting, &mut rounds_without),
+        for (pipeline, project, rounds) in [
+            (&mut counting, &project, &mut rounds),
+            (&mut not_counting, &project, &mut rounds_without),
+            (&mut tracked, &tracked_project, &mut tracked_rounds),
         ] {
             let started = Instant::now();
             let mut done = 0;
             while done < steps {
                 let limit = CHUNK.min(steps - done);
                 done += runtime
-                    .block_on(pipeline.run_due(&project, now, limit))
+                    .block_on(pipeline.run_due(project, now, limit))
                     .expect("run");
             }
             runtime.block_on(pipeline.finish()).expect("send");
             rounds.push(started.elapsed());
         }
     }
+    tracked_rounds.sort();
     rounds.sort();
     rounds_without.sort();
     let median = rounds[ROUNDS / 2];
@@ -130,6 +138,15 @@ fn main() {
         (1.0 - steps_per_s / steps_per_s_without) * 100.0
     );
 
+    let tracked_median = tracked_rounds[ROUNDS / 2];
+    println!(
+        "engine, tracked (links rewritten, open image, links kept): median {:.3} s: {:.0} steps/s, {:.1}% fewer than untracked in the same run",
+        tracked_median.as_secs_f64(),
+        steps as f64 / tracked_median.as_secs_f64(),
+        (1.0 - median.as_secs_f64() / tracked_median.as_secs_f64()) * 100.0
+    );
+    drop(tracked);
+
     let raw = raw_render_and_insert(&project, &root.join("raw"));
     println!(
         "raw: one handlebars render (HTML + text) plus one sled insert: {:.1} µs; an engine step costs {:.1} of them",
@@ -147,6 +164,22 @@ fn main() {
     } else {
         let _ = std::fs::remove_dir_all(&root);
     }
+}
+
+/// The benchmark workflow with `track clicks and opens` (`benches/fixtures/workflows-tracked`),
+/// named `drip` too, so the same enrollments run under it.
+fn tracked_drip_project() -> Project {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures");
+    let project = Project::load(
+        &[fixtures.join("workflows-tracked")],
+        &fixtures.join("templates"),
+    );
+    assert!(
+        project.diagnostics.is_empty(),
+        "{}",
+        project.render_diagnostics()
+    );
+    project
 }
 
 /// Seconds for one render of the benchmark template plus one insert of the result.

@@ -7,9 +7,9 @@
 //! ([`Lead::score_at`]), and the score at any later moment is worked out when it is read
 //! ([`Scoring::score`]), so a million leads cost nothing while they sit still.
 //!
-//! [`Scoring::points`] is the one place a signal turns into points. Replies and events from
-//! the API (`POST /v1/leads/{email}/events`) feed it today; opens and clicks plug in by calling
-//! [`Scoring::record`] with [`Signal::Open`] / [`Signal::Click`] once they are tracked.
+//! [`Scoring::points`] is the one place a signal turns into points. Replies, events from the
+//! API (`POST /v1/leads/{email}/events`) and people's opens and clicks of tracked emails
+//! (`daemon::scheduler::run_inputs`, machines' left out) feed it through [`Scoring::record`].
 
 use std::fmt;
 

@@ -18,6 +18,7 @@ const VALID: &str = r#"workflow "fuzz" {
   owner "sales@acme.example"
   timezone "Europe/Berlin"
   send on Mon-Fri, Sun between 09:00 and 17:30 in lead timezone
+  track clicks
   on reply { promote to contact; notify owner; exit }
   on auto-reply { pause until return }
   on bounce { tag "bounced"; continue }

@@ -319,6 +319,10 @@ fn json_counts_every_workflow_from_the_store() {
                     "dropped": 0,
                     "queued": 0,
                     "in_flight": 0,
+                    "opens": 0,
+                    "clicks": 0,
+                    "machine_opens": 0,
+                    "machine_clicks": 0,
                 },
                 "tips": {
                     "active": 0,
@@ -330,6 +334,10 @@ fn json_counts_every_workflow_from_the_store() {
                     "dropped": 0,
                     "queued": 1,
                     "in_flight": 0,
+                    "opens": 0,
+                    "clicks": 0,
+                    "machine_opens": 0,
+                    "machine_clicks": 0,
                 },
             },
         })

@@ -53,6 +53,8 @@ mod webhooks;
 mod api;
 // Web forms, double opt-in (through Postfix + Dovecot) and the example page in headless Chromium.
 mod forms;
+// Click and open tracking over real HTTP, and end to end through Postfix and Dovecot.
+mod track;
 // The status page over real HTTP (login, cookie, logout, CSRF) and in headless Chromium.
 mod page;
 // `/metrics`, `/healthz` and `/readyz` of the daemon, with real sends and replies.

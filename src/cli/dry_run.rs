@@ -17,6 +17,7 @@ use crate::engine::{Effect, PlannedEmail, condition};
 use crate::lead::{Lead, normalize_email};
 use crate::leads_file;
 use crate::mail::compose::{OutgoingEmail, lead_mailbox, to_eml};
+use crate::mail::links::Tracker;
 use crate::mail::personalize::personalize;
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::{WindowZone, Workflow};
@@ -55,6 +56,16 @@ pub struct DryRunArgs {
     /// The lead asks to unsubscribe one hour after STEP's email, or DURATION after the start.
     #[arg(long, value_name = "STEP|DURATION")]
     pub unsubscribe_after: Option<String>,
+    /// A person clicks a link of STEP's email one hour after it is sent (repeatable).
+    #[arg(long, value_name = "STEP")]
+    pub click_after: Vec<String>,
+    /// A person opens STEP's email one hour after it is sent (repeatable).
+    #[arg(long, value_name = "STEP")]
+    pub open_after: Vec<String>,
+    /// The lead does NAME (an event the API would report) DURATION after the start:
+    /// `visited-pricing@2d` (repeatable).
+    #[arg(long, value_name = "NAME@DURATION")]
+    pub event: Vec<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Write every email as a complete `.eml` (the MIME the daemon sends) and an `.html`.
@@ -206,8 +217,9 @@ pub fn preview_lead(
                     event.at,
                     &options.unsubscribe,
                     &snapshot.email,
+                    preview_tracker(workflow, &options.unsubscribe).as_ref(),
                 )
-                .and_then(|email| match to_eml(&email) {
+                .and_then(|(email, _)| match to_eml(&email) {
                     Ok(_) => Ok(email),
                     Err(error) => Err(format!("cannot compose the email: {error}")),
                 }),
@@ -326,7 +338,32 @@ fn scenario(args: &DryRunArgs, workflow: &Workflow) -> Result<Scenario, CliError
             .map(|text| trigger(flag, text, workflow))
             .transpose()
     };
+    let step = |flag: &str, text: &String| match trigger(flag, text, workflow)? {
+        Trigger::AfterStep(step) => Ok(step),
+        Trigger::After(_) => Err(CliError::Usage(format!(
+            "{flag} `{text}`: name a step (the email that is clicked or opened)"
+        ))),
+    };
+    let clicks = (args.click_after.iter())
+        .map(|text| step("--click-after", text))
+        .collect::<Result<_, _>>()?;
+    let opens = (args.open_after.iter())
+        .map(|text| step("--open-after", text))
+        .collect::<Result<_, _>>()?;
+    let events = (args.event.iter())
+        .map(|text| match text.rsplit_once('@') {
+            Some((name, after)) if !name.trim().is_empty() => parse_duration(after)
+                .map(|after| (name.trim().to_string(), after))
+                .map_err(|message| CliError::Usage(format!("--event `{text}`: {message}"))),
+            _ => Err(CliError::Usage(format!(
+                "--event `{text}`: write NAME@DURATION, as in `visited-pricing@2d`"
+            ))),
+        })
+        .collect::<Result<_, _>>()?;
     Ok(Scenario {
+        clicks,
+        opens,
+        events,
         reply: parse("--reply-after", &args.reply_after)?,
         bounce: parse("--bounce-after", &args.bounce_after)?,
         unsubscribe: parse("--unsubscribe-after", &args.unsubscribe_after)?,
@@ -382,6 +419,19 @@ fn select_leads(
         chosen.push(lead);
     }
     Ok((chosen, 0))
+}
+
+/// A tracked workflow's previews show tracked links (under the preview key, message 0: they
+/// lead nowhere), so the preview looks like what leaves.
+fn preview_tracker<'a>(workflow: &Workflow, unsubscribe: &'a Unsubscribe) -> Option<Tracker<'a>> {
+    Some(Tracker {
+        signer: unsubscribe.signer(),
+        base_url: unsubscribe.base_url()?,
+        message: 0,
+        clicks: workflow.tracking.clicks,
+        opens: workflow.tracking.opens,
+    })
+    .filter(|_| workflow.tracking.any())
 }
 
 fn matches_enrollment(workflow: &Workflow, lead: &Lead, now: DateTime<Utc>) -> bool {

@@ -272,7 +272,14 @@ fn describe(happening: &Happening) -> String {
         Some(Input::Became(temperature)) => {
             format!("runs the `when lead becomes {temperature}` handler for {scope}")
         }
-        Some(Input::Due | Input::Click | Input::LeadChanged) | None => format!(
+        Some(
+            Input::Due
+            | Input::Click { .. }
+            | Input::Open { .. }
+            | Input::Did { .. }
+            | Input::LeadChanged,
+        )
+        | None => format!(
             "journaled (“{}”); no handler runs",
             happening.note.as_deref().unwrap_or("received")
         ),

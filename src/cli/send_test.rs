@@ -130,7 +130,9 @@ fn test_email(
     unsubscribe: &Unsubscribe,
 ) -> Result<OutboxEmail, String> {
     let now = Utc::now();
-    let mut email = personalize(
+    // Untracked: a test send is no message of a lead, so its links go straight to their
+    // targets.
+    let (mut email, _) = personalize(
         &project.templates,
         workflow,
         lead,
@@ -139,6 +141,7 @@ fn test_email(
         now,
         unsubscribe,
         to,
+        None,
     )?;
     email.to = Mailbox {
         name: None,

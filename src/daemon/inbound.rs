@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::correlate;
+use super::engage::{self, Engagement};
 use super::intake::{self, DoorRequest, Reply};
 use super::pipeline::Pipeline;
 use super::scheduler::{Happening, Receipt};
@@ -63,6 +64,12 @@ pub enum Request {
     Door {
         request: DoorRequest,
         answer: oneshot::Sender<Result<Reply, String>>,
+    },
+    /// An open or a click through a tracked email: applied with every other one pending, in
+    /// one transaction and one flush ([`engage`]).
+    Engage {
+        engagement: Engagement,
+        answer: oneshot::Sender<engage::Answer>,
     },
     /// A store command from the control socket ([`crate::control`]), or one chunk of an
     /// import: run in the loop so that what it reads and what it writes see no other change
@@ -127,6 +134,13 @@ impl Inbound {
             .await
     }
 
+    /// Hands an open or a click to the work loop; the answer (the link's target) comes once
+    /// it is durable.
+    pub async fn engage(&self, engagement: Engagement) -> engage::Answer {
+        self.ask(|answer| Request::Engage { engagement, answer })
+            .await
+    }
+
     /// Hands a door's request to the work loop; the reply comes once it is durable.
     pub async fn door(&self, request: DoorRequest) -> Result<Reply, String> {
         self.ask(|answer| Request::Door { request, answer }).await
@@ -170,17 +184,49 @@ pub async fn answer_all(
     cx: &Context<'_>,
 ) -> Result<(), StoreError> {
     let mut doors = Vec::new();
+    let mut engagements = Vec::new();
     for request in requests {
         match request {
             Request::Door { request, answer } => doors.push((request, answer)),
+            Request::Engage { engagement, answer } => engagements.push((engagement, answer)),
             other => answer(other, pipeline, cx).await?,
         }
+    }
+    if !engagements.is_empty() {
+        engage::answer_group(engagements, pipeline, cx).await?;
     }
     if doors.is_empty() {
         return Ok(());
     }
+    // What leads did elsewhere (`POST /v1/leads/{email}/events`) reaches their sequences too:
+    // `if lead did …` and `wait until lead did …` (journaled by the door group itself).
+    let did: Vec<Happening> = doors
+        .iter()
+        .filter_map(|(request, _)| match &request.door {
+            intake::Door::Event {
+                email, name, at, ..
+            } => Some(Happening {
+                lead: email.clone(),
+                workflow: None,
+                input: Some(Input::Did {
+                    event: name.clone(),
+                    at: at.unwrap_or(cx.now),
+                }),
+                suppress: None,
+                note: None,
+                receipt: None,
+            }),
+            _ => None,
+        })
+        .collect();
     let became = tokio::task::block_in_place(|| intake::answer_group(doors, cx))?;
-    run_became(became, pipeline, cx).await
+    run_became(became, pipeline, cx).await?;
+    if did.is_empty() {
+        return Ok(());
+    }
+    pipeline
+        .run_inputs(cx.project, cx.now, &did, Batch::default())
+        .await
 }
 
 /// Runs the `when lead becomes …` handlers a group of door requests called for, each in its
@@ -247,6 +293,9 @@ pub async fn answer(
             let became =
                 tokio::task::block_in_place(|| intake::answer_group(vec![(request, answer)], cx))?;
             run_became(became, pipeline, cx).await
+        }
+        Request::Engage { engagement, answer } => {
+            engage::answer_group(vec![(engagement, answer)], pipeline, cx).await
         }
         Request::Command(job) => {
             // A command's failure is its own (the job answers it), never the daemon's.

@@ -31,11 +31,13 @@
 
 pub mod clock;
 pub mod correlate;
+pub mod engage;
 pub mod enroller;
 pub mod http;
 pub mod inbound;
 pub mod inbox;
 pub mod intake;
+pub mod judge;
 pub mod pipeline;
 pub mod reload;
 pub mod scheduler;
@@ -171,6 +173,14 @@ pub async fn run(
     let unsubscribe = Arc::new(
         Unsubscribe::load(&config.http, &store).map_err(|e| DaemonError::Setup(e.to_string()))?,
     );
+    if unsubscribe.base_url().is_none() {
+        for workflow in project.workflows.iter().filter(|w| w.tracking.any()) {
+            warn!(
+                workflow = %workflow.name,
+                "`track` needs http.base_url, the public address tracked links lead to: this workflow's emails go out untracked, and its conditions on clicks and opens stay false"
+            );
+        }
+    }
     let mut deliverer = webhooks::Deliverer::new(&config.webhooks).map_err(DaemonError::Setup)?;
     // The gauges' depths are counted in the background (O(n)), then kept by every write.
     metrics::get().show_depths(&store);

@@ -19,7 +19,7 @@ use super::throttle::Throttle;
 use super::transport::Transport;
 use super::{scheduler, sender};
 use crate::project::Project;
-use crate::store::{Store, StoreError};
+use crate::store::{Batch, Store, StoreError};
 use crate::unsubscribe::Unsubscribe;
 
 pub struct Pipeline {
@@ -118,6 +118,33 @@ impl Pipeline {
             self.launch(planned, now).await?;
         }
         Ok(Some(ran))
+    }
+
+    /// Runs several happenings and `journal` in one transaction and one flush (clicks and
+    /// opens: [`super::engage`]); emails they planned leave in the background.
+    pub async fn run_inputs(
+        &mut self,
+        project: &Project,
+        now: DateTime<Utc>,
+        happenings: &[Happening],
+        journal: Batch,
+    ) -> Result<(), StoreError> {
+        let planned = tokio::task::block_in_place(|| {
+            scheduler::run_inputs(
+                &self.store,
+                project,
+                now,
+                &mut self.throttle,
+                &self.unsubscribe,
+                happenings,
+                journal,
+            )
+        })?;
+        self.store.flush()?;
+        if !planned.emails.is_empty() {
+            self.launch(planned, now).await?;
+        }
+        Ok(())
     }
 
     /// Hands a committed batch's emails to the transport, after the previous batch's.

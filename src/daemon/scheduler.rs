@@ -14,14 +14,16 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use tracing::{debug, warn};
 
+use super::engage;
 use super::pipeline::contain_panic;
 use super::throttle::Throttle;
 use crate::engine::{self, Effect, Enrollment, ExitReason, Input, Status};
-use crate::lead::{Lead, Suppression, SuppressionReason};
+use crate::lead::{Lead, Suppression, SuppressionReason, email_key};
 use crate::mail::RenderedBody;
 use crate::mail::compose::{
     OutgoingEmail, domain_of, new_message_id, sequenced_message_id, to_eml,
 };
+use crate::mail::links::{TrackedLink, Tracker};
 use crate::mail::personalize::personalize;
 use crate::project::Project;
 use crate::scoring::{Signal, Temperature};
@@ -99,6 +101,7 @@ pub fn run_due(
         batch.enrollments.extend(part_batch.enrollments);
         batch.events.extend(part_batch.events);
         batch.messages.extend(part_batch.messages);
+        batch.meta_put.extend(part_batch.meta_put);
         emails.extend(part_emails);
     }
     commit(store, batch, emails, throttle, now, due.len())
@@ -271,6 +274,74 @@ pub fn run_input(
     commit(store, batch, emails, throttle, now, ran).map(Some)
 }
 
+/// Runs several happenings in one batch and one transaction, with `journal` (what arrived,
+/// already journaled by the caller: the engine's own "received" lines are left out). Clicks
+/// and opens arrive many at a time ([`super::engage`]). Two happenings for one enrollment see
+/// each other: the second runs on what the first left. A happening without a workflow runs for
+/// every active enrollment of its lead.
+pub fn run_inputs(
+    store: &Store,
+    project: &Project,
+    now: DateTime<Utc>,
+    throttle: &mut Throttle,
+    unsubscribe: &Unsubscribe,
+    happenings: &[Happening],
+    journal: Batch,
+) -> Result<Planned, StoreError> {
+    let mut work = Work::new(store, project, unsubscribe, now, None);
+    work.batch = journal;
+    work.quiet = true;
+    let mut ran = 0;
+    for happening in happenings {
+        let Some(input) = &happening.input else {
+            continue;
+        };
+        // A person's open or click is worth points (`scoring { +5 on open }`); a temperature
+        // it changes runs `when lead becomes …` in the same transaction, as a reply's does.
+        // (Machines' never reach here: `engage` journals them and runs nothing.)
+        let became = match input {
+            Input::Click { .. } => work.score(&happening.lead, &Signal::Click)?,
+            Input::Open { .. } => work.score(&happening.lead, &Signal::Open)?,
+            _ => None,
+        };
+        let Some(lead) = work.lead(&happening.lead)? else {
+            continue;
+        };
+        // The named workflow's enrollment, whatever its state; else every active one.
+        let names: Vec<String> = match &happening.workflow {
+            Some(name) => vec![name.clone()],
+            None => store
+                .enrollments_of(&lead.email)?
+                .into_iter()
+                .filter(Enrollment::is_active)
+                .map(|enrollment| enrollment.workflow)
+                .collect(),
+        };
+        for name in names {
+            let Some(workflow) = project.workflow(&name) else {
+                continue;
+            };
+            let planned =
+                work.batch.enrollments.iter().rposition(|e| {
+                    e.workflow == name && email_key(&e.lead) == email_key(&lead.email)
+                });
+            let enrollment = match planned {
+                Some(at) => Some(work.batch.enrollments.remove(at)),
+                None => store.enrollment(&name, &lead.email)?,
+            };
+            if let Some(enrollment) = enrollment {
+                work.advance(workflow, enrollment, input)?;
+                ran += 1;
+            }
+        }
+        if let Some(temperature) = became {
+            ran += work.became(&happening.lead, temperature)?;
+        }
+    }
+    let (batch, emails) = work.finish();
+    commit(store, batch, emails, throttle, now, ran)
+}
+
 /// Which thread plans a lead's enrollments.
 fn shard(email: &str, threads: usize) -> usize {
     let hash = email.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -311,6 +382,8 @@ struct Work<'a> {
     emails: Vec<OutboxEmail>,
     /// What arrived, when the batch runs a handler for an inbound mail.
     note: Option<&'a str>,
+    /// The caller journals what arrived itself: the engine's "received" lines are left out.
+    quiet: bool,
 }
 
 impl<'a> Work<'a> {
@@ -330,6 +403,7 @@ impl<'a> Work<'a> {
             leads: HashMap::new(),
             emails: Vec::new(),
             note,
+            quiet: false,
         }
     }
 
@@ -572,6 +646,7 @@ impl<'a> Work<'a> {
         let mut failed: Option<Failed> = None;
         for effect in effects {
             let kind = match effect {
+                Effect::Received { .. } if self.quiet => continue,
                 Effect::Received { what } => EventKind::Received {
                     what: self.note.unwrap_or(what).to_owned(),
                 },
@@ -580,6 +655,19 @@ impl<'a> Work<'a> {
                         failed.unsent.push(planned.template.clone());
                         continue;
                     }
+                    // Numbered before rendering: a tracked email's links name it by number.
+                    let sequence = self.store.new_id()?;
+                    let tracker = self
+                        .unsubscribe
+                        .base_url()
+                        .filter(|_| workflow.tracking.any())
+                        .map(|base_url| Tracker {
+                            signer: self.unsubscribe.signer(),
+                            base_url,
+                            message: sequence,
+                            clicks: workflow.tracking.clicks,
+                            opens: workflow.tracking.opens,
+                        });
                     // The lead as it is at this send: a `tag` before it is visible to it. A
                     // panic while rendering fails this email only, not the daemon.
                     let rendered = contain_panic(|| {
@@ -592,13 +680,18 @@ impl<'a> Work<'a> {
                             now,
                             self.unsubscribe,
                             &after.email,
+                            tracker.as_ref(),
                         )
                     })
                     .and_then(|rendered| {
                         rendered.map_err(|error| format!("cannot render: {error}"))
                     });
                     let failure = match rendered {
-                        Ok(outgoing) => self.queue(workflow, &email, &planned.step, outgoing)?,
+                        Ok((outgoing, links)) => {
+                            let tracked = tracker.is_some().then_some(links);
+                            let step = &planned.step;
+                            self.queue(workflow, &email, step, outgoing, sequence, tracked)?
+                        }
                         Err(error) => {
                             warn!(workflow = %workflow.name, lead = %email, step = %planned.step, %error, "cannot render");
                             let domain = domain_of(&workflow.from.address);
@@ -608,10 +701,8 @@ impl<'a> Work<'a> {
                                 planned.step,
                                 slot.timestamp()
                             );
-                            let id = sequenced_message_id(
-                                &new_message_id(domain, &unique),
-                                self.store.new_id()?,
-                            );
+                            let id =
+                                sequenced_message_id(&new_message_id(domain, &unique), sequence);
                             Some(self.failed(
                                 workflow,
                                 &email,
@@ -717,18 +808,21 @@ impl<'a> Work<'a> {
         }
     }
 
-    /// Plans `outgoing` for sending, numbered in the store's sequence (see
-    /// [`sequenced_message_id`]). Returns the journal line of a failure, if it cannot be sent.
-    /// A slot planned twice (a DST double fire, a restart) is no concern here: the engine does
-    /// nothing for an enrollment that is not due.
+    /// Plans `outgoing` for sending, numbered `sequence` in the store's sequence (see
+    /// [`sequenced_message_id`]); a tracked email's links (`tracked`) are kept with it in the
+    /// same transaction ([`engage::Tracked`]). Returns the journal line of a failure, if it
+    /// cannot be sent. A slot planned twice (a DST double fire, a restart) is no concern here:
+    /// the engine does nothing for an enrollment that is not due.
     fn queue(
         &mut self,
         workflow: &Workflow,
         lead: &str,
         step: &str,
         mut outgoing: OutgoingEmail,
+        sequence: u64,
+        tracked: Option<Vec<TrackedLink>>,
     ) -> Result<Option<EventKind>, StoreError> {
-        outgoing.message_id = sequenced_message_id(&outgoing.message_id, self.store.new_id()?);
+        outgoing.message_id = sequenced_message_id(&outgoing.message_id, sequence);
         let composed = contain_panic(|| to_eml(&outgoing))
             .and_then(|eml| eml.map_err(|error| format!("cannot compose the email: {error}")));
         let eml = match composed {
@@ -741,6 +835,17 @@ impl<'a> Work<'a> {
                 ));
             }
         };
+        if let Some(links) = tracked {
+            let record = engage::Tracked {
+                message_id: outgoing.message_id.clone(),
+                workflow: workflow.name.clone(),
+                lead: lead.to_string(),
+                step: step.to_string(),
+                planned_at: self.now,
+                links,
+            };
+            self.batch.meta_put.push(record.entry(sequence));
+        }
         self.emails.push(OutboxEmail {
             message_id: outgoing.message_id.clone(),
             workflow: workflow.name.clone(),
@@ -768,7 +873,8 @@ impl<'a> Work<'a> {
         let to = mailbox_from_display(to);
         let outgoing = notification(workflow, lead, &to, reason, self.note, self.now);
         let step = format!("notify {}", to.address);
-        if let Some(kind) = self.queue(workflow, &lead.email, &step, outgoing)? {
+        let sequence = self.store.new_id()?;
+        if let Some(kind) = self.queue(workflow, &lead.email, &step, outgoing, sequence, None)? {
             self.batch
                 .event(&lead.email, self.now, Some(&workflow.name), kind);
         }

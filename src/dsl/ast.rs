@@ -88,6 +88,8 @@ pub enum SettingKind {
     Owner(Spanned<String>),
     Timezone(Spanned<String>),
     Window(WindowAst),
+    /// `track clicks and opens`: the words as written.
+    Track(Vec<Spanned<String>>),
     /// `scoring { … }`: its lines in order.
     Scoring(Vec<ScoringItemAst>),
 }
@@ -132,6 +134,7 @@ impl SettingKind {
             SettingKind::Owner(_) => "owner",
             SettingKind::Timezone(_) => "timezone",
             SettingKind::Window(_) => "send on",
+            SettingKind::Track(_) => "track",
             SettingKind::Scoring(_) => "scoring",
         }
     }
@@ -265,6 +268,31 @@ pub enum WaitAst {
     Cron(Spanned<String>),
     /// `wait until lead.trial_ends - 2 days`.
     UntilDate(DateExprAst),
+    /// `wait until lead clicked "offer" or 3 days`.
+    UntilAction {
+        action: ActionAst,
+        count: Spanned<String>,
+        unit: Spanned<String>,
+    },
+}
+
+/// Something a lead does, as written: `clicked "offer"`, `opened "welcome"`,
+/// `did "visited-pricing" within 7 days`.
+#[derive(Debug, Clone)]
+pub enum ActionAst {
+    /// `clicked`: any tracked link of this workflow (its span).
+    Clicked(Span),
+    /// `clicked "STEP"`: a link of that step's email.
+    ClickedStep(Spanned<String>),
+    /// `clicked link "NAME"`.
+    ClickedLink(Spanned<String>),
+    /// `opened "STEP"`.
+    Opened(Spanned<String>),
+    /// `did "EVENT"`, optionally `within N UNIT` (count and unit as written).
+    Did {
+        event: Spanned<String>,
+        within: Option<(Spanned<String>, Spanned<String>)>,
+    },
 }
 
 /// A date as written: `now + 7 days`, `lead.trial_ends - 2 days`.
@@ -333,7 +361,7 @@ pub enum CondKind {
     },
     Replied,
     AutoReplied,
-    Clicked,
+    Action(ActionAst),
     Sent(Spanned<String>),
 }
 
@@ -383,12 +411,14 @@ pub enum Event {
     AutoReply,
     Bounce,
     Unsubscribe,
+    /// A person (not a machine) clicked a tracked link of this workflow.
+    Click,
     /// `when lead becomes hot`.
     Became(crate::scoring::Temperature),
 }
 
 impl Event {
-    pub const NAMES: [&'static str; 4] = ["reply", "auto-reply", "bounce", "unsubscribe"];
+    pub const NAMES: [&'static str; 5] = ["reply", "auto-reply", "bounce", "unsubscribe", "click"];
 
     pub fn parse(name: &str) -> Option<Event> {
         match name {
@@ -396,6 +426,7 @@ impl Event {
             "auto-reply" => Some(Event::AutoReply),
             "bounce" => Some(Event::Bounce),
             "unsubscribe" => Some(Event::Unsubscribe),
+            "click" => Some(Event::Click),
             other => other
                 .strip_prefix(BECOMES)
                 .and_then(crate::scoring::Temperature::parse)

@@ -19,8 +19,8 @@ use crate::lead::{BUILT_IN_FIELDS, Lead, Stage, Value};
 use crate::scoring::{Rule, Scoring, SignalKind, Temperature};
 use crate::workflow::{
     Action, CompareOp, Condition, CronSlot, DateBase, DateExpr, DateShift, Engagement, Goal,
-    Handlers, Instr, Mailbox, NotifyTarget, Send, SendWindow, Step, Wait, WaitLength, Weekdays,
-    WindowZone, Workflow,
+    Handlers, Instr, Mailbox, NotifyTarget, Send, SendWindow, Step, Tracking, Wait, WaitLength,
+    Weekdays, WindowZone, Workflow,
 };
 
 use super::Context;
@@ -71,6 +71,8 @@ pub fn compile(
         cx,
         diagnostics: Vec::new(),
         steps: BTreeMap::new(),
+        sending: Vec::new(),
+        tracking: Tracking::default(),
         dates: date_fields(ast),
     };
     for (index, step) in ast.steps().enumerate() {
@@ -78,6 +80,13 @@ pub fn compile(
             .steps
             .entry(step.name.value.as_str())
             .or_insert(index);
+        let mut sends = false;
+        for_each_stmt(&step.body, &mut |stmt, _| {
+            sends |= matches!(stmt.kind, StmtKind::Send { .. });
+        });
+        if sends {
+            compiler.sending.push(step.name.value.as_str());
+        }
     }
     let workflow = compiler.workflow(ast, version);
     (workflow, compiler.diagnostics)
@@ -88,6 +97,10 @@ struct Compiler<'a> {
     diagnostics: Vec<Diagnostic>,
     /// Step name → index (the first, when a name is used twice: validation reports that).
     steps: BTreeMap<&'a str, usize>,
+    /// The steps that send an email (what `opened "STEP"` and `clicked "STEP"` may name).
+    sending: Vec<&'a str>,
+    /// `track …`, read before anything else: conditions on clicks and opens need it.
+    tracking: Tracking,
     /// Custom fields the file uses as dates → where and how often (see [`date_fields`]).
     dates: BTreeMap<String, DateUses>,
 }
@@ -115,6 +128,11 @@ impl<'a> Compiler<'a> {
     }
 
     fn workflow(&mut self, ast: &'a WorkflowAst, version: String) -> Option<Workflow> {
+        for setting in ast.settings() {
+            if let SettingKind::Track(words) = &setting.kind {
+                self.track(words);
+            }
+        }
         let mut header = Header::default();
         let mut seen: Vec<&str> = Vec::new();
         for setting in ast.settings() {
@@ -139,6 +157,7 @@ impl<'a> Compiler<'a> {
             auto_reply: Vec::new(),
             bounce: vec![Instr::Exit],
             unsubscribe: vec![Instr::Exit],
+            click: Vec::new(),
             became: Vec::new(),
         };
         if header.owner.is_some() {
@@ -168,6 +187,7 @@ impl<'a> Compiler<'a> {
                 Event::AutoReply => &mut handlers.auto_reply,
                 Event::Bounce => &mut handlers.bounce,
                 Event::Unsubscribe => &mut handlers.unsubscribe,
+                Event::Click => &mut handlers.click,
             } = code;
         }
 
@@ -200,6 +220,7 @@ impl<'a> Compiler<'a> {
             timezone: header.timezone.unwrap_or(Tz::UTC),
             window: header.window,
             handlers,
+            tracking: self.tracking,
             steps,
             defines_scoring: header.scoring.is_some(),
             scoring: Arc::new(header.scoring.unwrap_or_default()),
@@ -230,7 +251,32 @@ impl<'a> Compiler<'a> {
             SettingKind::Owner(text) => header.owner = self.mailbox(text, "owner"),
             SettingKind::Timezone(zone) => header.timezone = self.timezone(zone),
             SettingKind::Window(window) => header.window = self.window(window),
+            // Read first, by `track`.
+            SettingKind::Track(_) => {}
             SettingKind::Scoring(items) => header.scoring = Some(self.scoring(items)),
+        }
+    }
+
+    /// `track clicks and opens`.
+    fn track(&mut self, words: &[Spanned<String>]) {
+        for word in words {
+            match word.value.as_str() {
+                "clicks" => self.tracking.clicks = true,
+                "opens" => self.tracking.opens = true,
+                other => {
+                    let hint = match did_you_mean(other, ["clicks", "opens"]) {
+                        Some(name) => format!("did you mean `{name}`?"),
+                        None => "write `track clicks`, `track opens` or `track clicks and opens`"
+                            .to_string(),
+                    };
+                    self.push(
+                        self.cx
+                            .error(format!("cannot track `{other}`"), word.span.clone())
+                            .with_label("not `clicks` or `opens`")
+                            .with_hint(hint),
+                    );
+                }
+            }
         }
     }
 
@@ -608,6 +654,46 @@ impl<'a> Compiler<'a> {
                 Some(Wait::UntilWeekday { days: days?, time })
             }
             WaitAst::Cron(cron) => self.cron(cron).map(Wait::UntilCron),
+            WaitAst::UntilAction {
+                action,
+                count,
+                unit,
+            } => {
+                let action = self.action(action);
+                let timeout = self.time_limit(count, unit);
+                Some(Wait::UntilAction {
+                    action: action?,
+                    timeout: timeout?,
+                })
+            }
+        }
+    }
+
+    /// `7 days` after `within` or `or`: a plain length of time (business days count on a
+    /// calendar, which a deadline does not need).
+    fn time_limit(
+        &mut self,
+        count: &Spanned<String>,
+        unit: &Spanned<String>,
+    ) -> Option<WaitLength> {
+        let wait = WaitAst::For {
+            count: count.clone(),
+            unit: unit.clone(),
+        };
+        match self.wait(&wait)? {
+            Wait::For(length) => Some(length),
+            _ => {
+                self.push(
+                    self.cx
+                        .error(
+                            "a time limit is not counted in business days",
+                            unit.span.clone(),
+                        )
+                        .with_label("business days")
+                        .with_hint("write it in `minutes`, `hours`, `days` or `weeks`"),
+                );
+                None
+            }
         }
     }
 
@@ -662,6 +748,115 @@ impl<'a> Compiler<'a> {
             }
         };
         number.map(length)
+    }
+
+    /// What a lead did, resolved: steps must exist and send an email, and what it asks about
+    /// must be tracked.
+    fn action(&mut self, action: &ActionAst) -> Option<Engagement> {
+        match action {
+            ActionAst::Clicked(span) => {
+                self.tracked(self.tracking.clicks, "clicks", span)?;
+                Some(Engagement::Clicked)
+            }
+            ActionAst::ClickedStep(step) => {
+                // Both checked, so both mistakes are reported at once.
+                let tracked = self.tracked(self.tracking.clicks, "clicks", &step.span);
+                let step = self.sending_step(step, "clicked");
+                tracked?;
+                Some(Engagement::ClickedStep(step?))
+            }
+            ActionAst::ClickedLink(name) => {
+                let tracked = self.tracked(self.tracking.clicks, "clicks", &name.span);
+                if !is_link_name(&name.value) {
+                    self.push(
+                        self.cx
+                            .error(
+                                format!("`{}` is not a link name", name.value),
+                                name.span.clone(),
+                            )
+                            .with_label("letters, digits, `-` and `_` only")
+                            .with_hint(
+                                "name the link in its template the same way: \
+                                 `{{link \"pricing\" \"https://…\"}}`",
+                            ),
+                    );
+                    return None;
+                }
+                tracked?;
+                Some(Engagement::ClickedLink(name.value.clone()))
+            }
+            ActionAst::Opened(step) => {
+                let tracked = self.tracked(self.tracking.opens, "opens", &step.span);
+                let step = self.sending_step(step, "opened");
+                tracked?;
+                Some(Engagement::Opened(step?))
+            }
+            ActionAst::Did { event, within } => {
+                let within = within
+                    .as_ref()
+                    .map(|(count, unit)| self.time_limit(count, unit));
+                if event.value.trim().is_empty() {
+                    self.push(
+                        self.cx
+                            .error("an event has a name", event.span.clone())
+                            .with_label("empty")
+                            .with_hint(
+                                "the name the API reported it under: `did \"visited-pricing\"`",
+                            ),
+                    );
+                    return None;
+                }
+                let within = match within {
+                    Some(length) => Some(length?),
+                    None => None,
+                };
+                Some(Engagement::Did {
+                    event: event.value.clone(),
+                    within,
+                })
+            }
+        }
+    }
+
+    /// Refuses a condition on clicks or opens that nothing records in this workflow.
+    fn tracked(&mut self, on: bool, what: &str, span: &Span) -> Option<()> {
+        if on {
+            return Some(());
+        }
+        self.push(
+            self.cx
+                .error(format!("this workflow does not track {what}"), span.clone())
+                .with_label(format!("no {what} are ever recorded for it"))
+                .with_hint(format!("add `track {what}` to the workflow's settings")),
+        );
+        None
+    }
+
+    /// A step that sends an email, for `opened "STEP"` and `clicked "STEP"`.
+    fn sending_step(&mut self, step: &Spanned<String>, verb: &str) -> Option<String> {
+        if self.sending.contains(&step.value.as_str()) {
+            return Some(step.value.clone());
+        }
+        let diagnostic = if self.steps.contains_key(step.value.as_str()) {
+            self.cx
+                .error(
+                    format!("step `{}` sends no email", step.value),
+                    step.span.clone(),
+                )
+                .with_label(format!("nothing in it can be {verb}"))
+                .with_hint("name the step whose `send` you mean")
+        } else {
+            let hint = match did_you_mean(&step.value, self.sending.iter().copied()) {
+                Some(name) => format!("did you mean `{name}`?"),
+                None => format!("`{verb} \"STEP\"` names a step of this workflow that sends"),
+            };
+            self.cx
+                .error(format!("no step named `{}`", step.value), step.span.clone())
+                .with_label("unknown step")
+                .with_hint(hint)
+        };
+        self.push(diagnostic);
+        None
     }
 
     fn score(&mut self, change: &Spanned<String>) -> Option<i64> {
@@ -898,7 +1093,7 @@ impl<'a> Compiler<'a> {
             }),
             CondKind::Replied => Some(Condition::Engaged(Engagement::Replied)),
             CondKind::AutoReplied => Some(Condition::Engaged(Engagement::AutoReplied)),
-            CondKind::Clicked => Some(Condition::Engaged(Engagement::Clicked)),
+            CondKind::Action(action) => self.action(action).map(Condition::Engaged),
             CondKind::Sent(template) => {
                 Some(Condition::Engaged(Engagement::Sent(template.value.clone())))
             }
@@ -1551,6 +1746,11 @@ fn one_line(reason: &str) -> String {
             format!("{clause}: {detail}")
         }
     }
+}
+
+/// A link name: what `{{link "NAME" …}}` accepts (see `crate::mail::links`).
+fn is_link_name(name: &str) -> bool {
+    crate::mail::links::is_link_name(name)
 }
 
 fn union(a: Weekdays, b: Weekdays) -> Weekdays {

@@ -139,6 +139,10 @@ fn setting(pair: Pair<'_, Rule>) -> Setting {
             SettingKind::Window(window(&inner)),
             head_span(&inner, Rule::kw_on),
         ),
+        Rule::track => (
+            SettingKind::Track(children(&inner, Rule::track_word).map(word).collect()),
+            head_span(&inner, Rule::kw_track),
+        ),
         Rule::scoring => (
             SettingKind::Scoring(
                 children(&inner, Rule::scoring_item)
@@ -292,6 +296,13 @@ fn statement(pair: Pair<'_, Rule>) -> Stmt {
 }
 
 fn wait(pair: &Pair<'_, Rule>) -> WaitAst {
+    if let Some(until) = find(pair, Rule::wait_until_action) {
+        return WaitAst::UntilAction {
+            action: action(child(&until, Rule::action)),
+            count: word(child(&until, Rule::count)),
+            unit: word(child(&until, Rule::unit)),
+        };
+    }
     if let Some(cron) = find(pair, Rule::wait_until_cron) {
         return WaitAst::Cron(text(child(&cron, Rule::cron_text)));
     }
@@ -451,9 +462,32 @@ fn engagement(pair: Pair<'_, Rule>) -> CondAst {
     } else if find(&pair, Rule::kw_auto_replied).is_some() {
         CondKind::AutoReplied
     } else {
-        CondKind::Clicked
+        CondKind::Action(action(child(&pair, Rule::action)))
     };
     CondAst { kind, span }
+}
+
+fn action(pair: Pair<'_, Rule>) -> ActionAst {
+    if let Some(event) = find(&pair, Rule::event_ref) {
+        let within = find(&pair, Rule::within).map(|within| {
+            (
+                word(child(&within, Rule::count)),
+                word(child(&within, Rule::unit)),
+            )
+        });
+        return ActionAst::Did {
+            event: text(event),
+            within,
+        };
+    }
+    if let Some(link) = find(&pair, Rule::link_name) {
+        return ActionAst::ClickedLink(text(link));
+    }
+    match find(&pair, Rule::step_ref) {
+        Some(step) if find(&pair, Rule::kw_opened).is_some() => ActionAst::Opened(text(step)),
+        Some(step) => ActionAst::ClickedStep(text(step)),
+        None => ActionAst::Clicked(span(&pair)),
+    }
 }
 
 /// `now + 7 days`, `lead.trial_ends - 2 days`.

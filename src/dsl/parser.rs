@@ -196,14 +196,23 @@ fn keywords(rule: Rule) -> Vec<&'static str> {
     match rule {
         Rule::setting => vec![
             "enroll", "exit", "allow", "every", "from", "reply", "owner", "timezone", "send",
-            "scoring",
+            "track", "scoring",
         ],
         Rule::statement => vec![
             "send", "wait", "if", "set", "tag", "untag", "score", "promote", "notify", "goto",
             "exit", "continue", "pause",
         ],
         Rule::not_expr | Rule::engagement => {
-            vec!["not", "lead", "replied", "auto-replied", "clicked", "sent"]
+            vec![
+                "not",
+                "lead",
+                "replied",
+                "auto-replied",
+                "clicked",
+                "opened",
+                "did",
+                "sent",
+            ]
         }
         // A single keyword: the text between the backticks of its human name.
         _ => {
@@ -285,6 +294,19 @@ pub fn describe(rule: Rule) -> &'static str {
         Rule::kw_auto_replied => "`auto-replied`",
         Rule::kw_clicked => "`clicked`",
         Rule::kw_sent => "`sent`",
+        Rule::kw_track => "`track`",
+        Rule::kw_opened => "`opened`",
+        Rule::kw_link => "`link`",
+        Rule::kw_did => "`did`",
+        Rule::kw_within => "`within`",
+        Rule::track => "`track`",
+        Rule::track_word => "`clicks` or `opens`",
+        Rule::action => "`clicked`, `opened \"STEP\"` or `did \"EVENT\"`",
+        Rule::step_ref => "a step name in quotes",
+        Rule::link_name => "a link name in quotes",
+        Rule::event_ref => "an event name in quotes",
+        Rule::within => "`within`",
+        Rule::wait_until_action => "`until lead …`",
         Rule::kw_now => "`now`",
         Rule::kw_expires => "`expires`",
         Rule::kw_scoring => "`scoring`",
@@ -331,7 +353,7 @@ pub fn describe(rule: Rule) -> &'static str {
         Rule::day_range => "a weekday or a range such as `Mon-Fri`",
         Rule::day_word => "a weekday",
         Rule::handler => "`on`",
-        Rule::event_name => "an event (`reply`, `auto-reply`, `bounce` or `unsubscribe`)",
+        Rule::event_name => "an event (`reply`, `auto-reply`, `bounce`, `unsubscribe` or `click`)",
         Rule::step => "`step`",
         Rule::block => "a block in braces",
         Rule::statement => "a statement (`send`, `wait`, `if`, `goto`, an action…)",
@@ -369,7 +391,9 @@ pub fn describe(rule: Rule) -> &'static str {
         Rule::in_list => "`in [ … ]`",
         Rule::has_tag => "`has`",
         Rule::value => "a value (text in quotes, a number, or a date such as `now`)",
-        Rule::engagement => "`replied`, `auto-replied`, `clicked` or `sent \"TEMPLATE\"`",
+        Rule::engagement => {
+            "`replied`, `auto-replied`, `clicked`, `opened`, `did` or `sent \"TEMPLATE\"`"
+        }
     }
 }
 

@@ -93,8 +93,21 @@ pub fn wait_end(wait: &Wait, zone: Tz, now: DateTime<Utc>) -> DateTime<Utc> {
                 .unwrap_or(now)
         }
         Wait::UntilCron(slot) => slot.next_after(&now.with_timezone(&zone)).unwrap_or(now),
+        // The time limit; the action itself wakes the enrollment earlier (`engine::run`).
+        Wait::UntilAction { timeout, .. } => wait_end(&Wait::For(*timeout), zone, now),
         // It depends on the lead's data: the interpreter works it out (`run.rs`).
         Wait::UntilDate(_) => now,
+    }
+}
+
+/// A length as elapsed time, for "within 7 days" (a day is 24 hours here: a look back needs
+/// no calendar).
+pub fn length(length: &WaitLength) -> Duration {
+    match *length {
+        WaitLength::Minutes(n) => Duration::minutes(i64::from(n)),
+        WaitLength::Hours(n) => Duration::hours(i64::from(n)),
+        WaitLength::Days(n) => Duration::days(i64::from(n)),
+        WaitLength::Weeks(n) => Duration::weeks(i64::from(n)),
     }
 }
 

@@ -18,6 +18,7 @@ use crate::lead::{Lead, Value};
 use crate::scoring::Scoring;
 use crate::workflow::{CompareOp, Condition, DateBase, DateExpr, Engagement};
 
+use super::calendar;
 use super::state::Facts;
 
 /// One value a condition read: `lead.score` = `12`.
@@ -101,22 +102,33 @@ pub fn evaluate(
             set != *negated
         }
         Condition::Engaged(fact) => {
-            let (what, result) = match fact {
-                Engagement::Replied => ("replied".to_string(), facts.replied),
-                Engagement::AutoReplied => ("auto-replied".to_string(), facts.auto_replied),
-                Engagement::Clicked => ("clicked".to_string(), facts.clicked),
-                Engagement::Sent(template) => (
-                    format!("sent \"{template}\""),
-                    facts.sent.iter().any(|t| t == template),
-                ),
-            };
+            let result = engaged(fact, facts, clock.now);
             observe(
                 observed,
-                &what,
+                &fact.to_string(),
                 if result { "yes" } else { "no" }.to_string(),
             );
             result
         }
+    }
+}
+
+/// Whether the enrollment has seen `fact` by `now` (clicks and opens are people's, never
+/// machines': the daemon does not report those to the engine).
+pub fn engaged(fact: &Engagement, facts: &Facts, now: DateTime<Utc>) -> bool {
+    let has = |list: &[String], name: &str| list.iter().any(|item| item == name);
+    match fact {
+        Engagement::Replied => facts.replied,
+        Engagement::AutoReplied => facts.auto_replied,
+        Engagement::Clicked => facts.clicked,
+        Engagement::ClickedStep(step) => has(&facts.clicked_steps, step),
+        Engagement::ClickedLink(name) => has(&facts.clicked_links, name),
+        Engagement::Opened(step) => has(&facts.opened, step),
+        Engagement::Did { event, within } => facts.did.iter().any(|(name, at)| {
+            name == event
+                && within.is_none_or(|length| *at >= now - calendar::length(&length) && *at <= now)
+        }),
+        Engagement::Sent(template) => has(&facts.sent, template),
     }
 }
 

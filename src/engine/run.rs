@@ -57,8 +57,21 @@ pub enum Input {
         permanent: bool,
     },
     Unsubscribe,
-    /// A tracked link was clicked.
-    Click,
+    /// A person (not a machine) clicked a tracked link of this workflow's email of `step`;
+    /// `link`: the link's name, when it has one.
+    Click {
+        step: String,
+        link: Option<String>,
+    },
+    /// A person (not a machine) opened this workflow's email of `step`.
+    Open {
+        step: String,
+    },
+    /// The lead did `event` (reported through the API) at `at`.
+    Did {
+        event: String,
+        at: DateTime<Utc>,
+    },
     /// The lead's temperature changed to this one (`when lead becomes …`).
     Became(Temperature),
     /// The lead's data changed outside this enrollment (an import, an edit by hand, another
@@ -284,9 +297,34 @@ impl Run<'_> {
                 self.run_handler("on unsubscribe", code, ExitReason::Unsubscribed, None);
                 self.exit(ExitReason::Unsubscribed);
             }
-            Input::Click => {
-                self.received("click");
-                self.enrollment.facts.clicked = true;
+            Input::Click { step, link } => {
+                self.received(&match link {
+                    Some(name) => format!("click on link `{name}` of `{step}`"),
+                    None => format!("click on a link of `{step}`"),
+                });
+                let facts = &mut self.enrollment.facts;
+                facts.clicked = true;
+                add_once(&mut facts.clicked_steps, step);
+                if let Some(name) = link {
+                    add_once(&mut facts.clicked_links, name);
+                }
+                let code = &self.workflow.handlers.click;
+                self.run_handler("on click", code, ExitReason::WorkflowExit, None);
+                self.wake_on_action();
+            }
+            Input::Open { step } => {
+                self.received(&format!("open of `{step}`"));
+                add_once(&mut self.enrollment.facts.opened, step);
+                self.wake_on_action();
+            }
+            Input::Did { event, at } => {
+                self.received(&format!("event `{event}`"));
+                let did = &mut self.enrollment.facts.did;
+                match did.iter_mut().find(|(name, _)| name == event) {
+                    Some((_, last)) => *last = (*last).max(*at),
+                    None => did.push((event.clone(), *at)),
+                }
+                self.wake_on_action();
             }
             Input::Became(temperature) => {
                 let Some((_, code)) = self
@@ -304,6 +342,28 @@ impl Run<'_> {
             }
             // The goal check after every input is all there is to do.
             Input::LeadChanged => {}
+        }
+    }
+
+    /// An enrollment waiting at `wait until lead … or …` goes on now if what it waits for has
+    /// happened.
+    fn wake_on_action(&mut self) {
+        if self.finished || !self.enrollment.is_active() {
+            return;
+        }
+        let position = &self.enrollment.position;
+        let waiting_for = self
+            .workflow
+            .step_index(&position.step)
+            .and_then(|index| position.pc.checked_sub(1).map(|pc| (index, pc)))
+            .and_then(|(index, pc)| self.workflow.steps[index].code.get(pc));
+        let Some(Instr::Wait(Wait::UntilAction { action, .. })) = waiting_for else {
+            return;
+        };
+        let pending = self.enrollment.due.is_some_and(|due| due > self.now);
+        if pending && condition::engaged(action, &self.enrollment.facts, self.now) {
+            self.enrollment.due = Some(self.now);
+            self.run_program();
         }
     }
 
@@ -495,6 +555,12 @@ impl Run<'_> {
                         continue;
                     }
                     self.replay = None;
+                    // What it waits for has already happened: no reason to wait.
+                    if let Wait::UntilAction { action, .. } = wait
+                        && condition::engaged(action, &self.enrollment.facts, self.now)
+                    {
+                        continue;
+                    }
                     let until = match wait {
                         // A date that has passed, or that the lead does not have: no wait.
                         Wait::UntilDate(date) => match self.date(date) {
@@ -690,5 +756,13 @@ pub fn describe_wait(wait: &Wait) -> String {
         }
         Wait::UntilCron(slot) => format!("wait until cron \"{slot}\""),
         Wait::UntilDate(date) => format!("wait until {}", date.text),
+        Wait::UntilAction { action, timeout } => format!("wait until lead {action} or {timeout}"),
+    }
+}
+
+/// Adds `item` to `list` unless it is there already.
+fn add_once(list: &mut Vec<String>, item: &str) {
+    if !list.iter().any(|present| present == item) {
+        list.push(item.to_string());
     }
 }

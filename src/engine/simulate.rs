@@ -29,6 +29,12 @@ pub struct Scenario {
     pub auto_reply: Option<(Trigger, Option<NaiveDate>)>,
     pub bounce: Option<Trigger>,
     pub unsubscribe: Option<Trigger>,
+    /// A person clicks a link of each of these steps' emails, one hour after it is sent.
+    pub clicks: Vec<String>,
+    /// A person opens each of these steps' emails, one hour after it is sent.
+    pub opens: Vec<String>,
+    /// The lead does each of these (an event the API would report) this long after the start.
+    pub events: Vec<(String, Duration)>,
 }
 
 /// How long after a step's email a scripted answer arrives.
@@ -89,6 +95,26 @@ pub fn simulate(
     add(&scenario.reply, Input::Reply);
     add(&scenario.bounce, Input::Bounce { permanent: true });
     add(&scenario.unsubscribe, Input::Unsubscribe);
+    for step in &scenario.clicks {
+        let trigger = Trigger::AfterStep(step.clone());
+        let input = Input::Click {
+            step: step.clone(),
+            link: None,
+        };
+        pending.push(Scripted::new(&trigger, input, start));
+    }
+    for step in &scenario.opens {
+        let trigger = Trigger::AfterStep(step.clone());
+        let input = Input::Open { step: step.clone() };
+        pending.push(Scripted::new(&trigger, input, start));
+    }
+    for (event, after) in &scenario.events {
+        let input = Input::Did {
+            event: event.clone(),
+            at: start + *after,
+        };
+        pending.push(Scripted::new(&Trigger::After(*after), input, start));
+    }
     if let Some((trigger, return_date)) = &scenario.auto_reply {
         pending.push(Scripted::new(
             trigger,

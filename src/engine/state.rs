@@ -148,7 +148,21 @@ impl fmt::Display for ExitReason {
 pub struct Facts {
     pub replied: bool,
     pub auto_replied: bool,
+    /// A person (not a machine) clicked a tracked link of this workflow.
     pub clicked: bool,
+    /// The steps whose email a person clicked a link of, once each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clicked_steps: Vec<String>,
+    /// The named links (`{{link "NAME" …}}`) a person clicked, once each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clicked_links: Vec<String>,
+    /// The steps whose email a person opened, once each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub opened: Vec<String>,
+    /// Events the lead did (reported through the API) since it enrolled: each name with the
+    /// last time it happened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub did: Vec<(String, DateTime<Utc>)>,
     /// Templates sent in this enrollment, in order (a template sent twice appears twice).
     pub sent: Vec<String>,
 }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::compose::{OutgoingEmail, domain_of, lead_mailbox, new_message_id};
+use super::links::{self, TrackedLink, Tracker};
 use super::{Templates, context};
 use crate::engine::PlannedEmail;
 use crate::lead::Lead;
@@ -14,6 +15,8 @@ use crate::workflow::Workflow;
 /// workflow, lead, step and template it makes the Message-ID, so planning the same send again
 /// (after a crash, a DST double fire) yields the same Message-ID. `date` is the `Date` header.
 /// The unsubscribe links name `unsubscribe_for`: the lead, or the address of a test send.
+/// With a `tracker`, links are rewritten to report clicks and an image reports opens; the
+/// tracked links come back beside the email (see [`links`]).
 #[allow(clippy::too_many_arguments)]
 pub fn personalize(
     templates: &Templates,
@@ -24,7 +27,8 @@ pub fn personalize(
     date: DateTime<Utc>,
     unsubscribe: &Unsubscribe,
     unsubscribe_for: &str,
-) -> Result<OutgoingEmail, String> {
+    tracker: Option<&Tracker>,
+) -> Result<(OutgoingEmail, Vec<TrackedLink>), String> {
     let links = unsubscribe.links(workflow, unsubscribe_for);
     let context = context(lead, workflow, &planned.step, links.for_templates());
     let subject = templates
@@ -33,6 +37,7 @@ pub fn personalize(
     let body = templates
         .render(&planned.template, &context)
         .map_err(|e| e.to_string())?;
+    let (body, tracked) = links::finish(body, tracker, links.for_templates())?;
     let unique = format!(
         "{}|{}|{}|{}|{}|{}",
         workflow.name,
@@ -42,7 +47,7 @@ pub fn personalize(
         planned.template,
         slot.timestamp()
     );
-    Ok(OutgoingEmail {
+    let email = OutgoingEmail {
         message_id: new_message_id(domain_of(&workflow.from.address), &unique),
         from: workflow.from.clone(),
         reply_to: workflow.reply_to.clone(),
@@ -53,7 +58,8 @@ pub fn personalize(
         list_unsubscribe: links.header_entries(),
         one_click: links.one_click.is_some(),
         extra_headers: workflow_headers(workflow),
-    })
+    };
+    Ok((email, tracked))
 }
 
 /// For `mark as bulk` workflows, the automated-mail markers. Nothing names the workflow or the

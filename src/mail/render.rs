@@ -141,6 +141,7 @@ pub(crate) mod tests {
             timezone: chrono_tz::UTC,
             window: None,
             handlers: Handlers::default(),
+            tracking: Default::default(),
             steps: Vec::new(),
             scoring: Default::default(),
             defines_scoring: false,

@@ -37,9 +37,9 @@ const HTML_SUFFIX: &str = ".html.hbs";
 const TEXT_SUFFIX: &str = ".txt.hbs";
 
 /// Helpers a name-only expression (`{{len}}`) may call; such a name is not a field.
-const HELPERS: [&str; 17] = [
+const HELPERS: [&str; 18] = [
     "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt", "lte",
-    "and", "or", "not", "len",
+    "and", "or", "not", "len", "link",
 ];
 
 /// One template file as read from disk (or given in memory).
@@ -242,7 +242,7 @@ impl Templates {
                             .with_label("unknown helper")
                             .with_hint(match crate::diagnostic::did_you_mean(partial, HELPERS.iter().copied().chain(["default", super::date_helper::NAME])) {
                                 Some(close) => format!("did you mean `{close}`?"),
-                                None => "helpers are `default`, `date`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`".to_string(),
+                                None => "helpers are `default`, `date`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`, `link`".to_string(),
                             }),
                     };
                     diagnostics.push(diagnostic.at(&source.path, &source.text, span));
@@ -531,6 +531,7 @@ fn registry(escape: bool) -> Handlebars<'static> {
         registry.register_escape_fn(handlebars::no_escape);
     }
     registry.register_helper("default", Box::new(DefaultHelper));
+    registry.register_helper(super::links::HELPER, Box::new(super::links::LinkHelper));
     registry.register_helper(
         super::date_helper::NAME,
         Box::new(super::date_helper::DateHelper),
@@ -1266,7 +1267,7 @@ mod tests {
         assert_eq!(
             shown,
             [
-                "templates/t.html.hbs:2:26 no helper named `upper` Some(\"helpers are `default`, `date`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`\")",
+                "templates/t.html.hbs:2:26 no helper named `upper` Some(\"helpers are `default`, `date`, `if`, `unless`, `each`, `with`, `eq`, `ne`, `gt`, `lt`, `and`, `or`, `not`, `len`, `lookup`, `link`\")",
                 "templates/t.txt.hbs:1:3 no helper named `defualt` Some(\"did you mean `default`?\")",
             ]
         );

@@ -136,6 +136,24 @@ pub enum EventKind {
         properties: BTreeMap<String, serde_json::Value>,
         by: String,
     },
+    /// A tracked email was opened (`kind` "open") or one of its links clicked ("click"), judged
+    /// as it arrived: by a person, or by a machine (`machine`: why it was taken for one; an
+    /// image proxy, a link scanner). Neither the address nor the user agent it came from is
+    /// kept.
+    Engaged {
+        kind: String,
+        message_id: String,
+        step: String,
+        /// A click's link: its number in the email, its target and its name, if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        machine: Option<String>,
+    },
     /// A scoring rule moved the lead's score (`signal`: `reply`, `event "visited-pricing"`):
     /// the score history `nurture leads show` prints.
     Scored {

@@ -51,6 +51,8 @@ pub struct Workflow {
     /// `send on …`: when emails may leave. `None`: any time.
     pub window: Option<SendWindow>,
     pub handlers: Handlers,
+    /// `track clicks`, `track opens`: what its emails' links and image report.
+    pub tracking: Tracking,
     /// In source order; execution starts at the first and falls through to the next.
     pub steps: Vec<Step>,
     /// The project's scoring rules (one workflow's `scoring` block, shared by all: see
@@ -102,6 +104,7 @@ impl Workflow {
             &handlers.auto_reply,
             &handlers.bounce,
             &handlers.unsubscribe,
+            &handlers.click,
         ];
         for code in codes
             .into_iter()
@@ -143,6 +146,22 @@ impl Workflow {
             }
         }
         names
+    }
+}
+
+/// What a workflow's emails report back (`track clicks`, `track opens`); off unless said, and
+/// only when the daemon has a public address (`http.base_url`) to report to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tracking {
+    /// Links become `{base_url}/c/{token}`, answered with a redirect to the link.
+    pub clicks: bool,
+    /// A 1×1 image `{base_url}/o/{token}` is added to the HTML part.
+    pub opens: bool,
+}
+
+impl Tracking {
+    pub fn any(self) -> bool {
+        self.clicks || self.opens
     }
 }
 
@@ -297,6 +316,8 @@ pub struct Handlers {
     pub bounce: Vec<Instr>,
     /// Default: exit. (The address is always suppressed.)
     pub unsubscribe: Vec<Instr>,
+    /// A person clicked a tracked link. Default: continue.
+    pub click: Vec<Instr>,
     /// `when lead becomes hot { … }`: run when the lead's temperature changes to this one.
     /// Default: nothing.
     pub became: Vec<(Temperature, Vec<Instr>)>,
@@ -365,6 +386,12 @@ pub enum Wait {
     UntilWeekday { days: Weekdays, time: NaiveTime },
     /// `wait until cron "0 9 * * MON"`, read on the lead's clock.
     UntilCron(CronSlot),
+    /// `wait until lead clicked "offer" or 3 days`: the sequence goes on when the lead does
+    /// it (at once, if it already has), or after `timeout`, whichever comes first.
+    UntilAction {
+        action: Engagement,
+        timeout: WaitLength,
+    },
     /// `wait until lead.trial_ends - 2 days`: a moment computed from the lead's data when the
     /// wait starts (no wait when it has passed or the lead has no such date).
     UntilDate(DateExpr),
@@ -510,8 +537,59 @@ pub enum Engagement {
     Replied,
     /// An auto-reply (out-of-office) came back.
     AutoReplied,
-    /// The lead clicked a tracked link in any email of this workflow.
+    /// A person clicked a tracked link in any email of this workflow.
     Clicked,
+    /// A person clicked a link of the email of this step.
+    ClickedStep(String),
+    /// A person clicked the link of this name (`{{link "NAME" "URL"}}`).
+    ClickedLink(String),
+    /// A person opened the email of this step.
+    Opened(String),
+    /// The lead did this (an event reported through the API), within this time when given.
+    Did {
+        event: String,
+        within: Option<WaitLength>,
+    },
     /// The email of this template was sent to the lead in this enrollment.
     Sent(String),
+}
+
+impl std::fmt::Display for Engagement {
+    /// As written in a workflow: `clicked "offer"`, `did "visited-pricing" within 7 days`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Engagement::Replied => f.write_str("replied"),
+            Engagement::AutoReplied => f.write_str("auto-replied"),
+            Engagement::Clicked => f.write_str("clicked"),
+            Engagement::ClickedStep(step) => write!(f, "clicked \"{step}\""),
+            Engagement::ClickedLink(name) => write!(f, "clicked link \"{name}\""),
+            Engagement::Opened(step) => write!(f, "opened \"{step}\""),
+            Engagement::Did {
+                event,
+                within: None,
+            } => write!(f, "did \"{event}\""),
+            Engagement::Did {
+                event,
+                within: Some(length),
+            } => write!(f, "did \"{event}\" within {length}"),
+            Engagement::Sent(template) => write!(f, "sent \"{template}\""),
+        }
+    }
+}
+
+impl std::fmt::Display for WaitLength {
+    /// `2 days`, `1 hour`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (n, unit) = match *self {
+            WaitLength::Minutes(n) => (n, "minute"),
+            WaitLength::Hours(n) => (n, "hour"),
+            WaitLength::Days(n) => (n, "day"),
+            WaitLength::Weeks(n) => (n, "week"),
+        };
+        if n == 1 {
+            write!(f, "1 {unit}")
+        } else {
+            write!(f, "{n} {unit}s")
+        }
+    }
 }

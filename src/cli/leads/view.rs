@@ -455,6 +455,25 @@ pub fn sentence(kind: &EventKind) -> String {
         EventKind::ConfirmationExpired { form } => {
             format!("sign-up through form `{form}` expired unconfirmed")
         }
+        EventKind::Engaged {
+            kind,
+            step,
+            url,
+            name,
+            machine,
+            ..
+        } => {
+            let what = match (kind.as_str(), name, url) {
+                ("click", Some(name), _) => format!("clicked link `{name}` of `{step}`"),
+                ("click", None, Some(url)) => format!("clicked {url} in `{step}`"),
+                ("open", ..) => format!("opened `{step}`"),
+                (other, ..) => format!("{other} of `{step}`"),
+            };
+            match machine {
+                None => format!("{what} (a person)"),
+                Some(why) => format!("{what} (a machine: {why}; not counted)"),
+            }
+        }
     }
 }
 

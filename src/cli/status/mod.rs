@@ -48,7 +48,10 @@
 //!   - `steps`: an object by step name (steps with nothing to count are absent): `active`,
 //!     `completed` and `exited` (by reason) count the enrollments standing in the step now;
 //!     `sent`, `failed`, `uncertain`, `dropped`, `queued` and `in_flight` the step's emails.
-//!     Summed over the steps they give the workflow's figures of the same names.
+//!     Summed over the steps they give the workflow's figures of the same names. `opens` and
+//!     `clicks` are people's opens and clicks of the step's email (tracked workflows:
+//!     `track opens`, `track clicks`); what image proxies and link scanners fetched is counted
+//!     apart, as `machine_opens` and `machine_clicks`.
 //! - `next`: the earliest due enrollments, earliest first: `{ "at", "workflow", "lead" }`, with
 //!   `at` in RFC 3339 UTC. Due is when the engine next runs the enrollment: usually a send.
 //! - `leads`: every person in the store, whatever their stage; `contacts`: those at stage
@@ -301,6 +304,12 @@ pub struct StepStatus {
     pub dropped: u64,
     pub queued: u64,
     pub in_flight: u64,
+    /// A person's opens and clicks of the step's email.
+    pub opens: u64,
+    pub clicks: u64,
+    /// What machines fetched (image proxies, link scanners): not counted above.
+    pub machine_opens: u64,
+    pub machine_clicks: u64,
 }
 
 impl From<&StepCounts> for StepStatus {
@@ -315,6 +324,10 @@ impl From<&StepCounts> for StepStatus {
             dropped: counts.dropped,
             queued: counts.queued,
             in_flight: 0,
+            opens: counts.opens,
+            clicks: counts.clicks,
+            machine_opens: counts.machine_opens,
+            machine_clicks: counts.machine_clicks,
         }
     }
 }

@@ -20,6 +20,7 @@ fn utc(at: DateTime<Utc>) -> String {
 pub(super) fn table(report: &Report, now: DateTime<Utc>, workflows_dir: &str) -> String {
     let mut out = String::new();
     workflows(&mut out, report, workflows_dir);
+    steps(&mut out, report);
     complaints(&mut out, report);
     sender_side(&mut out, report);
     in_flight(&mut out, report);
@@ -52,6 +53,40 @@ pub(super) fn table(report: &Report, now: DateTime<Utc>, workflows_dir: &str) ->
 /// A rate in percent with `decimals` decimals, or a dash when there is none.
 fn percent(rate: Option<f64>, decimals: usize) -> String {
     rate.map_or_else(|| "–".to_string(), |rate| format!("{rate:.decimals$}%"))
+}
+
+/// Engagement per step of the tracked workflows: people's opens and clicks, machines' apart.
+fn steps(out: &mut String, report: &Report) {
+    let engaged: Vec<_> = report
+        .workflows
+        .iter()
+        .flat_map(|w| w.steps.iter().map(move |(step, s)| (&w.name, step, s)))
+        .filter(|(_, _, s)| s.opens + s.clicks + s.machine_opens + s.machine_clicks > 0)
+        .collect();
+    if engaged.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nper step (opens and clicks by people; machines' apart: image proxies, link scanners):"
+    );
+    for (workflow, step, s) in engaged {
+        let _ = writeln!(
+            out,
+            "  {} / {}: {} sent, {} open{}, {} click{} (machines: {} open{}, {} click{})",
+            workflow,
+            step,
+            s.sent,
+            s.opens,
+            plural(s.opens as usize),
+            s.clicks,
+            plural(s.clicks as usize),
+            s.machine_opens,
+            plural(s.machine_opens as usize),
+            s.machine_clicks,
+            plural(s.machine_clicks as usize),
+        );
+    }
 }
 
 /// One row per workflow, names left, numbers right-aligned under their headers.

@@ -2,6 +2,8 @@
 //! capability, each mounted only when configured:
 //!
 //! - [`unsubscribe`]: one-click unsubscribe links (always, once the server runs);
+//! - [`track`]: tracked links and the open image (always: tokens exist only for workflows
+//!   that `track clicks` or `track opens`);
 //! - [`api`]: `/v1`, JSON, behind API keys (`http.api_key_file` / `http.api_key_env`);
 //! - [`forms`]: `POST /forms/<name>` for the `[[forms]]` of the configuration;
 //! - [`optin`]: `/confirm/<token>`, when a form asks for double opt-in;
@@ -20,6 +22,7 @@ pub mod forms;
 pub mod health;
 pub mod optin;
 pub mod page;
+pub mod track;
 pub mod unsubscribe;
 
 use std::collections::HashMap;
@@ -54,6 +57,8 @@ pub struct Doors {
     pub forms: HashMap<String, forms::Form>,
     /// Where a proxy in front puts the client's address; `None`: the connection's.
     pub client_ip_header: Option<HeaderName>,
+    /// The tracked links followed lately (a scanner's burst: [`track`]).
+    pub recent: crate::daemon::judge::Recent,
     /// `None`: no key or password configured, no status page.
     pub page: Option<page::Page>,
 }
@@ -108,6 +113,7 @@ impl Doors {
             api,
             forms,
             client_ip_header,
+            recent: Default::default(),
             page: None,
         })
     }
@@ -152,6 +158,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut app = Router::new()
         .merge(unsubscribe::router())
+        .merge(track::router())
         .merge(health::router(health));
     if doors.api.is_some() {
         app = app.merge(api::router(config.http.api_max_body_bytes));

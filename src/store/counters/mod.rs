@@ -5,7 +5,9 @@
 //! - `counters`: (scope, figure) → u64 big-endian. A workflow's figures are keyed
 //!   `W ‖ workflow ‖ 0 ‖ step ‖ 0 ‖ figure`: those of an enrollment's place (`active`,
 //!   `completed`, `exited:<reason>`) under the step it stands in, those of an email (`sent`,
-//!   `failed`, `uncertain`, `dropped`, `queued`) under the step that wrote it, the rest
+//!   `failed`, `uncertain`, `dropped`, `queued`) and the opens and clicks of its email
+//!   (`opens`, `clicks`, `machine_opens`, `machine_clicks`: journal `Engaged` lines) under the
+//!   step that wrote it, the rest
 //!   (`enrolled`, `emailed`, `engaged`, `replies`, `auto_replies`, `promoted`, `complaints`,
 //!   `sender_side_rejections`) under the empty step. Store-wide figures are `S ‖ figure`:
 //!   `leads`, `contacts`, `suppressed`, and the `complaints` and `sender_side_rejections` the
@@ -105,6 +107,12 @@ pub struct StepCounts {
     pub uncertain: u64,
     pub dropped: u64,
     pub queued: u64,
+    /// People's opens and clicks of this step's email (tracked workflows), from the journal's
+    /// `Engaged` lines; what machines fetched (image proxies, link scanners) apart.
+    pub opens: u64,
+    pub clicks: u64,
+    pub machine_opens: u64,
+    pub machine_clicks: u64,
 }
 
 impl WorkflowCounts {
@@ -162,6 +170,10 @@ impl StepCounts {
             UNCERTAIN => &mut self.uncertain,
             DROPPED => &mut self.dropped,
             QUEUED => &mut self.queued,
+            OPENS => &mut self.opens,
+            CLICKS => &mut self.clicks,
+            MACHINE_OPENS => &mut self.machine_opens,
+            MACHINE_CLICKS => &mut self.machine_clicks,
             _ => self
                 .exited
                 .entry(name.strip_prefix(EXITED)?.to_string())
@@ -178,6 +190,10 @@ impl StepCounts {
             (UNCERTAIN, self.uncertain),
             (DROPPED, self.dropped),
             (QUEUED, self.queued),
+            (OPENS, self.opens),
+            (CLICKS, self.clicks),
+            (MACHINE_OPENS, self.machine_opens),
+            (MACHINE_CLICKS, self.machine_clicks),
         ]
         .into_iter()
         .map(|(name, count)| (name.to_string(), count))
@@ -285,6 +301,10 @@ const FAILED: &str = "failed";
 const UNCERTAIN: &str = "uncertain";
 const DROPPED: &str = "dropped";
 const QUEUED: &str = "queued";
+const OPENS: &str = "opens";
+const CLICKS: &str = "clicks";
+const MACHINE_OPENS: &str = "machine_opens";
+const MACHINE_CLICKS: &str = "machine_clicks";
 
 const STORE_SCOPE: u8 = b'S';
 const WORKFLOW_SCOPE: u8 = b'W';
@@ -384,6 +404,8 @@ enum Line {
     Promoted,
     Complaint,
     SenderSide,
+    /// An open or a click of a tracked email: the step figure it adds to.
+    Engaged(&'static str),
 }
 
 fn line(event: &Event) -> Option<Line> {
@@ -393,6 +415,22 @@ fn line(event: &Event) -> Option<Line> {
         EventKind::Promoted { .. } => Some(Line::Promoted),
         EventKind::Received { what } if what.starts_with(SPAM_COMPLAINT) => Some(Line::Complaint),
         EventKind::Received { what } if what.starts_with(SENDER_SIDE) => Some(Line::SenderSide),
+        EventKind::Engaged { kind, machine, .. } => Some(Line::Engaged(
+            match (kind.as_str() == "open", machine.is_some()) {
+                (true, false) => OPENS,
+                (true, true) => MACHINE_OPENS,
+                (false, false) => CLICKS,
+                (false, true) => MACHINE_CLICKS,
+            },
+        )),
+        _ => None,
+    }
+}
+
+/// The step whose email an `Engaged` journal line is about.
+fn engaged_step(event: &Event) -> Option<&str> {
+    match &event.kind {
+        super::EventKind::Engaged { step, .. } => Some(step),
         _ => None,
     }
 }
@@ -655,6 +693,11 @@ impl Deltas {
                 }
             }
             Line::SenderSide => self.add(key(SENDER_SIDE_REJECTIONS), 1),
+            Line::Engaged(figure) => {
+                if let (Some(workflow), Some(step)) = (workflow, engaged_step(event)) {
+                    self.add(workflow_key(workflow, step, figure), 1);
+                }
+            }
         }
         Ok(())
     }

@@ -6,7 +6,8 @@
 //! enrollments (400,000 emails, 1.1 million journal events) takes about 4 s on two cores, so a
 //! million enrollments about 20 s; half of it is the journal, whose every event is decoded.
 //! Each tree is counted on its own thread. Memory is one entry per workflow and step, plus the
-//! index entries (one per lead promoted or complaining, one per uncertain email).
+//! index entries (one per lead promoted or complaining, one per uncertain email). The journal's
+//! pass also counts the opens and clicks of tracked emails, per step (`EventKind::Engaged`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::thread::ScopedJoinHandle;
@@ -14,8 +15,8 @@ use std::thread::ScopedJoinHandle;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Counters, Line, StepCounts, WorkflowCounts, complaint_mark, engaged, line, promotion_mark,
-    reason_key, tracked_mark, uncertain_mark,
+    Counters, Line, StepCounts, WorkflowCounts, complaint_mark, engaged, engaged_step, line,
+    promotion_mark, reason_key, tracked_mark, uncertain_mark,
 };
 use crate::engine::Status;
 use crate::lead::Stage;
@@ -93,6 +94,10 @@ fn add(total: &mut WorkflowCounts, part: WorkflowCounts) {
         into.uncertain += step.uncertain;
         into.dropped += step.dropped;
         into.queued += step.queued;
+        into.opens += step.opens;
+        into.clicks += step.clicks;
+        into.machine_opens += step.machine_opens;
+        into.machine_clicks += step.machine_clicks;
     }
 }
 
@@ -211,6 +216,14 @@ fn count_journal(store: &Store) -> Result<Journal, StoreError> {
             promoted_by.clear();
             complained_of.clear();
         }
+        if let Line::Engaged(figure) = what {
+            if let (Some(workflow), Some(name)) = (&event.workflow, engaged_step(&event))
+                && let Some(count) = step(&mut workflows, workflow, name).figure(figure)
+            {
+                *count += 1;
+            }
+            continue;
+        }
         let workflow = event.workflow;
         match what {
             Line::Promoted => {
@@ -237,6 +250,8 @@ fn count_journal(store: &Store) -> Result<Journal, StoreError> {
                 Some(name) => workflow_counts(&mut workflows, name).sender_side_rejections += 1,
                 None => untraced.sender_side_rejections += 1,
             },
+            // Counted above.
+            Line::Engaged(_) => {}
         }
     }
     Ok((workflows, untraced, marks, tracked))

@@ -581,3 +581,42 @@ fn emailed_and_engaged_follow_sends_clicks_and_events_reported_through_the_api()
     assert_eq!(funnel(&counters, "trial"), (0, 1));
     assert_eq!(funnel(&counters, "later"), (0, 0));
 }
+
+#[test]
+fn opens_and_clicks_count_per_step_people_and_machines_apart() {
+    let store = Store::open(&scratch("engaged"), DEFAULT_CACHE_BYTES).unwrap();
+    let engaged = |batch: &mut Batch, lead: &str, step: &str, kind: &str, machine: bool| {
+        batch.event(
+            lead,
+            at(8),
+            Some("trial"),
+            EventKind::Engaged {
+                kind: kind.into(),
+                message_id: format!("<{lead}.{step}@example.com>"),
+                step: step.into(),
+                link: (kind == "click").then_some(0),
+                url: (kind == "click").then(|| "https://example.com/pricing".into()),
+                name: None,
+                machine: machine.then(|| "a link scanner".into()),
+            },
+        );
+    };
+    let mut batch = Batch::default();
+    engaged(&mut batch, "ana@example.com", "welcome", "open", false);
+    engaged(&mut batch, "ana@example.com", "welcome", "click", false);
+    engaged(&mut batch, "ana@example.com", "welcome", "click", true);
+    engaged(&mut batch, "ben@example.com", "welcome", "open", true);
+    engaged(&mut batch, "ben@example.com", "offer", "click", false);
+    let counters = apply(&store, &batch);
+    let step = |name: &str| {
+        let s = &counters.workflows["trial"].steps[name];
+        (s.opens, s.clicks, s.machine_opens, s.machine_clicks)
+    };
+    assert_eq!(step("welcome"), (1, 1, 1, 1));
+    assert_eq!(step("offer"), (0, 1, 0, 0));
+
+    // The same lines again (another batch) add up; the recount inside `apply` agrees.
+    let counters = apply(&store, &batch);
+    let welcome = &counters.workflows["trial"].steps["welcome"];
+    assert_eq!((welcome.opens, welcome.clicks), (2, 2));
+}
