@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 
 use super::postgres::{PgStore, testing};
 use super::*;
-use crate::engine::{Facts, Position, Status};
+use crate::engine::Status;
 
 /// What the contract tests do with a store: its operations, with errors unwrapped (a test
 /// fails on any) except `apply`'s, which some tests expect.
@@ -300,24 +300,8 @@ contract_tests!(
     marks_copies_and_meta_are_kept_until_removed,
 );
 
-fn at(hour: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 23, hour, 0, 0).unwrap()
-}
-
-fn enrollment(workflow: &str, email: &str, due: Option<DateTime<Utc>>) -> Enrollment {
-    Enrollment {
-        workflow: workflow.into(),
-        version: "v1".into(),
-        lead: email.into(),
-        status: Status::Active,
-        position: Position::new("welcome", 0),
-        due,
-        enrolled_at: at(0),
-        updated_at: at(0),
-        deferred_from: None,
-        facts: Facts::default(),
-    }
-}
+// The same fixed times and enrollments as the sled-only tests.
+use super::tests::{at, enrollment};
 
 fn outbox_email(id: &str, not_before: DateTime<Utc>) -> OutboxEmail {
     OutboxEmail {

@@ -12,11 +12,11 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn at(hour: u32) -> DateTime<Utc> {
+pub(super) fn at(hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, hour, 0, 0).unwrap()
 }
 
-fn enrollment(workflow: &str, email: &str, due: Option<DateTime<Utc>>) -> Enrollment {
+pub(super) fn enrollment(workflow: &str, email: &str, due: Option<DateTime<Utc>>) -> Enrollment {
     Enrollment {
         workflow: workflow.into(),
         version: "v1".into(),
