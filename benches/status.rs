@@ -8,9 +8,11 @@
 //!    once, the full count of every record that `status` did before the counters
 //!    (`Store::recount`, which `nurture status --recount` runs), and the ratio.
 //! 3. The `nurture status --format json` binary (release) on that store with no daemon
-//!    running: process start, store open, workflows loaded, report: median of `RUNS` runs.
+//!    running: the store closed (its last process left the snapshot `status` reads), median of
+//!    `RUNS` runs; and as after a crash (no snapshot: the store is opened), median of
+//!    `CRASH_RUNS` runs. Both answers must be the same bytes.
 //! 4. The same through a running daemon's control socket (`nurture run`, working through the
-//!    backlog of due leads meanwhile): median of `RUNS` runs.
+//!    backlog of due leads meanwhile), and once that daemon stopped: medians of `RUNS` runs.
 //!
 //! `NURTURE_BENCH_KEEP=1` keeps the store (its folder is printed).
 //!
@@ -35,6 +37,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Due steps run before measuring (each sends an email and writes journal lines).
 const SENT: usize = 100_000;
 const RUNS: usize = 15;
+/// Runs that open the store (seconds each at a million leads).
+const CRASH_RUNS: usize = 3;
 
 fn main() {
     let leads: usize = std::env::var("NURTURE_BENCH_LEADS")
@@ -106,9 +110,12 @@ fn main() {
         full.as_secs_f64(),
         full.as_secs_f64() / from_counters.as_secs_f64()
     );
+    // Closed as every nurture process closes it: the snapshot `status` reads is left.
+    store.close().expect("close");
     drop(store);
 
-    // 3. The binary, no daemon.
+    // 3. The binary, no daemon: from the snapshot the close left, and (as after a crash, which
+    //    leaves none) opening the store, which leaves the snapshot again.
     let nurture = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_nurture"))
             .args(args)
@@ -123,11 +130,30 @@ fn main() {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
+        output.stdout
     };
-    let binary = median(RUNS, || nurture(&["status", "--format", "json"]));
+    let snapshot = data.join(nurture::store::snapshot::FILE_NAME);
+    let mut from_snapshot = Vec::new();
+    let binary = median(RUNS, || {
+        assert!(snapshot.exists(), "the last close left the snapshot");
+        from_snapshot = nurture(&["status", "--format", "json"]);
+    });
     println!(
-        "`nurture status --format json`, no daemon: median {:.1} ms over {RUNS} runs (process start, store open, workflows loaded, report)",
+        "`nurture status --format json`, no daemon, the store closed: median {:.1} ms over {RUNS} runs (process start, snapshot read, workflows loaded, report)",
         ms(binary)
+    );
+    let mut from_store = Vec::new();
+    let after_crash = median(CRASH_RUNS, || {
+        std::fs::remove_file(&snapshot).expect("remove the snapshot");
+        from_store = nurture(&["status", "--format", "json"]);
+    });
+    assert_eq!(
+        from_snapshot, from_store,
+        "the snapshot says what the store says"
+    );
+    println!(
+        "`nurture status --format json`, no daemon, after a crash (no snapshot: the store is opened): median {:.1} ms over {CRASH_RUNS} runs",
+        ms(after_crash)
     );
 
     // 4. Through a running daemon, busy with the backlog.
@@ -151,11 +177,21 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let through_daemon = median(RUNS, || nurture(&["status", "--format", "json"]));
+    let through_daemon = median(RUNS, || {
+        nurture(&["status", "--format", "json"]);
+    });
     stop(&mut daemon);
     println!(
         "`nurture status --format json` through the running daemon (sending meanwhile): median {:.1} ms over {RUNS} runs",
         ms(through_daemon)
+    );
+    let after_stop = median(RUNS, || {
+        assert!(snapshot.exists(), "the daemon's stop left the snapshot");
+        nurture(&["status", "--format", "json"]);
+    });
+    println!(
+        "`nurture status --format json` once the daemon stopped: median {:.1} ms over {RUNS} runs",
+        ms(after_stop)
     );
 
     if std::env::var_os("NURTURE_BENCH_KEEP").is_some() {

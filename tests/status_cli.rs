@@ -936,3 +936,82 @@ fn status_from_the_counters_equals_a_recount_of_the_daemons_work() {
     let (_, said) = blast_status(&dir, true);
     assert!(said.contains("agree"), "{said}");
 }
+
+// ---- status while no process holds the store: the snapshot a close leaves ----
+
+fn snapshot_left(dir: &Path) -> bool {
+    dir.join("data").join("status-snapshot.json").exists()
+}
+
+#[test]
+fn status_without_a_daemon_is_never_stale_after_a_crash_or_a_clean_stop() {
+    let dir = scratch("snapshot");
+    let now = Utc::now();
+    crate::support::seed(
+        &dir,
+        (0..3000)
+            .map(|i| {
+                let mut lead = Lead::new(format!("lead{i:05}@example.test"), now);
+                lead.source = Some("load-test".into());
+                lead
+            })
+            .collect(),
+    );
+    // A store closed by a command leaves a snapshot, which the next status reads: the same
+    // report as the store itself gives (a recount opens it).
+    let (first, _) = blast_status(&dir, false);
+    assert!(snapshot_left(&dir), "a command's close leaves the snapshot");
+    let (from_snapshot, said) = blast_status(&dir, false);
+    assert!(said.is_empty(), "{said}");
+    assert_eq!(from_snapshot, first);
+
+    // A daemon removes it the moment it opens the store, and a kill -9 mid-send leaves none.
+    let log = fs::File::create(dir.join("daemon.log")).unwrap();
+    let mut daemon = blast(&dir, &["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while emails_written(&dir) < 200 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the daemon did not send:\n{}",
+            fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(
+        !snapshot_left(&dir),
+        "a running daemon's store has no snapshot"
+    );
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    assert!(!snapshot_left(&dir), "a crash leaves no snapshot");
+
+    // So status opens the store: what the daemon did before the kill shows.
+    let (after_crash, said) = blast_status(&dir, false);
+    assert!(said.is_empty(), "{said}");
+    let sent = |report: &Value| report["workflows"][0]["sent"].as_u64().unwrap();
+    let in_flight = |report: &Value| report["workflows"][0]["in_flight"].as_u64().unwrap();
+    assert!(
+        sent(&after_crash) + in_flight(&after_crash) >= 200,
+        "{after_crash}"
+    );
+    assert_ne!(after_crash["workflows"], first["workflows"]);
+    let (recounted, said) = blast_status(&dir, true);
+    assert!(said.contains("agree"), "{said}");
+    assert_eq!(recounted, after_crash);
+
+    // A daemon that stops cleanly leaves the snapshot of everything it did.
+    let output = blast(&dir, &["run", "--until-idle"]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(snapshot_left(&dir), "a clean stop leaves the snapshot");
+    let (after_stop, said) = blast_status(&dir, false);
+    assert!(said.is_empty(), "{said}");
+    assert_eq!(after_stop["workflows"][0]["active"], json!(0));
+    assert_eq!(sent(&after_stop), emails_written(&dir) as u64);
+    let (recounted, said) = blast_status(&dir, true);
+    assert!(said.contains("agree"), "{said}");
+    assert_eq!(recounted, after_stop);
+}

@@ -87,7 +87,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode, CliError> {
     let summary = store.restore(&args.file).map_err(backup_error)?;
     drop(store);
     // Opened again: an older schema is upgraded now, and the store is known to open.
-    super::opened(Store::open(path, config.cache_bytes()))?;
+    super::close(&super::opened(Store::open(path, config.cache_bytes()))?);
     print_restored(&summary, &args.file, path);
     Ok(ExitCode::Success)
 }

@@ -443,8 +443,12 @@ fn run_import(cli: &Cli, args: &ImportArgs) -> Result<ExitCode, CliError> {
     };
     let summary = match super::session::target(&config)? {
         Target::Daemon(daemon) => daemon.import(&args.file, &options, on_chunk),
-        Target::Here(store) => import::import(&store, &args.file, &options, Utc::now(), on_chunk)
-            .map_err(|e| CliError::Input(e.to_string())),
+        Target::Here(store) => {
+            let imported = import::import(&store, &args.file, &options, Utc::now(), on_chunk)
+                .map_err(|e| CliError::Input(e.to_string()));
+            super::close(&store);
+            imported
+        }
     };
     progress.finish_and_clear();
     let summary = summary?;

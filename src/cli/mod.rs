@@ -167,6 +167,14 @@ fn opened(store: Result<Store, StoreError>) -> Result<Store, CliError> {
     Ok(store)
 }
 
+/// Closes a store this process opened, so that the next `nurture status` reads the snapshot
+/// the close leaves instead of opening the store; failing to leave it is only said.
+fn close(store: &Store) {
+    if let Err(error) = store.close() {
+        eprintln!("warning: {error}; the next `nurture status` opens the store instead");
+    }
+}
+
 /// Parses the command line, runs the command, prints any error, and returns the exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {

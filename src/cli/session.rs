@@ -37,6 +37,7 @@ use crate::config::Config;
 use crate::control::client;
 use crate::lead::Lead;
 use crate::project::Project;
+use crate::store::snapshot::Snapshot;
 use crate::store::{Store, StoreError};
 
 /// A command that reads or changes the store, with its arguments: what travels to a running
@@ -174,20 +175,41 @@ impl Output<'_> {
 }
 
 /// Runs a store command through the running daemon, or on the store opened here when no
-/// daemon runs.
+/// daemon runs (`status` reads the snapshot the store's last close left, when it can).
 pub fn run(cli: &Cli, command: StoreCommand) -> Result<ExitCode, CliError> {
     let config = cli.load_config()?;
     let mut stdout = standard_output(&command)?;
-    let result = match target(&config)? {
-        Target::Daemon(daemon) => daemon.run(&command, &mut stdout),
-        Target::Here(store) => {
+    let mut stderr = std::io::stderr();
+    // No daemon listening: a `status` the snapshot answers reads it.
+    let closed = || match &command {
+        StoreCommand::Status(args) if !args.recount => {
+            let (counters, upcoming) = Snapshot::read(&config.store.path)?.answer(args.next)?;
+            Some(status::Closed {
+                args: args.clone(),
+                counters,
+                upcoming,
+            })
+        }
+        _ => None,
+    };
+    let result = match locate(&config, closed)? {
+        Located::Daemon(daemon) => daemon.run(&command, &mut stdout),
+        Located::Here(store) => {
             let session = Session::local(&store, cli);
-            let mut stderr = std::io::stderr();
             let mut out = Output {
                 out: &mut stdout,
                 err: &mut stderr,
             };
-            command.execute(&session, &mut out)
+            let result = command.execute(&session, &mut out);
+            super::close(&store);
+            result
+        }
+        Located::Closed(closed) => {
+            let mut out = Output {
+                out: &mut stdout,
+                err: &mut stderr,
+            };
+            status::from_snapshot(closed, &cli.workflows, &cli.templates, &mut out)
         }
     };
     let flushed = stdout.flush().map_err(write_error);
@@ -230,17 +252,39 @@ pub enum Target {
     Here(Store),
 }
 
+/// Where a store command runs, or what answers it without opening the store.
+enum Located<T> {
+    Daemon(client::Daemon),
+    Here(Store),
+    /// The answer that a store no process holds left beside itself.
+    Closed(T),
+}
+
+/// The running daemon, else the store opened here.
+pub fn target(config: &Config) -> Result<Target, CliError> {
+    Ok(match locate(config, || None::<std::convert::Infallible>)? {
+        Located::Daemon(daemon) => Target::Daemon(daemon),
+        Located::Here(store) => Target::Here(store),
+        Located::Closed(never) => match never {},
+    })
+}
+
 /// How long a command waits for a store another process holds without a daemon listening:
 /// a daemon starting (it opens the store before it listens) or stopping, or another command.
 const WAIT_FOR_STORE: Duration = Duration::from_secs(30);
 
-/// The running daemon, else the store opened here.
-pub fn target(config: &Config) -> Result<Target, CliError> {
+/// The running daemon, else what `closed` finds beside the store, else the store opened here.
+fn locate<T>(config: &Config, closed: impl Fn() -> Option<T>) -> Result<Located<T>, CliError> {
     let started = Instant::now();
     let mut told = false;
     loop {
         if let Some(daemon) = client::connect(&config.store.path)? {
-            return Ok(Target::Daemon(daemon));
+            return Ok(Located::Daemon(daemon));
+        }
+        // No daemon listens. A process that holds the store removed its snapshot when it
+        // opened it, so one that is there is the store as it stands.
+        if let Some(answer) = closed() {
+            return Ok(Located::Closed(answer));
         }
         match Store::open(&config.store.path, config.cache_bytes()) {
             Err(StoreError::Locked { .. }) if started.elapsed() < WAIT_FOR_STORE => {
@@ -256,7 +300,7 @@ pub fn target(config: &Config) -> Result<Target, CliError> {
                 let routes = crate::webhooks::Routes::from_config(&config.webhooks)
                     .map_err(CliError::Usage)?;
                 return super::opened(result)
-                    .map(|store| Target::Here(store.with_webhooks(routes)));
+                    .map(|store| Located::Here(store.with_webhooks(routes)));
             }
         }
     }

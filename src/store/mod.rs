@@ -34,6 +34,9 @@
 //! Backups ([`backup`]): every write goes through the write gate, held shared by writers and
 //! alone by a snapshot, so `nurture backup` sees the store between two transactions.
 //!
+//! Closing ([`Store::close`]) leaves the counters and the first enrollments due in a small file
+//! beside the store ([`snapshot`]), so `nurture status` with no daemon running does not open it.
+//!
 //! The store holds personal data and the unsubscribe key: its folder is the owner's alone
 //! ([`crate::private`]). A store written by an older nurture is upgraded when opened
 //! ([`migrate`]).
@@ -46,6 +49,7 @@ pub mod keys;
 mod migrate;
 pub mod postgres;
 mod records;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -111,6 +115,11 @@ pub enum StoreError {
         "a restore into the store at {path} did not finish: it holds part of a backup; delete the folder and run `nurture restore` again"
     )]
     RestoreIncomplete { path: PathBuf },
+    #[error("cannot write or remove the status snapshot {path}: {error}")]
+    Snapshot {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
 }
@@ -235,6 +244,8 @@ pub struct Store {
     gate: Arc<std::sync::RwLock<()>>,
     /// The queues' depths for the daemon's gauges ([`depths`]). Shared by clones.
     depths: Arc<depths::Depths>,
+    /// Whether the status snapshot a close left is on disk ([`snapshot`]). Shared by clones.
+    seal: Arc<snapshot::Seal>,
 }
 
 /// How long an open waits for a lock that is being released: sled 0.34 drops its `Db` before
@@ -291,6 +302,9 @@ impl Store {
             crate::private::private_dir(path).map_err(private)?;
         }
         let db = open_sled(path, cache_bytes)?;
+        // Holding the lock, before anything can change: the snapshot the last close left
+        // would no longer be true.
+        let seal = Arc::new(snapshot::Seal::open(path)?);
         let store = Store {
             leads: db.open_tree("leads")?,
             enrollments: db.open_tree("enrollments")?,
@@ -311,6 +325,7 @@ impl Store {
             merged: Arc::default(),
             gate: Arc::default(),
             depths: Arc::default(),
+            seal,
             db,
         };
         let merged = store.check_schema(path)?;
@@ -404,12 +419,29 @@ impl Store {
         Ok(())
     }
 
+    /// Closes the store for this process: makes every change durable and leaves the snapshot
+    /// `nurture status` reads while no process holds the store ([`snapshot`]). The store stays
+    /// usable; a write after this removes the snapshot again.
+    pub fn close(&self) -> Result<()> {
+        let _alone = self
+            .gate
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.db.flush()?;
+        let snapshot = snapshot::Snapshot::new(
+            self.counters()?,
+            self.upcoming(snapshot::UPCOMING)?,
+            Utc::now(),
+        );
+        self.seal.seal(&snapshot)
+    }
+
     /// Applies `batch` as one transaction.
     pub fn apply(&self, batch: &Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let _shared = self.write_gate();
+        let _shared = self.write_gate()?;
         // The latest event each lead reports through the API in this batch: it may make the
         // lead's other enrollments engaged, which are read before the transaction (it cannot
         // scan), with every other batch held back so that they stay as read.
@@ -1011,7 +1043,7 @@ impl Store {
     }
 
     pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<()> {
-        let _shared = self.write_gate();
+        let _shared = self.write_gate()?;
         self.meta.insert(key.as_bytes(), value)?;
         Ok(())
     }
@@ -1026,11 +1058,15 @@ impl Store {
         Ok(found)
     }
 
-    /// The write gate, held shared (see [`backup`]).
-    fn write_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        self.gate
+    /// The write gate, held shared (see [`backup`]); a store closed before this write loses its
+    /// status snapshot first.
+    fn write_gate(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>> {
+        let shared = self
+            .gate
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.seal.unseal()?;
+        Ok(shared)
     }
 
     /// Bytes the database takes on disk.

@@ -340,3 +340,115 @@ fn the_store_is_its_owners_alone() {
     assert_eq!(mode(&fresh), 0o700);
     assert_eq!(mode(&fresh.join("db")), 0o600);
 }
+
+// ---- the status snapshot a close leaves ----
+
+/// A store in `dir` with one lead enrolled in `trial`, due at `due`.
+fn one_enrolled(dir: &Path, due: DateTime<Utc>) -> Store {
+    let store = Store::open(dir, DEFAULT_CACHE_BYTES).unwrap();
+    let mut batch = Batch::default();
+    batch.leads.push(Lead::new("ana@example.com".into(), at(0)));
+    batch
+        .enrollments
+        .push(enrollment("trial", "ana@example.com", Some(due)));
+    store.apply(&batch).unwrap();
+    store
+}
+
+#[test]
+fn a_close_leaves_the_counters_and_the_next_due_for_status() {
+    let dir = scratch("snapshot-close");
+    let store = one_enrolled(&dir, at(9));
+    assert_eq!(
+        snapshot::Snapshot::read(&dir),
+        None,
+        "nothing before a close"
+    );
+    store.close().unwrap();
+    drop(store);
+
+    let snapshot = snapshot::Snapshot::read(&dir).expect("the close left a snapshot");
+    let (counters, upcoming) = snapshot.clone().answer(5).unwrap();
+    assert_eq!(counters.leads, 1);
+    assert_eq!(counters.workflows["trial"].enrolled, 1);
+    assert_eq!(
+        upcoming,
+        vec![(at(9), "trial".to_string(), "ana@example.com".to_string())]
+    );
+    // It knows every enrollment due (one), so any `--next` is answered.
+    assert!(snapshot.answer(1000).is_some());
+    // A store opened again (by any process) is no longer what the snapshot says.
+    let reopened = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    assert_eq!(snapshot::Snapshot::read(&dir), None);
+    drop(reopened);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_write_after_the_close_removes_the_snapshot_before_it_changes_anything() {
+    let dir = scratch("snapshot-write");
+    let store = one_enrolled(&dir, at(9));
+    let clone = store.clone();
+    store.close().unwrap();
+    assert!(snapshot::Snapshot::read(&dir).is_some());
+    let mut batch = Batch::default();
+    batch.leads.push(Lead::new("ben@example.com".into(), at(1)));
+    clone.apply(&batch).unwrap();
+    assert_eq!(snapshot::Snapshot::read(&dir), None);
+    // Closed again: the snapshot counts the new lead.
+    clone.close().unwrap();
+    clone.meta_set("watcher", b"uid 7").unwrap();
+    assert_eq!(snapshot::Snapshot::read(&dir), None, "meta writes too");
+    clone.close().unwrap();
+    let (counters, _) = snapshot::Snapshot::read(&dir).unwrap().answer(5).unwrap();
+    assert_eq!(counters.leads, 2);
+    drop((store, clone));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_snapshot_is_not_read_once_the_database_changed_behind_it() {
+    let dir = scratch("snapshot-foreign");
+    let store = one_enrolled(&dir, at(9));
+    store.close().unwrap();
+    drop(store);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(snapshot::Snapshot::read(&dir).is_some());
+    // A tool (or an older nurture) that writes the sled database without knowing of it.
+    {
+        let db = open_sled(&dir, DEFAULT_CACHE_BYTES).unwrap();
+        db.open_tree("leads")
+            .unwrap()
+            .insert("zoe@example.com", b"x")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(snapshot::Snapshot::read(&dir), None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_snapshot_answers_only_as_many_next_due_as_it_keeps() {
+    let dir = scratch("snapshot-upcoming");
+    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    let mut batch = Batch::default();
+    for i in 0..snapshot::UPCOMING + 1 {
+        let email = format!("lead{i:04}@example.com");
+        batch.leads.push(Lead::new(email.clone(), at(0)));
+        batch.enrollments.push(enrollment(
+            "trial",
+            &email,
+            Some(at(1) + chrono::Duration::seconds(i as i64)),
+        ));
+    }
+    store.apply(&batch).unwrap();
+    store.close().unwrap();
+    let snapshot = snapshot::Snapshot::read(&dir).unwrap();
+    let (_, upcoming) = snapshot.clone().answer(snapshot::UPCOMING).unwrap();
+    assert_eq!(upcoming.len(), snapshot::UPCOMING);
+    assert_eq!(upcoming[0].2, "lead0000@example.com");
+    assert!(snapshot.answer(snapshot::UPCOMING + 1).is_none());
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,6 +8,11 @@
 //! folder is loaded only for the names of the workflows, so a workflow with errors never stops
 //! `status`.
 //!
+//! With no daemon running, `status` does not even open the store when it can help it: every
+//! nurture process that closes the store leaves its counters and first enrollments due in a
+//! small file beside it ([`crate::store::snapshot`]), which is exact as long as it is there (an
+//! open removes it; a crash leaves none, and then `status` opens the store as before).
+//!
 //! `--recount` counts every figure again from the records (seconds per million leads), reports
 //! from that count, says on standard error whether the counters agreed, and rewrites them when
 //! they did not. It writes, so with a daemon running it runs in the daemon's work loop, and the
@@ -75,7 +80,8 @@ use serde::{Deserialize, Serialize};
 use super::session::{Output, Session};
 use super::{CliError, ExitCode};
 use crate::diagnostic::Severity;
-use crate::store::{MessageRecord, OutboxEmail, Recounted, StepCounts};
+use crate::project::Project;
+use crate::store::{Counters, MessageRecord, OutboxEmail, Recounted, StepCounts};
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct StatusArgs {
@@ -106,9 +112,46 @@ pub fn run(
 ) -> Result<ExitCode, CliError> {
     let store = session.store;
     let project = session.project();
+    warn_of_errors(project, out);
+    let failed = |e: crate::store::StoreError| CliError::Input(e.to_string());
+    let report = if args.recount {
+        let recounted = store.recount(true).map_err(failed)?;
+        out.note(recount_note(&recounted));
+        let upcoming = store.upcoming(args.next).map_err(failed)?;
+        report::report_of(recounted.counted, upcoming, &names(project))
+    } else {
+        report(store, project, args.next).map_err(failed)?
+    };
+    write(args, &report, session.now, &session.workflows_dir, out)
+}
+
+/// What `status` reports while no process holds the store: the counters and first
+/// enrollments due that its last close left ([`crate::store::snapshot`]).
+pub struct Closed {
+    pub args: StatusArgs,
+    pub counters: Counters,
+    pub upcoming: Vec<(DateTime<Utc>, String, String)>,
+}
+
+/// `nurture status` from `closed`: the same report, without opening the store.
+pub fn from_snapshot(
+    closed: Closed,
+    workflows: &std::path::Path,
+    templates: &std::path::Path,
+    out: &mut Output<'_>,
+) -> Result<ExitCode, CliError> {
+    let project = Project::load(&[workflows.to_path_buf()], templates);
+    warn_of_errors(&project, out);
+    let report = report::report_of(closed.counters, closed.upcoming, &names(&project));
+    let workflows_dir = workflows.display().to_string();
+    write(&closed.args, &report, Utc::now(), &workflows_dir, out)
+}
+
+/// Says on standard error (so that JSON on stdout stays parseable) that some workflows did not
+/// compile, and what that does to the report.
+fn warn_of_errors(project: &Project, out: &mut Output<'_>) {
     let errors = project.count(Severity::Error);
     if errors > 0 {
-        // Stderr, so the JSON on stdout stays parseable.
         out.note(format!(
             "warning: the workflows or templates have {errors} error{}: a workflow that did not \
              compile shows as not loaded, or not at all if the store has no enrollment in it; \
@@ -116,19 +159,20 @@ pub fn run(
             super::check::plural(errors)
         ));
     }
-    let failed = |e: crate::store::StoreError| CliError::Input(e.to_string());
-    let report = if args.recount {
-        let recounted = store.recount(true).map_err(failed)?;
-        out.note(recount_note(&recounted));
-        report::report_of(store, recounted.counted, &names(project), args.next)
-    } else {
-        report(store, project, args.next)
-    }
-    .map_err(failed)?;
+}
+
+/// Writes `report` in the format asked for.
+fn write(
+    args: &StatusArgs,
+    report: &Report,
+    now: DateTime<Utc>,
+    workflows_dir: &str,
+    out: &mut Output<'_>,
+) -> Result<ExitCode, CliError> {
     let text = match args.format {
-        Format::Table => table::table(&report, session.now, &session.workflows_dir),
+        Format::Table => table::table(report, now, workflows_dir),
         Format::Json => {
-            let mut json = serde_json::to_string_pretty(&report)
+            let mut json = serde_json::to_string_pretty(report)
                 .map_err(|e| CliError::Input(format!("cannot write the report as JSON: {e}")))?;
             json.push('\n');
             json

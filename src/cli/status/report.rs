@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+
 use super::{Due, Email, Report, StepStatus, WorkflowStatus, complaint_rate, rate};
 use crate::store::{Counters, Store, StoreError};
 
@@ -11,17 +13,16 @@ use crate::store::{Counters, Store, StoreError};
 /// from the workflows folder) and for every other workflow the store counts, and the next
 /// `next` enrollments due.
 pub fn report(store: &Store, loaded: &[String], next: usize) -> Result<Report, StoreError> {
-    let counters = store.counters()?;
-    report_of(store, counters, loaded, next)
+    Ok(report_of(store.counters()?, store.upcoming(next)?, loaded))
 }
 
-/// The report on `counters` (kept, or counted again by `--recount`).
+/// The report on `counters` (kept, counted again by `--recount`, or left by the store's last
+/// close) with `upcoming` as the next enrollments due.
 pub(super) fn report_of(
-    store: &Store,
     counters: Counters,
+    upcoming: Vec<(DateTime<Utc>, String, String)>,
     loaded: &[String],
-    next: usize,
-) -> Result<Report, StoreError> {
+) -> Report {
     let mut workflows: BTreeMap<String, WorkflowStatus> = loaded
         .iter()
         .map(|name| (name.clone(), WorkflowStatus::named(name, true)))
@@ -77,12 +78,11 @@ pub(super) fn report_of(
         complaints += status.complaints;
         sender_side += status.sender_side_rejections;
     }
-    let next = store
-        .upcoming(next)?
+    let next = upcoming
         .into_iter()
         .map(|(at, workflow, lead)| Due { at, workflow, lead })
         .collect();
-    Ok(Report {
+    Report {
         workflows,
         next,
         leads: counters.leads,
@@ -93,5 +93,5 @@ pub(super) fn report_of(
         sender_side_rejections: sender_side,
         uncertain_emails: counters.uncertain.into_iter().map(Email::from).collect(),
         in_flight_emails: counters.in_flight.into_iter().map(Email::from).collect(),
-    })
+    }
 }

@@ -35,7 +35,7 @@ mod recount;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sled::transaction::{
     ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
 };
@@ -49,7 +49,7 @@ use crate::lead::{Lead, Stage, email_key};
 pub use self::recount::recount;
 
 /// The figures of the whole store, as the counters (or a recount) give them.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters {
     /// Per workflow, by name.
     pub workflows: BTreeMap<String, WorkflowCounts>,
@@ -71,7 +71,7 @@ pub struct Counters {
 }
 
 /// One workflow's figures.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowCounts {
     /// Enrollments, one per lead.
     pub enrolled: u64,
@@ -94,7 +94,7 @@ pub struct WorkflowCounts {
 }
 
 /// One step's figures.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepCounts {
     /// Enrollments standing in this step, still running.
     pub active: u64,
