@@ -820,6 +820,23 @@ pub struct Recounted {
 }
 
 impl Store {
+    /// Every promotion counted, as (lead's address key, workflow): each lead once per workflow
+    /// that promoted it, from the index the counters keep (not from every lead).
+    pub fn promotions(&self) -> Result<Vec<(String, String)>> {
+        let mut found = Vec::new();
+        for entry in self.counters_index.scan_prefix([PROMOTION_MARK]) {
+            let (key, _) = entry?;
+            let rest = &key[1..];
+            if let Some(split) = rest.iter().position(|&b| b == SEPARATOR) {
+                found.push((
+                    String::from_utf8_lossy(&rest[..split]).into_owned(),
+                    String::from_utf8_lossy(&rest[split + 1..]).into_owned(),
+                ));
+            }
+        }
+        Ok(found)
+    }
+
     /// The figures kept in the counters, with the uncertain and in-flight emails, as of one
     /// instant: no batch commits while they are read (a few milliseconds).
     pub fn counters(&self) -> Result<Counters> {

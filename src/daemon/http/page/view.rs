@@ -13,7 +13,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use ring::digest::{SHA256, digest};
 use serde::Serialize;
 
-use crate::cli::contacts::{Contact, contacts};
+use crate::cli::contacts::{Contact, promotions_by_workflow};
 use crate::cli::leads::view::{facts_words, reason_word, sentence, status_text, when};
 use crate::cli::status::{Report, WorkflowStatus, report};
 use crate::lead::Lead;
@@ -157,14 +157,15 @@ struct Promotion {
 /// latest promotions, read from `store`.
 pub fn status(store: &Store, project: &Project, now: DateTime<Utc>) -> Result<StatusView, String> {
     let report: Report = report(store, project, 0).map_err(|e| e.to_string())?;
-    let contacts = contacts(store).map_err(|e| e.to_string())?;
+    let promotions = promotions_by_workflow(store).map_err(|e| e.to_string())?;
     let workflows = report
         .workflows
         .iter()
         .map(|workflow| {
-            let promotions = contacts
-                .iter()
-                .filter(|c| c.workflow.as_deref() == Some(workflow.name.as_str()))
+            let promotions = promotions
+                .get(&workflow.name)
+                .into_iter()
+                .flatten()
                 .take(PROMOTIONS_LISTED)
                 .map(promotion)
                 .collect();
