@@ -177,6 +177,11 @@ fn a_reply_promotes_to_contact_notifies_the_owner_and_exits_by_default() {
     );
     assert_eq!(reply.enrollment.status, Status::Exited(ExitReason::Replied));
     assert_eq!(reply.enrollment.due, None);
+    // Where it stood when the lead replied: `status` counts replies per step by it.
+    assert_eq!(
+        reply.enrollment.facts.replied_in.as_deref(),
+        Some(first.enrollment.position.step.as_str())
+    );
     // Nothing more is sent once it has exited.
     let later = advance(
         &flow,

@@ -151,6 +151,7 @@ fn seed(dir: &Path) {
     let trial = "trial-welcome";
     let replied = Facts {
         replied: true,
+        replied_in: Some("welcome".into()),
         ..Facts::default()
     };
     batch.enrollments = vec![
@@ -323,6 +324,8 @@ fn json_counts_every_workflow_from_the_store() {
                     "clicks": 0,
                     "machine_opens": 0,
                     "machine_clicks": 0,
+                    // dora and fritz replied standing in the welcome step.
+                    "replies": 2,
                 },
                 "tips": {
                     "active": 0,
@@ -338,6 +341,7 @@ fn json_counts_every_workflow_from_the_store() {
                     "clicks": 0,
                     "machine_opens": 0,
                     "machine_clicks": 0,
+                    "replies": 0,
                 },
             },
         })
@@ -443,6 +447,10 @@ fn table_names_every_workflow_and_the_uncertain_email() {
     );
     assert!(
         table.contains("trial-welcome: bounced 1, replied 2"),
+        "{table}"
+    );
+    assert!(
+        table.contains("trial-welcome / welcome: 4 sent, 0 opens, 0 clicks, 2 replies"),
         "{table}"
     );
     assert!(

@@ -333,7 +333,9 @@ fn tracked_links_redirect_to_their_target_forgeries_404_and_machines_move_nothin
         .unwrap();
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(
-        status.contains("tracked / offer: 1 sent, 1 open, 2 clicks (machines: 0 opens, 2 clicks)"),
+        status.contains(
+            "tracked / offer: 1 sent, 1 open, 2 clicks, 0 replies (machines: 0 opens, 2 clicks)"
+        ),
         "{status}"
     );
     drop(daemon);
@@ -354,7 +356,9 @@ fn tracked_links_redirect_to_their_target_forgeries_404_and_machines_move_nothin
         "{err}"
     );
     assert!(
-        out.contains("tracked / offer: 1 sent, 1 open, 2 clicks (machines: 0 opens, 2 clicks)"),
+        out.contains(
+            "tracked / offer: 1 sent, 1 open, 2 clicks, 0 replies (machines: 0 opens, 2 clicks)"
+        ),
         "{out}"
     );
     let _ = fs::remove_dir_all(&dir);

@@ -268,6 +268,9 @@ impl Run<'_> {
             }
             Input::Reply => {
                 self.received("reply");
+                if !self.enrollment.facts.replied {
+                    self.enrollment.facts.replied_in = Some(self.enrollment.position.step.clone());
+                }
                 self.enrollment.facts.replied = true;
                 let code = &self.workflow.handlers.reply;
                 self.run_handler("on reply", code, ExitReason::Replied, None);

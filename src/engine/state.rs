@@ -147,6 +147,10 @@ impl fmt::Display for ExitReason {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Facts {
     pub replied: bool,
+    /// The step the enrollment stood in when its lead first replied: `status` counts replies
+    /// per step by it. (None for an enrollment that replied before nurture kept it.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replied_in: Option<String>,
     pub auto_replied: bool,
     /// A person (not a machine) clicked a tracked link of this workflow.
     pub clicked: bool,

@@ -56,7 +56,9 @@
 //!     Summed over the steps they give the workflow's figures of the same names. `opens` and
 //!     `clicks` are people's opens and clicks of the step's email (tracked workflows:
 //!     `track opens`, `track clicks`); what image proxies and link scanners fetched is counted
-//!     apart, as `machine_opens` and `machine_clicks`.
+//!     apart, as `machine_opens` and `machine_clicks`. `replies` counts the enrollments whose
+//!     lead first replied while standing in the step (enrollments that replied before nurture
+//!     kept the step count only in the workflow's `replies`).
 //! - `next`: the earliest due enrollments, earliest first: `{ "at", "workflow", "lead" }`, with
 //!   `at` in RFC 3339 UTC. Due is when the engine next runs the enrollment: usually a send.
 //! - `leads`: every person in the store, whatever their stage; `contacts`: those at stage
@@ -354,6 +356,9 @@ pub struct StepStatus {
     /// What machines fetched (image proxies, link scanners): not counted above.
     pub machine_opens: u64,
     pub machine_clicks: u64,
+    /// Enrollments whose lead first replied while standing in this step (the step's email is
+    /// the one answered, or an earlier one still unanswered).
+    pub replies: u64,
 }
 
 impl From<&StepCounts> for StepStatus {
@@ -372,6 +377,7 @@ impl From<&StepCounts> for StepStatus {
             clicks: counts.clicks,
             machine_opens: counts.machine_opens,
             machine_clicks: counts.machine_clicks,
+            replies: counts.replies,
         }
     }
 }

@@ -55,25 +55,26 @@ fn percent(rate: Option<f64>, decimals: usize) -> String {
     rate.map_or_else(|| "–".to_string(), |rate| format!("{rate:.decimals$}%"))
 }
 
-/// Engagement per step of the tracked workflows: people's opens and clicks, machines' apart.
+/// Engagement per step: people's opens and clicks (tracked workflows) and replies, machines'
+/// opens and clicks apart.
 fn steps(out: &mut String, report: &Report) {
     let engaged: Vec<_> = report
         .workflows
         .iter()
         .flat_map(|w| w.steps.iter().map(move |(step, s)| (&w.name, step, s)))
-        .filter(|(_, _, s)| s.opens + s.clicks + s.machine_opens + s.machine_clicks > 0)
+        .filter(|(_, _, s)| s.opens + s.clicks + s.machine_opens + s.machine_clicks + s.replies > 0)
         .collect();
     if engaged.is_empty() {
         return;
     }
     let _ = writeln!(
         out,
-        "\nper step (opens and clicks by people; machines' apart: image proxies, link scanners):"
+        "\nper step (opens, clicks and replies by people; machines' apart: image proxies, link scanners):"
     );
     for (workflow, step, s) in engaged {
         let _ = writeln!(
             out,
-            "  {} / {}: {} sent, {} open{}, {} click{} (machines: {} open{}, {} click{})",
+            "  {} / {}: {} sent, {} open{}, {} click{}, {} repl{} (machines: {} open{}, {} click{})",
             workflow,
             step,
             s.sent,
@@ -81,6 +82,8 @@ fn steps(out: &mut String, report: &Report) {
             plural(s.opens as usize),
             s.clicks,
             plural(s.clicks as usize),
+            s.replies,
+            if s.replies == 1 { "y" } else { "ies" },
             s.machine_opens,
             plural(s.machine_opens as usize),
             s.machine_clicks,

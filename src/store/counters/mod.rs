@@ -113,6 +113,9 @@ pub struct StepCounts {
     pub clicks: u64,
     pub machine_opens: u64,
     pub machine_clicks: u64,
+    /// Enrollments whose lead first replied while standing in this step.
+    #[serde(default)]
+    pub replies: u64,
 }
 
 impl WorkflowCounts {
@@ -174,6 +177,7 @@ impl StepCounts {
             CLICKS => &mut self.clicks,
             MACHINE_OPENS => &mut self.machine_opens,
             MACHINE_CLICKS => &mut self.machine_clicks,
+            REPLIES => &mut self.replies,
             _ => self
                 .exited
                 .entry(name.strip_prefix(EXITED)?.to_string())
@@ -194,6 +198,7 @@ impl StepCounts {
             (CLICKS, self.clicks),
             (MACHINE_OPENS, self.machine_opens),
             (MACHINE_CLICKS, self.machine_clicks),
+            (REPLIES, self.replies),
         ]
         .into_iter()
         .map(|(name, count)| (name.to_string(), count))
@@ -454,10 +459,24 @@ struct StepOnly {
 #[derive(Deserialize)]
 struct Engaged {
     replied: bool,
+    #[serde(default)]
+    replied_in: Option<String>,
     auto_replied: bool,
     clicked: bool,
     /// Only how many (the templates' names are skipped, not built).
     sent: Vec<serde::de::IgnoredAny>,
+}
+
+impl From<&crate::engine::Facts> for Engaged {
+    fn from(facts: &crate::engine::Facts) -> Engaged {
+        Engaged {
+            replied: facts.replied,
+            replied_in: facts.replied_in.clone(),
+            auto_replied: facts.auto_replied,
+            clicked: facts.clicked,
+            sent: Vec::new(),
+        }
+    }
 }
 
 /// Whether an enrollment counts as engaged: a click, or an event its lead reported through
@@ -548,7 +567,7 @@ impl Deltas {
         if let Some(old) = old {
             let facts = &old.facts;
             self.place(workflow, &old.position.step, &old.status, -1);
-            self.engaged(workflow, facts.replied, facts.auto_replied, -1);
+            self.engaged(workflow, facts, -1);
             let engaged = engaged(facts.clicked, old.enrolled_at, tracked.0);
             self.funnel(workflow, !facts.sent.is_empty(), engaged, -1);
         } else {
@@ -556,7 +575,7 @@ impl Deltas {
         }
         let facts = &new.facts;
         self.place(workflow, &new.position.step, &new.status, 1);
-        self.engaged(workflow, facts.replied, facts.auto_replied, 1);
+        self.engaged(workflow, &Engaged::from(facts), 1);
         let engaged = engaged(facts.clicked, new.enrolled_at, tracked.1);
         self.funnel(workflow, !facts.sent.is_empty(), engaged, 1);
         Ok(())
@@ -607,11 +626,14 @@ impl Deltas {
         self.add(workflow_key(workflow, step, &status_figure(status)), by);
     }
 
-    fn engaged(&mut self, workflow: &str, replied: bool, auto_replied: bool, by: i64) {
-        if replied {
+    fn engaged(&mut self, workflow: &str, facts: &Engaged, by: i64) {
+        if facts.replied {
             self.add(workflow_key(workflow, "", REPLIES), by);
         }
-        if auto_replied {
+        if let Some(step) = &facts.replied_in {
+            self.add(workflow_key(workflow, step, REPLIES), by);
+        }
+        if facts.auto_replied {
             self.add(workflow_key(workflow, "", AUTO_REPLIES), by);
         }
     }

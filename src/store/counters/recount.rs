@@ -98,6 +98,7 @@ fn add(total: &mut WorkflowCounts, part: WorkflowCounts) {
         into.clicks += step.clicks;
         into.machine_opens += step.machine_opens;
         into.machine_clicks += step.machine_clicks;
+        into.replies += step.replies;
     }
 }
 
@@ -125,6 +126,9 @@ fn count_enrollments(store: &Store) -> Result<Workflows, StoreError> {
         counts.emailed += u64::from(!enrollment.facts.sent.is_empty());
         counts.engaged += u64::from(enrollment.facts.clicked);
         counts.replies += u64::from(enrollment.facts.replied);
+        if let Some(step) = &enrollment.facts.replied_in {
+            counts.steps.entry(step.clone()).or_default().replies += 1;
+        }
         counts.auto_replies += u64::from(enrollment.facts.auto_replied);
         let place = step(
             &mut workflows,

@@ -215,6 +215,7 @@ fn populate(store: &Store) -> Counters {
         Status::Exited(ExitReason::Replied),
     );
     replied.facts.replied = true;
+    replied.facts.replied_in = Some("nudge".into());
     let mut ana = Lead::new("ana@example.com".into(), at(0));
     ana.stage = Stage::Contact;
     let mut batch = Batch {
@@ -272,6 +273,11 @@ fn populate(store: &Store) -> Counters {
             trial.sender_side_rejections
         ),
         (1, 1, 1, 1)
+    );
+    // Per step too: she replied standing in the nudge.
+    assert_eq!(
+        (trial.steps["nudge"].replies, trial.steps["welcome"].replies),
+        (1, 0)
     );
     assert_eq!(trial.exited(), BTreeMap::from([("replied".to_string(), 1)]));
     assert_eq!(
