@@ -8,11 +8,8 @@
 //! email pointed.
 //!
 //! Each engagement arrives judged by the HTTP door (user agent, address, method, bursts:
-//! [`super::judge`]) with its email's record, which the door read itself ([`look_up`]: the
-//! record never changes once written, so reading it beside the work loop is safe, and keeps
-//! that work off the loop, the one writer, which is what a click's throughput is bound by);
-//! here the time since the email left is added to the judgement (a fetch within seconds of
-//! delivery is a machine's). Every one is journaled, person or machine
+//! [`super::judge`]); here the time since the email left is added to the judgement (a fetch
+//! within seconds of delivery is a machine's). Every one is journaled, person or machine
 //! ([`EventKind::Engaged`]); only a person's runs the engine (facts, `on click`, waking a
 //! `wait until lead clicked …`), so conditions and scores count people.
 //!
@@ -74,23 +71,15 @@ pub enum Hit {
 /// One open or click, as the HTTP door saw it (its time is the loop's clock when applied).
 #[derive(Debug, Clone)]
 pub struct Engagement {
-    /// The email's record ([`look_up`]).
-    pub found: Found,
+    pub message: u64,
     pub hit: Hit,
     /// The door's judgement: why it looks like a machine, if it does.
     pub machine: Option<String>,
 }
 
-/// A tracked email's record and when it left.
-#[derive(Debug, Clone)]
-pub struct Found {
-    pub tracked: Tracked,
-    /// When it was sent (when it was planned, if its sent record is missing).
-    pub sent_at: DateTime<Utc>,
-}
-
-/// The loop's answer: the link's target (for a click; the message's step for an open).
-pub type Answer = Result<String, String>;
+/// The loop's answer: the link's target (for a click; the message's step for an open), or
+/// `None` when the token names nothing kept (404).
+pub type Answer = Result<Option<String>, String>;
 
 /// Applies a group of engagements in one transaction (through the pipeline, which sends what
 /// a woken sequence plans), flushes once, then answers each.
@@ -102,18 +91,31 @@ pub async fn answer_group(
     let mut journal = Batch::default();
     let mut happenings = Vec::new();
     let mut answers = Vec::with_capacity(requests.len());
-    for (engagement, answer) in requests {
-        let Found { tracked, sent_at } = engagement.found;
+    let prepared = tokio::task::block_in_place(|| {
+        let mut prepared = Vec::with_capacity(requests.len());
+        for (engagement, answer) in requests {
+            prepared.push((prepare(cx, &engagement)?, engagement, answer));
+        }
+        Ok::<_, StoreError>(prepared)
+    })?;
+    for (found, engagement, answer) in prepared {
+        let Some((tracked, sent_at)) = found else {
+            answers.push((None, answer));
+            continue;
+        };
         let link = match engagement.hit {
             Hit::Click(index) => match tracked.links.get(index) {
                 Some(link) => Some((index, link.clone())),
-                // Never sent here: the door answers 404 to a link the email does not have.
-                None => continue,
+                None => {
+                    answers.push((None, answer));
+                    continue;
+                }
             },
             Hit::Open => None,
         };
         let machine = engagement
             .machine
+            .clone()
             .or_else(|| judge::too_soon(sent_at, cx.now));
         let kind = EventKind::Engaged {
             kind: match engagement.hit {
@@ -152,7 +154,7 @@ pub async fn answer_group(
             Some((_, link)) => link.url,
             None => tracked.step,
         };
-        answers.push((answered, answer));
+        answers.push((Some(answered), answer));
     }
     let result = pipeline
         .run_inputs(cx.project, cx.now, &happenings, journal)
@@ -173,14 +175,17 @@ pub async fn answer_group(
     }
 }
 
-/// The record of tracked email number `message` and when it left; `None`: no tracked email
-/// has that number.
-pub fn look_up(store: &Store, message: u64) -> Result<Option<Found>, StoreError> {
-    let Some(tracked) = Tracked::load(store, message)? else {
+/// The record of the engagement's message and when it left (`None`: not a tracked message).
+fn prepare(
+    cx: &Context<'_>,
+    engagement: &Engagement,
+) -> Result<Option<(Tracked, DateTime<Utc>)>, StoreError> {
+    let Some(tracked) = Tracked::load(cx.store, engagement.message)? else {
         return Ok(None);
     };
-    let sent_at = store
+    let sent_at = cx
+        .store
         .message(&tracked.message_id)?
         .map_or(tracked.planned_at, |record| record.at);
-    Ok(Some(Found { tracked, sent_at }))
+    Ok(Some((tracked, sent_at)))
 }

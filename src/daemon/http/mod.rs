@@ -61,9 +61,6 @@ pub struct Doors {
     pub recent: crate::daemon::judge::Recent,
     /// `None`: no key or password configured, no status page.
     pub page: Option<page::Page>,
-    /// The daemon's store, read by the tracked links for their email's record ([`track`]);
-    /// `None` until [`Doors::with_page`] hands it over.
-    pub store: Option<Store>,
 }
 
 impl Doors {
@@ -118,20 +115,17 @@ impl Doors {
             client_ip_header,
             recent: Default::default(),
             page: None,
-            store: None,
         })
     }
 
     /// With the status page, which reads `store` (the daemon's) for the workflows `project`
-    /// holds, when an API key or the page password is configured; and with `store` for the
-    /// tracked links.
+    /// holds, when an API key or the page password is configured.
     pub fn with_page(
         mut self,
         config: &Config,
         store: Store,
         project: watch::Receiver<Arc<Project>>,
     ) -> Result<Doors, String> {
-        self.store = Some(store.clone());
         self.page = page::Page::new(
             &config.http,
             self.api.as_ref(),

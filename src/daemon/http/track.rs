@@ -3,8 +3,7 @@
 //! - `/c/<token>`: the click is journaled (which email, which link, when; judged person or
 //!   machine, [`crate::daemon::judge`]) and answered `302 Found` to the link's target, read
 //!   from what nurture kept with the email ([`crate::daemon::engage`]): never from the request,
-//!   so this is no open redirect. The door reads that record itself (a read beside the work
-//!   loop, which only has to write).
+//!   so this is no open redirect.
 //! - `/o/<token>`: the open is journaled and answered with a 1×1 transparent GIF.
 //!
 //! A forged, altered or unknown token gets the same 404 as an unknown path and records
@@ -30,10 +29,9 @@ use tracing::warn;
 
 use super::unsubscribe::not_found;
 use super::{ANSWER_WITHIN, Doors, busy};
-use crate::daemon::engage::{self, Engagement, Found, Hit};
+use crate::daemon::engage::{Engagement, Hit};
 use crate::daemon::judge::{self, Seen};
 use crate::mail::links::{read_click, read_open};
-use crate::store::StoreError;
 
 /// A 1×1 transparent GIF.
 const PIXEL: &[u8] = &[
@@ -59,23 +57,19 @@ async fn click(
     let Some((message, index)) = read_click(doors.unsubscribe.signer(), &token) else {
         return not_found().await;
     };
-    let found = match look_up(&doors, message) {
-        Ok(Some(found)) if index < found.tracked.links.len() => found,
-        Ok(_) => return not_found().await,
-        Err(error) => return unreadable(&error),
-    };
     let machine = judged(&doors, &method, &headers, peer)
         .or_else(|| doors.recent.burst(message, index, Instant::now()));
     let engagement = Engagement {
-        found,
+        message,
         hit: Hit::Click(index),
         machine,
     };
     match submit(&doors, engagement).await {
-        Ok(target) => match HeaderValue::from_bytes(target.as_bytes()) {
+        Ok(Some(target)) => match HeaderValue::from_bytes(target.as_bytes()) {
             Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
             Err(_) => not_found().await,
         },
+        Ok(None) => not_found().await,
         Err(response) => response,
     }
 }
@@ -90,18 +84,13 @@ async fn open(
     let Some(message) = read_open(doors.unsubscribe.signer(), &token) else {
         return not_found().await;
     };
-    let found = match look_up(&doors, message) {
-        Ok(Some(found)) => found,
-        Ok(None) => return not_found().await,
-        Err(error) => return unreadable(&error),
-    };
     let engagement = Engagement {
-        found,
+        message,
         hit: Hit::Open,
         machine: judged(&doors, &method, &headers, peer),
     };
     match submit(&doors, engagement).await {
-        Ok(_) => (
+        Ok(Some(_)) => (
             StatusCode::OK,
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static("image/gif")),
@@ -110,22 +99,9 @@ async fn open(
             PIXEL,
         )
             .into_response(),
+        Ok(None) => not_found().await,
         Err(response) => response,
     }
-}
-
-/// The record of tracked email number `message` (`None`: no such email, a 404).
-fn look_up(doors: &Doors, message: u64) -> Result<Option<Found>, StoreError> {
-    match &doors.store {
-        Some(store) => engage::look_up(store, message),
-        None => Ok(None),
-    }
-}
-
-/// The answer when the email's record cannot be read (the store is failing).
-fn unreadable(error: &StoreError) -> Response {
-    warn!(%error, "a click or an open could not be read");
-    busy()
 }
 
 /// The judgement of what the request shows; the address and the agent go no further.
@@ -145,7 +121,7 @@ fn judged(
 }
 
 /// Hands the engagement to the work loop; the target once it is durable.
-async fn submit(doors: &Doors, engagement: Engagement) -> Result<String, Response> {
+async fn submit(doors: &Doors, engagement: Engagement) -> Result<Option<String>, Response> {
     match tokio::time::timeout(ANSWER_WITHIN, doors.inbound.engage(engagement)).await {
         Ok(Ok(found)) => Ok(found),
         Ok(Err(error)) => {
