@@ -8,6 +8,11 @@
 //! as a browser would (so each click is a person's: journaled, and the first one of each lead
 //! wakes its sequence). Every `302` comes after the click is durable (group commit). Prints
 //! clicks/s with p50/p99 latency. Target (issue 13): ≥ 5,000 clicks/s on a 2-core machine.
+//!
+//! Beside them, the daemon's CPU time per click over the measured window (Linux's
+//! `/proc/<pid>/task/*/schedstat`): its work loop's thread (the store's one writer, which
+//! bounds the rate) and all its threads. Clicks/s depend on what else the machine runs; these
+//! much less, so they compare two builds run on a shared machine.
 
 use std::fs;
 use std::path::Path;
@@ -72,7 +77,9 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let base = format!("http://127.0.0.1:{port}/c/");
-    let (count, mut latencies, elapsed) = load(base, links, connections, seconds as u64);
+    let pid = running.0.id();
+    let (count, mut latencies, elapsed, (work_loop, all)) =
+        load(base, links, connections, seconds as u64, pid);
     drop(running);
     latencies.sort();
     println!(
@@ -81,6 +88,12 @@ fn main() {
         elapsed.as_secs_f64(),
         ms(percentile(&latencies, 0.50)),
         ms(percentile(&latencies, 0.99)),
+    );
+    let per_click = |cpu: Duration| cpu.as_secs_f64() * 1e6 / count.max(1) as f64;
+    println!(
+        "daemon CPU per click: work loop {:.0} µs, all threads {:.0} µs",
+        per_click(work_loop),
+        per_click(all)
     );
     let _ = fs::remove_dir_all(&dir);
 }
@@ -171,12 +184,27 @@ impl Drop for Running {
     }
 }
 
-fn load(
-    base: String,
-    tokens: Vec<String>,
-    connections: usize,
-    seconds: u64,
-) -> (usize, Vec<Duration>, Duration) {
+/// The CPU time so far of process `pid`'s main thread (the daemon's work loop) and of all its
+/// threads.
+fn cpu(pid: u32) -> (Duration, Duration) {
+    let ran = |task: &Path| {
+        fs::read_to_string(task.join("schedstat"))
+            .ok()
+            .and_then(|stat| stat.split_whitespace().next()?.parse().ok())
+            .map_or(Duration::ZERO, Duration::from_nanos)
+    };
+    let tasks = Path::new("/proc").join(pid.to_string()).join("task");
+    let all = fs::read_dir(&tasks)
+        .map(|entries| entries.flatten().map(|entry| ran(&entry.path())).sum())
+        .unwrap_or_default();
+    (ran(&tasks.join(pid.to_string())), all)
+}
+
+/// Clicks in the measured window, their latencies, its length, and the daemon's CPU time in
+/// it (work loop, all threads).
+type Measured = (usize, Vec<Duration>, Duration, (Duration, Duration));
+
+fn load(base: String, tokens: Vec<String>, connections: usize, seconds: u64, pid: u32) -> Measured {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -222,18 +250,28 @@ fn load(
             }));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = cpu(pid);
         measuring.store(true, Ordering::Relaxed);
         let started = Instant::now();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         measuring.store(false, Ordering::Relaxed);
         let elapsed = started.elapsed();
+        let after = cpu(pid);
         let count = counter.load(Ordering::Relaxed);
         stop.store(true, Ordering::Relaxed);
         let mut latencies = Vec::new();
         for task in tasks {
             latencies.extend(task.await.expect("a load task"));
         }
-        (count, latencies, elapsed)
+        (
+            count,
+            latencies,
+            elapsed,
+            (
+                after.0.saturating_sub(before.0),
+                after.1.saturating_sub(before.1),
+            ),
+        )
     })
 }
 
