@@ -25,6 +25,7 @@
 //! - Message-IDs are given without angle brackets, as mail-parser reads them.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use std::borrow::Cow;
 use memchr::{memchr, memchr2, memmem, memrchr};
 use std::sync::LazyLock;
 
@@ -223,7 +224,7 @@ fn references(message: &Message<'_>) -> Vec<String> {
 /// `To`, `Cc`, then the envelope recipients the receiving server recorded (`Delivered-To`,
 /// `X-Original-To`: the only trace of a `Bcc` or an alias), lower case, each once.
 fn recipients(message: &Message<'_>) -> Vec<String> {
-    let envelope: Vec<HeaderValue<'_>> = ["Delivered-To", "X-Original-To"]
+    let envelope: Vec<HeaderValue<'_>> = [HeaderName::DeliveredTo, other_header("X-Original-To")]
         .into_iter()
         .flat_map(|name| message.header_as(name, HeaderForm::Addresses))
         .collect();
@@ -245,8 +246,15 @@ fn recipients(message: &Message<'_>) -> Vec<String> {
     found
 }
 
-fn header_text<'a>(message: &'a Message<'_>, name: &'static str) -> Option<&'a str> {
+/// A header's raw value, trimmed. The name is a [`HeaderName`], not a `&str`: mail-parser
+/// would parse a string name again on every lookup.
+fn header_text<'a>(message: &'a Message<'_>, name: HeaderName<'static>) -> Option<&'a str> {
     message.header_raw(name).map(str::trim)
+}
+
+/// A header mail-parser has no variant of its own for (`X-Failed-Recipients`, …).
+const fn other_header(name: &'static str) -> HeaderName<'static> {
+    HeaderName::Other(Cow::Borrowed(name))
 }
 
 // ---- bounces and complaints ----
@@ -346,28 +354,41 @@ fn contains_ignoring_case(text: &str, needle: &str) -> bool {
 
 /// An enhanced status code (`5.1.1`) in a bounce's text, else a bare SMTP code (`550`).
 fn status_in_text(text: &str) -> Option<String> {
-    // "550-5.1.1", "(#5.1.1)", "<5.1.1>": the code is what the punctuation leaves.
-    let words = || {
-        text.split(|c: char| {
-            c.is_whitespace()
-                || matches!(c, '(' | ')' | '[' | ']' | ',' | ';' | '-' | '#' | '<' | '>')
-        })
-        .map(|w| w.trim_end_matches(['.', ':']))
-        .filter(|w| !w.is_empty())
+    // "550-5.1.1", "(#5.1.1)", "<5.1.1>": the code is what the punctuation leaves. Both kinds of
+    // code begin with 4 or 5, so only the words that begin with one are read: found with
+    // memchr, in one pass, rather than splitting the whole text into words (twice).
+    let is_separator = |c: char| {
+        c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | ',' | ';' | '-' | '#' | '<' | '>')
     };
-    let enhanced = |word: &&str| {
+    let enhanced = |word: &str| {
         let mut parts = word.split('.');
         matches!(parts.next(), Some("4" | "5"))
             && parts.clone().count() == 2
             && parts.all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
     };
-    let reply = |word: &&str| {
-        word.len() == 3 && word.starts_with(['4', '5']) && word.bytes().all(|b| b.is_ascii_digit())
-    };
-    words()
-        .find(enhanced)
-        .or_else(|| words().find(reply))
-        .map(str::to_owned)
+    let reply = |word: &str| word.len() == 3 && word.bytes().all(|b| b.is_ascii_digit());
+    let mut first_reply = None;
+    let mut from = 0;
+    while let Some(found) = memchr2(b'4', b'5', &text.as_bytes()[from..]) {
+        // An ASCII digit is always a character boundary.
+        let start = from + found;
+        let end = text[start..]
+            .find(is_separator)
+            .map_or(text.len(), |length| start + length);
+        from = end;
+        let starts_a_word = text[..start].chars().next_back().is_none_or(is_separator);
+        if !starts_a_word {
+            continue;
+        }
+        let word = text[start..end].trim_end_matches(['.', ':']);
+        if enhanced(word) {
+            return Some(word.to_owned());
+        }
+        if first_reply.is_none() && reply(word) {
+            first_reply = Some(word);
+        }
+    }
+    first_reply.map(str::to_owned)
 }
 
 // ---- unsubscribe ----
@@ -456,17 +477,17 @@ fn automatic(message: &Message<'_>, inbound: &Incoming, new_text: &str) -> Optio
             reason,
         })
     };
-    if let Some(value) = header_text(message, "Auto-Submitted")
+    if let Some(value) = header_text(message, HeaderName::AutoSubmitted)
         && !value.eq_ignore_ascii_case("no")
     {
         return auto(format!("Auto-Submitted: {value}"));
     }
     for name in ["X-Autoreply", "X-Autorespond", "X-Autoresponder"] {
-        if let Some(value) = header_text(message, name) {
+        if let Some(value) = header_text(message, other_header(name)) {
             return auto(format!("{name}: {value}"));
         }
     }
-    if let Some(precedence) = header_text(message, "Precedence") {
+    if let Some(precedence) = header_text(message, other_header("Precedence")) {
         let lower = precedence.to_ascii_lowercase();
         if lower == "auto_reply" {
             return auto(format!("Precedence: {precedence}"));
@@ -500,11 +521,11 @@ fn automatic(message: &Message<'_>, inbound: &Incoming, new_text: &str) -> Optio
     {
         return auto(format!("subject begins “{word}”"));
     }
-    if header_text(message, "Return-Path") == Some("<>") {
+    if header_text(message, HeaderName::ReturnPath) == Some("<>") {
         return auto("empty Return-Path".into());
     }
-    let list_mail = header_text(message, "List-Id").is_some()
-        || header_text(message, "List-Unsubscribe").is_some();
+    let list_mail = header_text(message, HeaderName::ListId).is_some()
+        || header_text(message, HeaderName::ListUnsubscribe).is_some();
     if list_mail && !answers_something {
         return Some(Kind::Unrelated {
             reason: "list mail that answers nothing".into(),
@@ -610,26 +631,29 @@ fn new_text(message: &Message<'_>) -> String {
     kept.join("\n")
 }
 
-/// One line of at most [`EXCERPT_CHARS`] characters.
+/// One line of at most [`EXCERPT_CHARS`] characters: the words joined by single spaces, and
+/// when that is longer, its first `EXCERPT_CHARS - 1` characters and `…`.
 fn excerpt(text: &str) -> String {
-    // Built a character at a time and stopped at the first one too many: a bounce's text can
-    // be long.
+    // Whole words are copied, and the walk stops at the first word that goes past the limit:
+    // a bounce's text can be long, and a character at a time was a tenth of the
+    // classification's cost.
     let mut out = String::with_capacity(EXCERPT_CHARS + 8);
     let mut count = 0;
-    let mut cut = 0;
     for word in text.split_whitespace() {
-        let space = (!out.is_empty()).then_some(' ');
-        for c in space.into_iter().chain(word.chars()) {
-            if count == EXCERPT_CHARS - 1 {
-                cut = out.len();
-            }
-            if count == EXCERPT_CHARS {
-                out.truncate(cut);
-                out.push('…');
-                return out;
-            }
-            out.push(c);
+        if !out.is_empty() {
+            out.push(' ');
             count += 1;
+        }
+        out.push_str(word);
+        count += word.chars().count();
+        if count > EXCERPT_CHARS {
+            let cut = out
+                .char_indices()
+                .nth(EXCERPT_CHARS - 1)
+                .map_or(out.len(), |(at, _)| at);
+            out.truncate(cut);
+            out.push('…');
+            return out;
         }
     }
     out
@@ -796,12 +820,9 @@ const MONTHS: [&[&str]; 12] = [
 /// Dates without a year take the next such day after the message date.
 pub fn return_date(text: &str, sent: Option<DateTime<Utc>>) -> Option<NaiveDate> {
     let today = sent.map(|d| d.date_naive());
-    let words: Vec<String> = text
+    let words: Vec<Cow<'_, str>> = text
         .split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | ';' | '!' | '?'))
-        .map(|w| {
-            w.trim_matches(['"', '\'', '“', '”', '«', '»'])
-                .to_lowercase()
-        })
+        .map(|w| lower_case(w.trim_matches(['"', '\'', '“', '”', '«', '»'])))
         .filter(|w| !w.is_empty())
         .take(400)
         .collect();
@@ -844,9 +865,29 @@ pub fn return_date(text: &str, sent: Option<DateTime<Utc>>) -> Option<NaiveDate>
         .max()
 }
 
+/// `word` in lower case, copied only when that changes it: most words of a text are lower
+/// case already.
+fn lower_case(word: &str) -> Cow<'_, str> {
+    if word.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        Cow::Owned(word.to_lowercase())
+    } else {
+        Cow::Borrowed(word)
+    }
+}
+
+/// Whether `word` can be read as a number: `parse` takes a digit or a sign first. Most words
+/// are settled by this, before any splitting.
+fn numeric(word: &str) -> bool {
+    word.starts_with(|c: char| c.is_ascii_digit() || c == '+')
+}
+
 /// `2026-03-12`, `12.03.2026`, `12/03/2026` (day first; unless the second number cannot be a
 /// month).
 fn numeric_date(word: &str) -> Option<NaiveDate> {
+    // Every shape parses its first part, and the year is never the first part to have a '-'.
+    if !numeric(word) {
+        return None;
+    }
     if let [y, m, d] = word.split('-').collect::<Vec<_>>()[..]
         && y.len() == 4
     {
@@ -865,6 +906,9 @@ fn numeric_date(word: &str) -> Option<NaiveDate> {
 }
 
 fn day_number(word: &str) -> Option<u32> {
+    if !numeric(word) {
+        return None;
+    }
     let digits = word
         .trim_end_matches(['.', 'º', '°'])
         .trim_end_matches("st")

@@ -20,12 +20,12 @@ use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
-use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
+use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
 use memchr::memchr;
 use serde_json::Value;
 
 use super::reason::{self, Reason};
-use super::{Incoming, Kind, excerpt, header_text, is_report};
+use super::{Incoming, Kind, excerpt, header_text, is_report, other_header};
 
 /// Subjects of non-delivery notices (lower case, matched anywhere in the subject).
 const BOUNCE_SUBJECTS: [&str; 32] = [
@@ -232,7 +232,7 @@ fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str) -> Option<S
     if is_report(message, "delivery-status") {
         return Some("a delivery report (multipart/report; report-type=delivery-status)".into());
     }
-    if header_text(message, "X-Failed-Recipients").is_some() {
+    if header_text(message, other_header("X-Failed-Recipients")).is_some() {
         return Some("header X-Failed-Recipients".into());
     }
     let from = inbound.from.as_deref().unwrap_or_default();
@@ -243,7 +243,7 @@ fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str) -> Option<S
     ) {
         return Some(format!("sender {from}"));
     }
-    if header_text(message, "X-MLServer").is_some() && local.ends_with("-admin") {
+    if header_text(message, other_header("X-MLServer")).is_some() && local.ends_with("-admin") {
         return Some(format!("a mailing-list manager's error (sender {from})"));
     }
     let subject = inbound.subject.as_deref().unwrap_or_default();
@@ -267,10 +267,10 @@ fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str) -> Option<S
             .and_then(|a| a.name())
             .unwrap_or_default()
             .to_lowercase();
-        let second_sign = header_text(message, "Return-Path") == Some("<>")
+        let second_sign = header_text(message, HeaderName::ReturnPath) == Some("<>")
             || inbound.from.is_none()
             || DAEMON_NAMES.iter().any(|n| name.contains(n))
-            || header_text(message, "Auto-Submitted").is_some()
+            || header_text(message, HeaderName::AutoSubmitted).is_some()
             || returns_a_message(message)
             || notice_words().is_some();
         if second_sign {
@@ -485,7 +485,7 @@ fn address_of(value: &str) -> String {
 
 /// Exim names the failed addresses in a header.
 fn failed_recipients(message: &Message<'_>) -> Option<String> {
-    let value = header_text(message, "X-Failed-Recipients")?;
+    let value = header_text(message, other_header("X-Failed-Recipients"))?;
     value
         .split(',')
         .map(|a| a.trim().trim_matches(['<', '>']).to_ascii_lowercase())

@@ -9,7 +9,7 @@
 
 use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 
-use super::{Incoming, Kind, header_text, is_report};
+use super::{Incoming, Kind, header_text, is_report, other_header};
 
 /// The complaint `message` is, or `None`.
 pub(super) fn complaint(message: &Message<'_>, inbound: &mut Incoming) -> Option<Kind> {
@@ -74,7 +74,7 @@ fn original_recipient(message: &Message<'_>) -> Option<String> {
     for part in &message.parts {
         match &part.body {
             PartType::Message(original) => {
-                if let Some(address) = header_text(original, "X-HmXmrOriginalRecipient") {
+                if let Some(address) = header_text(original, other_header("X-HmXmrOriginalRecipient")) {
                     return Some(address.trim_matches(['<', '>']).to_ascii_lowercase());
                 }
                 if let Some(address) = original
