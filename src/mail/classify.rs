@@ -26,6 +26,7 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use std::borrow::Cow;
+use aho_corasick::AhoCorasick;
 use memchr::{memchr, memchr2, memmem, memrchr};
 use std::sync::LazyLock;
 
@@ -469,6 +470,11 @@ const OUT_OF_OFFICE_SUBJECTS: [&str; 24] = [
     "buiten kantoor",
 ];
 
+/// [`OUT_OF_OFFICE_SUBJECTS`] as one automaton over the lower-cased subject.
+static OUT_OF_OFFICE: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::new(OUT_OF_OFFICE_SUBJECTS).expect("a valid set of patterns")
+});
+
 fn automatic(message: &Message<'_>, inbound: &Incoming, new_text: &str) -> Option<Kind> {
     let answers_something = !inbound.references.is_empty();
     let auto = |reason: String| {
@@ -507,9 +513,12 @@ fn automatic(message: &Message<'_>, inbound: &Incoming, new_text: &str) -> Optio
         .as_deref()
         .unwrap_or_default()
         .to_lowercase();
-    if let Some(words) = OUT_OF_OFFICE_SUBJECTS
-        .iter()
-        .find(|words| subject.contains(*words))
+    // The first phrase of the list that the subject holds, found in one pass over it.
+    if let Some(words) = OUT_OF_OFFICE
+        .find_overlapping_iter(&subject)
+        .map(|hit| hit.pattern().as_usize())
+        .min()
+        .map(|phrase| OUT_OF_OFFICE_SUBJECTS[phrase])
     {
         return auto(format!("subject says “{words}”"));
     }
@@ -600,25 +609,31 @@ fn is_attribution(line: &str, next: Option<&str>) -> bool {
 /// or the signature. From the text part, or from the HTML part when there is none.
 fn new_text(message: &Message<'_>) -> String {
     let text = match message.text_part(0).map(|part| &part.body) {
-        Some(PartType::Text(text)) => text.to_string(),
-        _ => match message.body_html(0) {
-            Some(html) => html_to_text(&html),
-            None => String::new(),
-        },
+        Some(PartType::Text(text)) => Cow::Borrowed(text.as_ref()),
+        _ => Cow::Owned(
+            message
+                .body_html(0)
+                .map(|html| html_to_text(&html))
+                .unwrap_or_default(),
+        ),
     };
-    let lines: Vec<&str> = text.lines().collect();
-    let mut kept: Vec<&str> = Vec::new();
-    for (i, line) in lines.iter().copied().enumerate() {
+    // The kept lines are joined as they are read, and whether one of them says something is
+    // remembered: no list of lines, no copy of the text.
+    let mut kept = String::with_capacity(text.len());
+    let mut kept_a_line = false;
+    let mut said_something = false;
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
         let trimmed = line.trim();
         if trimmed.starts_with('>') {
-            if kept.iter().any(|l| !l.trim().is_empty()) {
+            if said_something {
                 break;
             }
             // Bottom-posting: the quote comes first, the answer after it.
             continue;
         }
-        if is_attribution(trimmed, lines.get(i + 1).copied()) {
-            if kept.iter().any(|l| !l.trim().is_empty()) {
+        if is_attribution(trimmed, lines.peek().copied()) {
+            if said_something {
                 break;
             }
             continue;
@@ -626,9 +641,14 @@ fn new_text(message: &Message<'_>) -> String {
         if line == "-- " || trimmed == "--" {
             break;
         }
-        kept.push(line);
+        if kept_a_line {
+            kept.push('\n');
+        }
+        kept.push_str(line);
+        kept_a_line = true;
+        said_something |= !trimmed.is_empty();
     }
-    kept.join("\n")
+    kept
 }
 
 /// One line of at most [`EXCERPT_CHARS`] characters: the words joined by single spaces, and

@@ -118,6 +118,10 @@ const RETURNED_MESSAGE: [&str; 11] = [
     "--- original message ---",
 ];
 
+/// [`BOUNCE_SUBJECTS`] in one pass over the lower-cased subject, not one search per phrase.
+static SUBJECTS: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::new(BOUNCE_SUBJECTS).expect("a valid set of patterns")
+});
 static NOTICE: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(&NOTICE_WORDS));
 static RETURNED: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(&RETURNED_MESSAGE));
 
@@ -260,7 +264,7 @@ fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str) -> Option<S
             .find(&text[..floor_char_boundary(text, NOTICE_WORDS_WITHIN)])
             .map(|hit| text[hit.range()].to_lowercase())
     };
-    if BOUNCE_SUBJECTS.iter().any(|s| lower.contains(s)) {
+    if SUBJECTS.is_match(&lower) {
         let name = message
             .from()
             .and_then(|a| a.first())
@@ -371,7 +375,14 @@ fn floor_char_boundary(text: &str, at: usize) -> usize {
 
 /// Whitespace runs as one space, trimmed.
 fn collapse(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 /// Every recipient block of the message's delivery-status parts.
@@ -419,6 +430,14 @@ fn fields(text: &str) -> Vec<Delivery> {
         }
         if let Some((name, value)) = field.take() {
             apply(&mut found, &mut current, name, value.trim());
+        }
+        // Every wanted name begins with one of these letters: most lines (a notice's text, a
+        // returned message) are passed over without being split.
+        if !line
+            .trim_start()
+            .starts_with(['f', 'F', 'o', 'O', 'a', 'A', 's', 'S', 'd', 'D'])
+        {
+            continue;
         }
         if let Some((name, value)) = line.split_once(':') {
             let name = name.trim();
