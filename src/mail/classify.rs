@@ -138,16 +138,25 @@ impl Kind {
 
 pub const EXCERPT_CHARS: usize = 200;
 
-/// Parses only the headers classification reads (MIME, dates, addresses, Message-IDs, the
-/// subject); the others stay raw. `Received` lines, a dozen in a returned message, are the
-/// costly ones no decision needs.
+/// Parses only the headers classification reads: the three MIME headers mail-parser needs to
+/// find the parts, and `Date`, `From`, `To`, `Cc`, the Message-IDs and the subject. Every other
+/// header is skipped, not even copied: the few read by name (`Auto-Submitted`, `Return-Path`,
+/// `X-Failed-Recipients`, …) are read raw ([`header_text`]), from where the parser saw them.
+/// `Received` lines, a dozen in a returned message, are the costly ones no decision needs.
 static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
     MessageParser::new()
-        .with_mime_headers()
-        .with_date_headers()
-        .with_address_headers()
-        .with_message_ids()
+        .header_content_type(HeaderName::ContentType)
+        .header_content_type(HeaderName::ContentDisposition)
+        .header_text(HeaderName::ContentTransferEncoding)
+        .header_date(HeaderName::Date)
+        .header_address(HeaderName::From)
+        .header_address(HeaderName::To)
+        .header_address(HeaderName::Cc)
+        .header_id(HeaderName::MessageId)
+        .header_id(HeaderName::InReplyTo)
+        .header_id(HeaderName::References)
         .header_text(HeaderName::Subject)
+        .default_header_ignore()
 });
 
 /// Classifies one raw message (RFC 5322, LF or CRLF).
