@@ -200,15 +200,22 @@ pub fn classify(raw: &[u8]) -> Incoming {
     };
     let new_text = new_text(&message);
     inbound.excerpt = excerpt(&new_text);
-    let found = complaint::complaint(&message, &mut inbound)
-        .or_else(|| bounce::bounce(&message, &mut inbound));
+    // Complaints, bounces and automatic answers all look for words in the subject: it is made
+    // lower case once, here.
+    let subject = inbound
+        .subject
+        .as_deref()
+        .unwrap_or_default()
+        .to_lowercase();
+    let found = complaint::complaint(&message, &mut inbound, &subject)
+        .or_else(|| bounce::bounce(&message, &mut inbound, &subject));
     inbound.kind = match found {
         Some(kind) => kind,
         None if inbound.from.is_none() => Kind::Unknown {
             reason: "no sender address".into(),
         },
         None => unsubscribe(&inbound, &new_text)
-            .or_else(|| automatic(&message, &inbound, &new_text))
+            .or_else(|| automatic(&message, &inbound, &new_text, &subject))
             .unwrap_or(Kind::HumanReply),
     };
     inbound
@@ -486,7 +493,13 @@ static OUT_OF_OFFICE: LazyLock<AhoCorasick> = LazyLock::new(|| {
     AhoCorasick::new(OUT_OF_OFFICE_SUBJECTS).expect("a valid set of patterns")
 });
 
-fn automatic(message: &Message<'_>, inbound: &Incoming, new_text: &str) -> Option<Kind> {
+/// `subject` is the message's subject in lower case.
+fn automatic(
+    message: &Message<'_>,
+    inbound: &Incoming,
+    new_text: &str,
+    subject: &str,
+) -> Option<Kind> {
     let answers_something = !inbound.references.is_empty();
     let auto = |reason: String| {
         Some(Kind::AutoReply {
@@ -519,14 +532,9 @@ fn automatic(message: &Message<'_>, inbound: &Incoming, new_text: &str) -> Optio
             };
         }
     }
-    let subject = inbound
-        .subject
-        .as_deref()
-        .unwrap_or_default()
-        .to_lowercase();
     // The first phrase of the list that the subject holds, found in one pass over it.
     if let Some(words) = OUT_OF_OFFICE
-        .find_overlapping_iter(&subject)
+        .find_overlapping_iter(subject)
         .map(|hit| hit.pattern().as_usize())
         .min()
         .map(|phrase| OUT_OF_OFFICE_SUBJECTS[phrase])
@@ -1087,6 +1095,44 @@ mod tests {
         let message = format!("From: tom@example.test\nSubject: Re: hi\n\n{not_quoted}");
         let parsed = MessageParser::default().parse(message.as_bytes()).unwrap();
         assert_eq!(new_text(&parsed).trim(), not_quoted);
+    }
+
+    #[test]
+    fn excerpts_of_ascii_and_other_text_agree() {
+        let long = "word ".repeat(60);
+        let exact = "x".repeat(EXCERPT_CHARS);
+        let over = "y".repeat(EXCERPT_CHARS + 1);
+        let texts = [
+            "",
+            "  \n\t ",
+            "  Hello,\n\n  Ana \x0b here\r\n",
+            long.as_str(),
+            exact.as_str(),
+            over.as_str(),
+            "café\u{a0}crème  brûlée",
+            "one\u{2003}two",
+        ];
+        for text in texts {
+            assert_eq!(excerpt(text), any_excerpt(text), "{text:?}");
+            assert!(excerpt(text).chars().count() <= EXCERPT_CHARS, "{text:?}");
+        }
+        assert_eq!(excerpt(&exact), exact);
+        assert_eq!(excerpt(&over), format!("{}…", &over[..EXCERPT_CHARS - 1]));
+        assert_eq!(excerpt("  Hello,\n\n  Ana \x0b here\r\n"), "Hello, Ana here");
+        // A non-breaking space separates words, as `split_whitespace` says.
+        assert_eq!(excerpt("one\u{a0}two"), "one two");
+    }
+
+    #[test]
+    fn message_ids_are_found_in_any_case() {
+        assert_eq!(find_ignoring_case(b"x\nMESSAGE-ID: <a@b>", b"message-id:"), Some(2));
+        assert_eq!(find_ignoring_case(b"id: message-Id:", b"message-id:"), Some(4));
+        assert_eq!(find_ignoring_case(b"message-id", b"message-id:"), None);
+        assert_eq!(find_ignoring_case(b":", b"message-id:"), None);
+        assert_eq!(
+            quoted_message_id(b"Message-ID: <own@x>\n  message-id:  <theirs@y>\n", Some("own@x")),
+            Some("theirs@y".to_owned())
+        );
     }
 
     #[test]

@@ -147,13 +147,14 @@ struct Delivery {
     diagnostic: Option<String>,
 }
 
-/// The bounce (or delivery notice) `message` is, or `None` when it is not one.
-pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming) -> Option<Kind> {
+/// The bounce (or delivery notice) `message` is, or `None` when it is not one. `subject` is its
+/// subject in lower case.
+pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming, subject: &str) -> Option<Kind> {
     if let Some(kind) = ses_notification(message, inbound) {
         return Some(kind);
     }
     let text = first_text(message);
-    let signal = recognized(message, inbound, &text)?;
+    let signal = recognized(message, inbound, &text, subject)?;
     inbound.original_message_id =
         super::returned_message_id(message, inbound.message_id.as_deref());
     let mut deliveries = delivery_reports(message);
@@ -200,11 +201,6 @@ pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming) -> Option<Ki
         Some(status) => Some(status),
         None => super::status_in_text(&diagnostic).or_else(|| super::status_in_text(&notice)),
     };
-    let subject = inbound
-        .subject
-        .as_deref()
-        .unwrap_or_default()
-        .to_lowercase();
     let delayed = match delivery.action.as_deref() {
         Some(action) => action.starts_with("delayed"),
         None => {
@@ -231,8 +227,8 @@ pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming) -> Option<Ki
     })
 }
 
-/// Why `message` is taken for a notice, or `None`.
-fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str) -> Option<String> {
+/// Why `message` is taken for a notice, or `None`. `lower` is its subject in lower case.
+fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str, lower: &str) -> Option<String> {
     if is_report(message, "delivery-status") {
         return Some("a delivery report (multipart/report; report-type=delivery-status)".into());
     }
@@ -251,7 +247,6 @@ fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str) -> Option<S
         return Some(format!("a mailing-list manager's error (sender {from})"));
     }
     let subject = inbound.subject.as_deref().unwrap_or_default();
-    let lower = subject.to_lowercase();
     let is_answer = ["re:", "aw:", "sv:", "fw:", "fwd:", "wg:", "tr:", "r:"]
         .iter()
         .any(|prefix| lower.starts_with(prefix));
@@ -264,7 +259,7 @@ fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str) -> Option<S
             .find(&text[..floor_char_boundary(text, NOTICE_WORDS_WITHIN)])
             .map(|hit| text[hit.range()].to_lowercase())
     };
-    if SUBJECTS.is_match(&lower) {
+    if SUBJECTS.is_match(lower) {
         let name = message
             .from()
             .and_then(|a| a.first())
@@ -418,11 +413,13 @@ fn fields(text: &str) -> Vec<Delivery> {
     ];
     let mut found: Vec<Delivery> = Vec::new();
     let mut current: Option<Delivery> = None;
-    // The field being read (its name, lower case, and its value so far).
-    let mut field: Option<(&'static str, String)> = None;
+    // The field being read (its name, lower case, and its value so far: borrowed from the
+    // text until a folded line is added to it).
+    let mut field: Option<(&'static str, Cow<'_, str>)> = None;
     for line in text.lines().chain([""]) {
         if line.starts_with([' ', '\t']) {
             if let Some((_, value)) = field.as_mut() {
+                let value = value.to_mut();
                 value.push(' ');
                 value.push_str(line.trim());
             }
@@ -444,7 +441,7 @@ fn fields(text: &str) -> Vec<Delivery> {
             field = WANTED
                 .iter()
                 .find(|wanted| name.eq_ignore_ascii_case(wanted))
-                .map(|wanted| (*wanted, value.to_owned()));
+                .map(|wanted| (*wanted, Cow::Borrowed(value)));
         }
     }
     found.extend(current);

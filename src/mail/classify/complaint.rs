@@ -11,8 +11,12 @@ use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 
 use super::{Incoming, Kind, header_text, is_report, other_header};
 
-/// The complaint `message` is, or `None`.
-pub(super) fn complaint(message: &Message<'_>, inbound: &mut Incoming) -> Option<Kind> {
+/// The complaint `message` is, or `None`. `lower_subject` is its subject in lower case.
+pub(super) fn complaint(
+    message: &Message<'_>,
+    inbound: &mut Incoming,
+    lower_subject: &str,
+) -> Option<Kind> {
     let report_part = message.parts.iter().find(|part| is_feedback_part(part));
     let signal = if is_report(message, "feedback-report") {
         "a feedback report (multipart/report; report-type=feedback-report)".to_owned()
@@ -23,10 +27,7 @@ pub(super) fn complaint(message: &Message<'_>, inbound: &mut Incoming) -> Option
         let mixed = message
             .content_type()
             .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart"));
-        if !(mixed
-            && subject
-                .to_lowercase()
-                .contains("complaint about message from"))
+        if !(mixed && lower_subject.contains("complaint about message from"))
         {
             return None;
         }
