@@ -24,10 +24,10 @@
 //!   ([`crate::unsubscribe`]), not in the address, so that is where it is read.
 //! - Message-IDs are given without angle brackets, as mail-parser reads them.
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use std::borrow::Cow;
 use aho_corasick::AhoCorasick;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use memchr::{memchr, memchr2, memmem, memrchr};
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use mail_parser::{
@@ -489,9 +489,8 @@ const OUT_OF_OFFICE_SUBJECTS: [&str; 24] = [
 ];
 
 /// [`OUT_OF_OFFICE_SUBJECTS`] as one automaton over the lower-cased subject.
-static OUT_OF_OFFICE: LazyLock<AhoCorasick> = LazyLock::new(|| {
-    AhoCorasick::new(OUT_OF_OFFICE_SUBJECTS).expect("a valid set of patterns")
-});
+static OUT_OF_OFFICE: LazyLock<AhoCorasick> =
+    LazyLock::new(|| AhoCorasick::new(OUT_OF_OFFICE_SUBJECTS).expect("a valid set of patterns"));
 
 /// `subject` is the message's subject in lower case.
 fn automatic(
@@ -939,7 +938,10 @@ pub fn return_date(text: &str, sent: Option<DateTime<Utc>>) -> Option<NaiveDate>
 /// `word` in lower case, copied only when that changes it: most words of a text are lower
 /// case already.
 fn lower_case(word: &str) -> Cow<'_, str> {
-    if word.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+    if word
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+    {
         Cow::Owned(word.to_lowercase())
     } else {
         Cow::Borrowed(word)
@@ -1118,19 +1120,31 @@ mod tests {
         }
         assert_eq!(excerpt(&exact), exact);
         assert_eq!(excerpt(&over), format!("{}…", &over[..EXCERPT_CHARS - 1]));
-        assert_eq!(excerpt("  Hello,\n\n  Ana \x0b here\r\n"), "Hello, Ana here");
+        assert_eq!(
+            excerpt("  Hello,\n\n  Ana \x0b here\r\n"),
+            "Hello, Ana here"
+        );
         // A non-breaking space separates words, as `split_whitespace` says.
         assert_eq!(excerpt("one\u{a0}two"), "one two");
     }
 
     #[test]
     fn message_ids_are_found_in_any_case() {
-        assert_eq!(find_ignoring_case(b"x\nMESSAGE-ID: <a@b>", b"message-id:"), Some(2));
-        assert_eq!(find_ignoring_case(b"id: message-Id:", b"message-id:"), Some(4));
+        assert_eq!(
+            find_ignoring_case(b"x\nMESSAGE-ID: <a@b>", b"message-id:"),
+            Some(2)
+        );
+        assert_eq!(
+            find_ignoring_case(b"id: message-Id:", b"message-id:"),
+            Some(4)
+        );
         assert_eq!(find_ignoring_case(b"message-id", b"message-id:"), None);
         assert_eq!(find_ignoring_case(b":", b"message-id:"), None);
         assert_eq!(
-            quoted_message_id(b"Message-ID: <own@x>\n  message-id:  <theirs@y>\n", Some("own@x")),
+            quoted_message_id(
+                b"Message-ID: <own@x>\n  message-id:  <theirs@y>\n",
+                Some("own@x")
+            ),
             Some("theirs@y".to_owned())
         );
     }

@@ -119,9 +119,8 @@ const RETURNED_MESSAGE: [&str; 11] = [
 ];
 
 /// [`BOUNCE_SUBJECTS`] in one pass over the lower-cased subject, not one search per phrase.
-static SUBJECTS: LazyLock<AhoCorasick> = LazyLock::new(|| {
-    AhoCorasick::new(BOUNCE_SUBJECTS).expect("a valid set of patterns")
-});
+static SUBJECTS: LazyLock<AhoCorasick> =
+    LazyLock::new(|| AhoCorasick::new(BOUNCE_SUBJECTS).expect("a valid set of patterns"));
 static NOTICE: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(&NOTICE_WORDS));
 static RETURNED: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(&RETURNED_MESSAGE));
 
@@ -228,7 +227,12 @@ pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming, subject: &st
 }
 
 /// Why `message` is taken for a notice, or `None`. `lower` is its subject in lower case.
-fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str, lower: &str) -> Option<String> {
+fn recognized(
+    message: &Message<'_>,
+    inbound: &Incoming,
+    text: &str,
+    lower: &str,
+) -> Option<String> {
     if is_report(message, "delivery-status") {
         return Some("a delivery report (multipart/report; report-type=delivery-status)".into());
     }

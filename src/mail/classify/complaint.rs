@@ -27,8 +27,7 @@ pub(super) fn complaint(
         let mixed = message
             .content_type()
             .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart"));
-        if !(mixed && lower_subject.contains("complaint about message from"))
-        {
+        if !(mixed && lower_subject.contains("complaint about message from")) {
             return None;
         }
         format!("a feedback-loop complaint (subject “{subject}”)")
@@ -75,7 +74,9 @@ fn original_recipient(message: &Message<'_>) -> Option<String> {
     for part in &message.parts {
         match &part.body {
             PartType::Message(original) => {
-                if let Some(address) = header_text(original, other_header("X-HmXmrOriginalRecipient")) {
+                if let Some(address) =
+                    header_text(original, other_header("X-HmXmrOriginalRecipient"))
+                {
                     return Some(address.trim_matches(['<', '>']).to_ascii_lowercase());
                 }
                 if let Some(address) = original
