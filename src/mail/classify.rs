@@ -544,7 +544,7 @@ fn automatic(
     // anywhere in a subject, so only as its first word.
     if let Some(word) = ["absence", "absente", "absent"]
         .into_iter()
-        .find(|word| first_word(&subject) == *word)
+        .find(|word| first_word(subject) == *word)
     {
         return auto(format!("subject begins “{word}”"));
     }
