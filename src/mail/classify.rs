@@ -269,6 +269,13 @@ fn header_text<'a>(message: &'a Message<'_>, name: HeaderName<'static>) -> Optio
     message.header_raw(name).map(str::trim)
 }
 
+/// `bytes` as text, what is not UTF-8 replaced: as `String::from_utf8_lossy`, but checked first
+/// with `str::from_utf8`, which passes over ASCII several bytes at a time where the lossy
+/// decoder reads it a byte at a time. Parts are nearly always valid UTF-8.
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed)
+}
+
 /// A header mail-parser has no variant of its own for (`X-Failed-Recipients`, …).
 const fn other_header(name: &'static str) -> HeaderName<'static> {
     HeaderName::Other(Cow::Borrowed(name))
@@ -329,7 +336,7 @@ fn quoted_message_id(text: &[u8], own: Option<&str>) -> Option<String> {
         let start = memrchr(b'\n', &text[..at]).map_or(0, |i| i + 1);
         let end = memchr(b'\n', &text[at..]).map_or(text.len(), |i| at + i);
         from = end;
-        let line = String::from_utf8_lossy(&text[start..end]);
+        let line = lossy(&text[start..end]);
         let Some((name, value)) = line.trim_start().split_once(':') else {
             continue;
         };
@@ -679,27 +686,39 @@ fn excerpt(text: &str) -> String {
 }
 
 /// [`excerpt`] of a text that is ASCII as far as the excerpt reaches; `None` at the first
-/// other byte.
+/// other byte. A word at a time: the bytes of a word are only tested, then copied at once.
 fn ascii_excerpt(text: &str) -> Option<String> {
+    // What `char::is_whitespace` takes in ASCII (the vertical tab too).
+    let is_space = |byte: u8| matches!(byte, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let bytes = text.as_bytes();
     let mut out = String::with_capacity(EXCERPT_CHARS + 8);
-    let mut space = false;
-    for &byte in text.as_bytes() {
-        match byte {
-            // What `char::is_whitespace` takes in ASCII (the vertical tab too).
-            b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' => space = !out.is_empty(),
-            _ if !byte.is_ascii() => return None,
-            _ => {
-                if space {
-                    out.push(' ');
-                    space = false;
-                }
-                out.push(char::from(byte));
-                if out.len() > EXCERPT_CHARS {
-                    out.truncate(EXCERPT_CHARS - 1);
-                    out.push('…');
-                    return Some(out);
-                }
-            }
+    let mut at = 0;
+    while at < bytes.len() {
+        if is_space(bytes[at]) {
+            at += 1;
+            continue;
+        }
+        let start = at;
+        while at < bytes.len() && bytes[at].is_ascii() && !is_space(bytes[at]) {
+            at += 1;
+        }
+        if at == start {
+            // A character that is not ASCII begins the word.
+            return None;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        // `at` ends the text or is an ASCII byte or the first byte of a character that follows
+        // one: a character boundary.
+        out.push_str(&text[start..at]);
+        if out.len() > EXCERPT_CHARS {
+            out.truncate(EXCERPT_CHARS - 1);
+            out.push('…');
+            return Some(out);
+        }
+        if at < bytes.len() && !bytes[at].is_ascii() {
+            return None;
         }
     }
     Some(out)
@@ -1104,6 +1123,9 @@ mod tests {
         let long = "word ".repeat(60);
         let exact = "x".repeat(EXCERPT_CHARS);
         let over = "y".repeat(EXCERPT_CHARS + 1);
+        // Text that is not ASCII within a word, after the excerpt's end or just before it.
+        let past_the_end = format!("{}é and more", "z".repeat(EXCERPT_CHARS + 3));
+        let at_the_end = format!("{} é", "w".repeat(EXCERPT_CHARS - 1));
         let texts = [
             "",
             "  \n\t ",
@@ -1111,6 +1133,10 @@ mod tests {
             long.as_str(),
             exact.as_str(),
             over.as_str(),
+            past_the_end.as_str(),
+            at_the_end.as_str(),
+            "ab é",
+            "é",
             "café\u{a0}crème  brûlée",
             "one\u{2003}two",
         ];

@@ -389,7 +389,7 @@ fn delivery_reports(message: &Message<'_>) -> Vec<Delivery> {
     let mut found = Vec::new();
     for part in &message.parts {
         if is_status_part(part) {
-            found.extend(fields(&String::from_utf8_lossy(part.contents())));
+            found.extend(fields(&super::lossy(part.contents())));
         }
     }
     found

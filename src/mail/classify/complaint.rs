@@ -9,7 +9,7 @@
 
 use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 
-use super::{Incoming, Kind, header_text, is_report, other_header};
+use super::{Incoming, Kind, header_text, is_report, lossy, other_header};
 
 /// The complaint `message` is, or `None`. `lower_subject` is its subject in lower case.
 pub(super) fn complaint(
@@ -33,7 +33,7 @@ pub(super) fn complaint(
         format!("a feedback-loop complaint (subject “{subject}”)")
     };
     let report = report_part
-        .map(|part| String::from_utf8_lossy(part.contents()).into_owned())
+        .map(|part| lossy(part.contents()))
         .unwrap_or_default();
     let field = |wanted: &str| {
         report.lines().find_map(|line| {
@@ -92,7 +92,7 @@ fn original_recipient(message: &Message<'_>) -> Option<String> {
                     .is_some_and(|s| s.eq_ignore_ascii_case("rfc822-headers"))
             }) =>
             {
-                let headers = String::from_utf8_lossy(part.contents());
+                let headers = lossy(part.contents());
                 let found = headers.lines().find_map(|line| {
                     let (name, value) = line.split_once(':')?;
                     let name = name.trim();
