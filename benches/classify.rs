@@ -3,11 +3,18 @@
 //! delivery notices, unsubscribe and list mail).
 //!
 //! Classifies the whole corpus in a loop for about a second per round, five rounds, and prints
-//! the median in messages and megabytes per second.
+//! the median in messages and megabytes per second. Each message is classified from its raw
+//! bytes, as the daemon does with each mail it fetches, under the daemon's allocator.
 
 use std::time::{Duration, Instant};
 
 use nurture::mail::classify::classify;
+
+// The allocator the `nurture` binary (and so the daemon that classifies) uses: a classification
+// allocates and frees a few dozen small strings: under glibc's malloc it takes 8 % more
+// instructions (callgrind).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ROUNDS: usize = 5;
 const ROUND: Duration = Duration::from_secs(1);

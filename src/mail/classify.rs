@@ -24,8 +24,10 @@
 //!   ([`crate::unsubscribe`]), not in the address, so that is where it is read.
 //! - Message-IDs are given without angle brackets, as mail-parser reads them.
 
+use aho_corasick::AhoCorasick;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use memchr::{memchr, memchr2, memmem, memrchr};
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use mail_parser::{
@@ -136,16 +138,25 @@ impl Kind {
 
 pub const EXCERPT_CHARS: usize = 200;
 
-/// Parses only the headers classification reads (MIME, dates, addresses, Message-IDs, the
-/// subject); the others stay raw. `Received` lines, a dozen in a returned message, are the
-/// costly ones no decision needs.
+/// Parses only the headers classification reads: the three MIME headers mail-parser needs to
+/// find the parts, and `Date`, `From`, `To`, `Cc`, the Message-IDs and the subject. Every other
+/// header is skipped, not even copied: the few read by name (`Auto-Submitted`, `Return-Path`,
+/// `X-Failed-Recipients`, …) are read raw ([`header_text`]), from where the parser saw them.
+/// `Received` lines, a dozen in a returned message, are the costly ones no decision needs.
 static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
     MessageParser::new()
-        .with_mime_headers()
-        .with_date_headers()
-        .with_address_headers()
-        .with_message_ids()
+        .header_content_type(HeaderName::ContentType)
+        .header_content_type(HeaderName::ContentDisposition)
+        .header_text(HeaderName::ContentTransferEncoding)
+        .header_date(HeaderName::Date)
+        .header_address(HeaderName::From)
+        .header_address(HeaderName::To)
+        .header_address(HeaderName::Cc)
+        .header_id(HeaderName::MessageId)
+        .header_id(HeaderName::InReplyTo)
+        .header_id(HeaderName::References)
         .header_text(HeaderName::Subject)
+        .default_header_ignore()
 });
 
 /// Classifies one raw message (RFC 5322, LF or CRLF).
@@ -189,15 +200,22 @@ pub fn classify(raw: &[u8]) -> Incoming {
     };
     let new_text = new_text(&message);
     inbound.excerpt = excerpt(&new_text);
-    let found = complaint::complaint(&message, &mut inbound)
-        .or_else(|| bounce::bounce(&message, &mut inbound));
+    // Complaints, bounces and automatic answers all look for words in the subject: it is made
+    // lower case once, here.
+    let subject = inbound
+        .subject
+        .as_deref()
+        .unwrap_or_default()
+        .to_lowercase();
+    let found = complaint::complaint(&message, &mut inbound, &subject)
+        .or_else(|| bounce::bounce(&message, &mut inbound, &subject));
     inbound.kind = match found {
         Some(kind) => kind,
         None if inbound.from.is_none() => Kind::Unknown {
             reason: "no sender address".into(),
         },
         None => unsubscribe(&inbound, &new_text)
-            .or_else(|| automatic(&message, &inbound, &new_text))
+            .or_else(|| automatic(&message, &inbound, &new_text, &subject))
             .unwrap_or(Kind::HumanReply),
     };
     inbound
@@ -223,7 +241,7 @@ fn references(message: &Message<'_>) -> Vec<String> {
 /// `To`, `Cc`, then the envelope recipients the receiving server recorded (`Delivered-To`,
 /// `X-Original-To`: the only trace of a `Bcc` or an alias), lower case, each once.
 fn recipients(message: &Message<'_>) -> Vec<String> {
-    let envelope: Vec<HeaderValue<'_>> = ["Delivered-To", "X-Original-To"]
+    let envelope: Vec<HeaderValue<'_>> = [HeaderName::DeliveredTo, other_header("X-Original-To")]
         .into_iter()
         .flat_map(|name| message.header_as(name, HeaderForm::Addresses))
         .collect();
@@ -245,8 +263,22 @@ fn recipients(message: &Message<'_>) -> Vec<String> {
     found
 }
 
-fn header_text<'a>(message: &'a Message<'_>, name: &'static str) -> Option<&'a str> {
+/// A header's raw value, trimmed. The name is a [`HeaderName`], not a `&str`: mail-parser
+/// would parse a string name again on every lookup.
+fn header_text<'a>(message: &'a Message<'_>, name: HeaderName<'static>) -> Option<&'a str> {
     message.header_raw(name).map(str::trim)
+}
+
+/// `bytes` as text, what is not UTF-8 replaced: as `String::from_utf8_lossy`, but checked first
+/// with `str::from_utf8`, which passes over ASCII several bytes at a time where the lossy
+/// decoder reads it a byte at a time. Parts are nearly always valid UTF-8.
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed)
+}
+
+/// A header mail-parser has no variant of its own for (`X-Failed-Recipients`, …).
+const fn other_header(name: &'static str) -> HeaderName<'static> {
+    HeaderName::Other(Cow::Borrowed(name))
 }
 
 // ---- bounces and complaints ----
@@ -304,7 +336,7 @@ fn quoted_message_id(text: &[u8], own: Option<&str>) -> Option<String> {
         let start = memrchr(b'\n', &text[..at]).map_or(0, |i| i + 1);
         let end = memchr(b'\n', &text[at..]).map_or(text.len(), |i| at + i);
         from = end;
-        let line = String::from_utf8_lossy(&text[start..end]);
+        let line = lossy(&text[start..end]);
         let Some((name, value)) = line.trim_start().split_once(':') else {
             continue;
         };
@@ -320,21 +352,23 @@ fn quoted_message_id(text: &[u8], own: Option<&str>) -> Option<String> {
 }
 
 /// Where `needle` (ASCII lower case) first occurs in `text`, ignoring ASCII case, without
-/// copying: candidates are found by the needle's first byte in either case.
+/// copying: candidates are found by the needle's last byte in either case, which for
+/// `message-id:` is a `:`, far rarer in mail than its first letter.
 fn find_ignoring_case(text: &[u8], needle: &[u8]) -> Option<usize> {
-    let Some(&first) = needle.first() else {
+    let Some(&last) = needle.last() else {
         return Some(0);
     };
-    let mut from = 0;
-    while let Some(at) = memchr2(first, first.to_ascii_uppercase(), &text[from..]) {
-        let at = from + at;
-        if text
-            .get(at..at + needle.len())
-            .is_some_and(|window| window.eq_ignore_ascii_case(needle))
-        {
-            return Some(at);
+    let mut from = needle.len() - 1;
+    while let Some(at) = text
+        .get(from..)
+        .and_then(|rest| memchr2(last, last.to_ascii_uppercase(), rest))
+    {
+        let end = from + at + 1;
+        let start = end - needle.len();
+        if text[start..end].eq_ignore_ascii_case(needle) {
+            return Some(start);
         }
-        from = at + 1;
+        from = end;
     }
     None
 }
@@ -346,28 +380,41 @@ fn contains_ignoring_case(text: &str, needle: &str) -> bool {
 
 /// An enhanced status code (`5.1.1`) in a bounce's text, else a bare SMTP code (`550`).
 fn status_in_text(text: &str) -> Option<String> {
-    // "550-5.1.1", "(#5.1.1)", "<5.1.1>": the code is what the punctuation leaves.
-    let words = || {
-        text.split(|c: char| {
-            c.is_whitespace()
-                || matches!(c, '(' | ')' | '[' | ']' | ',' | ';' | '-' | '#' | '<' | '>')
-        })
-        .map(|w| w.trim_end_matches(['.', ':']))
-        .filter(|w| !w.is_empty())
+    // "550-5.1.1", "(#5.1.1)", "<5.1.1>": the code is what the punctuation leaves. Both kinds of
+    // code begin with 4 or 5, so only the words that begin with one are read: found with
+    // memchr, in one pass, rather than splitting the whole text into words (twice).
+    let is_separator = |c: char| {
+        c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | ',' | ';' | '-' | '#' | '<' | '>')
     };
-    let enhanced = |word: &&str| {
+    let enhanced = |word: &str| {
         let mut parts = word.split('.');
         matches!(parts.next(), Some("4" | "5"))
             && parts.clone().count() == 2
             && parts.all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
     };
-    let reply = |word: &&str| {
-        word.len() == 3 && word.starts_with(['4', '5']) && word.bytes().all(|b| b.is_ascii_digit())
-    };
-    words()
-        .find(enhanced)
-        .or_else(|| words().find(reply))
-        .map(str::to_owned)
+    let reply = |word: &str| word.len() == 3 && word.bytes().all(|b| b.is_ascii_digit());
+    let mut first_reply = None;
+    let mut from = 0;
+    while let Some(found) = memchr2(b'4', b'5', &text.as_bytes()[from..]) {
+        // An ASCII digit is always a character boundary.
+        let start = from + found;
+        let end = text[start..]
+            .find(is_separator)
+            .map_or(text.len(), |length| start + length);
+        from = end;
+        let starts_a_word = text[..start].chars().next_back().is_none_or(is_separator);
+        if !starts_a_word {
+            continue;
+        }
+        let word = text[start..end].trim_end_matches(['.', ':']);
+        if enhanced(word) {
+            return Some(word.to_owned());
+        }
+        if first_reply.is_none() && reply(word) {
+            first_reply = Some(word);
+        }
+    }
+    first_reply.map(str::to_owned)
 }
 
 // ---- unsubscribe ----
@@ -448,7 +495,17 @@ const OUT_OF_OFFICE_SUBJECTS: [&str; 24] = [
     "buiten kantoor",
 ];
 
-fn automatic(message: &Message<'_>, inbound: &Incoming, new_text: &str) -> Option<Kind> {
+/// [`OUT_OF_OFFICE_SUBJECTS`] as one automaton over the lower-cased subject.
+static OUT_OF_OFFICE: LazyLock<AhoCorasick> =
+    LazyLock::new(|| AhoCorasick::new(OUT_OF_OFFICE_SUBJECTS).expect("a valid set of patterns"));
+
+/// `subject` is the message's subject in lower case.
+fn automatic(
+    message: &Message<'_>,
+    inbound: &Incoming,
+    new_text: &str,
+    subject: &str,
+) -> Option<Kind> {
     let answers_something = !inbound.references.is_empty();
     let auto = |reason: String| {
         Some(Kind::AutoReply {
@@ -456,17 +513,17 @@ fn automatic(message: &Message<'_>, inbound: &Incoming, new_text: &str) -> Optio
             reason,
         })
     };
-    if let Some(value) = header_text(message, "Auto-Submitted")
+    if let Some(value) = header_text(message, HeaderName::AutoSubmitted)
         && !value.eq_ignore_ascii_case("no")
     {
         return auto(format!("Auto-Submitted: {value}"));
     }
     for name in ["X-Autoreply", "X-Autorespond", "X-Autoresponder"] {
-        if let Some(value) = header_text(message, name) {
+        if let Some(value) = header_text(message, other_header(name)) {
             return auto(format!("{name}: {value}"));
         }
     }
-    if let Some(precedence) = header_text(message, "Precedence") {
+    if let Some(precedence) = header_text(message, other_header("Precedence")) {
         let lower = precedence.to_ascii_lowercase();
         if lower == "auto_reply" {
             return auto(format!("Precedence: {precedence}"));
@@ -481,14 +538,12 @@ fn automatic(message: &Message<'_>, inbound: &Incoming, new_text: &str) -> Optio
             };
         }
     }
-    let subject = inbound
-        .subject
-        .as_deref()
-        .unwrap_or_default()
-        .to_lowercase();
-    if let Some(words) = OUT_OF_OFFICE_SUBJECTS
-        .iter()
-        .find(|words| subject.contains(*words))
+    // The first phrase of the list that the subject holds, found in one pass over it.
+    if let Some(words) = OUT_OF_OFFICE
+        .find_overlapping_iter(subject)
+        .map(|hit| hit.pattern().as_usize())
+        .min()
+        .map(|phrase| OUT_OF_OFFICE_SUBJECTS[phrase])
     {
         return auto(format!("subject says “{words}”"));
     }
@@ -496,15 +551,15 @@ fn automatic(message: &Message<'_>, inbound: &Incoming, new_text: &str) -> Optio
     // anywhere in a subject, so only as its first word.
     if let Some(word) = ["absence", "absente", "absent"]
         .into_iter()
-        .find(|word| first_word(&subject) == *word)
+        .find(|word| first_word(subject) == *word)
     {
         return auto(format!("subject begins “{word}”"));
     }
-    if header_text(message, "Return-Path") == Some("<>") {
+    if header_text(message, HeaderName::ReturnPath) == Some("<>") {
         return auto("empty Return-Path".into());
     }
-    let list_mail = header_text(message, "List-Id").is_some()
-        || header_text(message, "List-Unsubscribe").is_some();
+    let list_mail = header_text(message, HeaderName::ListId).is_some()
+        || header_text(message, HeaderName::ListUnsubscribe).is_some();
     if list_mail && !answers_something {
         return Some(Kind::Unrelated {
             reason: "list mail that answers nothing".into(),
@@ -579,25 +634,31 @@ fn is_attribution(line: &str, next: Option<&str>) -> bool {
 /// or the signature. From the text part, or from the HTML part when there is none.
 fn new_text(message: &Message<'_>) -> String {
     let text = match message.text_part(0).map(|part| &part.body) {
-        Some(PartType::Text(text)) => text.to_string(),
-        _ => match message.body_html(0) {
-            Some(html) => html_to_text(&html),
-            None => String::new(),
-        },
+        Some(PartType::Text(text)) => Cow::Borrowed(text.as_ref()),
+        _ => Cow::Owned(
+            message
+                .body_html(0)
+                .map(|html| html_to_text(&html))
+                .unwrap_or_default(),
+        ),
     };
-    let lines: Vec<&str> = text.lines().collect();
-    let mut kept: Vec<&str> = Vec::new();
-    for (i, line) in lines.iter().copied().enumerate() {
+    // The kept lines are joined as they are read, and whether one of them says something is
+    // remembered: no list of lines, no copy of the text.
+    let mut kept = String::with_capacity(text.len());
+    let mut kept_a_line = false;
+    let mut said_something = false;
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
         let trimmed = line.trim();
         if trimmed.starts_with('>') {
-            if kept.iter().any(|l| !l.trim().is_empty()) {
+            if said_something {
                 break;
             }
             // Bottom-posting: the quote comes first, the answer after it.
             continue;
         }
-        if is_attribution(trimmed, lines.get(i + 1).copied()) {
-            if kept.iter().any(|l| !l.trim().is_empty()) {
+        if is_attribution(trimmed, lines.peek().copied()) {
+            if said_something {
                 break;
             }
             continue;
@@ -605,31 +666,83 @@ fn new_text(message: &Message<'_>) -> String {
         if line == "-- " || trimmed == "--" {
             break;
         }
-        kept.push(line);
+        if kept_a_line {
+            kept.push('\n');
+        }
+        kept.push_str(line);
+        kept_a_line = true;
+        said_something |= !trimmed.is_empty();
     }
-    kept.join("\n")
+    kept
 }
 
-/// One line of at most [`EXCERPT_CHARS`] characters.
+/// One line of at most [`EXCERPT_CHARS`] characters: the words joined by single spaces, and
+/// when that is longer, its first `EXCERPT_CHARS - 1` characters and `…`.
 fn excerpt(text: &str) -> String {
-    // Built a character at a time and stopped at the first one too many: a bounce's text can
-    // be long.
+    // Most texts are ASCII, where a byte is a character: read a byte at a time, they cost less
+    // than half of splitting into words (which decodes every character). An excerpt is taken
+    // of every message.
+    ascii_excerpt(text).unwrap_or_else(|| any_excerpt(text))
+}
+
+/// [`excerpt`] of a text that is ASCII as far as the excerpt reaches; `None` at the first
+/// other byte. A word at a time: the bytes of a word are only tested, then copied at once.
+fn ascii_excerpt(text: &str) -> Option<String> {
+    // What `char::is_whitespace` takes in ASCII (the vertical tab too).
+    let is_space = |byte: u8| matches!(byte, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(EXCERPT_CHARS + 8);
+    let mut at = 0;
+    while at < bytes.len() {
+        if is_space(bytes[at]) {
+            at += 1;
+            continue;
+        }
+        let start = at;
+        while at < bytes.len() && bytes[at].is_ascii() && !is_space(bytes[at]) {
+            at += 1;
+        }
+        if at == start {
+            // A character that is not ASCII begins the word.
+            return None;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        // `at` ends the text or is an ASCII byte or the first byte of a character that follows
+        // one: a character boundary.
+        out.push_str(&text[start..at]);
+        if out.len() > EXCERPT_CHARS {
+            out.truncate(EXCERPT_CHARS - 1);
+            out.push('…');
+            return Some(out);
+        }
+        if at < bytes.len() && !bytes[at].is_ascii() {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// [`excerpt`] of any text.
+fn any_excerpt(text: &str) -> String {
     let mut out = String::with_capacity(EXCERPT_CHARS + 8);
     let mut count = 0;
-    let mut cut = 0;
     for word in text.split_whitespace() {
-        let space = (!out.is_empty()).then_some(' ');
-        for c in space.into_iter().chain(word.chars()) {
-            if count == EXCERPT_CHARS - 1 {
-                cut = out.len();
-            }
-            if count == EXCERPT_CHARS {
-                out.truncate(cut);
-                out.push('…');
-                return out;
-            }
-            out.push(c);
+        if !out.is_empty() {
+            out.push(' ');
             count += 1;
+        }
+        out.push_str(word);
+        count += word.chars().count();
+        if count > EXCERPT_CHARS {
+            let cut = out
+                .char_indices()
+                .nth(EXCERPT_CHARS - 1)
+                .map_or(out.len(), |(at, _)| at);
+            out.truncate(cut);
+            out.push('…');
+            return out;
         }
     }
     out
@@ -796,12 +909,9 @@ const MONTHS: [&[&str]; 12] = [
 /// Dates without a year take the next such day after the message date.
 pub fn return_date(text: &str, sent: Option<DateTime<Utc>>) -> Option<NaiveDate> {
     let today = sent.map(|d| d.date_naive());
-    let words: Vec<String> = text
+    let words: Vec<Cow<'_, str>> = text
         .split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | ';' | '!' | '?'))
-        .map(|w| {
-            w.trim_matches(['"', '\'', '“', '”', '«', '»'])
-                .to_lowercase()
-        })
+        .map(|w| lower_case(w.trim_matches(['"', '\'', '“', '”', '«', '»'])))
         .filter(|w| !w.is_empty())
         .take(400)
         .collect();
@@ -844,9 +954,32 @@ pub fn return_date(text: &str, sent: Option<DateTime<Utc>>) -> Option<NaiveDate>
         .max()
 }
 
+/// `word` in lower case, copied only when that changes it: most words of a text are lower
+/// case already.
+fn lower_case(word: &str) -> Cow<'_, str> {
+    if word
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+    {
+        Cow::Owned(word.to_lowercase())
+    } else {
+        Cow::Borrowed(word)
+    }
+}
+
+/// Whether `word` can be read as a number: `parse` takes a digit or a sign first. Most words
+/// are settled by this, before any splitting.
+fn numeric(word: &str) -> bool {
+    word.starts_with(|c: char| c.is_ascii_digit() || c == '+')
+}
+
 /// `2026-03-12`, `12.03.2026`, `12/03/2026` (day first; unless the second number cannot be a
 /// month).
 fn numeric_date(word: &str) -> Option<NaiveDate> {
+    // Every shape parses its first part, and the year is never the first part to have a '-'.
+    if !numeric(word) {
+        return None;
+    }
     if let [y, m, d] = word.split('-').collect::<Vec<_>>()[..]
         && y.len() == 4
     {
@@ -865,6 +998,9 @@ fn numeric_date(word: &str) -> Option<NaiveDate> {
 }
 
 fn day_number(word: &str) -> Option<u32> {
+    if !numeric(word) {
+        return None;
+    }
     let digits = word
         .trim_end_matches(['.', 'º', '°'])
         .trim_end_matches("st")
@@ -980,6 +1116,63 @@ mod tests {
         let message = format!("From: tom@example.test\nSubject: Re: hi\n\n{not_quoted}");
         let parsed = MessageParser::default().parse(message.as_bytes()).unwrap();
         assert_eq!(new_text(&parsed).trim(), not_quoted);
+    }
+
+    #[test]
+    fn excerpts_of_ascii_and_other_text_agree() {
+        let long = "word ".repeat(60);
+        let exact = "x".repeat(EXCERPT_CHARS);
+        let over = "y".repeat(EXCERPT_CHARS + 1);
+        // Text that is not ASCII within a word, after the excerpt's end or just before it.
+        let past_the_end = format!("{}é and more", "z".repeat(EXCERPT_CHARS + 3));
+        let at_the_end = format!("{} é", "w".repeat(EXCERPT_CHARS - 1));
+        let texts = [
+            "",
+            "  \n\t ",
+            "  Hello,\n\n  Ana \x0b here\r\n",
+            long.as_str(),
+            exact.as_str(),
+            over.as_str(),
+            past_the_end.as_str(),
+            at_the_end.as_str(),
+            "ab é",
+            "é",
+            "café\u{a0}crème  brûlée",
+            "one\u{2003}two",
+        ];
+        for text in texts {
+            assert_eq!(excerpt(text), any_excerpt(text), "{text:?}");
+            assert!(excerpt(text).chars().count() <= EXCERPT_CHARS, "{text:?}");
+        }
+        assert_eq!(excerpt(&exact), exact);
+        assert_eq!(excerpt(&over), format!("{}…", &over[..EXCERPT_CHARS - 1]));
+        assert_eq!(
+            excerpt("  Hello,\n\n  Ana \x0b here\r\n"),
+            "Hello, Ana here"
+        );
+        // A non-breaking space separates words, as `split_whitespace` says.
+        assert_eq!(excerpt("one\u{a0}two"), "one two");
+    }
+
+    #[test]
+    fn message_ids_are_found_in_any_case() {
+        assert_eq!(
+            find_ignoring_case(b"x\nMESSAGE-ID: <a@b>", b"message-id:"),
+            Some(2)
+        );
+        assert_eq!(
+            find_ignoring_case(b"id: message-Id:", b"message-id:"),
+            Some(4)
+        );
+        assert_eq!(find_ignoring_case(b"message-id", b"message-id:"), None);
+        assert_eq!(find_ignoring_case(b":", b"message-id:"), None);
+        assert_eq!(
+            quoted_message_id(
+                b"Message-ID: <own@x>\n  message-id:  <theirs@y>\n",
+                Some("own@x")
+            ),
+            Some("theirs@y".to_owned())
+        );
     }
 
     #[test]

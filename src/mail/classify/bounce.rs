@@ -20,12 +20,12 @@ use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
-use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
+use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
 use memchr::memchr;
 use serde_json::Value;
 
 use super::reason::{self, Reason};
-use super::{Incoming, Kind, excerpt, header_text, is_report};
+use super::{Incoming, Kind, excerpt, header_text, is_report, other_header};
 
 /// Subjects of non-delivery notices (lower case, matched anywhere in the subject).
 const BOUNCE_SUBJECTS: [&str; 32] = [
@@ -118,6 +118,9 @@ const RETURNED_MESSAGE: [&str; 11] = [
     "--- original message ---",
 ];
 
+/// [`BOUNCE_SUBJECTS`] in one pass over the lower-cased subject, not one search per phrase.
+static SUBJECTS: LazyLock<AhoCorasick> =
+    LazyLock::new(|| AhoCorasick::new(BOUNCE_SUBJECTS).expect("a valid set of patterns"));
 static NOTICE: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(&NOTICE_WORDS));
 static RETURNED: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(&RETURNED_MESSAGE));
 
@@ -143,13 +146,14 @@ struct Delivery {
     diagnostic: Option<String>,
 }
 
-/// The bounce (or delivery notice) `message` is, or `None` when it is not one.
-pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming) -> Option<Kind> {
+/// The bounce (or delivery notice) `message` is, or `None` when it is not one. `subject` is its
+/// subject in lower case.
+pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming, subject: &str) -> Option<Kind> {
     if let Some(kind) = ses_notification(message, inbound) {
         return Some(kind);
     }
     let text = first_text(message);
-    let signal = recognized(message, inbound, &text)?;
+    let signal = recognized(message, inbound, &text, subject)?;
     inbound.original_message_id =
         super::returned_message_id(message, inbound.message_id.as_deref());
     let mut deliveries = delivery_reports(message);
@@ -196,11 +200,6 @@ pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming) -> Option<Ki
         Some(status) => Some(status),
         None => super::status_in_text(&diagnostic).or_else(|| super::status_in_text(&notice)),
     };
-    let subject = inbound
-        .subject
-        .as_deref()
-        .unwrap_or_default()
-        .to_lowercase();
     let delayed = match delivery.action.as_deref() {
         Some(action) => action.starts_with("delayed"),
         None => {
@@ -227,12 +226,17 @@ pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming) -> Option<Ki
     })
 }
 
-/// Why `message` is taken for a notice, or `None`.
-fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str) -> Option<String> {
+/// Why `message` is taken for a notice, or `None`. `lower` is its subject in lower case.
+fn recognized(
+    message: &Message<'_>,
+    inbound: &Incoming,
+    text: &str,
+    lower: &str,
+) -> Option<String> {
     if is_report(message, "delivery-status") {
         return Some("a delivery report (multipart/report; report-type=delivery-status)".into());
     }
-    if header_text(message, "X-Failed-Recipients").is_some() {
+    if header_text(message, other_header("X-Failed-Recipients")).is_some() {
         return Some("header X-Failed-Recipients".into());
     }
     let from = inbound.from.as_deref().unwrap_or_default();
@@ -243,11 +247,10 @@ fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str) -> Option<S
     ) {
         return Some(format!("sender {from}"));
     }
-    if header_text(message, "X-MLServer").is_some() && local.ends_with("-admin") {
+    if header_text(message, other_header("X-MLServer")).is_some() && local.ends_with("-admin") {
         return Some(format!("a mailing-list manager's error (sender {from})"));
     }
     let subject = inbound.subject.as_deref().unwrap_or_default();
-    let lower = subject.to_lowercase();
     let is_answer = ["re:", "aw:", "sv:", "fw:", "fwd:", "wg:", "tr:", "r:"]
         .iter()
         .any(|prefix| lower.starts_with(prefix));
@@ -260,17 +263,17 @@ fn recognized(message: &Message<'_>, inbound: &Incoming, text: &str) -> Option<S
             .find(&text[..floor_char_boundary(text, NOTICE_WORDS_WITHIN)])
             .map(|hit| text[hit.range()].to_lowercase())
     };
-    if BOUNCE_SUBJECTS.iter().any(|s| lower.contains(s)) {
+    if SUBJECTS.is_match(lower) {
         let name = message
             .from()
             .and_then(|a| a.first())
             .and_then(|a| a.name())
             .unwrap_or_default()
             .to_lowercase();
-        let second_sign = header_text(message, "Return-Path") == Some("<>")
+        let second_sign = header_text(message, HeaderName::ReturnPath) == Some("<>")
             || inbound.from.is_none()
             || DAEMON_NAMES.iter().any(|n| name.contains(n))
-            || header_text(message, "Auto-Submitted").is_some()
+            || header_text(message, HeaderName::AutoSubmitted).is_some()
             || returns_a_message(message)
             || notice_words().is_some();
         if second_sign {
@@ -371,7 +374,14 @@ fn floor_char_boundary(text: &str, at: usize) -> usize {
 
 /// Whitespace runs as one space, trimmed.
 fn collapse(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 /// Every recipient block of the message's delivery-status parts.
@@ -379,7 +389,7 @@ fn delivery_reports(message: &Message<'_>) -> Vec<Delivery> {
     let mut found = Vec::new();
     for part in &message.parts {
         if is_status_part(part) {
-            found.extend(fields(&String::from_utf8_lossy(part.contents())));
+            found.extend(fields(&super::lossy(part.contents())));
         }
     }
     found
@@ -407,11 +417,13 @@ fn fields(text: &str) -> Vec<Delivery> {
     ];
     let mut found: Vec<Delivery> = Vec::new();
     let mut current: Option<Delivery> = None;
-    // The field being read (its name, lower case, and its value so far).
-    let mut field: Option<(&'static str, String)> = None;
+    // The field being read (its name, lower case, and its value so far: borrowed from the
+    // text until a folded line is added to it).
+    let mut field: Option<(&'static str, Cow<'_, str>)> = None;
     for line in text.lines().chain([""]) {
         if line.starts_with([' ', '\t']) {
             if let Some((_, value)) = field.as_mut() {
+                let value = value.to_mut();
                 value.push(' ');
                 value.push_str(line.trim());
             }
@@ -420,12 +432,20 @@ fn fields(text: &str) -> Vec<Delivery> {
         if let Some((name, value)) = field.take() {
             apply(&mut found, &mut current, name, value.trim());
         }
+        // Every wanted name begins with one of these letters: most lines (a notice's text, a
+        // returned message) are passed over without being split.
+        if !line
+            .trim_start()
+            .starts_with(['f', 'F', 'o', 'O', 'a', 'A', 's', 'S', 'd', 'D'])
+        {
+            continue;
+        }
         if let Some((name, value)) = line.split_once(':') {
             let name = name.trim();
             field = WANTED
                 .iter()
                 .find(|wanted| name.eq_ignore_ascii_case(wanted))
-                .map(|wanted| (*wanted, value.to_owned()));
+                .map(|wanted| (*wanted, Cow::Borrowed(value)));
         }
     }
     found.extend(current);
@@ -485,7 +505,7 @@ fn address_of(value: &str) -> String {
 
 /// Exim names the failed addresses in a header.
 fn failed_recipients(message: &Message<'_>) -> Option<String> {
-    let value = header_text(message, "X-Failed-Recipients")?;
+    let value = header_text(message, other_header("X-Failed-Recipients"))?;
     value
         .split(',')
         .map(|a| a.trim().trim_matches(['<', '>']).to_ascii_lowercase())

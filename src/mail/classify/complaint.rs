@@ -9,10 +9,14 @@
 
 use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 
-use super::{Incoming, Kind, header_text, is_report};
+use super::{Incoming, Kind, header_text, is_report, lossy, other_header};
 
-/// The complaint `message` is, or `None`.
-pub(super) fn complaint(message: &Message<'_>, inbound: &mut Incoming) -> Option<Kind> {
+/// The complaint `message` is, or `None`. `lower_subject` is its subject in lower case.
+pub(super) fn complaint(
+    message: &Message<'_>,
+    inbound: &mut Incoming,
+    lower_subject: &str,
+) -> Option<Kind> {
     let report_part = message.parts.iter().find(|part| is_feedback_part(part));
     let signal = if is_report(message, "feedback-report") {
         "a feedback report (multipart/report; report-type=feedback-report)".to_owned()
@@ -23,17 +27,13 @@ pub(super) fn complaint(message: &Message<'_>, inbound: &mut Incoming) -> Option
         let mixed = message
             .content_type()
             .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart"));
-        if !(mixed
-            && subject
-                .to_lowercase()
-                .contains("complaint about message from"))
-        {
+        if !(mixed && lower_subject.contains("complaint about message from")) {
             return None;
         }
         format!("a feedback-loop complaint (subject “{subject}”)")
     };
     let report = report_part
-        .map(|part| String::from_utf8_lossy(part.contents()).into_owned())
+        .map(|part| lossy(part.contents()))
         .unwrap_or_default();
     let field = |wanted: &str| {
         report.lines().find_map(|line| {
@@ -74,7 +74,9 @@ fn original_recipient(message: &Message<'_>) -> Option<String> {
     for part in &message.parts {
         match &part.body {
             PartType::Message(original) => {
-                if let Some(address) = header_text(original, "X-HmXmrOriginalRecipient") {
+                if let Some(address) =
+                    header_text(original, other_header("X-HmXmrOriginalRecipient"))
+                {
                     return Some(address.trim_matches(['<', '>']).to_ascii_lowercase());
                 }
                 if let Some(address) = original
@@ -90,7 +92,7 @@ fn original_recipient(message: &Message<'_>) -> Option<String> {
                     .is_some_and(|s| s.eq_ignore_ascii_case("rfc822-headers"))
             }) =>
             {
-                let headers = String::from_utf8_lossy(part.contents());
+                let headers = lossy(part.contents());
                 let found = headers.lines().find_map(|line| {
                     let (name, value) = line.split_once(':')?;
                     let name = name.trim();

@@ -733,34 +733,36 @@ static MATCHER: LazyLock<Matcher> = LazyLock::new(|| {
 });
 
 /// The reasons a text speaks of, each with the first phrase that said so.
+/// The phrases borrow from the text: a bounce's text names several reasons, and none is copied
+/// until one decides.
 #[derive(Debug, Default)]
-pub struct Spoken {
-    found: Vec<(Reason, String)>,
+pub struct Spoken<'t> {
+    found: Vec<(Reason, &'t str)>,
 }
 
-impl Spoken {
-    pub fn of(text: &str) -> Spoken {
+impl<'t> Spoken<'t> {
+    pub fn of(text: &'t str) -> Spoken<'t> {
         let matcher = &*MATCHER;
-        let mut found: Vec<(Reason, String)> = Vec::new();
+        let mut found: Vec<(Reason, &'t str)> = Vec::new();
         for hit in matcher.automaton.find_overlapping_iter(text) {
             let reason = matcher.reasons[hit.pattern().as_usize()];
             let phrase = &text[hit.range()];
             // The longest phrase of a reason says it best ("retry timeout exceeded", not
             // "timeout").
             match found.iter_mut().find(|(known, _)| *known == reason) {
-                Some((_, said)) if said.len() < phrase.len() => *said = phrase.to_owned(),
+                Some((_, said)) if said.len() < phrase.len() => *said = phrase,
                 Some(_) => {}
-                None => found.push((reason, phrase.to_owned())),
+                None => found.push((reason, phrase)),
             }
         }
         Spoken { found }
     }
 
-    fn says(&self, reason: Reason) -> Option<&str> {
+    fn says(&self, reason: Reason) -> Option<&'t str> {
         self.found
             .iter()
             .find(|(known, _)| *known == reason)
-            .map(|(_, phrase)| phrase.as_str())
+            .map(|(_, phrase)| *phrase)
     }
 
     fn any(&self, reasons: &[Reason]) -> bool {
