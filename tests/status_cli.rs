@@ -828,6 +828,16 @@ fn blast_status(dir: &Path, recount: bool) -> (Value, String) {
     )
 }
 
+/// `nurture run` on the blast workflow in `dir`, its log in `dir/daemon.log`.
+fn blast_daemon(dir: &Path) -> std::process::Child {
+    let log = fs::File::create(dir.join("daemon.log")).unwrap();
+    blast(dir, &["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 fn emails_written(dir: &Path) -> usize {
     fs::read_dir(dir.join("outbox")).map_or(0, |entries| entries.count())
 }
@@ -847,12 +857,7 @@ fn status_from_the_counters_equals_a_recount_of_the_daemons_work() {
             })
             .collect(),
     );
-    let log = fs::File::create(dir.join("daemon.log")).unwrap();
-    let mut daemon = blast(&dir, &["run"])
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut daemon = blast_daemon(&dir);
     let socket = nurture::control::socket_path(&dir.join("data"));
     let started = std::time::Instant::now();
     while std::os::unix::net::UnixStream::connect(&socket).is_err() || emails_written(&dir) == 0 {
@@ -974,12 +979,7 @@ fn status_without_a_daemon_is_never_stale_after_a_crash_or_a_clean_stop() {
     assert_eq!(from_snapshot, first);
 
     // A daemon removes it the moment it opens the store, and a kill -9 mid-send leaves none.
-    let log = fs::File::create(dir.join("daemon.log")).unwrap();
-    let mut daemon = blast(&dir, &["run"])
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut daemon = blast_daemon(&dir);
     let started = std::time::Instant::now();
     while emails_written(&dir) < 200 {
         assert!(
