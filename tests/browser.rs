@@ -61,13 +61,19 @@ impl Browser {
     }
 
     pub fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let value = self.try_call(method, path, body);
+        assert!(value.get("error").is_none(), "{path}: {value}");
+        value
+    }
+
+    /// The WebDriver's answer to a command, an error included.
+    fn try_call(&self, method: &str, path: &str, body: Value) -> Value {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let request = match method {
             "GET" => self.http.get(url),
             _ => self.http.post(url).json(&body),
         };
         let value: Value = request.send().unwrap().json().unwrap();
-        assert!(value["value"].get("error").is_none(), "{path}: {value}");
         value["value"].clone()
     }
 
@@ -110,12 +116,21 @@ impl Browser {
             .to_owned()
     }
 
+    /// The page's text as shown. A page that is being replaced (a form just posted) can drop
+    /// its body between finding it and reading it: that is read again, from the new page.
     pub fn text(&self) -> String {
-        let body = self.element("body");
-        self.call("GET", &format!("/element/{body}/text"), Value::Null)
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        let started = Instant::now();
+        loop {
+            let body = self.element("body");
+            let text = self.try_call("GET", &format!("/element/{body}/text"), Value::Null);
+            match text.get("error").and_then(Value::as_str) {
+                Some("stale element reference") if started.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Some(_) => panic!("the page's text: {text}"),
+                None => return text.as_str().unwrap_or_default().to_owned(),
+            }
+        }
     }
 
     /// Waits (10 s at most) until the page's address ends with `suffix`.
