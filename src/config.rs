@@ -60,10 +60,22 @@ pub struct DkimConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The sled database directory.
+    /// The sled database directory; with `url` set, only the folder of the control socket.
     pub path: PathBuf,
     /// sled's page cache, in MiB.
     pub cache_mb: u64,
+    /// A PostgreSQL database (`postgres://user@host:port/db`, `?sslmode=require` for TLS)
+    /// instead of sled: several daemons may share it. Empty: the sled store in `path`.
+    pub url: String,
+    /// The database password: the first line of this file, or the variable `password_env`
+    /// names (never in the URL).
+    pub password_file: String,
+    pub password_env: String,
+    /// Extra CA certificates (PEM) to trust for `sslmode=require`, beside Mozilla's roots.
+    pub ca_file: String,
+    /// With `url`: how long a daemon's claim on due work holds, so how long the other daemons
+    /// wait before they take over the work of one that died.
+    pub lease_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -504,6 +516,11 @@ impl Default for StoreConfig {
         StoreConfig {
             path: PathBuf::from("data"),
             cache_mb: crate::store::DEFAULT_CACHE_BYTES / (1024 * 1024),
+            url: String::new(),
+            password_file: String::new(),
+            password_env: String::new(),
+            ca_file: String::new(),
+            lease_seconds: crate::store::postgres::DEFAULT_LEASE.as_secs(),
         }
     }
 }
@@ -878,6 +895,7 @@ fn unknown_variables(config: &Config, unclaimed: &[&str]) -> Vec<Diagnostic> {
     let mut named: Vec<&str> = vec![
         config.smtp.password_env.as_str(),
         config.imap.password_env.as_str(),
+        config.store.password_env.as_str(),
         config.http.secret_env.as_str(),
         config.http.api_key_env.as_str(),
     ];
@@ -894,7 +912,7 @@ fn unknown_variables(config: &Config, unclaimed: &[&str]) -> Vec<Diagnostic> {
                 && !named.contains(name)
         })
         .map(|name| {
-            // Jaro-Winkler weighs the start of a name: `NURTURE_STORE` is closest to
+            // Jaro-Winkler weighs the start of a name: `NURTURE_STORE_PTH` is closest to
             // `NURTURE_STORE_PATH`, which Levenshtein would rank below `NURTURE_SMTP_URL`.
             let similarity = |candidate: &String| {
                 strsim::jaro_winkler(&name["NURTURE_".len()..], &candidate["NURTURE_".len()..])
@@ -958,6 +976,13 @@ fn out_of_range(config: &Config) -> Vec<Problem> {
             }
         };
     let size = |n: usize| n as u64;
+    within(
+        "store",
+        "lease_seconds",
+        config.store.lease_seconds,
+        1..=86_400,
+        "how long a claim on due work holds; 60 suits most",
+    );
     within(
         "store",
         "cache_mb",
@@ -1319,7 +1344,7 @@ mod tests {
             error.contains("environment variable NURTURE_DEAMON_BATCH is not a setting; did you mean NURTURE_DAEMON_BATCH?"),
             "{error}"
         );
-        let error = problems("", &[("NURTURE_STORE", "/srv")]);
+        let error = problems("", &[("NURTURE_STORE_PTH", "/srv")]);
         assert!(
             error.contains("did you mean NURTURE_STORE_PATH?"),
             "{error}"

@@ -59,3 +59,6 @@ mod track;
 mod page;
 // `/metrics`, `/healthz` and `/readyz` of the daemon, with real sends and replies.
 mod metrics;
+
+// Several daemons on one PostgreSQL store: claims, the leader, a daemon killed mid-batch.
+mod shared_store;

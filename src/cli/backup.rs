@@ -76,6 +76,11 @@ pub fn backup(cli: &Cli, args: &BackupArgs) -> Result<ExitCode, CliError> {
 
 pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode, CliError> {
     let config = cli.load_config()?;
+    if !config.store.url.is_empty() {
+        return Err(CliError::Input(
+            "[store] url names a PostgreSQL database: a backup is restored into a sled store (unset the url), and moved into the database with `nurture store copy`".into(),
+        ));
+    }
     let path = &config.store.path;
     if client::connect(path)?.is_some() {
         return Err(CliError::Input(format!(

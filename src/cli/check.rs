@@ -139,10 +139,10 @@ fn configuration_error(message: String) -> Diagnostic {
 /// not checked (the daemon logs the same on reload).
 fn store_at_hand(cli: &Cli) -> Option<Store> {
     let config = cli.load_config().ok()?;
-    if !config.store.path.join("db").exists() {
+    if config.store.url.is_empty() && !config.store.path.join("db").exists() {
         return None;
     }
-    match Store::open(&config.store.path, config.cache_bytes()) {
+    match Store::open_configured(&config.store) {
         Ok(store) => Some(store),
         Err(StoreError::Locked { .. }) => {
             eprintln!(

@@ -73,10 +73,10 @@ enum Lookup {
 
 fn classify_files(cli: &Cli, args: &ClassifyArgs) -> Result<ExitCode, CliError> {
     let config = cli.load_config()?;
-    let lookup = if !config.store.path.exists() {
+    let lookup = if config.store.url.is_empty() && !config.store.path.exists() {
         Lookup::Without(String::new())
     } else {
-        match Store::open(&config.store.path, config.cache_bytes()) {
+        match Store::open_configured(&config.store) {
             Ok(store) => match Unsubscribe::load(&config.http, &store) {
                 Ok(unsubscribe) => Lookup::Store(Box::new((store, unsubscribe))),
                 Err(error) => Lookup::Without(format!(

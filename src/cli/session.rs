@@ -283,10 +283,13 @@ fn locate<T>(config: &Config, closed: impl Fn() -> Option<T>) -> Result<Located<
         }
         // No daemon listens. A process that holds the store removed its snapshot when it
         // opened it, so one that is there is the store as it stands.
-        if let Some(answer) = closed() {
+        // (A PostgreSQL store leaves none: one left by an earlier sled store is not its.)
+        if config.store.url.is_empty()
+            && let Some(answer) = closed()
+        {
             return Ok(Located::Closed(answer));
         }
-        match Store::open(&config.store.path, config.cache_bytes()) {
+        match Store::open_configured(&config.store) {
             Err(StoreError::Locked { .. }) if started.elapsed() < WAIT_FOR_STORE => {
                 if !told && started.elapsed() > Duration::from_secs(1) {
                     eprintln!("note: waiting for another nurture process to let go of the store");

@@ -23,7 +23,10 @@
 //! - [`webhooks`]: delivering the webhooks the store queued, outcomes recorded by the loop;
 //! - the control socket ([`crate::control`]): commands typed while the daemon runs read its
 //!   store beside the loop, and write through the loop, as [`inbound`] requests;
-//! - [`systemd`]: readiness and the watchdog under a `Type=notify` unit.
+//! - [`systemd`]: readiness and the watchdog under a `Type=notify` unit;
+//! - [`leader`]: with several daemons on one PostgreSQL store, the one that does the work
+//!   that must be done once (enrolling, the outbox, webhooks, inboxes, settling the emails of
+//!   a daemon that died); all of them run due steps, each claimed by one.
 //!
 //! Stopping: the first SIGINT/SIGTERM stops taking work; the batch in hand finishes, the store
 //! is flushed, and the daemon exits; if that takes longer than the configured deadline, it exits
@@ -38,6 +41,7 @@ pub mod inbound;
 pub mod inbox;
 pub mod intake;
 pub mod judge;
+pub mod leader;
 pub mod pipeline;
 pub mod reload;
 pub mod scheduler;
@@ -124,8 +128,23 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let mut systemd = Systemd::from_env();
     let routes = Routes::from_config(&config.webhooks).map_err(DaemonError::Setup)?;
-    let store =
-        Store::open(&config.store.path, config.cache_bytes())?.with_webhooks(routes.clone());
+    let store = Store::open_configured(&config.store)?.with_webhooks(routes.clone());
+    // On PostgreSQL: this daemon's life lock (the others settle its in-flight emails only
+    // once it is gone), and wake-ups when another process writes work.
+    let _life = match store.shared() {
+        Some(shared) => {
+            // The control socket's folder, which a sled store would have made.
+            crate::private::private_dir(&config.store.path).map_err(|e| {
+                DaemonError::Setup(format!("cannot make {}: {e}", config.store.path.display()))
+            })?;
+            let life =
+                tokio::task::block_in_place(|| shared.hold_life()).map_err(StoreError::from)?;
+            listen_for_work(shared, control.clone());
+            Some(life)
+        }
+        None => None,
+    };
+    let mut leader = leader::Leader::new(&store);
     let project = Project::load(std::slice::from_ref(&paths.workflows), &paths.templates);
     reload::log_diagnostics(&project);
     if project.count(crate::diagnostic::Severity::Error) > 0 {
@@ -151,24 +170,24 @@ pub async fn run(
             control::socket_path(&config.store.path).display()
         ))
     })?;
-    let recovered = sender::recover(&store, &transport, clock.now())?;
-    if recovered != sender::Recovered::default() {
-        warn!(
-            sent = recovered.sent,
-            sent_again = recovered.again,
-            uncertain = recovered.uncertain,
-            "emails caught mid-send by the last stop are settled; uncertain ones are listed by `nurture outbox uncertain`"
-        );
+    let transport = Arc::new(transport);
+    let mut leading = leader.leads(&store);
+    if leading {
+        settle(&store, &transport, clock.now())?;
     }
     info!(
-        store = %config.store.path.display(),
+        store = %Store::describe(&config.store),
         transport = %transport.describe(),
         workflows = project.workflows.len(),
         leads = store.lead_count(),
         "nurture is running"
     );
     let mut watcher = Watcher::new(&paths, config.daemon.watch_seconds);
-    let mut next_slot = enroller::plan_scans(&store, &project, clock.now())?;
+    let mut next_slot = if leading {
+        enroller::plan_scans(&store, &project, clock.now())?
+    } else {
+        None
+    };
     let throttle = Throttle::load(&store, config.limits.clone(), clock.now())?;
     let unsubscribe = Arc::new(
         Unsubscribe::load(&config.http, &store).map_err(|e| DaemonError::Setup(e.to_string()))?,
@@ -207,19 +226,19 @@ pub async fn run(
         health,
     )
     .await?;
-    let _watchers: Vec<AbortOnDrop> = accounts
-        .into_iter()
-        .map(|account| {
-            info!(folder = %account.name(), "watching the inbox for replies");
-            AbortOnDrop(tokio::spawn(inbox::watch(account, inbound.clone())))
-        })
-        .collect();
+    // Started while this daemon leads (always, on sled).
+    let mut _watchers = if leading {
+        watch_inboxes(&accounts, &inbound)
+    } else {
+        Vec::new()
+    };
     let mut pipeline = Pipeline::new(
         store.clone(),
-        Arc::new(transport),
+        transport.clone(),
         throttle,
         unsubscribe.clone(),
     );
+    let mut next_settle = std::time::Instant::now() + SETTLE_EVERY;
     let mut held: Vec<Request> = Vec::new();
     let mut ready = false;
 
@@ -243,29 +262,64 @@ pub async fn run(
                 project = Arc::new(reloaded);
                 running.send_replace(project.clone());
             }
-            next_slot = enroller::plan_scans(&store, &project, clock.now())?;
+            if leading {
+                next_slot = enroller::plan_scans(&store, &project, clock.now())?;
+            }
         }
         let now = clock.now();
-        if next_slot.is_some_and(|slot| slot <= now) {
+        let leads = leader.leads(&store);
+        if leads != leading {
+            // The lead moved here (another daemon died) or away (our connection closed).
+            leading = leads;
+            _watchers = if leads {
+                watch_inboxes(&accounts, &inbound)
+            } else {
+                Vec::new()
+            };
+            next_slot = None;
+            if leads {
+                next_slot = enroller::plan_scans(&store, &project, now)?;
+            }
+        } else if leads && next_slot.is_some_and(|slot| slot <= now) {
             next_slot = enroller::plan_scans(&store, &project, now)?;
         }
-        let enrolled = tokio::task::block_in_place(|| -> Result<usize, StoreError> {
-            Ok(
-                enroller::process_changed(&store, &project, now, config.daemon.batch)?
-                    + enroller::scan_some(&store, &project, now, config.daemon.batch * 8)?,
-            )
-        })?;
+        if leads && store.shared().is_some() && std::time::Instant::now() >= next_settle {
+            // Another daemon may have died mid-send since the last look.
+            next_settle = std::time::Instant::now() + SETTLE_EVERY;
+            tokio::task::block_in_place(|| settle(&store, &transport, now))?;
+        }
+        let enrolled = if !leads {
+            0
+        } else {
+            tokio::task::block_in_place(|| -> Result<usize, StoreError> {
+                Ok(
+                    enroller::process_changed(&store, &project, now, config.daemon.batch)?
+                        + enroller::scan_some(&store, &project, now, config.daemon.batch * 8)?,
+                )
+            })?
+        };
         let ran = pipeline.run_due(&project, now, config.daemon.batch).await?;
         if !ready {
             // The store is open, the workflows are loaded and the first plan is made.
             systemd.ready("sending");
             ready = true;
         }
-        let retried = pipeline
-            .send_outbox(clock.now(), config.daemon.batch)
-            .await?;
+        let retried = if leads {
+            pipeline
+                .send_outbox(clock.now(), config.daemon.batch)
+                .await?
+        } else {
+            0
+        };
         let hooks = tokio::task::block_in_place(|| -> Result<usize, StoreError> {
-            Ok(deliverer.record(&store, clock.now())? + deliverer.start(&store, clock.now())?)
+            // Outcomes of deliveries already started are recorded even after a lost lead.
+            let recorded = deliverer.record(&store, clock.now())?;
+            let started = if leads {
+                deliverer.start(&store, clock.now())?
+            } else {
+                0
+            };
+            Ok(recorded + started)
         })?;
         if enrolled + ran + retried + hooks > 0 {
             continue;
@@ -284,15 +338,15 @@ pub async fn run(
             info!("nothing more is due now");
             break;
         }
-        let wake_at = [
-            store.next_due()?,
-            store.outbox_next()?,
-            next_slot,
-            deliverer.next_due(&store)?,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let (outbox_next, hooks_next) = if leads {
+            (store.outbox_next()?, deliverer.next_due(&store)?)
+        } else {
+            (None, None)
+        };
+        let wake_at = [store.next_due()?, outbox_next, next_slot, hooks_next]
+            .into_iter()
+            .flatten()
+            .min();
         let full = wake_at.map(|at| clock.real_wait_until(at));
         let sleep = [full, Some(watcher.interval()), systemd.max_sleep()]
             .into_iter()
@@ -326,6 +380,65 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Starts watching each inbox for replies.
+fn watch_inboxes(accounts: &[Account], inbound: &inbound::Inbound) -> Vec<AbortOnDrop> {
+    accounts
+        .iter()
+        .map(|account| {
+            info!(folder = %account.name(), "watching the inbox for replies");
+            AbortOnDrop(tokio::spawn(inbox::watch(account.clone(), inbound.clone())))
+        })
+        .collect()
+}
+
+/// How often the leader of several daemons looks for emails that a daemon which died left in
+/// flight.
+const SETTLE_EVERY: StdDuration = StdDuration::from_secs(5);
+
+/// Settles the emails caught mid-send by a stop: this store's last process (sled), or daemons
+/// that died (PostgreSQL).
+fn settle(
+    store: &Store,
+    transport: &Transport,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let recovered = sender::recover(store, transport, now)?;
+    if recovered != sender::Recovered::default() {
+        warn!(
+            sent = recovered.sent,
+            sent_again = recovered.again,
+            uncertain = recovered.uncertain,
+            "emails caught mid-send by a stop are settled; uncertain ones are listed by `nurture outbox uncertain`"
+        );
+    }
+    Ok(())
+}
+
+/// Wakes the work loop whenever another process commits work to the shared store (a due
+/// time, a changed lead, a queued email: the tables' triggers notify), on a thread of its own
+/// that listens as long as the process lives, connecting again after a lost connection.
+fn listen_for_work(store: &crate::store::postgres::PgStore, control: Arc<Control>) {
+    let store = store.clone();
+    std::thread::spawn(move || {
+        loop {
+            match store.waker() {
+                Ok(mut waker) => loop {
+                    match waker.wait(StdDuration::from_secs(60)) {
+                        Ok(true) => control.wake.notify_one(),
+                        Ok(false) => {}
+                        Err(error) => {
+                            warn!(%error, "lost the database's wake-up channel: listening again");
+                            break;
+                        }
+                    }
+                },
+                Err(error) => warn!(%error, "cannot listen for the database's wake-ups"),
+            }
+            std::thread::sleep(StdDuration::from_secs(1));
+        }
+    });
 }
 
 /// Starts the HTTP server when `http.listen` is set; the task ends with the returned guard.

@@ -65,7 +65,7 @@ pub fn run_due(
     throttle: &mut Throttle,
     unsubscribe: &Unsubscribe,
 ) -> Result<Planned, StoreError> {
-    let due = store.due(now, limit)?;
+    let due = store.take_due(now, limit)?;
     if due.is_empty() {
         return Ok(Planned::default());
     }
@@ -104,7 +104,16 @@ pub fn run_due(
         batch.meta_put.extend(part_batch.meta_put);
         emails.extend(part_emails);
     }
-    commit(store, batch, emails, throttle, now, due.len())
+    match commit(store, batch, emails, throttle, now, due.len()) {
+        Err(error) if error.is_conflict() => {
+            // Our lease ran out mid-batch and another daemon took part of it over: nothing
+            // was written; what is still ours goes back to the queue.
+            warn!(%error, "a batch lost its claim to another daemon: it is left to that daemon");
+            store.release(&due)?;
+            Ok(Planned::default())
+        }
+        result => result,
+    }
 }
 
 /// Commits a planned batch: emails over a sending limit wait in the outbox, the others are

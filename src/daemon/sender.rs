@@ -346,7 +346,7 @@ pub fn recover(
     transport: &Transport,
     now: DateTime<Utc>,
 ) -> Result<Recovered, StoreError> {
-    let marks = store.in_flight()?;
+    let marks = store.in_flight_to_recover()?;
     let mut found = Recovered::default();
     if marks.is_empty() {
         return Ok(found);

@@ -21,6 +21,7 @@ use crate::secret::{self, Secret};
 use crate::tls::{self, MaybeTls};
 
 /// How to reach and log in to the watched folder; made once from the configuration.
+#[derive(Clone)]
 pub struct Account {
     pub endpoint: Endpoint,
     user: String,

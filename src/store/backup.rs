@@ -4,7 +4,7 @@
 //! Consistency: sled's iterators see each tree as it is at the moment they read a key, and
 //! its `Db::export` is only a list of such iterators, so a snapshot taken while batches commit
 //! could hold an enrollment without its due entry, or a sent email without its journal line.
-//! [`Store::apply`] (and every other write) holds the store's write gate shared; a snapshot
+//! [`SledStore::apply`] (and every other write) holds the store's write gate shared; a snapshot
 //! holds it alone, so no transaction commits while the trees are read: the snapshot is the
 //! store as it stood between two transactions. Writers wait for the snapshot, which is why the
 //! daemon writes it to a file on its own disk first (see `crate::control::server`).
@@ -37,7 +37,7 @@ use chrono::{DateTime, Utc};
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
-use super::{SCHEMA_KEY, SCHEMA_VERSION, Store, StoreError};
+use super::{SCHEMA_KEY, SCHEMA_VERSION, SledStore, StoreError};
 
 /// The backup format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -82,6 +82,10 @@ pub struct Summary {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    #[error(
+        "the store is a PostgreSQL database: back it up with PostgreSQL's own tools (pg_dump), or copy it into a sled store with `nurture store copy`"
+    )]
+    NotSled,
     #[error("cannot read the backup {path}: {error}")]
     Read {
         path: PathBuf,
@@ -122,16 +126,16 @@ pub enum BackupError {
     )]
     NotEmpty { what: String },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    SledStore(#[from] StoreError),
 }
 
 impl From<sled::Error> for BackupError {
     fn from(error: sled::Error) -> BackupError {
-        BackupError::Store(StoreError::Sled(error))
+        BackupError::SledStore(StoreError::Sled(error))
     }
 }
 
-impl Store {
+impl SledStore {
     /// Writes a snapshot of every tree to `out` (see the module header). Writers wait until
     /// it is written.
     pub fn backup(&self, out: &mut dyn Write) -> Result<Summary, BackupError> {
@@ -194,7 +198,7 @@ impl Store {
     }
 
     /// Restores the backup `path` into this store, which must be empty (see
-    /// [`Store::check_empty`]); the file is checked whole before anything is written. The
+    /// [`SledStore::check_empty`]); the file is checked whole before anything is written. The
     /// store should be opened again afterwards (an older schema is upgraded by that open).
     pub fn restore(&self, path: &Path) -> Result<Summary, BackupError> {
         self.check_empty()?;

@@ -52,8 +52,8 @@ fn email(id: &str) -> OutboxEmail {
 
 /// A store with a lead, an enrollment, a journal line, an email in the outbox, one in flight
 /// and an uncertain one.
-fn filled(dir: &Path) -> Store {
-    let store = Store::open(dir, DEFAULT_CACHE_BYTES).unwrap();
+fn filled(dir: &Path) -> SledStore {
+    let store = SledStore::open(dir, DEFAULT_CACHE_BYTES).unwrap();
     let now = Utc::now();
     let mut batch = Batch {
         leads: vec![Lead::new("Ana@Example.com".into(), now)],
@@ -79,7 +79,7 @@ fn filled(dir: &Path) -> Store {
 type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Every non-empty tree's entries, by tree name.
-fn contents(store: &Store) -> Vec<(Vec<u8>, Entries)> {
+fn contents(store: &SledStore) -> Vec<(Vec<u8>, Entries)> {
     store
         .db
         .tree_names()
@@ -99,7 +99,7 @@ fn contents(store: &Store) -> Vec<(Vec<u8>, Entries)> {
         .collect()
 }
 
-fn write_backup(store: &Store, file: &Path) -> Summary {
+fn write_backup(store: &SledStore, file: &Path) -> Summary {
     let mut out = std::fs::File::create(file).unwrap();
     store.backup(&mut out).unwrap()
 }
@@ -116,11 +116,11 @@ fn a_restored_store_holds_every_tree_and_numbers_above_the_backup() {
     drop(store);
 
     let restored_dir = dir.join("restored");
-    let restored = Store::open(&restored_dir, DEFAULT_CACHE_BYTES).unwrap();
+    let restored = SledStore::open(&restored_dir, DEFAULT_CACHE_BYTES).unwrap();
     let written = restored.restore(&file).unwrap();
     assert_eq!(written.records, summary.records);
     drop(restored);
-    let restored = Store::open(&restored_dir, DEFAULT_CACHE_BYTES).unwrap();
+    let restored = SledStore::open(&restored_dir, DEFAULT_CACHE_BYTES).unwrap();
     assert_eq!(contents(&restored), before, "every tree, byte for byte");
     assert!(
         restored.new_id().unwrap() >= next_id,
@@ -165,7 +165,7 @@ impl Write for Paused {
 #[test]
 fn a_batch_committed_during_a_snapshot_waits_for_it_and_is_not_half_in_it() {
     let dir = scratch("consistent");
-    let store = Store::open(&dir.join("store"), DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&dir.join("store"), DEFAULT_CACHE_BYTES).unwrap();
     let lead = "ana@example.com";
     store
         .apply(&Batch {
@@ -215,7 +215,7 @@ fn a_batch_committed_during_a_snapshot_waits_for_it_and_is_not_half_in_it() {
 
     let file = dir.join("store.backup");
     std::fs::write(&file, bytes).unwrap();
-    let restored = Store::open(&dir.join("restored"), DEFAULT_CACHE_BYTES).unwrap();
+    let restored = SledStore::open(&dir.join("restored"), DEFAULT_CACHE_BYTES).unwrap();
     restored.restore(&file).unwrap();
     let before = enrollment(lead, 9).due;
     assert_eq!(
@@ -239,7 +239,7 @@ fn a_truncated_damaged_or_foreign_file_is_refused_and_nothing_is_written() {
     write_backup(&store, &file);
     drop(store);
     let bytes = std::fs::read(&file).unwrap();
-    let target = Store::open(&dir.join("target"), DEFAULT_CACHE_BYTES).unwrap();
+    let target = SledStore::open(&dir.join("target"), DEFAULT_CACHE_BYTES).unwrap();
     let refused = |name: &str, content: &[u8]| {
         let path = dir.join(name);
         std::fs::write(&path, content).unwrap();
@@ -297,13 +297,13 @@ fn a_store_with_leads_is_never_restored_into() {
 #[test]
 fn a_restore_cut_short_leaves_a_store_that_refuses_to_open() {
     let dir = scratch("cut-short");
-    let store = Store::open(&dir.join("store"), DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&dir.join("store"), DEFAULT_CACHE_BYTES).unwrap();
     // What a restore writes first, then dies.
     store.meta.insert(RESTORING_KEY, &[]).unwrap();
     store.meta.remove(SCHEMA_KEY).unwrap();
     store.flush().unwrap();
     drop(store);
-    let error = Store::open(&dir.join("store"), DEFAULT_CACHE_BYTES)
+    let error = SledStore::open(&dir.join("store"), DEFAULT_CACHE_BYTES)
         .err()
         .unwrap()
         .to_string();

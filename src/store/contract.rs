@@ -1,6 +1,6 @@
 //! The store contract (docs/store.md), tested once and run against both backends: every test
 //! below is a function generic over [`Contract`], and [`contract_tests!`] runs each one on the
-//! sled [`Store`] (in a scratch folder) and on the [`PgStore`] (in a database of its own on
+//! sled [`SledStore`] (in a scratch folder) and on the [`PgStore`] (in a database of its own on
 //! the test PostgreSQL cluster).
 
 use std::path::PathBuf;
@@ -164,7 +164,7 @@ macro_rules! alike {
 }
 
 pub struct Sled {
-    store: Store,
+    store: SledStore,
     dir: PathBuf,
 }
 
@@ -174,7 +174,7 @@ impl Contract for Sled {
             std::env::temp_dir().join(format!("nurture-contract-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         Sled {
-            store: Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap(),
+            store: SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap(),
             dir,
         }
     }
@@ -183,7 +183,7 @@ impl Contract for Sled {
         self.store.flush().unwrap();
         drop(self.store);
         Sled {
-            store: Store::open(&self.dir, DEFAULT_CACHE_BYTES).unwrap(),
+            store: SledStore::open(&self.dir, DEFAULT_CACHE_BYTES).unwrap(),
             dir: self.dir,
         }
     }

@@ -2,8 +2,8 @@
 //! active enrollments per workflow, entries of the due index, emails in the outbox.
 //!
 //! Counting a tree is O(n) (sled's `Tree::len` walks it), far too slow for every scrape at a
-//! million leads, so the daemon counts once ([`super::Store::count_depths`], in the background,
-//! a chunk of keys at a time) and every [`super::Store::apply`] then adds what its transaction
+//! million leads, so the daemon counts once ([`super::SledStore::count_depths`], in the background,
+//! a chunk of keys at a time) and every [`super::SledStore::apply`] then adds what its transaction
 //! changed. The count and the writers run side by side; a write is added only when its key is
 //! one the count has already passed (a key still ahead will be counted as it then stands). A
 //! read-write lock ([`Depths::gate`]) keeps a commit and the reading of a chunk from
@@ -18,7 +18,7 @@ use std::ops::Bound;
 
 use serde::Deserialize;
 
-use super::{Result, Store, StoreError, codec, keys};
+use super::{Result, SledStore, StoreError, codec, keys};
 use crate::engine::Status;
 
 /// Keys read per step of the count: the writers wait at most that long (a few milliseconds).
@@ -204,14 +204,14 @@ impl Depths {
     }
 }
 
-impl Store {
-    /// The queues' depths, once [`Store::count_depths`] has counted them.
+impl SledStore {
+    /// The queues' depths, once [`SledStore::count_depths`] has counted them.
     pub fn depths(&self) -> Option<Snapshot> {
         self.depths.snapshot()
     }
 
     /// Counts the queues once (O(n), a chunk at a time beside the writers); from then on
-    /// every transaction of this store (and its clones) keeps [`Store::depths`] up to date.
+    /// every transaction of this store (and its clones) keeps [`SledStore::depths`] up to date.
     /// For the daemon, in the background.
     pub fn count_depths(&self) -> Result<()> {
         loop {
@@ -343,7 +343,7 @@ mod tests {
     }
 
     /// What a full count of the store says, the slow way.
-    fn recount(store: &Store) -> Snapshot {
+    fn recount(store: &SledStore) -> Snapshot {
         let mut active: HashMap<String, u64> = HashMap::new();
         for enrollment in store.enrollments() {
             let enrollment = enrollment.unwrap();
@@ -364,7 +364,7 @@ mod tests {
     fn the_count_and_writers_beside_it_agree_with_a_full_recount() {
         let dir = std::env::temp_dir().join(format!("nurture-depths-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+        let store = SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
         let leads = 3 * CHUNK;
         let mut batch = Batch::default();
         for i in 0..leads {

@@ -1,4 +1,4 @@
-//! Upgrades of a store written by an older nurture, run by [`Store::open`] before anything else
+//! Upgrades of a store written by an older nurture, run by [`SledStore::open`] before anything else
 //! reads it.
 //!
 //! Version 1 → 2: leads are keyed by their address folded to lower case ([`email_key`]), not
@@ -30,7 +30,7 @@ use tracing::info;
 
 use super::{
     Event, EventKind, IN_FLIGHT_PREFIX, MessageRecord, OutboxEmail, Result, SCHEMA_KEY,
-    SCHEMA_VERSION, Store, StoreError, codec, keys,
+    SCHEMA_VERSION, SledStore, StoreError, codec, keys,
 };
 use crate::engine::{Enrollment, Status};
 use crate::lead::{Lead, email_key};
@@ -61,7 +61,7 @@ impl fmt::Display for Merged {
 
 /// Brings the store from version `found` to [`SCHEMA_VERSION`]; `None` when no migration
 /// reaches it from there.
-pub(super) fn upgrade(store: &Store, found: u32) -> Option<Result<Vec<Merged>>> {
+pub(super) fn upgrade(store: &SledStore, found: u32) -> Option<Result<Vec<Merged>>> {
     let upgraded = match found {
         1 => fold_addresses(store).and_then(|merged| {
             super::counters::build(store)?;
@@ -76,7 +76,7 @@ pub(super) fn upgrade(store: &Store, found: u32) -> Option<Result<Vec<Merged>>> 
     }))
 }
 
-fn finish(store: &Store, merged: &[Merged]) -> Result<()> {
+fn finish(store: &SledStore, merged: &[Merged]) -> Result<()> {
     for merge in merged {
         info!(kept = %merge.kept, merged = ?merge.merged, "store upgrade: {merge}");
     }
@@ -89,7 +89,7 @@ fn finish(store: &Store, merged: &[Merged]) -> Result<()> {
 }
 
 /// Version 1 → 2 (see the module's documentation).
-fn fold_addresses(store: &Store) -> Result<Vec<Merged>> {
+fn fold_addresses(store: &SledStore) -> Result<Vec<Merged>> {
     for raw in unfolded(&store.leads, whole)? {
         move_lead(store, &raw)?;
     }
@@ -173,7 +173,7 @@ fn enrollment_email(key: &[u8]) -> &[u8] {
         .map_or(b"", |at| &key[at + 1..])
 }
 
-fn merges_so_far(store: &Store) -> Result<BTreeMap<String, Vec<String>>> {
+fn merges_so_far(store: &SledStore) -> Result<BTreeMap<String, Vec<String>>> {
     store
         .meta
         .get(MERGES_KEY)?
@@ -190,7 +190,7 @@ fn corrupt(what: &'static str) -> impl Fn(std::str::Utf8Error) -> StoreError {
 }
 
 /// Moves the lead under `raw` to its folded key, merging it with a lead already there.
-fn move_lead(store: &Store, raw: &[u8]) -> Result<()> {
+fn move_lead(store: &SledStore, raw: &[u8]) -> Result<()> {
     let Some(bytes) = store.leads.get(raw)? else {
         return Ok(());
     };
@@ -277,7 +277,7 @@ fn merge_leads(first: Lead, second: Lead) -> Lead {
 
 /// Moves the enrollment under `raw` (`workflow ‖ 0 ‖ unfolded email`) to its folded key,
 /// keeping the more advanced of it and one already there, and moves its index entries.
-fn move_enrollment(store: &Store, raw: &[u8]) -> Result<()> {
+fn move_enrollment(store: &SledStore, raw: &[u8]) -> Result<()> {
     let Some(bytes) = store.enrollments.get(raw)? else {
         return Ok(());
     };
@@ -343,7 +343,7 @@ fn merge_enrollments(a: Enrollment, b: Enrollment) -> Enrollment {
 }
 
 /// Enrollments already under a folded key whose `lead` is a spelling merged away.
-fn respell_enrollments(store: &Store, merges: &BTreeMap<String, Vec<String>>) -> Result<()> {
+fn respell_enrollments(store: &SledStore, merges: &BTreeMap<String, Vec<String>>) -> Result<()> {
     for (key, merged) in merges {
         let Some(lead) = store.lead(key)? else {
             continue;
@@ -363,7 +363,7 @@ fn respell_enrollments(store: &Store, merges: &BTreeMap<String, Vec<String>>) ->
 }
 
 /// Sent-email records, the outbox and in-flight lists: the kept spelling for merged leads.
-fn respell_records(store: &Store, merges: &BTreeMap<String, Vec<String>>) -> Result<()> {
+fn respell_records(store: &SledStore, merges: &BTreeMap<String, Vec<String>>) -> Result<()> {
     let mut spelling: BTreeMap<String, String> = BTreeMap::new();
     for (key, merged) in merges {
         if let Some(lead) = store.lead(key)? {
@@ -436,7 +436,7 @@ struct Trees<'a> {
 
 type Step = std::result::Result<(), ConflictableTransactionError<StoreError>>;
 
-fn transact(store: &Store, work: impl Fn(&Trees<'_>) -> Step) -> Result<()> {
+fn transact(store: &SledStore, work: impl Fn(&Trees<'_>) -> Step) -> Result<()> {
     (
         &store.leads,
         &store.enrollments,

@@ -24,8 +24,8 @@
 //! an enrollment and its due entry never disagree, and an email enters the outbox in the same
 //! transaction that moves its enrollment past the `send`.
 //!
-//! Webhooks: a store opened [`Store::with_webhooks`] knows the subscriptions (no secrets), and
-//! [`Store::apply`] turns every journal line of a batch that a subscription wants into a
+//! Webhooks: a store opened [`SledStore::with_webhooks`] knows the subscriptions (no secrets), and
+//! [`SledStore::apply`] turns every journal line of a batch that a subscription wants into a
 //! `webhooks` entry in that batch's transaction: a webhook exists if and only if its event
 //! does. Entries leave the queue only through a batch too (`webhooks_remove`, delivered or
 //! moved); the daemon's delivery task never writes (`crate::daemon::webhooks`). A store
@@ -34,13 +34,14 @@
 //! Backups ([`backup`]): every write goes through the write gate, held shared by writers and
 //! alone by a snapshot, so `nurture backup` sees the store between two transactions.
 //!
-//! Closing ([`Store::close`]) leaves the counters and the first enrollments due in a small file
+//! Closing ([`SledStore::close`]) leaves the counters and the first enrollments due in a small file
 //! beside the store ([`snapshot`]), so `nurture status` with no daemon running does not open it.
 //!
 //! The store holds personal data and the unsubscribe key: its folder is the owner's alone
 //! ([`crate::private`]). A store written by an older nurture is upgraded when opened
 //! ([`migrate`]).
 
+mod backends;
 pub mod backup;
 mod codec;
 pub mod counters;
@@ -62,6 +63,7 @@ use crate::engine::{Enrollment, Status};
 use crate::lead::{Lead, email_key};
 use crate::webhooks::Routes;
 
+pub use self::backends::{Store, Walk};
 pub use self::counters::{Counters, Recounted, StepCounts, WorkflowCounts};
 pub use self::migrate::Merged;
 pub use self::records::{Event, EventKind, MessageRecord, MessageState, OutboxEmail};
@@ -122,11 +124,13 @@ pub enum StoreError {
     },
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
+    #[error("{0}")]
+    Postgres(Box<postgres::PgError>),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// A set of changes applied atomically by [`Store::apply`].
+/// A set of changes applied atomically by [`SledStore::apply`].
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
     /// Leads to write whole (created or updated).
@@ -147,7 +151,7 @@ pub struct Batch {
     /// Leads enrollment has looked at.
     pub changed_done: Vec<String>,
     /// Lists emails, with their MIME bytes, as being handed to a transport, under a mark id
-    /// ([`Store::new_id`]). Whatever is still listed when the store is next opened was caught
+    /// ([`SledStore::new_id`]). Whatever is still listed when the store is next opened was caught
     /// mid-send: the bytes let it be sent again if it never left.
     pub in_flight_set: Option<(u64, Vec<OutboxEmail>)>,
     /// Marks whose emails' outcomes this batch records.
@@ -162,7 +166,7 @@ pub struct Batch {
     /// later attempt through `webhooks_put`, or to the failed ones).
     pub webhooks_remove: Vec<(DateTime<Utc>, String)>,
     /// Webhook deliveries (re-)entering the queue, at their `next_attempt`. (Those the batch's
-    /// journal lines call for are added by [`Store::apply`] itself.)
+    /// journal lines call for are added by [`SledStore::apply`] itself.)
     pub webhooks_put: Vec<Delivery>,
     /// Given-up deliveries to keep, and (by id) to take back out when they are retried.
     pub webhooks_failed_put: Vec<Delivery>,
@@ -214,7 +218,7 @@ impl Batch {
 
 /// The store. Cheap to clone: every clone is the same open database.
 #[derive(Clone)]
-pub struct Store {
+pub struct SledStore {
     db: Db,
     leads: Tree,
     enrollments: Tree,
@@ -234,7 +238,7 @@ pub struct Store {
     /// transaction at a time, but offers no consistent read across keys.
     writers: Arc<RwLock<()>>,
     /// Whether batches keep the counters (always, but in the benchmark that measures what
-    /// keeping them costs: see [`Store::without_counters_for_benchmark`]).
+    /// keeping them costs: see [`SledStore::without_counters_for_benchmark`]).
     counting: bool,
     /// The webhook subscriptions the journal lines of a batch are routed by (none by default).
     routes: Arc<Routes>,
@@ -284,10 +288,10 @@ fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
     }
 }
 
-impl Store {
+impl SledStore {
     /// Opens (or creates) the store in `path` with a page cache of `cache_bytes`, upgrading
-    /// a store written by an older nurture ([`Store::merged`] says what that merged).
-    pub fn open(path: &Path, cache_bytes: u64) -> Result<Store> {
+    /// a store written by an older nurture ([`SledStore::merged`] says what that merged).
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<SledStore> {
         let private = |error| StoreError::Private {
             path: path.to_path_buf(),
             error,
@@ -305,7 +309,7 @@ impl Store {
         // Holding the lock, before anything can change: the snapshot the last close left
         // would no longer be true.
         let seal = Arc::new(snapshot::Seal::open(path)?);
-        let store = Store {
+        let store = SledStore {
             leads: db.open_tree("leads")?,
             enrollments: db.open_tree("enrollments")?,
             lead_enrollments: db.open_tree("lead_enrollments")?,
@@ -330,7 +334,7 @@ impl Store {
         };
         let merged = store.check_schema(path)?;
         crate::private::private_tree(path).map_err(private)?;
-        Ok(Store {
+        Ok(SledStore {
             merged: Arc::new(merged),
             ..store
         })
@@ -338,8 +342,8 @@ impl Store {
 
     /// This store, queueing a webhook delivery for every journal line `routes` subscribe to
     /// (see the module header). Clones made from it after this share the routes.
-    pub fn with_webhooks(self, routes: Routes) -> Store {
-        Store {
+    pub fn with_webhooks(self, routes: Routes) -> SledStore {
+        SledStore {
             routes: Arc::new(routes),
             ..self
         }
@@ -348,8 +352,8 @@ impl Store {
     /// This store, its batches no longer keeping the counters, which go wrong from then on:
     /// only for the engine benchmark, which measures the cost of keeping them in the same run.
     #[doc(hidden)]
-    pub fn without_counters_for_benchmark(self) -> Store {
-        Store {
+    pub fn without_counters_for_benchmark(self) -> SledStore {
+        SledStore {
             counting: false,
             ..self
         }

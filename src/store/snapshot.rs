@@ -5,9 +5,9 @@
 //!
 //! The file, [`FILE_NAME`] in the store's folder (owner-only: it names leads), is only ever
 //! true of the store as it stands:
-//! - [`Store::open`](super::Store::open) removes it, holding the store's lock, before anything
+//! - [`SledStore::open`](super::SledStore::open) removes it, holding the store's lock, before anything
 //!   can change the store;
-//! - [`Store::close`](super::Store::close) writes it after the last flush, still holding the
+//! - [`SledStore::close`](super::SledStore::close) writes it after the last flush, still holding the
 //!   lock, through a temporary file renamed into place (a reader sees the old file or the new
 //!   one, never half of one);
 //! - a write after that close (a task still holding a clone of the store) removes it again
@@ -43,7 +43,7 @@ const FORMAT: u32 = 1;
 /// sled 0.34's data file in its folder: every write reaches it.
 const DATA_FILE: &str = "db";
 
-/// An enrollment due: when, the workflow, the lead's address (as [`super::Store::upcoming`]
+/// An enrollment due: when, the workflow, the lead's address (as [`super::SledStore::upcoming`]
 /// gives them).
 pub type Due = (DateTime<Utc>, String, String);
 

@@ -50,7 +50,7 @@ fn outbox_email(id: &str, not_before: DateTime<Utc>) -> OutboxEmail {
 #[test]
 fn a_second_process_gets_a_clear_locked_error() {
     let dir = scratch("locked");
-    let _held = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    let _held = SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
     // sled locks the directory per process; a second open in this process shares nothing, so
     // the lock is taken by a child process instead.
     let output = std::process::Command::new("flock")
@@ -69,14 +69,14 @@ fn a_second_process_gets_a_clear_locked_error() {
 fn a_newer_schema_or_a_foreign_directory_is_refused() {
     let dir = scratch("schema");
     {
-        let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+        let store = SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
         store
             .meta
             .insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
             .unwrap();
         store.flush().unwrap();
     }
-    let error = Store::open(&dir, DEFAULT_CACHE_BYTES).err().unwrap();
+    let error = SledStore::open(&dir, DEFAULT_CACHE_BYTES).err().unwrap();
     assert!(error.to_string().contains("newer nurture"), "{error}");
 
     let foreign = scratch("foreign");
@@ -85,7 +85,9 @@ fn a_newer_schema_or_a_foreign_directory_is_refused() {
         db.open_tree("leads").unwrap().insert("x", "y").unwrap();
         db.flush().unwrap();
     }
-    let error = Store::open(&foreign, DEFAULT_CACHE_BYTES).err().unwrap();
+    let error = SledStore::open(&foreign, DEFAULT_CACHE_BYTES)
+        .err()
+        .unwrap();
     assert!(matches!(error, StoreError::Foreign { .. }), "{error}");
 }
 
@@ -206,7 +208,7 @@ fn write_version_1(dir: &Path) {
 fn upgrading_a_version_1_store_merges_case_duplicates() {
     let dir = scratch("upgrade");
     write_version_1(&dir);
-    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
     assert_eq!(
         store.merged(),
         [Merged {
@@ -306,7 +308,7 @@ fn upgrading_a_version_1_store_merges_case_duplicates() {
 
     // Done once: the next open finds version 2 and merges nothing.
     drop(store);
-    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
     assert!(store.merged().is_empty());
     assert_eq!(
         store.meta_get("schema_version").unwrap(),
@@ -326,7 +328,7 @@ fn the_store_is_its_owners_alone() {
     write_version_1(&dir);
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(dir.join("db"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
     store.flush().unwrap();
     assert_eq!(mode(&dir), 0o700);
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -336,7 +338,7 @@ fn the_store_is_its_owners_alone() {
     }
     // A new store, in a folder that does not exist yet.
     let fresh = scratch("private-new").join("nested");
-    Store::open(&fresh, DEFAULT_CACHE_BYTES).unwrap();
+    SledStore::open(&fresh, DEFAULT_CACHE_BYTES).unwrap();
     assert_eq!(mode(&fresh), 0o700);
     assert_eq!(mode(&fresh.join("db")), 0o600);
 }
@@ -344,8 +346,8 @@ fn the_store_is_its_owners_alone() {
 // ---- the status snapshot a close leaves ----
 
 /// A store in `dir` with one lead enrolled in `trial`, due at `due`.
-fn one_enrolled(dir: &Path, due: DateTime<Utc>) -> Store {
-    let store = Store::open(dir, DEFAULT_CACHE_BYTES).unwrap();
+fn one_enrolled(dir: &Path, due: DateTime<Utc>) -> SledStore {
+    let store = SledStore::open(dir, DEFAULT_CACHE_BYTES).unwrap();
     let mut batch = Batch::default();
     batch.leads.push(Lead::new("ana@example.com".into(), at(0)));
     batch
@@ -378,7 +380,7 @@ fn a_close_leaves_the_counters_and_the_next_due_for_status() {
     // It knows every enrollment due (one), so any `--next` is answered.
     assert!(snapshot.answer(1000).is_some());
     // A store opened again (by any process) is no longer what the snapshot says.
-    let reopened = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    let reopened = SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
     assert_eq!(snapshot::Snapshot::read(&dir), None);
     drop(reopened);
     let _ = std::fs::remove_dir_all(&dir);
@@ -431,7 +433,7 @@ fn a_snapshot_is_not_read_once_the_database_changed_behind_it() {
 #[test]
 fn a_snapshot_answers_only_as_many_next_due_as_it_keeps() {
     let dir = scratch("snapshot-upcoming");
-    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
     let mut batch = Batch::default();
     for i in 0..snapshot::UPCOMING + 1 {
         let email = format!("lead{i:04}@example.com");

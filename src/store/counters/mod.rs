@@ -9,7 +9,7 @@
 //!   (`opens`, `clicks`, `machine_opens`, `machine_clicks`: journal `Engaged` lines) under the
 //!   step that wrote it, the rest
 //!   (`enrolled`, `emailed`, `engaged`, `replies`, `auto_replies`, `promoted`, `complaints`,
-//!   `sender_side_rejections`) under the empty step. Store-wide figures are `S ‖ figure`:
+//!   `sender_side_rejections`) under the empty step. SledStore-wide figures are `S ‖ figure`:
 //!   `leads`, `contacts`, `suppressed`, and the `complaints` and `sender_side_rejections` the
 //!   journal traces to no workflow. A figure at zero has no key.
 //! - `counters_index`: what counting needs to remember item by item: the promotions counted
@@ -20,15 +20,15 @@
 //!   reported an event through the API (`t ‖ lead` → time: an enrollment is engaged by an
 //!   event at or after its start).
 //!
-//! [`Store::apply`] works out a batch's [`Deltas`] from what it writes (each lead, enrollment,
+//! [`SledStore::apply`] works out a batch's [`Deltas`] from what it writes (each lead, enrollment,
 //! email record and outbox entry against the value it replaces, each journal line) and adds
 //! them in the same transaction: the counters move if and only if the batch commits. sled 0.34
 //! runs transactions one at a time (a global lock), so the read-modify-write of a counter inside
 //! one never loses an update; a batch touches each counter once, however many leads it moves.
 //!
-//! [`Store::counters`] reads them; [`recount`] counts the same figures by reading every record
+//! [`SledStore::counters`] reads them; [`recount`] counts the same figures by reading every record
 //! (the reference, seconds per million leads), which the upgrade to schema 3 and
-//! `nurture status --recount` write back ([`Store::recount`]).
+//! `nurture status --recount` write back ([`SledStore::recount`]).
 
 mod recount;
 
@@ -42,7 +42,9 @@ use sled::transaction::{
 use sled::{Transactional, Tree};
 use tracing::warn;
 
-use super::{Event, MessageRecord, MessageState, OutboxEmail, Result, Store, StoreError, codec};
+use super::{
+    Event, MessageRecord, MessageState, OutboxEmail, Result, SledStore, StoreError, codec,
+};
 use crate::engine::{Enrollment, ExitReason, Status};
 use crate::lead::{Lead, Stage, email_key};
 
@@ -779,7 +781,7 @@ pub(super) fn reported(batch: &super::Batch) -> HashMap<String, DateTime<Utc>> {
 
 /// The enrollments of `lead` that `batch` does not write, as (workflow, clicked, began).
 pub(super) fn others(
-    store: &Store,
+    store: &SledStore,
     batch: &super::Batch,
     lead: &str,
 ) -> Result<Vec<(String, bool, DateTime<Utc>)>> {
@@ -841,20 +843,14 @@ pub struct Recounted {
     pub repaired: bool,
 }
 
-impl Store {
+impl SledStore {
     /// Every promotion counted, as (lead's address key, workflow): each lead once per workflow
     /// that promoted it, from the index the counters keep (not from every lead).
     pub fn promotions(&self) -> Result<Vec<(String, String)>> {
         let mut found = Vec::new();
         for entry in self.counters_index.scan_prefix([PROMOTION_MARK]) {
             let (key, _) = entry?;
-            let rest = &key[1..];
-            if let Some(split) = rest.iter().position(|&b| b == SEPARATOR) {
-                found.push((
-                    String::from_utf8_lossy(&rest[..split]).into_owned(),
-                    String::from_utf8_lossy(&rest[split + 1..]).into_owned(),
-                ));
-            }
+            found.extend(promotion_of(&key));
         }
         Ok(found)
     }
@@ -886,7 +882,7 @@ impl Store {
     /// (seconds per million leads), so the count is of one instant.
     pub fn recount(&self, repair: bool) -> Result<Recounted> {
         let _quiet = self.writers.write().unwrap_or_else(|e| e.into_inner());
-        let (mut counted, index) = recount(self)?;
+        let (mut counted, index) = recount(&super::Store::Sled(Box::new(self.clone())))?;
         counted.in_flight = self.in_flight_emails()?;
         let kept = read_entries(&self.counters)?;
         let entries = counted.entries();
@@ -947,7 +943,7 @@ fn read_entries(tree: &Tree) -> Result<BTreeMap<Vec<u8>, u64>> {
 
 /// Replaces the counters and their index with `entries` and `index`, in one transaction.
 fn write_all(
-    store: &Store,
+    store: &SledStore,
     entries: &BTreeMap<Vec<u8>, u64>,
     index: &BTreeMap<Vec<u8>, Vec<u8>>,
 ) -> Result<()> {
@@ -983,9 +979,27 @@ fn write_all(
 }
 
 /// Builds the counters of a store written before they existed (the upgrade to schema 3).
-pub(super) fn build(store: &Store) -> Result<()> {
-    let (counted, index) = recount(store)?;
+pub(super) fn build(store: &SledStore) -> Result<()> {
+    let (counted, index) = recount(&super::Store::Sled(Box::new(store.clone())))?;
     write_all(store, &counted.entries(), &index)
+}
+
+/// The (lead, workflow) pairs a recount's index counted as promotions.
+pub fn promotions_in(index: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<(String, String)> {
+    index
+        .range(vec![PROMOTION_MARK]..vec![PROMOTION_MARK + 1])
+        .filter_map(|(key, _)| promotion_of(key))
+        .collect()
+}
+
+/// The (lead, workflow) of a promotion's index key (`p ‖ lead ‖ 0 ‖ workflow`).
+fn promotion_of(key: &[u8]) -> Option<(String, String)> {
+    let rest = &key[1..];
+    let split = rest.iter().position(|&b| b == SEPARATOR)?;
+    Some((
+        String::from_utf8_lossy(&rest[..split]).into_owned(),
+        String::from_utf8_lossy(&rest[split + 1..]).into_owned(),
+    ))
 }
 
 #[cfg(test)]

@@ -87,13 +87,13 @@ fn promoted(batch: &mut Batch, lead: &str, workflow: Option<&str>, stage: Stage)
 }
 
 /// Applies `batch` and checks the counters against a count of every record.
-fn apply(store: &Store, batch: &Batch) -> Counters {
+fn apply(store: &SledStore, batch: &Batch) -> Counters {
     store.apply(batch).unwrap();
     agree(store)
 }
 
 /// The counters, once checked to be what a count of every record gives.
-fn agree(store: &Store) -> Counters {
+fn agree(store: &SledStore) -> Counters {
     let kept = store.counters().unwrap();
     let recounted = store.recount(false).unwrap();
     assert!(
@@ -109,7 +109,7 @@ fn agree(store: &Store) -> Counters {
 
 /// Ana replies and is promoted, Ben's email becomes uncertain and he bounces, Cleo is a
 /// suppressed customer: every kind of write a batch makes, each checked against a recount.
-fn populate(store: &Store) -> Counters {
+fn populate(store: &SledStore) -> Counters {
     let mut batch = Batch::default();
     let mut cleo = Lead::new("Cleo@example.com".into(), at(0));
     cleo.stage = Stage::Customer;
@@ -317,7 +317,7 @@ fn populate(store: &Store) -> Counters {
 
 #[test]
 fn every_kind_of_write_moves_the_counters_as_a_recount_sees_them() {
-    let store = Store::open(&scratch("writes"), DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&scratch("writes"), DEFAULT_CACHE_BYTES).unwrap();
     populate(&store);
     // An uncertain email sent again: its record goes, it waits in the outbox again.
     let again = email("<3@x>", "cleo@example.com", "welcome", at(3));
@@ -343,7 +343,7 @@ fn every_kind_of_write_moves_the_counters_as_a_recount_sees_them() {
 
 #[test]
 fn a_failed_batch_changes_no_counter() {
-    let store = Store::open(&scratch("failed"), DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&scratch("failed"), DEFAULT_CACHE_BYTES).unwrap();
     let before = populate(&store);
     // A damaged entry where the batch puts an outbox email makes the transaction abort there,
     // after its lead, enrollment and journal lines (with the marks of the promotion and the
@@ -390,10 +390,10 @@ fn a_failed_batch_changes_no_counter() {
 fn the_counters_survive_a_reopen() {
     let dir = scratch("reopen");
     let before = {
-        let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+        let store = SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
         populate(&store)
     };
-    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
     assert_eq!(agree(&store), before);
 }
 
@@ -401,7 +401,7 @@ fn the_counters_survive_a_reopen() {
 fn a_version_2_store_gets_its_counters_when_opened() {
     let dir = scratch("upgrade");
     let before = {
-        let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+        let store = SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
         let before = populate(&store);
         // As the nurture before counters left it: version 2, no counters.
         store.counters.clear().unwrap();
@@ -410,7 +410,7 @@ fn a_version_2_store_gets_its_counters_when_opened() {
         store.flush().unwrap();
         before
     };
-    let store = Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap();
     assert_eq!(
         store.meta_get("schema_version").unwrap(),
         Some(SCHEMA_VERSION.to_be_bytes().to_vec())
@@ -429,7 +429,7 @@ fn a_version_2_store_gets_its_counters_when_opened() {
 
 #[test]
 fn a_recount_finds_counters_gone_wrong_and_repairs_them() {
-    let store = Store::open(&scratch("repair"), DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&scratch("repair"), DEFAULT_CACHE_BYTES).unwrap();
     let right = populate(&store);
     store
         .counters
@@ -469,7 +469,7 @@ fn a_recount_finds_counters_gone_wrong_and_repairs_them() {
 
 #[test]
 fn a_counter_that_would_go_below_zero_stops_at_zero_and_the_batch_commits() {
-    let store = Store::open(&scratch("below"), DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&scratch("below"), DEFAULT_CACHE_BYTES).unwrap();
     populate(&store);
     store.counters.remove(store_key(CONTACTS)).unwrap();
     let mut ana = store.lead("ana@example.com").unwrap().unwrap();
@@ -528,7 +528,7 @@ fn counter_keys_read_back_as_the_figures_they_name() {
 
 #[test]
 fn emailed_and_engaged_follow_sends_clicks_and_events_reported_through_the_api() {
-    let store = Store::open(&scratch("funnel"), DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&scratch("funnel"), DEFAULT_CACHE_BYTES).unwrap();
     let started = |workflow: &str, minute: u32| {
         let mut enrollment = enrollment(workflow, "Eve@example.com", "welcome", Status::Active);
         enrollment.enrolled_at = at(minute);
@@ -590,7 +590,7 @@ fn emailed_and_engaged_follow_sends_clicks_and_events_reported_through_the_api()
 
 #[test]
 fn opens_and_clicks_count_per_step_people_and_machines_apart() {
-    let store = Store::open(&scratch("engaged"), DEFAULT_CACHE_BYTES).unwrap();
+    let store = SledStore::open(&scratch("engaged"), DEFAULT_CACHE_BYTES).unwrap();
     let engaged = |batch: &mut Batch, lead: &str, step: &str, kind: &str, machine: bool| {
         batch.event(
             lead,

@@ -17,13 +17,14 @@
 //! Every handle has an owner name (unique per open unless set with [`PgStore::with_owner`]): the
 //! leases it takes are in that name, and a batch may only move an enrollment no one else holds.
 //!
-//! [`Store`]: super::Store
+//! [`Store`]: super::SledStore
 
 mod pool;
 pub mod read;
 pub mod schema;
 pub mod shared;
-#[cfg(test)]
+// Also for the integration tests (tests/shared_store.rs), which start daemons on it.
+#[doc(hidden)]
 pub mod testing;
 #[cfg(test)]
 mod tests;
@@ -99,7 +100,13 @@ pub struct PgStore {
     owner: Arc<str>,
     /// The webhook subscriptions batches route journal lines by (none by default).
     routes: Arc<Routes>,
+    /// How long a claim on due work holds ([`PgStore::claim_due`] through the daemon): the
+    /// longest a batch may take, and how long the others wait for a daemon that died.
+    lease: Duration,
 }
+
+/// How long a daemon's claims hold by default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 
 impl PgStore {
     /// Opens the store in the database at `url` (`postgres://user@host:port/db`, add
@@ -126,11 +133,12 @@ impl PgStore {
             settings,
             owner: unique_owner().into(),
             routes: Arc::default(),
+            lease: DEFAULT_LEASE,
         })
     }
 
     /// This store, queueing a webhook delivery for every journal line `routes` subscribe to
-    /// (as [`super::Store::with_webhooks`]).
+    /// (as [`super::SledStore::with_webhooks`]).
     pub fn with_webhooks(self, routes: Routes) -> PgStore {
         PgStore {
             routes: Arc::new(routes),
@@ -149,6 +157,15 @@ impl PgStore {
 
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// This store, its claims holding for `lease`.
+    pub fn with_lease(self, lease: Duration) -> PgStore {
+        PgStore { lease, ..self }
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
     }
 
     /// A connection from the pool.

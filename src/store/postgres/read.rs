@@ -319,16 +319,7 @@ impl PgStore {
             "SELECT mark, header, eml FROM in_flight ORDER BY mark, position",
             &[],
         )?;
-        let mut marks: Vec<(u64, Vec<OutboxEmail>)> = Vec::new();
-        for row in &rows {
-            let mark = column::<i64>(row, 0, "in-flight mark")? as u64;
-            let email = email(row, 1)?;
-            match marks.last_mut() {
-                Some((last, emails)) if *last == mark => emails.push(email),
-                _ => marks.push((mark, vec![email])),
-            }
-        }
-        Ok(marks)
+        marks(&rows)
     }
 
     /// The kept copies of uncertain emails, by Message-ID.
@@ -447,6 +438,20 @@ impl PgStore {
 }
 
 /// An email from its JSON header (column `at`) and its MIME bytes (the next column).
+/// In-flight rows (mark, header, eml, in mark order) as marks with their emails.
+pub(super) fn marks(rows: &[Row]) -> Result<Vec<(u64, Vec<OutboxEmail>)>> {
+    let mut marks: Vec<(u64, Vec<OutboxEmail>)> = Vec::new();
+    for row in rows {
+        let mark = column::<i64>(row, 0, "in-flight mark")? as u64;
+        let email = email(row, 1)?;
+        match marks.last_mut() {
+            Some((last, emails)) if *last == mark => emails.push(email),
+            _ => marks.push((mark, vec![email])),
+        }
+    }
+    Ok(marks)
+}
+
 fn email(row: &Row, at: usize) -> Result<OutboxEmail> {
     let mut email: OutboxEmail = record(row, at, "outbox email")?;
     email.eml = column(row, at + 1, "outbox email")?;

@@ -13,7 +13,13 @@ use super::PgError;
 
 /// The migrations, in order; a migration's version is its place in this list, from 1. Never
 /// edit a released one: add the next.
-const MIGRATIONS: &[(&str, &str)] = &[("initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("initial", include_str!("migrations/0001_initial.sql")),
+    (
+        "in-flight owner",
+        include_str!("migrations/0002_in_flight_owner.sql"),
+    ),
+];
 
 /// The layout version this build reads and writes.
 pub const VERSION: i32 = MIGRATIONS.len() as i32;

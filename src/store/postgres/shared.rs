@@ -9,15 +9,20 @@
 //! - A sleeping daemon is woken through `LISTEN/NOTIFY` ([`Waker`]): the tables' triggers
 //!   notify when a due time is written, a lead changes or an email is queued.
 //! - One inbox watcher per mailbox: [`WatcherLease`] is a session advisory lock, held as long
-//!   as its connection lives, so it passes to another daemon when its holder dies.
+//!   as its connection lives, so it passes to another daemon when its holder dies. The same
+//!   kind of lock elects one leader among the daemons ([`PgStore::try_lead`]: the work that
+//!   must be done once, not once per daemon), and says which daemons are alive
+//!   ([`PgStore::hold_life`]): a daemon's in-flight marks are recovered by the leader only
+//!   once that daemon's life lock is free ([`PgStore::in_flight_orphaned`]).
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use postgres::fallible_iterator::FallibleIterator;
 
-use super::{PgStore, Result, Session, Settings, column, millis};
+use super::{PgError, PgStore, Result, Session, Settings, column, millis};
 use crate::lead::email_key;
+use crate::store::OutboxEmail;
 
 const CLAIM: &str = "WITH picked AS ( \
          SELECT workflow, lead_key FROM enrollments \
@@ -87,8 +92,74 @@ impl PgStore {
     /// The inbox watcher's lease for `mailbox`, if no other daemon holds it (see
     /// [`WatcherLease`]).
     pub fn try_watch(&self, mailbox: &str) -> Result<Option<WatcherLease>> {
-        WatcherLease::try_acquire(&self.settings, mailbox)
+        let key = format!("nurture inbox watcher {mailbox}");
+        WatcherLease::try_acquire(&self.settings, &key, mailbox)
     }
+
+    /// The leader's lease, if no other daemon holds it: the leader enrolls, scans, retries the
+    /// outbox, delivers webhooks and recovers the emails of daemons that died.
+    pub fn try_lead(&self) -> Result<Option<WatcherLease>> {
+        WatcherLease::try_acquire(&self.settings, LEADER, "leader")
+    }
+
+    /// This handle's life lock: held while its daemon lives, so that the others know its
+    /// in-flight marks are being settled by it. Every owner name is unique, so it is free.
+    pub fn hold_life(&self) -> Result<WatcherLease> {
+        let key = life_key(&self.owner);
+        WatcherLease::try_acquire(&self.settings, &key, &self.owner)?.ok_or_else(|| {
+            PgError::Record(crate::store::StoreError::Corrupt {
+                what: "daemon name",
+                detail: format!("{} is already alive elsewhere", self.owner),
+            })
+        })
+    }
+
+    /// The in-flight marks of daemons that are gone (their life lock is free), with their
+    /// emails: what a leader settles as the daemon that listed them would at its restart.
+    pub fn in_flight_orphaned(&self) -> Result<Vec<(u64, Vec<OutboxEmail>)>> {
+        let owner: &str = &self.owner;
+        let owners = self.rows(
+            "SELECT DISTINCT owner FROM in_flight WHERE owner <> $1",
+            &[&owner],
+        )?;
+        let mut gone = Vec::new();
+        if !owners.is_empty() {
+            let mut session = self.settings.connect()?;
+            for row in &owners {
+                let name: String = column(row, 0, "in-flight owner")?;
+                let key = life_key(&name);
+                let free: bool = session
+                    .query_one(
+                        "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                        &[&key],
+                    )?
+                    .get(0);
+                if free {
+                    session.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+                        &[&key],
+                    )?;
+                    gone.push(name);
+                }
+            }
+        }
+        if gone.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self.rows(
+            "SELECT mark, header, eml FROM in_flight WHERE owner = ANY($1) ORDER BY mark, position",
+            &[&gone],
+        )?;
+        super::read::marks(&rows)
+    }
+}
+
+/// The advisory lock key of the leader's lease.
+const LEADER: &str = "nurture leader";
+
+/// The advisory lock key of `owner`'s life.
+fn life_key(owner: &str) -> String {
+    format!("nurture daemon {owner}")
 }
 
 /// Listens for the notifications that work may have appeared. Dropping it closes its
@@ -131,9 +202,8 @@ pub struct WatcherLease {
 }
 
 impl WatcherLease {
-    fn try_acquire(settings: &Settings, mailbox: &str) -> Result<Option<WatcherLease>> {
+    fn try_acquire(settings: &Settings, key: &str, mailbox: &str) -> Result<Option<WatcherLease>> {
         let mut client = settings.connect()?;
-        let key = format!("nurture inbox watcher {mailbox}");
         let held: bool = client
             .query_one(
                 "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",

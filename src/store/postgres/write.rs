@@ -46,8 +46,8 @@ const CHANGED_REMOVE: &str = "DELETE FROM changed WHERE lead_key = ANY($1::text[
 const CHANGED_PUT: &str = "INSERT INTO changed (lead_key) SELECT * FROM unnest($1::text[]) \
      ON CONFLICT DO NOTHING";
 const IN_FLIGHT_REMOVE: &str = "DELETE FROM in_flight WHERE mark = ANY($1::bigint[])";
-const IN_FLIGHT_PUT: &str = "INSERT INTO in_flight (mark, position, header, eml) \
-     SELECT $1, * FROM unnest($2::int[], $3::jsonb[], $4::bytea[])";
+const IN_FLIGHT_PUT: &str = "INSERT INTO in_flight (mark, owner, position, header, eml) \
+     SELECT $1, $5, * FROM unnest($2::int[], $3::jsonb[], $4::bytea[])";
 const UNCERTAIN_REMOVE: &str = "DELETE FROM uncertain WHERE message_id = ANY($1::text[])";
 const UNCERTAIN_PUT: &str = "INSERT INTO uncertain (message_id, header, eml) \
      SELECT * FROM unnest($1::text[], $2::jsonb[], $3::bytea[]) \
@@ -163,7 +163,8 @@ impl PgStore {
             let positions: Vec<i32> = (0..emails.len() as i32).collect();
             let emails: Vec<&OutboxEmail> = emails.iter().collect();
             let (headers, emls) = headers_and_bytes(&emails);
-            w.execute(IN_FLIGHT_PUT, &[&mark, &positions, &headers, &emls])?;
+            let owner: &str = &self.owner;
+            w.execute(IN_FLIGHT_PUT, &[&mark, &positions, &headers, &emls, &owner])?;
         }
         if !batch.uncertain_remove.is_empty() {
             w.execute(UNCERTAIN_REMOVE, &[&batch.uncertain_remove])?;

@@ -1,0 +1,192 @@
+//! Several `nurture run` on one PostgreSQL store (`[store] url`), on a real PostgreSQL started
+//! by tests/pgcluster.sh: they share the due queue (each claims what it runs), one of them
+//! leads (enrolls, settles the emails of a daemon that died), and a daemon killed with
+//! `kill -9` mid-batch loses no lead and makes no email go twice: the survivor takes its work
+//! over once its claims run out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use nurture::config::StoreConfig;
+use nurture::lead::Lead;
+use nurture::store::postgres::testing;
+use nurture::store::{Batch, EventKind, Store};
+
+use crate::support::scratch;
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// One daemon: its own folder (control socket, log), the shared database and outbox folder.
+fn start(dir: &Path, url: &str, outbox: &Path, name: &str) -> Child {
+    let home = dir.join(name);
+    fs::create_dir_all(&home).unwrap();
+    let log = fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .arg("run")
+        .current_dir(&home)
+        .env_remove("RUST_LOG")
+        .env("NURTURE_STORE_URL", url)
+        .env("NURTURE_STORE_LEASE_SECONDS", "3")
+        .env("NURTURE_DAEMON_BATCH", "8")
+        .env("NURTURE_TRANSPORT_OUTBOX", outbox)
+        .env(
+            "NURTURE_WORKFLOWS",
+            Path::new(REPO).join("tests/fixtures/daemon/workflows"),
+        )
+        .env(
+            "NURTURE_TEMPLATES",
+            Path::new(REPO).join("tests/fixtures/daemon/templates"),
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the daemon starts")
+}
+
+fn open(url: &str) -> Store {
+    Store::open_configured(&StoreConfig {
+        url: url.to_owned(),
+        ..StoreConfig::default()
+    })
+    .expect("the PostgreSQL store opens")
+}
+
+/// The `Sent` journal lines, by Message-ID: how many times each email was handed over.
+fn sent_lines(store: &Store) -> BTreeMap<String, usize> {
+    let mut sent = BTreeMap::new();
+    for entry in store.all_events() {
+        let (_, event) = entry.unwrap();
+        if let EventKind::Sent { message_id, .. } = event.kind {
+            *sent.entry(message_id).or_default() += 1;
+        }
+    }
+    sent
+}
+
+fn emls(outbox: &Path) -> usize {
+    fs::read_dir(outbox).map_or(0, |entries| {
+        entries
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            })
+            .count()
+    })
+}
+
+fn stop(mut daemon: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let started = Instant::now();
+    while daemon.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the daemon did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_daemons_on_one_postgres_share_the_work_and_a_killed_one_loses_nothing() {
+    let dir = scratch("shared-store");
+    let url = testing::cluster().database("two_daemons");
+    let outbox: PathBuf = dir.join("outbox");
+    let leads = 600;
+    // Imported leads, as `leads import` leaves them: marked for the leader's enrollment.
+    let store = open(&url);
+    let mut batch = Batch::default();
+    for i in 0..leads {
+        let mut lead = Lead::new(format!("lead{i:05}@example.test"), Utc::now());
+        lead.source = Some("load-test".into());
+        batch.changed.push(lead.email.clone());
+        batch.leads.push(lead);
+    }
+    store.apply(&batch).unwrap();
+
+    let first = start(&dir, &url, &outbox, "first");
+    let second = start(&dir, &url, &outbox, "second");
+    // Both run due steps: watch the claims' owners while the emails leave.
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut owners = BTreeSet::new();
+    let started = Instant::now();
+    while emls(&outbox) < leads / 2 && started.elapsed() < Duration::from_secs(60) {
+        for row in db
+            .query(
+                "SELECT DISTINCT lease_owner FROM enrollments WHERE lease_owner IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+        {
+            owners.insert(row.get::<_, String>(0));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        emls(&outbox) < leads * 2,
+        "the work ended before a daemon could be killed in the middle of it"
+    );
+    // The leader dies mid-batch: the other takes the lead, settles what it left in flight,
+    // and finishes its work once its claims run out.
+    let leads_now = |name: &str| {
+        fs::read_to_string(dir.join(format!("{name}.log")))
+            .unwrap()
+            .contains("this daemon now leads")
+    };
+    let (mut killed, survivor, survivor_name) = if leads_now("first") {
+        (first, second, "second")
+    } else {
+        (second, first, "first")
+    };
+    Command::new("kill")
+        .args(["-KILL", &killed.id().to_string()])
+        .status()
+        .unwrap();
+    killed.wait().unwrap();
+    let at_kill = emls(&outbox);
+    let started = Instant::now();
+    while sent_lines(&store).len() < leads * 2 && started.elapsed() < Duration::from_secs(90) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(survivor);
+    let log = |name: &str| fs::read_to_string(dir.join(format!("{name}.log"))).unwrap();
+
+    assert!(
+        log(survivor_name).contains("this daemon now leads"),
+        "the survivor took the lead:\n{}",
+        log(survivor_name)
+    );
+    assert_eq!(
+        owners.len(),
+        2,
+        "both daemons claimed due work: {owners:?}\n{}",
+        log("second")
+    );
+    let sent = sent_lines(&store);
+    let twice: Vec<_> = sent.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "emails handed over twice: {twice:?}");
+    assert_eq!(
+        sent.len(),
+        leads * 2,
+        "every lead got both emails ({at_kill} had left at the kill)\nfirst:\n{}\nsecond:\n{}",
+        log("first"),
+        log("second")
+    );
+    assert_eq!(emls(&outbox), leads * 2);
+    // The file transport says which emails the killed daemon had written: none uncertain.
+    assert!(store.uncertain().unwrap().is_empty());
+    assert!(store.in_flight().unwrap().is_empty());
+    for entry in store.enrollments() {
+        let enrollment = entry.unwrap();
+        assert_eq!(
+            enrollment.status,
+            nurture::engine::Status::Completed,
+            "{enrollment:?}"
+        );
+    }
+}
