@@ -190,3 +190,103 @@ fn two_daemons_on_one_postgres_share_the_work_and_a_killed_one_loses_nothing() {
         );
     }
 }
+
+/// Runs `nurture` in `dir` with the daemon fixtures' workflows; its output if it succeeds.
+fn nurture(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env(
+            "NURTURE_WORKFLOWS",
+            Path::new(REPO).join("tests/fixtures/daemon/workflows"),
+        )
+        .env(
+            "NURTURE_TEMPLATES",
+            Path::new(REPO).join("tests/fixtures/daemon/templates"),
+        )
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "nurture {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn store_copy_moves_a_store_to_postgres_and_back_and_daemons_carry_on_without_a_repeat() {
+    let dir = scratch("store-copy");
+    let url = testing::cluster().database("store_copy");
+    let leads = 40;
+    // A sled store with leads imported, none enrolled yet.
+    crate::support::seed(
+        &dir,
+        (0..leads)
+            .map(|i| {
+                let mut lead = Lead::new(format!("copy{i:03}@example.test"), Utc::now());
+                lead.source = Some("load-test".into());
+                lead
+            })
+            .collect(),
+    );
+    let copied = nurture(
+        &dir,
+        &[],
+        &["store", "copy", "--from", "data", "--to", &url],
+    );
+    assert!(copied.contains(&format!("{leads} leads")), "{copied}");
+    // A second copy into the same database is refused: it is no longer empty.
+    let refused = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(["store", "copy", "--from", "data", "--to", &url])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not empty"));
+
+    // The daemon on the copy enrolls the imported leads and sends both emails to each.
+    let on_postgres = [
+        ("NURTURE_STORE_URL", url.as_str()),
+        ("NURTURE_TRANSPORT_OUTBOX", "outbox-pg"),
+    ];
+    nurture(&dir, &on_postgres, &["run", "--until-idle"]);
+    assert_eq!(emls(&dir.join("outbox-pg")), leads * 2);
+    let postgres = open(&url);
+    let sent_on_postgres = sent_lines(&postgres);
+    assert_eq!(sent_on_postgres.len(), leads * 2);
+
+    // Back into a new sled store: the same journal; a daemon on it has nothing to send.
+    let back = nurture(
+        &dir,
+        &[],
+        &["store", "copy", "--from", &url, "--to", "back"],
+    );
+    assert!(back.contains(&format!("{leads} leads")), "{back}");
+    let on_sled = [
+        ("NURTURE_STORE_PATH", "back"),
+        ("NURTURE_TRANSPORT_OUTBOX", "outbox-back"),
+    ];
+    nurture(&dir, &on_sled, &["run", "--until-idle"]);
+    assert_eq!(emls(&dir.join("outbox-back")), 0, "nothing is sent twice");
+    let sled = Store::open(&dir.join("back"), nurture::store::DEFAULT_CACHE_BYTES).unwrap();
+    assert_eq!(sent_lines(&sled), sent_on_postgres);
+    let enrollments: Vec<_> = sled.enrollments().map(Result::unwrap).collect();
+    assert_eq!(enrollments.len(), leads);
+    assert!(
+        enrollments
+            .iter()
+            .all(|e| e.status == nurture::engine::Status::Completed)
+    );
+    drop(sled);
+    // The counters `status` reads were counted on the copy.
+    let status = nurture(&dir, &on_sled, &["status", "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["workflows"][0]["sent"],
+        serde_json::json!(leads * 2),
+        "{status}"
+    );
+}

@@ -78,7 +78,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode, CliError> {
     let config = cli.load_config()?;
     if !config.store.url.is_empty() {
         return Err(CliError::Input(
-            "[store] url names a PostgreSQL database: a backup is restored into a sled store (unset the url), and moved into the database with `nurture store copy`".into(),
+            "[store] url names a PostgreSQL database: a nurture backup is restored into a sled store (unset the url); a database is backed up and restored with PostgreSQL's own tools (pg_dump)".into(),
         ));
     }
     let path = &config.store.path;

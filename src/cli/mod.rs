@@ -27,6 +27,7 @@ mod run;
 mod send_test;
 pub mod session;
 pub mod status;
+mod store_copy;
 mod webhooks;
 
 use std::io::Write;
@@ -148,6 +149,8 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup into an empty or absent store (no daemon may hold it).
     Restore(backup::RestoreArgs),
+    /// Move a whole store between sled and PostgreSQL (`store copy --from data --to postgres://…`).
+    Store(store_copy::StoreArgs),
 }
 
 impl Cli {
@@ -202,6 +205,7 @@ pub fn main() -> i32 {
         Command::Mail(args) => mail::run(&cli, args),
         Command::Backup(args) => backup::backup(&cli, args),
         Command::Restore(args) => backup::restore(&cli, args),
+        Command::Store(args) => store_copy::run(&cli, args),
     };
     let code = match result {
         Ok(code) => code,

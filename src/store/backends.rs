@@ -385,7 +385,7 @@ impl Store {
     }
 
     /// Writes a backup of the store (sled; a PostgreSQL store is backed up with PostgreSQL's
-    /// own tools, or copied to a sled store with `nurture store copy`).
+    /// own tools).
     pub fn backup(
         &self,
         out: &mut dyn std::io::Write,

@@ -82,9 +82,7 @@ pub struct Summary {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    #[error(
-        "the store is a PostgreSQL database: back it up with PostgreSQL's own tools (pg_dump), or copy it into a sled store with `nurture store copy`"
-    )]
+    #[error("the store is a PostgreSQL database: back it up with PostgreSQL's own tools (pg_dump)")]
     NotSled,
     #[error("cannot read the backup {path}: {error}")]
     Read {

@@ -56,7 +56,7 @@ pub enum PgError {
     Url { detail: String },
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] postgres::Error),
-    #[error("database error: {0}")]
+    #[error("database error: {}", database_detail(.0))]
     Database(#[from] postgres::Error),
     #[error("no database connection: {0}")]
     Pool(#[from] r2d2::Error),
@@ -193,6 +193,19 @@ fn unique_owner() -> String {
         std::process::id(),
         OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
+}
+
+/// What the server said (the client's own text is only "db error").
+fn database_detail(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
+}
+
+/// A `LIMIT` for `limit` rows: `usize::MAX` (everything) would wrap to a negative `bigint`.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 /// `at` to the millisecond: queue times are kept to the millisecond, as the sled store's keys

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use postgres::Row;
 use postgres::types::ToSql;
 
-use super::{PgStore, Result, column, millis, record};
+use super::{PgStore, Result, column, millis, record, sql_limit};
 use crate::engine::Enrollment;
 use crate::lead::{Lead, email_key};
 use crate::store::{Delivery, Event, MessageRecord, OutboxEmail};
@@ -38,7 +38,7 @@ impl PgStore {
     /// Up to `limit` leads after `after` (exclusive), in address order: a resumable walk.
     pub fn leads_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<Lead>> {
         let after = after.map(|email| email_key(email).into_owned());
-        let limit = limit as i64;
+        let limit = sql_limit(limit);
         let rows = match &after {
             Some(key) => self.rows(
                 "SELECT body FROM leads WHERE lead_key > $2 ORDER BY lead_key LIMIT $1",
@@ -125,7 +125,7 @@ impl PgStore {
         self.rows(
             "SELECT workflow, lead_key FROM enrollments WHERE due IS NOT NULL AND due <= $1 \
              ORDER BY due, workflow, lead_key LIMIT $2",
-            &[&millis(now), &(limit as i64)],
+            &[&millis(now), &sql_limit(limit)],
         )?
         .iter()
         .map(|row| {
@@ -157,7 +157,7 @@ impl PgStore {
         self.rows(
             "SELECT due, workflow, body->>'lead' FROM enrollments WHERE due IS NOT NULL \
              ORDER BY due, workflow, lead_key LIMIT $1",
-            &[&(limit as i64)],
+            &[&sql_limit(limit)],
         )?
         .iter()
         .map(|row| {
@@ -176,7 +176,7 @@ impl PgStore {
     pub fn changed(&self, limit: usize) -> Result<Vec<String>> {
         self.rows(
             "SELECT lead_key FROM changed ORDER BY lead_key LIMIT $1",
-            &[&(limit as i64)],
+            &[&sql_limit(limit)],
         )?
         .iter()
         .map(|row| column(row, 0, "changed lead"))
@@ -251,7 +251,7 @@ impl PgStore {
         self.rows(
             "SELECT header, eml FROM outbox WHERE not_before <= $1 \
              ORDER BY not_before, message_id LIMIT $2",
-            &[&millis(now), &(limit as i64)],
+            &[&millis(now), &sql_limit(limit)],
         )?
         .iter()
         .map(|row| email(row, 0))
@@ -382,7 +382,7 @@ impl PgStore {
     pub fn meta_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
         self.rows(
             "SELECT key, value FROM meta WHERE starts_with(key, $1) ORDER BY key LIMIT $2",
-            &[&prefix, &(limit as i64)],
+            &[&prefix, &sql_limit(limit)],
         )?
         .iter()
         .map(|row| Ok((column(row, 0, "meta")?, column(row, 1, "meta")?)))

@@ -20,7 +20,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use postgres::fallible_iterator::FallibleIterator;
 
-use super::{PgError, PgStore, Result, Session, Settings, column, millis};
+use super::{PgError, PgStore, Result, Session, Settings, column, millis, sql_limit};
 use crate::lead::email_key;
 use crate::store::OutboxEmail;
 
@@ -53,7 +53,7 @@ impl PgStore {
     ) -> Result<Vec<(String, String)>> {
         let owner: &str = &self.owner;
         let lease_ms = lease.as_millis() as f64;
-        let rows = self.rows(CLAIM, &[&millis(now), &(limit as i64), &owner, &lease_ms])?;
+        let rows = self.rows(CLAIM, &[&millis(now), &sql_limit(limit), &owner, &lease_ms])?;
         let mut claimed = rows
             .iter()
             .map(|row| {
