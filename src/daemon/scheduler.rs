@@ -226,6 +226,21 @@ pub fn run_input(
         }
         _ => happening,
     };
+    // With several daemons: no other moves this lead's enrollments meanwhile.
+    store.holding(&[&happening.lead], || {
+        run_held_input(store, project, now, throttle, unsubscribe, happening)
+    })
+}
+
+/// [`run_input`] for a happening whose lead is held and spelled as in the store.
+fn run_held_input(
+    store: &Store,
+    project: &Project,
+    now: DateTime<Utc>,
+    throttle: &mut Throttle,
+    unsubscribe: &Unsubscribe,
+    happening: &Happening,
+) -> Result<Option<Planned>, StoreError> {
     let mut work = Work::new(store, project, unsubscribe, now, happening.note.as_deref());
     if let Some(receipt) = &happening.receipt {
         let seen = store.meta_get(&receipt.seen)?.is_some();
@@ -289,6 +304,31 @@ pub fn run_input(
 /// each other: the second runs on what the first left. A happening without a workflow runs for
 /// every active enrollment of its lead.
 pub fn run_inputs(
+    store: &Store,
+    project: &Project,
+    now: DateTime<Utc>,
+    throttle: &mut Throttle,
+    unsubscribe: &Unsubscribe,
+    happenings: &[Happening],
+    journal: Batch,
+) -> Result<Planned, StoreError> {
+    // With several daemons: no other moves these leads' enrollments meanwhile.
+    let leads: Vec<&str> = happenings.iter().map(|h| h.lead.as_str()).collect();
+    store.holding(&leads, || {
+        run_held_inputs(
+            store,
+            project,
+            now,
+            throttle,
+            unsubscribe,
+            happenings,
+            journal,
+        )
+    })
+}
+
+/// [`run_inputs`] once their leads are held.
+fn run_held_inputs(
     store: &Store,
     project: &Project,
     now: DateTime<Utc>,

@@ -217,6 +217,20 @@ impl Store {
         }
     }
 
+    /// Runs `work` on these leads while no other daemon can move their enrollments
+    /// (PostgreSQL: held under this daemon's lease, let go after; sled: one process).
+    pub fn holding<T>(&self, emails: &[&str], work: impl FnOnce() -> Result<T>) -> Result<T> {
+        let Store::Postgres(store) = self else {
+            return work();
+        };
+        blocking(|| store.hold(emails))?;
+        let result = work();
+        let released = blocking(|| store.let_go(emails));
+        let value = result?;
+        released?;
+        Ok(value)
+    }
+
     /// The in-flight marks this process settles when it starts, and, leading several daemons,
     /// from time to time: all of them on sled (one process); on PostgreSQL those of daemons
     /// that are gone.

@@ -38,6 +38,18 @@ const RELEASE: &str = "UPDATE enrollments SET lease_owner = NULL, lease_until = 
      WHERE (workflow, lead_key) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
      AND lease_owner = $3";
 
+const HOLD: &str = "UPDATE enrollments SET lease_owner = $2, \
+     lease_until = clock_timestamp() + $3 * interval '1 millisecond' \
+     WHERE lead_key = ANY($1) \
+     AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until <= clock_timestamp())";
+const HELD_ELSEWHERE: &str = "SELECT count(*) FROM enrollments WHERE lead_key = ANY($1) \
+     AND lease_owner <> $2 AND lease_until > clock_timestamp()";
+const LET_GO: &str = "UPDATE enrollments SET lease_owner = NULL, lease_until = NULL \
+     WHERE lead_key = ANY($1) AND lease_owner = $2";
+
+/// How often a hold on leads another daemon works on looks again.
+const HOLD_RETRY: Duration = Duration::from_millis(10);
+
 /// The channel the tables' triggers notify (migrations/0001_initial.sql).
 const WAKE_CHANNEL: &str = "nurture_wake";
 
@@ -81,6 +93,47 @@ impl PgStore {
             .unzip();
         let owner: &str = &self.owner;
         self.rows(RELEASE, &[&workflows, &keys, &owner])?;
+        Ok(())
+    }
+
+    /// Leases every enrollment of these leads to this owner, waiting (at most one lease
+    /// period) while another daemon runs any of them: what arrives from outside (a reply, a
+    /// click, an unsubscribe) reads and moves a lead's enrollments only while no one else can.
+    /// The batch that writes an enrollment ends its lease; [`PgStore::let_go`] ends the rest.
+    pub fn hold(&self, emails: &[&str]) -> Result<()> {
+        let keys: Vec<String> = emails.iter().map(|e| email_key(e).into_owned()).collect();
+        let owner: &str = &self.owner;
+        let lease_ms = self.lease.as_millis() as f64;
+        let deadline = std::time::Instant::now() + self.lease + Duration::from_secs(1);
+        loop {
+            self.rows(HOLD, &[&keys, &owner, &lease_ms])?;
+            let held: i64 = self
+                .rows(HELD_ELSEWHERE, &[&keys, &owner])?
+                .first()
+                .map(|row| column(row, 0, "count"))
+                .transpose()?
+                .unwrap_or_default();
+            if held == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(PgError::Record(crate::store::StoreError::Corrupt {
+                    what: "lease",
+                    detail: format!(
+                        "the enrollments of {} stay held by another daemon",
+                        emails.join(", ")
+                    ),
+                }));
+            }
+            std::thread::sleep(HOLD_RETRY);
+        }
+    }
+
+    /// Ends this owner's leases on these leads' enrollments (those its batch did not write).
+    pub fn let_go(&self, emails: &[&str]) -> Result<()> {
+        let keys: Vec<String> = emails.iter().map(|e| email_key(e).into_owned()).collect();
+        let owner: &str = &self.owner;
+        self.rows(LET_GO, &[&keys, &owner])?;
         Ok(())
     }
 

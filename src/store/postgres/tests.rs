@@ -13,7 +13,7 @@ use super::testing::{cluster, store};
 use super::*;
 use crate::engine::{Enrollment, Facts, Position, Status};
 use crate::lead::Lead;
-use crate::store::{Batch, EventKind};
+use crate::store::{Batch, EventKind, OutboxEmail};
 
 fn at(hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, hour, 0, 0).unwrap()
@@ -429,4 +429,108 @@ fn connection_settings_keep_the_password_out_and_tls_when_required() {
     let url = format!("{}?sslmode=require", cluster().url("postgres"));
     let error = PgStore::open(&url, None).err().unwrap();
     assert!(matches!(error, PgError::Connect(_)), "{error}");
+}
+
+// A reply or a click handled by one daemon while another runs the lead's step: the handler
+// waits for the step's batch, then reads and moves the enrollment as that batch left it; and
+// while the handler holds the lead, no claimer takes its enrollments.
+#[test]
+fn a_hold_waits_for_the_claim_on_a_lead_and_keeps_claimers_off_until_let_go() {
+    let url = cluster().database("hold");
+    let stepping = PgStore::open(&url, None).unwrap().with_owner("stepping");
+    let handling = PgStore::open(&url, None)
+        .unwrap()
+        .with_owner("handling")
+        .with_lease(Duration::from_secs(30));
+    due_leads(&stepping, 1);
+    let claimed = stepping
+        .claim_due(at(9), 1, Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let email = claimed[0].1.clone();
+
+    let held = {
+        let handling = handling.clone();
+        let email = email.clone();
+        std::thread::spawn(move || {
+            handling.hold(&[&email]).unwrap();
+            handling.enrollment("drip", &email).unwrap().unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!held.is_finished(), "the hold waits while the step runs");
+    stepping.apply(&step(&stepping, &claimed)).unwrap();
+    let seen = held.join().unwrap();
+    assert_eq!(seen.position.pc, 1, "the handler reads what the step wrote");
+
+    // Held: a claimer does not take the enrollment, even once due again.
+    let mut due_again = seen.clone();
+    due_again.due = Some(at(8));
+    handling
+        .apply(&Batch {
+            enrollments: vec![due_again],
+            ..Batch::default()
+        })
+        .unwrap();
+    handling.hold(&[&email]).unwrap();
+    assert!(
+        stepping
+            .claim_due(at(9), 10, Duration::from_secs(30))
+            .unwrap()
+            .is_empty()
+    );
+    handling.let_go(&[&email]).unwrap();
+    assert_eq!(
+        stepping
+            .claim_due(at(9), 10, Duration::from_secs(30))
+            .unwrap(),
+        vec![("drip".to_string(), email)]
+    );
+}
+
+// Emails a daemon listed in flight are settled by another only once that daemon is gone.
+#[test]
+fn in_flight_marks_are_orphaned_only_when_their_daemon_is_gone() {
+    let url = cluster().database("orphans");
+    let alive = PgStore::open(&url, None).unwrap().with_owner("alive");
+    let dead = PgStore::open(&url, None).unwrap().with_owner("dead");
+    let leader = PgStore::open(&url, None).unwrap().with_owner("leader");
+    let life = alive.hold_life().unwrap();
+    let dying_life = dead.hold_life().unwrap();
+    let email = |id: &str| OutboxEmail {
+        message_id: format!("<{id}@example.test>"),
+        workflow: "drip".into(),
+        lead: "ana@example.com".into(),
+        step: "welcome".into(),
+        subject: "Hi".into(),
+        envelope_from: "team@example.test".into(),
+        envelope_to: "ana@example.com".into(),
+        queued_at: at(9),
+        not_before: at(9),
+        attempts: 0,
+        eml: b"Subject: Hi\r\n\r\nHello\r\n".to_vec(),
+    };
+    for (store, id) in [(&alive, "a"), (&dead, "d")] {
+        let mark = store.new_id().unwrap();
+        store
+            .apply(&Batch {
+                in_flight_set: Some((mark, vec![email(id)])),
+                ..Batch::default()
+            })
+            .unwrap();
+    }
+    assert!(
+        leader.in_flight_orphaned().unwrap().is_empty(),
+        "both alive"
+    );
+    drop(dying_life);
+    let orphaned = leader.in_flight_orphaned().unwrap();
+    assert_eq!(orphaned.len(), 1);
+    assert_eq!(orphaned[0].1[0].message_id, "<d@example.test>");
+    assert_eq!(
+        leader.in_flight().unwrap().len(),
+        2,
+        "status still sees both"
+    );
+    drop(life);
 }
