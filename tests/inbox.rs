@@ -794,3 +794,81 @@ fn three_soft_bounces_suppress_the_lead_and_a_sender_side_rejection_leaves_it_al
     );
     assert!(!active(&store, "tom@example.test"), "its sequence ends");
 }
+
+/// Two daemons on one PostgreSQL store: the leader watches the inbox; killed, the other takes
+/// the lead and the watch over, and a reply that arrives then still promotes the lead.
+#[test]
+fn with_two_daemons_on_postgres_the_watcher_moves_to_the_survivor_and_a_reply_still_promotes() {
+    let stack = MailStack::up("shared", 2960, 2196, &USERS);
+    let dir = scratch("inbox-shared");
+    let url = nurture::store::postgres::testing::cluster().database("inbox_shared");
+    let config = nurture::config::StoreConfig {
+        url: url.clone(),
+        ..Default::default()
+    };
+    let store = Store::open_configured(&config).unwrap();
+    store
+        .apply(&nurture::store::Batch {
+            changed: vec!["tom@example.test".into()],
+            leads: vec![lead("tom@example.test", "Tom")],
+            ..Default::default()
+        })
+        .unwrap();
+    let start_on_postgres = |name: &str| {
+        let home = dir.join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let mut env = inbox_env(&stack);
+        env.push(("NURTURE_STORE_URL", url.clone()));
+        env.push(("NURTURE_STORE_LEASE_SECONDS", "3".into()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let log = std::fs::File::create(home.join("daemon.log")).unwrap();
+        Daemon {
+            child: nurture_command(&home, &stack, &["run"], &env)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+            log: home.join("daemon.log"),
+        }
+    };
+    let first = start_on_postgres("first");
+    let second = start_on_postgres("second");
+    let (welcome, first) = wait_for(&stack, "tom", 1, first);
+    // The leader watches; the other does not.
+    let started = Instant::now();
+    let watching = |daemon: &Daemon| daemon.log().contains("watching the inbox");
+    while !watching(&first) && !watching(&second) {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no daemon watches"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut leader, survivor) = if watching(&first) {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert!(!watching(&survivor), "{}", survivor.log());
+    leader.child.kill().unwrap();
+    leader.child.wait().unwrap();
+    let survivor = survivor.wait_log("this daemon now leads", 1);
+    let survivor = survivor.wait_log("watching the inbox", 1);
+    // Past the survivor's first look at the folder.
+    std::thread::sleep(Duration::from_millis(500));
+    answer(
+        &stack,
+        "Tom Becker <tom@example.test>",
+        &welcome[0],
+        "Re: Hello Tom",
+        "",
+        "Sounds good, call me.",
+    );
+    let (_, survivor) = wait_for(&stack, "boss", 1, survivor);
+    let log = stop(survivor);
+    let tom = store.lead("tom@example.test").unwrap().unwrap();
+    assert_eq!(tom.stage, Stage::Contact, "{log}");
+    assert!(!active(&store, "tom@example.test"));
+    assert_eq!(replies(&events(&store, "tom@example.test")), 1);
+    assert_eq!(stack.mailbox("tom").len(), 1, "the welcome went once");
+}
