@@ -1,7 +1,7 @@
-//! The store contract (docs/store.md), tested once and run against both backends: every test
-//! below is a function generic over [`Contract`], and [`contract_tests!`] runs each one on the
-//! sled [`SledStore`] (in a scratch folder) and on the [`PgStore`] (in a database of its own on
-//! the test PostgreSQL cluster).
+//! The store contract (docs/store.md), tested once and run against both backends through
+//! [`Store`]: every test below is a function generic over [`Contract`], and [`contract_tests!`]
+//! runs each one on the sled store (in a scratch folder) and on the [`PgStore`] (in a
+//! database of its own on the test PostgreSQL cluster).
 
 use std::path::PathBuf;
 
@@ -160,11 +160,24 @@ macro_rules! alike {
         fn meta_prefix(&self, prefix: &str, limit: usize) -> Vec<(String, Vec<u8>)> {
             self.store.meta_prefix(prefix, limit).unwrap()
         }
+        fn leads_after(&self, after: Option<&str>, limit: usize) -> Vec<Lead> {
+            self.store
+                .leads_after(after, limit)
+                .collect::<std::result::Result<_, _>>()
+                .unwrap()
+        }
+        fn lead_count(&self) -> usize {
+            self.store.lead_count()
+        }
+        fn outbox_len(&self) -> usize {
+            self.store.outbox_len()
+        }
     };
 }
 
+// Both run through [`Store`], the interface the engine, the daemon and the CLI use.
 pub struct Sled {
-    store: SledStore,
+    store: Store,
     dir: PathBuf,
 }
 
@@ -174,7 +187,7 @@ impl Contract for Sled {
             std::env::temp_dir().join(format!("nurture-contract-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         Sled {
-            store: SledStore::open(&dir, DEFAULT_CACHE_BYTES).unwrap(),
+            store: Store::open(&dir, DEFAULT_CACHE_BYTES).unwrap(),
             dir,
         }
     }
@@ -183,7 +196,7 @@ impl Contract for Sled {
         self.store.flush().unwrap();
         drop(self.store);
         Sled {
-            store: SledStore::open(&self.dir, DEFAULT_CACHE_BYTES).unwrap(),
+            store: Store::open(&self.dir, DEFAULT_CACHE_BYTES).unwrap(),
             dir: self.dir,
         }
     }
@@ -196,42 +209,35 @@ impl Contract for Sled {
     }
 
     fn break_enrollment(&self, workflow: &str, email: &str) {
+        let Store::Sled(sled) = &self.store else {
+            panic!("a sled store")
+        };
         // A value in an unknown format: the transaction aborts when it reads it to move its
         // due entry.
-        self.store
-            .enrollments
+        sled.enrollments
             .insert(keys::enrollment(workflow, email), b"\x07junk".as_slice())
             .unwrap();
-    }
-
-    fn leads_after(&self, after: Option<&str>, limit: usize) -> Vec<Lead> {
-        self.store
-            .leads_after(after, limit)
-            .collect::<Result<_>>()
-            .unwrap()
-    }
-
-    fn lead_count(&self) -> usize {
-        self.store.lead_count()
-    }
-
-    fn outbox_len(&self) -> usize {
-        self.store.outbox_len()
     }
 
     alike!();
 }
 
 pub struct Postgres {
-    store: PgStore,
+    store: Store,
     url: String,
+}
+
+impl Postgres {
+    fn connect(url: &str) -> Store {
+        Store::Postgres(Box::new(PgStore::open(url, None).unwrap()))
+    }
 }
 
 impl Contract for Postgres {
     fn open(name: &str) -> Postgres {
         let url = testing::cluster().database(name);
         Postgres {
-            store: PgStore::open(&url, None).unwrap(),
+            store: Postgres::connect(&url),
             url,
         }
     }
@@ -239,7 +245,7 @@ impl Contract for Postgres {
     fn reopen(self) -> Postgres {
         drop(self.store);
         Postgres {
-            store: PgStore::open(&self.url, None).unwrap(),
+            store: Postgres::connect(&self.url),
             url: self.url,
         }
     }
@@ -252,19 +258,7 @@ impl Contract for Postgres {
     }
 
     fn break_enrollment(&self, workflow: &str, email: &str) {
-        testing::lease_elsewhere(&self.store, workflow, email);
-    }
-
-    fn leads_after(&self, after: Option<&str>, limit: usize) -> Vec<Lead> {
-        self.store.leads_after(after, limit).unwrap()
-    }
-
-    fn lead_count(&self) -> usize {
-        self.store.lead_count().unwrap()
-    }
-
-    fn outbox_len(&self) -> usize {
-        self.store.outbox_len().unwrap()
+        testing::lease_elsewhere(self.store.shared().unwrap(), workflow, email);
     }
 
     alike!();
