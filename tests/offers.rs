@@ -158,3 +158,60 @@ fn an_ended_offer_is_not_sent_and_api_events_hand_a_hot_lead_to_sales() {
     assert!(!listed.contains("ended@example.test"), "{listed}");
     daemon.stop();
 }
+
+/// `score +N` in a step is a scored signal like a reply: the temperature it changes runs `when
+/// lead becomes …` in the same batch. A handler that moves the score again does not start
+/// another round (here it would go back and forth for ever).
+#[test]
+fn a_score_in_a_step_that_makes_the_lead_hot_runs_when_lead_becomes_hot_once() {
+    let dir = scratch("score-becomes");
+    let workflows = dir.join("workflows");
+    let templates = dir.join("templates");
+    fs::create_dir_all(&workflows).unwrap();
+    fs::create_dir_all(&templates).unwrap();
+    fs::write(
+        workflows.join("warm-up.flow"),
+        r#"workflow "warm-up" {
+  enroll when lead.source is "webinar"
+  from "Ana Ortiz <ana@example.test>"
+
+  scoring {
+    hot at 50
+    warm at 20
+  }
+
+  when lead becomes hot { tag "sales-ready"; score -40 }
+  when lead becomes warm { score +40 }
+
+  step attended {
+    score +60
+  }
+}
+"#,
+    )
+    .unwrap();
+    let mut kim = nurture::lead::Lead::new("kim@example.test".into(), chrono::Utc::now());
+    kim.source = Some("webinar".into());
+    crate::support::seed(&dir, vec![kim]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(["run", "--until-idle"])
+        .current_dir(&dir)
+        .env_remove("RUST_LOG")
+        .env("NURTURE_WORKFLOWS", &workflows)
+        .env("NURTURE_TEMPLATES", &templates)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let store = nurture::store::Store::open(&dir.join("data"), nurture::store::DEFAULT_CACHE_BYTES)
+        .unwrap();
+    let kim = store.lead("kim@example.test").unwrap().unwrap();
+    assert!(kim.tags.contains("sales-ready"), "{kim:?}");
+    assert_eq!(
+        kim.score, 20,
+        "the hot handler ran once, the warm one not at all"
+    );
+}

@@ -433,6 +433,9 @@ struct Work<'a> {
     note: Option<&'a str>,
     /// The caller journals what arrived itself: the engine's "received" lines are left out.
     quiet: bool,
+    /// Running `when lead becomes …` handlers: a `score` in one of them does not start
+    /// another round (a handler that moves the score back and forth would never end).
+    becoming: bool,
 }
 
 impl<'a> Work<'a> {
@@ -453,6 +456,7 @@ impl<'a> Work<'a> {
             emails: Vec::new(),
             note,
             quiet: false,
+            becoming: false,
         }
     }
 
@@ -533,6 +537,13 @@ impl<'a> Work<'a> {
     /// Runs `when lead becomes TEMPERATURE` for each of the lead's enrollments whose workflow
     /// has it (as this batch left them); how many ran.
     fn became(&mut self, email: &str, temperature: Temperature) -> Result<usize, StoreError> {
+        let outer = std::mem::replace(&mut self.becoming, true);
+        let ran = self.run_became(email, temperature);
+        self.becoming = outer;
+        ran
+    }
+
+    fn run_became(&mut self, email: &str, temperature: Temperature) -> Result<usize, StoreError> {
         let mut ran = 0;
         for stored in self.store.enrollments_of(email)? {
             let Some(workflow) = self.project.workflow(&stored.workflow) else {
@@ -587,6 +598,16 @@ impl<'a> Work<'a> {
                 .insert(lead.email.clone(), (outcome.lead.clone(), true));
         }
         self.batch.enrollments.push(enrollment);
+        // A `score +N` of the workflow is a scored signal like a reply: the temperature it
+        // changes runs `when lead becomes …`, in this batch.
+        let rescored = outcome.lead.score != lead.score || outcome.lead.score_at != lead.score_at;
+        if rescored && !self.becoming {
+            let scoring = self.project.scoring();
+            let now = scoring.temperature(&outcome.lead, self.now);
+            if now != scoring.temperature(&lead, self.now) {
+                self.became(&lead.email, now)?;
+            }
+        }
         Ok(())
     }
 
