@@ -149,6 +149,7 @@ fn transport_alone(count: usize, port: u16) -> f64 {
         queued_at: Utc::now(),
         not_before: Utc::now(),
         attempts: 0,
+        expires: None,
         eml: eml.clone().into_bytes(),
     };
     let emails: Vec<OutboxEmail> = (0..count).map(email).collect();

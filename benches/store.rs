@@ -212,6 +212,7 @@ fn step_batches(
             queued_at: now,
             not_before: now,
             attempts: 0,
+            expires: None,
             eml: eml.to_vec(),
         };
         step.event(

@@ -918,3 +918,70 @@ fn an_email_that_cannot_be_made_is_failed_everywhere_and_ends_the_sequence() {
         .collect();
     assert_eq!(failed.len(), 2, "{failed:?}");
 }
+
+// Was: an email held in the outbox by a sending limit left after its `expires` (an offer
+// announced after it had ended); the expiry was checked only when its step ran.
+#[test]
+fn an_email_that_waits_in_the_outbox_past_its_expiry_is_not_sent() {
+    let dir = scratch("daemon-expiring");
+    let leads: Vec<Lead> = load_test_leads(5)
+        .into_iter()
+        .map(|mut lead| {
+            lead.set_field(
+                "offer_ends",
+                nurture::lead::Value::Text("2026-11-23T09:02:00Z".into()),
+            )
+            .unwrap();
+            lead
+        })
+        .collect();
+    seed(&dir, leads);
+    let setup = Setup {
+        dir: &dir,
+        workflows: Path::new(REPO).join("tests/fixtures/expiring/workflows"),
+        templates: Path::new(REPO).join("tests/fixtures/daemon/templates"),
+        env: vec![
+            ("NURTURE_LIMITS_PER_MINUTE", "1".into()),
+            (
+                "NURTURE_DAEMON_REHEARSAL_START",
+                "2026-11-23T09:00:00Z".into(),
+            ),
+            ("NURTURE_DAEMON_REHEARSAL_SPEED", "1000000".into()),
+        ],
+    };
+    let mut daemon = setup.start(&[], "daemon.log");
+    let log = || fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    let started = Instant::now();
+    while log().matches("expired: it is not sent").count() < 3
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&daemon, "TERM");
+    assert!(wait_exit(&mut daemon, Duration::from_secs(15)).is_some());
+
+    // One email a minute: 09:00 and 09:01 left; the three held to 09:02 and later did not.
+    assert_eq!(outbox(&dir).len(), 2, "{}", log());
+    let store = Store::open(&dir.join("data"), DEFAULT_CACHE_BYTES).unwrap();
+    assert_eq!(store.outbox_len(), 0);
+    let expired: Vec<_> = store
+        .all_events()
+        .map(|entry| entry.unwrap())
+        .filter(|(_, event)| matches!(event.kind, EventKind::Expired { .. }))
+        .collect();
+    assert_eq!(expired.len(), 3, "{expired:?}");
+    for (_, event) in &expired {
+        let EventKind::Expired {
+            step,
+            template,
+            expires,
+            ..
+        } = &event.kind
+        else {
+            unreachable!()
+        };
+        assert_eq!((step.as_str(), template.as_str()), ("offer", "ping"));
+        assert_eq!(expires, "lead.offer_ends");
+        assert!(event.at >= "2026-11-23T09:02:00Z".parse::<DateTime<Utc>>().unwrap());
+    }
+}

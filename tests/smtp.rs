@@ -622,6 +622,7 @@ fn in_flight_email(id: &str, user: &str) -> nurture::store::OutboxEmail {
         queued_at: now,
         not_before: now,
         attempts: 0,
+        expires: None,
         eml: eml.into_bytes(),
     }
 }

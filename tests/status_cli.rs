@@ -237,6 +237,7 @@ fn seed(dir: &Path) {
         queued_at: created,
         not_before: created,
         attempts: 0,
+        expires: None,
         eml: b"Subject: Tips\r\n\r\nHello\r\n".to_vec(),
     });
 

@@ -112,6 +112,7 @@ fn sends(workflow: &Workflow) -> Vec<PlannedEmail> {
                     template: send.template.clone(),
                     subject_template: send.subject.clone(),
                     shifted: None,
+                    expires: None,
                 }),
                 _ => None,
             })
@@ -169,6 +170,7 @@ fn test_email(
         queued_at: now,
         not_before: now,
         attempts: 0,
+        expires: None,
         eml,
     })
 }

@@ -437,6 +437,7 @@ impl Group<'_, '_> {
             queued_at: now,
             not_before: now,
             attempts: 0,
+            expires: None,
             eml,
         });
         info!(form = %form.name, lead = %email, %expires, "sign-up waits for confirmation");

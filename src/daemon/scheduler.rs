@@ -27,7 +27,9 @@ use crate::mail::links::{TrackedLink, Tracker};
 use crate::mail::personalize::personalize;
 use crate::project::Project;
 use crate::scoring::{Signal, Temperature};
-use crate::store::{Batch, EventKind, MessageRecord, MessageState, OutboxEmail, Store, StoreError};
+use crate::store::{
+    Batch, EventKind, Expiry, MessageRecord, MessageState, OutboxEmail, Store, StoreError,
+};
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::{Mailbox, Workflow};
 
@@ -760,7 +762,20 @@ impl<'a> Work<'a> {
                         Ok((outgoing, links)) => {
                             let tracked = tracker.is_some().then_some(links);
                             let step = &planned.step;
-                            self.queue(workflow, &email, step, outgoing, sequence, tracked)?
+                            let failure =
+                                self.queue(workflow, &email, step, outgoing, sequence, tracked)?;
+                            if failure.is_none()
+                                && let Some((at, expires)) = &planned.expires
+                                && let Some(queued) = self.emails.last_mut()
+                            {
+                                // Queued last, just now.
+                                queued.expires = Some(Expiry {
+                                    at: *at,
+                                    expires: expires.clone(),
+                                    template: planned.template.clone(),
+                                });
+                            }
+                            failure
                         }
                         Err(error) => {
                             warn!(workflow = %workflow.name, lead = %email, step = %planned.step, %error, "cannot render");
@@ -927,6 +942,7 @@ impl<'a> Work<'a> {
             queued_at: self.now,
             not_before: self.now,
             attempts: 0,
+            expires: None,
             eml,
         });
         Ok(None)

@@ -286,12 +286,42 @@ pub async fn send_outbox(
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<usize, StoreError> {
-    let mut ready = store.outbox_ready(now, limit)?;
+    let ready = store.outbox_ready(now, limit)?;
     if ready.is_empty() {
         return Ok(0);
     }
-    // Over a limit still: the email moves to its new time in the outbox.
     let mut batch = Batch::default();
+    // A `send … expires` that waited past its expiry (a sending limit, retries) does not
+    // leave: the offer it announces has ended. Journaled as the engine journals one that
+    // expired before its step.
+    let (expired, mut ready): (Vec<OutboxEmail>, Vec<OutboxEmail>) =
+        ready.into_iter().partition(|email| {
+            email
+                .expires
+                .as_ref()
+                .is_some_and(|expiry| expiry.at <= now)
+        });
+    let dropped = expired.len();
+    for email in expired {
+        batch
+            .outbox_remove
+            .push((email.not_before, email.message_id.clone()));
+        if let Some(expiry) = email.expires {
+            info!(message_id = %email.message_id, lead = %email.lead, expired = %expiry.at, "an email waiting in the outbox expired: it is not sent");
+            batch.event(
+                &email.lead,
+                now,
+                Some(&email.workflow),
+                EventKind::Expired {
+                    step: email.step,
+                    template: expiry.template,
+                    expired: expiry.at,
+                    expires: expiry.expires,
+                },
+            );
+        }
+    }
+    // Over a limit still: the email moves to its new time in the outbox.
     ready.retain(|email| match throttle.admit(email, now) {
         None => true,
         Some(later) => {
@@ -307,7 +337,7 @@ pub async fn send_outbox(
     });
     if ready.is_empty() {
         store.apply(&batch)?;
-        return Ok(0);
+        return Ok(dropped);
     }
     for email in &mut ready {
         email.eml = with_date(&email.eml, now);
@@ -323,7 +353,7 @@ pub async fn send_outbox(
     let count = ready.len();
     let delivered = deliver(store, transport, ready, true, mark, now).await?;
     delivered.settle(store)?;
-    Ok(count)
+    Ok(count + dropped)
 }
 
 /// What [`recover`] found after a crash.

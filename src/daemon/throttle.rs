@@ -125,6 +125,7 @@ mod tests {
             queued_at: at,
             not_before: at,
             attempts: 0,
+            expires: None,
             eml: Vec::new(),
         }
     }

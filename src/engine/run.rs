@@ -142,6 +142,8 @@ pub struct PlannedEmail {
     pub subject_template: String,
     /// Set when a send window moved this email.
     pub shifted: Option<Shift>,
+    /// `send … expires`: the expiry for this lead, and as written.
+    pub expires: Option<(DateTime<Utc>, String)>,
 }
 
 /// A send moved from `from` to `to`, and why.
@@ -537,11 +539,16 @@ impl Run<'_> {
                     self.enrollment.facts.sent.push(send.template.clone());
                     self.enrollment.position.sent.push(send.template.clone());
                     self.enrollment.position.waited = 0;
+                    let expires = send
+                        .expires
+                        .as_ref()
+                        .and_then(|date| Some((self.date(date)?, date.text.clone())));
                     self.effects.push(Effect::Send(PlannedEmail {
                         step: step.name.clone(),
                         template: send.template.clone(),
                         subject_template: send.subject.clone(),
                         shifted,
+                        expires,
                     }));
                 }
                 Instr::Wait(wait) => {

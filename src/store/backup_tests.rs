@@ -46,6 +46,7 @@ fn email(id: &str) -> OutboxEmail {
         queued_at: at,
         not_before: at,
         attempts: 0,
+        expires: None,
         eml: b"Subject: Hi\r\n\r\nHello \xc3\xa9\r\n".to_vec(),
     }
 }

@@ -309,6 +309,7 @@ fn outbox_email(id: &str, not_before: DateTime<Utc>) -> OutboxEmail {
         queued_at: not_before,
         not_before,
         attempts: 0,
+        expires: None,
         eml: b"Subject: Hi\r\n\r\nHello\r\n\xff\x00".to_vec(),
     }
 }

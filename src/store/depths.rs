@@ -338,6 +338,7 @@ mod tests {
             queued_at: at,
             not_before: at + Duration::seconds(i as i64),
             attempts: 0,
+            expires: None,
             eml: b"Subject: Hi\r\n\r\nHello\r\n".to_vec(),
         }
     }

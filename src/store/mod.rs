@@ -66,7 +66,7 @@ use crate::webhooks::Routes;
 pub use self::backends::{Store, Walk};
 pub use self::counters::{Counters, Recounted, StepCounts, WorkflowCounts};
 pub use self::migrate::Merged;
-pub use self::records::{Event, EventKind, MessageRecord, MessageState, OutboxEmail};
+pub use self::records::{Event, EventKind, Expiry, MessageRecord, MessageState, OutboxEmail};
 pub use crate::webhooks::Delivery;
 
 /// The layout version this build reads and writes. Bump it with a migration when trees or

@@ -226,7 +226,21 @@ pub struct OutboxEmail {
     /// It may not leave before this (a retry's backoff, a throttle).
     pub not_before: DateTime<Utc>,
     pub attempts: u32,
+    /// A `send … expires`: when it waits in the outbox (a sending limit, a retry), it does not
+    /// leave after its expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Expiry>,
     /// The complete MIME message (stored after the JSON header, not inside it).
     #[serde(skip)]
     pub eml: Vec<u8>,
+}
+
+/// The expiry of a `send … expires`, as the email keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Expiry {
+    /// The moment, for this lead.
+    pub at: DateTime<Utc>,
+    /// As written (`lead.offer_ends`).
+    pub expires: String,
+    pub template: String,
 }

@@ -47,6 +47,7 @@ fn email(id: &str, lead: &str, step: &str, not_before: DateTime<Utc>) -> OutboxE
         queued_at: at(0),
         not_before,
         attempts: 0,
+        expires: None,
         eml: b"Subject: Hi\r\n\r\nHello\r\n".to_vec(),
     }
 }

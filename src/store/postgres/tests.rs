@@ -508,6 +508,7 @@ fn in_flight_marks_are_orphaned_only_when_their_daemon_is_gone() {
         queued_at: at(9),
         not_before: at(9),
         attempts: 0,
+        expires: None,
         eml: b"Subject: Hi\r\n\r\nHello\r\n".to_vec(),
     };
     for (store, id) in [(&alive, "a"), (&dead, "d")] {
