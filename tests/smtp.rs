@@ -799,3 +799,82 @@ fn uncertain_smtp_emails_are_listed_and_resent_or_dropped_by_command() {
         "{ben}"
     );
 }
+
+/// Both ways of handing an email over, into Postfix's `smtp-sink`: to a server that announces
+/// PIPELINING (MAIL, RCPT and DATA written at once, the content with its final dot at once) and
+/// to one that does not (`-p`: lettre's one command at a time). Either way the content arrives
+/// byte for byte, lines that start with a dot included.
+#[test]
+fn an_email_arrives_whole_whether_the_server_pipelines_or_not() {
+    use nurture::config::SmtpConfig;
+    use nurture::daemon::smtp::Smtp;
+    use nurture::daemon::transport::Transport;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let body = ".starts with a dot\r\n..two dots\r\nin the middle . of a line\r\n.\r\n";
+    for (port, flags) in [(2591, &[][..]), (2592, &["-p"][..])] {
+        // smtp-sink drops root for the `postfix` user, who writes the dumps.
+        let dumps =
+            std::env::temp_dir().join(format!("nurture-sink-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dumps);
+        std::fs::create_dir_all(&dumps).unwrap();
+        std::fs::set_permissions(&dumps, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut sink = Command::new("smtp-sink")
+            .args(flags)
+            .args(["-u", "postfix", "-d"])
+            .arg(format!("{}/%M.", dumps.display()))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("10")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink (Postfix) is installed: run tests/run");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let smtp = Smtp::new(SmtpConfig {
+            url: format!("smtp://127.0.0.1:{port}"),
+            connections: 1,
+            ..SmtpConfig::default()
+        })
+        .unwrap();
+        let transport = Transport::Smtp(Box::new(smtp));
+        let email = |i: usize| {
+            let mut email = in_flight_email(&format!("<sink{i}@example.test>"), "lead");
+            email.eml = format!(
+                "From: <ana@example.test>\r\nTo: <lead@example.test>\r\nMessage-ID: <sink{i}@example.test>\r\nSubject: dots\r\n\r\n{body}"
+            )
+            .into_bytes();
+            email
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for i in 0..2 {
+            runtime
+                .block_on(transport.send(&email(i)))
+                .unwrap_or_else(|error| panic!("{flags:?}: {error}"));
+        }
+        let started = std::time::Instant::now();
+        let mut dumped = Vec::new();
+        while dumped.len() < 2 && started.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            dumped = std::fs::read_dir(&dumps)
+                .unwrap()
+                .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+                .collect();
+        }
+        let _ = sink.kill();
+        let _ = sink.wait();
+        let _ = std::fs::remove_dir_all(&dumps);
+        assert_eq!(dumped.len(), 2, "{flags:?}: both emails were accepted");
+        // smtp-sink writes the content as it received it, dots unstuffed, lines ending in LF.
+        let expected = format!("Subject: dots\n\n{}", body.replace("\r\n", "\n"));
+        for dump in &dumped {
+            let text = String::from_utf8_lossy(dump);
+            assert!(
+                text.contains(&expected),
+                "{flags:?}: the content arrived whole:\n{text}"
+            );
+        }
+    }
+}
