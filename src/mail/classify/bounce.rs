@@ -17,6 +17,7 @@
 //! returned message cut off; the reason is read from it and the status ([`reason::judge`]).
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
@@ -181,15 +182,18 @@ pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming, subject: &st
         Some(at) => deliveries.swap_remove(at),
         None => Delivery::default(),
     };
-    let notice = notice_text(&text);
+    // The notice's own words are read only for what a delivery report did not say: a full
+    // report (recipient, status, action, diagnostic) never needs them.
+    let notice = OnceCell::new();
+    let notice = || notice.get_or_init(|| notice_text(&text)).as_str();
     if delivery.recipient.is_none() {
         delivery.recipient =
-            failed_recipients(message).or_else(|| recipient_in_notice(&notice, inbound, message));
+            failed_recipients(message).or_else(|| recipient_in_notice(notice(), inbound, message));
     }
     let diagnostic = delivery
         .diagnostic
-        .clone()
-        .unwrap_or_else(|| collapse(focus(&notice)));
+        .take()
+        .unwrap_or_else(|| collapse(focus(notice())));
     let status = match delivery.status.take() {
         // "5.0.0" says little; the diagnostic often has the precise code.
         Some(status) if status.ends_with(".0.0") => super::status_in_text(&diagnostic)
@@ -198,20 +202,20 @@ pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming, subject: &st
             })
             .or(Some(status)),
         Some(status) => Some(status),
-        None => super::status_in_text(&diagnostic).or_else(|| super::status_in_text(&notice)),
+        None => super::status_in_text(&diagnostic).or_else(|| super::status_in_text(notice())),
     };
     let delayed = match delivery.action.as_deref() {
         Some(action) => action.starts_with("delayed"),
         None => {
             subject.contains("delay")
                 || subject.starts_with("warning:")
-                || super::contains_ignoring_case(&notice, "this is a warning")
+                || super::contains_ignoring_case(notice(), "this is a warning")
         }
     };
     let (mut reason, mut why) = reason::judge(status.as_deref(), &diagnostic, delayed);
     if reason == Reason::Undefined {
         // The server's words said nothing; the rest of the notice, or its subject, may.
-        let everything = format!("{} {}", collapse(&notice), subject);
+        let everything = format!("{} {}", collapse(notice()), subject);
         (reason, why) = reason::judge(status.as_deref(), &everything, delayed);
     }
     let permanent = reason::permanent(reason, status.as_deref(), delayed, &diagnostic);
@@ -247,7 +251,7 @@ fn recognized(
     ) {
         return Some(format!("sender {from}"));
     }
-    if header_text(message, other_header("X-MLServer")).is_some() && local.ends_with("-admin") {
+    if local.ends_with("-admin") && header_text(message, other_header("X-MLServer")).is_some() {
         return Some(format!("a mailing-list manager's error (sender {from})"));
     }
     let subject = inbound.subject.as_deref().unwrap_or_default();
@@ -264,8 +268,8 @@ fn recognized(
             .map(|hit| text[hit.range()].to_lowercase())
     };
     if SUBJECTS.is_match(lower) {
-        let name = message
-            .from()
+        let name = super::header_value(message, &HeaderName::From)
+            .and_then(|value| value.as_address())
             .and_then(|a| a.first())
             .and_then(|a| a.name())
             .unwrap_or_default()
@@ -533,11 +537,7 @@ fn recipient_in_notice(notice: &str, inbound: &Incoming, message: &Message<'_>) 
 /// The sender of the returned message, when it is attached.
 fn returned_sender(message: &Message<'_>) -> Option<String> {
     message.parts.iter().find_map(|part| match &part.body {
-        PartType::Message(returned) => returned
-            .from()
-            .and_then(|a| a.first())
-            .and_then(|a| a.address())
-            .map(str::to_ascii_lowercase),
+        PartType::Message(returned) => super::first_address(returned, HeaderName::From),
         _ => None,
     })
 }

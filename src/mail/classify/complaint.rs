@@ -7,7 +7,7 @@
 //! report's `Original-Rcpt-To` or `Removal-Recipient`, else the returned message's own
 //! `To`, or Microsoft's `X-HmXmrOriginalRecipient`).
 
-use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
+use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
 
 use super::{Incoming, Kind, header_text, is_report, lossy, other_header};
 
@@ -79,12 +79,8 @@ fn original_recipient(message: &Message<'_>) -> Option<String> {
                 {
                     return Some(address.trim_matches(['<', '>']).to_ascii_lowercase());
                 }
-                if let Some(address) = original
-                    .to()
-                    .and_then(|a| a.first())
-                    .and_then(|a| a.address())
-                {
-                    return Some(address.to_ascii_lowercase());
+                if let Some(address) = super::first_address(original, HeaderName::To) {
+                    return Some(address);
                 }
             }
             _ if part.content_type().is_some_and(|ct| {
