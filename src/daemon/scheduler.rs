@@ -325,13 +325,22 @@ pub fn run_inputs(
                 work.batch.enrollments.iter().rposition(|e| {
                     e.workflow == name && email_key(&e.lead) == email_key(&lead.email)
                 });
-            let enrollment = match planned {
-                Some(at) => Some(work.batch.enrollments.remove(at)),
-                None => store.enrollment(&name, &lead.email)?,
+            let (enrollment, stored) = match planned {
+                Some(at) => (Some(work.batch.enrollments.remove(at)), false),
+                None => (store.enrollment(&name, &lead.email)?, true),
             };
             if let Some(enrollment) = enrollment {
-                work.advance(workflow, enrollment, input)?;
+                let written = work.batch.enrollments.len();
+                work.advance(workflow, enrollment.clone(), input)?;
                 ran += 1;
+                // What changes nothing of a stored enrollment (a click on a sequence that has
+                // moved on, an open seen before) rewrites nothing: its record, its counters and
+                // its due index stay as they are.
+                let unchanged = work.batch.enrollments.len() == written + 1
+                    && work.batch.enrollments.last() == Some(&enrollment);
+                if stored && unchanged {
+                    work.batch.enrollments.pop();
+                }
             }
         }
         if let Some(temperature) = became {

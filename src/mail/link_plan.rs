@@ -256,7 +256,9 @@ impl Planner<'_> {
         let mut edits = Vec::new();
         for link in &reading.links {
             let number = self.links.len();
-            if let Some(placed) = skeleton.place_link(link, &mark(&number.to_string()), &mut edits)? {
+            if let Some(placed) =
+                skeleton.place_link(link, &mark(&number.to_string()), &mut edits)?
+            {
                 self.links.push(placed);
             }
         }
@@ -292,9 +294,7 @@ impl Planner<'_> {
             }
             let partial = *self.partials.get(&name).ok_or(NotPlaced::Partial)?;
             self.in_progress.push(name.clone());
-            let planned = self
-                .plan_one(partial, Mode::Partial)
-                .map(|(copy, _)| copy);
+            let planned = self.plan_one(partial, Mode::Partial).map(|(copy, _)| copy);
             self.in_progress.pop();
             self.planned_partials.insert(name, planned);
         }
@@ -343,7 +343,11 @@ struct Edit {
 fn apply(template: &Template, mut edits: Vec<Edit>) -> Template {
     let mut copy = template.clone();
     edits.sort_by(|a, b| {
-        (&a.loc.blocks, a.loc.index, b.range.start).cmp(&(&b.loc.blocks, b.loc.index, a.range.start))
+        (&a.loc.blocks, a.loc.index, b.range.start).cmp(&(
+            &b.loc.blocks,
+            b.loc.index,
+            a.range.start,
+        ))
     });
     for edit in edits {
         let Some(elements) = elements_mut(&mut copy, &edit.loc.blocks) else {
@@ -635,8 +639,7 @@ impl Skeleton {
                     self.raw_at(&before).ok_or(NotPlaced::NamedLink)?;
                 let (after_loc, _) = self.raw_at(&after).ok_or(NotPlaced::NamedLink)?;
                 let beside = |other: &Loc, step: isize| {
-                    other.blocks == loc.blocks
-                        && other.index as isize == loc.index as isize + step
+                    other.blocks == loc.blocks && other.index as isize == loc.index as isize + step
                 };
                 if !beside(&before_loc, -1) || !beside(&after_loc, 1) {
                     return Err(NotPlaced::NamedLink);
@@ -670,22 +673,26 @@ impl Skeleton {
 
     /// The raw text that holds all of `range`, and where `range` starts in it.
     fn raw_at(&self, range: &Range<usize>) -> Option<(Loc, usize)> {
-        self.segments.iter().find_map(|segment| match &segment.piece {
-            Piece::Raw { loc, .. } if contains(&segment.range, range) => {
-                Some((loc.clone(), range.start - segment.range.start))
-            }
-            _ => None,
-        })
+        self.segments
+            .iter()
+            .find_map(|segment| match &segment.piece {
+                Piece::Raw { loc, .. } if contains(&segment.range, range) => {
+                    Some((loc.clone(), range.start - segment.range.start))
+                }
+                _ => None,
+            })
     }
 
     /// As [`Skeleton::raw_at`], for a raw text outside any block.
     fn top_raw(&self, range: &Range<usize>) -> Option<(Loc, usize)> {
-        self.segments.iter().find_map(|segment| match &segment.piece {
-            Piece::Raw { loc, top: true } if contains(&segment.range, range) => {
-                Some((loc.clone(), range.start - segment.range.start))
-            }
-            _ => None,
-        })
+        self.segments
+            .iter()
+            .find_map(|segment| match &segment.piece {
+                Piece::Raw { loc, top: true } if contains(&segment.range, range) => {
+                    Some((loc.clone(), range.start - segment.range.start))
+                }
+                _ => None,
+            })
     }
 }
 
@@ -842,9 +849,7 @@ impl Builder<'_> {
         let number = self.skeleton.probes.len();
         self.skeleton.text.push('x');
         self.skeleton.probes.push(self.skeleton.text.len());
-        self.skeleton
-            .text
-            .push_str(&format!("<{PROBE}{number}>"));
+        self.skeleton.text.push_str(&format!("<{PROBE}{number}>"));
     }
 }
 
@@ -858,7 +863,12 @@ fn gap_kind(helper: &HelperTemplate, root: bool) -> Result<GapKind, NotPlaced> {
                 Some(Parameter::Literal(Json::String(text))) => Some(text.as_str()),
                 _ => None,
             };
-            match (text(0), text(1), helper.params.len(), helper.hash.is_empty()) {
+            match (
+                text(0),
+                text(1),
+                helper.params.len(),
+                helper.hash.is_empty(),
+            ) {
                 // An invalid name fails the render: left to the usual path, which says so.
                 (Some(link_name), Some(url), 2, true) if links::is_link_name(link_name) => Ok(
                     GapKind::Link(handlebars::html_escape(&links::marked(link_name, url))),
@@ -908,10 +918,14 @@ mod tests {
             lead.first_name = (number % 2 == 0).then(|| text.to_string());
             lead.attributes
                 .insert("offer_ends".into(), Value::Text("2026-12-11".into()));
-            lead.attributes
-                .insert("trial_ends".into(), Value::Text("2026-12-01T10:00:00Z".into()));
-            lead.attributes
-                .insert("confirm_url".into(), Value::Text("https://n.example/confirm/x".into()));
+            lead.attributes.insert(
+                "trial_ends".into(),
+                Value::Text("2026-12-01T10:00:00Z".into()),
+            );
+            lead.attributes.insert(
+                "confirm_url".into(),
+                Value::Text("https://n.example/confirm/x".into()),
+            );
             lead.attributes
                 .insert("expires_at".into(), Value::Text(text.to_string()));
             lead.attributes
@@ -1026,22 +1040,55 @@ mod tests {
         ];
         let cases = [
             ("<a href=\"{{company}}\">x</a>", NotPlaced::Reading),
-            ("<a href=\"https://a.example/{{first_name}}\">x</a>", NotPlaced::Reading),
-            ("<a title=\"{{company}}\" href=\"https://a.example/\">x</a>", NotPlaced::Reading),
-            ("<a {{company}} href=\"https://a.example/\">x</a>", NotPlaced::Reading),
+            (
+                "<a href=\"https://a.example/{{first_name}}\">x</a>",
+                NotPlaced::Reading,
+            ),
+            (
+                "<a title=\"{{company}}\" href=\"https://a.example/\">x</a>",
+                NotPlaced::Reading,
+            ),
+            (
+                "<a {{company}} href=\"https://a.example/\">x</a>",
+                NotPlaced::Reading,
+            ),
             ("<td class={{company}}>x</td>", NotPlaced::Reading),
-            ("<{{company}} href=\"https://a.example/\">x</a>", NotPlaced::Reading),
-            ("<!-- {{company}} --><a href=\"https://a.example/\">x</a>", NotPlaced::Reading),
+            (
+                "<{{company}} href=\"https://a.example/\">x</a>",
+                NotPlaced::Reading,
+            ),
+            (
+                "<!-- {{company}} --><a href=\"https://a.example/\">x</a>",
+                NotPlaced::Reading,
+            ),
             ("<title>{{company}}</title>", NotPlaced::Reading),
-            ("{{#if company}}<a href=\"https://a.example/\"{{/if}}>x</a>", NotPlaced::Reading),
-            ("{{#if company}}<!--{{/if}}<a href=\"https://a.example/\">x</a>", NotPlaced::Reading),
-            ("{{{company}}}<a href=\"https://a.example/\">x</a>", NotPlaced::Construct),
+            (
+                "{{#if company}}<a href=\"https://a.example/\"{{/if}}>x</a>",
+                NotPlaced::Reading,
+            ),
+            (
+                "{{#if company}}<!--{{/if}}<a href=\"https://a.example/\">x</a>",
+                NotPlaced::Reading,
+            ),
+            (
+                "{{{company}}}<a href=\"https://a.example/\">x</a>",
+                NotPlaced::Construct,
+            ),
             ("{{> sig}}", NotPlaced::Partial),
             ("{{> open}}{{company}}\">", NotPlaced::Partial),
             ("{{#with company}}{{> open}}{{/with}}", NotPlaced::Partial),
-            ("<a href=\"{{link \"bad name\" \"https://b.example/p\"}}\">x</a>", NotPlaced::NamedLink),
-            ("<a href=\"{{link \"p\" company}}\">x</a>", NotPlaced::NamedLink),
-            ("{{#with company}}<a href=\"{{unsubscribe_url}}\">x</a>{{/with}}", NotPlaced::Reading),
+            (
+                "<a href=\"{{link \"bad name\" \"https://b.example/p\"}}\">x</a>",
+                NotPlaced::NamedLink,
+            ),
+            (
+                "<a href=\"{{link \"p\" company}}\">x</a>",
+                NotPlaced::NamedLink,
+            ),
+            (
+                "{{#with company}}<a href=\"{{unsubscribe_url}}\">x</a>{{/with}}",
+                NotPlaced::Reading,
+            ),
             ("<select>{{company}}</select>", NotPlaced::Ambiguous),
             ("<body>a</body><body>b</body>", NotPlaced::Body),
             ("<body>{{#if company}}</body>{{/if}}", NotPlaced::Body),
