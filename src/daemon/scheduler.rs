@@ -333,11 +333,17 @@ pub fn run_inputs(
                 let written = work.batch.enrollments.len();
                 work.advance(workflow, enrollment.clone(), input)?;
                 ran += 1;
-                // What changes nothing of a stored enrollment (a click on a sequence that has
-                // moved on, an open seen before) rewrites nothing: its record, its counters and
-                // its due index stay as they are.
+                // What changes nothing of a stored enrollment but its touch time (a click on a
+                // sequence that has moved on, an open seen before: the journal has it) rewrites
+                // nothing: its record, its counters and its due index stay as they are.
                 let unchanged = work.batch.enrollments.len() == written + 1
-                    && work.batch.enrollments.last() == Some(&enrollment);
+                    && work.batch.enrollments.last().is_some_and(|after| {
+                        after.updated_at >= enrollment.updated_at
+                            && Enrollment {
+                                updated_at: enrollment.updated_at,
+                                ..after.clone()
+                            } == enrollment
+                    });
                 if stored && unchanged {
                     work.batch.enrollments.pop();
                 }
