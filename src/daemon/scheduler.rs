@@ -376,13 +376,28 @@ fn run_held_inputs(
                 work.batch.enrollments.iter().rposition(|e| {
                     e.workflow == name && email_key(&e.lead) == email_key(&lead.email)
                 });
-            let enrollment = match planned {
-                Some(at) => Some(work.batch.enrollments.remove(at)),
-                None => store.enrollment(&name, &lead.email)?,
+            let (enrollment, stored) = match planned {
+                Some(at) => (Some(work.batch.enrollments.remove(at)), false),
+                None => (store.enrollment(&name, &lead.email)?, true),
             };
             if let Some(enrollment) = enrollment {
-                work.advance(workflow, enrollment, input)?;
+                let written = work.batch.enrollments.len();
+                work.advance(workflow, enrollment.clone(), input)?;
                 ran += 1;
+                // What changes nothing of a stored enrollment but its touch time (a click on a
+                // sequence that has moved on, an open seen before: the journal has it) rewrites
+                // nothing: its record, its counters and its due index stay as they are.
+                let unchanged = work.batch.enrollments.len() == written + 1
+                    && work.batch.enrollments.last().is_some_and(|after| {
+                        after.updated_at >= enrollment.updated_at
+                            && Enrollment {
+                                updated_at: enrollment.updated_at,
+                                ..after.clone()
+                            } == enrollment
+                    });
+                if stored && unchanged {
+                    work.batch.enrollments.pop();
+                }
             }
         }
         if let Some(temperature) = became {

@@ -165,30 +165,13 @@ fn rewrite_html(
     links: &RefCell<Vec<TrackedLink>>,
 ) -> Result<String, String> {
     let saw_body = Cell::new(false);
-    let pixel = tracker.filter(|t| t.opens).map(|t| {
-        format!(
-            "<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\" \
-                 style=\"display:block;width:1px;height:1px;border:0\">",
-            t.open_url()
-        )
-    });
+    let pixel = tracker.filter(|t| t.opens).map(pixel);
     let rewrite_link = |el: &mut lol_html::html_content::Element| {
         let Some(raw) = el.get_attribute("href") else {
             return Ok(());
         };
-        // The attribute as written (entities and all), without the mark.
-        let (name, raw_url) = match unmark(raw.trim_start()) {
-            Some((name, rest)) => (Some(name.to_string()), rest.to_string()),
-            None => (None, raw.clone()),
-        };
-        let url = html_escape::decode_html_entities(&raw_url).into_owned();
-        match tracker.filter(|t| t.tracks(&url, keep)) {
-            Some(tracker) => {
-                let index = index_of(links, TrackedLink { url, name });
-                el.set_attribute("href", &tracker.click_url(index))?;
-            }
-            None if name.is_some() => el.set_attribute("href", &raw_url)?,
-            None => {}
+        if let Some(href) = rewritten_href(&Href::read(&raw), tracker, keep, links) {
+            el.set_attribute("href", &href)?;
         }
         Ok(())
     };
@@ -212,8 +195,65 @@ fn rewrite_html(
     Ok(out)
 }
 
+/// An `href` of the HTML part, as written (entities and all), read once.
+#[derive(Debug, Clone)]
+pub(super) struct Href {
+    /// `{{link "NAME" …}}`'s name, when the `link` helper wrote it.
+    name: Option<String>,
+    /// As written, without the helper's mark.
+    written: String,
+    /// With entities resolved: what a browser would follow.
+    url: String,
+}
+
+impl Href {
+    pub(super) fn read(raw: &str) -> Href {
+        let (name, written) = match unmark(raw.trim_start()) {
+            Some((name, rest)) => (Some(name.to_string()), rest.to_string()),
+            None => (None, raw.to_string()),
+        };
+        let url = html_escape::decode_html_entities(&written).into_owned();
+        Href { name, written, url }
+    }
+}
+
+/// The value a link's `href` becomes, or `None` when it stays as written: a tracked link's
+/// `{base}/c/{token}` (numbered in `links`), an untracked named link's URL without the mark.
+pub(super) fn rewritten_href(
+    href: &Href,
+    tracker: Option<&Tracker>,
+    keep: &str,
+    links: &RefCell<Vec<TrackedLink>>,
+) -> Option<String> {
+    match tracker.filter(|t| t.tracks(&href.url, keep)) {
+        Some(tracker) => {
+            let link = TrackedLink {
+                url: href.url.clone(),
+                name: href.name.clone(),
+            };
+            Some(tracker.click_url(index_of(links, link)))
+        }
+        None if href.name.is_some() => Some(href.written.clone()),
+        None => None,
+    }
+}
+
+/// The open image, put at the end of the HTML body.
+pub(super) fn pixel(tracker: &Tracker) -> String {
+    format!(
+        "<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\" \
+             style=\"display:block;width:1px;height:1px;border:0\">",
+        tracker.open_url()
+    )
+}
+
+/// What the `link` helper prints for `{{link "NAME" "URL"}}` (before HTML escaping).
+pub(super) fn marked(name: &str, url: &str) -> String {
+    format!("{MARK}{name}:{}", url.trim())
+}
+
 /// The text part: marked links and bare web addresses.
-fn rewrite_text(
+pub(super) fn rewrite_text(
     text: &str,
     tracker: Option<&Tracker>,
     keep: &str,
@@ -289,10 +329,7 @@ impl HelperDef for LinkHelper {
             ))
             .into());
         }
-        Ok(ScopedJson::Derived(Json::String(format!(
-            "{MARK}{name}:{}",
-            url.trim()
-        ))))
+        Ok(ScopedJson::Derived(Json::String(marked(&name, &url))))
     }
 }
 

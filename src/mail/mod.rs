@@ -9,6 +9,8 @@
 //! - [`date_helper`]: `{{date offer_ends "long"}}`, a date on the lead's clock in their language.
 //! - [`personalize`]: one planned email rendered for one lead (daemon and dry-run alike).
 //! - [`links`]: named links, and click and open tracking (links rewritten to signed tokens).
+//! - [`link_plan`]: where each template's links go, worked out once at load, so that a tracked
+//!   email skips the HTML tokenizer.
 //! - [`compose`]: the outgoing email (headers, Message-ID, List-Unsubscribe) and its RFC 5322
 //!   form through lettre.
 //! - [`dkim`]: the DKIM signature put on each email as it leaves, when `[dkim]` is set.
@@ -21,6 +23,7 @@ pub mod compose;
 pub mod date_helper;
 pub mod dkim;
 pub mod imap;
+pub mod link_plan;
 pub mod links;
 pub mod personalize;
 pub mod render;

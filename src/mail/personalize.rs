@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::compose::{OutgoingEmail, domain_of, lead_mailbox, new_message_id};
-use super::links::{self, TrackedLink, Tracker};
+use super::links::{TrackedLink, Tracker};
 use super::{Templates, context};
 use crate::engine::PlannedEmail;
 use crate::lead::Lead;
@@ -34,10 +34,8 @@ pub fn personalize(
     let subject = templates
         .render_subject(&planned.subject_template, &context)
         .map_err(|e| e.to_string())?;
-    let body = templates
-        .render(&planned.template, &context)
-        .map_err(|e| e.to_string())?;
-    let (body, tracked) = links::finish(body, tracker, links.for_templates())?;
+    let (body, tracked) =
+        templates.render_linked(&planned.template, &context, tracker, links.for_templates())?;
     let unique = format!(
         "{}|{}|{}|{}|{}|{}",
         workflow.name,

@@ -29,6 +29,8 @@ use handlebars::{
 use serde_json::Value as Json;
 
 use super::compose::header_text;
+use super::link_plan::{self, LinkPlan};
+use super::links::{self, TrackedLink, Tracker};
 use super::render::{CONTEXT_EXTRAS, RenderError, RenderedBody};
 use crate::diagnostic::Diagnostic;
 use crate::lead::{ALWAYS_PRESENT_FIELDS, BUILT_IN_FIELDS};
@@ -78,6 +80,11 @@ pub struct Templates {
     html: Handlebars<'static>,
     /// Templates and partials, text flavor, without escaping.
     text: Handlebars<'static>,
+    /// The HTML flavor of the templates whose links were placed at load, with marks where
+    /// the links go, and the partials they include ([`link_plan`]).
+    marked: Handlebars<'static>,
+    /// Those links, and which templates have them placed.
+    link_plan: LinkPlan,
     /// Subject templates, compiled on first use and kept: subjects come from workflow files, so
     /// there are few of them. Keyed by the subject text itself.
     subjects: RwLock<Handlebars<'static>>,
@@ -149,6 +156,8 @@ impl Templates {
         let mut loaded = Templates {
             html: registry(true),
             text: registry(false),
+            marked: registry(true),
+            link_plan: LinkPlan::default(),
             subjects: RwLock::new(registry(false)),
             templates: BTreeMap::new(),
             partials: BTreeMap::new(),
@@ -177,7 +186,23 @@ impl Templates {
             }
         }
         loaded.check_references(&mut diagnostics);
+        loaded.place_links();
         (loaded, diagnostics)
+    }
+
+    /// Works out, once, where the links of each HTML template go ([`link_plan`]).
+    fn place_links(&mut self) {
+        let compiled = |names: &BTreeMap<String, Pair>| -> BTreeMap<String, &Template> {
+            names
+                .keys()
+                .filter_map(|name| Some((name.clone(), self.html.get_template(name)?)))
+                .collect()
+        };
+        let (plan, copies) = link_plan::plan(&compiled(&self.templates), &compiled(&self.partials));
+        for (name, copy) in copies {
+            self.marked.register_template(&name, copy);
+        }
+        self.link_plan = plan;
     }
 
     /// Compiles both flavors; on any error neither is kept. Returns whether both compiled.
@@ -258,6 +283,12 @@ impl Templates {
         }
     }
 
+    /// Why template `name`'s links were not placed at load, if they were not.
+    #[cfg(test)]
+    pub(crate) fn links_refused(&self, name: &str) -> Option<&link_plan::NotPlaced> {
+        self.link_plan.refused(name)
+    }
+
     /// Template names (partials excluded).
     pub fn names(&self) -> BTreeSet<String> {
         self.templates.keys().cloned().collect()
@@ -280,6 +311,37 @@ impl Templates {
             .render_with_context(name, &data)
             .map_err(|e| self.render_error(what(), context, &e, Some(Flavor::Text)))?;
         Ok(RenderedBody { html, text })
+    }
+
+    /// Renders both parts of template `name` with their links finished as
+    /// [`links::finish`] does (`keep`: the unsubscribe link, never rewritten), and the tracked
+    /// links. A tracked email of a template whose links were placed at load skips the HTML
+    /// tokenizer ([`link_plan::fill`]), for the same bytes.
+    pub fn render_linked(
+        &self,
+        name: &str,
+        context: &Json,
+        tracker: Option<&Tracker>,
+        keep: &str,
+    ) -> Result<(RenderedBody, Vec<TrackedLink>), String> {
+        if let Some(tracker) = tracker.filter(|t| t.clicks || t.opens)
+            && self.link_plan.is_planned(name)
+        {
+            let data = Context::from(context.clone());
+            let parts = (
+                self.marked.render_with_context(name, &data),
+                self.text.render_with_context(name, &data),
+            );
+            // An error is reported by the usual path, word for word.
+            if let (Ok(html), Ok(text)) = parts
+                && let Some(done) =
+                    link_plan::finish(&self.link_plan, name, html, text, tracker, keep)
+            {
+                return Ok(done);
+            }
+        }
+        let body = self.render(name, context).map_err(|e| e.to_string())?;
+        links::finish(body, tracker, keep)
     }
 
     /// Renders a subject: nothing escaped, then flattened to one line (control characters
