@@ -142,7 +142,9 @@ pub struct PlannedEmail {
     pub subject_template: String,
     /// Set when a send window moved this email.
     pub shifted: Option<Shift>,
-    /// `send … expires`: the expiry for this lead, and as written.
+    /// `send … expires`: the expiry for this lead, and as written (kept with the email in
+    /// the outbox; the dry-run shows an expiry when it is reached, as `expired`).
+    #[serde(skip)]
     pub expires: Option<(DateTime<Utc>, String)>,
 }
 
