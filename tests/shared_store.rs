@@ -20,19 +20,13 @@ use crate::support::scratch;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-/// One daemon: its own folder (control socket, log), the shared database and outbox folder.
-fn start(dir: &Path, url: &str, outbox: &Path, name: &str) -> Child {
-    let home = dir.join(name);
-    fs::create_dir_all(&home).unwrap();
-    let log = fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_nurture"))
-        .arg("run")
-        .current_dir(&home)
+/// `nurture ARGS` in `dir`, on the daemon fixtures' workflows and templates.
+fn nurture_in(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nurture"));
+    command
+        .args(args)
+        .current_dir(dir)
         .env_remove("RUST_LOG")
-        .env("NURTURE_STORE_URL", url)
-        .env("NURTURE_STORE_LEASE_SECONDS", "3")
-        .env("NURTURE_DAEMON_BATCH", "32")
-        .env("NURTURE_TRANSPORT_OUTBOX", outbox)
         .env(
             "NURTURE_WORKFLOWS",
             Path::new(REPO).join("tests/fixtures/daemon/workflows"),
@@ -40,7 +34,20 @@ fn start(dir: &Path, url: &str, outbox: &Path, name: &str) -> Child {
         .env(
             "NURTURE_TEMPLATES",
             Path::new(REPO).join("tests/fixtures/daemon/templates"),
-        )
+        );
+    command
+}
+
+/// One daemon: its own folder (control socket, log), the shared database and outbox folder.
+fn start(dir: &Path, url: &str, outbox: &Path, name: &str) -> Child {
+    let home = dir.join(name);
+    fs::create_dir_all(&home).unwrap();
+    let log = fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    nurture_in(&home, &["run"])
+        .env("NURTURE_STORE_URL", url)
+        .env("NURTURE_STORE_LEASE_SECONDS", "3")
+        .env("NURTURE_DAEMON_BATCH", "32")
+        .env("NURTURE_TRANSPORT_OUTBOX", outbox)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -223,18 +230,7 @@ fn share(name: &str, daemons: usize, leads: usize, kill: bool) {
 
 /// Runs `nurture` in `dir` with the daemon fixtures' workflows; its output if it succeeds.
 fn nurture(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_nurture"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env(
-            "NURTURE_WORKFLOWS",
-            Path::new(REPO).join("tests/fixtures/daemon/workflows"),
-        )
-        .env(
-            "NURTURE_TEMPLATES",
-            Path::new(REPO).join("tests/fixtures/daemon/templates"),
-        )
+    let output = nurture_in(dir, args)
         .envs(env.iter().copied())
         .output()
         .unwrap();

@@ -140,61 +140,39 @@ fn count<T>(mut walk: crate::store::Walk<'_, T>) -> crate::store::Result<usize> 
 
 /// Copies every record of `source` into `target`, a chunk per transaction.
 fn copy_all(source: &Store, target: &Store) -> crate::store::Result<Counts> {
-    let mut counts = Counts::default();
-    let mut batch = Batch::default();
-    let mut pending = 0;
-    let flush = |batch: &mut Batch, pending: &mut usize, force: bool| {
-        if *pending >= CHUNK || (force && *pending > 0) {
-            target.apply(&std::mem::take(batch))?;
-            *pending = 0;
-        }
-        Ok::<_, crate::store::StoreError>(())
+    let counts = Counts {
+        leads: copy_walk(source.leads(), target, |batch, lead| batch.leads.push(lead))?,
+        enrollments: copy_walk(source.enrollments(), target, |batch, enrollment| {
+            batch.enrollments.push(enrollment)
+        })?,
+        events: copy_walk(source.all_events(), target, |batch, event| {
+            batch.events.push(event)
+        })?,
+        messages: copy_walk(source.messages(), target, |batch, message| {
+            batch.messages.push(message)
+        })?,
+        outbox: copy_walk(source.outbox(), target, |batch, email| {
+            batch.outbox_put.push(email)
+        })?,
     };
-    for lead in source.leads() {
-        batch.leads.push(lead?);
-        counts.leads += 1;
-        pending += 1;
-        flush(&mut batch, &mut pending, false)?;
-    }
-    for enrollment in source.enrollments() {
-        batch.enrollments.push(enrollment?);
-        counts.enrollments += 1;
-        pending += 1;
-        flush(&mut batch, &mut pending, false)?;
-    }
-    for event in source.all_events() {
-        batch.events.push(event?);
-        counts.events += 1;
-        pending += 1;
-        flush(&mut batch, &mut pending, false)?;
-    }
-    for message in source.messages() {
-        batch.messages.push(message?);
-        counts.messages += 1;
-        pending += 1;
-        flush(&mut batch, &mut pending, false)?;
-    }
-    for email in source.outbox() {
-        batch.outbox_put.push(email?);
-        counts.outbox += 1;
-        pending += 1;
-        flush(&mut batch, &mut pending, false)?;
-    }
-    batch.changed = source.changed(usize::MAX)?;
-    batch.uncertain_put = source.uncertain()?;
-    batch.meta_put = source
-        .meta_prefix("", usize::MAX)?
-        .into_iter()
-        .filter(|(key, _)| !LAYOUT_META.iter().any(|layout| key.starts_with(layout)))
-        .collect();
-    for delivery in source.webhooks_pending() {
-        batch.webhooks_put.push(delivery?);
-    }
-    for delivery in source.webhooks_failed() {
-        batch.webhooks_failed_put.push(delivery?);
-    }
-    pending += 1;
-    flush(&mut batch, &mut pending, true)?;
+    // The rest, small, in one transaction.
+    let batch = Batch {
+        changed: source.changed(usize::MAX)?,
+        uncertain_put: source.uncertain()?,
+        meta_put: source
+            .meta_prefix("", usize::MAX)?
+            .into_iter()
+            .filter(|(key, _)| !LAYOUT_META.iter().any(|layout| key.starts_with(layout)))
+            .collect(),
+        webhooks_put: source
+            .webhooks_pending()
+            .collect::<crate::store::Result<_>>()?,
+        webhooks_failed_put: source
+            .webhooks_failed()
+            .collect::<crate::store::Result<_>>()?,
+        ..Batch::default()
+    };
+    target.apply(&batch)?;
     // One mark per transaction: a batch lists one.
     for mark in source.in_flight()? {
         target.apply(&Batch {
@@ -203,4 +181,24 @@ fn copy_all(source: &Store, target: &Store) -> crate::store::Result<Counts> {
         })?;
     }
     Ok(counts)
+}
+
+/// Writes the records of `walk` into `target`, [`CHUNK`] per transaction, each put in a batch
+/// by `put`; how many there were.
+fn copy_walk<T>(
+    walk: crate::store::Walk<'_, T>,
+    target: &Store,
+    put: impl Fn(&mut Batch, T),
+) -> crate::store::Result<usize> {
+    let mut batch = Batch::default();
+    let mut copied = 0;
+    for record in walk {
+        put(&mut batch, record?);
+        copied += 1;
+        if copied % CHUNK == 0 {
+            target.apply(&std::mem::take(&mut batch))?;
+        }
+    }
+    target.apply(&batch)?;
+    Ok(copied)
 }
