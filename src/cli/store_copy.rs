@@ -51,7 +51,9 @@ const LAYOUT_META: [&str; 4] = [
 pub fn run(cli: &Cli, args: &StoreArgs) -> Result<ExitCode, CliError> {
     let StoreSubcommand::Copy(copy) = &args.command;
     let config = cli.load_config()?;
-    let open = |place: &str| -> Result<Store, CliError> {
+    // Errors name the side (`--from`, `--to`), not the place: a URL typed with a password in
+    // it is refused, never echoed.
+    let open = |side: &str, place: &str| -> Result<Store, CliError> {
         let mut store = StoreConfig {
             cache_mb: config.store.cache_mb,
             password_file: config.store.password_file.clone(),
@@ -65,7 +67,7 @@ pub fn run(cli: &Cli, args: &StoreArgs) -> Result<ExitCode, CliError> {
             store.path = place.into();
         }
         let opened =
-            Store::open_configured(&store).map_err(|e| CliError::Input(format!("{place}: {e}")))?;
+            Store::open_configured(&store).map_err(|e| CliError::Input(format!("{side}: {e}")))?;
         if let Some(shared) = opened.shared() {
             // A running daemon holds the lead: its writes would be missed by the copy.
             let lead = shared
@@ -73,14 +75,14 @@ pub fn run(cli: &Cli, args: &StoreArgs) -> Result<ExitCode, CliError> {
                 .map_err(|e| CliError::Input(e.to_string()))?;
             if lead.is_none() {
                 return Err(CliError::Input(format!(
-                    "{place}: a daemon runs on this database; stop every daemon first"
+                    "{side}: a daemon runs on this database; stop every daemon first"
                 )));
             }
         }
         Ok(opened)
     };
-    let source = open(&copy.from)?;
-    let target = open(&copy.to)?;
+    let source = open("--from", &copy.from)?;
+    let target = open("--to", &copy.to)?;
     if target.lead_count() > 0 || target.enrollments().next().is_some() {
         return Err(CliError::Input(format!(
             "{}: the target store is not empty; copy into an empty store",

@@ -54,7 +54,7 @@ pub const DEFAULT_POOL_SIZE: u32 = 8;
 pub enum PgError {
     #[error("the store URL is not valid: {detail}")]
     Url { detail: String },
-    #[error("cannot connect to the database: {0}")]
+    #[error("cannot connect to the database: {}", connect_detail(.0))]
     Connect(#[source] postgres::Error),
     #[error("database error: {}", database_detail(.0))]
     Database(#[from] postgres::Error),
@@ -193,6 +193,15 @@ fn unique_owner() -> String {
         std::process::id(),
         OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
+}
+
+/// Why a connection failed: the client's own text ("error connecting to server") names no
+/// cause, its source does (connection refused, a timeout, a refused password).
+fn connect_detail(error: &postgres::Error) -> String {
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    }
 }
 
 /// What the server said (the client's own text is only "db error").
