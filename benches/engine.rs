@@ -11,7 +11,11 @@
 //!    rewritten to a signed token, the open image, the links kept with the email), in the same
 //!    rounds, and the ratio. Target (issue 13): tracking costs ≤ 10 % of the steps/s.
 //!    Beside it, in the same run, the raw cost of one handlebars render plus one sled insert,
-//!    and the ratio.
+//!    and the ratio; and, in the same rounds, the store's part of a step alone: the same due
+//!    entries read, their enrollments and leads read, `advance` run, and the two batches a step
+//!    commits (the enrollment and its due entry; the sent record and the journal line) written
+//!    and flushed, with no rendering, MIME or transport. What that costs bounds the steps/s any
+//!    engine on this store can reach.
 //! 3. The real daemon (`nurture run`, release) on that store: time from start to the first
 //!    email in the outbox folder, its resident memory while it works through the backlog, and
 //!    its CPU use when idle.
@@ -25,15 +29,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chrono::{Duration as Span, Utc};
+use chrono::{DateTime, Duration as Span, Utc};
 use nurture::config::Limits;
 use nurture::daemon::pipeline::Pipeline;
 use nurture::daemon::throttle::Throttle;
 use nurture::daemon::transport::Transport;
-use nurture::engine;
+use nurture::engine::{self, Input};
 use nurture::lead::Lead;
 use nurture::project::Project;
-use nurture::store::{Batch, DEFAULT_CACHE_BYTES, Store};
+use nurture::store::{Batch, DEFAULT_CACHE_BYTES, EventKind, MessageRecord, MessageState, Store};
 
 // The allocator the `nurture` binary uses (sled allocates a lot: glibc's malloc halves the
 // throughput measured here).
@@ -44,9 +48,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Due steps measured in all, in `ROUNDS` rounds.
 const STEPS: usize = 100_000;
-/// A multiple of the three kinds of rounds, so that each kind runs as often first, second and
-/// third.
-const ROUNDS: usize = 6;
+/// A multiple of the four kinds of rounds, so that each kind runs as often in each place.
+const ROUNDS: usize = 8;
 const CHUNK: usize = 256;
 
 fn main() {
@@ -80,8 +83,9 @@ fn main() {
         .build()
         .expect("runtime");
     // Half at most, all kinds of rounds together: the daemon figures below need a backlog
-    // still due. Untracked, uncounted and tracked rounds take a sixth of the leads each at most.
-    let steps = STEPS.min(leads / 6) / ROUNDS;
+    // still due. Untracked, uncounted, tracked and store-only rounds take an eighth of the
+    // leads each at most.
+    let steps = STEPS.min(leads / 8) / ROUNDS;
     let pipeline = |store: Store, base_url: &str| {
         Pipeline::new(
             store,
@@ -96,27 +100,37 @@ fn main() {
     let tracked_project = tracked_drip_project();
     let mut tracked = pipeline(store.clone(), "https://nurture.example.test");
     let (mut rounds, mut rounds_without, mut tracked_rounds) = (Vec::new(), Vec::new(), Vec::new());
+    let mut store_rounds = Vec::new();
     // In turn, so that whatever else the machine does weighs on all alike, and in a rotating
     // order: a round pays for some of the sled work (flushes, segment cleaning) that the round
     // before it left, so a kind always run second or third would look slower than it is.
     for round in 0..ROUNDS {
         let mut kinds = [
-            (&mut counting, &project, &mut rounds),
-            (&mut not_counting, &project, &mut rounds_without),
-            (&mut tracked, &tracked_project, &mut tracked_rounds),
+            Some((&mut counting, &project, &mut rounds)),
+            Some((&mut not_counting, &project, &mut rounds_without)),
+            Some((&mut tracked, &tracked_project, &mut tracked_rounds)),
+            None,
         ];
-        kinds.rotate_left(round % 3);
-        for (pipeline, project, rounds) in kinds {
+        kinds.rotate_left(round % 4);
+        for kind in kinds {
             let started = Instant::now();
-            let mut done = 0;
-            while done < steps {
-                let limit = CHUNK.min(steps - done);
-                done += runtime
-                    .block_on(pipeline.run_due(project, now, limit))
-                    .expect("run");
+            match kind {
+                Some((pipeline, project, rounds)) => {
+                    let mut done = 0;
+                    while done < steps {
+                        let limit = CHUNK.min(steps - done);
+                        done += runtime
+                            .block_on(pipeline.run_due(project, now, limit))
+                            .expect("run");
+                    }
+                    runtime.block_on(pipeline.finish()).expect("send");
+                    rounds.push(started.elapsed());
+                }
+                None => {
+                    store_part_of_steps(&store, &project, now, steps);
+                    store_rounds.push(started.elapsed());
+                }
             }
-            runtime.block_on(pipeline.finish()).expect("send");
-            rounds.push(started.elapsed());
         }
     }
     tracked_rounds.sort();
@@ -153,6 +167,16 @@ fn main() {
     );
     drop(tracked);
 
+    store_rounds.sort();
+    let store_median = store_rounds[ROUNDS / 2];
+    println!(
+        "the store's part of a step alone (due entry, enrollment and lead read, advance, the two batches written, flushed; no rendering, MIME or transport), in the same rounds: median {:.3} s: {:.0} steps/s, {:.1} µs per step, {:.0}% of an engine step",
+        store_median.as_secs_f64(),
+        steps as f64 / store_median.as_secs_f64(),
+        store_median.as_secs_f64() / steps as f64 * 1e6,
+        store_median.as_secs_f64() / median.as_secs_f64() * 100.0
+    );
+
     let raw = raw_render_and_insert(&project, &root.join("raw"));
     println!(
         "raw: one handlebars render (HTML + text) plus one sled insert: {:.1} µs; an engine step costs {:.1} of them",
@@ -186,6 +210,54 @@ fn tracked_drip_project() -> Project {
         project.render_diagnostics()
     );
     project
+}
+
+/// Runs `steps` due steps of the drip workflow as the store sees them: what the scheduler reads
+/// and the two batches a sent step commits (the planning one, then the sender's), each chunk
+/// flushed, in one thread, with nothing rendered or sent.
+fn store_part_of_steps(store: &Store, project: &Project, now: DateTime<Utc>, steps: usize) {
+    let drip = project.workflow("drip").expect("drip");
+    let mut done = 0;
+    while done < steps {
+        let due = store.take_due(now, CHUNK.min(steps - done)).expect("due");
+        assert!(!due.is_empty(), "the store ran out of due steps");
+        let (mut planned, mut sent) = (Batch::default(), Batch::default());
+        for (workflow, email) in &due {
+            let enrollment = store
+                .enrollment(workflow, email)
+                .expect("read")
+                .expect("enrollment");
+            let lead = store.lead(email).expect("read").expect("lead");
+            let outcome = engine::advance(drip, &enrollment, &lead, &Input::Due, now);
+            let message_id = format!("<{}.bench@example.test>", store.new_id().expect("id"));
+            sent.messages.push(MessageRecord {
+                message_id: message_id.clone(),
+                workflow: workflow.clone(),
+                lead: email.clone(),
+                sender: "news@example.test".into(),
+                step: enrollment.position.step.clone(),
+                subject: "A note".into(),
+                state: MessageState::Sent,
+                queued_at: now,
+                at: now,
+            });
+            sent.event(
+                email,
+                now,
+                Some(workflow),
+                EventKind::Sent {
+                    message_id,
+                    step: enrollment.position.step.clone(),
+                },
+            );
+            planned.enrollments.push(outcome.enrollment);
+        }
+        store.apply(&planned).expect("planning batch");
+        store.flush().expect("flush");
+        store.apply(&sent).expect("sender batch");
+        done += due.len();
+    }
+    store.flush().expect("flush");
 }
 
 /// Seconds for one render of the benchmark template plus one insert of the result.

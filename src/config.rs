@@ -62,7 +62,7 @@ pub struct DkimConfig {
 pub struct StoreConfig {
     /// The sled database directory; with `url` set, only the folder of the control socket.
     pub path: PathBuf,
-    /// sled's page cache, in MiB.
+    /// sled's page cache, in MiB; 0: sized from the store when it opens ([`crate::store::cache`]).
     pub cache_mb: u64,
     /// A PostgreSQL database (`postgres://user@host:port/db`, `?sslmode=require` for TLS)
     /// instead of sled: several daemons may share it. Empty: the sled store in `path`.
@@ -515,7 +515,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: PathBuf::from("data"),
-            cache_mb: crate::store::DEFAULT_CACHE_BYTES / (1024 * 1024),
+            cache_mb: 0,
             url: String::new(),
             password_file: String::new(),
             password_env: String::new(),
@@ -733,8 +733,9 @@ impl Config {
         }
     }
 
+    /// sled's page cache for the store in `[store] path`.
     pub fn cache_bytes(&self) -> u64 {
-        self.store.cache_mb.max(1) * 1024 * 1024
+        crate::store::cache::cache_bytes(self.store.cache_mb, &self.store.path)
     }
 }
 
@@ -987,8 +988,8 @@ fn out_of_range(config: &Config) -> Vec<Problem> {
         "store",
         "cache_mb",
         config.store.cache_mb,
-        1..=65_536,
-        "sled's page cache in MiB; 16 serves a million leads",
+        0..=65_536,
+        "sled's page cache in MiB; 0 sizes it from the store (16 to 128), 16 serves a million leads",
     );
     within(
         "smtp",
@@ -1162,7 +1163,7 @@ mod tests {
         assert_eq!(config, Config::default());
         assert_eq!(config.store.path, PathBuf::from("data"));
         assert_eq!(config.transport.outbox, PathBuf::from("outbox"));
-        assert_eq!(config.cache_bytes(), 16 * 1024 * 1024);
+        assert_eq!(config.store.cache_mb, 0, "sized from the store");
     }
 
     #[test]

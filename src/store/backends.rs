@@ -82,7 +82,9 @@ impl Store {
     /// (its password from `password_file` or `password_env`), else the sled store in `path`.
     pub fn open_configured(config: &StoreConfig) -> Result<Store> {
         if config.url.is_empty() {
-            return Store::open(&config.path, config.cache_mb.max(1) * 1024 * 1024);
+            let cache = super::cache::cache_bytes(config.cache_mb, &config.path);
+            tracing::debug!(cache_mib = cache >> 20, path = %config.path.display(), "sled page cache");
+            return Store::open(&config.path, cache);
         }
         let password = crate::secret::read("store", &config.password_file, &config.password_env)
             .map_err(|detail| StoreError::from(PgError::Url { detail }))?;
