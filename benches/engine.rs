@@ -15,7 +15,9 @@
 //!    entries read, their enrollments and leads read, `advance` run, and the two batches a step
 //!    commits (the enrollment and its due entry; the sent record and the journal line) written
 //!    and flushed, with no rendering, MIME or transport. What that costs bounds the steps/s any
-//!    engine on this store can reach.
+//!    engine on this store can reach. And the least sled work a step can cost in any layout
+//!    (one leaf a step: a scratch database of one record per lead, read cold, written back, its
+//!    due entry moved, a sent record; one transaction per chunk, flushed).
 //! 3. The real daemon (`nurture run`, release) on that store: time from start to the first
 //!    email in the outbox folder, its resident memory while it works through the backlog, and
 //!    its CPU use when idle.
@@ -187,6 +189,13 @@ fn main() {
     drop(not_counting);
     drop(store);
 
+    let floor = one_leaf_floor(&root.join("floor"), leads, steps);
+    println!(
+        "sled alone, one leaf a step (the best layout: a lead, its enrollment and journal under one key, read cold and written back, its due entry moved, a sent record; {CHUNK} a transaction, flushed; no engine): {:.0} steps/s, {:.1} µs per step",
+        1.0 / floor,
+        floor * 1e6
+    );
+
     // 3. The daemon on the same store (the remaining leads are still due now).
     daemon_figures(&root, &workflows, &templates);
     if std::env::var_os("NURTURE_BENCH_KEEP").is_some() {
@@ -258,6 +267,96 @@ fn store_part_of_steps(store: &Store, project: &Project, now: DateTime<Utc>, ste
         done += due.len();
     }
     store.flush().expect("flush");
+}
+
+/// Seconds per step for the least sled work a due step can cost, in a scratch database of
+/// `leads` records shaped like the store's (a 700-byte record per lead: the lead, its
+/// enrollment and its journal together, due at scattered instants): read the due front, read
+/// each record (cold, at random, as in the store), and commit in one transaction per chunk the
+/// record written back, the due entry moved and a sent record, then flush. Median of three
+/// rounds of `steps`.
+fn one_leaf_floor(path: &Path, leads: usize, steps: usize) -> f64 {
+    use sled::Transactional;
+    use sled::transaction::ConflictableTransactionError;
+
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(DEFAULT_CACHE_BYTES)
+        .open()
+        .expect("sled");
+    let (records, due, sent) = (
+        db.open_tree("records").expect("tree"),
+        db.open_tree("due").expect("tree"),
+        db.open_tree("sent").expect("tree"),
+    );
+    let key = |i: usize| format!("lead{i:07}@example.test").into_bytes();
+    let due_key = |at: u64, lead: &[u8]| [&at.to_be_bytes()[..], lead].concat();
+    for first in (0..leads).step_by(10_000) {
+        let (mut put, mut queue) = (sled::Batch::default(), sled::Batch::default());
+        for i in first..(first + 10_000).min(leads) {
+            put.insert(key(i), vec![b'r'; 700]);
+            let scatter = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) % 3_600_000;
+            queue.insert(due_key(1 << 40 | scatter, &key(i)), &[]);
+        }
+        records.apply_batch(put).expect("records");
+        due.apply_batch(queue).expect("due");
+    }
+    db.flush().expect("flush");
+    // Reopened, as a daemon starting on it: the records are on disk, not in the cache.
+    drop((records, due, sent, db));
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(DEFAULT_CACHE_BYTES)
+        .open()
+        .expect("sled");
+    let (records, due, sent) = (
+        db.open_tree("records").expect("tree"),
+        db.open_tree("due").expect("tree"),
+        db.open_tree("sent").expect("tree"),
+    );
+    let mut message = 0u64;
+    let mut rounds: Vec<f64> = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let mut done = 0;
+            while done < steps {
+                let front: Vec<sled::IVec> = due
+                    .range(..due_key(2 << 40, b""))
+                    .keys()
+                    .take(CHUNK.min(steps - done))
+                    .collect::<Result<_, _>>()
+                    .expect("due");
+                let read: Vec<(sled::IVec, sled::IVec, sled::IVec)> = front
+                    .into_iter()
+                    .map(|entry| {
+                        let lead = sled::IVec::from(&entry[8..]);
+                        let record = records.get(&lead).expect("read").expect("record");
+                        (entry, lead, record)
+                    })
+                    .collect();
+                (&records, &due, &sent)
+                    .transaction(|(records, due, sent)| {
+                        for (i, (entry, lead, record)) in read.iter().enumerate() {
+                            records.insert(lead, record)?;
+                            due.remove(entry)?;
+                            due.insert(due_key(3 << 40, lead), &[])?;
+                            sent.insert(&(message + i as u64).to_be_bytes(), &[b's'; 150][..])?;
+                        }
+                        Ok::<_, ConflictableTransactionError<()>>(())
+                    })
+                    .expect("commit");
+                message += read.len() as u64;
+                db.flush().expect("flush");
+                done += read.len();
+            }
+            started.elapsed().as_secs_f64() / steps as f64
+        })
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    let median = rounds[1];
+    drop((records, due, sent, db));
+    let _ = std::fs::remove_dir_all(path);
+    median
 }
 
 /// Seconds for one render of the benchmark template plus one insert of the result.
