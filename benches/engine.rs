@@ -189,11 +189,12 @@ fn main() {
     drop(not_counting);
     drop(store);
 
-    let floor = one_leaf_floor(&root.join("floor"), leads, steps);
+    let (one, two) = one_leaf_floor(&root.join("floor"), leads, steps);
     println!(
-        "sled alone, one leaf a step (the best layout: a lead, its enrollment and journal under one key, read cold and written back, its due entry moved, a sent record; {CHUNK} a transaction, flushed; no engine): {:.0} steps/s, {:.1} µs per step",
-        1.0 / floor,
-        floor * 1e6
+        "sled alone, one leaf a step (the best layout: a lead, its enrollment and journal under one key, read cold and written back, its due entry moved, a sent record; {CHUNK} a transaction, flushed; no engine): one thread {:.0} steps/s ({:.1} µs per step), two threads together {:.0} steps/s",
+        1.0 / one,
+        one * 1e6,
+        1.0 / two
     );
 
     // 3. The daemon on the same store (the remaining leads are still due now).
@@ -273,9 +274,9 @@ fn store_part_of_steps(store: &Store, project: &Project, now: DateTime<Utc>, ste
 /// `leads` records shaped like the store's (a 700-byte record per lead: the lead, its
 /// enrollment and its journal together, due at scattered instants): read the due front, read
 /// each record (cold, at random, as in the store), and commit in one transaction per chunk the
-/// record written back, the due entry moved and a sent record, then flush. Median of three
-/// rounds of `steps`.
-fn one_leaf_floor(path: &Path, leads: usize, steps: usize) -> f64 {
+/// record written back, the due entry moved and a sent record, then flush. Seconds per step,
+/// median of three rounds of `steps`, with one thread and with two sharing the due front.
+fn one_leaf_floor(path: &Path, leads: usize, steps: usize) -> (f64, f64) {
     use sled::Transactional;
     use sled::transaction::ConflictableTransactionError;
 
@@ -314,46 +315,64 @@ fn one_leaf_floor(path: &Path, leads: usize, steps: usize) -> f64 {
         db.open_tree("due").expect("tree"),
         db.open_tree("sent").expect("tree"),
     );
-    let mut message = 0u64;
-    let mut rounds: Vec<f64> = (0..3)
-        .map(|_| {
-            let started = Instant::now();
-            let mut done = 0;
-            while done < steps {
-                let front: Vec<sled::IVec> = due
-                    .range(..due_key(2 << 40, b""))
-                    .keys()
-                    .take(CHUNK.min(steps - done))
-                    .collect::<Result<_, _>>()
-                    .expect("due");
-                let read: Vec<(sled::IVec, sled::IVec, sled::IVec)> = front
-                    .into_iter()
-                    .map(|entry| {
-                        let lead = sled::IVec::from(&entry[8..]);
-                        let record = records.get(&lead).expect("read").expect("record");
-                        (entry, lead, record)
-                    })
-                    .collect();
-                (&records, &due, &sent)
-                    .transaction(|(records, due, sent)| {
-                        for (i, (entry, lead, record)) in read.iter().enumerate() {
-                            records.insert(lead, record)?;
-                            due.remove(entry)?;
-                            due.insert(due_key(3 << 40, lead), &[])?;
-                            sent.insert(&(message + i as u64).to_be_bytes(), &[b's'; 150][..])?;
-                        }
-                        Ok::<_, ConflictableTransactionError<()>>(())
-                    })
-                    .expect("commit");
-                message += read.len() as u64;
-                db.flush().expect("flush");
-                done += read.len();
+    // `steps` steps by one thread, of the leads whose address ends in a digit `share` modulo
+    // `of`: with `of` threads, each takes its own due entries from the same front.
+    let run = |share: u8, of: u8, steps: usize, first_message: u64| {
+        let mut message = first_message;
+        let mut done = 0;
+        while done < steps {
+            let read: Vec<(sled::IVec, sled::IVec, sled::IVec)> = due
+                .range(..due_key(2 << 40, b""))
+                .keys()
+                .map(|entry| entry.expect("due"))
+                .filter(|entry| entry[8 + 10] % of == share)
+                .take(CHUNK.min(steps - done))
+                .map(|entry| {
+                    let lead = sled::IVec::from(&entry[8..]);
+                    let record = records.get(&lead).expect("read").expect("record");
+                    (entry, lead, record)
+                })
+                .collect();
+            (&records, &due, &sent)
+                .transaction(|(records, due, sent)| {
+                    for (i, (entry, lead, record)) in read.iter().enumerate() {
+                        records.insert(lead, record)?;
+                        due.remove(entry)?;
+                        due.insert(due_key(3 << 40, lead), &[])?;
+                        sent.insert(&(message + i as u64).to_be_bytes(), &[b's'; 150][..])?;
+                    }
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .expect("commit");
+            message += read.len() as u64;
+            db.flush().expect("flush");
+            done += read.len();
+        }
+    };
+    let (mut one, mut two) = (Vec::new(), Vec::new());
+    for round in 0..3u64 {
+        let started = Instant::now();
+        run(0, 1, steps, round << 40);
+        one.push(started.elapsed().as_secs_f64() / steps as f64);
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for share in 0..2u8 {
+                let run = &run;
+                scope.spawn(move || {
+                    run(
+                        share,
+                        2,
+                        steps / 2,
+                        (round << 40) | (u64::from(share) + 1) << 32,
+                    )
+                });
             }
-            started.elapsed().as_secs_f64() / steps as f64
-        })
-        .collect();
-    rounds.sort_by(f64::total_cmp);
-    let median = rounds[1];
+        });
+        two.push(started.elapsed().as_secs_f64() / (steps / 2 * 2) as f64);
+    }
+    one.sort_by(f64::total_cmp);
+    two.sort_by(f64::total_cmp);
+    let median = (one[1], two[1]);
     drop((records, due, sent, db));
     let _ = std::fs::remove_dir_all(path);
     median
