@@ -316,3 +316,102 @@ fn store_copy_moves_a_store_to_postgres_and_back_and_daemons_carry_on_without_a_
         "{status}"
     );
 }
+
+/// `/metrics` of a daemon on PostgreSQL shows the queues as the database holds them, whichever
+/// daemon wrote them: counted when it starts (and again every 15 s).
+#[test]
+fn a_daemon_on_postgres_shows_the_queues_the_database_holds_in_its_metrics() {
+    let dir = scratch("shared-metrics");
+    let url = testing::cluster().database("metrics_depths");
+    let store = open(&url);
+    let tomorrow = Utc::now() + chrono::Duration::days(1);
+    let mut batch = Batch::default();
+    for i in 0..3 {
+        let lead = Lead::new(format!("lead{i}@example.test"), Utc::now());
+        let mut enrollment = nurture::engine::Enrollment {
+            workflow: "blast".into(),
+            version: String::new(),
+            lead: lead.email.clone(),
+            status: nurture::engine::Status::Active,
+            position: nurture::engine::Position::new("one", 0),
+            due: Some(tomorrow),
+            enrolled_at: Utc::now(),
+            updated_at: Utc::now(),
+            deferred_from: None,
+            facts: nurture::engine::Facts::default(),
+        };
+        if i == 2 {
+            // Waiting for nothing: active, not in the due queue.
+            enrollment.due = None;
+        }
+        batch.enrollments.push(enrollment);
+        batch.leads.push(lead);
+    }
+    batch.outbox_put.push(nurture::store::OutboxEmail {
+        message_id: "<held@example.test>".into(),
+        workflow: "blast".into(),
+        lead: "lead0@example.test".into(),
+        step: "one".into(),
+        subject: "Hi".into(),
+        envelope_from: "team@example.test".into(),
+        envelope_to: "lead0@example.test".into(),
+        queued_at: Utc::now(),
+        not_before: tomorrow,
+        attempts: 1,
+        expires: None,
+        eml: b"Subject: Hi\r\n\r\nHello\r\n".to_vec(),
+    });
+    store.apply(&batch).unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let home = dir.join("daemon");
+    fs::create_dir_all(&home).unwrap();
+    let log = dir.join("daemon.log");
+    let daemon = nurture_in(&home, &["run"])
+        .env("NURTURE_STORE_URL", &url)
+        .env("NURTURE_TRANSPORT_OUTBOX", dir.join("outbox"))
+        .env("NURTURE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("the daemon starts");
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let gauge = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+    };
+    let started = Instant::now();
+    let text = loop {
+        let text = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .ok()
+            .and_then(|response| response.text().ok())
+            .unwrap_or_default();
+        if gauge(&text, "nurture_due_queue_depth").is_some() {
+            break text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no queue depths in /metrics after 30 s:\n{text}\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    stop(daemon);
+    assert_eq!(gauge(&text, "nurture_due_queue_depth"), Some(2.0), "{text}");
+    assert_eq!(gauge(&text, "nurture_outbox_depth"), Some(1.0), "{text}");
+    assert_eq!(
+        gauge(&text, "nurture_enrollments_active{workflow=\"blast\"}"),
+        Some(3.0),
+        "{text}"
+    );
+}

@@ -201,12 +201,22 @@ pub async fn run(
         }
     }
     let mut deliverer = webhooks::Deliverer::new(&config.webhooks).map_err(DaemonError::Setup)?;
-    // The gauges' depths are counted in the background (O(n)), then kept by every write.
+    // The gauges' depths are counted in the background (O(n)): on sled once, then kept by
+    // every write; on PostgreSQL, which other daemons write too, again every little while.
     metrics::get().show_depths(&store);
     let counting = store.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(error) = counting.count_depths() {
-            error!(%error, "cannot count the queues for /metrics");
+    tokio::spawn(async move {
+        loop {
+            let store = counting.clone();
+            match tokio::task::spawn_blocking(move || store.count_depths()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => error!(%error, "cannot count the queues for /metrics"),
+                Err(error) => error!(%error, "the count of the queues for /metrics failed"),
+            }
+            if counting.shared().is_none() {
+                break;
+            }
+            tokio::time::sleep(crate::store::postgres::DEPTHS_EVERY).await;
         }
     });
     let accounts = Account::from_config(&config.imap).map_err(DaemonError::Setup)?;

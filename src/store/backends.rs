@@ -384,19 +384,20 @@ impl Store {
         }
     }
 
-    /// The queues' depths for `/metrics`, once counted (sled only: on PostgreSQL the database
-    /// answers for its own tables).
+    /// The queues' depths for `/metrics`, once counted: on sled kept exact by every write after
+    /// one count; on PostgreSQL as the database counted them last ([`Store::count_depths`]
+    /// again every [`super::postgres::DEPTHS_EVERY`]).
     pub fn depths(&self) -> Option<Depths> {
         match self {
             Store::Sled(store) => store.depths(),
-            Store::Postgres(_) => None,
+            Store::Postgres(store) => store.depths(),
         }
     }
 
     pub fn count_depths(&self) -> Result<()> {
         match self {
             Store::Sled(store) => store.count_depths(),
-            Store::Postgres(_) => Ok(()),
+            Store::Postgres(store) => Ok(blocking(|| store.count_depths())?),
         }
     }
 

@@ -44,6 +44,7 @@ use crate::webhooks::Routes;
 
 use self::pool::{Conn, Manager};
 pub use self::pool::{Session, Settings};
+pub use self::read::DEPTHS_EVERY;
 pub use self::shared::{Waker, WatcherLease};
 
 /// Connections a store keeps open at most: the daemon's scheduler, sender, inbox watcher,
@@ -103,6 +104,8 @@ pub struct PgStore {
     /// How long a claim on due work holds ([`PgStore::claim_due`] through the daemon): the
     /// longest a batch may take, and how long the others wait for a daemon that died.
     lease: Duration,
+    /// The queues' depths as last counted ([`PgStore::count_depths`]), for `/metrics`.
+    depths: Arc<std::sync::Mutex<Option<crate::store::depths::Snapshot>>>,
 }
 
 /// How long a daemon's claims hold by default.
@@ -134,6 +137,7 @@ impl PgStore {
             owner: unique_owner().into(),
             routes: Arc::default(),
             lease: DEFAULT_LEASE,
+            depths: Arc::default(),
         })
     }
 

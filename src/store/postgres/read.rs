@@ -9,10 +9,14 @@ use postgres::types::ToSql;
 use super::{PgStore, Result, column, millis, record, sql_limit};
 use crate::engine::Enrollment;
 use crate::lead::{Lead, email_key};
+use crate::store::depths::Snapshot;
 use crate::store::{Delivery, Event, MessageRecord, OutboxEmail};
 
 /// Rows a walk reads at a time.
 const PAGE: i64 = 1000;
+
+/// How often a daemon on PostgreSQL counts the queues' depths again for `/metrics`.
+pub const DEPTHS_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl PgStore {
     // ---- leads ----
@@ -398,6 +402,43 @@ impl PgStore {
             .transpose()?
             .unwrap_or_default();
         Ok(size as u64)
+    }
+
+    /// Counts the queues' depths in the database (active enrollments by workflow, enrollments
+    /// with a due time, the outbox) and keeps them for [`PgStore::depths`]. Several daemons
+    /// write the tables, so no process can keep these figures as it writes, as the sled store
+    /// does: the daemon counts again every [`DEPTHS_EVERY`].
+    pub fn count_depths(&self) -> Result<()> {
+        let active = self
+            .rows(
+                "SELECT workflow, count(*) FROM enrollments \
+                 WHERE body->'status'->>'status' = 'active' GROUP BY workflow ORDER BY workflow",
+                &[],
+            )?
+            .iter()
+            .map(|row| {
+                let count: i64 = column(row, 1, "count")?;
+                Ok((column(row, 0, "workflow")?, count as u64))
+            })
+            .collect::<Result<Vec<(String, u64)>>>()?;
+        let snapshot = Snapshot {
+            active,
+            due: self.count("SELECT count(*) FROM enrollments WHERE due IS NOT NULL")? as u64,
+            outbox: self.count("SELECT count(*) FROM outbox")? as u64,
+        };
+        *self
+            .depths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snapshot);
+        Ok(())
+    }
+
+    /// The depths as last counted; none before the first count.
+    pub fn depths(&self) -> Option<Snapshot> {
+        self.depths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Every change is durable once its batch has committed: nothing to flush (kept for the

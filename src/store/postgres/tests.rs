@@ -535,3 +535,58 @@ fn in_flight_marks_are_orphaned_only_when_their_daemon_is_gone() {
     );
     drop(life);
 }
+
+#[test]
+fn the_depths_are_counted_by_the_database_as_every_daemon_left_the_tables() {
+    let url = cluster().database("depths");
+    let one = PgStore::open(&url, None).unwrap().with_owner("one");
+    let two = PgStore::open(&url, None).unwrap().with_owner("two");
+    assert_eq!(one.depths(), None, "unknown before the first count");
+    due_leads(&one, 5);
+    // Another daemon's writes: a completed enrollment, one in another workflow that waits for
+    // nothing, and an email held in the outbox.
+    let mut completed = enrollment("done@example.test", None);
+    completed.status = Status::Completed;
+    let mut other = enrollment("other@example.test", None);
+    other.workflow = "news".into();
+    two.apply(&Batch {
+        enrollments: vec![completed, other],
+        outbox_put: vec![OutboxEmail {
+            message_id: "<held@example.test>".into(),
+            workflow: "drip".into(),
+            lead: "lead00000@example.test".into(),
+            step: "welcome".into(),
+            subject: "Hi".into(),
+            envelope_from: "team@example.test".into(),
+            envelope_to: "lead00000@example.test".into(),
+            queued_at: at(9),
+            not_before: at(10),
+            attempts: 1,
+            expires: None,
+            eml: b"Subject: Hi\r\n\r\nHello\r\n".to_vec(),
+        }],
+        ..Batch::default()
+    })
+    .unwrap();
+    one.count_depths().unwrap();
+    let depths = one.depths().unwrap();
+    assert_eq!(
+        depths.active,
+        vec![("drip".to_string(), 5), ("news".to_string(), 1)]
+    );
+    assert_eq!(depths.due, 5);
+    assert_eq!(depths.outbox, 1);
+    // What the other daemon does next shows at the next count, not before.
+    let claimed = two.claim_due(at(9), 2, Duration::from_secs(60)).unwrap();
+    let mut batch = step(&two, &claimed);
+    for enrollment in &mut batch.enrollments {
+        enrollment.status = Status::Completed;
+        enrollment.due = None;
+    }
+    two.apply(&batch).unwrap();
+    assert_eq!(one.depths().unwrap().due, 5);
+    one.count_depths().unwrap();
+    let depths = one.depths().unwrap();
+    assert_eq!(depths.due, 3);
+    assert_eq!(depths.active[0], ("drip".to_string(), 3));
+}
