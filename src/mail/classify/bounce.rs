@@ -27,6 +27,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::reason::{self, Reason};
+use super::returned::{Returned, returned};
 use super::{Incoming, Kind, excerpt, header_text, is_report, other_header};
 
 /// Subjects of non-delivery notices (lower case, matched anywhere in the subject).
@@ -292,7 +293,7 @@ fn recognized(
 /// Whether a returned message (or its headers) is attached.
 fn returns_a_message(message: &Message<'_>) -> bool {
     message.parts.iter().any(|part| {
-        matches!(part.body, PartType::Message(_))
+        Returned::of(part).is_some()
             || part.content_type().is_some_and(|ct| {
                 ct.subtype()
                     .is_some_and(|s| s.eq_ignore_ascii_case("rfc822-headers"))
@@ -537,10 +538,7 @@ fn recipient_in_notice(notice: &str, inbound: &Incoming, message: &Message<'_>) 
 
 /// The sender of the returned message, when it is attached.
 fn returned_sender(message: &Message<'_>) -> Option<String> {
-    message.parts.iter().find_map(|part| match &part.body {
-        PartType::Message(returned) => super::first_address(returned, HeaderName::From),
-        _ => None,
-    })
+    returned(message).find_map(|returned| returned.first_address(HeaderName::From))
 }
 
 fn first_address(text: &str, not: &[String]) -> Option<String> {
