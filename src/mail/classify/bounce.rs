@@ -11,7 +11,7 @@
 //!   managers such as fml (`X-MLServer`, a `…-admin@` sender): recognized by a daemon sender,
 //!   a bounce subject with a second sign (null sender, an automated sender name, a returned
 //!   message attached, `Auto-Submitted`, or a notice's own wording), or that wording alone;
-//! - Amazon SES notifications delivered by mail (the JSON of an SNS notification).
+//! - Amazon SES notifications delivered by mail ([`super::ses`]).
 //!
 //! The diagnostic is the report's `Diagnostic-Code`, else the notice's own text with the
 //! returned message cut off; the reason is read from it and the status ([`reason::judge`]).
@@ -23,8 +23,6 @@ use std::sync::LazyLock;
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
 use memchr::memchr;
-use serde::{Deserialize, Deserializer};
-use serde_json::value::RawValue;
 
 use super::reason::{self, Reason};
 use super::returned::{Returned, returned};
@@ -152,7 +150,7 @@ struct Delivery {
 /// The bounce (or delivery notice) `message` is, or `None` when it is not one. `subject` is its
 /// subject in lower case.
 pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming, subject: &str) -> Option<Kind> {
-    if let Some(kind) = ses_notification(message, inbound) {
+    if let Some(kind) = super::ses::notification(message, inbound) {
         return Some(kind);
     }
     let text = first_text(message);
@@ -315,7 +313,7 @@ fn first_text<'x>(message: &'x Message<'_>) -> Cow<'x, str> {
 }
 
 /// The first text/plain part as it is (no conversion from HTML).
-fn plain_text<'x>(message: &'x Message<'_>) -> Option<&'x str> {
+pub(super) fn plain_text<'x>(message: &'x Message<'_>) -> Option<&'x str> {
     // mail-parser lists an HTML part as the text body when there is no other: not this.
     match &message.text_part(0)?.body {
         PartType::Text(text) => Some(text.as_ref()),
@@ -368,7 +366,7 @@ fn focus(notice: &str) -> &str {
     notice
 }
 
-fn floor_char_boundary(text: &str, at: usize) -> usize {
+pub(super) fn floor_char_boundary(text: &str, at: usize) -> usize {
     if at >= text.len() {
         return text.len();
     }
@@ -575,239 +573,4 @@ fn first_address(text: &str, not: &[String]) -> Option<String> {
         }
     }
     None
-}
-
-// ---- Amazon SES notifications ----
-
-/// The fields of an SES event (or of the SNS notification that carries one, `Message`) that
-/// classification reads, each left as raw JSON until it is read: only the few values read are
-/// decoded, and nothing else is built (a `serde_json::Value` of the whole notification, its
-/// every key and string allocated, was a twentieth of all classification cost, for one message
-/// in twenty). A field that is there is kept whatever its type, `null` included: reading it
-/// then answers as `Value::get` followed by `as_str` or `as_array` did.
-#[derive(Deserialize, Default)]
-struct Fields<'a> {
-    #[serde(rename = "Message", borrow, default, deserialize_with = "present")]
-    message: Option<&'a RawValue>,
-    #[serde(
-        rename = "notificationType",
-        borrow,
-        default,
-        deserialize_with = "present"
-    )]
-    notification_type: Option<&'a RawValue>,
-    #[serde(rename = "eventType", borrow, default, deserialize_with = "present")]
-    event_type: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    bounce: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    complaint: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    mail: Option<&'a RawValue>,
-    #[serde(rename = "bounceType", borrow, default, deserialize_with = "present")]
-    bounce_type: Option<&'a RawValue>,
-    #[serde(
-        rename = "bounceSubType",
-        borrow,
-        default,
-        deserialize_with = "present"
-    )]
-    bounce_sub_type: Option<&'a RawValue>,
-    #[serde(
-        rename = "bouncedRecipients",
-        borrow,
-        default,
-        deserialize_with = "present"
-    )]
-    bounced_recipients: Option<&'a RawValue>,
-    #[serde(
-        rename = "complainedRecipients",
-        borrow,
-        default,
-        deserialize_with = "present"
-    )]
-    complained_recipients: Option<&'a RawValue>,
-    #[serde(
-        rename = "complaintFeedbackType",
-        borrow,
-        default,
-        deserialize_with = "present"
-    )]
-    complaint_feedback_type: Option<&'a RawValue>,
-    #[serde(rename = "emailAddress", borrow, default, deserialize_with = "present")]
-    email_address: Option<&'a RawValue>,
-    #[serde(
-        rename = "diagnosticCode",
-        borrow,
-        default,
-        deserialize_with = "present"
-    )]
-    diagnostic_code: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    status: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    action: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    headers: Option<&'a RawValue>,
-    #[serde(
-        rename = "commonHeaders",
-        borrow,
-        default,
-        deserialize_with = "present"
-    )]
-    common_headers: Option<&'a RawValue>,
-    #[serde(rename = "messageId", borrow, default, deserialize_with = "present")]
-    message_id: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    name: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    value: Option<&'a RawValue>,
-}
-
-/// A field that is there, `null` included (an `Option` would read `null` as absent).
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(deserializer).map(Some)
-}
-
-/// The fields of a JSON object; none when `raw` is no object (as `Value::get` finds nothing).
-/// An object that names a field twice is read as no object.
-fn object(raw: Option<&RawValue>) -> Fields<'_> {
-    raw.and_then(|raw| serde_json::from_str(raw.get()).ok())
-        .unwrap_or_default()
-}
-
-/// A JSON string's text; `None` for any other value (`Value::as_str`).
-fn text(raw: Option<&RawValue>) -> Option<String> {
-    serde_json::from_str(raw?.get()).ok()
-}
-
-/// A JSON array's items; `None` for any other value (`Value::as_array`).
-fn items(raw: Option<&RawValue>) -> Option<Vec<&RawValue>> {
-    serde_json::from_str(raw?.get()).ok()
-}
-
-/// An Amazon SES bounce, complaint or delivery notification received by mail (the JSON of an
-/// SNS notification, or SES's own event), or `None` when `message` is not one.
-fn ses_notification(message: &Message<'_>, inbound: &mut Incoming) -> Option<Kind> {
-    let head = plain_text(message)?.trim_start();
-    if !head.starts_with('{') || !head[..floor_char_boundary(head, 4096)].contains("Type") {
-        return None;
-    }
-    // The JSON ends before the SNS footer ("--" and how to unsubscribe).
-    let json: Vec<&str> = head
-        .lines()
-        .take_while(|line| line.trim() != "--")
-        .collect();
-    // Both spellings are kept alive: the fields borrow from the one that parsed.
-    let joined = json.join("\n");
-    let concatenated;
-    let notification: Fields<'_> = match serde_json::from_str(&joined) {
-        Ok(fields) => fields,
-        Err(_) => {
-            concatenated = json.concat();
-            serde_json::from_str(&concatenated).ok()?
-        }
-    };
-    let inner = text(notification.message);
-    let event: Fields<'_> = match &inner {
-        Some(inner) => serde_json::from_str(inner).ok()?,
-        None => notification,
-    };
-    let kind = text(event.notification_type.or(event.event_type))?;
-    inbound.original_message_id = event.mail.and_then(ses_message_id);
-    let signal = format!("an Amazon SES notification ({kind})");
-    match kind.as_str() {
-        "Bounce" => {
-            let bounce = object(Some(event.bounce?));
-            let first = object(
-                items(bounce.bounced_recipients)
-                    .as_ref()
-                    .and_then(|list| list.first().copied()),
-            );
-            let recipient = text(first.email_address).map(|a| a.to_ascii_lowercase());
-            let diagnostic = text(first.diagnostic_code)
-                .map(|d| {
-                    d.split_once(';')
-                        .map_or(d.clone(), |(_, t)| t.trim().to_owned())
-                })
-                .unwrap_or_default();
-            let bounce_type = text(bounce.bounce_type).unwrap_or_default();
-            let sub_type = text(bounce.bounce_sub_type).unwrap_or_default();
-            let status = text(first.status).or_else(|| super::status_in_text(&diagnostic));
-            let delayed =
-                bounce_type == "Transient" && text(first.action).as_deref() == Some("delayed");
-            let (reason, why) = match sub_type.as_str() {
-                "NoEmail" => (
-                    Reason::UserUnknown,
-                    "bounce type Permanent/NoEmail".to_owned(),
-                ),
-                "MailboxFull" => (
-                    Reason::MailboxFull,
-                    "bounce type Transient/MailboxFull".into(),
-                ),
-                "MessageTooLarge" => (
-                    Reason::MessageTooBig,
-                    "bounce type Transient/MessageTooLarge".into(),
-                ),
-                "ContentRejected" | "AttachmentRejected" => (
-                    Reason::ContentError,
-                    format!("bounce type {bounce_type}/{sub_type}"),
-                ),
-                _ => reason::judge(status.as_deref(), &diagnostic, delayed),
-            };
-            // SES says Transient for what may pass later, whatever the code.
-            let permanent = bounce_type == "Permanent"
-                && reason::permanent(
-                    reason,
-                    status.as_deref().or(Some("5")),
-                    delayed,
-                    &diagnostic,
-                );
-            Some(Kind::Bounce {
-                recipient,
-                status,
-                reason,
-                permanent,
-                delayed,
-                diagnostic: Some(excerpt(&diagnostic)).filter(|d| !d.is_empty()),
-                signal: format!("{signal}; {why}"),
-            })
-        }
-        "Complaint" => {
-            let complaint = object(Some(event.complaint?));
-            let first = object(
-                items(complaint.complained_recipients)
-                    .as_ref()
-                    .and_then(|list| list.first().copied()),
-            );
-            let recipient = text(first.email_address).map(|a| a.to_ascii_lowercase());
-            let feedback_type = text(complaint.complaint_feedback_type);
-            Some(Kind::Complaint {
-                recipient,
-                feedback_type,
-                signal,
-            })
-        }
-        "Delivery" => Some(Kind::Unrelated {
-            reason: format!("{signal}: delivered, not a bounce"),
-        }),
-        _ => None,
-    }
-}
-
-/// The Message-ID our message had, from the SES event's copy of its headers.
-fn ses_message_id(mail: &RawValue) -> Option<String> {
-    let mail = object(Some(mail));
-    let from_headers = items(mail.headers).and_then(|headers| {
-        headers.into_iter().find_map(|header| {
-            let header = object(Some(header));
-            text(header.name)?
-                .eq_ignore_ascii_case("message-id")
-                .then(|| text(header.value))
-                .flatten()
-        })
-    });
-    let id = from_headers.or_else(|| text(object(mail.common_headers).message_id))?;
-    let id = id.trim().trim_matches(['<', '>']);
-    (!id.is_empty()).then(|| id.to_owned())
 }
