@@ -12,8 +12,9 @@
 
 use mail_parser::parsers::MessageStream;
 use mail_parser::{Address, HeaderName, Message, MessagePart, MimeHeaders, PartType};
+use memchr::memchr;
 
-use super::{find_ignoring_case, header_text, same_name};
+use super::{find_ignoring_case, header_text};
 
 /// The subtype a hidden returned message is declared with: as long as `rfc822` and `global`,
 /// so that the copy keeps every offset of the original.
@@ -165,33 +166,75 @@ impl<'a, 'x> Returned<'a, 'x> {
 }
 
 /// The raw value of the last `name` field of the header block that starts `raw` (the one
-/// mail-parser's accessors return), from after its colon to the end of its last folded line.
-/// The fields are told apart by mail-parser's own header-name parser, and their ends found as
-/// mail-parser finds the end of a field it does not read, so that the value is the one it would
-/// have parsed.
+/// mail-parser's accessors return), from after its colon to the end of its last folded line:
+/// the bytes mail-parser would have parsed the field from.
+///
+/// Fields are told apart as `MessageStream::parse_headers` tells them apart, a line at a time
+/// (a long `Received` field is passed over with `memchr`, where mail-parser's own parsers read
+/// it a byte at a time):
+/// - blanks before a name are passed over, and an empty line ends the block;
+/// - the name runs to the first `:` after a byte that is not blank; a line without one has no
+///   name and is passed over;
+/// - a name mail-parser knows (`From`, `To`, `Message-ID`, …) is its letters, lower case, the
+///   blanks between them dropped; any other name is as written, from its first byte to its
+///   last that is not blank;
+/// - a value ends with the first line break not followed by a space or a tab.
 fn field<'r>(raw: &'r [u8], name: &HeaderName<'_>) -> Option<&'r [u8]> {
-    let mut stream = MessageStream::new(raw);
+    let wanted = name.as_str().as_bytes();
+    let known = !matches!(name, HeaderName::Other(_));
     let mut found = None;
-    loop {
-        // As `MessageStream::parse_headers`: blanks before a name are passed over, and a line
-        // that is empty ends the header block.
+    let mut at = 0;
+    'fields: loop {
         loop {
-            match stream.peek() {
-                Some(b'\n') | None => return found,
-                Some(ch) if !ch.is_ascii_whitespace() => break,
+            match raw.get(at) {
+                None | Some(b'\n') => return found,
+                Some(byte) if byte.is_ascii_whitespace() => at += 1,
+                Some(_) => break,
+            }
+        }
+        // The name: its first and last bytes that are not blank, how many such bytes, and
+        // whether they spell `wanted` so far.
+        let mut first = None;
+        let mut last = 0;
+        let mut letters = 0;
+        let mut spells = true;
+        while let Some(&byte) = raw.get(at) {
+            at += 1;
+            match byte {
+                b':' if first.is_some() => break,
+                b'\n' => continue 'fields,
+                _ if byte == b':' || byte.is_ascii_whitespace() => {}
                 _ => {
-                    stream.next();
+                    first.get_or_insert(at - 1);
+                    last = at - 1;
+                    spells &= wanted
+                        .get(letters)
+                        .is_some_and(|w| w.eq_ignore_ascii_case(&byte));
+                    letters += 1;
                 }
             }
         }
-        if let Some(field_name) = stream.parse_header_name() {
-            let start = stream.offset();
-            stream.parse_and_ignore();
-            if same_name(&field_name, name) {
-                found = raw.get(start..stream.offset());
-            }
-        } else if stream.is_eof() {
+        let Some(first) = first else {
             return found;
+        };
+        let start = at;
+        loop {
+            let Some(newline) = memchr(b'\n', &raw[at..]) else {
+                at = raw.len();
+                break;
+            };
+            at += newline + 1;
+            if !matches!(raw.get(at), Some(b' ' | b'\t')) {
+                break;
+            }
+        }
+        let same = if known {
+            spells && letters == wanted.len()
+        } else {
+            raw[first..=last].eq_ignore_ascii_case(wanted)
+        };
+        if same {
+            found = raw.get(start..at);
         }
     }
 }
@@ -297,6 +340,58 @@ mod tests {
             assert_eq!(returned.first_address(HeaderName::From), None, "{raw:?}");
             assert_eq!(returned.header_text(HeaderName::To), None, "{raw:?}");
             assert_eq!(hide(raw), None, "{raw:?}");
+        }
+    }
+
+    /// What a kept header block reads as, and what mail-parser reads from it parsed.
+    fn both_readings(raw: &[u8]) -> [[Option<String>; 4]; 2] {
+        let read = |returned: &Returned<'_, '_>| {
+            [
+                returned.message_id(),
+                returned.first_address(HeaderName::From),
+                returned.first_address(HeaderName::To),
+                returned
+                    .header_text(HeaderName::Other("X-HmXmrOriginalRecipient".into()))
+                    .map(str::to_owned),
+            ]
+        };
+        let kept = read(&Returned::Kept(raw));
+        let parsed = PARSER
+            .parse(raw)
+            .map_or([None, None, None, None], |message| {
+                read(&Returned::Parsed(&message))
+            });
+        [kept, parsed]
+    }
+
+    /// The scan tells fields apart as mail-parser does, however odd the header block: every
+    /// one of these bytes inserted at every place of a block agrees.
+    #[test]
+    fn kept_fields_are_found_as_mail_parser_finds_them() {
+        let block = "Received: from a\r\n\tby b\r\nMessage-ID: <one@x>\r\nFrom: Ana <ana@x>\nTo:\n bo@x\nX-HmXmrOriginalRecipient: <wes@x>\nMessage-ID: <two@x>\n\nTo: body@x\n";
+        let odd = [
+            "  Message-ID: <lead@x>\n",
+            ":Message-ID: <colon@x>\n",
+            "Mess age-ID : <blank@x>\n",
+            "X-Hm XmrOriginalRecipient: <blank@x>\n",
+            "no colon\nTo: after@x\n",
+            "From\n",
+            "\n\nFrom: late@x\n",
+            "From: a@x\n \n",
+        ];
+        for raw in odd {
+            let [kept, parsed] = both_readings(raw.as_bytes());
+            assert_eq!(kept, parsed, "{raw:?}");
+        }
+        for at in 0..=block.len() {
+            for byte in [b' ', b'\t', b':', b'\n', b'\r', b'<', b'x', 0xff] {
+                let mut raw = block.as_bytes().to_vec();
+                raw.insert(at, byte);
+                let [kept, parsed] = both_readings(&raw);
+                assert_eq!(kept, parsed, "{:?}", String::from_utf8_lossy(&raw));
+            }
+            let [kept, parsed] = both_readings(&block.as_bytes()[..at]);
+            assert_eq!(kept, parsed, "{:?}", &block[..at]);
         }
     }
 
