@@ -436,20 +436,20 @@ fn fields(text: &str) -> Vec<Delivery> {
         if let Some((name, value)) = field.take() {
             apply(&mut found, &mut current, name, value.trim());
         }
-        // Every wanted name begins with one of these letters: most lines (a notice's text, a
-        // returned message) are passed over without being split.
-        if !line
-            .trim_start()
-            .starts_with(['f', 'F', 'o', 'O', 'a', 'A', 's', 'S', 'd', 'D'])
-        {
+        // A wanted name, blanks around it, then the line's first `:`. Matched at the line's
+        // start, the line is not searched for a `:` first: most lines (a notice's text, a
+        // returned message) are settled by their first letters.
+        let start = line.trim_start();
+        let Some(wanted) = WANTED.iter().find(|wanted| {
+            start
+                .as_bytes()
+                .get(..wanted.len())
+                .is_some_and(|name| name.eq_ignore_ascii_case(wanted.as_bytes()))
+        }) else {
             continue;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            let name = name.trim();
-            field = WANTED
-                .iter()
-                .find(|wanted| name.eq_ignore_ascii_case(wanted))
-                .map(|wanted| (*wanted, Cow::Borrowed(value)));
+        };
+        if let Some(value) = start[wanted.len()..].trim_start().strip_prefix(':') {
+            field = Some((wanted, Cow::Borrowed(value)));
         }
     }
     found.extend(current);
@@ -573,4 +573,21 @@ fn first_address(text: &str, not: &[String]) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_fields_are_read_by_name_in_any_case_and_spacing() {
+        let text = "Final-Recipient: rfc822; A@Example.Test\nStatus :  5.1.1 (unknown)\nFinal-Recipient-Type: rfc822; x@y\nStatus-Code: 4.0.0\naction:failed\nDiagnostic-Code: smtp; 550 no\n  such user\nsaid: nothing\n";
+        let found = fields(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let delivery = &found[0];
+        assert_eq!(delivery.recipient.as_deref(), Some("a@example.test"));
+        assert_eq!(delivery.status.as_deref(), Some("5.1.1"));
+        assert_eq!(delivery.action.as_deref(), Some("failed"));
+        assert_eq!(delivery.diagnostic.as_deref(), Some("550 no such user"));
+    }
 }
