@@ -41,6 +41,8 @@ use crate::unsubscribe::token_in_subject;
 mod bounce;
 mod complaint;
 pub mod reason;
+mod returned;
+mod ses;
 
 pub use reason::Reason;
 
@@ -178,7 +180,9 @@ pub fn classify(raw: &[u8]) -> Incoming {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return unknown("empty message");
     }
-    let Some(message) = PARSER.parse(raw) else {
+    // The messages bounces and complaints return are kept raw, not parsed (`returned`).
+    let hidden = returned::hide(raw);
+    let Some(message) = PARSER.parse(hidden.as_deref().unwrap_or(raw)) else {
         return unknown("not a mail message");
     };
     let mut inbound = Incoming {
@@ -366,12 +370,8 @@ fn is_report(message: &Message<'_>, report_type: &str) -> bool {
 /// attached headers, else the first `Message-ID:` line quoted in the body that is not the
 /// bounce's own.
 fn returned_message_id(message: &Message<'_>, own: Option<&str>) -> Option<String> {
-    for part in &message.parts {
-        if let PartType::Message(returned) = &part.body
-            && let Some(id) = message_id(returned)
-        {
-            return Some(id);
-        }
+    if let Some(id) = returned::returned(message).find_map(|returned| returned.message_id()) {
+        return Some(id);
     }
     let headers_part = message.parts.iter().find(|part| {
         part.content_type().is_some_and(|ct| {
@@ -744,54 +744,65 @@ fn new_text(message: &Message<'_>) -> String {
 
 /// One line of at most [`EXCERPT_CHARS`] characters: the words joined by single spaces, and
 /// when that is longer, its first `EXCERPT_CHARS - 1` characters and `…`.
+///
+/// A word at a time: its bytes are only tested, then copied at once. An ASCII byte is tested
+/// as it is; a character is decoded only where a byte is not ASCII (an excerpt is taken of
+/// every message, and splitting into words decodes every character).
 fn excerpt(text: &str) -> String {
-    // Most texts are ASCII, where a byte is a character: read a byte at a time, they cost less
-    // than half of splitting into words (which decodes every character). An excerpt is taken
-    // of every message.
-    ascii_excerpt(text).unwrap_or_else(|| any_excerpt(text))
-}
-
-/// [`excerpt`] of a text that is ASCII as far as the excerpt reaches; `None` at the first
-/// other byte. A word at a time: the bytes of a word are only tested, then copied at once.
-fn ascii_excerpt(text: &str) -> Option<String> {
     // What `char::is_whitespace` takes in ASCII (the vertical tab too).
     let is_space = |byte: u8| matches!(byte, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
-    let bytes = text.as_bytes();
+    // Whether the character at `at` (a character boundary) is a space, and its length.
+    let at_space = |at: usize| -> Option<(bool, usize)> {
+        let byte = *text.as_bytes().get(at)?;
+        if byte.is_ascii() {
+            return Some((is_space(byte), 1));
+        }
+        let c = text[at..].chars().next()?;
+        Some((c.is_whitespace(), c.len_utf8()))
+    };
     let mut out = String::with_capacity(EXCERPT_CHARS + 8);
+    // The characters in `out`.
+    let mut count = 0;
     let mut at = 0;
-    while at < bytes.len() {
-        if is_space(bytes[at]) {
-            at += 1;
-            continue;
+    loop {
+        while let Some((true, length)) = at_space(at) {
+            at += length;
         }
         let start = at;
-        while at < bytes.len() && bytes[at].is_ascii() && !is_space(bytes[at]) {
-            at += 1;
+        let mut word = 0;
+        while let Some((false, length)) = at_space(at) {
+            at += length;
+            word += 1;
         }
-        if at == start {
-            // A character that is not ASCII begins the word.
-            return None;
+        if word == 0 {
+            return out;
         }
         if !out.is_empty() {
             out.push(' ');
+            count += 1;
         }
-        // `at` ends the text or is an ASCII byte or the first byte of a character that follows
-        // one: a character boundary.
         out.push_str(&text[start..at]);
-        if out.len() > EXCERPT_CHARS {
-            out.truncate(EXCERPT_CHARS - 1);
+        count += word;
+        if count > EXCERPT_CHARS {
+            // Where ASCII is all there is, a character is a byte.
+            let cut = if count == out.len() {
+                EXCERPT_CHARS - 1
+            } else {
+                out.char_indices()
+                    .nth(EXCERPT_CHARS - 1)
+                    .map_or(out.len(), |(at, _)| at)
+            };
+            out.truncate(cut);
             out.push('…');
-            return Some(out);
-        }
-        if at < bytes.len() && !bytes[at].is_ascii() {
-            return None;
+            return out;
         }
     }
-    Some(out)
 }
 
-/// [`excerpt`] of any text.
-fn any_excerpt(text: &str) -> String {
+/// [`excerpt`] as its definition says, a word of `split_whitespace` at a time: what the
+/// quicker one is tested against.
+#[cfg(test)]
+fn excerpt_by_words(text: &str) -> String {
     let mut out = String::with_capacity(EXCERPT_CHARS + 8);
     let mut count = 0;
     for word in text.split_whitespace() {
@@ -1294,6 +1305,8 @@ mod tests {
         // Text that is not ASCII within a word, after the excerpt's end or just before it.
         let past_the_end = format!("{}é and more", "z".repeat(EXCERPT_CHARS + 3));
         let at_the_end = format!("{} é", "w".repeat(EXCERPT_CHARS - 1));
+        let many_accents = "Réponse très détaillée à votre demande, ".repeat(9);
+        let long_words = format!("{} {}", "é".repeat(EXCERPT_CHARS - 2), "ü".repeat(9));
         let texts = [
             "",
             "  \n\t ",
@@ -1307,9 +1320,12 @@ mod tests {
             "é",
             "café\u{a0}crème  brûlée",
             "one\u{2003}two",
+            "a\u{85}b\u{2028}c\u{3000}d\u{200b}e",
+            many_accents.as_str(),
+            long_words.as_str(),
         ];
         for text in texts {
-            assert_eq!(excerpt(text), any_excerpt(text), "{text:?}");
+            assert_eq!(excerpt(text), excerpt_by_words(text), "{text:?}");
             assert!(excerpt(text).chars().count() <= EXCERPT_CHARS, "{text:?}");
         }
         assert_eq!(excerpt(&exact), exact);
