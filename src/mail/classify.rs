@@ -986,8 +986,7 @@ const MONTHS: [&[&str]; 12] = [
 /// Dates without a year take the next such day after the message date.
 pub fn return_date(text: &str, sent: Option<DateTime<Utc>>) -> Option<NaiveDate> {
     let today = sent.map(|d| d.date_naive());
-    let words: Vec<Cow<'_, str>> = text
-        .split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | ';' | '!' | '?'))
+    let words: Vec<Cow<'_, str>> = date_words(text)
         .map(|w| lower_case(w.trim_matches(['"', '\'', '“', '”', '«', '»'])))
         .filter(|w| !w.is_empty())
         .take(400)
@@ -1029,6 +1028,48 @@ pub fn return_date(text: &str, sent: Option<DateTime<Utc>>) -> Option<NaiveDate>
             today.is_none_or(|today| *date >= today && *date <= today + chrono::Duration::days(366))
         })
         .max()
+}
+
+/// The words of `text` that dates are read from: what lies between spaces (as
+/// `char::is_whitespace` says) and the marks `,();!?`, the empty ones left out. An ASCII byte
+/// is tested as it is; a character is decoded only where a byte is not ASCII.
+fn date_words(text: &str) -> impl Iterator<Item = &str> {
+    let is_separator = |byte: u8| {
+        matches!(
+            byte,
+            b' ' | b'\t'
+                | b'\n'
+                | b'\x0b'
+                | b'\x0c'
+                | b'\r'
+                | b','
+                | b'('
+                | b')'
+                | b';'
+                | b'!'
+                | b'?'
+        )
+    };
+    // Whether the character at `at` (a character boundary) separates words, and its length.
+    let separator_at = move |at: usize| -> Option<(bool, usize)> {
+        let byte = *text.as_bytes().get(at)?;
+        if byte.is_ascii() {
+            return Some((is_separator(byte), 1));
+        }
+        let c = text[at..].chars().next()?;
+        Some((c.is_whitespace(), c.len_utf8()))
+    };
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while let Some((true, length)) = separator_at(at) {
+            at += length;
+        }
+        let start = at;
+        while let Some((false, length)) = separator_at(at) {
+            at += length;
+        }
+        (at > start).then(|| &text[start..at])
+    })
 }
 
 /// `word` in lower case, copied only when that changes it: most words of a text are lower
@@ -1212,6 +1253,26 @@ mod tests {
             }
         }
         assert!(count > 90, "{count} messages");
+    }
+
+    #[test]
+    fn date_words_split_as_the_marks_and_spaces_say() {
+        let texts = [
+            "",
+            " ,;! ",
+            "Back on (Monday) 12.03.2026, really?! yes;no",
+            "zurück am 3.\u{a0}Dezember\u{2003}2026\u{85}ok",
+            "«retour» le 1er avril\tà\r\n9h",
+        ];
+        for text in texts {
+            let expected: Vec<&str> = text
+                .split(|c: char| {
+                    c.is_whitespace() || matches!(c, ',' | '(' | ')' | ';' | '!' | '?')
+                })
+                .filter(|w| !w.is_empty())
+                .collect();
+            assert_eq!(date_words(text).collect::<Vec<_>>(), expected, "{text:?}");
+        }
     }
 
     #[test]
