@@ -13,41 +13,49 @@ pub(super) fn ids(value: &[u8]) -> Vec<Cow<'_, str>> {
     let mut closed: Vec<(usize, usize)> = Vec::new();
     let mut id: Option<(usize, usize)> = None;
     let mut outside: Option<(usize, usize)> = None;
+    let extend = |range: &mut Option<(usize, usize)>, start: usize, end: usize| {
+        *range = Some((range.map_or(start, |(first, _)| first), end));
+    };
     let mut in_brackets = false;
     let mut at = 0;
     while let Some(&byte) = value.get(at) {
-        at += 1;
         match byte {
-            b'\n' if matches!(value.get(at), Some(b' ' | b'\t')) => {
-                at += 1;
-                continue;
-            }
+            b'\n' if matches!(value.get(at + 1), Some(b' ' | b'\t')) => at += 2,
             b'\n' => {
                 if closed.is_empty() {
                     closed.extend(outside);
                 }
                 return closed
                     .into_iter()
-                    .map(|(start, end)| String::from_utf8_lossy(&value[start..end]))
+                    .map(|(start, end)| super::lossy(&value[start..end]))
                     .collect();
             }
             b'<' => {
                 in_brackets = true;
-                continue;
+                at += 1;
             }
             b'>' => {
                 in_brackets = false;
                 // As in mail-parser, the `>` that closes an id counts as text outside brackets.
-                match id.take() {
-                    Some(range) => closed.push(range),
-                    None => continue,
+                if let Some(range) = id.take() {
+                    closed.push(range);
+                    extend(&mut outside, at, at + 1);
                 }
+                at += 1;
             }
-            b' ' | b'\t' | b'\r' => continue,
-            _ => {}
+            b' ' | b'\t' | b'\r' => at += 1,
+            _ => {
+                // A run of the id's own bytes, read at once.
+                let start = at;
+                while value
+                    .get(at)
+                    .is_some_and(|b| !matches!(b, b'\n' | b'<' | b'>' | b' ' | b'\t' | b'\r'))
+                {
+                    at += 1;
+                }
+                extend(if in_brackets { &mut id } else { &mut outside }, start, at);
+            }
         }
-        let range = if in_brackets { &mut id } else { &mut outside };
-        *range = Some((range.map_or(at - 1, |(start, _)| start), at));
     }
     Vec::new()
 }
@@ -83,7 +91,17 @@ mod tests {
             b"",
             b"\n",
         ];
-        for value in values {
+        let sample = b" <a@b> x <c@d>\r\n\t<e@f>\n";
+        let mut mutated: Vec<Vec<u8>> = Vec::new();
+        for at in 0..=sample.len() {
+            mutated.push(sample[..at].to_vec());
+            for byte in [b'<', b'>', b'\n', b' ', b'\t', b'\r', b'z', 0xc3] {
+                let mut value = sample.to_vec();
+                value.insert(at, byte);
+                mutated.push(value);
+            }
+        }
+        for value in values.into_iter().chain(mutated.iter().map(Vec::as_slice)) {
             let theirs = MessageStream::new(value).parse_id();
             let name = String::from_utf8_lossy(value);
             assert_eq!(
