@@ -11,7 +11,7 @@
 //!   managers such as fml (`X-MLServer`, a `…-admin@` sender): recognized by a daemon sender,
 //!   a bounce subject with a second sign (null sender, an automated sender name, a returned
 //!   message attached, `Auto-Submitted`, or a notice's own wording), or that wording alone;
-//! - Amazon SES notifications delivered by mail (the JSON of an SNS notification).
+//! - Amazon SES notifications delivered by mail ([`super::ses`]).
 //!
 //! The diagnostic is the report's `Diagnostic-Code`, else the notice's own text with the
 //! returned message cut off; the reason is read from it and the status ([`reason::judge`]).
@@ -23,9 +23,9 @@ use std::sync::LazyLock;
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
 use memchr::memchr;
-use serde_json::Value;
 
 use super::reason::{self, Reason};
+use super::returned::{Returned, returned};
 use super::{Incoming, Kind, excerpt, header_text, is_report, other_header};
 
 /// Subjects of non-delivery notices (lower case, matched anywhere in the subject).
@@ -150,7 +150,7 @@ struct Delivery {
 /// The bounce (or delivery notice) `message` is, or `None` when it is not one. `subject` is its
 /// subject in lower case.
 pub(super) fn bounce(message: &Message<'_>, inbound: &mut Incoming, subject: &str) -> Option<Kind> {
-    if let Some(kind) = ses_notification(message, inbound) {
+    if let Some(kind) = super::ses::notification(message, inbound) {
         return Some(kind);
     }
     let text = first_text(message);
@@ -291,7 +291,7 @@ fn recognized(
 /// Whether a returned message (or its headers) is attached.
 fn returns_a_message(message: &Message<'_>) -> bool {
     message.parts.iter().any(|part| {
-        matches!(part.body, PartType::Message(_))
+        Returned::of(part).is_some()
             || part.content_type().is_some_and(|ct| {
                 ct.subtype()
                     .is_some_and(|s| s.eq_ignore_ascii_case("rfc822-headers"))
@@ -313,7 +313,7 @@ fn first_text<'x>(message: &'x Message<'_>) -> Cow<'x, str> {
 }
 
 /// The first text/plain part as it is (no conversion from HTML).
-fn plain_text<'x>(message: &'x Message<'_>) -> Option<&'x str> {
+pub(super) fn plain_text<'x>(message: &'x Message<'_>) -> Option<&'x str> {
     // mail-parser lists an HTML part as the text body when there is no other: not this.
     match &message.text_part(0)?.body {
         PartType::Text(text) => Some(text.as_ref()),
@@ -366,7 +366,7 @@ fn focus(notice: &str) -> &str {
     notice
 }
 
-fn floor_char_boundary(text: &str, at: usize) -> usize {
+pub(super) fn floor_char_boundary(text: &str, at: usize) -> usize {
     if at >= text.len() {
         return text.len();
     }
@@ -436,20 +436,20 @@ fn fields(text: &str) -> Vec<Delivery> {
         if let Some((name, value)) = field.take() {
             apply(&mut found, &mut current, name, value.trim());
         }
-        // Every wanted name begins with one of these letters: most lines (a notice's text, a
-        // returned message) are passed over without being split.
-        if !line
-            .trim_start()
-            .starts_with(['f', 'F', 'o', 'O', 'a', 'A', 's', 'S', 'd', 'D'])
-        {
+        // A wanted name, blanks around it, then the line's first `:`. Matched at the line's
+        // start, the line is not searched for a `:` first: most lines (a notice's text, a
+        // returned message) are settled by their first letters.
+        let start = line.trim_start();
+        let Some(wanted) = WANTED.iter().find(|wanted| {
+            start
+                .as_bytes()
+                .get(..wanted.len())
+                .is_some_and(|name| name.eq_ignore_ascii_case(wanted.as_bytes()))
+        }) else {
             continue;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            let name = name.trim();
-            field = WANTED
-                .iter()
-                .find(|wanted| name.eq_ignore_ascii_case(wanted))
-                .map(|wanted| (*wanted, Cow::Borrowed(value)));
+        };
+        if let Some(value) = start[wanted.len()..].trim_start().strip_prefix(':') {
+            field = Some((wanted, Cow::Borrowed(value)));
         }
     }
     found.extend(current);
@@ -536,10 +536,7 @@ fn recipient_in_notice(notice: &str, inbound: &Incoming, message: &Message<'_>) 
 
 /// The sender of the returned message, when it is attached.
 fn returned_sender(message: &Message<'_>) -> Option<String> {
-    message.parts.iter().find_map(|part| match &part.body {
-        PartType::Message(returned) => super::first_address(returned, HeaderName::From),
-        _ => None,
-    })
+    returned(message).find_map(|returned| returned.first_address(HeaderName::From))
 }
 
 fn first_address(text: &str, not: &[String]) -> Option<String> {
@@ -578,146 +575,19 @@ fn first_address(text: &str, not: &[String]) -> Option<String> {
     None
 }
 
-// ---- Amazon SES notifications ----
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// An Amazon SES bounce, complaint or delivery notification received by mail (the JSON of an
-/// SNS notification, or SES's own event), or `None` when `message` is not one.
-fn ses_notification(message: &Message<'_>, inbound: &mut Incoming) -> Option<Kind> {
-    let head = plain_text(message)?.trim_start();
-    if !head.starts_with('{') || !head[..floor_char_boundary(head, 4096)].contains("Type") {
-        return None;
+    #[test]
+    fn report_fields_are_read_by_name_in_any_case_and_spacing() {
+        let text = "Final-Recipient: rfc822; A@Example.Test\nStatus :  5.1.1 (unknown)\nFinal-Recipient-Type: rfc822; x@y\nStatus-Code: 4.0.0\naction:failed\nDiagnostic-Code: smtp; 550 no\n  such user\nsaid: nothing\n";
+        let found = fields(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let delivery = &found[0];
+        assert_eq!(delivery.recipient.as_deref(), Some("a@example.test"));
+        assert_eq!(delivery.status.as_deref(), Some("5.1.1"));
+        assert_eq!(delivery.action.as_deref(), Some("failed"));
+        assert_eq!(delivery.diagnostic.as_deref(), Some("550 no such user"));
     }
-    // The JSON ends before the SNS footer ("--" and how to unsubscribe).
-    let json: Vec<&str> = head
-        .lines()
-        .take_while(|line| line.trim() != "--")
-        .collect();
-    let value: Value = serde_json::from_str(&json.join("\n"))
-        .or_else(|_| serde_json::from_str(&json.concat()))
-        .ok()?;
-    let event = match value.get("Message").and_then(Value::as_str) {
-        Some(inner) => serde_json::from_str(inner).ok()?,
-        None => value,
-    };
-    let kind = event
-        .get("notificationType")
-        .or_else(|| event.get("eventType"))
-        .and_then(Value::as_str)?;
-    let mail = event.get("mail");
-    inbound.original_message_id = mail.and_then(ses_message_id);
-    let signal = format!("an Amazon SES notification ({kind})");
-    match kind {
-        "Bounce" => {
-            let bounce = event.get("bounce")?;
-            let first = bounce
-                .get("bouncedRecipients")
-                .and_then(Value::as_array)
-                .and_then(|list| list.first());
-            let field = |name: &str| {
-                first
-                    .and_then(|r| r.get(name))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            };
-            let recipient = field("emailAddress").map(|a| a.to_ascii_lowercase());
-            let diagnostic = field("diagnosticCode")
-                .map(|d| {
-                    d.split_once(';')
-                        .map_or(d.clone(), |(_, t)| t.trim().to_owned())
-                })
-                .unwrap_or_default();
-            let bounce_type = bounce
-                .get("bounceType")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let sub_type = bounce
-                .get("bounceSubType")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let status = field("status").or_else(|| super::status_in_text(&diagnostic));
-            let delayed =
-                bounce_type == "Transient" && field("action").as_deref() == Some("delayed");
-            let (reason, why) = match sub_type {
-                "NoEmail" => (
-                    Reason::UserUnknown,
-                    "bounce type Permanent/NoEmail".to_owned(),
-                ),
-                "MailboxFull" => (
-                    Reason::MailboxFull,
-                    "bounce type Transient/MailboxFull".into(),
-                ),
-                "MessageTooLarge" => (
-                    Reason::MessageTooBig,
-                    "bounce type Transient/MessageTooLarge".into(),
-                ),
-                "ContentRejected" | "AttachmentRejected" => (
-                    Reason::ContentError,
-                    format!("bounce type {bounce_type}/{sub_type}"),
-                ),
-                _ => reason::judge(status.as_deref(), &diagnostic, delayed),
-            };
-            // SES says Transient for what may pass later, whatever the code.
-            let permanent = bounce_type == "Permanent"
-                && reason::permanent(
-                    reason,
-                    status.as_deref().or(Some("5")),
-                    delayed,
-                    &diagnostic,
-                );
-            Some(Kind::Bounce {
-                recipient,
-                status,
-                reason,
-                permanent,
-                delayed,
-                diagnostic: Some(excerpt(&diagnostic)).filter(|d| !d.is_empty()),
-                signal: format!("{signal}; {why}"),
-            })
-        }
-        "Complaint" => {
-            let complaint = event.get("complaint")?;
-            let recipient = complaint
-                .get("complainedRecipients")
-                .and_then(Value::as_array)
-                .and_then(|list| list.first())
-                .and_then(|r| r.get("emailAddress"))
-                .and_then(Value::as_str)
-                .map(str::to_ascii_lowercase);
-            let feedback_type = complaint
-                .get("complaintFeedbackType")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            Some(Kind::Complaint {
-                recipient,
-                feedback_type,
-                signal,
-            })
-        }
-        "Delivery" => Some(Kind::Unrelated {
-            reason: format!("{signal}: delivered, not a bounce"),
-        }),
-        _ => None,
-    }
-}
-
-/// The Message-ID our message had, from the SES event's copy of its headers.
-fn ses_message_id(mail: &Value) -> Option<String> {
-    let from_headers = mail
-        .get("headers")
-        .and_then(Value::as_array)
-        .and_then(|headers| {
-            headers.iter().find_map(|h| {
-                let name = h.get("name")?.as_str()?;
-                name.eq_ignore_ascii_case("message-id")
-                    .then(|| h.get("value")?.as_str())
-                    .flatten()
-            })
-        });
-    let id = from_headers.or_else(|| {
-        mail.get("commonHeaders")
-            .and_then(|c| c.get("messageId"))
-            .and_then(Value::as_str)
-    })?;
-    let id = id.trim().trim_matches(['<', '>']);
-    (!id.is_empty()).then(|| id.to_owned())
 }

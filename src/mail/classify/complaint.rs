@@ -7,9 +7,10 @@
 //! report's `Original-Rcpt-To` or `Removal-Recipient`, else the returned message's own
 //! `To`, or Microsoft's `X-HmXmrOriginalRecipient`).
 
-use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
+use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders};
 
-use super::{Incoming, Kind, header_text, is_report, lossy, other_header};
+use super::returned::Returned;
+use super::{Incoming, Kind, is_report, lossy, other_header};
 
 /// The complaint `message` is, or `None`. `lower_subject` is its subject in lower case.
 pub(super) fn complaint(
@@ -72,18 +73,18 @@ fn is_feedback_part(part: &MessagePart<'_>) -> bool {
 /// attached message, or from attached headers.
 fn original_recipient(message: &Message<'_>) -> Option<String> {
     for part in &message.parts {
-        match &part.body {
-            PartType::Message(original) => {
+        match Returned::of(part) {
+            Some(original) => {
                 if let Some(address) =
-                    header_text(original, other_header("X-HmXmrOriginalRecipient"))
+                    original.header_text(other_header("X-HmXmrOriginalRecipient"))
                 {
                     return Some(address.trim_matches(['<', '>']).to_ascii_lowercase());
                 }
-                if let Some(address) = super::first_address(original, HeaderName::To) {
+                if let Some(address) = original.first_address(HeaderName::To) {
                     return Some(address);
                 }
             }
-            _ if part.content_type().is_some_and(|ct| {
+            None if part.content_type().is_some_and(|ct| {
                 ct.subtype()
                     .is_some_and(|s| s.eq_ignore_ascii_case("rfc822-headers"))
             }) =>
