@@ -175,11 +175,20 @@ pub async fn run(
     if leading {
         settle(&store, &transport, clock.now())?;
     }
+    // On sled the counters every batch keeps say how many leads there are: counting the
+    // records would take seconds at a million and hold back the first email. PostgreSQL counts
+    // its rows itself.
+    let leads = match store.shared() {
+        Some(_) => store.lead_count(),
+        None => store
+            .counters()
+            .map_or(0, |counters| counters.leads as usize),
+    };
     info!(
         store = %Store::describe(&config.store),
         transport = %transport.describe(),
         workflows = project.workflows.len(),
-        leads = store.lead_count(),
+        leads,
         "nurture is running"
     );
     let mut watcher = Watcher::new(&paths, config.daemon.watch_seconds);
