@@ -280,16 +280,16 @@ fn one_leaf_floor(path: &Path, leads: usize, steps: usize) -> (f64, f64) {
     use sled::Transactional;
     use sled::transaction::ConflictableTransactionError;
 
-    let db = sled::Config::new()
-        .path(path)
-        .cache_capacity(DEFAULT_CACHE_BYTES)
-        .open()
-        .expect("sled");
-    let (records, due, sent) = (
-        db.open_tree("records").expect("tree"),
-        db.open_tree("due").expect("tree"),
-        db.open_tree("sent").expect("tree"),
-    );
+    let open = || {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(DEFAULT_CACHE_BYTES)
+            .open()
+            .expect("sled");
+        let trees = ["records", "due", "sent"].map(|name| db.open_tree(name).expect("tree"));
+        (db, trees)
+    };
+    let (db, [records, due, sent]) = open();
     let key = |i: usize| format!("lead{i:07}@example.test").into_bytes();
     let due_key = |at: u64, lead: &[u8]| [&at.to_be_bytes()[..], lead].concat();
     for first in (0..leads).step_by(10_000) {
@@ -305,16 +305,7 @@ fn one_leaf_floor(path: &Path, leads: usize, steps: usize) -> (f64, f64) {
     db.flush().expect("flush");
     // Reopened, as a daemon starting on it: the records are on disk, not in the cache.
     drop((records, due, sent, db));
-    let db = sled::Config::new()
-        .path(path)
-        .cache_capacity(DEFAULT_CACHE_BYTES)
-        .open()
-        .expect("sled");
-    let (records, due, sent) = (
-        db.open_tree("records").expect("tree"),
-        db.open_tree("due").expect("tree"),
-        db.open_tree("sent").expect("tree"),
-    );
+    let (db, [records, due, sent]) = open();
     // `steps` steps by one thread, of the leads whose address ends in a digit `share` modulo
     // `of`: with `of` threads, each takes its own due entries from the same front.
     let run = |share: u8, of: u8, steps: usize, first_message: u64| {
