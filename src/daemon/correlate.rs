@@ -336,9 +336,7 @@ mod tests {
             references: Vec::new(),
             original_message_id: None,
             from: Some(from.into()),
-            to: vec!["sales@example.test".into()],
             subject: Some("Re: Should I close your file?".into()),
-            date: None,
             excerpt: "No, let's talk.".into(),
         }
     }

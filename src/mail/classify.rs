@@ -58,10 +58,7 @@ pub struct Incoming {
     pub original_message_id: Option<String>,
     /// The sender's address, lower case.
     pub from: Option<String>,
-    /// `To`, `Cc`, `Delivered-To` and `X-Original-To` addresses, lower case, each once.
-    pub to: Vec<String>,
     pub subject: Option<String>,
-    pub date: Option<DateTime<Utc>>,
     /// What the person wrote, quoted history and signature left out: one line, at most
     /// [`EXCERPT_CHARS`] characters.
     pub excerpt: String,
@@ -143,8 +140,8 @@ impl Kind {
 pub const EXCERPT_CHARS: usize = 200;
 
 /// Parses only the headers classification reads: the three MIME headers mail-parser needs to
-/// find the parts, and `Date`, `From`, `To`, `Cc` and the subject. Every other header is
-/// skipped, not even copied: the few read by name (`Auto-Submitted`, `Return-Path`,
+/// find the parts, and the subject. Every other header is skipped, not even copied: the few
+/// read by name (`From`, `To`, `Date`, `Auto-Submitted`, `Return-Path`,
 /// `X-Failed-Recipients`, …) are read raw ([`header_text`]), from where the parser saw them,
 /// and so are the Message-IDs (`Message-ID`, `In-Reply-To`, `References`), read by [`ids`] as
 /// mail-parser would read them, at a fraction of the cost. `Received` lines, a dozen in a
@@ -154,10 +151,6 @@ static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
         .header_content_type(HeaderName::ContentType)
         .header_content_type(HeaderName::ContentDisposition)
         .header_text(HeaderName::ContentTransferEncoding)
-        .header_date(HeaderName::Date)
-        .header_address(HeaderName::From)
-        .header_address(HeaderName::To)
-        .header_address(HeaderName::Cc)
         .header_text(HeaderName::Subject)
         .default_header_ignore()
 });
@@ -172,9 +165,7 @@ pub fn classify(raw: &[u8]) -> Incoming {
         references: Vec::new(),
         original_message_id: None,
         from: None,
-        to: Vec::new(),
         subject: None,
-        date: None,
         excerpt: String::new(),
     };
     if raw.iter().all(u8::is_ascii_whitespace) {
@@ -191,13 +182,9 @@ pub fn classify(raw: &[u8]) -> Incoming {
         references: references(&message),
         original_message_id: None,
         from: first_address(&message, HeaderName::From),
-        to: recipients(&message),
         subject: header_value(&message, &HeaderName::Subject)
             .and_then(HeaderValue::as_text)
             .map(|s| s.trim().to_owned()),
-        date: header_value(&message, &HeaderName::Date)
-            .and_then(HeaderValue::as_datetime)
-            .and_then(|date| DateTime::from_timestamp(date.to_timestamp(), 0)),
         excerpt: String::new(),
     };
     let new_text = new_text(&message);
@@ -236,18 +223,24 @@ fn references(message: &Message<'_>) -> Vec<String> {
 }
 
 /// `To`, `Cc`, then the envelope recipients the receiving server recorded (`Delivered-To`,
-/// `X-Original-To`: the only trace of a `Bcc` or an alias), lower case, each once.
+/// `X-Original-To`: the only trace of a `Bcc` or an alias), lower case, each once. Read from the
+/// raw headers when a bounce needs them: [`PARSER`] does not parse them for every message.
 fn recipients(message: &Message<'_>) -> Vec<String> {
-    let envelope: Vec<HeaderValue<'_>> = [HeaderName::DeliveredTo, other_header("X-Original-To")]
+    let lists: Vec<HeaderValue<'_>> = [HeaderName::To, HeaderName::Cc]
         .iter()
-        .flat_map(|name| addresses_of_every(message, name))
+        .filter_map(|name| {
+            raw_value(message, name).map(|raw| MessageStream::new(raw).parse_address())
+        })
+        .chain(
+            [HeaderName::DeliveredTo, other_header("X-Original-To")]
+                .iter()
+                .flat_map(|name| addresses_of_every(message, name)),
+        )
         .collect();
     let mut found: Vec<String> = Vec::new();
-    let lists = [&HeaderName::To, &HeaderName::Cc]
-        .into_iter()
-        .filter_map(|name| header_value(message, name).and_then(HeaderValue::as_address))
-        .chain(envelope.iter().filter_map(HeaderValue::as_address));
     for address in lists
+        .iter()
+        .filter_map(HeaderValue::as_address)
         .flat_map(|list| list.iter())
         .filter_map(|a| a.address())
     {
@@ -257,6 +250,16 @@ fn recipients(message: &Message<'_>) -> Vec<String> {
         }
     }
     found
+}
+
+/// When the message says it was sent (its `Date`), read from the raw header: only an automatic
+/// answer needs it, to place a return date given without a year.
+fn sent_date(message: &Message<'_>) -> Option<DateTime<Utc>> {
+    let raw = raw_value(message, &HeaderName::Date)?;
+    MessageStream::new(raw)
+        .parse_date()
+        .as_datetime()
+        .and_then(|date| DateTime::from_timestamp(date.to_timestamp(), 0))
 }
 
 /// The last header of `message`'s top part named `name`: the one mail-parser's accessors
@@ -289,10 +292,17 @@ fn header_value<'a, 'x>(
     last_header(message, name).map(|header| &header.value)
 }
 
+/// The addresses of the last `name` header (`From`, `To`, …), parsed from its raw value as
+/// mail-parser parses an address header. [`PARSER`] leaves them unparsed: most messages need
+/// only `From`, and a bounce a few more.
+fn addresses<'a>(message: &'a Message<'_>, name: &HeaderName<'_>) -> Option<HeaderValue<'a>> {
+    raw_value(message, name).map(|raw| MessageStream::new(raw).parse_address())
+}
+
 /// The address of the first mailbox of the `name` header (`From`, `To`), lower case.
 fn first_address(message: &Message<'_>, name: HeaderName<'static>) -> Option<String> {
-    header_value(message, &name)
-        .and_then(HeaderValue::as_address)
+    addresses(message, &name)?
+        .as_address()
         .and_then(Address::first)
         .and_then(|addr| addr.address())
         .map(str::to_ascii_lowercase)
@@ -337,6 +347,27 @@ fn header_text<'a>(message: &'a Message<'_>, name: HeaderName<'static>) -> Optio
     std::str::from_utf8(raw_value(message, &name)?)
         .ok()
         .map(str::trim)
+}
+
+/// The lines of `text`, as `str::lines` gives them (`\n` or `\r\n` ends one), found with
+/// `memchr`: `str::lines` looks for each end with a searcher set up anew for every line, and
+/// the lines of a notice or a report are short.
+pub(super) fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let line = match memchr(b'\n', rest.as_bytes()) {
+            Some(at) => {
+                let line = &rest[..at];
+                rest = &rest[at + 1..];
+                line.strip_suffix('\r').unwrap_or(line)
+            }
+            None => std::mem::take(&mut rest),
+        };
+        Some(line)
+    })
 }
 
 /// `bytes` as text, what is not UTF-8 replaced: as `String::from_utf8_lossy`, but checked first
@@ -521,8 +552,7 @@ fn unsubscribe(inbound: &Incoming, new_text: &str) -> Option<Kind> {
             reason: format!("subject “{subject}”"),
         });
     }
-    let first = new_text
-        .lines()
+    let first = lines(new_text)
         .map(str::trim)
         .find(|line| !line.is_empty())?;
     says(first).then(|| Kind::Unsubscribe {
@@ -575,7 +605,7 @@ fn automatic(
     let answers_something = !inbound.references.is_empty();
     let auto = |reason: String| {
         Some(Kind::AutoReply {
-            return_date: return_date(new_text, inbound.date),
+            return_date: return_date(new_text, sent_date(message)),
             reason,
         })
     };
@@ -645,7 +675,7 @@ fn first_word(text: &str) -> &str {
 /// Lines that start the quoted history, per language ("On … wrote:", "Am … schrieb …:",
 /// "Le … a écrit :"), and Outlook's separators and header blocks: `From:` with an address, or
 /// `From: Ana Ortiz` followed by `Sent:` (Outlook shows only the name when it knows the person).
-fn is_attribution(line: &str, next: Option<&str>) -> bool {
+fn is_attribution<'t>(line: &str, next: impl FnOnce() -> Option<&'t str>) -> bool {
     const FROM: [&str; 6] = ["from:", "von:", "de :", "de:", "da:", "van:"];
     const SENT: [&str; 14] = [
         "sent:",
@@ -690,7 +720,7 @@ fn is_attribution(line: &str, next: Option<&str>) -> bool {
         || lower.starts_with("________________________________")
         || (FROM.iter().any(|start| lower.starts_with(start))
             && (lower.contains('@')
-                || next.is_some_and(|next| {
+                || next().is_some_and(|next| {
                     let next = next.trim().to_lowercase();
                     SENT.iter().any(|start| next.starts_with(start))
                 })))
@@ -698,33 +728,40 @@ fn is_attribution(line: &str, next: Option<&str>) -> bool {
 
 /// The text the sender wrote: the first block that is not quoted, up to the quoted history
 /// or the signature. From the text part, or from the HTML part when there is none.
-fn new_text(message: &Message<'_>) -> String {
-    let text = match message.text_part(0).map(|part| &part.body) {
-        Some(PartType::Text(text)) => Cow::Borrowed(text.as_ref()),
-        _ => Cow::Owned(
-            message
+fn new_text<'x>(message: &'x Message<'_>) -> Cow<'x, str> {
+    match message.text_part(0).map(|part| &part.body) {
+        Some(PartType::Text(text)) => Cow::Borrowed(own_words(text)),
+        _ => {
+            let text = message
                 .body_html(0)
                 .map(|html| html_to_text(&html))
-                .unwrap_or_default(),
-        ),
-    };
-    // The kept lines are joined as they are read, and whether one of them says something is
-    // remembered: no list of lines, no copy of the text.
-    let mut kept = String::with_capacity(text.len());
-    let mut kept_a_line = false;
-    let mut said_something = false;
-    let mut lines = text.lines().peekable();
-    while let Some(line) = lines.next() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('>') {
-            if said_something {
-                break;
-            }
-            // Bottom-posting: the quote comes first, the answer after it.
-            continue;
+                .unwrap_or_default();
+            Cow::Owned(own_words(&text).to_owned())
         }
-        if is_attribution(trimmed, lines.peek().copied()) {
-            if said_something {
+    }
+}
+
+/// What the sender wrote in `text`: from its first line that says something (quoted lines and
+/// an attribution above it are passed over: bottom-posting) to the line before the quoted
+/// history or the signature. Always one stretch of `text`, so it is borrowed, not copied.
+fn own_words(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    let mut start = None;
+    let mut end = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let line_start = at;
+        let line_end = memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i);
+        at = line_end + 1;
+        let line = &text[line_start..line_end];
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let trimmed = line.trim();
+        let next = || {
+            text.get(at..)
+                .map(|rest| lines(rest).next().unwrap_or(rest))
+        };
+        if trimmed.starts_with('>') || is_attribution(trimmed, next) {
+            if start.is_some() {
                 break;
             }
             continue;
@@ -732,14 +769,15 @@ fn new_text(message: &Message<'_>) -> String {
         if line == "-- " || trimmed == "--" {
             break;
         }
-        if kept_a_line {
-            kept.push('\n');
+        if start.is_none() {
+            if trimmed.is_empty() {
+                continue;
+            }
+            start = Some(line_start);
         }
-        kept.push_str(line);
-        kept_a_line = true;
-        said_something |= !trimmed.is_empty();
+        end = line_start + line.len();
     }
-    kept
+    start.map_or("", |start| &text[start..end])
 }
 
 /// One line of at most [`EXCERPT_CHARS`] characters: the words joined by single spaces, and
@@ -752,42 +790,41 @@ fn excerpt(text: &str) -> String {
 }
 
 /// [`excerpt`] of a text that is ASCII as far as the excerpt reaches; `None` at the first
-/// other byte. A word at a time: the bytes of a word are only tested, then copied at once.
+/// other byte. Without a branch per byte that depends on the text: each byte is written, a
+/// space as `' '`, and the end moves past it unless it is a space after a space (or before
+/// the first word). Word boundaries come every few bytes, too often to guess.
 fn ascii_excerpt(text: &str) -> Option<String> {
-    // What `char::is_whitespace` takes in ASCII (the vertical tab too).
-    let is_space = |byte: u8| matches!(byte, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(EXCERPT_CHARS + 8);
-    let mut at = 0;
-    while at < bytes.len() {
-        if is_space(bytes[at]) {
-            at += 1;
-            continue;
-        }
-        let start = at;
-        while at < bytes.len() && bytes[at].is_ascii() && !is_space(bytes[at]) {
-            at += 1;
-        }
-        if at == start {
-            // A character that is not ASCII begins the word.
+    // Room for the excerpt, one character more (it is then cut), and a space that may follow
+    // that character before the text ends.
+    let mut out = [0u8; EXCERPT_CHARS + 2];
+    let mut len = 0;
+    let mut after_space = 1u8;
+    for &byte in text.as_bytes() {
+        if !byte.is_ascii() {
             return None;
         }
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        // `at` ends the text or is an ASCII byte or the first byte of a character that follows
-        // one: a character boundary.
-        out.push_str(&text[start..at]);
-        if out.len() > EXCERPT_CHARS {
-            out.truncate(EXCERPT_CHARS - 1);
-            out.push('…');
-            return Some(out);
-        }
-        if at < bytes.len() && !bytes[at].is_ascii() {
-            return None;
+        // What `char::is_whitespace` takes in ASCII: `\t` to `\r` (the vertical tab too) and
+        // `' '`. Computed, not matched: a match compiles to a branch.
+        let space = u8::from(byte == b' ') | u8::from(byte.wrapping_sub(b'\t') < 5);
+        // `byte`, or `' '` when it is a space.
+        out[len] = byte ^ ((byte ^ b' ') & 0u8.wrapping_sub(space));
+        len += usize::from((space & after_space) ^ 1);
+        after_space = space;
+        if len > EXCERPT_CHARS && after_space == 0 {
+            break;
         }
     }
-    Some(out)
+    if after_space == 1 && len > 0 {
+        len -= 1;
+    }
+    let mut excerpt = String::with_capacity(len.min(EXCERPT_CHARS + 2));
+    if len > EXCERPT_CHARS {
+        excerpt.push_str(std::str::from_utf8(&out[..EXCERPT_CHARS - 1]).ok()?);
+        excerpt.push('…');
+    } else {
+        excerpt.push_str(std::str::from_utf8(&out[..len]).ok()?);
+    }
+    Some(excerpt)
 }
 
 /// [`excerpt`] of any text.
@@ -1211,10 +1248,18 @@ mod tests {
             });
             for message in std::iter::once(&message).chain(returned) {
                 count += 1;
-                assert_eq!(
-                    header_value(message, &HeaderName::From).and_then(HeaderValue::as_address),
-                    message.from()
-                );
+                for name in [HeaderName::From, HeaderName::To, HeaderName::Cc] {
+                    assert_eq!(
+                        addresses(message, &name)
+                            .as_ref()
+                            .and_then(HeaderValue::as_address),
+                        message
+                            .header_as(name.as_str(), mail_parser::HeaderForm::Addresses)
+                            .last()
+                            .and_then(HeaderValue::as_address),
+                        "{name:?} in {path:?}"
+                    );
+                }
                 // The ids, left unparsed, read as mail-parser reads them parsed.
                 let full = MessageParser::default()
                     .parse(message.raw_message())
@@ -1357,6 +1402,28 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_those_of_str_lines() {
+        for text in [
+            "",
+            "\n",
+            "a",
+            "a\n",
+            "a\r\nb",
+            "a\r\n\r\nb\n",
+            "a\rb\r",
+            "\r",
+            "\r\n",
+            "é\nü\r\n",
+        ] {
+            assert_eq!(
+                lines(text).collect::<Vec<_>>(),
+                text.lines().collect::<Vec<_>>(),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
     fn excerpts_of_ascii_and_other_text_agree() {
         let long = "word ".repeat(60);
         let exact = "x".repeat(EXCERPT_CHARS);
@@ -1366,7 +1433,14 @@ mod tests {
         let at_the_end = format!("{} é", "w".repeat(EXCERPT_CHARS - 1));
         let many_accents = "Réponse très détaillée à votre demande, ".repeat(9);
         let long_words = format!("{} {}", "é".repeat(EXCERPT_CHARS - 2), "ü".repeat(9));
+        // The excerpt's length reached at a space: cut only when a word follows.
+        let exact_then_spaces = format!("{} \n\t ", "x".repeat(EXCERPT_CHARS));
+        let exact_then_a_word = format!("{} \n z", "x".repeat(EXCERPT_CHARS));
+        let words_to_the_end = format!("{}ab", "a ".repeat(EXCERPT_CHARS / 2 - 1));
         let texts = [
+            exact_then_spaces.as_str(),
+            exact_then_a_word.as_str(),
+            words_to_the_end.as_str(),
             "",
             "  \n\t ",
             "  Hello,\n\n  Ana \x0b here\r\n",

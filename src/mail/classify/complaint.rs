@@ -37,7 +37,7 @@ pub(super) fn complaint(
         .map(|part| lossy(part.contents()))
         .unwrap_or_default();
     let field = |wanted: &str| {
-        report.lines().find_map(|line| {
+        super::lines(&report).find_map(|line| {
             let (name, value) = line.split_once(':')?;
             name.trim()
                 .eq_ignore_ascii_case(wanted)
@@ -90,7 +90,7 @@ fn original_recipient(message: &Message<'_>) -> Option<String> {
             }) =>
             {
                 let headers = lossy(part.contents());
-                let found = headers.lines().find_map(|line| {
+                let found = super::lines(&headers).find_map(|line| {
                     let (name, value) = line.split_once(':')?;
                     let name = name.trim();
                     (name.eq_ignore_ascii_case("X-HmXmrOriginalRecipient")
