@@ -38,6 +38,7 @@ use serde::Serialize;
 
 use crate::unsubscribe::token_in_subject;
 
+mod ascii;
 mod bounce;
 mod complaint;
 mod ids;
@@ -171,9 +172,11 @@ pub fn classify(raw: &[u8]) -> Incoming {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return unknown("empty message");
     }
-    // The messages bounces and complaints return are kept raw, not parsed (`returned`).
-    let hidden = returned::hide(raw);
-    let Some(message) = PARSER.parse(hidden.as_deref().unwrap_or(raw)) else {
+    // What is parsed may be a copy of the mail: the messages bounces and complaints return
+    // are kept raw, not parsed (`returned`), and ASCII parts are read as UTF-8 (`ascii`).
+    let mut copy = returned::hide(raw);
+    ascii::declare_utf8(raw, &mut copy);
+    let Some(message) = PARSER.parse(copy.as_deref().unwrap_or(raw)) else {
         return unknown("not a mail message");
     };
     let mut inbound = Incoming {
@@ -789,6 +792,23 @@ fn excerpt(text: &str) -> String {
     ascii_excerpt(text).unwrap_or_else(|| any_excerpt(text))
 }
 
+/// Each byte as the excerpt writes it: what `char::is_whitespace` takes in ASCII (`\t` to
+/// `\r`, the vertical tab too, and `' '`) as `' '`, any other as it is. Looked up, not matched:
+/// a match compiles to a branch.
+static BLANKED: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = if matches!(byte, 9..=13 | 32) {
+            b' '
+        } else {
+            byte as u8
+        };
+        byte += 1;
+    }
+    table
+};
+
 /// [`excerpt`] of a text that is ASCII as far as the excerpt reaches; `None` at the first
 /// other byte. Without a branch per byte that depends on the text: each byte is written, a
 /// space as `' '`, and the end moves past it unless it is a space after a space (or before
@@ -803,11 +823,9 @@ fn ascii_excerpt(text: &str) -> Option<String> {
         if !byte.is_ascii() {
             return None;
         }
-        // What `char::is_whitespace` takes in ASCII: `\t` to `\r` (the vertical tab too) and
-        // `' '`. Computed, not matched: a match compiles to a branch.
-        let space = u8::from(byte == b' ') | u8::from(byte.wrapping_sub(b'\t') < 5);
-        // `byte`, or `' '` when it is a space.
-        out[len] = byte ^ ((byte ^ b' ') & 0u8.wrapping_sub(space));
+        let written = BLANKED[usize::from(byte)];
+        let space = u8::from(written == b' ');
+        out[len] = written;
         len += usize::from((space & after_space) ^ 1);
         after_space = space;
         if len > EXCERPT_CHARS && after_space == 0 {
@@ -1011,41 +1029,53 @@ const MONTHS: [&[&str]; 12] = [
 /// names on or after the message's own date (an absence is "from … until …"), within a year.
 /// Dates without a year take the next such day after the message date.
 pub fn return_date(text: &str, sent: Option<DateTime<Utc>>) -> Option<NaiveDate> {
+    // Every date read has a day or a year in digits: a text without one names no date, and
+    // only the words around one are lowered and compared.
+    if !text.bytes().any(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let today = sent.map(|d| d.date_naive());
-    let words: Vec<Cow<'_, str>> = date_words(text)
-        .map(|w| lower_case(w.trim_matches(['"', '\'', '“', '”', '«', '»'])))
+    let words: Vec<&str> = date_words(text)
+        .map(|w| w.trim_matches(['"', '\'', '“', '”', '«', '»']))
         .filter(|w| !w.is_empty())
         .take(400)
         .collect();
+    let word = |i: usize| words.get(i).map(|w| lower_case(w));
+    let is = |i: usize, wanted: &[&str]| word(i).is_some_and(|w| wanted.contains(&w.as_ref()));
     let mut found: Vec<NaiveDate> = Vec::new();
-    for (i, word) in words.iter().enumerate() {
-        let word = word.trim_end_matches(['.', ':']);
-        if let Some(date) = numeric_date(word) {
+    for (i, raw) in words.iter().enumerate() {
+        if !raw.bytes().any(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let lowered = lower_case(raw);
+        let here = lowered.trim_end_matches(['.', ':']);
+        // "March 12, 2026", "March 12th": the month is the word before (a word with a digit is
+        // never a month, so it is read from this one).
+        if let Some(before) = i.checked_sub(1).and_then(word)
+            && let Some(month) = month_number(before.trim_end_matches(['.', ':']))
+            && let Some(day) = day_number(&lowered)
+        {
+            let year = word(i + 1).and_then(|w| year_number(&w));
+            found.extend(resolve(day, month, year, today));
+        }
+        if let Some(date) = numeric_date(here) {
             found.push(date);
             continue;
         }
         // "12 March 2026", "12. März", "12 de marzo de 2026", "1er avril"
-        if let Some(day) = day_number(word) {
+        if let Some(day) = day_number(here) {
             let mut j = i + 1;
-            if words.get(j).is_some_and(|w| w == "de" || w == "of") {
+            if is(j, &["de", "of"]) {
                 j += 1;
             }
-            if let Some(month) = words.get(j).and_then(|w| month_number(w)) {
+            if let Some(month) = word(j).and_then(|w| month_number(&w)) {
                 let mut k = j + 1;
-                if words.get(k).is_some_and(|w| w == "de") {
+                if is(k, &["de"]) {
                     k += 1;
                 }
-                let year = words.get(k).and_then(|w| year_number(w));
+                let year = word(k).and_then(|w| year_number(&w));
                 found.extend(resolve(day, month, year, today));
             }
-            continue;
-        }
-        // "March 12, 2026", "March 12th"
-        if let Some(month) = month_number(word)
-            && let Some(day) = words.get(i + 1).and_then(|w| day_number(w))
-        {
-            let year = words.get(i + 2).and_then(|w| year_number(w));
-            found.extend(resolve(day, month, year, today));
         }
     }
     found
