@@ -814,12 +814,16 @@ static BLANKED: [u8; 256] = {
 /// space as `' '`, and the end moves past it unless it is a space after a space (or before
 /// the first word). Word boundaries come every few bytes, too often to guess.
 fn ascii_excerpt(text: &str) -> Option<String> {
-    // Room for the excerpt, one character more (it is then cut), and a space that may follow
-    // that character before the text ends.
-    let mut out = [0u8; EXCERPT_CHARS + 2];
+    // Room for the excerpt and one character more: when there is one, the excerpt is cut.
+    let mut out = [0u8; EXCERPT_CHARS + 1];
     let mut len = 0;
     let mut after_space = 1u8;
-    for &byte in text.as_bytes() {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    // The loop ends on the length alone: a test of the byte to end it compiles to a branch.
+    while at < bytes.len() && len <= EXCERPT_CHARS {
+        let byte = bytes[at];
+        at += 1;
         if !byte.is_ascii() {
             return None;
         }
@@ -828,15 +832,22 @@ fn ascii_excerpt(text: &str) -> Option<String> {
         out[len] = written;
         len += usize::from((space & after_space) ^ 1);
         after_space = space;
-        if len > EXCERPT_CHARS && after_space == 0 {
-            break;
-        }
     }
+    let mut cut = len > EXCERPT_CHARS;
     if after_space == 1 && len > 0 {
+        // A space ends what was written: the excerpt is cut only if a word follows it.
         len -= 1;
+        cut = match bytes[at..]
+            .iter()
+            .find(|&&b| BLANKED[usize::from(b)] != b' ')
+        {
+            Some(byte) if !byte.is_ascii() => return None,
+            Some(_) => cut,
+            None => false,
+        };
     }
-    let mut excerpt = String::with_capacity(len.min(EXCERPT_CHARS + 2));
-    if len > EXCERPT_CHARS {
+    let mut excerpt = String::with_capacity(EXCERPT_CHARS + 2);
+    if cut {
         excerpt.push_str(std::str::from_utf8(&out[..EXCERPT_CHARS - 1]).ok()?);
         excerpt.push('…');
     } else {
@@ -1487,6 +1498,16 @@ mod tests {
             many_accents.as_str(),
             long_words.as_str(),
         ];
+        // Every ending around the excerpt's length.
+        for words in [1, 2, 3, 7] {
+            for length in EXCERPT_CHARS - 4..EXCERPT_CHARS + 4 {
+                for tail in ["", " ", "  \n", " x", " \t é", "é", "\u{a0}y"] {
+                    let word = "w".repeat(length / words);
+                    let text = format!(" {}{tail}", vec![word; words].join(" "));
+                    assert_eq!(excerpt(&text), any_excerpt(&text), "{text:?}");
+                }
+            }
+        }
         for text in texts {
             assert_eq!(excerpt(text), any_excerpt(text), "{text:?}");
             assert!(excerpt(text).chars().count() <= EXCERPT_CHARS, "{text:?}");
