@@ -31,13 +31,12 @@ use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use mail_parser::parsers::MessageStream;
-use mail_parser::{
-    Address, Header, HeaderName, HeaderValue, Message, MessageParser, MimeHeaders, PartType,
-};
+use mail_parser::{Header, HeaderName, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
 use serde::Serialize;
 
 use crate::unsubscribe::token_in_subject;
 
+mod address;
 mod ascii;
 mod bounce;
 mod complaint;
@@ -297,18 +296,14 @@ fn header_value<'a, 'x>(
 
 /// The addresses of the last `name` header (`From`, `To`, …), parsed from its raw value as
 /// mail-parser parses an address header. [`PARSER`] leaves them unparsed: most messages need
-/// only `From`, and a bounce a few more.
+/// only `From`'s first address ([`first_address`]), and a bounce a few more.
 fn addresses<'a>(message: &'a Message<'_>, name: &HeaderName<'_>) -> Option<HeaderValue<'a>> {
-    raw_value(message, name).map(|raw| MessageStream::new(raw).parse_address())
+    raw_value(message, name).map(address::parse)
 }
 
 /// The address of the first mailbox of the `name` header (`From`, `To`), lower case.
 fn first_address(message: &Message<'_>, name: HeaderName<'static>) -> Option<String> {
-    addresses(message, &name)?
-        .as_address()
-        .and_then(Address::first)
-        .and_then(|addr| addr.address())
-        .map(str::to_ascii_lowercase)
+    address::first_address(raw_value(message, &name)?)
 }
 
 /// The Message-ID of `message`, as `Message::message_id` reads it.
@@ -1246,6 +1241,7 @@ fn resolve(day: u32, month: u32, year: Option<i32>, today: Option<NaiveDate>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mail_parser::Address;
 
     #[test]
     fn header_names_compare_as_mail_parser_compares_them() {
@@ -1300,6 +1296,14 @@ mod tests {
                             .and_then(HeaderValue::as_address),
                         "{name:?} in {path:?}"
                     );
+                    let theirs = message
+                        .header_as(name.as_str(), mail_parser::HeaderForm::Addresses)
+                        .last()
+                        .and_then(HeaderValue::as_address)
+                        .and_then(Address::first)
+                        .and_then(|addr| addr.address())
+                        .map(str::to_ascii_lowercase);
+                    assert_eq!(first_address(message, name.clone()), theirs, "{path:?}");
                 }
                 // The ids, left unparsed, read as mail-parser reads them parsed.
                 let full = MessageParser::default()

@@ -7,12 +7,11 @@
 //! those parts `message/x-kept` in a copy of the mail, which mail-parser keeps as plain bytes;
 //! [`Returned`] finds the few fields wanted in them with a line scan of its own that tells
 //! fields apart as mail-parser does, and reads their values as mail-parser reads them
-//! (addresses with its own parser, ids with [`super::ids`]). A
+//! (addresses as its parser reads them, [`super::address`]; ids with [`super::ids`]). A
 //! returned message that was not hidden (an unusual spelling of its `Content-Type`) is still
 //! read from mail-parser's parse.
 
-use mail_parser::parsers::MessageStream;
-use mail_parser::{Address, HeaderName, Message, MessagePart, MimeHeaders, PartType};
+use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
 use memchr::memchr;
 
 use super::ids::last_id;
@@ -146,12 +145,7 @@ impl<'a, 'x> Returned<'a, 'x> {
     pub(super) fn first_address(&self, name: HeaderName<'static>) -> Option<String> {
         match self {
             Returned::Parsed(message) => super::first_address(message, name),
-            Returned::Kept(raw) => MessageStream::new(field(raw, &name)?)
-                .parse_address()
-                .as_address()
-                .and_then(Address::first)
-                .and_then(|addr| addr.address())
-                .map(str::to_ascii_lowercase),
+            Returned::Kept(raw) => super::address::first_address(field(raw, &name)?),
         }
     }
 
