@@ -230,9 +230,7 @@ fn references(message: &Message<'_>) -> Vec<String> {
 fn recipients(message: &Message<'_>) -> Vec<String> {
     let lists: Vec<HeaderValue<'_>> = [HeaderName::To, HeaderName::Cc]
         .iter()
-        .filter_map(|name| {
-            raw_value(message, name).map(|raw| MessageStream::new(raw).parse_address())
-        })
+        .filter_map(|name| addresses(message, name))
         .chain(
             [HeaderName::DeliveredTo, other_header("X-Original-To")]
                 .iter()
@@ -332,9 +330,7 @@ fn addresses_of_every<'a>(message: &'a Message<'_>, name: &HeaderName<'_>) -> Ve
             message
                 .raw_message
                 .get(header.offset_start as usize..header.offset_end as usize)
-                .map_or(HeaderValue::Empty, |bytes| {
-                    MessageStream::new(bytes).parse_address()
-                })
+                .map_or(HeaderValue::Empty, address::parse)
         })
         .collect()
 }
