@@ -1234,6 +1234,22 @@ fn resolve(day: u32, month: u32, year: Option<i32>, today: Option<NaiveDate>) ->
     }
 }
 
+/// Every message of the golden corpus (`tests/corpus/classify/*.eml`) and its path: the
+/// tests that compare a reading of ours with mail-parser's run over all of them.
+#[cfg(test)]
+fn corpus() -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/classify");
+    std::fs::read_dir(folder)
+        .expect("the corpus")
+        .map(|entry| entry.expect("an entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
+        .map(|path| {
+            let raw = std::fs::read(&path).expect("readable");
+            (path, raw)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1264,14 +1280,8 @@ mod tests {
     /// message and every message one returns.
     #[test]
     fn header_lookups_agree_with_mail_parser_in_the_corpus() {
-        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/classify");
         let mut count = 0;
-        for entry in std::fs::read_dir(corpus).expect("the corpus") {
-            let path = entry.expect("an entry").path();
-            if path.extension().is_none_or(|ext| ext != "eml") {
-                continue;
-            }
-            let raw = std::fs::read(&path).expect("readable");
+        for (path, raw) in corpus() {
             let Some(message) = PARSER.parse(&raw) else {
                 continue;
             };

@@ -11,10 +11,7 @@
 use memchr::{memchr, memrchr};
 
 use super::find_ignoring_case;
-
-/// How many header lines are looked back over for the boundary line or the start of the mail
-/// that shows a `Content-Type` field heads a part.
-const HEADER_LINES: usize = 64;
+use super::returned::{HEADER_LINES, heads_a_block};
 
 /// Declares `utf-8` every `charset=us-ascii` (or `charset="us-ascii"`) of a `Content-Type`
 /// field, in the mail's header block or a part's, whose part reads the same either way; the
@@ -69,25 +66,7 @@ fn reads_the_same(raw: &[u8], at: usize) -> bool {
     if !is_field(&raw[start..line_end(start)], b"content-type") {
         return false;
     }
-    // Above the field: header lines up to the boundary line or the start of the mail.
-    let mut above = start;
-    let mut heads_a_block = false;
-    for _ in 0..HEADER_LINES {
-        if above == 0 {
-            heads_a_block = true;
-            break;
-        }
-        above = line_start(above - 1);
-        let line = &raw[above..line_end(above)];
-        if line.starts_with(b"--") {
-            heads_a_block = true;
-            break;
-        }
-        if is_blank(line) {
-            return false;
-        }
-    }
-    if !heads_a_block {
+    if !heads_a_block(raw, start) {
         return false;
     }
     // Below it, to the blank line that ends the block: no encoding that could give other bytes.
@@ -175,15 +154,9 @@ mod tests {
     /// Every message of the corpus reads the same declared as it is, with LF and CRLF.
     #[test]
     fn the_corpus_reads_the_same() {
-        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/classify");
         let mut declared_some = 0;
-        for entry in std::fs::read_dir(corpus).expect("the corpus") {
-            let path = entry.expect("an entry").path();
-            if path.extension().is_none_or(|ext| ext != "eml") {
-                continue;
-            }
-            let raw =
-                String::from_utf8_lossy(&std::fs::read(&path).expect("readable")).into_owned();
+        for (_, raw) in crate::mail::classify::corpus() {
+            let raw = String::from_utf8_lossy(&raw).into_owned();
             for raw in [
                 raw.replace("\r\n", "\n"),
                 raw.replace("\r\n", "\n").replace('\n', "\r\n"),
